@@ -1,0 +1,1 @@
+//! Topology tests live in tests/*.rs.

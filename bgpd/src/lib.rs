@@ -10,4 +10,5 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod fsm;
 pub mod wire;

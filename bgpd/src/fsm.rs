@@ -105,13 +105,22 @@ pub enum Output {
     /// Close the connection (after writing what was queued on it).
     Close { conn: ConnId },
     /// The session reached Established on `conn`; encode/decode with `codec` from now on.
-    Established { conn: ConnId, codec: SessionCodec, peer: Open, families: Vec<Family> },
+    Established {
+        conn: ConnId,
+        codec: SessionCodec,
+        peer: Open,
+        families: Vec<Family>,
+    },
     /// An UPDATE arrived on the established session.
     Update { update: crate::wire::Update },
     /// The peer asked for a ROUTE-REFRESH of a family (RFC 2918 §4): re-send the Adj-RIB-Out.
     RouteRefresh { family: Family },
     /// The state changed; `reason` says why in a short lowercase line.
-    StateChange { from: State, to: State, reason: String },
+    StateChange {
+        from: State,
+        to: State,
+        reason: String,
+    },
     /// A NOTIFICATION was received from the peer.
     NotificationReceived(Notification),
 }

@@ -8,7 +8,14 @@
 //!
 //! bgpd must not install routes in the kernel, and must never re-announce what it receives.
 
-#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod fsm;
+pub mod metrics;
+pub mod peer;
+pub mod rib;
+pub mod sockopt;
 pub mod wire;

@@ -1,1 +1,75 @@
-fn main() {}
+//! `bgpd`: spanlb's BGP speaker. See the README for the configuration reference.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bgpd",
+    version,
+    about = "spanlb BGP speaker: announces VIPs and floating self-IP routes"
+)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(short, long, default_value = "/etc/spanlb/bgpd.toml")]
+    config: PathBuf,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match bgpd::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bgpd: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.check {
+        println!(
+            "{}: ok ({} neighbors, {} routes)",
+            args.config.display(),
+            config.neighbors.len(),
+            config.routes.len()
+        );
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listeners = bgpd::daemon::bind_all(&config)?;
+        let control = bgpd::daemon::bind_control(&config.control_socket)?;
+        let metrics = match config.metrics {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("metrics listener {a}"))?,
+            ),
+            None => None,
+        };
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        let sock = config.control_socket.clone();
+        bgpd::daemon::run(config, listeners, control, metrics, shutdown).await?;
+        let _ = std::fs::remove_file(sock);
+        Ok(())
+    })
+}

@@ -209,7 +209,11 @@ pub struct DecodeError {
 impl DecodeError {
     /// The NOTIFICATION to send for this error.
     pub fn notification(&self) -> Notification {
-        Notification { code: self.code, subcode: self.subcode, data: self.data.clone() }
+        Notification {
+            code: self.code,
+            subcode: self.subcode,
+            data: self.data.clone(),
+        }
     }
 }
 

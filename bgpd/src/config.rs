@@ -1,0 +1,599 @@
+//! bgpd's configuration: a TOML file read through the `config` crate into typed structs
+//! (`deny_unknown_fields`), then validated. Every error names the file, the key and the problem.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Family, LargeCommunity, Origin, GRACEFUL_SHUTDOWN};
+
+/// Configuration errors: one line, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Load { file: String, message: String },
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole bgpd configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// BGP identifier (RFC 4271 §4.2).
+    pub router_id: Ipv4Addr,
+    /// Our AS number (4-octet, RFC 6793).
+    pub local_as: u32,
+    /// Addresses to accept BGP connections on. Default: `0.0.0.0:179` and `[::]:179`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Unix socket for bgpctl and lbd (JSON lines).
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+    /// Prometheus metrics HTTP address; none when absent.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    /// Shutdown behaviour on SIGTERM.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default, rename = "neighbor")]
+    pub neighbors: Vec<NeighborConfig>,
+    /// Statically configured routes, announced as long as bgpd runs.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![
+        "0.0.0.0:179".parse().expect("literal"),
+        "[::]:179".parse().expect("literal"),
+    ]
+}
+
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/spanlb/bgpd.sock")
+}
+
+/// What bgpd does on SIGTERM (and on a graceful `withdraw`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Re-announce every route with GRACEFUL_SHUTDOWN (RFC 8326) before withdrawing it.
+    #[serde(default)]
+    pub graceful_shutdown: bool,
+    /// How long routes stay announced with GRACEFUL_SHUTDOWN before the withdraw, ms.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Longest wait for the withdraws to be written before the sessions are closed, ms.
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            graceful_shutdown: false,
+            linger_ms: default_linger_ms(),
+            drain_ms: default_drain_ms(),
+        }
+    }
+}
+
+fn default_linger_ms() -> u64 {
+    2000
+}
+fn default_drain_ms() -> u64 {
+    1000
+}
+
+/// One BGP neighbor.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborConfig {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Source address of our connections, and NEXT_HOP for routes with `next_hop = "self"`.
+    #[serde(default)]
+    pub local_address: Option<IpAddr>,
+    /// IPv6 NEXT_HOP for `self` routes over an IPv4 session.
+    #[serde(default)]
+    pub local_address_v6: Option<std::net::Ipv6Addr>,
+    /// Remote TCP port (default 179).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Never connect; wait for the peer.
+    #[serde(default)]
+    pub passive: bool,
+    /// Proposed hold time, seconds (0 or ≥ 3).
+    #[serde(default = "default_hold")]
+    pub hold_time: u16,
+    /// Keepalive interval, seconds; default a third of the negotiated hold time.
+    #[serde(default)]
+    pub keepalive: Option<u16>,
+    /// Seconds between connection attempts.
+    #[serde(default = "default_connect_retry")]
+    pub connect_retry: u64,
+    /// Seconds before a session that went down is restarted.
+    #[serde(default = "default_idle_hold")]
+    pub idle_hold: u64,
+    /// TCP MD5 signature password (RFC 2385).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// eBGP multihop TTL; unset means directly connected (TTL 1 for eBGP, 64 for iBGP).
+    #[serde(default)]
+    pub ebgp_multihop: Option<u8>,
+    /// TCP_USER_TIMEOUT in ms; default: the hold time (so a dead peer cannot hang writes).
+    #[serde(default)]
+    pub tcp_user_timeout_ms: Option<u32>,
+    /// Address families to negotiate.
+    #[serde(default = "default_families")]
+    pub families: Vec<Family>,
+    /// Families on which we offer ADD-PATH send (RFC 7911), so several paths per prefix go out.
+    #[serde(default)]
+    pub add_path_send: Vec<Family>,
+    /// Families on which we offer ADD-PATH receive.
+    #[serde(default)]
+    pub add_path_receive: Vec<Family>,
+    /// Cease (6/1, RFC 4486) when the peer sends more prefixes than this.
+    #[serde(default)]
+    pub max_prefixes: Option<u32>,
+}
+
+fn default_port() -> u16 {
+    179
+}
+fn default_hold() -> u16 {
+    90
+}
+fn default_connect_retry() -> u64 {
+    5
+}
+fn default_idle_hold() -> u64 {
+    2
+}
+fn default_families() -> Vec<Family> {
+    vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+}
+
+impl NeighborConfig {
+    pub fn is_ebgp(&self, local_as: u32) -> bool {
+        self.remote_as != local_as
+    }
+    pub fn remote(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+    pub fn connect_retry(&self) -> Duration {
+        Duration::from_secs(self.connect_retry)
+    }
+}
+
+/// A route as configured or sent on the control socket.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: IpNet,
+    /// ADD-PATH path id (RFC 7911); one device announces a VIP once per traffic group it holds.
+    /// Toward peers without ADD-PATH only the route with the lowest path id of a prefix is sent.
+    #[serde(default)]
+    pub path_id: Option<u32>,
+    /// `"self"` (the session's local address) or an address: a third-party next hop on the shared
+    /// segment such as a floating self IP (RFC 4271 §5.1.3).
+    #[serde(default)]
+    pub next_hop: NextHop,
+    #[serde(default)]
+    pub origin: Origin,
+    /// How many extra times our AS is prepended (RFC 4271 §9.2.2.2 ordering aside, a plain
+    /// AS_SEQUENCE prepend).
+    #[serde(default)]
+    pub as_path_prepend: u8,
+    #[serde(default)]
+    pub med: Option<u32>,
+    /// Communities as `"ASN:VALUE"` or well-known names (`graceful-shutdown`, `no-export`, …).
+    #[serde(default)]
+    pub communities: Vec<Community>,
+    /// Large communities as `"A:B:C"` (RFC 8092).
+    #[serde(default)]
+    pub large_communities: Vec<LargeCommunityText>,
+    /// LOCAL_PREF toward iBGP peers (default 100).
+    #[serde(default)]
+    pub local_pref: Option<u32>,
+}
+
+/// NEXT_HOP choice of a route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum NextHop {
+    #[default]
+    Self_,
+    Addr(IpAddr),
+}
+
+impl Serialize for NextHop {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            NextHop::Self_ => s.serialize_str("self"),
+            NextHop::Addr(a) => s.collect_str(a),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NextHop {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "self" {
+            return Ok(NextHop::Self_);
+        }
+        s.parse().map(NextHop::Addr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "next_hop `{s}` is neither \"self\" nor an IP address"
+            ))
+        })
+    }
+}
+
+/// A standard community (RFC 1997), written `ASN:VALUE` or a well-known name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Community(pub u32);
+
+const WELL_KNOWN: &[(&str, u32)] = &[
+    ("graceful-shutdown", GRACEFUL_SHUTDOWN),
+    ("blackhole", 0xFFFF_029A),
+    ("no-export", 0xFFFF_FF01),
+    ("no-advertise", 0xFFFF_FF02),
+    ("no-export-subconfed", 0xFFFF_FF03),
+    ("no-peer", 0xFFFF_FF04),
+];
+
+impl std::str::FromStr for Community {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some((_, v)) = WELL_KNOWN.iter().find(|(n, _)| *n == s) {
+            return Ok(Community(*v));
+        }
+        let (a, b) = s
+            .split_once(':')
+            .ok_or_else(|| format!("community `{s}` is not ASN:VALUE or a well-known name"))?;
+        let a: u16 = a
+            .parse()
+            .map_err(|_| format!("community `{s}`: `{a}` is not a number 0-65535"))?;
+        let b: u16 = b
+            .parse()
+            .map_err(|_| format!("community `{s}`: `{b}` is not a number 0-65535"))?;
+        Ok(Community(((a as u32) << 16) | b as u32))
+    }
+}
+
+impl std::fmt::Display for Community {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((n, _)) = WELL_KNOWN.iter().find(|(_, v)| *v == self.0) {
+            return f.write_str(n);
+        }
+        write!(f, "{}:{}", self.0 >> 16, self.0 & 0xFFFF)
+    }
+}
+
+impl Serialize for Community {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Community {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A large community written `A:B:C`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LargeCommunityText(pub LargeCommunity);
+
+impl std::str::FromStr for LargeCommunityText {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let nums: Result<Vec<u32>, _> = parts.iter().map(|p| p.parse::<u32>()).collect();
+        match nums {
+            Ok(n) if n.len() == 3 => Ok(LargeCommunityText(LargeCommunity(n[0], n[1], n[2]))),
+            _ => Err(format!(
+                "large community `{s}` is not A:B:C with 32-bit numbers"
+            )),
+        }
+    }
+}
+
+impl Serialize for LargeCommunityText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let LargeCommunity(a, b, c) = self.0;
+        s.collect_str(&format_args!("{a}:{b}:{c}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for LargeCommunityText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl RouteConfig {
+    /// Checks what serde cannot; `key` is where this route sits (for messages).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.prefix != self.prefix.trunc() {
+            return Err((
+                "prefix".into(),
+                format!(
+                    "{} has host bits set (did you mean {}?)",
+                    self.prefix,
+                    self.prefix.trunc()
+                ),
+            ));
+        }
+        if let NextHop::Addr(a) = self.next_hop {
+            if a.is_ipv4() != self.prefix.addr().is_ipv4() {
+                return Err((
+                    "next_hop".into(),
+                    format!("{a} is not of the prefix's address family"),
+                ));
+            }
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(("next_hop".into(), format!("{a} cannot be a next hop")));
+            }
+        }
+        if self.path_id == Some(0) {
+            return Err(("path_id".into(), "path ids start at 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        if !path.exists() {
+            return Err(ConfigError::Load {
+                file,
+                message: "no such file".into(),
+            });
+        }
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Load {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+        Self::from_source(raw, &file)
+    }
+
+    /// Parses TOML text (tests, `--check` of a string); `name` stands for the file name.
+    pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Load {
+                file: name.into(),
+                message: e.to_string(),
+            })?;
+        Self::from_source(raw, name)
+    }
+
+    fn from_source(raw: config::Config, file: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string();
+            ConfigError::Invalid {
+                file: file.into(),
+                key,
+                message,
+            }
+        })?;
+        cfg.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                file: file.into(),
+                key,
+                message,
+            })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.local_as == 0 || self.local_as == crate::wire::AS_TRANS {
+            return Err(("local_as".into(), format!("{} is reserved", self.local_as)));
+        }
+        if self.router_id.is_unspecified()
+            || self.router_id.is_multicast()
+            || self.router_id.is_broadcast()
+        {
+            return Err((
+                "router_id".into(),
+                format!("{} is not a valid BGP identifier", self.router_id),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in self.neighbors.iter().enumerate() {
+            let k = |f: &str| format!("neighbor[{i}].{f}");
+            if !seen.insert(n.address) {
+                return Err((k("address"), format!("{} is configured twice", n.address)));
+            }
+            if n.hold_time == 1 || n.hold_time == 2 {
+                return Err((
+                    k("hold_time"),
+                    "must be 0 or at least 3 seconds (RFC 4271 §4.2)".into(),
+                ));
+            }
+            if let Some(ka) = n.keepalive {
+                if n.hold_time != 0 && (ka == 0 || ka > n.hold_time / 3) {
+                    return Err((
+                        k("keepalive"),
+                        format!("must be 1..={} (a third of hold_time)", n.hold_time / 3),
+                    ));
+                }
+            }
+            if n.remote_as == 0 {
+                return Err((k("remote_as"), "0 is reserved".into()));
+            }
+            if let Some(p) = &n.password {
+                if p.is_empty() || p.len() > 80 {
+                    return Err((
+                        k("password"),
+                        "must be 1 to 80 bytes (TCP_MD5SIG_MAXKEYLEN)".into(),
+                    ));
+                }
+            }
+            if let Some(la) = n.local_address {
+                if la.is_ipv4() != n.address.is_ipv4() {
+                    return Err((
+                        k("local_address"),
+                        "must be of the neighbor address's family".into(),
+                    ));
+                }
+            }
+            if n.families.is_empty() {
+                return Err((
+                    k("families"),
+                    "at least one address family is needed".into(),
+                ));
+            }
+            for f in n.add_path_send.iter().chain(&n.add_path_receive) {
+                if !n.families.contains(f) {
+                    return Err((k("add_path_send"), format!("{f} is not in families")));
+                }
+            }
+            if n.connect_retry == 0 {
+                return Err((k("connect_retry"), "must be at least 1 second".into()));
+            }
+        }
+        let mut keys = std::collections::HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            r.validate()
+                .map_err(|(f, m)| (format!("route[{i}].{f}"), m))?;
+            if !keys.insert((r.prefix, r.path_id)) {
+                return Err((
+                    format!("route[{i}].prefix"),
+                    format!("{} path id {:?} is configured twice", r.prefix, r.path_id),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        router_id = "20.1.1.6"
+        local_as = 65001
+        listen = ["127.0.0.1:1179"]
+        control_socket = "/tmp/x.sock"
+        [[neighbor]]
+        address = "20.1.1.1"
+        remote_as = 65000
+        hold_time = 9
+        add_path_send = ["ipv4-unicast"]
+        [[route]]
+        prefix = "30.1.1.10/32"
+        path_id = 1
+        next_hop = "20.1.1.2"
+        communities = ["65001:100", "no-export"]
+        large_communities = ["65001:1:2"]
+    "#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = Config::from_toml(GOOD, "t.toml").unwrap();
+        assert_eq!(c.neighbors[0].hold_time, 9);
+        assert_eq!(
+            c.routes[0].next_hop,
+            NextHop::Addr("20.1.1.2".parse().unwrap())
+        );
+        assert_eq!(
+            c.routes[0].communities,
+            vec![Community(65001 << 16 | 100), Community(0xFFFF_FF01)]
+        );
+        assert_eq!(
+            c.routes[0].large_communities[0].0,
+            LargeCommunity(65001, 1, 2)
+        );
+        assert_eq!(
+            c.neighbors[0].families,
+            vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+        );
+    }
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&GOOD.replace("hold_time = 9", "hold_time = 9\nholdtime = 3"));
+        assert!(
+            e.contains("t.toml") && e.contains("neighbor[0]") && e.contains("holdtime"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = err(&GOOD.replace("next_hop = \"20.1.1.2\"", "next_hop = \"banana\""));
+        assert!(
+            e.contains("route[0].next_hop") && e.contains("banana"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("hold_time = 9", "hold_time = 2"));
+        assert!(
+            e.contains("neighbor[0].hold_time") && e.contains("at least 3"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("30.1.1.10/32", "30.1.1.10/24"));
+        assert!(
+            e.contains("route[0].prefix") && e.contains("host bits"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("65001:100", "65001:100000"));
+        assert!(
+            e.contains("route[0].communities") && e.contains("100000"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("local_as = 65001", "local_as = \"x\""));
+        assert!(e.contains("local_as"), "{e}");
+        let e = err(&GOOD.replace("next_hop = \"20.1.1.2\"", "next_hop = \"2001:db8::1\""));
+        assert!(e.contains("address family"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::load(Path::new("/nonexistent/bgpd.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "/nonexistent/bgpd.toml: no such file");
+    }
+
+    #[test]
+    fn community_text_round_trips() {
+        for s in ["65000:1", "graceful-shutdown", "0:0", "65535:65535"] {
+            let c: Community = s.parse().unwrap();
+            let back = c.to_string();
+            assert_eq!(back.parse::<Community>().unwrap(), c);
+        }
+        assert_eq!(
+            "graceful-shutdown".parse::<Community>().unwrap().0,
+            GRACEFUL_SHUTDOWN
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! Prometheus metrics (text exposition over a small HTTP endpoint).
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::fsm::State;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NeighborLabel {
+    pub neighbor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabel {
+    pub neighbor: String,
+    /// open, update, notification, keepalive, route-refresh
+    pub kind: String,
+}
+
+/// Every bgpd metric.
+pub struct Metrics {
+    pub registry: Registry,
+    /// RFC 4271 state as a number: 1 Idle, 2 Connect, 3 Active, 4 OpenSent, 5 OpenConfirm,
+    /// 6 Established.
+    pub session_state: Family<NeighborLabel, Gauge>,
+    pub established_transitions: Family<NeighborLabel, Counter>,
+    pub messages_in: Family<MessageLabel, Counter>,
+    pub messages_out: Family<MessageLabel, Counter>,
+    pub prefixes_advertised: Family<NeighborLabel, Gauge>,
+    pub prefixes_received: Family<NeighborLabel, Gauge>,
+    pub updates_treated_as_withdraw: Family<NeighborLabel, Counter>,
+    pub notifications_in: Family<MessageLabel, Counter>,
+    pub notifications_out: Family<MessageLabel, Counter>,
+    pub routes: Gauge,
+    pub control_clients: Gauge,
+    pub rejected_connections: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("bgpd");
+        let m = Metrics {
+            registry: Registry::default(),
+            session_state: Family::default(),
+            established_transitions: Family::default(),
+            messages_in: Family::default(),
+            messages_out: Family::default(),
+            prefixes_advertised: Family::default(),
+            prefixes_received: Family::default(),
+            updates_treated_as_withdraw: Family::default(),
+            notifications_in: Family::default(),
+            notifications_out: Family::default(),
+            routes: Gauge::default(),
+            control_clients: Gauge::default(),
+            rejected_connections: Counter::default(),
+        };
+        registry.register(
+            "session_state",
+            "RFC 4271 session state (1 Idle .. 6 Established)",
+            m.session_state.clone(),
+        );
+        registry.register(
+            "session_established_transitions",
+            "Times the session reached Established",
+            m.established_transitions.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "BGP messages received by kind",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "BGP messages sent by kind",
+            m.messages_out.clone(),
+        );
+        registry.register(
+            "prefixes_advertised",
+            "Prefixes in the Adj-RIB-Out",
+            m.prefixes_advertised.clone(),
+        );
+        registry.register(
+            "prefixes_received",
+            "Prefixes in the Adj-RIB-In",
+            m.prefixes_received.clone(),
+        );
+        registry.register(
+            "updates_treated_as_withdraw",
+            "UPDATEs with attribute errors handled per RFC 7606",
+            m.updates_treated_as_withdraw.clone(),
+        );
+        registry.register(
+            "notifications_received",
+            "NOTIFICATIONs received by code/subcode",
+            m.notifications_in.clone(),
+        );
+        registry.register(
+            "notifications_sent",
+            "NOTIFICATIONs sent by code/subcode",
+            m.notifications_out.clone(),
+        );
+        registry.register("routes", "Route intents in the table", m.routes.clone());
+        registry.register(
+            "control_clients",
+            "Connected control clients",
+            m.control_clients.clone(),
+        );
+        registry.register(
+            "rejected_connections",
+            "Inbound connections from unknown addresses",
+            m.rejected_connections.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn state_value(s: State) -> i64 {
+        match s {
+            State::Idle => 1,
+            State::Connect => 2,
+            State::Active => 3,
+            State::OpenSent => 4,
+            State::OpenConfirm => 5,
+            State::Established => 6,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` (any path, really) until the task is dropped. A deliberately tiny
+/// HTTP/1.0 responder: one request per connection, bounded request size, no keep-alive.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let mut n = 0;
+            // Read until the end of the request head, 2 KiB at most, 5 s at most.
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while n < buf.len() {
+                    match sock.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let body = metrics.encode();
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

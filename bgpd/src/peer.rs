@@ -1,0 +1,847 @@
+//! One tokio task per neighbor: it owns the sockets, feeds the sans-IO [`Session`] and carries
+//! out its outputs, and keeps the neighbor's Adj-RIB-Out in line with the route table.
+//!
+//! Each TCP connection has a reader task (framing only: whole messages go to the peer task,
+//! which decodes them with the codec state of the moment) and a writer task (a queue of encoded
+//! messages, so the session loop never blocks on a slow peer; TCP_USER_TIMEOUT ends a write to a
+//! dead one).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::config::NeighborConfig;
+use crate::fsm::{ConnId, Input, Output, Session, SessionConfig, State};
+use crate::metrics::{MessageLabel, Metrics, NeighborLabel};
+use crate::rib::{AdjRibOut, Changes, ExportContext, RouteKey, SharedTable};
+use crate::sockopt::{self, ConnectOptions};
+use crate::wire::{self, notif, AttrErrorAction, Family, Message, Nlri, PathAttrs, SessionCodec};
+
+/// What the control socket can read about a neighbor.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    pub description: Option<String>,
+    pub state: State,
+    /// Unix time (s) of the last state change.
+    pub since: u64,
+    pub last_reason: String,
+    pub remote_id: Option<String>,
+    pub local_address: Option<SocketAddr>,
+    pub hold_time: Option<u16>,
+    pub families: Vec<Family>,
+    pub add_path_send: Vec<Family>,
+    pub add_path_receive: Vec<Family>,
+    pub four_octet_as: bool,
+    pub prefixes_advertised: usize,
+    pub prefixes_received: usize,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub updates_in: u64,
+    pub updates_out: u64,
+    pub last_notification_in: Option<String>,
+    pub last_notification_out: Option<String>,
+    pub established_count: u64,
+}
+
+/// Commands from the daemon to a neighbor task.
+#[derive(Debug)]
+pub enum PeerCmd {
+    /// Reply with the Adj-RIB-Out.
+    DumpRibOut(oneshot::Sender<Vec<(Nlri, PathAttrs)>>),
+    /// Send pending route changes, then Cease / Administrative Shutdown, close, and end the
+    /// task; reply once everything was written (or `drain` passed).
+    Shutdown {
+        drain: Duration,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The daemon's handle on a neighbor task.
+pub struct PeerHandle {
+    pub address: IpAddr,
+    pub inbound: mpsc::Sender<TcpStream>,
+    pub cmd: mpsc::Sender<PeerCmd>,
+    pub status: Arc<Mutex<PeerStatus>>,
+    pub task: JoinHandle<()>,
+}
+
+/// Daemon-wide settings a neighbor task needs.
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub local_as: u32,
+    pub router_id: std::net::Ipv4Addr,
+}
+
+enum ConnEvent {
+    Connected(ConnId, std::io::Result<TcpStream>),
+    Frame(ConnId, Vec<u8>),
+    FramingError(ConnId, wire::DecodeError),
+    Closed(ConnId, String),
+}
+
+enum WriterCmd {
+    Bytes(Vec<u8>),
+    Close,
+}
+
+struct Conn {
+    writer: mpsc::UnboundedSender<WriterCmd>,
+    writer_task: JoinHandle<()>,
+    reader_task: JoinHandle<()>,
+    local: Option<SocketAddr>,
+}
+
+struct Established {
+    conn: ConnId,
+    codec: SessionCodec,
+    export: ExportContext,
+}
+
+/// Spawns the task of one neighbor.
+pub fn spawn(
+    cfg: NeighborConfig,
+    global: Global,
+    table: SharedTable,
+    metrics: Arc<Metrics>,
+) -> PeerHandle {
+    let (in_tx, in_rx) = mpsc::channel(4);
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let status = Arc::new(Mutex::new(PeerStatus {
+        address: cfg.address,
+        remote_as: cfg.remote_as,
+        description: cfg.description.clone(),
+        state: State::Idle,
+        since: unix_now(),
+        last_reason: "starting".into(),
+        remote_id: None,
+        local_address: None,
+        hold_time: None,
+        families: vec![],
+        add_path_send: vec![],
+        add_path_receive: vec![],
+        four_octet_as: false,
+        prefixes_advertised: 0,
+        prefixes_received: 0,
+        messages_in: 0,
+        messages_out: 0,
+        updates_in: 0,
+        updates_out: 0,
+        last_notification_in: None,
+        last_notification_out: None,
+        established_count: 0,
+    }));
+    let changes = table.lock().expect("route table lock").subscribe();
+    let session = Session::new(SessionConfig {
+        local_as: global.local_as,
+        remote_as: cfg.remote_as,
+        router_id: global.router_id,
+        hold_time: cfg.hold_time,
+        keepalive: cfg.keepalive,
+        connect_retry: cfg.connect_retry(),
+        idle_hold: Duration::from_secs(cfg.idle_hold),
+        passive: cfg.passive,
+        families: cfg.families.clone(),
+        add_path_send: cfg.add_path_send.clone(),
+        add_path_receive: cfg.add_path_receive.clone(),
+    });
+    let (ev_tx, ev_rx) = mpsc::channel(256);
+    let label = NeighborLabel {
+        neighbor: cfg.address.to_string(),
+    };
+    let span = info_span!("peer", neighbor = %cfg.address);
+    let peer = Peer {
+        ebgp: cfg.is_ebgp(global.local_as),
+        cfg,
+        global,
+        session,
+        conns: HashMap::new(),
+        pending: HashMap::new(),
+        closing: Vec::new(),
+        established: None,
+        rib_out: AdjRibOut::new(),
+        rib_in: HashSet::new(),
+        table,
+        metrics,
+        label,
+        status: status.clone(),
+        ev_tx,
+        next_inbound: 0,
+    };
+    let address = peer.cfg.address;
+    let task = tokio::spawn(peer.run(in_rx, ev_rx, changes, cmd_rx).instrument(span));
+    PeerHandle {
+        address,
+        inbound: in_tx,
+        cmd: cmd_tx,
+        status,
+        task,
+    }
+}
+
+struct Peer {
+    cfg: NeighborConfig,
+    global: Global,
+    ebgp: bool,
+    session: Session,
+    conns: HashMap<ConnId, Conn>,
+    pending: HashMap<ConnId, JoinHandle<()>>,
+    /// Writer tasks of closed connections still flushing (awaited on shutdown).
+    closing: Vec<JoinHandle<()>>,
+    established: Option<Established>,
+    rib_out: AdjRibOut,
+    rib_in: HashSet<Nlri>,
+    table: SharedTable,
+    metrics: Arc<Metrics>,
+    label: NeighborLabel,
+    status: Arc<Mutex<PeerStatus>>,
+    ev_tx: mpsc::Sender<ConnEvent>,
+    next_inbound: u64,
+}
+
+/// Inbound connection ids live in the upper half so they never meet the FSM's own counter.
+const INBOUND_ID_BASE: u64 = 1 << 63;
+
+impl Peer {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<TcpStream>,
+        mut events: mpsc::Receiver<ConnEvent>,
+        mut changes: mpsc::UnboundedReceiver<Vec<RouteKey>>,
+        mut cmds: mpsc::Receiver<PeerCmd>,
+    ) {
+        self.set_state_metric(State::Idle);
+        let out = self.session.process(Instant::now(), Input::Start);
+        self.apply(out);
+        loop {
+            let deadline = self.session.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {
+                    let out = self.session.process(Instant::now(), Input::Timeout);
+                    self.apply(out);
+                }
+                Some(stream) = inbound.recv() => self.accept(stream),
+                Some(ev) = events.recv() => self.on_event(ev),
+                Some(keys) = changes.recv() => {
+                    let mut keys = keys;
+                    // Coalesce whatever else is queued into one pass.
+                    while let Ok(more) = changes.try_recv() {
+                        keys.extend(more);
+                    }
+                    self.sync(Some(keys));
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(PeerCmd::DumpRibOut(reply)) => {
+                        let _ = reply.send(self.rib_out.iter().map(|(n, a)| (*n, (**a).clone())).collect());
+                    }
+                    Some(PeerCmd::Shutdown { drain, done }) => {
+                        while let Ok(keys) = changes.try_recv() {
+                            self.sync(Some(keys));
+                        }
+                        self.shutdown(drain).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.shutdown(Duration::from_millis(100)).await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, drain: Duration) {
+        let out = self.session.process(
+            Instant::now(),
+            Input::Stop {
+                subcode: notif::CEASE_ADMIN_SHUTDOWN,
+                data: b"bgpd shutting down".to_vec(),
+            },
+        );
+        // Close writes the queued withdraws and the NOTIFICATION, then shuts the socket down.
+        self.apply(out);
+        let mut writers = std::mem::take(&mut self.closing);
+        for (_, c) in self.conns.drain() {
+            let _ = c.writer.send(WriterCmd::Close);
+            c.reader_task.abort();
+            writers.push(c.writer_task);
+        }
+        for (_, p) in self.pending.drain() {
+            p.abort();
+        }
+        let _ = tokio::time::timeout(drain, async {
+            for w in writers {
+                let _ = w.await;
+            }
+        })
+        .await;
+    }
+
+    fn accept(&mut self, stream: TcpStream) {
+        let ttl = self.ttl();
+        if let Err(e) = sockopt::tune_accepted(&stream, ttl, self.user_timeout()) {
+            warn!("cannot set socket options on accepted connection: {e}");
+        }
+        self.next_inbound += 1;
+        let id = ConnId(INBOUND_ID_BASE + self.next_inbound);
+        info!(
+            conn = id.0,
+            "accepted connection from {:?}",
+            stream.peer_addr().ok()
+        );
+        self.register(id, stream);
+        let out = self.session.process(
+            Instant::now(),
+            Input::TcpConnected {
+                conn: id,
+                outbound: false,
+            },
+        );
+        self.apply(out);
+    }
+
+    fn ttl(&self) -> u32 {
+        match self.cfg.ebgp_multihop {
+            Some(t) => t as u32,
+            None if self.ebgp => 1,
+            None => 64,
+        }
+    }
+
+    fn user_timeout(&self) -> Option<Duration> {
+        match self.cfg.tcp_user_timeout_ms {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms as u64)),
+            None if self.cfg.hold_time == 0 => None,
+            None => Some(Duration::from_secs(self.cfg.hold_time as u64)),
+        }
+    }
+
+    fn register(&mut self, id: ConnId, stream: TcpStream) {
+        let local = stream.local_addr().ok();
+        let (rd, wr) = stream.into_split();
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        let writer_task = tokio::spawn(writer(wr, wrx));
+        let reader_task = tokio::spawn(reader(id, rd, self.ev_tx.clone()));
+        self.conns.insert(
+            id,
+            Conn {
+                writer: wtx,
+                writer_task,
+                reader_task,
+                local,
+            },
+        );
+    }
+
+    fn on_event(&mut self, ev: ConnEvent) {
+        let now = Instant::now();
+        let out = match ev {
+            ConnEvent::Connected(id, res) => {
+                if self.pending.remove(&id).is_none() {
+                    return; // the FSM gave up on this attempt meanwhile
+                }
+                match res {
+                    Ok(stream) => {
+                        info!(conn = id.0, "connected to {}", self.cfg.remote());
+                        self.register(id, stream);
+                        self.session.process(
+                            now,
+                            Input::TcpConnected {
+                                conn: id,
+                                outbound: true,
+                            },
+                        )
+                    }
+                    Err(e) => {
+                        debug!(conn = id.0, "connect to {} failed: {e}", self.cfg.remote());
+                        self.set_reason(format!("connect failed: {e}"));
+                        self.session.process(now, Input::TcpClosed { conn: id })
+                    }
+                }
+            }
+            ConnEvent::Frame(id, bytes) => {
+                if !self.conns.contains_key(&id) {
+                    return;
+                }
+                let codec = match &self.established {
+                    Some(e) if e.conn == id => e.codec.clone(),
+                    _ => SessionCodec::default(),
+                };
+                match wire::decode(&bytes, &codec) {
+                    Ok(msg) => {
+                        self.count_in(&msg);
+                        self.session.process(now, Input::Message { conn: id, msg })
+                    }
+                    Err(err) => {
+                        warn!(conn = id.0, "malformed message from peer: {err}");
+                        self.session
+                            .process(now, Input::DecodeError { conn: id, err })
+                    }
+                }
+            }
+            ConnEvent::FramingError(id, err) => {
+                warn!(conn = id.0, "bad message header from peer: {err}");
+                self.session
+                    .process(now, Input::DecodeError { conn: id, err })
+            }
+            ConnEvent::Closed(id, why) => {
+                if let Some(c) = self.conns.remove(&id) {
+                    info!(conn = id.0, "connection closed: {why}");
+                    self.set_reason(why);
+                    c.writer_task.abort();
+                    self.session.process(now, Input::TcpClosed { conn: id })
+                } else {
+                    return;
+                }
+            }
+        };
+        self.apply(out);
+    }
+
+    fn apply(&mut self, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Connect { conn } => self.connect(conn),
+                Output::Send { conn, msg } => self.send(conn, &msg),
+                Output::Close { conn } => {
+                    if let Some(p) = self.pending.remove(&conn) {
+                        p.abort();
+                    }
+                    if let Some(c) = self.conns.remove(&conn) {
+                        let _ = c.writer.send(WriterCmd::Close);
+                        c.reader_task.abort();
+                        self.closing.retain(|t| !t.is_finished());
+                        self.closing.push(c.writer_task);
+                    }
+                }
+                Output::Established {
+                    conn,
+                    codec,
+                    peer,
+                    families,
+                } => {
+                    let local = self.conns.get(&conn).and_then(|c| c.local);
+                    let self_v4 = match (self.cfg.local_address, local) {
+                        (Some(IpAddr::V4(a)), _) => Some(a),
+                        (_, Some(SocketAddr::V4(l))) => Some(*l.ip()),
+                        _ => None,
+                    };
+                    let self_v6 = match (self.cfg.local_address_v6, self.cfg.local_address, local) {
+                        (Some(a), _, _) => Some(a),
+                        (_, Some(IpAddr::V6(a)), _) => Some(a),
+                        (_, _, Some(SocketAddr::V6(l))) => Some(*l.ip()),
+                        _ => None,
+                    };
+                    let export = ExportContext {
+                        local_as: self.global.local_as,
+                        ebgp: self.ebgp,
+                        self_v4,
+                        self_v6,
+                        families: families.clone(),
+                        add_path_send: codec.add_path_send.clone(),
+                    };
+                    info!(
+                        remote_id = %peer.bgp_id, ?families, add_path_send = ?codec.add_path_send,
+                        asn4 = codec.asn4, "session established"
+                    );
+                    {
+                        let mut s = self.status.lock().expect("status lock");
+                        s.remote_id = Some(peer.bgp_id.to_string());
+                        s.local_address = local;
+                        s.hold_time = self.session.negotiated_hold_time();
+                        s.families = families;
+                        s.add_path_send = codec.add_path_send.clone();
+                        s.add_path_receive = codec.add_path_receive.clone();
+                        s.four_octet_as = codec.asn4;
+                        s.established_count += 1;
+                    }
+                    self.metrics
+                        .established_transitions
+                        .get_or_create(&self.label)
+                        .inc();
+                    self.established = Some(Established {
+                        conn,
+                        codec,
+                        export,
+                    });
+                    self.rib_out.clear();
+                    self.rib_in.clear();
+                    self.sync(None);
+                }
+                Output::Update { update } => self.on_update(update),
+                Output::RouteRefresh { family } => {
+                    info!(%family, "route refresh requested: re-sending the adj-rib-out");
+                    let changes = self.rib_out.resend(Some(family));
+                    self.send_changes(changes);
+                }
+                Output::StateChange { from, to, reason } => {
+                    info!(%from, %to, "state change: {reason}");
+                    self.set_state_metric(to);
+                    {
+                        let mut s = self.status.lock().expect("status lock");
+                        s.state = to;
+                        s.since = unix_now();
+                        s.last_reason = reason;
+                    }
+                    if from == State::Established && to != State::Established {
+                        self.established = None;
+                        self.rib_out.clear();
+                        self.rib_in.clear();
+                        self.update_counts();
+                    }
+                }
+                Output::NotificationReceived(n) => {
+                    warn!(
+                        code = n.code,
+                        subcode = n.subcode,
+                        "notification received: {}",
+                        describe(n.code, n.subcode)
+                    );
+                    self.metrics
+                        .notifications_in
+                        .get_or_create(&MessageLabel {
+                            neighbor: self.label.neighbor.clone(),
+                            kind: format!("{}/{}", n.code, n.subcode),
+                        })
+                        .inc();
+                    self.status
+                        .lock()
+                        .expect("status lock")
+                        .last_notification_in = Some(format!(
+                        "{}/{} {}",
+                        n.code,
+                        n.subcode,
+                        describe(n.code, n.subcode)
+                    ));
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, id: ConnId) {
+        let opts = ConnectOptions {
+            remote: self.cfg.remote(),
+            local: self.cfg.local_address,
+            md5: self.cfg.password.as_ref().map(|p| p.as_bytes().to_vec()),
+            ttl: self.ttl(),
+            user_timeout: self.user_timeout(),
+        };
+        let tx = self.ev_tx.clone();
+        let timeout = self.cfg.connect_retry();
+        let task = tokio::spawn(async move {
+            let res = async {
+                let sock = sockopt::outbound_socket(&opts)?;
+                match tokio::time::timeout(timeout, sock.connect(opts.remote)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    )),
+                }
+            }
+            .await;
+            let _ = tx.send(ConnEvent::Connected(id, res)).await;
+        });
+        self.pending.insert(id, task);
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &Message) {
+        let codec = match &self.established {
+            Some(e) if e.conn == conn => e.codec.clone(),
+            _ => SessionCodec::default(),
+        };
+        if let Message::Notification(n) = msg {
+            warn!(
+                code = n.code,
+                subcode = n.subcode,
+                "sending notification: {}",
+                describe(n.code, n.subcode)
+            );
+            self.metrics
+                .notifications_out
+                .get_or_create(&MessageLabel {
+                    neighbor: self.label.neighbor.clone(),
+                    kind: format!("{}/{}", n.code, n.subcode),
+                })
+                .inc();
+            self.status
+                .lock()
+                .expect("status lock")
+                .last_notification_out = Some(format!(
+                "{}/{} {}",
+                n.code,
+                n.subcode,
+                describe(n.code, n.subcode)
+            ));
+        }
+        self.count_out(kind(msg), 1);
+        let bytes = wire::encode(msg, &codec);
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.writer.send(WriterCmd::Bytes(bytes));
+        }
+    }
+
+    /// Brings the Adj-RIB-Out in line with the table (for `keys`, or everything) and sends the
+    /// difference.
+    fn sync(&mut self, keys: Option<Vec<RouteKey>>) {
+        let Some(est) = &self.established else { return };
+        let changes = {
+            let table = self.table.lock().expect("route table lock");
+            self.rib_out.update(&table, &est.export, keys.as_deref())
+        };
+        self.send_changes(changes);
+    }
+
+    fn send_changes(&mut self, changes: Changes) {
+        let Some(est) = &self.established else { return };
+        if changes.is_empty() {
+            return;
+        }
+        let Some(conn) = self.conns.get(&est.conn) else {
+            return;
+        };
+        let mut msgs = 0u64;
+        if !changes.withdrawn.is_empty() {
+            for m in
+                wire::encode_updates(&changes.withdrawn, &[], &PathAttrs::default(), &est.codec)
+            {
+                let _ = conn.writer.send(WriterCmd::Bytes(m));
+                msgs += 1;
+            }
+        }
+        for (attrs, nlri) in &changes.announced {
+            for m in wire::encode_updates(&[], nlri, attrs, &est.codec) {
+                let _ = conn.writer.send(WriterCmd::Bytes(m));
+                msgs += 1;
+            }
+        }
+        debug!(
+            withdrawn = changes.withdrawn.len(),
+            announced = changes.announced_count(),
+            messages = msgs,
+            "sent updates"
+        );
+        self.count_out("update", msgs);
+        self.status.lock().expect("status lock").updates_out += msgs;
+        self.update_counts();
+    }
+
+    fn on_update(&mut self, u: wire::Update) {
+        self.status.lock().expect("status lock").updates_in += 1;
+        for e in &u.errors {
+            warn!("rfc 7606: {:?}: {}", e.action, e.detail);
+            if e.action == AttrErrorAction::TreatAsWithdraw {
+                self.metrics
+                    .updates_treated_as_withdraw
+                    .get_or_create(&self.label)
+                    .inc();
+            }
+        }
+        for n in &u.withdrawn {
+            self.rib_in.remove(n);
+        }
+        for n in &u.announced {
+            self.rib_in.insert(*n);
+        }
+        self.update_counts();
+        if let Some(max) = self.cfg.max_prefixes {
+            if self.rib_in.len() > max as usize {
+                warn!(
+                    received = self.rib_in.len(),
+                    max, "maximum prefix count exceeded: closing the session"
+                );
+                // RFC 4486 §4: data is AFI (2), SAFI (1), and the limit (4).
+                let mut data = vec![0, 1, 1];
+                data.extend_from_slice(&max.to_be_bytes());
+                let out = self.session.process(
+                    Instant::now(),
+                    Input::Cease {
+                        subcode: notif::CEASE_MAX_PREFIXES,
+                        data,
+                    },
+                );
+                self.apply(out);
+            }
+        }
+    }
+
+    fn update_counts(&mut self) {
+        self.metrics
+            .prefixes_advertised
+            .get_or_create(&self.label)
+            .set(self.rib_out.len() as i64);
+        self.metrics
+            .prefixes_received
+            .get_or_create(&self.label)
+            .set(self.rib_in.len() as i64);
+        let mut s = self.status.lock().expect("status lock");
+        s.prefixes_advertised = self.rib_out.len();
+        s.prefixes_received = self.rib_in.len();
+    }
+
+    fn count_in(&mut self, msg: &Message) {
+        self.metrics
+            .messages_in
+            .get_or_create(&MessageLabel {
+                neighbor: self.label.neighbor.clone(),
+                kind: kind(msg).into(),
+            })
+            .inc();
+        self.status.lock().expect("status lock").messages_in += 1;
+    }
+
+    fn count_out(&mut self, kind: &str, n: u64) {
+        self.metrics
+            .messages_out
+            .get_or_create(&MessageLabel {
+                neighbor: self.label.neighbor.clone(),
+                kind: kind.into(),
+            })
+            .inc_by(n);
+        self.status.lock().expect("status lock").messages_out += n;
+    }
+
+    fn set_state_metric(&self, s: State) {
+        self.metrics
+            .session_state
+            .get_or_create(&self.label)
+            .set(Metrics::state_value(s));
+    }
+
+    fn set_reason(&self, r: String) {
+        self.status.lock().expect("status lock").last_reason = r;
+    }
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Open(_) => "open",
+        Message::Update(_) => "update",
+        Message::Notification(_) => "notification",
+        Message::Keepalive => "keepalive",
+        Message::RouteRefresh(_) => "route-refresh",
+    }
+}
+
+/// A short text for a NOTIFICATION code/subcode (RFC 4271 §4.5, RFC 4486, RFC 6608).
+pub fn describe(code: u8, subcode: u8) -> &'static str {
+    match (code, subcode) {
+        (1, _) => "message header error",
+        (2, 2) => "open: bad peer as",
+        (2, 3) => "open: bad bgp identifier",
+        (2, 6) => "open: unacceptable hold time",
+        (2, 7) => "open: unsupported capability",
+        (2, _) => "open message error",
+        (3, _) => "update message error",
+        (4, _) => "hold timer expired",
+        (5, _) => "finite state machine error",
+        (6, 1) => "cease: maximum number of prefixes reached",
+        (6, 2) => "cease: administrative shutdown",
+        (6, 3) => "cease: peer de-configured",
+        (6, 4) => "cease: administrative reset",
+        (6, 5) => "cease: connection rejected",
+        (6, 6) => "cease: other configuration change",
+        (6, 7) => "cease: connection collision resolution",
+        (6, _) => "cease",
+        (7, _) => "route-refresh message error",
+        _ => "unknown error code",
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Reads whole messages off the socket; ends on EOF, error or a framing error.
+async fn reader(id: ConnId, mut rd: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sender<ConnEvent>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        // Hand over every complete message in the buffer.
+        let mut start = 0;
+        loop {
+            match wire::frame_len(&buf[start..]) {
+                Ok(Some(len)) => {
+                    let frame = buf[start..start + len].to_vec();
+                    start += len;
+                    if tx.send(ConnEvent::Frame(id, frame)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(ConnEvent::FramingError(id, e)).await;
+                    return;
+                }
+            }
+        }
+        buf.drain(..start);
+        match rd.read(&mut chunk).await {
+            Ok(0) => {
+                let _ = tx
+                    .send(ConnEvent::Closed(id, "peer closed the connection".into()))
+                    .await;
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                let _ = tx
+                    .send(ConnEvent::Closed(id, format!("read error: {e}")))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+/// Writes queued messages in order; on `Close` flushes and shuts the socket down.
+async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<WriterCmd>) {
+    let mut batch: Vec<u8> = Vec::new();
+    while let Some(cmd) = rx.recv().await {
+        let mut close = false;
+        match cmd {
+            WriterCmd::Bytes(b) => batch.extend_from_slice(&b),
+            WriterCmd::Close => close = true,
+        }
+        // Gather whatever else is queued into one write.
+        while !close && batch.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(WriterCmd::Bytes(b)) => batch.extend_from_slice(&b),
+                Ok(WriterCmd::Close) => close = true,
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = wr.write_all(&batch).await {
+                debug!("write failed: {e}");
+                return;
+            }
+            batch.clear();
+        }
+        if close {
+            let _ = wr.shutdown().await;
+            return;
+        }
+    }
+}

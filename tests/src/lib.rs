@@ -1,1 +1,8 @@
-//! Topology tests live in tests/*.rs.
+//! Topology and integration tests of spanlb against real peers (FRR, BIRD, GoBGP, ExaBGP) in
+//! network namespaces the tests create. The tests live in `tests/*.rs`; this library holds the
+//! shared pieces: the seed's three-device ECMP lab ([`seed`]) and a control-socket client.
+//!
+//! Nothing here sends traffic outside the lab's namespaces.
+
+pub mod control;
+pub mod seed;

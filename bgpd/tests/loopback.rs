@@ -1,0 +1,161 @@
+//! Two bgpd daemons on loopback, peering with each other: announcements through the control
+//! socket arrive at the other side, fate sharing withdraws them, shutdown withdraws and then
+//! sends Cease / Administrative Shutdown.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bgpd::config::Config;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+struct Client {
+    rd: BufReader<tokio::net::unix::OwnedReadHalf>,
+    wr: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Client {
+    async fn connect(p: &Path) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match UnixStream::connect(p).await {
+                Ok(s) => {
+                    let (rd, wr) = s.into_split();
+                    return Client { rd: BufReader::new(rd), wr };
+                }
+                Err(e) if Instant::now() > deadline => panic!("control socket {}: {e}", p.display()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    async fn call(&mut self, v: Value) -> Value {
+        let mut line = serde_json::to_vec(&v).unwrap();
+        line.push(b'\n');
+        self.wr.write_all(&line).await.unwrap();
+        let mut answer = String::new();
+        self.rd.read_line(&mut answer).await.unwrap();
+        serde_json::from_str(&answer).unwrap()
+    }
+}
+
+struct Speaker {
+    sock: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(cfg: &str, dir: &Path, name: &str) -> (Speaker, u16) {
+    let sock = dir.join(format!("{name}.sock"));
+    let text = format!("control_socket = \"{}\"\n{cfg}", sock.display());
+    let config = Config::from_toml(&text, name).unwrap();
+    let listener = bgpd::sockopt::listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let control = bgpd::daemon::bind_control(&sock).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        bgpd::daemon::run(config, vec![listener], control, None, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (Speaker { sock, stop: Some(tx), task }, port)
+}
+
+async fn wait_for(what: &str, c: &mut Client, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = c.call(json!({"cmd": "neighbors"})).await;
+        if f(&v["neighbors"][0]) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; last: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_speakers_exchange_routes_and_fate_sharing_withdraws() {
+    let dir = std::env::temp_dir().join(format!("bgpd-loopback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // B is passive; A connects to B's port. Both sit on 127.0.0.1.
+    let (b, b_port) = start(
+        r#"router_id = "10.0.0.2"
+           local_as = 65000
+           [[neighbor]]
+           address = "127.0.0.1"
+           remote_as = 65001
+           passive = true
+           hold_time = 9
+           add_path_receive = ["ipv4-unicast"]"#,
+        &dir,
+        "b",
+    )
+    .await;
+    let (a, _) = start(
+        &format!(
+            r#"router_id = "10.0.0.1"
+               local_as = 65001
+               [[neighbor]]
+               address = "127.0.0.1"
+               port = {b_port}
+               remote_as = 65000
+               hold_time = 9
+               connect_retry = 1
+               add_path_send = ["ipv4-unicast"]
+               [[route]]
+               prefix = "30.1.1.10/32"
+               path_id = 9
+               next_hop = "20.1.1.9""#
+        ),
+        &dir,
+        "a",
+    )
+    .await;
+    let mut ca = Client::connect(&a.sock).await;
+    let mut cb = Client::connect(&b.sock).await;
+    wait_for("established with the static route", &mut cb, |n| {
+        n["state"] == "established" && n["prefixes_received"] == 1
+    })
+    .await;
+
+    // A control client announces three paths of a VIP; B receives all three (ADD-PATH).
+    let routes: Vec<Value> = (1..=3)
+        .map(|k| json!({"prefix": "30.1.1.20/32", "path_id": k, "next_hop": format!("20.1.1.{}", k + 1)}))
+        .collect();
+    let r = ca.call(json!({"cmd": "announce", "routes": routes})).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let v = wait_for("three more paths", &mut cb, |n| n["prefixes_received"] == 4).await;
+    assert_eq!(v["neighbors"][0]["add_path_receive"], json!(["ipv4-unicast"]));
+
+    let out = ca.call(json!({"cmd": "adj-rib-out"})).await;
+    assert_eq!(out["adj_rib_out"][0]["routes"].as_array().unwrap().len(), 4, "{out}");
+
+    // Bad requests get one-line errors and the connection stays usable.
+    let r = ca
+        .call(json!({"cmd": "announce", "routes": [{"prefix": "30.1.1.0/24", "next_hop": "2001:db8::1"}]}))
+        .await;
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("address family"), "{r}");
+    let r = ca.call(json!({"cmd": "frobnicate"})).await;
+    assert_eq!(r["ok"], false);
+    let r = ca.call(json!({"cmd": "routes"})).await;
+    assert_eq!(r["routes"].as_array().unwrap().len(), 4, "{r}");
+
+    // Fate sharing: the client goes away, its routes go; the static one stays.
+    drop(ca);
+    wait_for("client routes withdrawn", &mut cb, |n| n["prefixes_received"] == 1).await;
+
+    // Shutdown of A: B sees the withdraw, then a Cease.
+    let mut a = a;
+    a.stop.take().unwrap().send(()).unwrap();
+    let v = wait_for("session down", &mut cb, |n| n["state"] != "established").await;
+    let n = &v["neighbors"][0];
+    assert_eq!(n["last_notification_in"].as_str().unwrap_or(""), "6/2 cease: administrative shutdown", "{v}");
+    a.task.await.unwrap();
+    let mut b = b;
+    b.stop.take().unwrap().send(()).unwrap();
+    b.task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -647,17 +647,18 @@ impl Session {
                 other_id
             };
             let n = notification(notif::CEASE, notif::CEASE_COLLISION_RESOLUTION);
-            self.drop_conn(
-                now,
-                loser,
-                Some(n),
-                true,
-                "connection collision resolved",
-                out,
-            );
             if loser == id {
+                self.drop_conn(now, id, Some(n), true, "connection collision resolved", out);
                 return;
             }
+            // The surviving connection moves on to OpenConfirm below: no state change to report
+            // in between.
+            self.conns.retain(|c| c.id != other_id);
+            out.push(Output::Send {
+                conn: other_id,
+                msg: Message::Notification(n),
+            });
+            out.push(Output::Close { conn: other_id });
         }
         let n = self.negotiate(open);
         let hold = n.hold;
@@ -846,8 +847,9 @@ impl Session {
         expired.sort_by_key(|(at, _)| *at);
         for (_, timer) in expired {
             // An earlier timer may have stopped or moved this one.
-            if !self.deadline(timer).is_some_and(|at| at <= now) {
-                continue;
+            match self.deadline(timer) {
+                Some(at) if at <= now => {}
+                _ => continue,
             }
             match timer {
                 Timer::ConnectRetry => self.connect_retry_expired(now, out),

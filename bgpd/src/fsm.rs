@@ -654,7 +654,8 @@ impl Session {
             let loser = if other_state == State::Established || other_outbound == this_outbound {
                 id
             } else if self.local_loses(&open) == this_outbound {
-                // We lose: close the connection we initiated.
+                // Either we lose and this is the connection we initiated, or we win and this is
+                // the one the peer initiated.
                 id
             } else {
                 other_id

@@ -182,6 +182,15 @@ impl Conn {
     }
 }
 
+/// The deadline `secs` seconds after `now`; none for 0 (timer not used, RFC 4271 §4.2) or
+/// past the end of `Instant`. All deadlines use checked arithmetic: no input makes the core panic.
+fn secs_after(now: Instant, secs: u16) -> Option<Instant> {
+    if secs == 0 {
+        return None;
+    }
+    now.checked_add(Duration::from_secs(secs.into()))
+}
+
 fn rank(s: State) -> u8 {
     match s {
         State::Idle => 0,
@@ -363,7 +372,11 @@ impl Session {
         self.running = false;
         self.conns.clear();
         self.connect_retry = None;
-        self.idle_hold = restart.then(|| now + self.cfg.idle_hold);
+        self.idle_hold = if restart {
+            now.checked_add(self.cfg.idle_hold)
+        } else {
+            None
+        };
     }
 
     /// Removes a connection, optionally sending a NOTIFICATION on it and closing it; the session
@@ -405,7 +418,7 @@ impl Session {
         }
         self.running = true;
         self.idle_hold = None;
-        self.connect_retry = Some(now + self.cfg.connect_retry);
+        self.connect_retry = now.checked_add(self.cfg.connect_retry);
         if !self.cfg.passive {
             self.initiate(out);
         }
@@ -533,7 +546,7 @@ impl Session {
         let open = self.our_open();
         if let Some(c) = self.conn_mut(id) {
             c.state = State::OpenSent;
-            c.hold = Some(now + OPEN_HOLD_TIME);
+            c.hold = now.checked_add(OPEN_HOLD_TIME);
         }
         self.connect_retry = None;
         out.push(Output::Send {
@@ -610,7 +623,7 @@ impl Session {
         if let Some(c) = self.conn_mut(id) {
             let hold = c.negotiated.as_ref().map_or(0, |n| n.hold);
             if hold > 0 {
-                c.hold = Some(now + Duration::from_secs(hold.into()));
+                c.hold = secs_after(now, hold);
             }
         }
     }
@@ -641,7 +654,8 @@ impl Session {
             let loser = if other_state == State::Established || other_outbound == this_outbound {
                 id
             } else if self.local_loses(&open) == this_outbound {
-                // We lose: close the connection we initiated.
+                // Either we lose and this is the connection we initiated, or we win and this is
+                // the one the peer initiated.
                 id
             } else {
                 other_id
@@ -665,8 +679,8 @@ impl Session {
         let keepalive = n.keepalive;
         if let Some(c) = self.conn_mut(id) {
             c.state = State::OpenConfirm;
-            c.hold = (hold > 0).then(|| now + Duration::from_secs(hold.into()));
-            c.keepalive = (keepalive > 0).then(|| now + Duration::from_secs(keepalive.into()));
+            c.hold = secs_after(now, hold);
+            c.keepalive = secs_after(now, keepalive);
             c.negotiated = Some(n);
         }
         out.push(Output::Send {
@@ -866,7 +880,7 @@ impl Session {
                 Timer::Keepalive(id) => {
                     if let Some(c) = self.conn_mut(id) {
                         let ka = c.negotiated.as_ref().map_or(0, |n| n.keepalive);
-                        c.keepalive = (ka > 0).then(|| now + Duration::from_secs(ka.into()));
+                        c.keepalive = secs_after(now, ka);
                         out.push(Output::Send {
                             conn: id,
                             msg: Message::Keepalive,
@@ -884,7 +898,7 @@ impl Session {
             self.connect_retry = None;
             return;
         }
-        self.connect_retry = Some(now + self.cfg.connect_retry);
+        self.connect_retry = now.checked_add(self.cfg.connect_retry);
         if self.cfg.passive {
             return;
         }

@@ -1371,3 +1371,22 @@ fn arbitrary_sequences_do_not_panic() {
         }
     }
 }
+
+#[test]
+fn huge_configured_durations_do_not_overflow() {
+    let t0 = Instant::now();
+    let mut s = Session::new(SessionConfig {
+        connect_retry: Duration::MAX,
+        idle_hold: Duration::MAX,
+        ..cfg()
+    });
+    assert_eq!(
+        s.process(t0, Input::Start)[0],
+        Output::Connect { conn: ConnId(1) }
+    );
+    // The ConnectRetry deadline is past the end of time: it never fires.
+    assert_eq!(s.poll_timeout(), None);
+    s.process(t0, Input::TcpClosed { conn: ConnId(1) });
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(s.poll_timeout(), None);
+}

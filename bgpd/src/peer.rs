@@ -176,7 +176,6 @@ pub fn spawn(
         label,
         status: status.clone(),
         ev_tx,
-        next_inbound: 0,
     };
     let address = peer.cfg.address;
     let task = tokio::spawn(peer.run(in_rx, ev_rx, changes, cmd_rx).instrument(span));
@@ -206,11 +205,7 @@ struct Peer {
     label: NeighborLabel,
     status: Arc<Mutex<PeerStatus>>,
     ev_tx: mpsc::Sender<ConnEvent>,
-    next_inbound: u64,
 }
-
-/// Inbound connection ids live in the upper half so they never meet the FSM's own counter.
-const INBOUND_ID_BASE: u64 = 1 << 63;
 
 impl Peer {
     async fn run(
@@ -299,8 +294,7 @@ impl Peer {
         if let Err(e) = sockopt::tune_accepted(&stream, ttl, self.user_timeout()) {
             warn!("cannot set socket options on accepted connection: {e}");
         }
-        self.next_inbound += 1;
-        let id = ConnId(INBOUND_ID_BASE + self.next_inbound);
+        let id = self.session.alloc_conn_id();
         info!(
             conn = id.0,
             "accepted connection from {:?}",

@@ -22,9 +22,14 @@ impl Client {
             match UnixStream::connect(p).await {
                 Ok(s) => {
                     let (rd, wr) = s.into_split();
-                    return Client { rd: BufReader::new(rd), wr };
+                    return Client {
+                        rd: BufReader::new(rd),
+                        wr,
+                    };
                 }
-                Err(e) if Instant::now() > deadline => panic!("control socket {}: {e}", p.display()),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("control socket {}: {e}", p.display())
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -60,7 +65,14 @@ async fn start(cfg: &str, dir: &Path, name: &str) -> (Speaker, u16) {
         .await
         .unwrap();
     });
-    (Speaker { sock, stop: Some(tx), task }, port)
+    (
+        Speaker {
+            sock,
+            stop: Some(tx),
+            task,
+        },
+        port,
+    )
 }
 
 async fn wait_for(what: &str, c: &mut Client, f: impl Fn(&Value) -> bool) -> Value {
@@ -70,7 +82,10 @@ async fn wait_for(what: &str, c: &mut Client, f: impl Fn(&Value) -> bool) -> Val
         if f(&v["neighbors"][0]) {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; last: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -127,17 +142,27 @@ async fn two_speakers_exchange_routes_and_fate_sharing_withdraws() {
     let r = ca.call(json!({"cmd": "announce", "routes": routes})).await;
     assert_eq!(r["ok"], true, "{r}");
     let v = wait_for("three more paths", &mut cb, |n| n["prefixes_received"] == 4).await;
-    assert_eq!(v["neighbors"][0]["add_path_receive"], json!(["ipv4-unicast"]));
+    assert_eq!(
+        v["neighbors"][0]["add_path_receive"],
+        json!(["ipv4-unicast"])
+    );
 
     let out = ca.call(json!({"cmd": "adj-rib-out"})).await;
-    assert_eq!(out["adj_rib_out"][0]["routes"].as_array().unwrap().len(), 4, "{out}");
+    assert_eq!(
+        out["adj_rib_out"][0]["routes"].as_array().unwrap().len(),
+        4,
+        "{out}"
+    );
 
     // Bad requests get one-line errors and the connection stays usable.
     let r = ca
         .call(json!({"cmd": "announce", "routes": [{"prefix": "30.1.1.0/24", "next_hop": "2001:db8::1"}]}))
         .await;
     assert_eq!(r["ok"], false);
-    assert!(r["error"].as_str().unwrap().contains("address family"), "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("address family"),
+        "{r}"
+    );
     let r = ca.call(json!({"cmd": "frobnicate"})).await;
     assert_eq!(r["ok"], false);
     let r = ca.call(json!({"cmd": "routes"})).await;
@@ -145,14 +170,21 @@ async fn two_speakers_exchange_routes_and_fate_sharing_withdraws() {
 
     // Fate sharing: the client goes away, its routes go; the static one stays.
     drop(ca);
-    wait_for("client routes withdrawn", &mut cb, |n| n["prefixes_received"] == 1).await;
+    wait_for("client routes withdrawn", &mut cb, |n| {
+        n["prefixes_received"] == 1
+    })
+    .await;
 
     // Shutdown of A: B sees the withdraw, then a Cease.
     let mut a = a;
     a.stop.take().unwrap().send(()).unwrap();
     let v = wait_for("session down", &mut cb, |n| n["state"] != "established").await;
     let n = &v["neighbors"][0];
-    assert_eq!(n["last_notification_in"].as_str().unwrap_or(""), "6/2 cease: administrative shutdown", "{v}");
+    assert_eq!(
+        n["last_notification_in"].as_str().unwrap_or(""),
+        "6/2 cease: administrative shutdown",
+        "{v}"
+    );
     a.task.await.unwrap();
     let mut b = b;
     b.stop.take().unwrap().send(()).unwrap();

@@ -16,16 +16,23 @@ impl ControlClient {
     pub fn connect(p: &Path) -> std::io::Result<ControlClient> {
         let s = UnixStream::connect(p)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(ControlClient { rd: BufReader::new(s.try_clone()?), wr: s })
+        Ok(ControlClient {
+            rd: BufReader::new(s.try_clone()?),
+            wr: s,
+        })
     }
 
     /// Sends one request and returns the answer; panics on a transport error.
     pub fn call(&mut self, req: Value) -> Value {
         let mut line = serde_json::to_vec(&req).expect("json");
         line.push(b'\n');
-        self.wr.write_all(&line).expect("write to bgpd control socket");
+        self.wr
+            .write_all(&line)
+            .expect("write to bgpd control socket");
         let mut answer = String::new();
-        self.rd.read_line(&mut answer).expect("read from bgpd control socket");
+        self.rd
+            .read_line(&mut answer)
+            .expect("read from bgpd control socket");
         serde_json::from_str(&answer).unwrap_or_else(|e| panic!("bad answer {answer:?}: {e}"))
     }
 }

@@ -50,7 +50,12 @@ pub struct SeedOptions {
 
 impl Default for SeedOptions {
     fn default() -> Self {
-        SeedOptions { neighbor_extra: String::new(), frr_neighbor_extra: vec![], static_vip: true, ipv6: false }
+        SeedOptions {
+            neighbor_extra: String::new(),
+            frr_neighbor_extra: vec![],
+            static_vip: true,
+            ipv6: false,
+        }
     }
 }
 
@@ -98,8 +103,11 @@ impl SeedLab {
     pub fn build(test: &str, opts: SeedOptions) -> Result<SeedLab> {
         let lab = Lab::new(test)?;
         let r1 = lab.ns("r1")?;
-        let names: [(&'static str, &'static str, &'static str, u32); 3] =
-            [("a", "20.1.1.6", "20.1.1.2", 1), ("b", "20.1.1.7", "20.1.1.3", 2), ("c", "20.1.1.8", "20.1.1.4", 3)];
+        let names: [(&'static str, &'static str, &'static str, u32); 3] = [
+            ("a", "20.1.1.6", "20.1.1.2", 1),
+            ("b", "20.1.1.7", "20.1.1.3", 2),
+            ("c", "20.1.1.8", "20.1.1.4", 3),
+        ];
         let mut nss = Vec::new();
         for (n, ..) in names {
             nss.push(lab.ns(n)?);
@@ -110,8 +118,16 @@ impl SeedLab {
             ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
         }
         r1.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
-        let r1_addrs: Vec<&str> = if opts.ipv6 { vec!["20.1.1.1/24", "2001:db8:20::1/64"] } else { vec!["20.1.1.1/24"] };
-        let mut members: Vec<(&Ns, &str, Vec<String>)> = vec![(&r1, "eth0", r1_addrs.iter().map(|s| s.to_string()).collect())];
+        let r1_addrs: Vec<&str> = if opts.ipv6 {
+            vec!["20.1.1.1/24", "2001:db8:20::1/64"]
+        } else {
+            vec!["20.1.1.1/24"]
+        };
+        let mut members: Vec<(&Ns, &str, Vec<String>)> = vec![(
+            &r1,
+            "eth0",
+            r1_addrs.iter().map(|s| s.to_string()).collect(),
+        )];
         for (i, (_, ext, floating, _)) in names.iter().enumerate() {
             // The floating address sits on the device holding its traffic group.
             let mut a = vec![format!("{ext}/24"), format!("{floating}/24")];
@@ -121,9 +137,15 @@ impl SeedLab {
             }
             members.push((&nss[i], "ext0", a));
         }
-        let owned: Vec<Vec<&str>> = members.iter().map(|(_, _, a)| a.iter().map(|s| s.as_str()).collect()).collect();
-        let spec: Vec<(&Ns, &str, &[&str])> =
-            members.iter().zip(owned.iter()).map(|((ns, ifn, _), a)| (*ns, *ifn, a.as_slice())).collect();
+        let owned: Vec<Vec<&str>> = members
+            .iter()
+            .map(|(_, _, a)| a.iter().map(|s| s.as_str()).collect())
+            .collect();
+        let spec: Vec<(&Ns, &str, &[&str])> = members
+            .iter()
+            .zip(owned.iter())
+            .map(|((ns, ifn, _), a)| (*ns, *ifn, a.as_slice()))
+            .collect();
         lab.bridge_segment("ext", &spec)?;
         let frr = lab.frr(&r1, &frr_config(&opts))?;
         let mut devices = Vec::new();
@@ -142,7 +164,13 @@ impl SeedLab {
                 socket: dir.join(format!("bgpd-{n}.sock")),
             });
         }
-        Ok(SeedLab { lab, r1, frr, devices, opts })
+        Ok(SeedLab {
+            lab,
+            r1,
+            frr,
+            devices,
+            opts,
+        })
     }
 
     /// bgpd's configuration for device `i`.
@@ -185,10 +213,13 @@ impl SeedLab {
     pub fn start_bgpd(&mut self, i: usize) -> Result<()> {
         let cfg = self.bgpd_config(i);
         let d = &mut self.devices[i];
-        std::fs::write(&d.config, cfg).map_err(|e| spanlb_lab::LabError::Invalid(format!("writing bgpd config: {e}")))?;
+        std::fs::write(&d.config, cfg)
+            .map_err(|e| spanlb_lab::LabError::Invalid(format!("writing bgpd config: {e}")))?;
         let bin = cargo_bin("bgpd");
         let mut cmd = std::process::Command::new(bin);
-        cmd.arg("--config").arg(&d.config).env("RUST_LOG", "info,bgpd=debug");
+        cmd.arg("--config")
+            .arg(&d.config)
+            .env("RUST_LOG", "info,bgpd=debug");
         d.bgpd = Some(d.ns.spawn_cmd(cmd, format!("bgpd-{}.log", d.name))?);
         Ok(())
     }
@@ -203,7 +234,9 @@ impl SeedLab {
     /// A control-socket client of device `i`'s bgpd (waits for the socket).
     pub fn control(&self, i: usize) -> Result<ControlClient> {
         let p = self.devices[i].socket.clone();
-        wait_until_dbg(Duration::from_secs(10), "bgpd control socket", || ControlClient::connect(&p).map_err(|e| e.to_string()))
+        wait_until_dbg(Duration::from_secs(10), "bgpd control socket", || {
+            ControlClient::connect(&p).map_err(|e| e.to_string())
+        })
     }
 
     /// r1's kernel next hops for `prefix` (from `ip route`, i.e. what is in the FIB).
@@ -213,23 +246,38 @@ impl SeedLab {
     }
 
     /// Waits until r1's kernel route for `prefix` has exactly `want` next hops.
-    pub fn wait_nexthops(&self, prefix: &str, want: &[&str], timeout: Duration) -> Result<Vec<IpAddr>> {
-        let mut want: Vec<IpAddr> = want.iter().map(|s| s.parse().expect("address literal")).collect();
+    pub fn wait_nexthops(
+        &self,
+        prefix: &str,
+        want: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<IpAddr>> {
+        let mut want: Vec<IpAddr> = want
+            .iter()
+            .map(|s| s.parse().expect("address literal"))
+            .collect();
         want.sort();
-        wait_until_dbg(timeout, &format!("r1 kernel route {prefix} via {want:?}"), || {
-            let got = self.kernel_nexthops(prefix);
-            if got == want {
-                Ok(got)
-            } else {
-                Err(got)
-            }
-        })
+        wait_until_dbg(
+            timeout,
+            &format!("r1 kernel route {prefix} via {want:?}"),
+            || {
+                let got = self.kernel_nexthops(prefix);
+                if got == want {
+                    Ok(got)
+                } else {
+                    Err(got)
+                }
+            },
+        )
     }
 
     /// Waits until every device's session with r1 is Established (as FRR sees it).
     pub fn wait_sessions(&self, timeout: Duration) -> Result<()> {
         wait_until_dbg(timeout, "r1 sessions with A, B, C established", || {
-            let v = self.frr.vtysh_json("show bgp summary json").map_err(|e| e.to_string())?;
+            let v = self
+                .frr
+                .vtysh_json("show bgp summary json")
+                .map_err(|e| e.to_string())?;
             let peers = &v["ipv4Unicast"]["peers"];
             let up = ["20.1.1.6", "20.1.1.7", "20.1.1.8"]
                 .iter()

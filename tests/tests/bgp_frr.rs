@@ -9,7 +9,8 @@ use spanlb_tests::seed::{SeedLab, SeedOptions, VIP};
 const T: Duration = Duration::from_secs(30);
 
 fn prereqs() -> bool {
-    spanlb_lab::require_root_and_tools(&["/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "vtysh"]).is_ok()
+    spanlb_lab::require_root_and_tools(&["/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "vtysh"])
+        .is_ok()
 }
 
 #[test]
@@ -19,13 +20,17 @@ fn three_devices_give_r1_a_three_way_ecmp_route_that_survives_a_path_move() {
     }
     let mut lab = SeedLab::build("frr_ecmp", SeedOptions::default()).unwrap();
     lab.start_all().unwrap();
-    lab.wait_sessions(T).unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+    lab.wait_sessions(T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
     let nh = lab
         .wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3", "20.1.1.4"], T)
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
     assert_eq!(nh.len(), 3);
     // FRR sees the three paths with their AS path.
-    let v = lab.frr.vtysh_json(&format!("show bgp ipv4 unicast {VIP} json")).unwrap();
+    let v = lab
+        .frr
+        .vtysh_json(&format!("show bgp ipv4 unicast {VIP} json"))
+        .unwrap();
     let paths = v["paths"].as_array().expect("paths");
     assert_eq!(paths.len(), 3, "{v}");
     for p in paths {
@@ -38,11 +43,16 @@ fn three_devices_give_r1_a_three_way_ecmp_route_that_survives_a_path_move() {
     let mut cb = lab.control(1).unwrap();
     let r = ca.call(json!({"cmd": "withdraw", "routes": [{"prefix": VIP, "path_id": 1}]}));
     assert_eq!(r["withdrawn"], 1, "{r}");
-    lab.wait_nexthops(VIP, &["20.1.1.3", "20.1.1.4"], T).unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+    lab.wait_nexthops(VIP, &["20.1.1.3", "20.1.1.4"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
     let r = cb.call(json!({"cmd": "announce", "routes": [{"prefix": VIP, "path_id": 1, "next_hop": "20.1.1.2"}]}));
     assert_eq!(r["announced"], 1, "{r}");
-    lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3", "20.1.1.4"], T).unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
-    let v = lab.frr.vtysh_json(&format!("show bgp ipv4 unicast {VIP} json")).unwrap();
+    lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3", "20.1.1.4"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+    let v = lab
+        .frr
+        .vtysh_json(&format!("show bgp ipv4 unicast {VIP} json"))
+        .unwrap();
     let from_b = v["paths"]
         .as_array()
         .unwrap()
@@ -53,7 +63,8 @@ fn three_devices_give_r1_a_three_way_ecmp_route_that_survives_a_path_move() {
 
     // Fate sharing: B's control client goes away, so does path 1 (it was not persistent).
     drop(cb);
-    lab.wait_nexthops(VIP, &["20.1.1.3", "20.1.1.4"], T).unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+    lab.wait_nexthops(VIP, &["20.1.1.3", "20.1.1.4"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
     drop(ca);
 }
 
@@ -66,21 +77,42 @@ fn sigterm_withdraws_before_the_session_closes() {
     // Log what r1 receives so the order of withdraw and NOTIFICATION can be read back.
     opts.frr_neighbor_extra = vec![];
     let mut lab = SeedLab::build("frr_sigterm", opts).unwrap();
-    lab.frr.vtysh_cmds(&["configure terminal", "debug bgp updates in", "debug bgp neighbor-events"]).unwrap();
+    lab.frr
+        .vtysh_cmds(&[
+            "configure terminal",
+            "debug bgp updates in",
+            "debug bgp neighbor-events",
+        ])
+        .unwrap();
     lab.start_all().unwrap();
-    lab.wait_sessions(T).unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
-    lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3", "20.1.1.4"], T).unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+    lab.wait_sessions(T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+    lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3", "20.1.1.4"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
 
     let c = lab.devices[2].bgpd.as_ref().unwrap();
     c.signal(libc::SIGTERM).unwrap();
-    let status = c.wait_timeout(Duration::from_secs(10)).expect("bgpd exits after SIGTERM");
+    let status = c
+        .wait_timeout(Duration::from_secs(10))
+        .expect("bgpd exits after SIGTERM");
     assert!(status.success(), "bgpd exit status {status:?}\n{}", c.log());
-    lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3"], T).unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+    lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
 
     // In r1's log the withdraw from 20.1.1.8 comes before the notification that closed the session.
     let log = std::fs::read_to_string(lab.frr.dir().join("bgpd.log")).unwrap_or_default();
-    let withdraw = log.lines().position(|l| l.contains("20.1.1.8") && l.contains("30.1.1.10/32") && l.contains("withdrawn"));
-    let notif = log.lines().position(|l| l.contains("20.1.1.8") && l.to_lowercase().contains("notification") && l.contains("6/2"));
-    assert!(withdraw.is_some() && notif.is_some(), "r1 log lacks the withdraw or the notification:\n{log}");
-    assert!(withdraw < notif, "withdraw must precede the notification:\n{log}");
+    let withdraw = log.lines().position(|l| {
+        l.contains("20.1.1.8") && l.contains("30.1.1.10/32") && l.contains("withdrawn")
+    });
+    let notif = log.lines().position(|l| {
+        l.contains("20.1.1.8") && l.to_lowercase().contains("notification") && l.contains("6/2")
+    });
+    assert!(
+        withdraw.is_some() && notif.is_some(),
+        "r1 log lacks the withdraw or the notification:\n{log}"
+    );
+    assert!(
+        withdraw < notif,
+        "withdraw must precede the notification:\n{log}"
+    );
 }

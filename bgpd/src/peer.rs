@@ -176,6 +176,7 @@ pub fn spawn(
         label,
         status: status.clone(),
         ev_tx,
+        last_connect_error: None,
     };
     let address = peer.cfg.address;
     let task = tokio::spawn(peer.run(in_rx, ev_rx, changes, cmd_rx).instrument(span));
@@ -205,6 +206,7 @@ struct Peer {
     label: NeighborLabel,
     status: Arc<Mutex<PeerStatus>>,
     ev_tx: mpsc::Sender<ConnEvent>,
+    last_connect_error: Option<String>,
 }
 
 impl Peer {
@@ -355,6 +357,7 @@ impl Peer {
                 match res {
                     Ok(stream) => {
                         info!(conn = id.0, "connected to {}", self.cfg.remote());
+                        self.last_connect_error = None;
                         self.register(id, stream);
                         self.session.process(
                             now,
@@ -365,8 +368,21 @@ impl Peer {
                         )
                     }
                     Err(e) => {
-                        debug!(conn = id.0, "connect to {} failed: {e}", self.cfg.remote());
-                        self.set_reason(format!("connect failed: {e}"));
+                        let mut why = e.to_string();
+                        if self.cfg.password.is_some() && e.kind() == std::io::ErrorKind::TimedOut {
+                            why.push_str(
+                                " (tcp md5 is configured: a password mismatch looks like this)",
+                            );
+                        }
+                        let line = format!("connect to {} failed: {why}", self.cfg.remote());
+                        // Warn once per distinct failure, not at every retry.
+                        if self.last_connect_error.as_deref() != Some(line.as_str()) {
+                            warn!(conn = id.0, "{line}");
+                            self.last_connect_error = Some(line.clone());
+                        } else {
+                            debug!(conn = id.0, "{line}");
+                        }
+                        self.set_reason(line);
                         self.session.process(now, Input::TcpClosed { conn: id })
                     }
                 }

@@ -116,3 +116,76 @@ fn sigterm_withdraws_before_the_session_closes() {
         "withdraw must precede the notification:\n{log}"
     );
 }
+
+#[test]
+fn ipv6_vip_with_ipv6_next_hops_is_installed_in_r1() {
+    if !prereqs() {
+        return;
+    }
+    let opts = SeedOptions {
+        ipv6: true,
+        ..SeedOptions::default()
+    };
+    let mut lab = SeedLab::build("frr_ipv6", opts).unwrap();
+    lab.start_all().unwrap();
+    lab.wait_nexthops(
+        spanlb_tests::seed::VIP6,
+        &["2001:db8:20::2", "2001:db8:20::3", "2001:db8:20::4"],
+        T,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}\n{}",
+            lab.frr.vtysh("show bgp ipv6 unicast").unwrap_or_default(),
+            lab.dump()
+        )
+    });
+    // The IPv4 VIP is still there over the IPv4 sessions.
+    lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3", "20.1.1.4"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+}
+
+#[test]
+fn tcp_md5_right_password_connects_wrong_one_does_not() {
+    if !prereqs() {
+        return;
+    }
+    let opts = SeedOptions {
+        neighbor_extra: "password = \"s3cret-key\"\n".into(),
+        frr_neighbor_extra: vec!["password s3cret-key".into()],
+        ..SeedOptions::default()
+    };
+    let mut lab = SeedLab::build("frr_md5", opts).unwrap();
+    // A and B use the right key; C a wrong one.
+    lab.start_bgpd(0).unwrap();
+    lab.start_bgpd(1).unwrap();
+    let wrong = lab.bgpd_config(2).replace("s3cret-key", "wrong-key");
+    std::fs::write(&lab.devices[2].config, wrong).unwrap();
+    let c = &mut lab.devices[2];
+    let mut cmd = std::process::Command::new(spanlb_lab::cargo_bin("bgpd"));
+    cmd.arg("--config").arg(&c.config);
+    c.bgpd = Some(c.ns.spawn_cmd(cmd, "bgpd-c.log").unwrap());
+
+    lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+    // C never gets a session: its SYNs carry the wrong signature and r1's kernel drops them.
+    // Give it several connect attempts, then check r1 still has no session with it and C's
+    // log says why connecting fails.
+    let log =
+        spanlb_lab::wait_until_dbg(T, "c logs a connect failure that mentions tcp md5", || {
+            let log = lab.devices[2].bgpd.as_ref().unwrap().log();
+            if log.contains("tcp md5") {
+                Ok(log)
+            } else {
+                Err(log)
+            }
+        })
+        .unwrap();
+    assert!(log.contains("connect to 20.1.1.1:179 failed"), "{log}");
+    let v = lab.frr.vtysh_json("show bgp summary json").unwrap();
+    assert_ne!(
+        v["ipv4Unicast"]["peers"]["20.1.1.8"]["state"], "Established",
+        "{v}"
+    );
+    assert_eq!(lab.kernel_nexthops(VIP).len(), 2);
+}

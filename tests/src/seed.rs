@@ -214,7 +214,7 @@ impl SeedLab {
         let cfg = self.bgpd_config(i);
         let d = &mut self.devices[i];
         std::fs::write(&d.config, cfg)
-            .map_err(|e| spanlb_lab::LabError::Invalid(format!("writing bgpd config: {e}")))?;
+            .map_err(|e| spanlb_lab::LabError::io("writing bgpd config", e))?;
         let bin = cargo_bin("bgpd");
         let mut cmd = std::process::Command::new(bin);
         cmd.arg("--config")

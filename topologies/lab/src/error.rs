@@ -67,7 +67,7 @@ fn fmt_last(last: &Option<String>) -> String {
 }
 
 impl LabError {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         LabError::Io {
             context: context.into(),
             source,

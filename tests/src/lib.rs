@@ -5,4 +5,5 @@
 //! Nothing here sends traffic outside the lab's namespaces.
 
 pub mod control;
+pub mod peers;
 pub mod seed;

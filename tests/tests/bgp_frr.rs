@@ -73,10 +73,8 @@ fn sigterm_withdraws_before_the_session_closes() {
     if !prereqs() {
         return;
     }
-    let mut opts = SeedOptions::default();
+    let mut lab = SeedLab::build("frr_sigterm", SeedOptions::default()).unwrap();
     // Log what r1 receives so the order of withdraw and NOTIFICATION can be read back.
-    opts.frr_neighbor_extra = vec![];
-    let mut lab = SeedLab::build("frr_sigterm", opts).unwrap();
     lab.frr
         .vtysh_cmds(&[
             "configure terminal",

@@ -41,6 +41,32 @@ fn three_devices_give_r1_a_three_way_ecmp_route_that_survives_a_path_move() {
     // next hops throughout the end state.
     let mut ca = lab.control(0).unwrap();
     let mut cb = lab.control(1).unwrap();
+    // r1 sends the VIP (learned from B and C) back to A: A counts it but it never keeps A's
+    // own announcement alive (checked by the withdraw below).
+    let got_back = spanlb_lab::wait_until_dbg(T, "A receives the VIP back from r1", || {
+        let n = ca.call(json!({"cmd": "neighbors"}));
+        if n["neighbors"][0]["prefixes_received"] == 1 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    });
+    got_back.unwrap();
+
+    // ROUTE-REFRESH (RFC 2918): r1 asks A to re-send; A answers with its Adj-RIB-Out.
+    let before = ca.call(json!({"cmd": "neighbors"}))["neighbors"][0]["updates_out"].as_u64().unwrap();
+    lab.frr.vtysh_cmds(&["clear bgp ipv4 unicast 20.1.1.6 soft in"]).unwrap();
+    spanlb_lab::wait_until_dbg(T, "A re-sends its routes after a route refresh", || {
+        let n = ca.call(json!({"cmd": "neighbors"}));
+        if n["neighbors"][0]["updates_out"].as_u64().unwrap() > before {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    })
+    .unwrap();
+    assert_eq!(lab.kernel_nexthops(VIP).len(), 3);
+
     let r = ca.call(json!({"cmd": "withdraw", "routes": [{"prefix": VIP, "path_id": 1}]}));
     assert_eq!(r["withdrawn"], 1, "{r}");
     lab.wait_nexthops(VIP, &["20.1.1.3", "20.1.1.4"], T)

@@ -46,6 +46,7 @@ impl Client {
 
 struct Speaker {
     sock: PathBuf,
+    metrics: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -57,9 +58,11 @@ async fn start(cfg: &str, dir: &Path, name: &str) -> (Speaker, u16) {
     let listener = bgpd::sockopt::listener("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = listener.local_addr().unwrap().port();
     let control = bgpd::daemon::bind_control(&sock).unwrap();
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = metrics_listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        bgpd::daemon::run(config, vec![listener], control, None, async {
+        bgpd::daemon::run(config, vec![listener], control, Some(metrics_listener), async {
             let _ = rx.await;
         })
         .await
@@ -68,11 +71,22 @@ async fn start(cfg: &str, dir: &Path, name: &str) -> (Speaker, u16) {
     (
         Speaker {
             sock,
+            metrics,
             stop: Some(tx),
             task,
         },
         port,
     )
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    assert!(out.starts_with("HTTP/1.0 200 OK"), "{out}");
+    out
 }
 
 async fn wait_for(what: &str, c: &mut Client, f: impl Fn(&Value) -> bool) -> Value {
@@ -146,6 +160,19 @@ async fn two_speakers_exchange_routes_and_fate_sharing_withdraws() {
         v["neighbors"][0]["add_path_receive"],
         json!(["ipv4-unicast"])
     );
+
+    // Prometheus metrics say the same.
+    let text = scrape(a.metrics).await;
+    for want in [
+        "bgpd_session_state{neighbor=\"127.0.0.1\"} 6",
+        "bgpd_prefixes_advertised{neighbor=\"127.0.0.1\"} 4",
+        "bgpd_routes 4",
+        "bgpd_messages_sent_total{neighbor=\"127.0.0.1\",kind=\"open\"} 1",
+    ] {
+        assert!(text.contains(want), "metrics lack `{want}`:\n{text}");
+    }
+    let text = scrape(b.metrics).await;
+    assert!(text.contains("bgpd_prefixes_received{neighbor=\"127.0.0.1\"} 4"), "{text}");
 
     let out = ca.call(json!({"cmd": "adj-rib-out"})).await;
     assert_eq!(

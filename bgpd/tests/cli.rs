@@ -1,0 +1,169 @@
+//! The `bgpd` and `bgpctl` binaries: configuration errors, and bgpctl against a running bgpd.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BGPD: &str = env!("CARGO_BIN_EXE_bgpd");
+const BGPCTL: &str = env!("CARGO_BIN_EXE_bgpctl");
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("bgpd-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bad_configuration_is_one_line_naming_file_and_key() {
+    let d = tmpdir("badcfg");
+    let f = d.join("bgpd.toml");
+    std::fs::write(&f, "router_id = \"1.2.3.4\"\nlocal_as = 65001\n[[neighbor]]\naddress = \"10.0.0.1\"\nremote_as = 65000\nhold_tme = 9\n").unwrap();
+    let out = Command::new(BGPD)
+        .arg("--config")
+        .arg(&f)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&*f.to_string_lossy())
+            && err.contains("neighbor[0]")
+            && err.contains("hold_tme"),
+        "{err}"
+    );
+
+    std::fs::write(&f, "router_id = \"1.2.3.4\"\nlocal_as = 65001\n").unwrap();
+    let out = Command::new(BGPD)
+        .arg("--config")
+        .arg(&f)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (0 neighbors, 0 routes)"));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn bgpctl(sock: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BGPCTL)
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn bgpctl_announces_lists_and_withdraws() {
+    let d = tmpdir("ctl");
+    let sock = d.join("bgpd.sock");
+    let f = d.join("bgpd.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "router_id = \"10.0.0.1\"\nlocal_as = 65001\nlisten = []\ncontrol_socket = \"{}\"\n\
+             [[neighbor]]\naddress = \"127.0.0.1\"\nremote_as = 65000\npassive = true\n\
+             [[route]]\nprefix = \"30.1.1.10/32\"\npath_id = 1\nnext_hop = \"20.1.1.2\"\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let _d = Daemon(
+        Command::new(BGPD)
+            .arg("--config")
+            .arg(&f)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "bgpd did not create its control socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let (ok, out, err) = bgpctl(
+        &sock,
+        &[
+            "announce",
+            "30.1.1.20/32",
+            "--path-id",
+            "2",
+            "--next-hop",
+            "20.1.1.3",
+            "--community",
+            "65001:7",
+            "--prepend",
+            "1",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "announced 1");
+    // bgpctl has exited: its route is persistent and stays.
+    let (ok, out, _) = bgpctl(&sock, &["routes"]);
+    assert!(ok);
+    assert!(
+        out.contains("30.1.1.10/32") && out.contains("config"),
+        "{out}"
+    );
+    assert!(
+        out.contains("30.1.1.20/32") && out.contains("(persistent)"),
+        "{out}"
+    );
+    let (ok, out, _) = bgpctl(&sock, &["--json", "routes"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = v["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"]["prefix"] == "30.1.1.20/32")
+        .unwrap()
+        .clone();
+    assert_eq!(r["route"]["communities"], serde_json::json!(["65001:7"]));
+    assert_eq!(r["route"]["as_path_prepend"], 1);
+
+    let (ok, out, _) = bgpctl(&sock, &["neighbors"]);
+    assert!(ok);
+    assert!(out.contains("127.0.0.1") && out.contains("active"), "{out}");
+
+    let (ok, out, _) = bgpctl(&sock, &["withdraw", "30.1.1.20/32", "--path-id", "2"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "withdrew 1");
+    let (_, out, _) = bgpctl(&sock, &["routes"]);
+    assert!(!out.contains("30.1.1.20/32"), "{out}");
+
+    // Errors are one line on stderr with a non-zero exit.
+    let (ok, _, err) = bgpctl(
+        &sock,
+        &["announce", "30.1.1.0/24", "--next-hop", "2001:db8::1"],
+    );
+    assert!(!ok);
+    assert!(
+        err.starts_with("bgpctl: ") && err.contains("address family"),
+        "{err}"
+    );
+    let (ok, _, err) = bgpctl(&d.join("nope.sock"), &["routes"]);
+    assert!(!ok);
+    assert!(err.contains("cannot reach bgpd"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

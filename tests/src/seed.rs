@@ -38,6 +38,8 @@ pub struct Device {
 /// Options for building the lab.
 #[derive(Clone, Debug)]
 pub struct SeedOptions {
+    /// TOML appended at the end of each device's bgpd configuration (e.g. a `[shutdown]` table).
+    pub tail_extra: String,
     /// Extra `[[neighbor]]` keys for each device's session to r1 (TOML lines).
     pub neighbor_extra: String,
     /// Extra lines inside r1's `neighbor DEV` peer-group configuration (FRR syntax).
@@ -51,6 +53,7 @@ pub struct SeedOptions {
 impl Default for SeedOptions {
     fn default() -> Self {
         SeedOptions {
+            tail_extra: String::new(),
             neighbor_extra: String::new(),
             frr_neighbor_extra: vec![],
             static_vip: true,
@@ -206,6 +209,7 @@ impl SeedLab {
                 ));
             }
         }
+        c.push_str(&self.opts.tail_extra);
         c
     }
 

@@ -54,8 +54,12 @@ fn three_devices_give_r1_a_three_way_ecmp_route_that_survives_a_path_move() {
     got_back.unwrap();
 
     // ROUTE-REFRESH (RFC 2918): r1 asks A to re-send; A answers with its Adj-RIB-Out.
-    let before = ca.call(json!({"cmd": "neighbors"}))["neighbors"][0]["updates_out"].as_u64().unwrap();
-    lab.frr.vtysh_cmds(&["clear bgp ipv4 unicast 20.1.1.6 soft in"]).unwrap();
+    let before = ca.call(json!({"cmd": "neighbors"}))["neighbors"][0]["updates_out"]
+        .as_u64()
+        .unwrap();
+    lab.frr
+        .vtysh_cmds(&["clear bgp ipv4 unicast 20.1.1.6 soft in"])
+        .unwrap();
     spanlb_lab::wait_until_dbg(T, "A re-sends its routes after a route refresh", || {
         let n = ca.call(json!({"cmd": "neighbors"}));
         if n["neighbors"][0]["updates_out"].as_u64().unwrap() > before {
@@ -212,4 +216,78 @@ fn tcp_md5_right_password_connects_wrong_one_does_not() {
         "{v}"
     );
     assert_eq!(lab.kernel_nexthops(VIP).len(), 2);
+}
+
+/// The communities of the path r1 has for the VIP from `peer`, or None if it has none.
+fn path_communities(lab: &SeedLab, peer: &str) -> Option<String> {
+    let v = lab
+        .frr
+        .vtysh_json(&format!("show bgp ipv4 unicast {VIP} json"))
+        .ok()?;
+    let p = v["paths"]
+        .as_array()?
+        .iter()
+        .find(|p| p["peer"]["peerId"] == peer)?
+        .clone();
+    Some(p["community"]["string"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn graceful_shutdown_community_is_announced_for_the_linger_time_then_withdrawn() {
+    if !prereqs() {
+        return;
+    }
+    let opts = SeedOptions {
+        tail_extra: "[shutdown]\ngraceful_shutdown = true\nlinger_ms = 3000\n".into(),
+        ..SeedOptions::default()
+    };
+    let mut lab = SeedLab::build("frr_gshut", opts).unwrap();
+    lab.start_all().unwrap();
+    lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3", "20.1.1.4"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+
+    // A planned withdraw through the control socket (RFC 8326).
+    let mut ca = lab.control(0).unwrap();
+    let r = ca.call(
+        json!({"cmd": "withdraw", "graceful": true, "routes": [{"prefix": VIP, "path_id": 1}]}),
+    );
+    assert_eq!(r["withdrawing"], 1, "{r}");
+    spanlb_lab::wait_until_dbg(T, "r1 sees A's path with graceful-shutdown", || {
+        match path_communities(&lab, "20.1.1.6") {
+            Some(c) if c.contains("graceful-shutdown") => Ok(()),
+            other => Err(other),
+        }
+    })
+    .unwrap();
+    // FRR gives a graceful-shutdown path LOCAL_PREF 0, so it leaves the ECMP set at once
+    // (traffic drains while it is still announced), and later the path is withdrawn.
+    lab.wait_nexthops(VIP, &["20.1.1.3", "20.1.1.4"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
+    spanlb_lab::wait_until_dbg(
+        T,
+        "A's path withdrawn after the linger",
+        || match path_communities(&lab, "20.1.1.6") {
+            None => Ok(()),
+            other => Err(other),
+        },
+    )
+    .unwrap();
+
+    // SIGTERM with graceful_shutdown: C's path carries the community, then goes, then C exits.
+    let c = lab.devices[2].bgpd.as_ref().unwrap();
+    c.signal(libc::SIGTERM).unwrap();
+    spanlb_lab::wait_until_dbg(T, "r1 sees C's path with graceful-shutdown", || {
+        match path_communities(&lab, "20.1.1.8") {
+            Some(c) if c.contains("graceful-shutdown") => Ok(()),
+            other => Err(other),
+        }
+    })
+    .unwrap();
+    assert!(c.is_running(), "bgpd lingers before withdrawing");
+    let status = c
+        .wait_timeout(Duration::from_secs(15))
+        .expect("bgpd exits after the linger");
+    assert!(status.success(), "{status:?}");
+    lab.wait_nexthops(VIP, &["20.1.1.3"], T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
 }

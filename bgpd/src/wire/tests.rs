@@ -17,7 +17,10 @@ fn header(body_len: usize, t: u8) -> String {
 }
 
 fn asn4() -> SessionCodec {
-    SessionCodec { asn4: true, ..Default::default() }
+    SessionCodec {
+        asn4: true,
+        ..Default::default()
+    }
 }
 
 fn add_path_all() -> SessionCodec {
@@ -33,7 +36,10 @@ fn net(s: &str) -> IpNet {
 }
 
 fn nlri(s: &str, path_id: Option<u32>) -> Nlri {
-    Nlri { prefix: net(s), path_id }
+    Nlri {
+        prefix: net(s),
+        path_id,
+    }
 }
 
 fn upd(m: Message) -> Update {
@@ -64,7 +70,10 @@ fn frame_len_cases() {
         let mut m = ka.clone();
         m[16..18].copy_from_slice(&len.to_be_bytes());
         let e = frame_len(&m).unwrap_err();
-        assert_eq!((e.code, e.subcode, e.data), (1, 2, len.to_be_bytes().to_vec()));
+        assert_eq!(
+            (e.code, e.subcode, e.data),
+            (1, 2, len.to_be_bytes().to_vec())
+        );
     }
     // Declared 30, only 19 buffered.
     let mut m = ka.clone();
@@ -81,7 +90,11 @@ fn keepalive_fixture() {
 fn notification_fixture() {
     // Cease / Administrative Shutdown with a one-octet-length message (RFC 8203 shape).
     let bytes = hex(&(header(2 + 3, 3) + "0602" + "026869"));
-    let n = Notification { code: 6, subcode: 2, data: vec![2, b'h', b'i'] };
+    let n = Notification {
+        code: 6,
+        subcode: 2,
+        data: vec![2, b'h', b'i'],
+    };
     roundtrip(&bytes, &Message::Notification(n), &asn4());
 }
 
@@ -89,12 +102,16 @@ fn notification_fixture() {
 fn route_refresh_fixture() {
     // RFC 2918 §3: AFI 2, reserved, SAFI 1.
     let bytes = hex(&(header(4, 5) + "00020001"));
-    let m = Message::RouteRefresh(RouteRefresh { family: Family::Ipv6Unicast });
+    let m = Message::RouteRefresh(RouteRefresh {
+        family: Family::Ipv6Unicast,
+    });
     roundtrip(&bytes, &m, &asn4());
     let v4 = hex(&(header(4, 5) + "00010001"));
     assert_eq!(
         decode(&v4, &asn4()),
-        Ok(Message::RouteRefresh(RouteRefresh { family: Family::Ipv4Unicast }))
+        Ok(Message::RouteRefresh(RouteRefresh {
+            family: Family::Ipv4Unicast
+        }))
     );
     // IPv4 multicast: not ours, reported as the ignorable 7/0.
     let mc = hex(&(header(4, 5) + "00010002"));
@@ -108,10 +125,10 @@ fn route_refresh_fixture() {
 
 fn sample_open() -> (Vec<u8>, Open) {
     let caps = concat!(
-        "0104 00010001", // MP IPv4 unicast (RFC 4760 §8)
-        "0104 00020001", // MP IPv6 unicast
-        "0200",          // route refresh (RFC 2918)
-        "4104 fa56ea01", // 4-octet AS 4200000001 (RFC 6793)
+        "0104 00010001",          // MP IPv4 unicast (RFC 4760 §8)
+        "0104 00020001",          // MP IPv6 unicast
+        "0200",                   // route refresh (RFC 2918)
+        "4104 fa56ea01",          // 4-octet AS 4200000001 (RFC 6793)
         "4508 00010103 00020101", // ADD-PATH v4 both, v6 receive (RFC 7911)
     );
     let caps_len = hex(caps).len();
@@ -130,8 +147,20 @@ fn sample_open() -> (Vec<u8>, Open) {
             route_refresh: true,
             four_octet_as: Some(4_200_000_001),
             add_path: vec![
-                (Family::Ipv4Unicast, AddPathMode { receive: true, send: true }),
-                (Family::Ipv6Unicast, AddPathMode { receive: true, send: false }),
+                (
+                    Family::Ipv4Unicast,
+                    AddPathMode {
+                        receive: true,
+                        send: true,
+                    },
+                ),
+                (
+                    Family::Ipv6Unicast,
+                    AddPathMode {
+                        receive: true,
+                        send: false,
+                    },
+                ),
             ],
             other: vec![],
         },
@@ -186,11 +215,11 @@ fn open_errors() {
 
 fn v4_update_fixture() -> (Vec<u8>, Update) {
     let attrs = concat!(
-        "40 01 01 00",                   // ORIGIN IGP
-        "40 02 06 02 01 0000fde9",       // AS_PATH AS_SEQUENCE [65001], 4-octet
-        "40 03 04 c0000201",             // NEXT_HOP 192.0.2.1
-        "80 04 04 0000000a",             // MED 10
-        "c0 08 08 ffff0000 fde90064",    // COMMUNITIES graceful-shutdown, 65001:100
+        "40 01 01 00",                         // ORIGIN IGP
+        "40 02 06 02 01 0000fde9",             // AS_PATH AS_SEQUENCE [65001], 4-octet
+        "40 03 04 c0000201",                   // NEXT_HOP 192.0.2.1
+        "80 04 04 0000000a",                   // MED 10
+        "c0 08 08 ffff0000 fde90064",          // COMMUNITIES graceful-shutdown, 65001:100
         "c0 20 0c 0000fde9 00000001 00000002", // LARGE_COMMUNITIES 65001:1:2
     );
     let nlri = concat!("00000007 20 0a000001", "00000008 18 0a0001");
@@ -231,11 +260,11 @@ fn update_v4_add_path_fixture() {
 
 fn v6_update_fixture() -> (Vec<u8>, Update) {
     let mp = concat!(
-        "0002 01 20",                        // AFI 2 SAFI 1, next hop length 32
-        "20010db8000000000000000000000001",  // global
-        "fe800000000000000000000000000001",  // link-local (RFC 2545 §3)
-        "00",                                // reserved
-        "40 20010db800010000",               // 2001:db8:1::/64
+        "0002 01 20",                          // AFI 2 SAFI 1, next hop length 32
+        "20010db8000000000000000000000001",    // global
+        "fe800000000000000000000000000001",    // link-local (RFC 2545 §3)
+        "00",                                  // reserved
+        "40 20010db800010000",                 // 2001:db8:1::/64
         "80 20010db8000200000000000000000005", // 2001:db8:2::5/128
     );
     let mpl = hex(mp).len();
@@ -247,7 +276,10 @@ fn v6_update_fixture() -> (Vec<u8>, Update) {
     let bytes = hex(&(header(hex(&body).len(), 2) + &body));
     let u = Update {
         withdrawn: vec![],
-        announced: vec![nlri("2001:db8:1::/64", None), nlri("2001:db8:2::5/128", None)],
+        announced: vec![
+            nlri("2001:db8:1::/64", None),
+            nlri("2001:db8:2::5/128", None),
+        ],
         attrs: PathAttrs {
             origin: Origin::Incomplete,
             as_path: vec![AsSegment::Sequence(vec![65001, 65002])],
@@ -273,26 +305,41 @@ fn withdraw_fixtures() {
     // IPv4 withdraw in the body, path ids on (RFC 7911 §3), no attributes.
     let body = "0009 00000003 20 0a000001 0000";
     let bytes = hex(&(header(hex(body).len(), 2) + body));
-    let u = Update { withdrawn: vec![nlri_of("10.0.0.1/32", 3)], ..Default::default() };
+    let u = Update {
+        withdrawn: vec![nlri_of("10.0.0.1/32", 3)],
+        ..Default::default()
+    };
     roundtrip(&bytes, &Message::Update(u), &add_path_all());
     // IPv6 withdraw through MP_UNREACH_NLRI (RFC 4760 §4).
     let body = "0000 000e 90 0f 000a 0002 01 30 20010db80001";
     let bytes = hex(&(header(hex(body).len(), 2) + body));
-    let u = Update { withdrawn: vec![nlri("2001:db8:1::/48", None)], ..Default::default() };
+    let u = Update {
+        withdrawn: vec![nlri("2001:db8:1::/48", None)],
+        ..Default::default()
+    };
     roundtrip(&bytes, &Message::Update(u), &asn4());
 }
 
 #[test]
 fn end_of_rib_fixtures() {
     let v4 = hex(&(header(4, 2) + "00000000"));
-    let u = Update { end_of_rib: Some(Family::Ipv4Unicast), ..Default::default() };
+    let u = Update {
+        end_of_rib: Some(Family::Ipv4Unicast),
+        ..Default::default()
+    };
     roundtrip(&v4, &Message::Update(u), &asn4());
     let v6 = hex(&(header(10, 2) + "0000 0006 800f03 000201"));
-    let u = Update { end_of_rib: Some(Family::Ipv6Unicast), ..Default::default() };
+    let u = Update {
+        end_of_rib: Some(Family::Ipv6Unicast),
+        ..Default::default()
+    };
     roundtrip(&v6, &Message::Update(u), &asn4());
     // Extended-length MP_UNREACH form (FRR uses it) is End-of-RIB too.
     let v6x = hex(&(header(11, 2) + "0000 0007 900f0003 000201"));
-    assert_eq!(upd(decode(&v6x, &asn4()).expect("eor")).end_of_rib, Some(Family::Ipv6Unicast));
+    assert_eq!(
+        upd(decode(&v6x, &asn4()).expect("eor")).end_of_rib,
+        Some(Family::Ipv6Unicast)
+    );
 }
 
 #[test]
@@ -309,13 +356,19 @@ fn as4_path_toward_two_octet_peer() {
     let m = &msgs[0];
     let as_path_2 = hex("40 02 08 02 03 fde9 5ba0 fdea"); // AS_TRANS = 0x5ba0 (RFC 6793 §4.2.2)
     let as4_path = hex("c0 11 0e 02 03 0000fde9 fa56ea01 0000fdea");
-    assert!(m.windows(as_path_2.len()).any(|w| w == as_path_2), "2-octet AS_PATH");
+    assert!(
+        m.windows(as_path_2.len()).any(|w| w == as_path_2),
+        "2-octet AS_PATH"
+    );
     assert!(m.windows(as4_path.len()).any(|w| w == as4_path), "AS4_PATH");
     let u = upd(decode(m, &ctx).expect("decode"));
     assert_eq!(u.attrs.as_path, path);
     assert!(u.errors.is_empty());
     // No AS4_PATH when everything fits in 2 octets.
-    let small = PathAttrs { as_path: vec![AsSegment::Sequence(vec![65001])], ..attrs.clone() };
+    let small = PathAttrs {
+        as_path: vec![AsSegment::Sequence(vec![65001])],
+        ..attrs.clone()
+    };
     let m = &encode_updates(&[], &[nlri("10.0.0.0/24", None)], &small, &ctx)[0];
     assert!(!m.windows(2).any(|w| w == [0xc0, 0x11]));
     // 4-octet session: 4-octet segments, no AS4_PATH.
@@ -343,7 +396,10 @@ fn codec_merge(a: &[AsSegment], b: &[AsSegment]) -> Vec<AsSegment> {
 }
 
 fn frr_fixture() -> Vec<Vec<u8>> {
-    include_str!("fixtures/frr84_capture.hex").lines().map(hex).collect()
+    include_str!("fixtures/frr84_capture.hex")
+        .lines()
+        .map(hex)
+        .collect()
 }
 
 #[test]
@@ -357,16 +413,31 @@ fn frr_84_capture() {
         add_path_send: vec![],
         add_path_receive: Family::ALL.to_vec(),
     };
-    let Message::Open(open) = decode(&msgs[0], &ctx).expect("open") else { panic!("not open") };
+    let Message::Open(open) = decode(&msgs[0], &ctx).expect("open") else {
+        panic!("not open")
+    };
     assert_eq!(open.asn, 65000);
     assert_eq!(open.hold_time, 180);
     assert_eq!(open.bgp_id, Ipv4Addr::new(10, 1, 1, 1));
     let c = &open.capabilities;
-    assert_eq!(c.multiprotocol, vec![Family::Ipv4Unicast, Family::Ipv6Unicast]);
+    assert_eq!(
+        c.multiprotocol,
+        vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+    );
     assert!(c.route_refresh);
     assert_eq!(c.four_octet_as, Some(65000));
-    assert!(c.add_path.contains(&(Family::Ipv4Unicast, AddPathMode { receive: true, send: true })));
-    assert!(c.other.contains(&73), "hostname capability recorded: {:?}", c.other);
+    assert!(c.add_path.contains(&(
+        Family::Ipv4Unicast,
+        AddPathMode {
+            receive: true,
+            send: true
+        }
+    )));
+    assert!(
+        c.other.contains(&73),
+        "hostname capability recorded: {:?}",
+        c.other
+    );
     assert_eq!(decode(&msgs[1], &ctx), Ok(Message::Keepalive));
 
     let u = upd(decode(&msgs[2], &ctx).expect("v4 update"));
@@ -380,7 +451,10 @@ fn frr_84_capture() {
     // FRR 8.4.4 writes a path id (0) for IPv6 even though its own ADD-PATH capability offered
     // only "receive" for IPv6: it keys on the peer's receive flag alone.
     assert_eq!(u.announced, vec![nlri("2001:db8:20::/64", Some(0))]);
-    assert_eq!(u.attrs.next_hop, Some("::ffff:127.0.0.1".parse().expect("ip")));
+    assert_eq!(
+        u.attrs.next_hop,
+        Some("::ffff:127.0.0.1".parse().expect("ip"))
+    );
     assert_eq!(u.attrs.next_hop_local, None);
     assert!(u.errors.is_empty());
 }
@@ -397,7 +471,9 @@ const GOOD_ATTRS: &str = "40010100 400206020100000001 400304c0000201";
 
 fn taw(u: &Update) -> bool {
     u.announced.is_empty()
-        && u.errors.iter().any(|e| e.action == AttrErrorAction::TreatAsWithdraw)
+        && u.errors
+            .iter()
+            .any(|e| e.action == AttrErrorAction::TreatAsWithdraw)
 }
 
 #[test]
@@ -454,15 +530,27 @@ fn rfc7606_treat_as_withdraw() {
         // ORIGIN value 7.
         ("origin value", "40010107 400206020100000001 400304c0000201"),
         // AS_PATH segment claims 3 ASes, carries 1.
-        ("as_path overrun", "40010100 400206020300000001 400304c0000201"),
+        (
+            "as_path overrun",
+            "40010100 400206020300000001 400304c0000201",
+        ),
         // AS_PATH segment of length zero (RFC 7606 §7.2).
         ("as_path zero", "40010100 4002020200 400304c0000201"),
         // NEXT_HOP of 5 octets.
-        ("next_hop length", "40010100 400206020100000001 400305c000020101"),
+        (
+            "next_hop length",
+            "40010100 400206020100000001 400305c000020101",
+        ),
         // MED of 3 octets.
-        ("med length", "40010100 400206020100000001 400304c0000201 800403000001"),
+        (
+            "med length",
+            "40010100 400206020100000001 400304c0000201 800403000001",
+        ),
         // COMMUNITIES not a multiple of 4.
-        ("communities", "40010100 400206020100000001 400304c0000201 c00803010203"),
+        (
+            "communities",
+            "40010100 400206020100000001 400304c0000201 c00803010203",
+        ),
         // Missing NEXT_HOP with IPv4 NLRI (RFC 7606 §3 d).
         ("missing next_hop", "40010100 400206020100000001"),
         // Missing ORIGIN.
@@ -470,7 +558,10 @@ fn rfc7606_treat_as_withdraw() {
         // Attribute length overruns the attribute list (RFC 7606 §4).
         ("attr overrun", "40010100 400206020100000001 400309c0000201"),
         // Multicast next hop.
-        ("multicast next hop", "40010100 400206020100000001 400304e0000001"),
+        (
+            "multicast next hop",
+            "40010100 400206020100000001 400304e0000001",
+        ),
     ];
     for (name, attrs) in cases {
         let m = raw_update("", attrs, "18 0a0001");
@@ -495,7 +586,11 @@ fn rfc7606_attribute_discard_and_duplicates() {
     assert_eq!(u.announced.len(), 1);
     assert_eq!(u.errors[0].action, AttrErrorAction::AttributeDiscard);
     // Duplicate MED: the first is kept (RFC 7606 §3 g).
-    let m = raw_update("", &format!("{GOOD_ATTRS} 80040400000001 80040400000002"), "18 0a0001");
+    let m = raw_update(
+        "",
+        &format!("{GOOD_ATTRS} 80040400000001 80040400000002"),
+        "18 0a0001",
+    );
     let u = upd(decode(&m, &ctx).expect("decode"));
     assert_eq!(u.attrs.med, Some(1));
     assert_eq!(u.announced.len(), 1);
@@ -558,7 +653,10 @@ fn packing_is_dense_and_complete() {
     assert_eq!(withdrawn, v4);
     assert_eq!(announced, v4);
     // 9 octets per prefix: 4073/9 = 452 per withdraw message.
-    let wmsgs = msgs.iter().filter(|m| m.len() > 23 && m[19..21] != [0, 0]).count();
+    let wmsgs = msgs
+        .iter()
+        .filter(|m| m.len() > 23 && m[19..21] != [0, 0])
+        .count();
     assert_eq!(wmsgs, 10_000usize.div_ceil(4073 / 9));
     // The first announce message is full to within one prefix.
     assert!(msgs[wmsgs].len() > MAX_MESSAGE_LEN - 9);
@@ -581,7 +679,10 @@ fn encode_updates_100k_is_fast() {
     let t = std::time::Instant::now();
     let msgs = encode_updates(&[], &v4, &attrs, &ctx);
     let took = t.elapsed();
-    eprintln!("encode_updates: 100k /32 with add-path in {took:?}, {} messages", msgs.len());
+    eprintln!(
+        "encode_updates: 100k /32 with add-path in {took:?}, {} messages",
+        msgs.len()
+    );
     // Generous bound that also holds in debug builds; release measures a few ms.
     assert!(took < std::time::Duration::from_secs(3));
 }

@@ -874,14 +874,13 @@ fn store_attribute(
                     .map(|s| (s.segment_type(), s.as_numbers().to_vec())),
             ));
         }
-        PathAttributeValue::As4Path(p4) => {
-            if !asn4 {
-                p.as4_path = Some(convert_segments(
-                    p4.segments()
-                        .iter()
-                        .map(|s| (s.segment_type(), s.as_numbers().to_vec())),
-                ));
-            }
+        // RFC 6793 §4.1: AS4_PATH is ignored on a 4-octet session.
+        PathAttributeValue::As4Path(p4) if !asn4 => {
+            p.as4_path = Some(convert_segments(
+                p4.segments()
+                    .iter()
+                    .map(|s| (s.segment_type(), s.as_numbers().to_vec())),
+            ));
         }
         PathAttributeValue::NextHop(nh) => p.next_hop = Some(nh.next_hop()),
         PathAttributeValue::MultiExitDiscriminator(m) => p.med = Some(m.metric()),
@@ -923,6 +922,8 @@ fn merge_as4_path(as_path: &[AsSegment], as4_path: &[AsSegment]) -> Vec<AsSegmen
     }
     let mut take = n2 - n4;
     let mut out: Vec<AsSegment> = Vec::new();
+    // Whether the split point fell inside an AS_SEQUENCE.
+    let mut split = false;
     for seg in as_path {
         if take == 0 {
             break;
@@ -930,26 +931,30 @@ fn merge_as4_path(as_path: &[AsSegment], as4_path: &[AsSegment]) -> Vec<AsSegmen
         match seg {
             AsSegment::Sequence(v) => {
                 let k = take.min(v.len());
+                split = k < v.len();
                 out.push(AsSegment::Sequence(v[..k].to_vec()));
                 take -= k;
             }
             AsSegment::Set(v) => {
+                split = false;
                 out.push(AsSegment::Set(v.clone()));
                 take -= 1;
             }
         }
     }
-    for seg in as4_path {
-        match (out.last_mut(), seg) {
-            // The split point can fall inside one AS_SEQUENCE: join the halves again.
-            (Some(AsSegment::Sequence(prev)), AsSegment::Sequence(v))
-                if prev.len() + v.len() <= 255 =>
-            {
-                prev.extend_from_slice(v);
+    let mut rest = as4_path.iter();
+    if split {
+        // The halves of one AS_SEQUENCE: join them again.
+        if let (Some(AsSegment::Sequence(prev)), Some(AsSegment::Sequence(first))) =
+            (out.last_mut(), as4_path.first())
+        {
+            if prev.len() + first.len() <= 255 {
+                prev.extend_from_slice(first);
+                rest.next();
             }
-            _ => out.push(seg.clone()),
         }
     }
+    out.extend(rest.cloned());
     out
 }
 

@@ -400,6 +400,12 @@ impl Peer {
                         self.count_in(&msg);
                         self.session.process(now, Input::Message { conn: id, msg })
                     }
+                    Err(err) if err.code == notif::ROUTE_REFRESH && err.subcode == 0 => {
+                        // RFC 2918 §4: a ROUTE-REFRESH for a family we did not negotiate (or an
+                        // RFC 7313 subtype we did not offer) is ignored, not an error.
+                        debug!(conn = id.0, "ignoring route refresh: {err}");
+                        return;
+                    }
                     Err(err) => {
                         warn!(conn = id.0, "malformed message from peer: {err}");
                         self.session

@@ -62,9 +62,15 @@ async fn start(cfg: &str, dir: &Path, name: &str) -> (Speaker, u16) {
     let metrics = metrics_listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        bgpd::daemon::run(config, vec![listener], control, Some(metrics_listener), async {
-            let _ = rx.await;
-        })
+        bgpd::daemon::run(
+            config,
+            vec![listener],
+            control,
+            Some(metrics_listener),
+            async {
+                let _ = rx.await;
+            },
+        )
         .await
         .unwrap();
     });
@@ -84,7 +90,10 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(out.starts_with("HTTP/1.0 200 OK"), "{out}");
     out
 }
@@ -172,7 +181,10 @@ async fn two_speakers_exchange_routes_and_fate_sharing_withdraws() {
         assert!(text.contains(want), "metrics lack `{want}`:\n{text}");
     }
     let text = scrape(b.metrics).await;
-    assert!(text.contains("bgpd_prefixes_received{neighbor=\"127.0.0.1\"} 4"), "{text}");
+    assert!(
+        text.contains("bgpd_prefixes_received{neighbor=\"127.0.0.1\"} 4"),
+        "{text}"
+    );
 
     let out = ca.call(json!({"cmd": "adj-rib-out"})).await;
     assert_eq!(

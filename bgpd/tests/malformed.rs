@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bgpd::config::Config;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::time::timeout;
@@ -194,7 +194,10 @@ async fn malformed_messages_are_handled_per_rfc_7606_and_4271() {
     let mut overrun = attrs(0);
     overrun[2] = 200; // ORIGIN claims 200 bytes
     p.send(&update(&overrun)).await;
-    let n = wait_neighbor(&sock, "the prefix withdrawn by the overrun", |n| n["prefixes_received"] == 0).await;
+    let n = wait_neighbor(&sock, "the prefix withdrawn by the overrun", |n| {
+        n["prefixes_received"] == 0
+    })
+    .await;
     assert_eq!(n["established_count"], 1, "{n}");
 
     // 5. A Total Path Attribute Length beyond the message: nothing can be parsed, session

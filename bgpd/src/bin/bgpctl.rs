@@ -185,19 +185,19 @@ fn main() {
     match &args.cmd {
         Cmd::Neighbors => {
             println!(
-                "{:<18} {:>8} {:<12} {:>6} {:>6} {:>8} {:>8}  {}",
-                "NEIGHBOR", "AS", "STATE", "ADV", "RCV", "MSG-IN", "MSG-OUT", "LAST"
+                "{:<18} {:>8} {:<12} {:>6} {:>6} {:>8} {:>8}  LAST",
+                "NEIGHBOR", "AS", "STATE", "ADV", "RCV", "MSG-IN", "MSG-OUT"
             );
             for n in v["neighbors"].as_array().into_iter().flatten() {
                 println!(
                     "{:<18} {:>8} {:<12} {:>6} {:>6} {:>8} {:>8}  {}",
                     n["address"].as_str().unwrap_or("?"),
-                    n["remote_as"],
+                    n["remote_as"].to_string(),
                     n["state"].as_str().unwrap_or("?"),
-                    n["prefixes_advertised"],
-                    n["prefixes_received"],
-                    n["messages_in"],
-                    n["messages_out"],
+                    n["prefixes_advertised"].to_string(),
+                    n["prefixes_received"].to_string(),
+                    n["messages_in"].to_string(),
+                    n["messages_out"].to_string(),
                     n["last_reason"].as_str().unwrap_or(""),
                 );
             }
@@ -207,8 +207,8 @@ fn main() {
             adj_rib_out: false,
         } => {
             println!(
-                "{:<24} {:>7} {:<18} {:<20} {}",
-                "PREFIX", "PATH-ID", "NEXT-HOP", "OWNER", "FLAGS"
+                "{:<24} {:>7} {:<18} {:<20} FLAGS",
+                "PREFIX", "PATH-ID", "NEXT-HOP", "OWNER"
             );
             for r in v["routes"].as_array().into_iter().flatten() {
                 let route = &r["route"];

@@ -391,11 +391,7 @@ impl Peer {
                 if !self.conns.contains_key(&id) {
                     return;
                 }
-                let codec = match &self.established {
-                    Some(e) if e.conn == id => e.codec.clone(),
-                    _ => SessionCodec::default(),
-                };
-                match wire::decode(&bytes, &codec) {
+                match wire::decode(&bytes, self.codec_for(id)) {
                     Ok(msg) => {
                         self.count_in(&msg);
                         self.session.process(now, Input::Message { conn: id, msg })
@@ -524,31 +520,48 @@ impl Peer {
                         self.update_counts();
                     }
                 }
-                Output::NotificationReceived(n) => {
-                    warn!(
-                        code = n.code,
-                        subcode = n.subcode,
-                        "notification received: {}",
-                        describe(n.code, n.subcode)
-                    );
-                    self.metrics
-                        .notifications_in
-                        .get_or_create(&MessageLabel {
-                            neighbor: self.label.neighbor.clone(),
-                            kind: format!("{}/{}", n.code, n.subcode),
-                        })
-                        .inc();
-                    self.status
-                        .lock()
-                        .expect("status lock")
-                        .last_notification_in = Some(format!(
-                        "{}/{} {}",
-                        n.code,
-                        n.subcode,
-                        describe(n.code, n.subcode)
-                    ));
-                }
+                Output::NotificationReceived(n) => self.record_notification(&n, true),
             }
+        }
+    }
+
+    /// Logs a NOTIFICATION, counts it and keeps it for `bgpctl neighbors`.
+    fn record_notification(&self, n: &wire::Notification, received: bool) {
+        let text = format!("{}/{} {}", n.code, n.subcode, describe(n.code, n.subcode));
+        let label = MessageLabel {
+            neighbor: self.label.neighbor.clone(),
+            kind: format!("{}/{}", n.code, n.subcode),
+        };
+        let mut status = self.status.lock().expect("status lock");
+        if received {
+            warn!(
+                code = n.code,
+                subcode = n.subcode,
+                "notification received: {text}"
+            );
+            self.metrics.notifications_in.get_or_create(&label).inc();
+            status.last_notification_in = Some(text);
+        } else {
+            warn!(
+                code = n.code,
+                subcode = n.subcode,
+                "sending notification: {text}"
+            );
+            self.metrics.notifications_out.get_or_create(&label).inc();
+            status.last_notification_out = Some(text);
+        }
+    }
+
+    /// The codec state of a connection: negotiated once established, plain before.
+    fn codec_for(&self, conn: ConnId) -> &SessionCodec {
+        static PLAIN: SessionCodec = SessionCodec {
+            asn4: false,
+            add_path_send: Vec::new(),
+            add_path_receive: Vec::new(),
+        };
+        match &self.established {
+            Some(e) if e.conn == conn => &e.codec,
+            _ => &PLAIN,
         }
     }
 
@@ -580,36 +593,11 @@ impl Peer {
     }
 
     fn send(&mut self, conn: ConnId, msg: &Message) {
-        let codec = match &self.established {
-            Some(e) if e.conn == conn => e.codec.clone(),
-            _ => SessionCodec::default(),
-        };
         if let Message::Notification(n) = msg {
-            warn!(
-                code = n.code,
-                subcode = n.subcode,
-                "sending notification: {}",
-                describe(n.code, n.subcode)
-            );
-            self.metrics
-                .notifications_out
-                .get_or_create(&MessageLabel {
-                    neighbor: self.label.neighbor.clone(),
-                    kind: format!("{}/{}", n.code, n.subcode),
-                })
-                .inc();
-            self.status
-                .lock()
-                .expect("status lock")
-                .last_notification_out = Some(format!(
-                "{}/{} {}",
-                n.code,
-                n.subcode,
-                describe(n.code, n.subcode)
-            ));
+            self.record_notification(n, false);
         }
         self.count_out(kind(msg), 1);
-        let bytes = wire::encode(msg, &codec);
+        let bytes = wire::encode(msg, self.codec_for(conn));
         if let Some(c) = self.conns.get(&conn) {
             let _ = c.writer.send(WriterCmd::Bytes(bytes));
         }

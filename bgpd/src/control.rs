@@ -157,10 +157,6 @@ async fn client(id: u64, sock: UnixStream, shared: Arc<Shared>) {
         .lock()
         .expect("route table lock")
         .drop_client(id);
-    shared
-        .metrics
-        .routes
-        .set(shared.table.lock().expect("route table lock").len() as i64);
     if n > 0 {
         info!(routes = n, "control client went away: withdrew its routes");
     }
@@ -175,12 +171,11 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::
                     return err(format!("routes[{i}].{key}: {msg}"));
                 }
             }
-            let n = {
-                let mut t = shared.table.lock().expect("route table lock");
-                let n = t.announce(routes, Owner::Client { id, persistent });
-                shared.metrics.routes.set(t.len() as i64);
-                n
-            };
+            let n = shared
+                .table
+                .lock()
+                .expect("route table lock")
+                .announce(routes, Owner::Client { id, persistent });
             ok(serde_json::json!({ "announced": n }))
         }
         Request::Withdraw { routes, graceful } => {
@@ -209,13 +204,11 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::
                         .filter(|k| t.get(k).is_some_and(|e| e.graceful_shutdown))
                         .collect();
                     t.withdraw(&still);
-                    shared2.metrics.routes.set(t.len() as i64);
                 });
                 ok(serde_json::json!({ "withdrawing": n, "linger_ms": linger.as_millis() as u64 }))
             } else {
                 let mut t = shared.table.lock().expect("route table lock");
                 let n = t.withdraw(&keys);
-                shared.metrics.routes.set(t.len() as i64);
                 ok(serde_json::json!({ "withdrawn": n }))
             }
         }
@@ -227,7 +220,6 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::
                 .map(|(k, _)| *k)
                 .collect();
             let n = t.withdraw(&keys);
-            shared.metrics.routes.set(t.len() as i64);
             ok(serde_json::json!({ "withdrawn": n }))
         }
         Request::Routes => {

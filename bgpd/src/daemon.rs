@@ -86,23 +86,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::new());
-    let table: SharedTable = Arc::new(Mutex::new(RouteTable::new()));
+    let table: SharedTable = Arc::new(Mutex::new(RouteTable::with_size_gauge(
+        metrics.routes.clone(),
+    )));
     table
         .lock()
         .expect("route table lock")
         .announce(config.routes.clone(), Owner::Static);
-    metrics.routes.set(config.routes.len() as i64);
 
     // RFC 2385: the listener needs each peer's key to accept its signed SYN.
     for n in config.neighbors.iter().filter(|n| n.password.is_some()) {
-        for l in listeners.iter().filter(|l| {
-            l.local_addr()
-                .is_ok_and(|a| a.is_ipv4() == n.address.is_ipv4())
-        }) {
-            let addr = l.local_addr().map_err(|source| DaemonError::Listen {
-                addr: config.listen[0],
-                source,
-            })?;
+        for (l, addr) in listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok().map(|a| (l, a)))
+        {
+            if addr.is_ipv4() != n.address.is_ipv4() {
+                continue;
+            }
             sockopt::set_md5(l, n.address, n.password.as_deref().map(str::as_bytes)).map_err(
                 |source| DaemonError::Md5 {
                     neighbor: n.address,

@@ -51,9 +51,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("bgpd");
-        let m = Metrics {
-            registry: Registry::default(),
+        let mut m = Metrics {
+            registry: Registry::with_prefix("bgpd"),
             session_state: Family::default(),
             established_transitions: Family::default(),
             messages_in: Family::default(),
@@ -67,63 +66,64 @@ impl Metrics {
             control_clients: Gauge::default(),
             rejected_connections: Counter::default(),
         };
-        registry.register(
+        m.registry.register(
             "session_state",
             "RFC 4271 session state (1 Idle .. 6 Established)",
             m.session_state.clone(),
         );
-        registry.register(
+        m.registry.register(
             "session_established_transitions",
             "Times the session reached Established",
             m.established_transitions.clone(),
         );
-        registry.register(
+        m.registry.register(
             "messages_received",
             "BGP messages received by kind",
             m.messages_in.clone(),
         );
-        registry.register(
+        m.registry.register(
             "messages_sent",
             "BGP messages sent by kind",
             m.messages_out.clone(),
         );
-        registry.register(
+        m.registry.register(
             "prefixes_advertised",
             "Prefixes in the Adj-RIB-Out",
             m.prefixes_advertised.clone(),
         );
-        registry.register(
+        m.registry.register(
             "prefixes_received",
             "Prefixes in the Adj-RIB-In",
             m.prefixes_received.clone(),
         );
-        registry.register(
+        m.registry.register(
             "updates_treated_as_withdraw",
             "UPDATEs with attribute errors handled per RFC 7606",
             m.updates_treated_as_withdraw.clone(),
         );
-        registry.register(
+        m.registry.register(
             "notifications_received",
             "NOTIFICATIONs received by code/subcode",
             m.notifications_in.clone(),
         );
-        registry.register(
+        m.registry.register(
             "notifications_sent",
             "NOTIFICATIONs sent by code/subcode",
             m.notifications_out.clone(),
         );
-        registry.register("routes", "Route intents in the table", m.routes.clone());
-        registry.register(
+        m.registry
+            .register("routes", "Route intents in the table", m.routes.clone());
+        m.registry.register(
             "control_clients",
             "Connected control clients",
             m.control_clients.clone(),
         );
-        registry.register(
+        m.registry.register(
             "rejected_connections",
             "Inbound connections from unknown addresses",
             m.rejected_connections.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     pub fn state_value(s: State) -> i64 {

@@ -60,6 +60,8 @@ type Subscriber = mpsc::UnboundedSender<Vec<RouteKey>>;
 pub struct RouteTable {
     entries: BTreeMap<RouteKey, Entry>,
     subscribers: Vec<Subscriber>,
+    /// Kept equal to the number of entries (the `bgpd_routes` metric).
+    size: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// The table as the daemon shares it.
@@ -70,6 +72,14 @@ impl RouteTable {
         RouteTable::default()
     }
 
+    /// A table that keeps `gauge` equal to its size.
+    pub fn with_size_gauge(gauge: prometheus_client::metrics::gauge::Gauge) -> RouteTable {
+        RouteTable {
+            size: gauge,
+            ..RouteTable::default()
+        }
+    }
+
     /// Registers a neighbor task; it receives the keys of every later change.
     pub fn subscribe(&mut self) -> mpsc::UnboundedReceiver<Vec<RouteKey>> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -78,6 +88,7 @@ impl RouteTable {
     }
 
     fn notify(&mut self, keys: Vec<RouteKey>) {
+        self.size.set(self.entries.len() as i64);
         if keys.is_empty() {
             return;
         }
@@ -376,7 +387,6 @@ impl AdjRibOut {
                         .entry(attrs.clone())
                         .or_insert_with(|| Arc::new(attrs))
                         .clone();
-                    // Reuse the Arc already in the Adj-RIB-Out when equal, to share memory.
                     self.advertised.insert(nlri, attrs.clone());
                     groups.entry(attrs).or_default().push(nlri);
                 }

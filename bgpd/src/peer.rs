@@ -195,7 +195,8 @@ struct Peer {
     ebgp: bool,
     session: Session,
     conns: HashMap<ConnId, Conn>,
-    pending: HashMap<ConnId, JoinHandle<()>>,
+    /// Outbound connects in flight, with when each started.
+    pending: HashMap<ConnId, (JoinHandle<()>, Instant)>,
     /// Writer tasks of closed connections still flushing (awaited on shutdown).
     closing: Vec<JoinHandle<()>>,
     established: Option<Established>,
@@ -280,7 +281,7 @@ impl Peer {
             c.reader_task.abort();
             writers.push(c.writer_task);
         }
-        for (_, p) in self.pending.drain() {
+        for (_, (p, _)) in self.pending.drain() {
             p.abort();
         }
         let _ = tokio::time::timeout(drain, async {
@@ -368,21 +369,7 @@ impl Peer {
                         )
                     }
                     Err(e) => {
-                        let mut why = e.to_string();
-                        if self.cfg.password.is_some() && e.kind() == std::io::ErrorKind::TimedOut {
-                            why.push_str(
-                                " (tcp md5 is configured: a password mismatch looks like this)",
-                            );
-                        }
-                        let line = format!("connect to {} failed: {why}", self.cfg.remote());
-                        // Warn once per distinct failure, not at every retry.
-                        if self.last_connect_error.as_deref() != Some(line.as_str()) {
-                            warn!(conn = id.0, "{line}");
-                            self.last_connect_error = Some(line.clone());
-                        } else {
-                            debug!(conn = id.0, "{line}");
-                        }
-                        self.set_reason(line);
+                        self.note_connect_failure(id, &e);
                         self.session.process(now, Input::TcpClosed { conn: id })
                     }
                 }
@@ -434,8 +421,18 @@ impl Peer {
                 Output::Connect { conn } => self.connect(conn),
                 Output::Send { conn, msg } => self.send(conn, &msg),
                 Output::Close { conn } => {
-                    if let Some(p) = self.pending.remove(&conn) {
+                    if let Some((p, started)) = self.pending.remove(&conn) {
                         p.abort();
+                        // The FSM gave up on this attempt because ConnectRetry expired before
+                        // the connect finished: to the user that is a connect that timed out.
+                        // (A close for another reason, e.g. an inbound session won, is not.)
+                        if started.elapsed() >= self.cfg.connect_retry() {
+                            let e = std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "connect timed out",
+                            );
+                            self.note_connect_failure(conn, &e);
+                        }
                     }
                     if let Some(c) = self.conns.remove(&conn) {
                         let _ = c.writer.send(WriterCmd::Close);
@@ -565,6 +562,24 @@ impl Peer {
         }
     }
 
+    /// Logs a failed outbound connect (once per distinct failure) and records it as the
+    /// session's last reason.
+    fn note_connect_failure(&mut self, id: ConnId, e: &std::io::Error) {
+        let mut why = e.to_string();
+        if self.cfg.password.is_some() && e.kind() == std::io::ErrorKind::TimedOut {
+            why.push_str(" (tcp md5 is configured: a password mismatch looks like this)");
+        }
+        let line = format!("connect to {} failed: {why}", self.cfg.remote());
+        // Warn once per distinct failure, not at every retry.
+        if self.last_connect_error.as_deref() != Some(line.as_str()) {
+            warn!(conn = id.0, "{line}");
+            self.last_connect_error = Some(line.clone());
+        } else {
+            debug!(conn = id.0, "{line}");
+        }
+        self.set_reason(line);
+    }
+
     fn connect(&mut self, id: ConnId) {
         let opts = ConnectOptions {
             remote: self.cfg.remote(),
@@ -589,7 +604,7 @@ impl Peer {
             .await;
             let _ = tx.send(ConnEvent::Connected(id, res)).await;
         });
-        self.pending.insert(id, task);
+        self.pending.insert(id, (task, Instant::now()));
     }
 
     fn send(&mut self, conn: ConnId, msg: &Message) {

@@ -1,0 +1,14 @@
+//! spanlb's load balancer daemon.
+//!
+//! lbd serves virtual servers (VIP:port, TCP or UDP) as a full proxy in front of pools of
+//! members: it picks a member (persistence record, else the pool's method), connects from the
+//! address source address translation says, and relays both ways. Health monitors drive member
+//! state; a pool with no available member makes its virtual servers unavailable.
+//!
+//! lbd must not announce routes itself (bgpd does, driven over its control socket), and its data
+//! path must never block on anything but its own sockets.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod monitor;
+pub mod select;

@@ -1,0 +1,1 @@
+//! Health monitors (placeholder; being written).

@@ -10,5 +10,6 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod config;
 pub mod monitor;
 pub mod select;

@@ -1,0 +1,739 @@
+//! lbd's configuration: a TOML file read through the `config` crate into typed structs
+//! (`deny_unknown_fields`), then validated as a whole (references between objects, address
+//! families, limits). Every error names the file, the key and the problem, in one line.
+//!
+//! The object model follows BIG-IP's: virtual addresses, virtual servers, pools with members,
+//! monitors and persistence profiles (DESIGN.md §1). Durations are written the way operators
+//! write them: `"5s"`, `"200ms"`, `"3m"`.
+//!
+//! This module does no I/O beyond reading the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::monitor::{MonitorSpec, ProbeKind};
+use crate::select::Method;
+
+/// Configuration errors: one line, naming the file and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Load { file: String, message: String },
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole lbd configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub device: Device,
+    /// Virtual addresses with their route advertisement policy. A virtual server's address
+    /// that is not listed gets one with the defaults (spanning, advertise = "any").
+    #[serde(default)]
+    pub virtual_addresses: Vec<VirtualAddress>,
+    #[serde(default)]
+    pub virtual_servers: BTreeMap<String, VirtualServer>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
+    #[serde(default)]
+    pub monitors: BTreeMap<String, Monitor>,
+    #[serde(default)]
+    pub persistence: BTreeMap<String, Persistence>,
+}
+
+/// Device-local settings (not synced between devices).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// This device's name in the device group.
+    pub name: String,
+    /// The device's internal self IP: the source SNAT automap uses for IPv4 members until
+    /// traffic groups (and their floating internal self IPs) exist.
+    #[serde(default)]
+    pub internal_address: Option<Ipv4Addr>,
+    /// The same for IPv6 members.
+    #[serde(default)]
+    pub internal_address_v6: Option<Ipv6Addr>,
+    /// Unix socket for lbctl (JSON lines).
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+    /// Prometheus metrics HTTP address; none when absent.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    /// Data-path worker threads; default: one per CPU core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/spanlb/lbd.sock")
+}
+
+/// When a virtual address is advertised (route health injection).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Advertise {
+    /// Whatever the state of its virtual servers.
+    Always,
+    /// When at least one of its virtual servers is available.
+    #[default]
+    Any,
+    /// Only when every one of its virtual servers is available.
+    All,
+}
+
+impl fmt::Display for Advertise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Advertise::Always => "always",
+            Advertise::Any => "any",
+            Advertise::All => "all",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualAddress {
+    pub address: IpAddr,
+    /// Spanning: served by every device of the group (DESIGN.md §1).
+    #[serde(default = "yes")]
+    pub spanning: bool,
+    #[serde(default)]
+    pub advertise: Advertise,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// Source address translation of the connections to members.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Snat {
+    /// The owning traffic group's floating internal self IP; until traffic groups exist, the
+    /// device's `internal_address` (or `internal_address_v6`).
+    #[default]
+    Automap,
+    /// Connect from this address.
+    Explicit(IpAddr),
+    /// Let the kernel choose the source (no translation configured).
+    None,
+}
+
+impl fmt::Display for Snat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Snat::Automap => f.write_str("automap"),
+            Snat::Explicit(a) => write!(f, "{a}"),
+            Snat::None => f.write_str("none"),
+        }
+    }
+}
+
+impl Serialize for Snat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Snat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "automap" => Ok(Snat::Automap),
+            "none" => Ok(Snat::None),
+            other => other.parse().map(Snat::Explicit).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{other}` is not \"automap\", \"none\" or an IP address"
+                ))
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualServer {
+    /// VIP:port.
+    pub destination: SocketAddr,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Default pool.
+    pub pool: String,
+    #[serde(default)]
+    pub snat: Snat,
+    /// Most concurrent connections (TCP) or flows (UDP); 0 = no limit.
+    #[serde(default)]
+    pub connection_limit: u64,
+    /// A connection (flow) with no traffic either way for this long is closed. Default 300s for
+    /// TCP, 60s for UDP.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// How long a connect to a member may take before the next member is tried.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Persistence profile name.
+    #[serde(default)]
+    pub persistence: Option<String>,
+    /// Connection mirroring (acted on when mirroring lands).
+    #[serde(default)]
+    pub mirror: bool,
+    /// A disabled virtual server accepts nothing new.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl VirtualServer {
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout.unwrap_or(match self.protocol {
+            Protocol::Tcp => Duration::from_secs(300),
+            Protocol::Udp => Duration::from_secs(60),
+        })
+    }
+}
+
+/// A member's administrative state (BIG-IP semantics).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminState {
+    #[default]
+    Enabled,
+    /// No new connections, except those a persistence record sends to it.
+    Disabled,
+    /// Only connections already established continue.
+    ForcedOffline,
+}
+
+impl fmt::Display for AdminState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Disabled => "disabled",
+            AdminState::ForcedOffline => "forced-offline",
+        })
+    }
+}
+
+impl std::str::FromStr for AdminState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "enabled" => Ok(AdminState::Enabled),
+            "disabled" => Ok(AdminState::Disabled),
+            "forced-offline" => Ok(AdminState::ForcedOffline),
+            _ => Err(format!("`{s}` is not enabled, disabled or forced-offline")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    #[serde(default = "default_method")]
+    pub method: Method,
+    /// Monitor names; a member is up when every one of them says so.
+    #[serde(default)]
+    pub monitors: Vec<String>,
+    #[serde(default)]
+    pub members: Vec<Member>,
+}
+
+fn default_method() -> Method {
+    Method::RoundRobin
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub address: SocketAddr,
+    #[serde(default = "one")]
+    pub ratio: u32,
+    #[serde(default)]
+    pub state: AdminState,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MonitorType {
+    Tcp,
+    Http,
+    Udp,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Monitor {
+    #[serde(rename = "type")]
+    pub kind: MonitorType,
+    /// Time between probe starts.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// A probe not finished by then has failed. Default: the interval.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Consecutive successes that bring a down member up.
+    #[serde(default = "one")]
+    pub up_count: u32,
+    /// Consecutive failures that take an up member down.
+    #[serde(default = "three")]
+    pub down_count: u32,
+    /// http: the raw request (default `GET / HTTP/1.0\r\n\r\n`); udp: the datagram to send.
+    #[serde(default)]
+    pub send: Option<String>,
+    /// http: the status code wanted (default 200).
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    /// http: a string the response body must contain.
+    #[serde(default)]
+    pub expect_body: Option<String>,
+    /// udp: a string the reply must contain (any reply when absent).
+    #[serde(default)]
+    pub expect: Option<String>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn three() -> u32 {
+    3
+}
+
+impl Monitor {
+    /// The monitor as the probe engine takes it.
+    pub fn spec(&self, name: &str) -> MonitorSpec {
+        let kind = match self.kind {
+            MonitorType::Tcp => ProbeKind::Tcp,
+            MonitorType::Http => ProbeKind::Http {
+                request: self
+                    .send
+                    .clone()
+                    .unwrap_or_else(|| "GET / HTTP/1.0\r\n\r\n".into())
+                    .into_bytes(),
+                expect_status: self.expect_status.unwrap_or(200),
+                expect_body: self.expect_body.clone().map(String::into_bytes),
+            },
+            MonitorType::Udp => ProbeKind::Udp {
+                send: self.send.clone().unwrap_or_default().into_bytes(),
+                expect: self.expect.clone().unwrap_or_default().into_bytes(),
+            },
+        };
+        MonitorSpec {
+            name: name.to_string(),
+            kind,
+            interval: self.interval,
+            timeout: self.timeout.unwrap_or(self.interval),
+            up_count: self.up_count,
+            down_count: self.down_count,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersistenceType {
+    /// The client's address, masked.
+    SourceAddress,
+    /// The connection's destination address (the VIP), masked.
+    DestinationAddress,
+}
+
+impl fmt::Display for PersistenceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PersistenceType::SourceAddress => "source-address",
+            PersistenceType::DestinationAddress => "destination-address",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Persistence {
+    #[serde(rename = "type")]
+    pub kind: PersistenceType,
+    /// Prefix length applied to IPv4 addresses (default 32).
+    #[serde(default = "default_mask")]
+    pub mask: u8,
+    /// Prefix length applied to IPv6 addresses (default 128).
+    #[serde(default = "default_mask_v6")]
+    pub mask_v6: u8,
+    /// A record unused for this long expires.
+    #[serde(default = "default_persist_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Share records between every virtual server using this profile (else one set per virtual
+    /// server).
+    #[serde(default)]
+    pub match_across_virtuals: bool,
+    /// Mirror records to the traffic group's next-active device (acted on when mirroring lands).
+    #[serde(default)]
+    pub mirror: bool,
+}
+
+fn default_mask() -> u8 {
+    32
+}
+fn default_mask_v6() -> u8 {
+    128
+}
+fn default_persist_timeout() -> Duration {
+    Duration::from_secs(180)
+}
+
+type Invalid = (String, String);
+
+fn bad(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    (key.into(), message.into())
+}
+
+/// Object names: letters, digits, `-` and `_` (they appear in metrics labels, logs and lbctl).
+fn check_name(section: &str, name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            format!("{section}.{name}"),
+            "names are 1-64 letters, digits, `-` or `_`",
+        ))
+    }
+}
+
+impl Config {
+    /// Reads and validates the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Load {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml(&text, &file)
+    }
+
+    /// Parses and validates TOML text; `name` stands for the file name in errors.
+    pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Load {
+                file: name.into(),
+                message: e.to_string(),
+            })?;
+        let mut cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string();
+            ConfigError::Invalid {
+                file: name.into(),
+                key,
+                message,
+            }
+        })?;
+        cfg.normalize_names();
+        cfg.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                file: name.into(),
+                key,
+                message,
+            })?;
+        Ok(cfg)
+    }
+
+    /// The `config` crate lowercases table keys, so object names are case-insensitive: the
+    /// references to them are lowercased too, and lbd shows every name in lowercase.
+    fn normalize_names(&mut self) {
+        for vs in self.virtual_servers.values_mut() {
+            vs.pool = vs.pool.to_lowercase();
+            if let Some(p) = &mut vs.persistence {
+                *p = p.to_lowercase();
+            }
+        }
+        for pool in self.pools.values_mut() {
+            for m in &mut pool.monitors {
+                *m = m.to_lowercase();
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.device.name.trim().is_empty() {
+            return Err(bad("device.name", "must not be empty"));
+        }
+        if self.device.workers == Some(0) {
+            return Err(bad("device.workers", "must be at least 1"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, va) in self.virtual_addresses.iter().enumerate() {
+            if va.address.is_unspecified() || va.address.is_multicast() {
+                return Err(bad(
+                    format!("virtual_addresses[{i}].address"),
+                    format!("{} cannot be a virtual address", va.address),
+                ));
+            }
+            if !seen.insert(va.address) {
+                return Err(bad(
+                    format!("virtual_addresses[{i}].address"),
+                    format!("{} is listed twice", va.address),
+                ));
+            }
+        }
+        for (name, m) in &self.monitors {
+            check_name("monitors", name)?;
+            self.validate_monitor(name, m)?;
+        }
+        for (name, p) in &self.persistence {
+            check_name("persistence", name)?;
+            if p.mask > 32 {
+                return Err(bad(
+                    format!("persistence.{name}.mask"),
+                    format!("{} is not an IPv4 prefix length (0-32)", p.mask),
+                ));
+            }
+            if p.mask_v6 > 128 {
+                return Err(bad(
+                    format!("persistence.{name}.mask_v6"),
+                    format!("{} is not an IPv6 prefix length (0-128)", p.mask_v6),
+                ));
+            }
+            if p.timeout.is_zero() {
+                return Err(bad(format!("persistence.{name}.timeout"), "must not be 0"));
+            }
+        }
+        for (name, pool) in &self.pools {
+            check_name("pools", name)?;
+            for (i, mon) in pool.monitors.iter().enumerate() {
+                if !self.monitors.contains_key(mon) {
+                    return Err(bad(
+                        format!("pools.{name}.monitors[{i}]"),
+                        format!("no monitor named `{mon}`"),
+                    ));
+                }
+            }
+            let mut members = BTreeSet::new();
+            for (i, m) in pool.members.iter().enumerate() {
+                let key = format!("pools.{name}.members[{i}]");
+                if m.address.port() == 0 {
+                    return Err(bad(format!("{key}.address"), "port 0 is not a member port"));
+                }
+                if m.address.ip().is_unspecified() || m.address.ip().is_multicast() {
+                    return Err(bad(
+                        format!("{key}.address"),
+                        format!("{} cannot be a member", m.address.ip()),
+                    ));
+                }
+                if !members.insert(m.address) {
+                    return Err(bad(
+                        format!("{key}.address"),
+                        format!("{} is a member twice", m.address),
+                    ));
+                }
+                if m.ratio == 0 || m.ratio > 100 {
+                    return Err(bad(format!("{key}.ratio"), "must be 1-100"));
+                }
+            }
+        }
+        let mut listeners = BTreeMap::new();
+        for (name, vs) in &self.virtual_servers {
+            check_name("virtual_servers", name)?;
+            let key = |k: &str| format!("virtual_servers.{name}.{k}");
+            if vs.destination.port() == 0 {
+                return Err(bad(key("destination"), "port 0 is not a service port"));
+            }
+            if vs.destination.ip().is_multicast() {
+                return Err(bad(
+                    key("destination"),
+                    "a multicast address cannot be a VIP",
+                ));
+            }
+            if let Some(other) = listeners.insert((vs.destination, vs.protocol), name) {
+                return Err(bad(
+                    key("destination"),
+                    format!(
+                        "{} {} is already virtual server `{other}`",
+                        vs.protocol, vs.destination
+                    ),
+                ));
+            }
+            let Some(pool) = self.pools.get(&vs.pool) else {
+                return Err(bad(key("pool"), format!("no pool named `{}`", vs.pool)));
+            };
+            if let Some(p) = &vs.persistence {
+                if !self.persistence.contains_key(p) {
+                    return Err(bad(
+                        key("persistence"),
+                        format!("no persistence profile named `{p}`"),
+                    ));
+                }
+            }
+            if matches!(vs.idle_timeout, Some(d) if d.is_zero()) {
+                return Err(bad(key("idle_timeout"), "must not be 0"));
+            }
+            if vs.connect_timeout.is_zero() {
+                return Err(bad(key("connect_timeout"), "must not be 0"));
+            }
+            // The SNAT source must exist for every member's family.
+            for (i, m) in pool.members.iter().enumerate() {
+                let v4 = m.address.is_ipv4();
+                match vs.snat {
+                    Snat::Automap if v4 && self.device.internal_address.is_none() => {
+                        return Err(bad(
+                            key("snat"),
+                            format!(
+                                "automap needs device.internal_address for IPv4 member {} \
+                                 (pools.{}.members[{i}])",
+                                m.address, vs.pool
+                            ),
+                        ));
+                    }
+                    Snat::Automap if !v4 && self.device.internal_address_v6.is_none() => {
+                        return Err(bad(
+                            key("snat"),
+                            format!(
+                                "automap needs device.internal_address_v6 for IPv6 member {} \
+                                 (pools.{}.members[{i}])",
+                                m.address, vs.pool
+                            ),
+                        ));
+                    }
+                    Snat::Explicit(a) if a.is_ipv4() != v4 => {
+                        return Err(bad(
+                            key("snat"),
+                            format!(
+                                "{a} cannot be the source toward member {} (address families \
+                                 differ)",
+                                m.address
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_monitor(&self, name: &str, m: &Monitor) -> Result<(), Invalid> {
+        let key = |k: &str| format!("monitors.{name}.{k}");
+        if m.interval.is_zero() {
+            return Err(bad(key("interval"), "must not be 0"));
+        }
+        if matches!(m.timeout, Some(t) if t.is_zero()) {
+            return Err(bad(key("timeout"), "must not be 0"));
+        }
+        if m.up_count == 0 {
+            return Err(bad(key("up_count"), "must be at least 1"));
+        }
+        if m.down_count == 0 {
+            return Err(bad(key("down_count"), "must be at least 1"));
+        }
+        let only = |field: &str, present: bool, types: &str| {
+            if present {
+                Err(bad(
+                    key(field),
+                    format!("only for monitors of type {types}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match m.kind {
+            MonitorType::Tcp => {
+                only("send", m.send.is_some(), "http or udp")?;
+                only("expect_status", m.expect_status.is_some(), "http")?;
+                only("expect_body", m.expect_body.is_some(), "http")?;
+                only("expect", m.expect.is_some(), "udp")?;
+            }
+            MonitorType::Http => {
+                only("expect", m.expect.is_some(), "udp")?;
+                if let Some(s) = m.expect_status {
+                    if !(100..=599).contains(&s) {
+                        return Err(bad(
+                            key("expect_status"),
+                            format!("{s} is not an HTTP status"),
+                        ));
+                    }
+                }
+            }
+            MonitorType::Udp => {
+                only("expect_status", m.expect_status.is_some(), "http")?;
+                only("expect_body", m.expect_body.is_some(), "http")?;
+                if m.send.as_deref().unwrap_or("").is_empty() {
+                    return Err(bad(key("send"), "a udp monitor needs a datagram to send"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every virtual address: the listed ones, plus one with the defaults for each virtual
+    /// server address that is not listed.
+    pub fn effective_virtual_addresses(&self) -> Vec<VirtualAddress> {
+        let mut out = self.virtual_addresses.clone();
+        for vs in self.virtual_servers.values() {
+            let ip = vs.destination.ip();
+            if !out.iter().any(|v| v.address == ip) {
+                out.push(VirtualAddress {
+                    address: ip,
+                    spanning: true,
+                    advertise: Advertise::default(),
+                });
+            }
+        }
+        out
+    }
+
+    /// The source address toward `member` that SNAT says (None: let the kernel choose).
+    pub fn snat_source(&self, vs: &VirtualServer, member: IpAddr) -> Option<IpAddr> {
+        match vs.snat {
+            Snat::None => None,
+            Snat::Explicit(a) => Some(a),
+            Snat::Automap => match member {
+                IpAddr::V4(_) => self.device.internal_address.map(IpAddr::V4),
+                IpAddr::V6(_) => self.device.internal_address_v6.map(IpAddr::V6),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

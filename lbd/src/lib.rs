@@ -13,3 +13,5 @@
 pub mod config;
 pub mod monitor;
 pub mod select;
+pub mod state;
+pub mod tables;

@@ -1,0 +1,585 @@
+//! Runtime state: the running configuration turned into shared objects the data path reads
+//! without locks — virtual servers, pools with their selectors, members with admin state,
+//! monitor health and counters.
+//!
+//! A [`Runtime`] is immutable once built and is swapped whole on reload; members and counters
+//! are carried over from the previous runtime (same pool and address; same virtual server name)
+//! so that a reload loses neither statistics nor health, and established connections keep
+//! counting into the objects they hold.
+//!
+//! This module does no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AdminState, Advertise, Config, Persistence, Protocol, VirtualServer};
+use crate::monitor::Health;
+use crate::select::{stable_hash, Candidate, Method, Selector};
+use crate::tables::now_ms;
+
+/// Traffic counters of a virtual server, a pool member or a pool.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub current: AtomicU64,
+    pub total: AtomicU64,
+    /// Client → member.
+    pub bytes_in: AtomicU64,
+    /// Member → client.
+    pub bytes_out: AtomicU64,
+    pub connect_failures: AtomicU64,
+    /// Connections refused by the connection limit (virtual servers) or for want of an
+    /// available member.
+    pub refused: AtomicU64,
+}
+
+/// Counters as plain numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterValues {
+    pub current: u64,
+    pub total: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connect_failures: u64,
+    pub refused: u64,
+}
+
+impl Counters {
+    pub fn values(&self) -> CounterValues {
+        CounterValues {
+            current: self.current.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            connect_failures: self.connect_failures.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts one connection as current while it lives.
+#[derive(Debug)]
+pub struct CurrentGuard(Arc<Counters>);
+
+impl CurrentGuard {
+    pub fn new(c: Arc<Counters>) -> Self {
+        c.current.fetch_add(1, Ordering::Relaxed);
+        c.total.fetch_add(1, Ordering::Relaxed);
+        CurrentGuard(c)
+    }
+}
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn admin_from(v: u8) -> AdminState {
+    match v {
+        1 => AdminState::Disabled,
+        2 => AdminState::ForcedOffline,
+        _ => AdminState::Enabled,
+    }
+}
+
+fn admin_to(a: AdminState) -> u8 {
+    match a {
+        AdminState::Enabled => 0,
+        AdminState::Disabled => 1,
+        AdminState::ForcedOffline => 2,
+    }
+}
+
+fn health_from(v: u8) -> Health {
+    match v {
+        1 => Health::Up,
+        2 => Health::Down,
+        _ => Health::Unchecked,
+    }
+}
+
+fn health_to(h: Health) -> u8 {
+    match h {
+        Health::Unchecked => 0,
+        Health::Up => 1,
+        Health::Down => 2,
+    }
+}
+
+/// One monitor's verdict on a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorVerdict {
+    pub health: Health,
+    pub reason: String,
+    pub since_ms: u64,
+}
+
+/// A pool member.
+#[derive(Debug)]
+pub struct MemberState {
+    pub pool: String,
+    pub addr: SocketAddr,
+    ratio: AtomicU64,
+    admin: AtomicU8,
+    /// The configured admin state this member was last built from (a reload that does not
+    /// change it keeps a state set at run time by lbctl).
+    configured_admin: AtomicU8,
+    health: AtomicU8,
+    monitors: Mutex<BTreeMap<String, MonitorVerdict>>,
+    pub counters: Arc<Counters>,
+}
+
+impl MemberState {
+    fn new(pool: &str, addr: SocketAddr, ratio: u32, admin: AdminState) -> Self {
+        MemberState {
+            pool: pool.to_string(),
+            addr,
+            ratio: AtomicU64::new(ratio as u64),
+            admin: AtomicU8::new(admin_to(admin)),
+            configured_admin: AtomicU8::new(admin_to(admin)),
+            health: AtomicU8::new(health_to(Health::Unchecked)),
+            monitors: Mutex::new(BTreeMap::new()),
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn admin(&self) -> AdminState {
+        admin_from(self.admin.load(Ordering::Relaxed))
+    }
+
+    pub fn set_admin(&self, a: AdminState) {
+        self.admin.store(admin_to(a), Ordering::Relaxed);
+    }
+
+    pub fn ratio(&self) -> u32 {
+        self.ratio.load(Ordering::Relaxed) as u32
+    }
+
+    /// Every monitor's verdict combined: down if any says down, up if all say up, else
+    /// unchecked (also with no monitor at all).
+    pub fn health(&self) -> Health {
+        health_from(self.health.load(Ordering::Relaxed))
+    }
+
+    pub fn verdicts(&self) -> BTreeMap<String, MonitorVerdict> {
+        self.monitors.lock().expect("monitor lock").clone()
+    }
+
+    /// Records a monitor's verdict; returns the combined health.
+    pub fn set_verdict(&self, monitor: &str, health: Health, reason: &str) -> Health {
+        let mut m = self.monitors.lock().expect("monitor lock");
+        m.insert(
+            monitor.to_string(),
+            MonitorVerdict {
+                health,
+                reason: reason.to_string(),
+                since_ms: now_ms(),
+            },
+        );
+        self.recombine(&m)
+    }
+
+    /// Keeps only the verdicts of `monitors` (the pool's monitors after a reload).
+    fn retain_monitors(&self, monitors: &[String]) {
+        let mut m = self.monitors.lock().expect("monitor lock");
+        m.retain(|k, _| monitors.contains(k));
+        self.recombine(&m);
+    }
+
+    fn recombine(&self, m: &BTreeMap<String, MonitorVerdict>) -> Health {
+        let h = if m.values().any(|v| v.health == Health::Down) {
+            Health::Down
+        } else if !m.is_empty() && m.values().all(|v| v.health == Health::Up) {
+            Health::Up
+        } else {
+            Health::Unchecked
+        };
+        self.health.store(health_to(h), Ordering::Relaxed);
+        h
+    }
+
+    /// Takes new connections from the pool's method.
+    pub fn available(&self) -> bool {
+        self.admin() == AdminState::Enabled && self.health() != Health::Down
+    }
+
+    /// Takes new connections a persistence record sends to it (a disabled member still does).
+    pub fn persist_usable(&self) -> bool {
+        self.admin() != AdminState::ForcedOffline && self.health() != Health::Down
+    }
+
+    /// One word for the member's state, as BIG-IP shows it.
+    pub fn status(&self) -> MemberStatus {
+        match (self.admin(), self.health()) {
+            (AdminState::ForcedOffline, _) => MemberStatus::ForcedOffline,
+            (_, Health::Down) => MemberStatus::Down,
+            (AdminState::Disabled, _) => MemberStatus::Disabled,
+            (AdminState::Enabled, Health::Up) => MemberStatus::Up,
+            (AdminState::Enabled, _) => MemberStatus::Unchecked,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemberStatus {
+    Up,
+    Unchecked,
+    Down,
+    Disabled,
+    ForcedOffline,
+}
+
+impl fmt::Display for MemberStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemberStatus::Up => "up",
+            MemberStatus::Unchecked => "unchecked",
+            MemberStatus::Down => "down",
+            MemberStatus::Disabled => "disabled",
+            MemberStatus::ForcedOffline => "forced-offline",
+        })
+    }
+}
+
+/// A pool: its members and a selector over the ones that take new connections.
+pub struct PoolState {
+    pub name: String,
+    pub method: Method,
+    pub monitors: Vec<String>,
+    pub members: Vec<Arc<MemberState>>,
+    selector: ArcSwap<Selector>,
+}
+
+impl fmt::Debug for PoolState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolState")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("members", &self.members.len())
+            .finish()
+    }
+}
+
+impl PoolState {
+    fn new(
+        name: &str,
+        method: Method,
+        monitors: Vec<String>,
+        members: Vec<Arc<MemberState>>,
+    ) -> Self {
+        let p = PoolState {
+            name: name.to_string(),
+            method,
+            monitors,
+            members,
+            selector: ArcSwap::from_pointee(Selector::new(method, Vec::new())),
+        };
+        p.refresh();
+        p
+    }
+
+    /// Rebuilds the selector from the members' current availability. Call after any change of
+    /// a member's admin state or health.
+    pub fn refresh(&self) {
+        let candidates = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.available())
+            .map(|(i, m)| Candidate {
+                index: i,
+                key: m.addr.to_string(),
+                ratio: m.ratio(),
+            })
+            .collect();
+        self.selector
+            .store(Arc::new(Selector::new(self.method, candidates)));
+    }
+
+    /// Members that take new connections.
+    pub fn available(&self) -> usize {
+        self.selector.load().len()
+    }
+
+    /// Picks a member for a new connection from `client` (Maglev hashes the client's address),
+    /// never one of `exclude` (indices into `members`).
+    pub fn pick(&self, client: IpAddr, exclude: &[usize]) -> Option<usize> {
+        let hash = match client {
+            IpAddr::V4(a) => stable_hash(&a.octets()),
+            IpAddr::V6(a) => stable_hash(&a.octets()),
+        };
+        let members = &self.members;
+        self.selector.load().pick(
+            hash,
+            |i| members[i].counters.current.load(Ordering::Relaxed),
+            exclude,
+        )
+    }
+
+    pub fn position(&self, addr: SocketAddr) -> Option<usize> {
+        self.members.iter().position(|m| m.addr == addr)
+    }
+}
+
+/// A virtual server as the data path uses it.
+#[derive(Debug)]
+pub struct VsState {
+    pub name: String,
+    pub cfg: VirtualServer,
+    pub pool: Arc<PoolState>,
+    pub persistence: Option<(String, Persistence)>,
+    /// SNAT source toward IPv4 and IPv6 members (None: the kernel chooses).
+    pub snat_v4: Option<IpAddr>,
+    pub snat_v6: Option<IpAddr>,
+    pub counters: Arc<Counters>,
+}
+
+impl VsState {
+    /// Enabled and its pool has a member that takes new connections.
+    pub fn available(&self) -> bool {
+        self.cfg.enabled && self.pool.available() > 0
+    }
+
+    pub fn snat_for(&self, member: SocketAddr) -> Option<IpAddr> {
+        if member.is_ipv4() {
+            self.snat_v4
+        } else {
+            self.snat_v6
+        }
+    }
+}
+
+/// A virtual address and whether its policy wants it advertised now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualAddressStatus {
+    pub address: IpAddr,
+    pub spanning: bool,
+    pub advertise: Advertise,
+    pub virtual_servers: Vec<String>,
+    pub available: usize,
+    /// What route health injection should do with it.
+    pub advertised: bool,
+}
+
+/// The running configuration, as objects.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub virtual_servers: BTreeMap<String, Arc<VsState>>,
+    /// The same virtual servers by what they listen on.
+    pub listeners: HashMap<(SocketAddr, Protocol), Arc<VsState>>,
+    pub pools: BTreeMap<String, Arc<PoolState>>,
+}
+
+impl Runtime {
+    /// Builds the runtime for `config`, carrying members, their health and counters, and
+    /// virtual-server counters over from `previous`.
+    pub fn build(config: Arc<Config>, previous: Option<&Runtime>) -> Runtime {
+        let mut pools = BTreeMap::new();
+        for (name, p) in &config.pools {
+            let old_pool = previous.and_then(|r| r.pools.get(name));
+            let members = p
+                .members
+                .iter()
+                .map(|m| {
+                    let old =
+                        old_pool.and_then(|op| op.members.iter().find(|om| om.addr == m.address));
+                    match old {
+                        Some(om) => {
+                            om.ratio.store(m.ratio as u64, Ordering::Relaxed);
+                            let configured = admin_to(m.state);
+                            if om.configured_admin.swap(configured, Ordering::Relaxed) != configured
+                            {
+                                om.set_admin(m.state);
+                            }
+                            om.retain_monitors(&p.monitors);
+                            om.clone()
+                        }
+                        None => Arc::new(MemberState::new(name, m.address, m.ratio, m.state)),
+                    }
+                })
+                .collect();
+            pools.insert(
+                name.clone(),
+                Arc::new(PoolState::new(name, p.method, p.monitors.clone(), members)),
+            );
+        }
+        let mut virtual_servers = BTreeMap::new();
+        let mut listeners = HashMap::new();
+        for (name, vs) in &config.virtual_servers {
+            let pool = pools[&vs.pool].clone();
+            let counters = previous
+                .and_then(|r| r.virtual_servers.get(name))
+                .map(|o| o.counters.clone())
+                .unwrap_or_default();
+            let persistence = vs
+                .persistence
+                .as_ref()
+                .map(|p| (p.clone(), config.persistence[p].clone()));
+            let v4: IpAddr = std::net::Ipv4Addr::UNSPECIFIED.into();
+            let v6: IpAddr = std::net::Ipv6Addr::UNSPECIFIED.into();
+            let state = Arc::new(VsState {
+                name: name.clone(),
+                cfg: vs.clone(),
+                pool,
+                persistence,
+                snat_v4: config.snat_source(vs, v4),
+                snat_v6: config.snat_source(vs, v6),
+                counters,
+            });
+            listeners.insert((vs.destination, vs.protocol), state.clone());
+            virtual_servers.insert(name.clone(), state);
+        }
+        Runtime {
+            config,
+            virtual_servers,
+            listeners,
+            pools,
+        }
+    }
+
+    /// Every virtual address with its route-health verdict.
+    pub fn virtual_addresses(&self) -> Vec<VirtualAddressStatus> {
+        self.config
+            .effective_virtual_addresses()
+            .into_iter()
+            .map(|va| {
+                let vss: Vec<&Arc<VsState>> = self
+                    .virtual_servers
+                    .values()
+                    .filter(|v| v.cfg.destination.ip() == va.address)
+                    .collect();
+                let available = vss.iter().filter(|v| v.available()).count();
+                let advertised = match va.advertise {
+                    Advertise::Always => true,
+                    Advertise::Any => available > 0,
+                    Advertise::All => !vss.is_empty() && available == vss.len(),
+                };
+                VirtualAddressStatus {
+                    address: va.address,
+                    spanning: va.spanning,
+                    advertise: va.advertise,
+                    virtual_servers: vss.iter().map(|v| v.name.clone()).collect(),
+                    available,
+                    advertised,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = r#"
+[device]
+name = "A"
+internal_address = "10.1.1.6"
+[virtual_servers.web]
+destination = "30.1.1.10:80"
+pool = "web"
+[virtual_servers.api]
+destination = "30.1.1.10:81"
+pool = "api"
+[[virtual_addresses]]
+address = "30.1.1.10"
+advertise = "all"
+[pools.web]
+monitors = ["tcp"]
+members = [{ address = "10.1.1.50:80" }, { address = "10.1.1.51:80" }]
+[pools.api]
+members = [{ address = "10.1.1.52:80" }]
+[monitors.tcp]
+type = "tcp"
+"#;
+
+    fn runtime(text: &str, prev: Option<&Runtime>) -> Runtime {
+        Runtime::build(Arc::new(Config::from_toml(text, "t").unwrap()), prev)
+    }
+
+    #[test]
+    fn availability_follows_admin_state_and_health() {
+        let rt = runtime(CFG, None);
+        let pool = &rt.pools["web"];
+        assert_eq!(pool.available(), 2);
+        assert_eq!(pool.members[0].status(), MemberStatus::Unchecked);
+        pool.members[0].set_verdict("tcp", Health::Down, "refused");
+        pool.refresh();
+        assert_eq!(pool.available(), 1);
+        assert_eq!(pool.members[0].status(), MemberStatus::Down);
+        for _ in 0..10 {
+            assert_eq!(pool.pick("192.0.2.1".parse().unwrap(), &[]), Some(1));
+        }
+        pool.members[1].set_admin(AdminState::Disabled);
+        pool.refresh();
+        assert_eq!(pool.available(), 0);
+        assert!(!rt.virtual_servers["web"].available());
+        assert!(pool.members[1].persist_usable());
+        assert!(!pool.members[0].persist_usable());
+        // Policy "all": web is down, so the address is not advertised.
+        let va = &rt.virtual_addresses()[0];
+        assert_eq!((va.available, va.advertised), (1, false));
+        pool.members[0].set_verdict("tcp", Health::Up, "ok");
+        pool.refresh();
+        assert!(rt.virtual_addresses()[0].advertised);
+    }
+
+    #[test]
+    fn reload_keeps_members_counters_and_runtime_admin_state() {
+        let rt = runtime(CFG, None);
+        let m = rt.pools["web"].members[0].clone();
+        m.counters.total.fetch_add(7, Ordering::Relaxed);
+        m.set_verdict("tcp", Health::Up, "ok");
+        m.set_admin(AdminState::Disabled); // lbctl, not the file
+        rt.virtual_servers["web"]
+            .counters
+            .total
+            .fetch_add(3, Ordering::Relaxed);
+        let rt2 = runtime(&CFG.replace("10.1.1.51:80", "10.1.1.53:80"), Some(&rt));
+        let m2 = &rt2.pools["web"].members[0];
+        assert!(Arc::ptr_eq(&m, m2));
+        assert_eq!(m2.counters.values().total, 7);
+        assert_eq!(m2.health(), Health::Up);
+        assert_eq!(m2.admin(), AdminState::Disabled);
+        assert_eq!(rt2.pools["web"].members[1].addr.port(), 80);
+        assert_eq!(rt2.virtual_servers["web"].counters.values().total, 3);
+        // The file changes the member's state: the file wins.
+        let rt3 = runtime(
+            &CFG.replace(
+                "{ address = \"10.1.1.50:80\" }",
+                "{ address = \"10.1.1.50:80\", state = \"forced-offline\" }",
+            ),
+            Some(&rt2),
+        );
+        assert_eq!(
+            rt3.pools["web"].members[0].admin(),
+            AdminState::ForcedOffline
+        );
+        // Monitors removed from the pool drop their verdicts.
+        let rt4 = runtime(&CFG.replace("monitors = [\"tcp\"]\n", ""), Some(&rt3));
+        assert_eq!(rt4.pools["web"].members[0].health(), Health::Unchecked);
+        assert!(rt4.pools["web"].members[0].verdicts().is_empty());
+    }
+
+    #[test]
+    fn snat_sources_resolve_per_family() {
+        let rt = runtime(CFG, None);
+        let vs = &rt.virtual_servers["web"];
+        assert_eq!(
+            vs.snat_for("10.1.1.50:80".parse().unwrap()),
+            Some("10.1.1.6".parse().unwrap())
+        );
+        assert_eq!(vs.snat_for("[fd00::1]:80".parse().unwrap()), None);
+        assert!(rt
+            .listeners
+            .contains_key(&("30.1.1.10:81".parse().unwrap(), Protocol::Tcp)));
+    }
+}

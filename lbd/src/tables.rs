@@ -1,0 +1,466 @@
+//! The connection and persistence tables.
+//!
+//! Records are plain, serializable data — owning traffic group, update id, absolute expiry in
+//! Unix milliseconds — so that mirroring can ship them to a peer device as they are (DESIGN.md
+//! §5). The live side of a connection (byte counters, last activity) is kept in atomics next to
+//! its record and folded in when a record is taken.
+//!
+//! This module does no I/O.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Persistence, PersistenceType, Protocol};
+
+/// Milliseconds since the Unix epoch (the clock records carry: absolute, comparable between
+/// devices whose clocks are synchronized).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A source of update ids: strictly increasing per device, shared by every table.
+#[derive(Debug, Default)]
+pub struct UpdateIds(AtomicU64);
+
+impl UpdateIds {
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+    pub fn last(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One proxied TCP connection or UDP flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRecord {
+    pub id: u64,
+    pub protocol: Protocol,
+    pub virtual_server: String,
+    /// The client's address and port.
+    pub client: SocketAddr,
+    /// VIP:port the client reached.
+    pub vip: SocketAddr,
+    pub pool: String,
+    pub member: SocketAddr,
+    /// Our side of the member connection (the SNAT address and port).
+    pub snat: SocketAddr,
+    /// Owning traffic group; None until traffic groups exist.
+    pub traffic_group: Option<String>,
+    pub update_id: u64,
+    pub created_ms: u64,
+    /// When the connection expires if nothing more is sent either way.
+    pub expiry_ms: u64,
+    /// Client → member.
+    pub bytes_in: u64,
+    /// Member → client.
+    pub bytes_out: u64,
+}
+
+/// A connection in the table: its record and its live counters.
+#[derive(Debug)]
+pub struct LiveConn {
+    base: ConnRecord,
+    idle_ms: u64,
+    last_ms: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+impl LiveConn {
+    /// Marks traffic now.
+    pub fn touch(&self, now_ms: u64) {
+        self.last_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_ms(&self) -> u64 {
+        self.last_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.base.id
+    }
+
+    /// The record as of now.
+    pub fn record(&self) -> ConnRecord {
+        let mut r = self.base.clone();
+        r.expiry_ms = self.last_ms() + self.idle_ms;
+        r.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        r.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        r
+    }
+}
+
+/// Every connection and flow lbd proxies, by id.
+#[derive(Debug, Default)]
+pub struct ConnTable {
+    map: DashMap<u64, Arc<LiveConn>>,
+    next_id: AtomicU64,
+}
+
+/// Removes its connection from the table when dropped (so no path can leak an entry).
+#[derive(Debug)]
+pub struct ConnGuard<'a> {
+    table: &'a ConnTable,
+    pub conn: Arc<LiveConn>,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.table.map.remove(&self.conn.base.id);
+    }
+}
+
+/// What a new connection's record is made of.
+#[derive(Debug, Clone)]
+pub struct NewConn<'a> {
+    pub protocol: Protocol,
+    pub virtual_server: &'a str,
+    pub client: SocketAddr,
+    pub vip: SocketAddr,
+    pub pool: &'a str,
+    pub member: SocketAddr,
+    pub snat: SocketAddr,
+    pub traffic_group: Option<&'a str>,
+    pub idle: Duration,
+}
+
+impl ConnTable {
+    /// Adds a connection; it leaves the table when the guard is dropped.
+    pub fn insert(&self, c: NewConn<'_>, ids: &UpdateIds) -> ConnGuard<'_> {
+        let live = Arc::new(self.live(c, ids));
+        self.map.insert(live.base.id, live.clone());
+        ConnGuard {
+            table: self,
+            conn: live,
+        }
+    }
+
+    /// Adds a connection that is removed explicitly with [`ConnTable::remove`] (UDP flows, whose
+    /// lifetime is not one task's).
+    pub fn insert_shared(&self, c: NewConn<'_>, ids: &UpdateIds) -> Arc<LiveConn> {
+        let live = Arc::new(self.live(c, ids));
+        self.map.insert(live.base.id, live.clone());
+        live
+    }
+
+    fn live(&self, c: NewConn<'_>, ids: &UpdateIds) -> LiveConn {
+        let now = now_ms();
+        let idle_ms = c.idle.as_millis() as u64;
+        LiveConn {
+            base: ConnRecord {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+                protocol: c.protocol,
+                virtual_server: c.virtual_server.to_string(),
+                client: c.client,
+                vip: c.vip,
+                pool: c.pool.to_string(),
+                member: c.member,
+                snat: c.snat,
+                traffic_group: c.traffic_group.map(str::to_string),
+                update_id: ids.next(),
+                created_ms: now,
+                expiry_ms: now + idle_ms,
+                bytes_in: 0,
+                bytes_out: 0,
+            },
+            idle_ms,
+            last_ms: AtomicU64::new(now),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.map.remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Records of the connections that `filter` keeps, sorted by id, at most `limit`.
+    pub fn records(&self, limit: usize, filter: impl Fn(&ConnRecord) -> bool) -> Vec<ConnRecord> {
+        let mut out: Vec<ConnRecord> = self
+            .map
+            .iter()
+            .map(|e| e.value().record())
+            .filter(|r| filter(r))
+            .collect();
+        out.sort_by_key(|r| r.id);
+        out.truncate(limit);
+        out
+    }
+}
+
+/// A persistence record: which member a key sticks to, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistRecord {
+    pub profile: String,
+    /// The virtual server the record belongs to, or `*` when the profile matches across
+    /// virtual servers.
+    pub scope: String,
+    /// The key as text (e.g. `10.0.0.0/24`).
+    pub key: String,
+    pub pool: String,
+    pub member: SocketAddr,
+    /// The virtual server that created it.
+    pub virtual_server: String,
+    pub traffic_group: Option<String>,
+    pub update_id: u64,
+    pub expiry_ms: u64,
+}
+
+type PersistKey = (String, String, String);
+
+/// Persistence records by (profile, scope, key).
+#[derive(Debug, Default)]
+pub struct PersistTable {
+    map: DashMap<PersistKey, PersistRecord>,
+}
+
+/// The key a profile derives from a connection, and the scope it lives in.
+pub fn persist_key(
+    profile: &Persistence,
+    vs_name: &str,
+    client: IpAddr,
+    vip: IpAddr,
+) -> (String, String) {
+    let addr = match profile.kind {
+        PersistenceType::SourceAddress => client,
+        PersistenceType::DestinationAddress => vip,
+    };
+    let net = match addr {
+        IpAddr::V4(a) => ipnet::IpNet::V4(
+            ipnet::Ipv4Net::new(a, profile.mask)
+                .expect("mask validated")
+                .trunc(),
+        ),
+        IpAddr::V6(a) => ipnet::IpNet::V6(
+            ipnet::Ipv6Net::new(a, profile.mask_v6)
+                .expect("mask validated")
+                .trunc(),
+        ),
+    };
+    let scope = if profile.match_across_virtuals {
+        "*".to_string()
+    } else {
+        vs_name.to_string()
+    };
+    (scope, net.to_string())
+}
+
+impl PersistTable {
+    /// The member `key` sticks to, if a live record says so and `usable(member)`; the record's
+    /// expiry is pushed out by `timeout`. An expired record is removed.
+    pub fn lookup(
+        &self,
+        profile: &str,
+        scope: &str,
+        key: &str,
+        timeout: Duration,
+        now_ms: u64,
+        ids: &UpdateIds,
+        usable: impl Fn(&str, SocketAddr) -> bool,
+    ) -> Option<SocketAddr> {
+        let k = (profile.to_string(), scope.to_string(), key.to_string());
+        let mut expired = false;
+        let found = match self.map.get_mut(&k) {
+            Some(mut r) if r.expiry_ms > now_ms => {
+                if usable(&r.pool, r.member) {
+                    r.expiry_ms = now_ms + timeout.as_millis() as u64;
+                    r.update_id = ids.next();
+                    Some(r.member)
+                } else {
+                    None
+                }
+            }
+            Some(_) => {
+                expired = true;
+                None
+            }
+            None => None,
+        };
+        if expired {
+            self.map.remove_if(&k, |_, r| r.expiry_ms <= now_ms);
+        }
+        found
+    }
+
+    /// Creates or replaces a record.
+    pub fn insert(&self, record: PersistRecord) {
+        let k = (
+            record.profile.clone(),
+            record.scope.clone(),
+            record.key.clone(),
+        );
+        self.map.insert(k, record);
+    }
+
+    /// Removes expired records; returns how many.
+    pub fn sweep(&self, now_ms: u64) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, r| r.expiry_ms > now_ms);
+        before - self.map.len()
+    }
+
+    /// Removes the records `filter` selects; returns how many.
+    pub fn delete(&self, filter: impl Fn(&PersistRecord) -> bool) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, r| !filter(r));
+        before - self.map.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Records sorted by (profile, scope, key).
+    pub fn records(&self, filter: impl Fn(&PersistRecord) -> bool) -> Vec<PersistRecord> {
+        let mut out: Vec<PersistRecord> = self
+            .map
+            .iter()
+            .map(|e| e.value().clone())
+            .filter(|r| filter(r))
+            .collect();
+        out.sort_by(|a, b| (&a.profile, &a.scope, &a.key).cmp(&(&b.profile, &b.scope, &b.key)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(kind: PersistenceType, mask: u8, across: bool) -> Persistence {
+        Persistence {
+            kind,
+            mask,
+            mask_v6: 64,
+            timeout: Duration::from_secs(10),
+            match_across_virtuals: across,
+            mirror: false,
+        }
+    }
+
+    #[test]
+    fn keys_are_masked_and_scoped() {
+        let p = profile(PersistenceType::SourceAddress, 24, false);
+        let c: IpAddr = "192.0.2.77".parse().unwrap();
+        let v: IpAddr = "30.1.1.10".parse().unwrap();
+        assert_eq!(
+            persist_key(&p, "web", c, v),
+            ("web".into(), "192.0.2.0/24".into())
+        );
+        let p6 = profile(PersistenceType::SourceAddress, 24, true);
+        let c6: IpAddr = "2001:db8:1:2:3::7".parse().unwrap();
+        assert_eq!(
+            persist_key(&p6, "web", c6, v),
+            ("*".into(), "2001:db8:1:2::/64".into())
+        );
+        let d = profile(PersistenceType::DestinationAddress, 32, false);
+        assert_eq!(persist_key(&d, "web", c, v).1, "30.1.1.10/32");
+    }
+
+    fn record(key: &str, member: &str, expiry_ms: u64) -> PersistRecord {
+        PersistRecord {
+            profile: "src".into(),
+            scope: "web".into(),
+            key: key.into(),
+            pool: "p".into(),
+            member: member.parse().unwrap(),
+            virtual_server: "web".into(),
+            traffic_group: None,
+            update_id: 1,
+            expiry_ms,
+        }
+    }
+
+    #[test]
+    fn lookup_refreshes_expires_and_respects_usability() {
+        let t = PersistTable::default();
+        let ids = UpdateIds::default();
+        t.insert(record("10.0.0.0/24", "10.1.1.50:80", 1_000));
+        let ttl = Duration::from_millis(500);
+        let m = t.lookup("src", "web", "10.0.0.0/24", ttl, 900, &ids, |_, _| true);
+        assert_eq!(m, Some("10.1.1.50:80".parse().unwrap()));
+        // Refreshed to 900 + 500.
+        assert_eq!(t.records(|_| true)[0].expiry_ms, 1_400);
+        assert_eq!(t.records(|_| true)[0].update_id, 1);
+        // Not usable: no answer, record kept.
+        assert_eq!(
+            t.lookup("src", "web", "10.0.0.0/24", ttl, 1_000, &ids, |_, _| false),
+            None
+        );
+        assert_eq!(t.len(), 1);
+        // Other scope: nothing.
+        assert_eq!(
+            t.lookup("src", "api", "10.0.0.0/24", ttl, 1_000, &ids, |_, _| true),
+            None
+        );
+        // Expired: removed.
+        assert_eq!(
+            t.lookup("src", "web", "10.0.0.0/24", ttl, 1_400, &ids, |_, _| true),
+            None
+        );
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn sweep_and_delete() {
+        let t = PersistTable::default();
+        t.insert(record("a", "10.1.1.50:80", 100));
+        t.insert(record("b", "10.1.1.51:80", 200));
+        t.insert(record("c", "10.1.1.51:80", 300));
+        assert_eq!(t.sweep(150), 1);
+        assert_eq!(t.delete(|r| r.member.port() == 80 && r.key == "c"), 1);
+        let left: Vec<String> = t.records(|_| true).into_iter().map(|r| r.key).collect();
+        assert_eq!(left, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn connection_guard_removes_its_entry_and_records_fold_in_counters() {
+        let t = ConnTable::default();
+        let ids = UpdateIds::default();
+        let new = NewConn {
+            protocol: Protocol::Tcp,
+            virtual_server: "web",
+            client: "192.0.2.1:40000".parse().unwrap(),
+            vip: "30.1.1.10:80".parse().unwrap(),
+            pool: "p",
+            member: "10.1.1.50:80".parse().unwrap(),
+            snat: "10.1.1.6:50000".parse().unwrap(),
+            traffic_group: None,
+            idle: Duration::from_secs(60),
+        };
+        {
+            let g = t.insert(new.clone(), &ids);
+            g.conn.bytes_in.fetch_add(10, Ordering::Relaxed);
+            g.conn.touch(5_000);
+            let r = &t.records(10, |_| true)[0];
+            assert_eq!(r.bytes_in, 10);
+            assert_eq!(r.expiry_ms, 65_000);
+            assert_eq!(r.update_id, 1);
+            let g2 = t.insert(new, &ids);
+            assert_eq!(t.len(), 2);
+            assert!(g2.conn.id() > g.conn.id());
+        }
+        assert!(t.is_empty());
+    }
+}

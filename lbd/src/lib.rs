@@ -11,7 +11,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod metrics;
 pub mod monitor;
+pub mod proxy;
 pub mod select;
 pub mod state;
 pub mod tables;

@@ -1,1 +1,77 @@
-fn main() {}
+//! `lbd`: spanlb's load balancer. See the README for the configuration reference.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lbd",
+    version,
+    about = "spanlb load balancer: virtual servers, pools, monitors, SNAT (TCP and UDP full proxy)"
+)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(short, long, default_value = "/etc/spanlb/lbd.toml")]
+    config: PathBuf,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match lbd::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lbd: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.check {
+        println!(
+            "{}: ok ({} virtual servers, {} pools, {} monitors)",
+            args.config.display(),
+            config.virtual_servers.len(),
+            config.pools.len(),
+            config.monitors.len()
+        );
+        return Ok(());
+    }
+    let workers = config.device.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    let res = rt.block_on(async move {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        lbd::daemon::run(config, Some(args.config), shutdown).await?;
+        anyhow::Ok(())
+    });
+    // Connections still open at shutdown are not waited for.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    if let Err(e) = res {
+        eprintln!("lbd: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The data path: listeners, member choice and upstream sockets shared by the TCP and UDP
+//! proxies.
+//!
+//! Member choice order: a live persistence record (whose member still takes persisted
+//! connections), else the pool's method over the members that take new connections.
+//!
+//! Nothing here may block: sockets are non-blocking and every wait is bounded.
+
+pub mod relay;
+pub mod tcp;
+pub mod udp;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol as SockProto, SockAddr, Socket, Type};
+
+use crate::daemon::Shared;
+use crate::state::{MemberState, VsState};
+use crate::tables::{now_ms, persist_key, PersistRecord};
+
+/// Sets IP_FREEBIND / IPV6_FREEBIND: a virtual server may listen on its VIP before the address
+/// is configured on an interface (it moves with traffic groups).
+fn set_freebind(s: &Socket, addr: &SocketAddr) -> io::Result<()> {
+    let (level, opt) = if addr.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_FREEBIND)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND)
+    };
+    let one: libc::c_int = 1;
+    // SAFETY: a valid fd and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            level,
+            opt,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A TCP listener on `addr` with SO_REUSEPORT (one per worker spreads accepts over the workers'
+/// queues in the kernel) and IP_FREEBIND.
+pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<tokio::net::TcpListener> {
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(SockProto::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    set_freebind(&s, &addr)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    tokio::net::TcpListener::from_std(s.into())
+}
+
+/// A UDP socket bound to `addr` (IP_FREEBIND), non-blocking.
+pub fn udp_socket(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    set_freebind(&s, &addr)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(s.into())
+}
+
+/// A non-blocking socket toward `member`, bound to `source` (port chosen at connect time with
+/// IP_BIND_ADDRESS_NO_PORT, so many connections can share one SNAT address) when given.
+pub fn upstream_socket(member: SocketAddr, source: Option<IpAddr>, ty: Type) -> io::Result<Socket> {
+    let proto = if ty == Type::STREAM {
+        SockProto::TCP
+    } else {
+        SockProto::UDP
+    };
+    let s = Socket::new(Domain::for_address(member), ty, Some(proto))?;
+    s.set_nonblocking(true)?;
+    if let Some(src) = source {
+        let local = SocketAddr::new(src, 0);
+        set_freebind(&s, &local)?;
+        if ty == Type::STREAM {
+            let one: libc::c_int = 1;
+            // SAFETY: valid fd, c_int option. Failure is harmless (older kernels): ignore.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        s.bind(&SockAddr::from(local))?;
+    }
+    Ok(s)
+}
+
+/// Why no member could be chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoMember {
+    /// No member of the pool takes new connections.
+    NoneAvailable,
+    /// Every member that does was already tried for this connection.
+    AllTried,
+}
+
+/// The member chosen for a connection.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    /// Index into the pool's members.
+    pub index: usize,
+    pub member: Arc<MemberState>,
+    /// Chosen by a persistence record.
+    pub persisted: bool,
+}
+
+/// Chooses a member for a new connection from `client` to `vip` on `vs`, skipping the member
+/// indices in `tried`.
+pub fn choose(
+    shared: &Shared,
+    vs: &VsState,
+    client: SocketAddr,
+    vip: SocketAddr,
+    tried: &[usize],
+) -> Result<Choice, NoMember> {
+    let pool = &vs.pool;
+    if let Some((name, profile)) = &vs.persistence {
+        let (scope, key) = persist_key(profile, &vs.name, client.ip(), vip.ip());
+        let found = shared.persist.lookup(
+            name,
+            &scope,
+            &key,
+            profile.timeout,
+            now_ms(),
+            &shared.ids,
+            |p, m| {
+                p == pool.name
+                    && pool
+                        .position(m)
+                        .is_some_and(|i| !tried.contains(&i) && pool.members[i].persist_usable())
+            },
+        );
+        if let Some(i) = found.and_then(|m| pool.position(m)) {
+            return Ok(Choice {
+                index: i,
+                member: pool.members[i].clone(),
+                persisted: true,
+            });
+        }
+    }
+    match pool.pick(client.ip(), tried) {
+        Some(i) => Ok(Choice {
+            index: i,
+            member: pool.members[i].clone(),
+            persisted: false,
+        }),
+        None if pool.available() == 0 => Err(NoMember::NoneAvailable),
+        None => Err(NoMember::AllTried),
+    }
+}
+
+/// Records (or refreshes) the persistence record for a connection that reached `choice`.
+pub fn remember(
+    shared: &Shared,
+    vs: &VsState,
+    client: SocketAddr,
+    vip: SocketAddr,
+    choice: &Choice,
+) {
+    let Some((name, profile)) = &vs.persistence else {
+        return;
+    };
+    if choice.persisted {
+        return; // lookup already refreshed it
+    }
+    let (scope, key) = persist_key(profile, &vs.name, client.ip(), vip.ip());
+    shared.persist.insert(PersistRecord {
+        profile: name.clone(),
+        scope,
+        key,
+        pool: vs.pool.name.clone(),
+        member: choice.member.addr,
+        virtual_server: vs.name.clone(),
+        traffic_group: None,
+        update_id: shared.ids.next(),
+        expiry_ms: now_ms() + profile.timeout.as_millis() as u64,
+    });
+}

@@ -1,1 +1,227 @@
-//! Relay (being written).
+//! The TCP relay: copies bytes both ways between the client and the member connection in one
+//! task, with half-close, an idle timeout and bounded buffers.
+//!
+//! - Each direction owns one buffer of at most [`BUF`] bytes, allocated the first time that
+//!   direction has something to read: a connection that sends nothing costs no buffer, and a
+//!   connection never holds more than `2 × BUF` bytes however fast one side sends and however
+//!   slowly the other reads (back-pressure is the kernel's socket buffers).
+//! - Half-close (RFC 9293 §3.6): end of stream from one side is passed on as `shutdown(SHUT_WR)`
+//!   to the other once everything read before it was written; the other direction goes on
+//!   until it ends too.
+//! - Idle timeout: no byte either way for that long ends the relay. The timer is re-armed only
+//!   when it fires, not at every read.
+//! - A reset or error on either side ends the relay; the caller resets the other side.
+//!
+//! Byte counts are added per chunk to the sinks given (virtual server, member, connection
+//! record).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::tables::{now_ms, LiveConn};
+
+/// Buffer size per direction.
+pub const BUF: usize = 16 * 1024;
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Both sides closed their direction.
+    Closed,
+    /// Nothing moved for the idle timeout.
+    Idle,
+}
+
+/// Byte-count sinks for one direction.
+pub struct Sinks<'a> {
+    pub counters: [&'a AtomicU64; 3],
+}
+
+struct Half {
+    buf: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+    read_done: bool,
+    shut: bool,
+    bytes: u64,
+}
+
+impl Half {
+    fn new() -> Self {
+        Half {
+            buf: None,
+            start: 0,
+            end: 0,
+            read_done: false,
+            shut: false,
+            bytes: 0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.shut
+    }
+
+    /// Moves what it can from `from` to `to`. Ready(Ok(true)) when the direction is finished;
+    /// Ready(Ok(false)) when progress was made (poll again); Pending otherwise.
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut from: Pin<&mut TcpStream>,
+        mut to: Pin<&mut TcpStream>,
+        sinks: &Sinks<'_>,
+        moved: &mut bool,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.shut {
+                return Poll::Ready(Ok(()));
+            }
+            // Write out what is buffered.
+            while self.start < self.end {
+                let buf = self.buf.as_ref().expect("buffer when data");
+                let n = ready!(to.as_mut().poll_write(cx, &buf[self.start..self.end]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.start += n;
+            }
+            self.start = 0;
+            self.end = 0;
+            if self.read_done {
+                ready!(to.as_mut().poll_shutdown(cx))?;
+                self.shut = true;
+                return Poll::Ready(Ok(()));
+            }
+            // Read more: wait for readiness before taking a buffer.
+            if self.buf.is_none() {
+                ready!(from.poll_read_ready(cx))?;
+                self.buf = Some(vec![0u8; BUF].into_boxed_slice());
+            }
+            let buf = self.buf.as_mut().expect("allocated");
+            let mut rb = ReadBuf::new(buf);
+            ready!(from.as_mut().poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            if n == 0 {
+                self.read_done = true;
+            } else {
+                self.end = n;
+                self.bytes += n as u64;
+                for c in sinks.counters {
+                    c.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                *moved = true;
+            }
+        }
+    }
+}
+
+/// The relay future.
+pub struct Relay<'a> {
+    client: &'a mut TcpStream,
+    server: &'a mut TcpStream,
+    up: Half,
+    down: Half,
+    up_sinks: Sinks<'a>,
+    down_sinks: Sinks<'a>,
+    live: &'a LiveConn,
+    idle: Duration,
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+/// Relays between `client` and `server` until both directions end, either side fails, or
+/// nothing moves for `idle`.
+pub fn relay<'a>(
+    client: &'a mut TcpStream,
+    server: &'a mut TcpStream,
+    up_sinks: Sinks<'a>,
+    down_sinks: Sinks<'a>,
+    live: &'a LiveConn,
+    idle: Duration,
+) -> Relay<'a> {
+    let now = Instant::now();
+    Relay {
+        client,
+        server,
+        up: Half::new(),
+        down: Half::new(),
+        up_sinks,
+        down_sinks,
+        live,
+        idle,
+        last: now,
+        timer: Box::pin(tokio::time::sleep_until(now + idle)),
+    }
+}
+
+impl Future for Relay<'_> {
+    type Output = io::Result<RelayEnd>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut moved = false;
+        let up = if this.up.done() {
+            Poll::Ready(Ok(()))
+        } else {
+            this.up.poll_copy(
+                cx,
+                Pin::new(&mut *this.client),
+                Pin::new(&mut *this.server),
+                &this.up_sinks,
+                &mut moved,
+            )
+        };
+        if let Poll::Ready(Err(e)) = up {
+            return Poll::Ready(Err(e));
+        }
+        let down = if this.down.done() {
+            Poll::Ready(Ok(()))
+        } else {
+            this.down.poll_copy(
+                cx,
+                Pin::new(&mut *this.server),
+                Pin::new(&mut *this.client),
+                &this.down_sinks,
+                &mut moved,
+            )
+        };
+        if let Poll::Ready(Err(e)) = down {
+            return Poll::Ready(Err(e));
+        }
+        if this.up.done() && this.down.done() {
+            return Poll::Ready(Ok(RelayEnd::Closed));
+        }
+        if moved {
+            this.last = Instant::now();
+            this.live.touch(now_ms());
+        }
+        // Idle check: re-arm to last activity + idle until it really expires.
+        loop {
+            match this.timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {
+                    let deadline = this.last + this.idle;
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Ok(RelayEnd::Idle));
+                    }
+                    this.timer.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+}
+
+impl Relay<'_> {
+    /// Bytes relayed so far (client → server, server → client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.up.bytes, self.down.bytes)
+    }
+}

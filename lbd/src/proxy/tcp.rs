@@ -1,15 +1,215 @@
-//! TCP proxy (being written).
+//! The TCP full proxy: accept on VIP:port, choose a member, connect from the SNAT address,
+//! relay.
+//!
+//! Per connection: the virtual server's connection limit is checked first (over the limit: the
+//! client is reset), then a member is chosen (persistence record, else the pool's method) and
+//! connected to within the virtual server's connect timeout; a failed connect counts against
+//! that member and the next member is tried, up to [`MAX_ATTEMPTS`] members. When no member can
+//! be reached the client is reset. The relay ends on close, error or idle timeout; an error on
+//! one side resets the other (SO_LINGER 0) so that neither is left half-open.
+//!
+//! One accept loop runs per worker on its own SO_REUSEPORT socket; a connection's task stays on
+//! the worker that accepted it unless the scheduler steals it.
+
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use socket2::{SockRef, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tracing::{debug, warn};
+
+use super::relay::{relay, RelayEnd, Sinks};
+use super::{choose, remember, upstream_socket, NoMember};
 use crate::config::Protocol;
 use crate::daemon::Shared;
+use crate::state::{CurrentGuard, VsState};
+use crate::tables::NewConn;
 
-pub async fn accept_loop(
+/// Most members tried for one connection.
+pub const MAX_ATTEMPTS: usize = 4;
+
+/// Accepts connections for the TCP virtual server on `key` until aborted.
+pub async fn accept_loop(shared: Arc<Shared>, key: (SocketAddr, Protocol), listener: TcpListener) {
+    let mut last_warn: Option<std::time::Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(handle(shared.clone(), key, stream, peer));
+            }
+            Err(e) => {
+                // EMFILE / ENFILE / ENOBUFS: back off briefly rather than spin; warn at most
+                // once a second.
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    warn!(listener = %key.0, "accept failed: {e}");
+                    last_warn = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Resets a connection (RST instead of FIN): used when refusing, and to pass on a reset.
+fn reset(s: &TcpStream) {
+    let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+}
+
+async fn handle(
     shared: Arc<Shared>,
     key: (SocketAddr, Protocol),
-    l: tokio::net::TcpListener,
+    client: TcpStream,
+    peer: SocketAddr,
 ) {
-    let _ = (shared, key, l);
-    std::future::pending::<()>().await
+    let Some(vs) = shared.runtime.load().listeners.get(&key).cloned() else {
+        reset(&client);
+        return; // the listener is being removed by a reload
+    };
+    if !vs.cfg.enabled {
+        reset(&client);
+        return;
+    }
+    let _vs_current = CurrentGuard::new(vs.counters.clone());
+    let limit = vs.cfg.connection_limit;
+    if limit > 0
+        && vs
+            .counters
+            .current
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > limit
+    {
+        vs.counters
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        debug!(virtual_server = %vs.name, client = %peer, "connection limit {limit} reached: reset");
+        reset(&client);
+        return;
+    }
+    let _ = client.set_nodelay(true);
+    let vip = client.local_addr().unwrap_or(key.0);
+    if let Err(e) = proxy(&shared, &vs, client, peer, vip).await {
+        debug!(virtual_server = %vs.name, client = %peer, "connection ended: {e}");
+    }
+}
+
+async fn connect(member: SocketAddr, vs: &VsState) -> std::io::Result<TcpStream> {
+    let sock = upstream_socket(member, vs.snat_for(member), Type::STREAM)?;
+    let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
+    match tokio::time::timeout(vs.cfg.connect_timeout, sock.connect(member)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "connect timed out after {}",
+                humantime::format_duration(vs.cfg.connect_timeout)
+            ),
+        )),
+    }
+}
+
+async fn proxy(
+    shared: &Shared,
+    vs: &VsState,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    vip: SocketAddr,
+) -> std::io::Result<()> {
+    let mut tried: Vec<usize> = Vec::new();
+    let (choice, mut server) = loop {
+        let choice = match choose(shared, vs, peer, vip, &tried) {
+            Ok(c) => c,
+            Err(why) => {
+                vs.counters
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                reset(&client);
+                let why = match why {
+                    NoMember::NoneAvailable => "no available member",
+                    NoMember::AllTried => "every member tried failed",
+                };
+                return Err(std::io::Error::other(format!("{why}: reset client")));
+            }
+        };
+        match connect(choice.member.addr, vs).await {
+            Ok(s) => break (choice, s),
+            Err(e) => {
+                choice
+                    .member
+                    .counters
+                    .connect_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                debug!(virtual_server = %vs.name, member = %choice.member.addr, "connect failed: {e}");
+                tried.push(choice.index);
+                if tried.len() >= MAX_ATTEMPTS {
+                    vs.counters
+                        .refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    reset(&client);
+                    return Err(std::io::Error::other(format!(
+                        "{} members failed to connect, last: {e}",
+                        tried.len()
+                    )));
+                }
+            }
+        }
+    };
+    let _ = server.set_nodelay(true);
+    remember(shared, vs, peer, vip, &choice);
+    let member = &choice.member;
+    let _member_current = CurrentGuard::new(member.counters.clone());
+    let snat = server.local_addr().unwrap_or(vip);
+    let guard = shared.conns.insert(
+        NewConn {
+            protocol: Protocol::Tcp,
+            virtual_server: &vs.name,
+            client: peer,
+            vip,
+            pool: &vs.pool.name,
+            member: member.addr,
+            snat,
+            traffic_group: None,
+            idle: vs.cfg.idle_timeout(),
+        },
+        &shared.ids,
+    );
+    let live = &guard.conn;
+    let up = Sinks {
+        counters: [
+            &vs.counters.bytes_in,
+            &member.counters.bytes_in,
+            &live.bytes_in,
+        ],
+    };
+    let down = Sinks {
+        counters: [
+            &vs.counters.bytes_out,
+            &member.counters.bytes_out,
+            &live.bytes_out,
+        ],
+    };
+    let res = relay(
+        &mut client,
+        &mut server,
+        up,
+        down,
+        live,
+        vs.cfg.idle_timeout(),
+    )
+    .await;
+    match res {
+        Ok(RelayEnd::Closed) => Ok(()),
+        Ok(RelayEnd::Idle) => {
+            reset(&client);
+            reset(&server);
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "idle timeout: reset both sides",
+            ))
+        }
+        Err(e) => {
+            reset(&client);
+            reset(&server);
+            Err(e)
+        }
+    }
 }

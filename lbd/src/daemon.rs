@@ -60,6 +60,8 @@ pub struct ReloadSummary {
 
 type ListenerKey = (SocketAddr, Protocol);
 type MonitorKey = (String, SocketAddr, String);
+/// Listeners just bound, with their accept tasks.
+type Started = Vec<(ListenerKey, Vec<JoinHandle<()>>)>;
 
 struct MonitorTask {
     spec: MonitorSpec,
@@ -185,10 +187,10 @@ impl Shared {
     fn bind_listeners(
         &self,
         keys: &[ListenerKey],
-    ) -> Result<Vec<(ListenerKey, Vec<JoinHandle<()>>)>, DaemonError> {
+    ) -> Result<Started, DaemonError> {
         let me = self.me.upgrade().expect("shared alive");
-        let mut out: Vec<(ListenerKey, Vec<JoinHandle<()>>)> = Vec::new();
-        let fail = |out: Vec<(ListenerKey, Vec<JoinHandle<()>>)>, k: &ListenerKey, e| {
+        let mut out: Started = Vec::new();
+        let fail = |out: Started, k: &ListenerKey, e| {
             for (_, ts) in out {
                 ts.into_iter().for_each(|t| t.abort());
             }

@@ -267,9 +267,7 @@ impl PersistTable {
     /// expiry is pushed out by `timeout`. An expired record is removed.
     pub fn lookup(
         &self,
-        profile: &str,
-        scope: &str,
-        key: &str,
+        (profile, scope, key): (&str, &str, &str),
         timeout: Duration,
         now_ms: u64,
         ids: &UpdateIds,
@@ -398,25 +396,25 @@ mod tests {
         let ids = UpdateIds::default();
         t.insert(record("10.0.0.0/24", "10.1.1.50:80", 1_000));
         let ttl = Duration::from_millis(500);
-        let m = t.lookup("src", "web", "10.0.0.0/24", ttl, 900, &ids, |_, _| true);
+        let m = t.lookup(("src", "web", "10.0.0.0/24"), ttl, 900, &ids, |_, _| true);
         assert_eq!(m, Some("10.1.1.50:80".parse().unwrap()));
         // Refreshed to 900 + 500.
         assert_eq!(t.records(|_| true)[0].expiry_ms, 1_400);
         assert_eq!(t.records(|_| true)[0].update_id, 1);
         // Not usable: no answer, record kept.
         assert_eq!(
-            t.lookup("src", "web", "10.0.0.0/24", ttl, 1_000, &ids, |_, _| false),
+            t.lookup(("src", "web", "10.0.0.0/24"), ttl, 1_000, &ids, |_, _| false),
             None
         );
         assert_eq!(t.len(), 1);
         // Other scope: nothing.
         assert_eq!(
-            t.lookup("src", "api", "10.0.0.0/24", ttl, 1_000, &ids, |_, _| true),
+            t.lookup(("src", "api", "10.0.0.0/24"), ttl, 1_000, &ids, |_, _| true),
             None
         );
         // Expired: removed.
         assert_eq!(
-            t.lookup("src", "web", "10.0.0.0/24", ttl, 1_400, &ids, |_, _| true),
+            t.lookup(("src", "web", "10.0.0.0/24"), ttl, 1_400, &ids, |_, _| true),
             None
         );
         assert!(t.is_empty());

@@ -142,9 +142,7 @@ pub fn choose(
     if let Some((name, profile)) = &vs.persistence {
         let (scope, key) = persist_key(profile, &vs.name, client.ip(), vip.ip());
         let found = shared.persist.lookup(
-            name,
-            &scope,
-            &key,
+            (name, &scope, &key),
             profile.timeout,
             now_ms(),
             &shared.ids,

@@ -45,6 +45,8 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start worker threads: {source}")]
+    Workers { source: std::io::Error },
     #[error("no configuration file to reload from")]
     NoFile,
 }
@@ -86,6 +88,9 @@ pub struct Shared {
     pub started_ms: u64,
     /// Accept tasks per TCP listener (SO_REUSEPORT sockets).
     pub workers: usize,
+    /// Data-path runtimes (one thread each); when unset, accept loops run on the caller's
+    /// runtime.
+    worker_handles: std::sync::OnceLock<Vec<tokio::runtime::Handle>>,
     tasks: tokio::sync::Mutex<Tasks>,
     last_reload: Mutex<Option<(u64, Result<ReloadSummary, String>)>>,
     me: Weak<Shared>,
@@ -102,10 +107,54 @@ impl Shared {
             config_path,
             started_ms: now_ms(),
             workers: workers.max(1),
+            worker_handles: std::sync::OnceLock::new(),
             tasks: tokio::sync::Mutex::default(),
             last_reload: Mutex::new(None),
             me: me.clone(),
         })
+    }
+
+    /// Runs the data path on `workers` threads of their own, each with a single-threaded
+    /// runtime and its own SO_REUSEPORT socket per TCP listener: a connection is accepted,
+    /// proxied and closed on one thread, with no cross-thread wake-ups. Call before `start`.
+    pub fn spawn_workers(&self) -> std::io::Result<()> {
+        let mut handles = Vec::new();
+        for i in 0..self.workers {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name(format!("lbd-worker-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    // Runs the tasks spawned onto this runtime for the life of the process.
+                    rt.block_on(std::future::pending::<()>());
+                })?;
+            let h = rx
+                .recv()
+                .map_err(|_| std::io::Error::other("worker thread died"))??;
+            handles.push(h);
+        }
+        let _ = self.worker_handles.set(handles);
+        Ok(())
+    }
+
+    fn spawn_on_worker<F>(&self, i: usize, f: F) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.worker_handles.get() {
+            Some(h) if !h.is_empty() => h[i % h.len()].spawn(f),
+            _ => tokio::spawn(f),
+        }
     }
 
     /// When the last reload happened (Unix ms) and how it went.
@@ -184,10 +233,7 @@ impl Shared {
     }
 
     /// Binds `keys` and starts their accept tasks; on any failure closes what it bound.
-    fn bind_listeners(
-        &self,
-        keys: &[ListenerKey],
-    ) -> Result<Started, DaemonError> {
+    fn bind_listeners(&self, keys: &[ListenerKey]) -> Result<Started, DaemonError> {
         let me = self.me.upgrade().expect("shared alive");
         let mut out: Started = Vec::new();
         let fail = |out: Started, k: &ListenerKey, e| {
@@ -212,7 +258,13 @@ impl Shared {
                     }
                     let ts = socks
                         .into_iter()
-                        .map(|l| tokio::spawn(crate::proxy::tcp::accept_loop(me.clone(), *k, l)))
+                        .enumerate()
+                        .map(|(i, l)| {
+                            self.spawn_on_worker(
+                                i,
+                                crate::proxy::tcp::accept_loop(me.clone(), *k, l),
+                            )
+                        })
                         .collect();
                     out.push((*k, ts));
                 }
@@ -336,6 +388,9 @@ pub async fn run(
     let control_path = config.device.control_socket.clone();
     let metrics_addr = config.device.metrics;
     let shared = Shared::new(config, config_path, workers);
+    shared
+        .spawn_workers()
+        .map_err(|source| DaemonError::Workers { source })?;
     let control = bind_control(&control_path)?;
     let metrics = match metrics_addr {
         Some(addr) => Some(

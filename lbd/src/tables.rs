@@ -403,7 +403,9 @@ mod tests {
         assert_eq!(t.records(|_| true)[0].update_id, 1);
         // Not usable: no answer, record kept.
         assert_eq!(
-            t.lookup(("src", "web", "10.0.0.0/24"), ttl, 1_000, &ids, |_, _| false),
+            t.lookup(("src", "web", "10.0.0.0/24"), ttl, 1_000, &ids, |_, _| {
+                false
+            }),
             None
         );
         assert_eq!(t.len(), 1);

@@ -46,13 +46,10 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let workers = config.device.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    // The control plane (monitors, control socket, metrics, UDP) runs here; the TCP data path
+    // runs on worker threads of its own (see daemon::Shared::spawn_workers).
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(1)
         .enable_all()
         .build()?;
     let res = rt.block_on(async move {

@@ -47,8 +47,9 @@ fn set_freebind(s: &Socket, addr: &SocketAddr) -> io::Result<()> {
 }
 
 /// A TCP listener on `addr` with SO_REUSEPORT (one per worker spreads accepts over the workers'
-/// queues in the kernel) and IP_FREEBIND.
-pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<tokio::net::TcpListener> {
+/// queues in the kernel) and IP_FREEBIND. Returned as a std listener: it is registered with the
+/// runtime of the worker that will accept on it.
+pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(
         Domain::for_address(addr),
         Type::STREAM,
@@ -63,7 +64,7 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<tokio::net::Tc
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(backlog)?;
-    tokio::net::TcpListener::from_std(s.into())
+    Ok(s.into())
 }
 
 /// A UDP socket bound to `addr` (IP_FREEBIND), non-blocking.

@@ -29,8 +29,20 @@ use crate::tables::NewConn;
 /// Most members tried for one connection.
 pub const MAX_ATTEMPTS: usize = 4;
 
-/// Accepts connections for the TCP virtual server on `key` until aborted.
-pub async fn accept_loop(shared: Arc<Shared>, key: (SocketAddr, Protocol), listener: TcpListener) {
+/// Accepts connections for the TCP virtual server on `key` until aborted. The listener is
+/// registered with the runtime this runs on.
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    key: (SocketAddr, Protocol),
+    listener: std::net::TcpListener,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(listener = %key.0, "cannot register listener: {e}");
+            return;
+        }
+    };
     let mut last_warn: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {

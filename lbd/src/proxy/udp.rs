@@ -1,16 +1,530 @@
-//! UDP proxy (placeholder; being written).
+//! The UDP proxy: one task per UDP virtual server, serving the socket bound to its VIP:port.
+//!
+//! UDP has no connections, so lbd makes *flows*: a flow is keyed by the client's address and
+//! port, and owns an upstream socket toward one member, bound to the virtual server's SNAT
+//! address (or left to the kernel with `snat = "none"`) and connected to the member, so that
+//! only the member's datagrams reach it. The member is chosen once per flow (a persistence
+//! record, else the pool's method); every datagram of the flow goes to it.
+//!
+//! # Flow lifecycle
+//!
+//! 1. **Creation** — the first datagram from a client that has no live flow. The virtual server
+//!    is looked up afresh in the running configuration (a reload may have replaced it; when it
+//!    is gone the listener is being removed and the datagram is dropped). A disabled virtual
+//!    server creates nothing; one at its `connection_limit` (live flows), or whose pool has no
+//!    member to take the flow, drops the datagram and counts it `refused`. The flow enters the
+//!    connection table (protocol UDP, `snat` = the upstream socket's local address), counts as
+//!    current on the virtual server and the member, and refreshes the persistence record.
+//! 2. **Client → member** — the receive loop sends each datagram on the flow's upstream socket
+//!    with a non-blocking send. A full socket buffer drops the datagram (counted per flow and
+//!    logged when the flow ends).
+//! 3. **Member → client** — one task per flow reads the upstream socket and sends the replies
+//!    from the VIP socket, so the client sees them come from VIP:port. A full buffer drops.
+//! 4. **End** — the flow ends when it has seen no datagram either way for the virtual server's
+//!    `idle_timeout`; when the member answers with an ICMP error (port unreachable: the flow's
+//!    upstream socket reports `ECONNREFUSED`), which counts a `connect_failures` on the member,
+//!    so that the client's next datagram chooses again (the datagram that meets the error on
+//!    the send path is sent on a new flow at once, never to the same member); or when this task
+//!    is aborted (reload removing the listener, shutdown). Whatever the way, a drop guard takes
+//!    the flow out of the flow map and the connection table and releases its `current` counts.
+//!
+//! Flows keep the virtual server, pool and member objects they were created with: a reload
+//! changes what new flows get, never where an established flow goes.
+//!
+//! # What it must not do
+//!
+//! - Block or wait in the receive loop: everything done per datagram there is a non-blocking
+//!   system call (flow creation included: socket, bind, connect). A datagram that cannot be
+//!   sent now is dropped — that is UDP.
+//! - Queue without bound: no channel or buffer sits between a socket and another; the only
+//!   queues are the kernel's socket buffers.
+//! - Panic on any input: every datagram, zero-length ones included, is forwarded as it is.
+//! - Log per datagram above `trace`.
+
+use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use socket2::{SockAddr, SockRef, Type};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, error, trace};
 
 use crate::config::Protocol;
 use crate::daemon::Shared;
+use crate::proxy::{choose, remember, upstream_socket, Choice};
+use crate::state::{CurrentGuard, MemberState, VsState};
+use crate::tables::{now_ms, LiveConn, NewConn};
 
-/// Serves the UDP virtual server listening on `key` with `socket` until aborted.
+/// Room for any UDP datagram (IPv4 and non-jumbo IPv6 payloads are at most 65,527 bytes).
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Replies a flow task forwards before it lets the other branches of its loop run.
+const REPLY_BATCH: usize = 64;
+
+/// The flows of one listener, by client address and port.
+type Flows = Arc<DashMap<SocketAddr, Arc<Flow>>>;
+
+thread_local! {
+    /// The buffer flow tasks read replies into: per thread rather than per flow, so that a flow
+    /// costs no 64 KiB of its own. Only borrowed by synchronous code (no await while held).
+    static REPLY_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
+}
+
+/// One client's flow toward one member.
+struct Flow {
+    client: SocketAddr,
+    /// Bound to the SNAT address, connected to the member.
+    upstream: UdpSocket,
+    conn: Arc<LiveConn>,
+    vs: Arc<VsState>,
+    member: Arc<MemberState>,
+    /// The flow's `current` counts on the virtual server and the member; released when the
+    /// flow dies (not when the last reference to it goes), so the connection limit sees the
+    /// flow leave at once.
+    current: Mutex<Option<(CurrentGuard, CurrentGuard)>>,
+    /// Monotonic time of creation; `last` is milliseconds since then of the last datagram
+    /// either way (wall-clock jumps must not expire or keep flows).
+    born: Instant,
+    last: AtomicU64,
+    dead: AtomicBool,
+    /// Tells the flow task that the receive loop ended the flow.
+    closed: Notify,
+    /// Datagrams dropped because a socket buffer was full (or a send failed).
+    dropped: AtomicU64,
+}
+
+impl Flow {
+    fn touch(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last.store(ms, Ordering::Relaxed);
+        self.conn.touch(now_ms());
+    }
+
+    /// When the flow expires if nothing more passes.
+    fn idle_deadline(&self) -> Instant {
+        let after = Duration::from_millis(self.last.load(Ordering::Relaxed))
+            .saturating_add(self.vs.cfg.idle_timeout());
+        // An idle timeout of centuries must not overflow the clock: never is far enough.
+        self.born.checked_add(after).unwrap_or_else(|| {
+            let now = Instant::now();
+            now.checked_add(Duration::from_secs(30 * 365 * 86_400))
+                .unwrap_or(now)
+        })
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Marks the flow dead and releases its `current` counts; true for the one caller that did.
+    fn kill(&self) -> bool {
+        if self.dead.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        drop(
+            self.current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        true
+    }
+
+    /// The member answered with an error (ICMP): kills the flow and counts a connect failure
+    /// on the member, once.
+    fn member_failed(&self, e: &io::Error) {
+        if self.kill() {
+            self.member
+                .counters
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(
+                virtual_server = %self.vs.name,
+                client = %self.client,
+                member = %self.member.addr,
+                "udp flow ended: member answered {e}"
+            );
+        }
+    }
+
+    fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Owned by the flow task: ends the flow however the task ends (return or abort).
+struct FlowEnd {
+    shared: Arc<Shared>,
+    flows: Flows,
+    flow: Arc<Flow>,
+    reason: &'static str,
+}
+
+impl Drop for FlowEnd {
+    fn drop(&mut self) {
+        let flow = &self.flow;
+        flow.kill();
+        self.flows
+            .remove_if(&flow.client, |_, f| Arc::ptr_eq(f, flow));
+        self.shared.conns.remove(flow.conn.id());
+        debug!(
+            virtual_server = %flow.vs.name,
+            client = %flow.client,
+            member = %flow.member.addr,
+            bytes_in = flow.conn.bytes_in.load(Ordering::Relaxed),
+            bytes_out = flow.conn.bytes_out.load(Ordering::Relaxed),
+            dropped = flow.dropped.load(Ordering::Relaxed),
+            "udp flow ended ({})",
+            self.reason
+        );
+    }
+}
+
+/// Errors on a flow's upstream socket that say the member (or the way to it) is not there:
+/// the flow ends and the member is charged a connect failure.
+fn member_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+/// What became of a datagram sent toward a flow's member.
+enum Forwarded {
+    Sent,
+    Dropped,
+    /// The member is not there: the flow is dead and the datagram was not sent.
+    MemberFailed,
+}
+
+/// Sends one client datagram to the flow's member, without waiting.
+fn forward(flow: &Flow, data: &[u8]) -> Forwarded {
+    flow.touch();
+    // A plain non-blocking send: tokio's readiness cache is for waiting, and nothing here waits.
+    match SockRef::from(&flow.upstream).send(data) {
+        Ok(n) => {
+            let n = n as u64;
+            flow.conn.bytes_in.fetch_add(n, Ordering::Relaxed);
+            flow.vs.counters.bytes_in.fetch_add(n, Ordering::Relaxed);
+            flow.member
+                .counters
+                .bytes_in
+                .fetch_add(n, Ordering::Relaxed);
+            Forwarded::Sent
+        }
+        Err(e) if member_error(&e) => {
+            flow.member_failed(&e);
+            Forwarded::MemberFailed
+        }
+        Err(e) => {
+            flow.count_dropped();
+            trace!(client = %flow.client, member = %flow.member.addr, "udp datagram dropped: {e}");
+            Forwarded::Dropped
+        }
+    }
+}
+
+/// Forwards the member's queued replies to the client from the VIP socket; an error is the
+/// socket's (the member's ICMP answer): the flow is over.
+fn pump_replies(flow: &Flow, vip: &UdpSocket) -> io::Result<()> {
+    let client = SockAddr::from(flow.client);
+    REPLY_BUF.with_borrow_mut(|buf| {
+        for _ in 0..REPLY_BATCH {
+            let n = match flow.upstream.try_recv(buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            flow.touch();
+            match SockRef::from(vip).send_to(&buf[..n], &client) {
+                Ok(sent) => {
+                    let sent = sent as u64;
+                    flow.conn.bytes_out.fetch_add(sent, Ordering::Relaxed);
+                    flow.vs
+                        .counters
+                        .bytes_out
+                        .fetch_add(sent, Ordering::Relaxed);
+                    flow.member
+                        .counters
+                        .bytes_out
+                        .fetch_add(sent, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    flow.count_dropped();
+                    trace!(client = %flow.client, "udp reply dropped: {e}");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A socket error that is pending (set by an ICMP message), for [`UdpSocket::async_io`]:
+/// `WouldBlock` when the error readiness was stale (the error was already taken by a send),
+/// which clears it.
+fn pending_error(s: &UdpSocket) -> io::Result<io::Error> {
+    match s.take_error() {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+        // getsockopt itself failed: the socket is unusable, end the flow all the same.
+        Err(e) => Ok(e),
+    }
+}
+
+/// The member → client half of a flow, and its idle expiry.
+async fn run_flow(vip: Arc<UdpSocket>, mut end: FlowEnd) {
+    let flow = end.flow.clone();
+    let idle = tokio::time::sleep_until(flow.idle_deadline());
+    tokio::pin!(idle);
+    loop {
+        tokio::select! {
+            r = flow.upstream.readable() => {
+                if r.is_err() {
+                    end.reason = "runtime shutting down";
+                    return;
+                }
+                if let Err(e) = pump_replies(&flow, &vip) {
+                    flow.member_failed(&e);
+                    end.reason = "member error";
+                    return;
+                }
+            }
+            // An ICMP error marks the socket with an error but does not make it readable:
+            // wait for that separately.
+            r = flow.upstream.async_io(Interest::ERROR, || pending_error(&flow.upstream)) => {
+                match r {
+                    Ok(e) => {
+                        flow.member_failed(&e);
+                        end.reason = "member error";
+                    }
+                    Err(_) => end.reason = "runtime shutting down",
+                }
+                return;
+            }
+            () = &mut idle => {
+                let deadline = flow.idle_deadline();
+                if deadline <= Instant::now() {
+                    end.reason = "idle";
+                    return;
+                }
+                idle.as_mut().reset(deadline);
+            }
+            () = flow.closed.notified() => {
+                end.reason = "member error";
+                return;
+            }
+        }
+    }
+}
+
+/// One listener's state, shared by nothing: the serve task owns it.
+struct Listener {
+    shared: Arc<Shared>,
+    key: (SocketAddr, Protocol),
+    socket: Arc<UdpSocket>,
+    flows: Flows,
+    tasks: JoinSet<()>,
+}
+
+impl Listener {
+    /// Handles one datagram from `client`. Never waits.
+    fn datagram(&mut self, client: SocketAddr, data: &[u8]) {
+        let existing = self.flows.get(&client).map(|f| f.value().clone());
+        let mut failed: Option<SocketAddr> = None;
+        if let Some(flow) = existing {
+            if !flow.is_dead() {
+                match forward(&flow, data) {
+                    Forwarded::Sent | Forwarded::Dropped => return,
+                    Forwarded::MemberFailed => {
+                        self.flows.remove_if(&client, |_, f| Arc::ptr_eq(f, &flow));
+                        flow.closed.notify_one();
+                        failed = Some(flow.member.addr);
+                    }
+                }
+            }
+        }
+        self.new_flow(client, data, failed);
+    }
+
+    /// Creates a flow for `client` and sends `data` on it; `failed` is a member that just
+    /// refused this datagram (not chosen again for it).
+    fn new_flow(&mut self, client: SocketAddr, data: &[u8], failed: Option<SocketAddr>) {
+        let vip = self.key.0;
+        let Some(vs) = self.shared.runtime.load().listeners.get(&self.key).cloned() else {
+            trace!(listener = %vip, "udp datagram dropped: listener being removed");
+            return;
+        };
+        if !vs.cfg.enabled {
+            trace!(virtual_server = %vs.name, "udp datagram dropped: virtual server disabled");
+            return;
+        }
+        let mut tried: Vec<usize> = failed
+            .and_then(|m| vs.pool.position(m))
+            .into_iter()
+            .collect();
+        // Each round either sends, or adds a member to `tried`: bounded by the pool's size.
+        loop {
+            let limit = vs.cfg.connection_limit;
+            if limit > 0 && vs.counters.current.load(Ordering::Relaxed) >= limit {
+                vs.counters.refused.fetch_add(1, Ordering::Relaxed);
+                trace!(virtual_server = %vs.name, %client, "udp flow refused: connection limit");
+                return;
+            }
+            let choice = match choose(&self.shared, &vs, client, vip, &tried) {
+                Ok(c) => c,
+                Err(why) => {
+                    vs.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    trace!(virtual_server = %vs.name, %client, "udp flow refused: {why:?}");
+                    return;
+                }
+            };
+            let flow = match self.open(&vs, client, &choice) {
+                Ok(f) => f,
+                Err(e) => {
+                    choice
+                        .member
+                        .counters
+                        .connect_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(
+                        virtual_server = %vs.name,
+                        %client,
+                        member = %choice.member.addr,
+                        "udp flow: cannot open a socket toward the member: {e}"
+                    );
+                    tried.push(choice.index);
+                    continue;
+                }
+            };
+            match forward(&flow, data) {
+                Forwarded::Sent | Forwarded::Dropped => return,
+                Forwarded::MemberFailed => {
+                    self.flows.remove_if(&client, |_, f| Arc::ptr_eq(f, &flow));
+                    flow.closed.notify_one();
+                    tried.push(choice.index);
+                }
+            }
+        }
+    }
+
+    /// Opens the flow toward `choice`: socket, table entries, persistence, flow task.
+    fn open(
+        &mut self,
+        vs: &Arc<VsState>,
+        client: SocketAddr,
+        choice: &Choice,
+    ) -> io::Result<Arc<Flow>> {
+        let member = choice.member.addr;
+        let s = upstream_socket(member, vs.snat_for(member), Type::DGRAM)?;
+        s.connect(&member.into())?;
+        let snat = s
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("upstream socket has no IP address"))?;
+        let upstream = UdpSocket::from_std(s.into())?;
+        // Nothing fails from here on: the guard that undoes it all exists before the task does.
+        let conn = self.shared.conns.insert_shared(
+            NewConn {
+                protocol: Protocol::Udp,
+                virtual_server: &vs.name,
+                client,
+                vip: self.key.0,
+                pool: &vs.pool.name,
+                member,
+                snat,
+                traffic_group: None,
+                idle: vs.cfg.idle_timeout(),
+            },
+            &self.shared.ids,
+        );
+        let flow = Arc::new(Flow {
+            client,
+            upstream,
+            conn,
+            vs: vs.clone(),
+            member: choice.member.clone(),
+            current: Mutex::new(Some((
+                CurrentGuard::new(vs.counters.clone()),
+                CurrentGuard::new(choice.member.counters.clone()),
+            ))),
+            born: Instant::now(),
+            last: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+            closed: Notify::new(),
+            dropped: AtomicU64::new(0),
+        });
+        let end = FlowEnd {
+            shared: self.shared.clone(),
+            flows: self.flows.clone(),
+            flow: flow.clone(),
+            reason: "listener stopped",
+        };
+        self.flows.insert(client, flow.clone());
+        remember(&self.shared, vs, client, self.key.0, choice);
+        debug!(
+            virtual_server = %vs.name,
+            %client,
+            member = %member,
+            %snat,
+            persisted = choice.persisted,
+            "udp flow created"
+        );
+        self.tasks.spawn(run_flow(self.socket.clone(), end));
+        Ok(flow)
+    }
+}
+
+/// Serves the UDP virtual server listening on `key` with `socket` until aborted. Aborting it
+/// ends every flow it created (their tasks are in its `JoinSet`).
 pub async fn serve(
     shared: Arc<Shared>,
     key: (SocketAddr, Protocol),
     socket: tokio::net::UdpSocket,
 ) {
-    let _ = (shared, key, socket);
-    std::future::pending::<()>().await
+    let mut l = Listener {
+        shared,
+        key,
+        socket: Arc::new(socket),
+        flows: Arc::new(DashMap::new()),
+        tasks: JoinSet::new(),
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            r = l.socket.recv_from(&mut buf) => match r {
+                Ok((n, client)) => l.datagram(client, &buf[..n]),
+                Err(e) => match e.kind() {
+                    // Nothing to do with the VIP socket's state: carry on.
+                    io::ErrorKind::Interrupted
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset => {
+                        trace!(listener = %key.0, "udp receive: {e}");
+                    }
+                    _ => {
+                        debug!(listener = %key.0, "udp receive: {e}");
+                        // Bounded pause, so that an error that persists does not spin.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            },
+            Some(r) = l.tasks.join_next(), if !l.tasks.is_empty() => {
+                if let Err(e) = r {
+                    if e.is_panic() {
+                        error!(listener = %key.0, "udp flow task panicked: {e}");
+                    }
+                }
+            }
+        }
+    }
 }

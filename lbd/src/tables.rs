@@ -92,7 +92,7 @@ impl LiveConn {
     /// The record as of now.
     pub fn record(&self) -> ConnRecord {
         let mut r = self.base.clone();
-        r.expiry_ms = self.last_ms() + self.idle_ms;
+        r.expiry_ms = self.last_ms().saturating_add(self.idle_ms);
         r.bytes_in = self.bytes_in.load(Ordering::Relaxed);
         r.bytes_out = self.bytes_out.load(Ordering::Relaxed);
         r
@@ -168,7 +168,7 @@ impl ConnTable {
                 traffic_group: c.traffic_group.map(str::to_string),
                 update_id: ids.next(),
                 created_ms: now,
-                expiry_ms: now + idle_ms,
+                expiry_ms: now.saturating_add(idle_ms),
                 bytes_in: 0,
                 bytes_out: 0,
             },

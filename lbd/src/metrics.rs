@@ -1,10 +1,650 @@
-//! Prometheus metrics (placeholder; being written).
-use std::sync::Arc;
+//! lbd's Prometheus endpoint: `GET /metrics` answers the OpenMetrics text of the running state.
+//!
+//! Every value is read from [`Shared`] when scraped, by a collector registered once: the
+//! counters the data path already keeps, the runtime's availability, the table sizes. Metrics
+//! (prefix `lbd_`; counters end in `_total` on the wire):
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `virtual_server_current_connections` | `virtual_server` | connections (UDP flows) open now |
+//! | `virtual_server_connections_total` | `virtual_server` | connections accepted |
+//! | `virtual_server_bytes_in_total` / `_bytes_out_total` | `virtual_server` | client → member / member → client |
+//! | `virtual_server_refused_total` | `virtual_server` | refused: connection limit or no available member |
+//! | `virtual_server_connect_failures_total` | `virtual_server` | failed connects to members |
+//! | `virtual_server_available` | `virtual_server` | 1: enabled and its pool has an available member |
+//! | `virtual_address_advertised` | `address` | 1: route health injection wants it advertised |
+//! | `pool_members_available` / `pool_members` | `pool` | members taking new connections / all members |
+//! | `member_current_connections`, `member_connections_total`, `member_bytes_in_total`, `member_bytes_out_total`, `member_connect_failures_total` | `pool`, `member` | as for virtual servers |
+//! | `member_up` | `pool`, `member` | 1 when the pool's method may send it new connections (admin enabled and health not down) |
+//! | `member_monitor_state` | `pool`, `member`, `monitor` | 0 unchecked, 1 up, 2 down |
+//! | `connection_table_entries`, `persistence_records` | | table sizes |
+//! | `start_time_seconds` | | when lbd started (Unix time) |
+//! | `last_reload_timestamp_seconds`, `last_reload_success` | | the last reload, once there was one |
+//!
+//! The gauges of open connections are `*_current_connections`, not `*_connections`: that name
+//! is the family of the `*_connections_total` counter, and OpenMetrics wants family names unique.
+//!
+//! This module must not count anything itself nor touch the data path: it only reads. It must
+//! not trust its clients either: a request head is read for 5 s and 8 KiB at most, every
+//! connection gets one short-lived task, and only so many are served at once.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::warn;
 
 use crate::daemon::Shared;
+use crate::monitor::Health;
 
-/// Serves `/metrics` on `listener`.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    let _ = (listener, shared);
-    std::future::pending::<()>().await
+/// Longest request head read.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// Time a client has to send its request head (and, separately, to take the answer).
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Scrapes served at once; connections beyond are closed unanswered.
+pub const MAX_SCRAPES: usize = 32;
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Reads lbd's state at scrape time.
+struct StateCollector {
+    shared: Weak<Shared>,
+}
+
+impl fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StateCollector")
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One metric family: its descriptor, then one sample per label set.
+fn family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: Kind,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mt = match kind {
+        Kind::Counter => MetricType::Counter,
+        Kind::Gauge => MetricType::Gauge,
+    };
+    let mut m = enc.encode_descriptor(name, help, None, mt)?;
+    for (labels, v) in samples {
+        let s = m.encode_family(&labels)?;
+        match kind {
+            Kind::Counter => ConstCounter::new(v).encode(s)?,
+            Kind::Gauge => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(s)?,
+        }
+    }
+    Ok(())
+}
+
+/// A metric without labels.
+fn single(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn health_value(h: Health) -> u64 {
+    match h {
+        Health::Unchecked => 0,
+        Health::Up => 1,
+        Health::Down => 2,
+    }
+}
+
+type VsLabel = [(&'static str, String); 1];
+type MemberLabel = [(&'static str, String); 2];
+
+impl Collector for StateCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(());
+        };
+        let rt = shared.runtime.load_full();
+        let e = &mut enc;
+
+        let vss: Vec<(VsLabel, crate::state::CounterValues, bool)> = rt
+            .virtual_servers
+            .values()
+            .map(|v| {
+                let l = [("virtual_server", v.name.clone())];
+                (l, v.counters.values(), v.available())
+            })
+            .collect();
+        type VsPick = fn(&crate::state::CounterValues) -> u64;
+        let vs_families: [(&str, &str, Kind, VsPick); 6] = [
+            (
+                "virtual_server_current_connections",
+                "Connections (UDP flows) open now",
+                Kind::Gauge,
+                |c| c.current,
+            ),
+            (
+                "virtual_server_connections",
+                "Connections (UDP flows) accepted",
+                Kind::Counter,
+                |c| c.total,
+            ),
+            (
+                "virtual_server_bytes_in",
+                "Bytes from clients to members",
+                Kind::Counter,
+                |c| c.bytes_in,
+            ),
+            (
+                "virtual_server_bytes_out",
+                "Bytes from members to clients",
+                Kind::Counter,
+                |c| c.bytes_out,
+            ),
+            (
+                "virtual_server_refused",
+                "Connections refused by the connection limit or for want of an available member",
+                Kind::Counter,
+                |c| c.refused,
+            ),
+            (
+                "virtual_server_connect_failures",
+                "Connects to members that failed",
+                Kind::Counter,
+                |c| c.connect_failures,
+            ),
+        ];
+        for (name, help, kind, pick) in vs_families {
+            family(
+                e,
+                name,
+                help,
+                kind,
+                vss.iter().map(|(l, c, _)| (l.clone(), pick(c))),
+            )?;
+        }
+        family(
+            e,
+            "virtual_server_available",
+            "1 when the virtual server is enabled and its pool has an available member",
+            Kind::Gauge,
+            vss.iter().map(|(l, _, a)| (l.clone(), u64::from(*a))),
+        )?;
+        family(
+            e,
+            "virtual_address_advertised",
+            "1 when the address's policy wants it advertised (route health injection)",
+            Kind::Gauge,
+            rt.virtual_addresses().into_iter().map(|va| {
+                (
+                    [("address", va.address.to_string())],
+                    u64::from(va.advertised),
+                )
+            }),
+        )?;
+
+        family(
+            e,
+            "pool_members_available",
+            "Members taking new connections",
+            Kind::Gauge,
+            rt.pools
+                .values()
+                .map(|p| ([("pool", p.name.clone())], p.available() as u64)),
+        )?;
+        family(
+            e,
+            "pool_members",
+            "Members configured",
+            Kind::Gauge,
+            rt.pools
+                .values()
+                .map(|p| ([("pool", p.name.clone())], p.members.len() as u64)),
+        )?;
+
+        let members: Vec<(MemberLabel, &crate::state::MemberState)> = rt
+            .pools
+            .values()
+            .flat_map(|p| p.members.iter())
+            .map(|m| {
+                let l = [("pool", m.pool.clone()), ("member", m.addr.to_string())];
+                (l, m.as_ref())
+            })
+            .collect();
+        let member_families: [(&str, &str, Kind, VsPick); 5] = [
+            (
+                "member_current_connections",
+                "Connections (UDP flows) open now",
+                Kind::Gauge,
+                |c| c.current,
+            ),
+            (
+                "member_connections",
+                "Connections (UDP flows) sent to the member",
+                Kind::Counter,
+                |c| c.total,
+            ),
+            (
+                "member_bytes_in",
+                "Bytes from clients to the member",
+                Kind::Counter,
+                |c| c.bytes_in,
+            ),
+            (
+                "member_bytes_out",
+                "Bytes from the member to clients",
+                Kind::Counter,
+                |c| c.bytes_out,
+            ),
+            (
+                "member_connect_failures",
+                "Connects to the member that failed",
+                Kind::Counter,
+                |c| c.connect_failures,
+            ),
+        ];
+        let values: Vec<crate::state::CounterValues> =
+            members.iter().map(|(_, m)| m.counters.values()).collect();
+        for (name, help, kind, pick) in member_families {
+            let samples = members
+                .iter()
+                .zip(&values)
+                .map(|((l, _), c)| (l.clone(), pick(c)));
+            family(e, name, help, kind, samples)?;
+        }
+        family(
+            e,
+            "member_up",
+            "1 when the pool's method may send the member new connections (admin state enabled, \
+             health not down)",
+            Kind::Gauge,
+            members
+                .iter()
+                .map(|(l, m)| (l.clone(), u64::from(m.available()))),
+        )?;
+        let monitor_states = rt.pools.values().flat_map(|p| {
+            p.members.iter().flat_map(move |m| {
+                let verdicts = m.verdicts();
+                p.monitors
+                    .iter()
+                    .map(|mon| {
+                        let h = verdicts.get(mon).map_or(Health::Unchecked, |v| v.health);
+                        let l = [
+                            ("pool", m.pool.clone()),
+                            ("member", m.addr.to_string()),
+                            ("monitor", mon.clone()),
+                        ];
+                        (l, health_value(h))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        family(
+            e,
+            "member_monitor_state",
+            "A monitor's verdict on the member: 0 unchecked, 1 up, 2 down",
+            Kind::Gauge,
+            monitor_states,
+        )?;
+
+        single(
+            e,
+            "connection_table_entries",
+            "Connections and UDP flows in the connection table",
+            shared.conns.len() as i64,
+        )?;
+        single(
+            e,
+            "persistence_records",
+            "Records in the persistence table",
+            shared.persist.len() as i64,
+        )?;
+        single(
+            e,
+            "start_time_seconds",
+            "When lbd started, in Unix time",
+            (shared.started_ms / 1000) as i64,
+        )?;
+        let last = shared.last_reload();
+        family(
+            e,
+            "last_reload_timestamp_seconds",
+            "When lbd last reloaded its configuration, in Unix time",
+            Kind::Gauge,
+            last.iter().map(|(at, _)| ((), at / 1000)),
+        )?;
+        family(
+            e,
+            "last_reload_success",
+            "1 when the last reload was applied, 0 when it was rejected",
+            Kind::Gauge,
+            last.iter().map(|(_, r)| ((), u64::from(r.is_ok()))),
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry of lbd's metrics over `shared` (it holds no strong reference).
+pub fn registry(shared: &Arc<Shared>) -> Registry {
+    let mut r = Registry::with_prefix("lbd");
+    r.register_collector(Box::new(StateCollector {
+        shared: Arc::downgrade(shared),
+    }));
+    r
+}
+
+/// The OpenMetrics text of `registry` now.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String does not fail; an encoding error would leave a partial text.
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        warn!("metrics encoding failed");
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let registry = Arc::new(registry(&shared));
+    drop(shared);
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    loop {
+        let sock = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!("metrics: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // dropped: closed unanswered
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            answer(sock, &registry).await;
+            drop(permit);
+        });
+    }
+}
+
+/// What was read of a request head.
+enum Head {
+    /// The request line (`GET /metrics HTTP/1.0`).
+    Line(String),
+    TooLong,
+    Incomplete,
+}
+
+async fn read_head(sock: &mut TcpStream) -> Head {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut n = 0;
+    loop {
+        let end = buf[..n]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .or_else(|| buf[..n].windows(2).position(|w| w == b"\n\n"));
+        if end.is_some() {
+            break;
+        }
+        if n == buf.len() {
+            return Head::TooLong;
+        }
+        match sock.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => {
+                // A client that sent a whole request line and closed its side is answered.
+                if buf[..n].contains(&b'\n') {
+                    break;
+                }
+                return Head::Incomplete;
+            }
+            Ok(k) => n += k,
+        }
+    }
+    let line = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
+    Head::Line(String::from_utf8_lossy(line).trim_end().to_string())
+}
+
+/// Status line, content type and body for a request line.
+fn route(line: &str, registry: &Registry) -> (&'static str, &'static str, String, bool) {
+    let mut parts = line.split_ascii_whitespace();
+    let method = parts.next().unwrap_or("");
+    let target = parts.next().unwrap_or("");
+    let path = target.split('?').next().unwrap_or("");
+    let head_only = method == "HEAD";
+    if (method == "GET" || head_only) && path == "/metrics" {
+        ("200 OK", CONTENT_TYPE, render(registry), head_only)
+    } else {
+        let body = "not found: lbd serves GET /metrics\n".to_string();
+        (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            body,
+            head_only,
+        )
+    }
+}
+
+async fn answer(mut sock: TcpStream, registry: &Registry) {
+    let head = match tokio::time::timeout(IO_TIMEOUT, read_head(&mut sock)).await {
+        Ok(h) => h,
+        Err(_) => return,
+    };
+    let (status, ctype, body, head_only) = match head {
+        Head::Line(line) => route(&line, registry),
+        Head::TooLong => (
+            "400 Bad Request",
+            "text/plain; charset=utf-8",
+            format!("request head longer than {MAX_REQUEST} bytes\n"),
+            false,
+        ),
+        Head::Incomplete => return,
+    };
+    let mut out = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    let _ = tokio::time::timeout(IO_TIMEOUT, async {
+        sock.write_all(&out).await?;
+        sock.shutdown().await
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::config::{AdminState, Config};
+
+    // Nothing is started: no listener, no monitor; the members are never contacted.
+    const CFG: &str = r#"
+[device]
+name = "lb-a"
+internal_address = "192.0.2.6"
+[virtual_servers.web]
+destination = "198.51.100.10:80"
+pool = "web"
+[[virtual_addresses]]
+address = "198.51.100.10"
+[pools.web]
+monitors = ["tcp", "http"]
+members = [{ address = "192.0.2.50:80" }, { address = "192.0.2.51:80" }]
+[monitors.tcp]
+type = "tcp"
+[monitors.http]
+type = "http"
+"#;
+
+    async fn get(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8(out).unwrap()
+    }
+
+    fn has(text: &str, line: &str) {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn scrape_reads_the_shared_state() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let shared = Shared::new(Config::from_toml(CFG, "t").unwrap(), None, 1);
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let task = tokio::spawn(serve(listener, shared.clone()));
+
+            let rt = shared.runtime.load_full();
+            let pool = rt.pools["web"].clone();
+            let m0 = &pool.members[0];
+            m0.counters.total.fetch_add(7, Ordering::Relaxed);
+            m0.counters.current.fetch_add(2, Ordering::Relaxed);
+            m0.counters.bytes_in.fetch_add(1500, Ordering::Relaxed);
+            m0.counters.bytes_out.fetch_add(90000, Ordering::Relaxed);
+            m0.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+            m0.set_verdict("tcp", Health::Up, "ok");
+            pool.members[1].set_verdict("http", Health::Down, "status 500");
+            pool.refresh();
+            let vs = &rt.virtual_servers["web"].counters;
+            vs.total.fetch_add(9, Ordering::Relaxed);
+            vs.refused.fetch_add(3, Ordering::Relaxed);
+
+            let text = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+            assert!(head.contains(&format!("Content-Type: {CONTENT_TYPE}")));
+            assert!(head.contains(&format!("Content-Length: {}", body.len())));
+            let vsl = r#"{virtual_server="web"}"#;
+            has(
+                body,
+                &format!("lbd_virtual_server_connections_total{vsl} 9"),
+            );
+            has(
+                body,
+                &format!("lbd_virtual_server_current_connections{vsl} 0"),
+            );
+            has(body, &format!("lbd_virtual_server_refused_total{vsl} 3"));
+            has(body, &format!("lbd_virtual_server_bytes_in_total{vsl} 0"));
+            has(body, &format!("lbd_virtual_server_available{vsl} 1"));
+            has(body, "# TYPE lbd_virtual_server_connections counter");
+            has(body, "# TYPE lbd_virtual_server_current_connections gauge");
+            has(
+                body,
+                r#"lbd_virtual_address_advertised{address="198.51.100.10"} 1"#,
+            );
+            has(body, r#"lbd_pool_members_available{pool="web"} 1"#);
+            has(body, r#"lbd_pool_members{pool="web"} 2"#);
+            let m0l = r#"{pool="web",member="192.0.2.50:80"}"#;
+            let m1l = r#"{pool="web",member="192.0.2.51:80"}"#;
+            has(body, &format!("lbd_member_connections_total{m0l} 7"));
+            has(body, &format!("lbd_member_current_connections{m0l} 2"));
+            has(body, &format!("lbd_member_bytes_in_total{m0l} 1500"));
+            has(body, &format!("lbd_member_bytes_out_total{m0l} 90000"));
+            has(body, &format!("lbd_member_connect_failures_total{m0l} 1"));
+            has(body, &format!("lbd_member_up{m0l} 1"));
+            has(body, &format!("lbd_member_up{m1l} 0"));
+            has(
+                body,
+                r#"lbd_member_monitor_state{pool="web",member="192.0.2.50:80",monitor="tcp"} 1"#,
+            );
+            has(
+                body,
+                r#"lbd_member_monitor_state{pool="web",member="192.0.2.50:80",monitor="http"} 0"#,
+            );
+            has(
+                body,
+                r#"lbd_member_monitor_state{pool="web",member="192.0.2.51:80",monitor="http"} 2"#,
+            );
+            has(body, "lbd_connection_table_entries 0");
+            has(body, "lbd_persistence_records 0");
+            has(
+                body,
+                &format!("lbd_start_time_seconds {}", shared.started_ms / 1000),
+            );
+            assert!(
+                !body.lines().any(|l| l.starts_with("lbd_last_reload")),
+                "no reload yet"
+            );
+            assert!(body.ends_with("# EOF\n"));
+            // Every family once (OpenMetrics wants unique names).
+            let mut types: Vec<&str> = body.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+            let n = types.len();
+            types.sort();
+            types.dedup();
+            assert_eq!(types.len(), n);
+
+            // Values are read at each scrape; an admin change shows at once.
+            m0.set_admin(AdminState::Disabled);
+            pool.refresh();
+            m0.counters.total.fetch_add(1, Ordering::Relaxed);
+            let body = get(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").await;
+            has(&body, &format!("lbd_member_up{m0l} 0"));
+            has(&body, &format!("lbd_member_connections_total{m0l} 8"));
+            has(&body, r#"lbd_pool_members_available{pool="web"} 0"#);
+            has(&body, &format!("lbd_virtual_server_available{vsl} 0"));
+            has(
+                &body,
+                r#"lbd_virtual_address_advertised{address="198.51.100.10"} 0"#,
+            );
+
+            let head = get(addr, b"HEAD /metrics HTTP/1.0\r\n\r\n").await;
+            assert!(head.starts_with("HTTP/1.0 200 OK"));
+            assert!(head.ends_with("\r\n\r\n"), "HEAD has no body");
+
+            for req in [
+                &b"GET / HTTP/1.0\r\n\r\n"[..],
+                b"GET /metricsx HTTP/1.0\r\n\r\n",
+                b"POST /metrics HTTP/1.0\r\n\r\n",
+                b"garbage\n\n",
+            ] {
+                let r = get(addr, req).await;
+                assert!(r.starts_with("HTTP/1.0 404 Not Found\r\n"), "{r}");
+            }
+            // A request line then EOF (netcat style) is answered.
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /metrics HTTP/1.0\n").await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            assert!(out.starts_with("HTTP/1.0 200 OK"));
+            // An endless head is cut off at 8 KiB.
+            let r = get(addr, &[b'A'; MAX_REQUEST]).await;
+            assert!(r.starts_with("HTTP/1.0 400 Bad Request"), "{r}");
+            task.abort();
+        })
+        .await
+        .expect("test took too long");
+    }
+
+    #[test]
+    fn nothing_is_rendered_once_the_daemon_is_gone() {
+        let shared = Shared::new(Config::from_toml(CFG, "t").unwrap(), None, 1);
+        let r = registry(&shared);
+        assert!(render(&r).contains("lbd_member_up"));
+        drop(shared);
+        assert_eq!(render(&r), "# EOF\n");
+    }
 }

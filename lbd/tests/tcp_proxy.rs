@@ -309,3 +309,45 @@ fn bad_clients_and_bad_members_never_crash_or_leak() {
     assert_eq!(after, before);
     assert!(lbd.alive());
 }
+
+#[test]
+fn source_address_persistence_sticks_a_client_to_one_member_until_it_is_deleted() {
+    let a = Server::start("a", Behaviour::NameThenEcho);
+    let b = Server::start("b", Behaviour::NameThenEcho);
+    let port = free_port();
+    let lbd = Lbd::start(&format!(
+        "{}\n[persistence.src]\ntype = \"source-address\"\nmask = 24\ntimeout = \"1m\"\n",
+        vs_body(port, &[a.addr, b.addr], "persistence = \"src\"", "")
+    ));
+    // Round-robin would alternate; the record keeps every connection from 127.0.0.0/24 on
+    // the member the first one got.
+    let first = read_line(&mut connect(vip(port)));
+    for _ in 0..6 {
+        assert_eq!(read_line(&mut connect(vip(port))), first);
+    }
+    let recs = lbd.ok(json!({"cmd": "show-persistence"}));
+    let recs = recs.as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["key"], "127.0.0.0/24");
+    assert_eq!(recs[0]["virtual_server"], "web");
+    let member = if first == "a" { a.addr } else { b.addr };
+    assert_eq!(recs[0]["member"], member.to_string());
+    // A disabled member still takes its persisted clients; a forced-offline one does not.
+    lbd.ok(
+        json!({"cmd": "member", "pool": "web", "member": member.to_string(), "state": "disabled"}),
+    );
+    assert_eq!(read_line(&mut connect(vip(port))), first);
+    lbd.ok(json!({"cmd": "member", "pool": "web", "member": member.to_string(), "state": "forced-offline"}));
+    let other = read_line(&mut connect(vip(port)));
+    assert_ne!(other, first);
+    lbd.ok(
+        json!({"cmd": "member", "pool": "web", "member": member.to_string(), "state": "enabled"}),
+    );
+    // The new connection made a new record pointing at the other member; deleting it lets
+    // the method choose again.
+    assert_eq!(read_line(&mut connect(vip(port))), other);
+    let d = lbd.ok(json!({"cmd": "delete-persistence", "profile": "src"}));
+    assert_eq!(d["deleted"], 1, "{d}");
+    let names: Vec<String> = (0..2).map(|_| read_line(&mut connect(vip(port)))).collect();
+    assert!(names.contains(&first), "{names:?}");
+}

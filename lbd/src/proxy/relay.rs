@@ -1,10 +1,11 @@
 //! The TCP relay: copies bytes both ways between the client and the member connection in one
 //! task, with half-close, an idle timeout and bounded buffers.
 //!
-//! - Each direction owns one buffer of at most [`BUF`] bytes, allocated the first time that
-//!   direction has something to read: a connection that sends nothing costs no buffer, and a
-//!   connection never holds more than `2 × BUF` bytes however fast one side sends and however
-//!   slowly the other reads (back-pressure is the kernel's socket buffers).
+//! - Each direction uses one buffer of [`BUF`] bytes, taken from a per-worker pool when that
+//!   direction has something to read and given back as soon as it is empty again: an idle
+//!   connection holds no buffer, and a connection never holds more than `2 × BUF` bytes however
+//!   fast one side sends and however slowly the other reads (back-pressure is the kernel's
+//!   socket buffers).
 //! - Half-close (RFC 9293 §3.6): end of stream from one side is passed on as `shutdown(SHUT_WR)`
 //!   to the other once everything read before it was written; the other direction goes on
 //!   until it ends too.
@@ -17,6 +18,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
@@ -45,8 +47,33 @@ pub struct Sinks<'a> {
     pub counters: [&'a AtomicU64; 3],
 }
 
+thread_local! {
+    /// Spare relay buffers of this worker thread: a connection takes one when it first has
+    /// something to read and gives it back when it ends, so the common short connection
+    /// costs neither an allocation nor zeroing. At most [`POOL_MAX`] are kept.
+    static POOL: std::cell::RefCell<Vec<Box<[MaybeUninit<u8>]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most spare buffers kept per worker thread (4 MiB).
+const POOL_MAX: usize = 256;
+
+fn take_buf() -> Box<[MaybeUninit<u8>]> {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Box::new_uninit_slice(BUF))
+}
+
+fn give_buf(b: Box<[MaybeUninit<u8>]>) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(b);
+        }
+    });
+}
+
 struct Half {
-    buf: Option<Box<[u8]>>,
+    /// Bytes `start..end` are initialized (read from the socket) and not yet written.
+    buf: Option<Box<[MaybeUninit<u8>]>>,
     start: usize,
     end: usize,
     read_done: bool,
@@ -70,6 +97,11 @@ impl Half {
         self.shut
     }
 
+    /// Read end of stream and wrote out everything before it.
+    fn drained(&self) -> bool {
+        self.read_done && self.start == self.end
+    }
+
     /// Moves what it can from `from` to `to`. Ready(Ok(true)) when the direction is finished;
     /// Ready(Ok(false)) when progress was made (poll again); Pending otherwise.
     fn poll_copy(
@@ -79,6 +111,7 @@ impl Half {
         mut to: Pin<&mut TcpStream>,
         sinks: &Sinks<'_>,
         moved: &mut bool,
+        shutdown: bool,
     ) -> Poll<io::Result<()>> {
         loop {
             if self.shut {
@@ -87,7 +120,14 @@ impl Half {
             // Write out what is buffered.
             while self.start < self.end {
                 let buf = self.buf.as_ref().expect("buffer when data");
-                let n = ready!(to.as_mut().poll_write(cx, &buf[self.start..self.end]))?;
+                // SAFETY: bytes start..end were filled by a read (ReadBuf tracks it).
+                let data = unsafe {
+                    std::slice::from_raw_parts(
+                        buf[self.start..].as_ptr().cast::<u8>(),
+                        self.end - self.start,
+                    )
+                };
+                let n = ready!(to.as_mut().poll_write(cx, data))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -96,6 +136,11 @@ impl Half {
             self.start = 0;
             self.end = 0;
             if self.read_done {
+                if !shutdown {
+                    // The caller decides whether end of stream is passed on (it is not when
+                    // both directions ended: closing says it all).
+                    return Poll::Ready(Ok(()));
+                }
                 ready!(to.as_mut().poll_shutdown(cx))?;
                 self.shut = true;
                 return Poll::Ready(Ok(()));
@@ -103,11 +148,17 @@ impl Half {
             // Read more: wait for readiness before taking a buffer.
             if self.buf.is_none() {
                 ready!(from.poll_read_ready(cx))?;
-                self.buf = Some(vec![0u8; BUF].into_boxed_slice());
+                self.buf = Some(take_buf());
             }
             let buf = self.buf.as_mut().expect("allocated");
-            let mut rb = ReadBuf::new(buf);
-            ready!(from.as_mut().poll_read(cx, &mut rb))?;
+            let mut rb = ReadBuf::uninit(buf);
+            if from.as_mut().poll_read(cx, &mut rb)?.is_pending() {
+                // Nothing to read and nothing buffered: an idle direction holds no buffer.
+                if let Some(b) = self.buf.take() {
+                    give_buf(b);
+                }
+                return Poll::Pending;
+            }
             let n = rb.filled().len();
             if n == 0 {
                 self.read_done = true;
@@ -168,36 +219,39 @@ impl Future for Relay<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let mut moved = false;
-        let up = if this.up.done() {
-            Poll::Ready(Ok(()))
-        } else {
-            this.up.poll_copy(
-                cx,
-                Pin::new(&mut *this.client),
-                Pin::new(&mut *this.server),
-                &this.up_sinks,
-                &mut moved,
-            )
-        };
-        if let Poll::Ready(Err(e)) = up {
-            return Poll::Ready(Err(e));
-        }
-        let down = if this.down.done() {
-            Poll::Ready(Ok(()))
-        } else {
-            this.down.poll_copy(
-                cx,
-                Pin::new(&mut *this.server),
-                Pin::new(&mut *this.client),
-                &this.down_sinks,
-                &mut moved,
-            )
-        };
-        if let Poll::Ready(Err(e)) = down {
-            return Poll::Ready(Err(e));
-        }
-        if this.up.done() && this.down.done() {
-            return Poll::Ready(Ok(RelayEnd::Closed));
+        // First pass: move data, without passing end of stream on yet.
+        for shutdown in [false, true] {
+            if !this.up.done() {
+                let r = this.up.poll_copy(
+                    cx,
+                    Pin::new(&mut *this.client),
+                    Pin::new(&mut *this.server),
+                    &this.up_sinks,
+                    &mut moved,
+                    shutdown,
+                );
+                if let Poll::Ready(Err(e)) = r {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if !this.down.done() {
+                let r = this.down.poll_copy(
+                    cx,
+                    Pin::new(&mut *this.server),
+                    Pin::new(&mut *this.client),
+                    &this.down_sinks,
+                    &mut moved,
+                    shutdown,
+                );
+                if let Poll::Ready(Err(e)) = r {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            // Both sides ended and everything was written: closing both sockets passes the
+            // ends on; no shutdown(2) needed.
+            if (this.up.done() || this.up.drained()) && (this.down.done() || this.down.drained()) {
+                return Poll::Ready(Ok(RelayEnd::Closed));
+            }
         }
         if moved {
             this.last = Instant::now();
@@ -215,6 +269,14 @@ impl Future for Relay<'_> {
                     this.timer.as_mut().reset(deadline);
                 }
             }
+        }
+    }
+}
+
+impl Drop for Half {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            give_buf(b);
         }
     }
 }

@@ -97,8 +97,13 @@ async fn handle(
         reset(&client);
         return;
     }
-    let _ = client.set_nodelay(true);
-    let vip = client.local_addr().unwrap_or(key.0);
+    // TCP_NODELAY is inherited from the listener. The listener's own address is the VIP
+    // unless it is a wildcard.
+    let vip = if key.0.ip().is_unspecified() {
+        client.local_addr().unwrap_or(key.0)
+    } else {
+        key.0
+    };
     if let Err(e) = proxy(&shared, &vs, client, peer, vip).await {
         debug!(virtual_server = %vs.name, client = %peer, "connection ended: {e}");
     }

@@ -1,0 +1,1 @@
+//! netaddr (being written).

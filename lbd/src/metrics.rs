@@ -10,6 +10,7 @@
 //! | `virtual_server_connections_total` | `virtual_server` | connections accepted |
 //! | `virtual_server_bytes_in_total` / `_bytes_out_total` | `virtual_server` | client → member / member → client |
 //! | `virtual_server_refused_total` | `virtual_server` | refused: connection limit or no available member |
+//! | `virtual_server_dropped_datagrams_total` | `virtual_server` | UDP datagrams dropped on a full socket buffer |
 //! | `virtual_server_connect_failures_total` | `virtual_server` | failed connects to members |
 //! | `virtual_server_available` | `virtual_server` | 1: enabled and its pool has an available member |
 //! | `virtual_address_advertised` | `address` | 1: route health injection wants it advertised |
@@ -128,7 +129,7 @@ impl Collector for StateCollector {
             })
             .collect();
         type VsPick = fn(&crate::state::CounterValues) -> u64;
-        let vs_families: [(&str, &str, Kind, VsPick); 6] = [
+        let vs_families: [(&str, &str, Kind, VsPick); 7] = [
             (
                 "virtual_server_current_connections",
                 "Connections (UDP flows) open now",
@@ -158,6 +159,12 @@ impl Collector for StateCollector {
                 "Connections refused by the connection limit or for want of an available member",
                 Kind::Counter,
                 |c| c.refused,
+            ),
+            (
+                "virtual_server_dropped_datagrams",
+                "UDP datagrams of established flows dropped on a full socket buffer",
+                Kind::Counter,
+                |c| c.dropped,
             ),
             (
                 "virtual_server_connect_failures",

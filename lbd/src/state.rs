@@ -36,6 +36,8 @@ pub struct Counters {
     /// Connections refused by the connection limit (virtual servers) or for want of an
     /// available member.
     pub refused: AtomicU64,
+    /// UDP datagrams of established flows dropped because a socket buffer was full.
+    pub dropped: AtomicU64,
 }
 
 /// Counters as plain numbers.
@@ -47,6 +49,8 @@ pub struct CounterValues {
     pub bytes_out: u64,
     pub connect_failures: u64,
     pub refused: u64,
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 impl Counters {
@@ -58,6 +62,7 @@ impl Counters {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             connect_failures: self.connect_failures.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
 }

@@ -157,6 +157,7 @@ impl Flow {
 
     fn count_dropped(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.vs.counters.dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 

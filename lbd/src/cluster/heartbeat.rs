@@ -1,1 +1,0 @@
-//! heartbeat (being written).

@@ -1,0 +1,515 @@
+use super::*;
+use proptest::prelude::*;
+
+fn key() -> GroupKey {
+    GroupKey::from_bytes(b"0123456789abcdef0123456789abcdef").unwrap()
+}
+
+fn sample() -> Heartbeat {
+    Heartbeat {
+        device: "lb-a".into(),
+        epoch: 1_700_000_000_000,
+        seq: 42,
+        sent_ms: 1_700_000_004_200,
+        eligible: true,
+        active: vec!["tg-1".into(), "tg-2".into()],
+        orders: vec![Order {
+            id: 1_700_000_000_000_001,
+            traffic_group: "tg-3".into(),
+            to: "lb-b".into(),
+        }],
+    }
+}
+
+fn hb(device: &str, epoch: u64, seq: u64) -> Heartbeat {
+    Heartbeat {
+        device: device.into(),
+        epoch,
+        seq,
+        ..sample()
+    }
+}
+
+fn guard() -> ReplayGuard {
+    let devices = ["lb-a", "lb-b", "lb-c"].map(String::from);
+    ReplayGuard::new(&devices, "lb-c")
+}
+
+/// An authenticated datagram from hand-written bytes (tag appended), to reach the parser.
+fn sealed(body: &[u8]) -> Vec<u8> {
+    seal(body.to_vec(), &key()).unwrap()
+}
+
+/// The body of `sample()`'s datagram, without its tag.
+fn sample_body() -> Vec<u8> {
+    let d = encode(&sample(), &key()).unwrap();
+    d[..d.len() - TAG_LEN].to_vec()
+}
+
+#[test]
+fn round_trip_sample() {
+    let d = encode(&sample(), &key()).unwrap();
+    assert_eq!(&d[..4], b"SLHB");
+    assert_eq!(d[4], 1);
+    assert_eq!(d[5], 0);
+    assert_eq!(decode(&d, &key()).unwrap(), sample());
+}
+
+#[test]
+fn round_trip_empty_lists_and_extremes() {
+    let h = Heartbeat {
+        device: "d".into(),
+        epoch: 0,
+        seq: u64::MAX,
+        sent_ms: u64::MAX,
+        eligible: false,
+        active: vec![],
+        orders: vec![],
+    };
+    let d = encode(&h, &key()).unwrap();
+    assert_eq!(d.len(), HEADER_LEN + 2 + 24 + 1 + 2 + 2 + TAG_LEN);
+    assert_eq!(decode(&d, &key()).unwrap(), h);
+}
+
+#[test]
+fn round_trip_64_byte_names_and_many_entries() {
+    let long = "x".repeat(64);
+    // 64 bytes of UTF-8 in 16 characters.
+    let wide = "\u{1F600}".repeat(16);
+    assert_eq!(wide.len(), 64);
+    let h = Heartbeat {
+        device: long.clone(),
+        active: (0..30).map(|i| format!("traffic-group-{i}")).collect(),
+        orders: (0..8)
+            .map(|i| Order {
+                id: i,
+                traffic_group: format!("tg-{i}"),
+                to: if i % 2 == 0 {
+                    long.clone()
+                } else {
+                    wide.clone()
+                },
+            })
+            .collect(),
+        ..sample()
+    };
+    let d = encode(&h, &key()).unwrap();
+    assert!(d.len() <= MAX_DATAGRAM);
+    assert_eq!(decode(&d, &key()).unwrap(), h);
+}
+
+#[test]
+fn encode_rejects_bad_names_and_oversize() {
+    let too_long = Heartbeat {
+        device: "x".repeat(65),
+        ..sample()
+    };
+    assert!(matches!(
+        encode(&too_long, &key()),
+        Err(HeartbeatError::Malformed("device"))
+    ));
+    let empty_tg = Heartbeat {
+        active: vec![String::new()],
+        ..sample()
+    };
+    assert!(matches!(
+        encode(&empty_tg, &key()),
+        Err(HeartbeatError::Malformed("active traffic group"))
+    ));
+    let huge = Heartbeat {
+        active: (0..40).map(|i| format!("{i:0>40}")).collect(),
+        ..sample()
+    };
+    assert!(matches!(
+        encode(&huge, &key()),
+        Err(HeartbeatError::TooLarge(n)) if n > MAX_DATAGRAM
+    ));
+    let many_orders = Heartbeat {
+        orders: (0..100)
+            .map(|id| Order {
+                id,
+                traffic_group: "tg".into(),
+                to: "lb-b".into(),
+            })
+            .collect(),
+        ..sample()
+    };
+    assert!(matches!(
+        encode(&many_orders, &key()),
+        Err(HeartbeatError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn every_flipped_bit_is_rejected() {
+    let d = encode(&sample(), &key()).unwrap();
+    for i in 0..d.len() {
+        for bit in 0..8 {
+            let mut bad = d.clone();
+            bad[i] ^= 1 << bit;
+            assert!(
+                matches!(decode(&bad, &key()), Err(HeartbeatError::BadTag)),
+                "byte {i} bit {bit}"
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_key_is_bad_tag() {
+    let d = encode(&sample(), &key()).unwrap();
+    let other = GroupKey::from_bytes(b"0123456789abcdef0123456789abcdeF").unwrap();
+    assert!(matches!(decode(&d, &other), Err(HeartbeatError::BadTag)));
+}
+
+#[test]
+fn every_truncation_and_extension_is_rejected() {
+    let d = encode(&sample(), &key()).unwrap();
+    for len in 0..d.len() {
+        let err = decode(&d[..len], &key()).unwrap_err();
+        if len < HEADER_LEN + TAG_LEN {
+            assert!(matches!(err, HeartbeatError::Truncated { .. }), "{len}");
+        } else {
+            assert!(matches!(err, HeartbeatError::BadTag), "{len}");
+        }
+    }
+    let mut longer = d.clone();
+    longer.push(0);
+    assert!(matches!(
+        decode(&longer, &key()),
+        Err(HeartbeatError::BadTag)
+    ));
+    let mut oversize = d;
+    oversize.resize(MAX_DATAGRAM + 1, 0);
+    assert!(matches!(
+        decode(&oversize, &key()),
+        Err(HeartbeatError::TooLarge(1401))
+    ));
+}
+
+#[test]
+fn authenticated_but_malformed_is_rejected() {
+    // Every strict prefix of a correct body, properly tagged: the parser runs off the end.
+    let body = sample_body();
+    for len in HEADER_LEN..body.len() {
+        assert!(
+            matches!(
+                decode(&sealed(&body[..len]), &key()),
+                Err(HeartbeatError::Malformed(_))
+            ),
+            "{len}"
+        );
+    }
+    // Trailing bytes inside the authenticated part.
+    let mut trailing = body.clone();
+    trailing.extend_from_slice(&[0, 0, 0]);
+    assert!(matches!(
+        decode(&sealed(&trailing), &key()),
+        Err(HeartbeatError::TrailingBytes(3))
+    ));
+
+    let with = |at: usize, byte: u8| {
+        let mut b = body.clone();
+        b[at] = byte;
+        decode(&sealed(&b), &key())
+    };
+    assert!(matches!(with(0, b'X'), Err(HeartbeatError::BadMagic)));
+    assert!(matches!(
+        with(4, 2),
+        Err(HeartbeatError::UnsupportedVersion(2))
+    ));
+    assert!(matches!(
+        with(5, 1),
+        Err(HeartbeatError::Malformed("flags"))
+    ));
+    // Device name length 0, then 65.
+    assert!(matches!(
+        with(6, 0),
+        Err(HeartbeatError::Malformed("device"))
+    ));
+    assert!(matches!(
+        with(6, 65),
+        Err(HeartbeatError::Malformed("device"))
+    ));
+    // Invalid UTF-8 in the device name "lb-a".
+    assert!(matches!(
+        with(7, 0xff),
+        Err(HeartbeatError::Malformed("device"))
+    ));
+    // eligible is after magic+version+flags (6), name (1 + 4), three u64 (24).
+    let eligible_at = 6 + 5 + 24;
+    assert_eq!(body[eligible_at], 1);
+    assert!(matches!(
+        with(eligible_at, 2),
+        Err(HeartbeatError::Malformed("eligible"))
+    ));
+    // An active count far beyond what is there.
+    let mut b = body.clone();
+    b[eligible_at + 1] = 0xff;
+    b[eligible_at + 2] = 0xff;
+    assert!(matches!(
+        decode(&sealed(&b), &key()),
+        Err(HeartbeatError::Malformed(_))
+    ));
+}
+
+#[test]
+fn replay_guard_orders_by_epoch_then_seq() {
+    let mut g = guard();
+    g.check(&hb("lb-a", 10, 5)).unwrap();
+    assert_eq!(g.last_accepted("lb-a"), Some((10, 5)));
+    // The same heartbeat again.
+    assert!(matches!(
+        g.check(&hb("lb-a", 10, 5)),
+        Err(HeartbeatError::Replayed {
+            epoch: 10,
+            seq: 5,
+            last_epoch: 10,
+            last_seq: 5,
+            ..
+        })
+    ));
+    // An older seq.
+    assert!(matches!(
+        g.check(&hb("lb-a", 10, 4)),
+        Err(HeartbeatError::Replayed { .. })
+    ));
+    g.check(&hb("lb-a", 10, 6)).unwrap();
+    // Gaps are fine (lost datagrams).
+    g.check(&hb("lb-a", 10, 100)).unwrap();
+    // A restart: new epoch, seq 0.
+    g.check(&hb("lb-a", 11, 0)).unwrap();
+    // The old epoch, even with a higher seq, is over.
+    let err = g.check(&hb("lb-a", 10, 101)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "replayed heartbeat from lb-a (epoch 10 seq 101, last 11 0)"
+    );
+    assert_eq!(g.last_accepted("lb-a"), Some((11, 0)));
+    // Devices are tracked independently.
+    g.check(&hb("lb-b", 1, 0)).unwrap();
+    assert_eq!(g.last_accepted("lb-b"), Some((1, 0)));
+}
+
+#[test]
+fn replay_of_same_datagram_is_rejected() {
+    let mut g = guard();
+    let d = encode(&sample(), &key()).unwrap();
+    g.check(&decode(&d, &key()).unwrap()).unwrap();
+    assert!(matches!(
+        g.check(&decode(&d, &key()).unwrap()),
+        Err(HeartbeatError::Replayed { .. })
+    ));
+}
+
+#[test]
+fn resumed_device_backlog_is_accepted_in_order() {
+    // A peer that was stopped and resumed: its queued heartbeats arrive in order, then a
+    // duplicated stale one is rejected and must not refresh anything.
+    let mut g = guard();
+    for seq in 0..50 {
+        g.check(&hb("lb-b", 7, seq)).unwrap();
+    }
+    assert!(g.check(&hb("lb-b", 7, 20)).is_err());
+    assert_eq!(g.last_accepted("lb-b"), Some((7, 49)));
+}
+
+#[test]
+fn unknown_device_and_myself_are_rejected() {
+    let mut g = guard();
+    assert!(matches!(
+        g.check(&hb("lb-z", 1, 1)),
+        Err(HeartbeatError::UnknownDevice(d)) if d == "lb-z"
+    ));
+    assert!(matches!(
+        g.check(&hb("lb-c", 1, 1)),
+        Err(HeartbeatError::FromMyself)
+    ));
+    // Rejections record nothing.
+    assert_eq!(g.last_accepted("lb-z"), None);
+    assert_eq!(g.last_accepted("lb-c"), None);
+}
+
+#[test]
+fn group_key_constructors() {
+    assert!(matches!(
+        GroupKey::from_bytes(&[0; 15]),
+        Err(HeartbeatError::KeyTooShort(15))
+    ));
+    assert!(GroupKey::from_bytes(&[0; 16]).is_ok());
+    assert!(matches!(
+        GroupKey::from_hex("00112233"),
+        Err(HeartbeatError::KeyTooShort(4))
+    ));
+    assert!(matches!(
+        GroupKey::from_hex("0g112233445566778899aabbccddeeff"),
+        Err(HeartbeatError::KeyNotHex)
+    ));
+    assert!(matches!(
+        GroupKey::from_hex("0011223344556677889"),
+        Err(HeartbeatError::KeyNotHex)
+    ));
+    let spaced = "30313233343536373839616263646566 30313233343536373839616263646566";
+    assert!(matches!(
+        GroupKey::from_hex(spaced),
+        Err(HeartbeatError::KeyNotHex)
+    ));
+    // Hex and raw forms of the same key authenticate the same datagrams.
+    let hex =
+        GroupKey::from_hex("\n 3031323334353637383961626364656630313233343536373839616263646566\n")
+            .unwrap();
+    let d = encode(&sample(), &hex).unwrap();
+    assert!(decode(&d, &key()).is_ok());
+    let upper = GroupKey::from_hex(
+        "3031323334353637383961626364656630313233343536373839616263646566"
+            .to_uppercase()
+            .as_str(),
+    )
+    .unwrap();
+    assert!(decode(&d, &upper).is_ok());
+}
+
+#[test]
+fn group_key_from_file() {
+    let dir = std::env::temp_dir().join(format!("lbd-hb-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = encode(&sample(), &key()).unwrap();
+
+    let hex = dir.join("hex");
+    std::fs::write(
+        &hex,
+        "3031323334353637383961626364656630313233343536373839616263646566\n",
+    )
+    .unwrap();
+    assert!(decode(&d, &GroupKey::from_file(&hex).unwrap()).is_ok());
+
+    // Raw bytes (not all hex digits), surrounding whitespace trimmed.
+    let raw = dir.join("raw");
+    std::fs::write(&raw, b"  correct horse battery staple\r\n").unwrap();
+    let raw_key = GroupKey::from_bytes(b"correct horse battery staple").unwrap();
+    let raw_d = encode(&sample(), &raw_key).unwrap();
+    assert!(decode(&raw_d, &GroupKey::from_file(&raw).unwrap()).is_ok());
+    let binary = dir.join("binary");
+    let bytes: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37) | 0x80).collect();
+    std::fs::write(&binary, &bytes).unwrap();
+    let bin_d = encode(&sample(), &GroupKey::from_bytes(&bytes).unwrap()).unwrap();
+    assert!(decode(&bin_d, &GroupKey::from_file(&binary).unwrap()).is_ok());
+    // The documented ambiguity: a file of an even number of hex digits is read as hex.
+    let hexlike = dir.join("hexlike");
+    std::fs::write(&hexlike, b"0123456789abcdef0123456789abcdef").unwrap();
+    let as_hex = GroupKey::from_hex("0123456789abcdef0123456789abcdef").unwrap();
+    let hex_d = encode(&sample(), &as_hex).unwrap();
+    assert!(decode(&hex_d, &GroupKey::from_file(&hexlike).unwrap()).is_ok());
+
+    let short = dir.join("short");
+    std::fs::write(&short, b"tooshort\n").unwrap();
+    assert!(matches!(
+        GroupKey::from_file(&short),
+        Err(HeartbeatError::KeyTooShort(8))
+    ));
+
+    let missing = dir.join("missing");
+    let err = GroupKey::from_file(&missing).unwrap_err();
+    assert!(matches!(err, HeartbeatError::KeyFile { .. }));
+    assert!(err.to_string().starts_with("cannot read group key file "));
+
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn group_key_debug_hides_the_key() {
+    let shown = format!("{:?}", key());
+    assert_eq!(shown, "GroupKey(<redacted>)");
+    assert!(!shown.contains("0123"));
+}
+
+#[test]
+fn error_messages_are_one_line_lowercase() {
+    let errors = [
+        HeartbeatError::Truncated { len: 3, min: 38 },
+        HeartbeatError::BadMagic,
+        HeartbeatError::UnsupportedVersion(9),
+        HeartbeatError::BadTag,
+        HeartbeatError::Malformed("device"),
+        HeartbeatError::TrailingBytes(2),
+        HeartbeatError::TooLarge(2000),
+        HeartbeatError::Replayed {
+            device: "lb-a".into(),
+            epoch: 1,
+            seq: 2,
+            last_epoch: 3,
+            last_seq: 4,
+        },
+        HeartbeatError::UnknownDevice("lb-z".into()),
+        HeartbeatError::FromMyself,
+        HeartbeatError::KeyTooShort(3),
+        HeartbeatError::KeyNotHex,
+    ];
+    for e in errors {
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "{s}");
+        assert!(s.starts_with(|c: char| c.is_ascii_lowercase()), "{s}");
+    }
+    assert_eq!(
+        HeartbeatError::UnsupportedVersion(9).to_string(),
+        "unsupported heartbeat version 9"
+    );
+}
+
+fn name() -> impl Strategy<Value = String> {
+    // ASCII up to the 64-byte limit, or any printable characters within it (<= 4 bytes each).
+    prop_oneof!["[a-zA-Z0-9._-]{1,64}", "\\PC{1,16}"]
+}
+
+fn heartbeat() -> impl Strategy<Value = Heartbeat> {
+    let order = (any::<u64>(), name(), name()).prop_map(|(id, traffic_group, to)| Order {
+        id,
+        traffic_group,
+        to,
+    });
+    (
+        name(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<bool>(),
+        // At most 133 + 8 * 65 + 4 * 138 = 1205 bytes: always within MAX_DATAGRAM.
+        prop::collection::vec(name(), 0..=8),
+        prop::collection::vec(order, 0..=4),
+    )
+        .prop_map(
+            |(device, epoch, seq, sent_ms, eligible, active, orders)| Heartbeat {
+                device,
+                epoch,
+                seq,
+                sent_ms,
+                eligible,
+                active,
+                orders,
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..1500)) {
+        let _ = decode(&bytes, &key());
+    }
+
+    #[test]
+    fn parser_never_panics_on_authenticated_garbage(
+        tail in prop::collection::vec(any::<u8>(), 0..1300)
+    ) {
+        // Past the tag check: a valid header followed by arbitrary bytes.
+        let mut body = b"SLHB\x01\x00".to_vec();
+        body.extend_from_slice(&tail);
+        let _ = decode(&sealed(&body), &key());
+    }
+
+    #[test]
+    fn encode_decode_round_trips(h in heartbeat()) {
+        let d = encode(&h, &key()).unwrap();
+        prop_assert!(d.len() <= MAX_DATAGRAM);
+        prop_assert_eq!(decode(&d, &key()).unwrap(), h);
+    }
+}

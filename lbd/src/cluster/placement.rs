@@ -18,7 +18,8 @@
 //!   or this device's own active set) and are usable are its *claimants*; the *holder* is the
 //!   claimant earliest in the effective HA order (the TG's `ha_order`, or the group's device list
 //!   when that is empty; devices outside it rank last, by name). *Held since* is when this device
-//!   first saw the holder claim it.
+//!   first saw the holder claim it (a claim heard while listening after start counts as older
+//!   than this device's own return).
 //! - **Placement** ([`place`]), per traffic group, first match wins:
 //!   1. the newest order for the TG, if it names a usable device: that device;
 //!   2. the holder — unless `auto_failback` is on and a usable device earlier in HA order has
@@ -201,11 +202,7 @@ fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule) {
             return (Some(o.to.clone()), Rule::Order { id: o.id });
         }
     }
-    let holder = view
-        .devices
-        .iter()
-        .filter(|d| d.usable && d.holds.contains_key(&tg.name))
-        .min_by(|a, b| (rank(&a.name), &a.name).cmp(&(rank(&b.name), &b.name)));
+    let holder = holder_of(tg, view, &order);
     if let Some(h) = holder {
         if tg.auto_failback {
             let held_for = h.holds[&tg.name];
@@ -618,10 +615,24 @@ impl Placement {
             (Some(p), false) => (p.usable_since.filter(|_| p.eligible), p.holds.clone()),
             _ => (None, BTreeMap::new()),
         };
+        // A claim first heard while this device listens after its start predates it: date it
+        // just before this device became usable, so that every device agrees this device came
+        // back after the holder took the TG (auto-failback to it is due, as its peers see it).
+        let claim_since = match (self.phase, self.usable_since) {
+            (Phase::Listening { .. }, Some(s)) => {
+                s.checked_sub(Duration::from_nanos(1)).unwrap_or(s)
+            }
+            _ => now,
+        };
         let holds = hb
             .active
             .iter()
-            .map(|tg| (tg.clone(), old_holds.get(tg).copied().unwrap_or(now)))
+            .map(|tg| {
+                (
+                    tg.clone(),
+                    old_holds.get(tg).copied().unwrap_or(claim_since),
+                )
+            })
             .collect();
         let usable_since = if hb.eligible {
             Some(was_usable_since.unwrap_or(now))
@@ -933,13 +944,19 @@ impl Placement {
 
 /// The claimant earliest in HA order (see the module documentation).
 fn holder(tg: &TrafficGroupSpec, view: &View) -> Option<String> {
-    let order = effective_order(tg, view);
+    holder_of(tg, view, &effective_order(tg, view)).map(|d| d.name.clone())
+}
+
+fn holder_of<'v>(
+    tg: &TrafficGroupSpec,
+    view: &'v View,
+    order: &[String],
+) -> Option<&'v DeviceView> {
     let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
     view.devices
         .iter()
         .filter(|d| d.usable && d.holds.contains_key(&tg.name))
         .min_by(|a, b| (rank(&a.name), &a.name).cmp(&(rank(&b.name), &b.name)))
-        .map(|d| d.name.clone())
 }
 
 #[cfg(test)]

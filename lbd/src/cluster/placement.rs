@@ -1,1 +1,963 @@
-//! placement (being written).
+//! Traffic-group placement: the sans-IO failover state machine of one device (DESIGN.md §1, §2).
+//!
+//! [`Placement::process`] takes the current time and one [`Input`] (start, timer, a peer's
+//! heartbeat, this device's eligibility, an `lbctl failover`) and returns what the caller must do
+//! ([`Output`]s: activate or release a traffic group here, send a heartbeat). Timers are data:
+//! [`Placement::poll_timeout`] says when the core next needs [`Input::Timer`]. Where a traffic
+//! group goes is decided by [`place`], a pure function of a [`View`], so every device that has
+//! the same view computes the same placement.
+//!
+//! # Rules
+//!
+//! - **Liveness.** A peer is alive while its last heartbeat is younger than `dead_after`; this
+//!   device is always alive to itself. A peer is *usable* while alive and its last heartbeat said
+//!   `eligible`; this device is usable while [`Input::Eligible`] last said so (true at start).
+//!   Each device's *usable since* is when it last became usable (for a peer: the first heartbeat
+//!   after it was dead, ineligible or restarted with a new epoch).
+//! - **Holder.** The devices that claim a traffic group (the `active` list of their heartbeats,
+//!   or this device's own active set) and are usable are its *claimants*; the *holder* is the
+//!   claimant earliest in the effective HA order (the TG's `ha_order`, or the group's device list
+//!   when that is empty; devices outside it rank last, by name). *Held since* is when this device
+//!   first saw the holder claim it (a claim heard while listening after start counts as older
+//!   than this device's own return).
+//! - **Placement** ([`place`]), per traffic group, first match wins:
+//!   1. the newest order for the TG, if it names a usable device: that device;
+//!   2. the holder — unless `auto_failback` is on and a usable device earlier in HA order has
+//!      been usable for at least `failback_delay` *and became usable no earlier than the holder
+//!      took the TG* (it came back after losing it): the first such device. So after a manual
+//!      failover the order's target is the holder and nothing fails back to devices that were
+//!      already up when the order moved it;
+//!   3. the first usable device in HA order;
+//!   4. nobody.
+//!
+//!   **Next-active** is the placement computed with the active device taken away (not usable,
+//!   claiming nothing).
+//!   `failback_delay` is raised to at least `dead_after` (a device returning from a restart
+//!   listens that long before it may claim, see below).
+//! - **Acting.** This device activates a TG when placement picks it and it is not active, and
+//!   releases a TG it holds at once when placement picks another device or nobody (this covers
+//!   conflicts: when a peer also claims a TG this device holds, both compute placement with both
+//!   alive and the one it picks keeps it, by default the one earlier in HA order). Each
+//!   transition yields exactly one [`Output::Activate`] / [`Output::Release`].
+//! - **Orders** ([`Input::Failover`]): an order gets an id `clock_ms * 1000 + counter`, always
+//!   above the last one this device issued, and is carried in every heartbeat. Orders heard from
+//!   peers are merged, the newest id per TG wins. An order is cleared once its target is the
+//!   only usable claimant of the TG, and dropped when its target is not usable; ids at or below
+//!   a cleared or dropped one are ignored from then on, so a cleared order cannot come back. A
+//!   failover without `--to` targets the TG's next-active; one naming an unknown device or TG is
+//!   ignored.
+//! - **Listening.** After [`Input::Start`] the device listens for `dead_after` before it claims
+//!   anything (a restarting device must learn who holds what and not steal), unless it is the
+//!   only device of the group. It sends heartbeats meanwhile (eligible, holding nothing).
+//! - **Stall/resume.** When any input arrives more than `dead_after` after the time the core
+//!   asked to be woken ([`Placement::poll_timeout`]), the process was stopped (`kill -STOP`) and
+//!   its view is stale; its peers have declared it dead. It then sends nothing and claims and
+//!   releases nothing by placement until it has listened for `dead_after`, or has heard every
+//!   peer at least one heartbeat interval after resuming (a backlog read at once on resume does
+//!   not count as fresh). Any TG it held that an alive peer claims meanwhile is released at
+//!   once ("pre-empted while unresponsive"), before its first heartbeat goes out. Becoming
+//!   ineligible releases everything in every state (fail-safe).
+//! - **Heartbeats.** [`Output::SendHeartbeat`] at start, then every `heartbeat_interval`, plus one
+//!   at once whenever the active set, the eligibility or the known orders change. `seq` starts
+//!   at 1 and increases by one per heartbeat; `sent_ms` is the clock set by
+//!   [`Placement::set_clock_ms`], or else `epoch` taken as the Unix ms at [`Input::Start`].
+//!
+//! This module must not do I/O, read the clock, or panic on any input sequence.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Heartbeat, Order};
+
+/// One traffic group's failover settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficGroupSpec {
+    pub name: String,
+    /// Preferred devices, first first.
+    pub ha_order: Vec<String>,
+    pub auto_failback: bool,
+    pub failback_delay: Duration,
+}
+
+/// The device group as this device sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    /// This device's name.
+    pub me: String,
+    /// Every device of the group, this one included.
+    pub devices: Vec<String>,
+    pub traffic_groups: Vec<TrafficGroupSpec>,
+    pub heartbeat_interval: Duration,
+    pub dead_after: Duration,
+}
+
+/// Events the driver feeds the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Start,
+    /// Time has reached [`Placement::poll_timeout`].
+    Timer,
+    /// An authenticated, non-replayed heartbeat from a peer (checked by the caller).
+    Heartbeat(Heartbeat),
+    /// This device's own eligibility changed (links up/down — fail-safe; `lbctl standby`/`release`).
+    Eligible(bool),
+    /// `lbctl failover TG [--to DEV]` issued on this device (to = None: its next-active).
+    Failover {
+        traffic_group: String,
+        to: Option<String>,
+    },
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Become active for the TG here (caller: add floating addresses, GARP, then announce routes).
+    Activate {
+        traffic_group: String,
+        reason: String,
+    },
+    /// Stop being active (caller: withdraw routes, then remove addresses).
+    Release {
+        traffic_group: String,
+        reason: String,
+    },
+    /// Send this heartbeat to every peer now (the caller signs and sends it).
+    SendHeartbeat(Heartbeat),
+}
+
+/// What [`place`] decides from: one entry per device of the group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// Every device, in any order.
+    pub devices: Vec<DeviceView>,
+    /// The order in force per traffic group (the newest id).
+    pub orders: BTreeMap<String, Order>,
+}
+
+/// One device in a [`View`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceView {
+    pub name: String,
+    /// Alive and eligible.
+    pub usable: bool,
+    /// How long it has been usable without a break (zero when not usable).
+    pub usable_for: Duration,
+    /// Traffic groups it claims, with how long it has claimed each one.
+    pub holds: BTreeMap<String, Duration>,
+}
+
+/// Which rule put a traffic group where [`place`] says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "rule")]
+pub enum Rule {
+    /// A manual failover order.
+    Order { id: u64 },
+    /// The current holder keeps it.
+    Holder,
+    /// Auto-failback from the holder `from`.
+    Failback { from: String },
+    /// Nobody usable holds it: the first usable device in HA order.
+    First,
+    /// No usable device.
+    Nobody,
+}
+
+/// Where a traffic group belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub active: Option<String>,
+    pub rule: Rule,
+    /// Where it would go if `active` died.
+    pub next_active: Option<String>,
+}
+
+/// The placement rules of the module documentation: a pure function of the view.
+pub fn place(tg: &TrafficGroupSpec, view: &View) -> Decision {
+    let (active, rule) = place_active(tg, view);
+    let next_active = active.as_ref().and_then(|gone| {
+        let mut without = view.clone();
+        for d in without.devices.iter_mut().filter(|d| &d.name == gone) {
+            d.usable = false;
+            d.usable_for = Duration::ZERO;
+            d.holds.clear();
+        }
+        place_active(tg, &without).0
+    });
+    Decision {
+        active,
+        rule,
+        next_active,
+    }
+}
+
+fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule) {
+    let usable = |name: &str| view.devices.iter().any(|d| d.name == name && d.usable);
+    let order = effective_order(tg, view);
+    let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
+
+    if let Some(o) = view.orders.get(&tg.name) {
+        if usable(&o.to) {
+            return (Some(o.to.clone()), Rule::Order { id: o.id });
+        }
+    }
+    let holder = holder_of(tg, view, &order);
+    if let Some(h) = holder {
+        if tg.auto_failback {
+            let held_for = h.holds[&tg.name];
+            let earlier = order.iter().take(rank(&h.name).min(order.len()));
+            for name in earlier {
+                let back = view.devices.iter().any(|d| {
+                    &d.name == name
+                        && d.usable
+                        && d.usable_for >= tg.failback_delay
+                        && d.usable_for <= held_for
+                });
+                if back {
+                    return (
+                        Some(name.clone()),
+                        Rule::Failback {
+                            from: h.name.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        return (Some(h.name.clone()), Rule::Holder);
+    }
+    match order.iter().find(|n| usable(n)) {
+        Some(first) => (Some(first.clone()), Rule::First),
+        None => (None, Rule::Nobody),
+    }
+}
+
+/// The TG's HA order, or every device of the view (by name) when it has none.
+fn effective_order(tg: &TrafficGroupSpec, view: &View) -> Vec<String> {
+    if tg.ha_order.is_empty() {
+        let names: BTreeSet<&String> = view.devices.iter().map(|d| &d.name).collect();
+        names.into_iter().cloned().collect()
+    } else {
+        tg.ha_order.clone()
+    }
+}
+
+/// This device's state for a traffic group, as `lbctl` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TgState {
+    Active,
+    Standby,
+}
+
+/// What the device group looks like from this device (serializable for `lbctl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupStatus {
+    pub me: String,
+    pub epoch: u64,
+    /// "listening" (after start), "resuming" (after a stall) or "running".
+    pub phase: String,
+    pub devices: Vec<DeviceStatus>,
+    pub traffic_groups: Vec<TrafficGroupStatus>,
+    /// Orders in force.
+    pub orders: Vec<Order>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceStatus {
+    pub name: String,
+    pub alive: bool,
+    pub eligible: bool,
+    /// None for this device and for peers never heard.
+    pub last_heard_ms_ago: Option<u64>,
+    /// Traffic groups it claims (its last heartbeat; for a dead peer, what it last claimed).
+    pub active: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrafficGroupStatus {
+    pub name: String,
+    /// The device this one believes active (the holder), if any.
+    pub active: Option<String>,
+    /// Where placement puts it now and why (differs from `active` while it moves).
+    pub placement: Option<String>,
+    pub rule: Rule,
+    pub next_active: Option<String>,
+    /// This device's state for the TG.
+    pub state: TgState,
+    /// How long `state` has been so, since start.
+    pub since_ms_ago: Option<u64>,
+    /// Why it last moved on this device.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    epoch: u64,
+    seq: u64,
+    last_heard: Instant,
+    eligible: bool,
+    usable_since: Option<Instant>,
+    /// Claimed TGs and when this device first saw each claim.
+    holds: BTreeMap<String, Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    NotStarted,
+    /// Fresh start: claim nothing until `until`.
+    Listening {
+        until: Instant,
+    },
+    /// After a stall detected at `at`: send nothing, claim nothing until `until` or every
+    /// peer was heard at or after `fresh_after`.
+    Resuming {
+        until: Instant,
+        fresh_after: Instant,
+    },
+    Running,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TgLocal {
+    since: Option<Instant>,
+    reason: Option<String>,
+    /// The last holder this device saw (for reasons).
+    last_holder: Option<String>,
+}
+
+/// One device's placement state machine (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Placement {
+    spec: GroupSpec,
+    epoch: u64,
+    seq: u64,
+    phase: Phase,
+    eligible: bool,
+    usable_since: Option<Instant>,
+    /// TGs active here and since when.
+    active: BTreeMap<String, Instant>,
+    peers: BTreeMap<String, Peer>,
+    /// Orders in force, per TG.
+    orders: BTreeMap<String, Order>,
+    /// Per TG, the highest order id cleared or dropped.
+    retired: BTreeMap<String, u64>,
+    last_order_id: u64,
+    order_counter: u64,
+    /// (instant, Unix ms at that instant).
+    clock: Option<(Instant, u64)>,
+    next_heartbeat: Option<Instant>,
+    /// When the driver was asked to wake us last (for stall detection).
+    expected: Option<Instant>,
+    /// Peers heard while resuming.
+    heard_fresh: BTreeSet<String>,
+    tgs: BTreeMap<String, TgLocal>,
+}
+
+impl Placement {
+    pub fn new(mut spec: GroupSpec, epoch: u64) -> Self {
+        let min = Duration::from_millis(1);
+        spec.heartbeat_interval = spec.heartbeat_interval.max(min);
+        spec.dead_after = spec.dead_after.max(min);
+        for tg in &mut spec.traffic_groups {
+            tg.failback_delay = tg.failback_delay.max(spec.dead_after);
+        }
+        if !spec.devices.contains(&spec.me) {
+            spec.devices.push(spec.me.clone());
+        }
+        let tgs = spec
+            .traffic_groups
+            .iter()
+            .map(|tg| (tg.name.clone(), TgLocal::default()))
+            .collect();
+        Placement {
+            spec,
+            epoch,
+            seq: 0,
+            phase: Phase::NotStarted,
+            eligible: true,
+            usable_since: None,
+            active: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            retired: BTreeMap::new(),
+            last_order_id: 0,
+            order_counter: 0,
+            clock: None,
+            next_heartbeat: None,
+            expected: None,
+            heard_fresh: BTreeSet::new(),
+            tgs,
+        }
+    }
+
+    /// Tell the core the Unix time in ms at `now` (for `sent_ms` and order ids).
+    pub fn set_clock_ms(&mut self, now: Instant, unix_ms: u64) {
+        self.clock = Some((now, unix_ms));
+    }
+
+    pub fn process(&mut self, now: Instant, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.phase == Phase::NotStarted {
+            if input == Input::Start {
+                self.start(now, &mut out);
+                self.finish(now);
+            }
+            return out;
+        }
+        if self
+            .expected
+            .is_some_and(|t| now > t + self.spec.dead_after)
+        {
+            self.phase = Phase::Resuming {
+                until: now + self.spec.dead_after,
+                fresh_after: now + self.spec.heartbeat_interval,
+            };
+            self.heard_fresh.clear();
+            self.usable_since = None;
+        }
+        let mut changed = false;
+        match input {
+            Input::Start | Input::Timer => {}
+            Input::Heartbeat(hb) => self.heard(now, hb),
+            Input::Eligible(e) => {
+                if e != self.eligible {
+                    self.eligible = e;
+                    self.usable_since = (e && !self.resuming()).then_some(now);
+                    changed = true;
+                }
+            }
+            Input::Failover { traffic_group, to } => {
+                changed = self.failover(now, &traffic_group, to);
+            }
+        }
+        self.reconcile(now, changed, &mut out);
+        self.finish(now);
+        out
+    }
+
+    /// When the driver must feed [`Input::Timer`] next (None before Start).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.expected
+    }
+
+    pub fn status(&self, now: Instant) -> GroupStatus {
+        let view = self.view(now);
+        let ms_ago = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
+        let devices = self
+            .spec
+            .devices
+            .iter()
+            .map(|name| {
+                if *name == self.spec.me {
+                    DeviceStatus {
+                        name: name.clone(),
+                        alive: true,
+                        eligible: self.eligible,
+                        last_heard_ms_ago: None,
+                        active: self.active.keys().cloned().collect(),
+                    }
+                } else {
+                    let p = self.peers.get(name);
+                    DeviceStatus {
+                        name: name.clone(),
+                        alive: p.is_some_and(|p| self.alive(p, now)),
+                        eligible: p.is_some_and(|p| p.eligible),
+                        last_heard_ms_ago: p.map(|p| ms_ago(p.last_heard)),
+                        active: p
+                            .map(|p| p.holds.keys().cloned().collect())
+                            .unwrap_or_default(),
+                    }
+                }
+            })
+            .collect();
+        let traffic_groups = self
+            .spec
+            .traffic_groups
+            .iter()
+            .map(|tg| {
+                let d = place(tg, &view);
+                let local = self.tgs.get(&tg.name).cloned().unwrap_or_default();
+                TrafficGroupStatus {
+                    name: tg.name.clone(),
+                    active: holder(tg, &view),
+                    placement: d.active,
+                    rule: d.rule,
+                    next_active: d.next_active,
+                    state: if self.active.contains_key(&tg.name) {
+                        TgState::Active
+                    } else {
+                        TgState::Standby
+                    },
+                    since_ms_ago: local.since.map(ms_ago),
+                    reason: local.reason,
+                }
+            })
+            .collect();
+        GroupStatus {
+            me: self.spec.me.clone(),
+            epoch: self.epoch,
+            phase: match self.phase {
+                Phase::NotStarted => "not-started",
+                Phase::Listening { .. } => "listening",
+                Phase::Resuming { .. } => "resuming",
+                Phase::Running => "running",
+            }
+            .to_string(),
+            devices,
+            traffic_groups,
+            orders: self.orders.values().cloned().collect(),
+        }
+    }
+
+    /// The view [`place`] decides from, as this device has it at `now`.
+    pub fn view(&self, now: Instant) -> View {
+        let since =
+            |t: Option<Instant>| t.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let devices = self
+            .spec
+            .devices
+            .iter()
+            .map(|name| {
+                if *name == self.spec.me {
+                    let usable = self.eligible && self.usable_since.is_some();
+                    DeviceView {
+                        name: name.clone(),
+                        usable,
+                        usable_for: if usable {
+                            since(self.usable_since)
+                        } else {
+                            Duration::ZERO
+                        },
+                        holds: self
+                            .active
+                            .iter()
+                            .map(|(tg, t)| (tg.clone(), since(Some(*t))))
+                            .collect(),
+                    }
+                } else {
+                    match self.peers.get(name) {
+                        Some(p) if self.alive(p, now) => {
+                            let usable = p.eligible && p.usable_since.is_some();
+                            DeviceView {
+                                name: name.clone(),
+                                usable,
+                                usable_for: if usable {
+                                    since(p.usable_since)
+                                } else {
+                                    Duration::ZERO
+                                },
+                                holds: p
+                                    .holds
+                                    .iter()
+                                    .map(|(tg, t)| (tg.clone(), since(Some(*t))))
+                                    .collect(),
+                            }
+                        }
+                        _ => DeviceView {
+                            name: name.clone(),
+                            usable: false,
+                            usable_for: Duration::ZERO,
+                            holds: BTreeMap::new(),
+                        },
+                    }
+                }
+            })
+            .collect();
+        View {
+            devices,
+            orders: self.orders.clone(),
+        }
+    }
+
+    fn resuming(&self) -> bool {
+        matches!(self.phase, Phase::Resuming { .. })
+    }
+
+    fn alive(&self, p: &Peer, now: Instant) -> bool {
+        now < p.last_heard + self.spec.dead_after
+    }
+
+    fn start(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.clock.is_none() {
+            self.clock = Some((now, self.epoch));
+        }
+        self.usable_since = Some(now);
+        let alone = self.spec.devices.iter().all(|d| *d == self.spec.me);
+        self.phase = if alone {
+            Phase::Running
+        } else {
+            Phase::Listening {
+                until: now + self.spec.dead_after,
+            }
+        };
+        self.next_heartbeat = Some(now);
+        self.reconcile(now, false, out);
+    }
+
+    fn heard(&mut self, now: Instant, hb: Heartbeat) {
+        if hb.device == self.spec.me || !self.spec.devices.contains(&hb.device) {
+            return;
+        }
+        let dead_after = self.spec.dead_after;
+        let fresh = match self.peers.get(&hb.device) {
+            Some(p) if hb.epoch < p.epoch || (hb.epoch == p.epoch && hb.seq <= p.seq) => return,
+            Some(p) => hb.epoch != p.epoch || now >= p.last_heard + dead_after,
+            None => true,
+        };
+        if let Phase::Resuming { fresh_after, .. } = self.phase {
+            if now >= fresh_after {
+                self.heard_fresh.insert(hb.device.clone());
+            }
+        }
+        let old = self.peers.remove(&hb.device);
+        let (was_usable_since, old_holds) = match (&old, fresh) {
+            (Some(p), false) => (p.usable_since.filter(|_| p.eligible), p.holds.clone()),
+            _ => (None, BTreeMap::new()),
+        };
+        // A claim first heard while this device listens after its start predates it: date it
+        // just before this device became usable, so that every device agrees this device came
+        // back after the holder took the TG (auto-failback to it is due, as its peers see it).
+        let claim_since = match (self.phase, self.usable_since) {
+            (Phase::Listening { .. }, Some(s)) => {
+                s.checked_sub(Duration::from_nanos(1)).unwrap_or(s)
+            }
+            _ => now,
+        };
+        let holds = hb
+            .active
+            .iter()
+            .map(|tg| {
+                (
+                    tg.clone(),
+                    old_holds.get(tg).copied().unwrap_or(claim_since),
+                )
+            })
+            .collect();
+        let usable_since = if hb.eligible {
+            Some(was_usable_since.unwrap_or(now))
+        } else {
+            None
+        };
+        for o in &hb.orders {
+            self.merge_order(o.clone());
+        }
+        self.peers.insert(
+            hb.device.clone(),
+            Peer {
+                epoch: hb.epoch,
+                seq: hb.seq,
+                last_heard: now,
+                eligible: hb.eligible,
+                usable_since,
+                holds,
+            },
+        );
+    }
+
+    /// Takes `o` if it is the newest for its TG and not retired; true if taken.
+    fn merge_order(&mut self, o: Order) -> bool {
+        if !self.tgs.contains_key(&o.traffic_group) || !self.spec.devices.contains(&o.to) {
+            return false;
+        }
+        if self
+            .retired
+            .get(&o.traffic_group)
+            .is_some_and(|r| o.id <= *r)
+        {
+            return false;
+        }
+        if self
+            .orders
+            .get(&o.traffic_group)
+            .is_some_and(|cur| cur.id >= o.id)
+        {
+            return false;
+        }
+        self.orders.insert(o.traffic_group.clone(), o);
+        true
+    }
+
+    fn failover(&mut self, now: Instant, tg_name: &str, to: Option<String>) -> bool {
+        let Some(tg) = self
+            .spec
+            .traffic_groups
+            .iter()
+            .find(|t| t.name == tg_name)
+            .cloned()
+        else {
+            return false;
+        };
+        let to = match to {
+            Some(to) => to,
+            None => match place(&tg, &self.view(now)).next_active {
+                Some(n) => n,
+                None => return false,
+            },
+        };
+        let base = self.clock_ms(now).saturating_mul(1000) + self.order_counter % 1000;
+        self.order_counter += 1;
+        let floor = self
+            .last_order_id
+            .max(self.orders.get(tg_name).map_or(0, |o| o.id))
+            .max(self.retired.get(tg_name).copied().unwrap_or(0));
+        let id = base.max(floor + 1);
+        self.last_order_id = id;
+        self.merge_order(Order {
+            id,
+            traffic_group: tg_name.to_string(),
+            to,
+        })
+    }
+
+    fn clock_ms(&self, now: Instant) -> u64 {
+        match self.clock {
+            Some((at, ms)) => {
+                ms.saturating_add(now.saturating_duration_since(at).as_millis() as u64)
+            }
+            None => self.epoch,
+        }
+    }
+
+    /// Phase changes, order housekeeping, activations and releases, heartbeats.
+    fn reconcile(&mut self, now: Instant, mut changed: bool, out: &mut Vec<Output>) {
+        let peers_all_heard = self
+            .spec
+            .devices
+            .iter()
+            .filter(|d| **d != self.spec.me)
+            .all(|d| self.heard_fresh.contains(d));
+        match self.phase {
+            Phase::Listening { until } if now >= until => self.phase = Phase::Running,
+            Phase::Resuming { until, .. } if now >= until || peers_all_heard => {
+                self.phase = Phase::Running;
+                if self.eligible {
+                    self.usable_since = Some(now);
+                }
+                changed = true;
+            }
+            _ => {}
+        }
+
+        let before: BTreeSet<String> = self.active.keys().cloned().collect();
+        let orders_before = self.orders.clone();
+
+        // Fail-safe first, in every phase.
+        if !self.eligible {
+            for tg in before.iter() {
+                self.release(now, tg, "ineligible (link down or standby)".into(), out);
+            }
+        }
+        if self.resuming() {
+            // Only pre-emption: a TG held across the stall that an alive peer now claims.
+            let held: Vec<String> = self.active.keys().cloned().collect();
+            for tg in held {
+                let by = self
+                    .peers
+                    .iter()
+                    .find(|(_, p)| self.alive(p, now) && p.holds.contains_key(&tg))
+                    .map(|(n, _)| n.clone());
+                if let Some(by) = by {
+                    self.release(
+                        now,
+                        &tg,
+                        format!("pre-empted while unresponsive ({by} holds it)"),
+                        out,
+                    );
+                }
+            }
+        } else {
+            self.housekeep_orders(now);
+            if self.phase == Phase::Running {
+                self.act(now, out);
+            }
+        }
+        self.note_holders(now);
+
+        let after: BTreeSet<String> = self.active.keys().cloned().collect();
+        changed |= before != after || orders_before != self.orders;
+        let due = self.next_heartbeat.is_some_and(|t| now >= t);
+        if due {
+            let interval = self.spec.heartbeat_interval;
+            let mut next = self.next_heartbeat.unwrap_or(now) + interval;
+            if next <= now {
+                next = now + interval;
+            }
+            self.next_heartbeat = Some(next);
+        }
+        if (due || changed) && !self.resuming() {
+            self.seq += 1;
+            out.push(Output::SendHeartbeat(Heartbeat {
+                device: self.spec.me.clone(),
+                epoch: self.epoch,
+                seq: self.seq,
+                sent_ms: self.clock_ms(now),
+                eligible: self.eligible,
+                active: self.active.keys().cloned().collect(),
+                orders: self.orders.values().cloned().collect(),
+            }));
+        }
+    }
+
+    fn housekeep_orders(&mut self, now: Instant) {
+        let view = self.view(now);
+        let mut retire = Vec::new();
+        for (tg, o) in &self.orders {
+            let target = view.devices.iter().find(|d| d.name == o.to);
+            let usable = target.is_some_and(|d| d.usable);
+            let claimants: Vec<&str> = view
+                .devices
+                .iter()
+                .filter(|d| d.usable && d.holds.contains_key(tg))
+                .map(|d| d.name.as_str())
+                .collect();
+            if !usable || claimants == [o.to.as_str()] {
+                retire.push((tg.clone(), o.id));
+            }
+        }
+        for (tg, id) in retire {
+            self.orders.remove(&tg);
+            let r = self.retired.entry(tg).or_insert(0);
+            *r = (*r).max(id);
+        }
+    }
+
+    fn act(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let view = self.view(now);
+        let me = self.spec.me.clone();
+        for tg in self.spec.traffic_groups.clone() {
+            let d = place(&tg, &view);
+            let mine = d.active.as_deref() == Some(me.as_str());
+            let here = self.active.contains_key(&tg.name);
+            if mine && !here {
+                let reason = match &d.rule {
+                    Rule::Order { id } => format!("manual failover order {id} to {me}"),
+                    Rule::Failback { from } => format!(
+                        "auto-failback to {me} from {from} after {}",
+                        humantime::format_duration(tg.failback_delay)
+                    ),
+                    Rule::First | Rule::Holder | Rule::Nobody => self.takeover_reason(now, &tg),
+                };
+                self.active.insert(tg.name.clone(), now);
+                self.moved(now, &tg.name, reason.clone());
+                out.push(Output::Activate {
+                    traffic_group: tg.name.clone(),
+                    reason,
+                });
+            } else if !mine && here {
+                let to = d.active.clone().unwrap_or_else(|| "nobody".into());
+                let reason = match &d.rule {
+                    Rule::Order { id } => format!("manual failover order {id} to {to}"),
+                    Rule::Failback { .. } => format!(
+                        "auto-failback to {to} after {}",
+                        humantime::format_duration(tg.failback_delay)
+                    ),
+                    Rule::Holder => format!("{to} also active and keeps it"),
+                    Rule::First | Rule::Nobody => format!("placement moved it to {to}"),
+                };
+                self.release(now, &tg.name, reason, out);
+            }
+        }
+    }
+
+    /// Why this device takes a TG nobody usable holds.
+    fn takeover_reason(&self, now: Instant, tg: &TrafficGroupSpec) -> String {
+        let prev = self
+            .tgs
+            .get(&tg.name)
+            .and_then(|l| l.last_holder.clone())
+            .filter(|p| *p != self.spec.me);
+        let Some(prev) = prev else {
+            return "first available in HA order".into();
+        };
+        match self.peers.get(&prev) {
+            Some(p) if !self.alive(p, now) => format!(
+                "{prev} dead (no heartbeat for {}ms)",
+                now.saturating_duration_since(p.last_heard).as_millis()
+            ),
+            Some(p) if !p.eligible => format!("{prev} ineligible"),
+            _ => format!("{prev} released it"),
+        }
+    }
+
+    fn release(&mut self, now: Instant, tg: &str, reason: String, out: &mut Vec<Output>) {
+        if self.active.remove(tg).is_some() {
+            self.moved(now, tg, reason.clone());
+            out.push(Output::Release {
+                traffic_group: tg.to_string(),
+                reason,
+            });
+        }
+    }
+
+    fn moved(&mut self, now: Instant, tg: &str, reason: String) {
+        let l = self.tgs.entry(tg.to_string()).or_default();
+        l.since = Some(now);
+        l.reason = Some(reason);
+    }
+
+    fn note_holders(&mut self, now: Instant) {
+        let view = self.view(now);
+        for tg in &self.spec.traffic_groups {
+            if let Some(h) = holder(tg, &view) {
+                if let Some(l) = self.tgs.get_mut(&tg.name) {
+                    l.last_holder = Some(h);
+                }
+            }
+        }
+    }
+
+    /// Records the next wake-up (for poll_timeout and stall detection).
+    fn finish(&mut self, now: Instant) {
+        let mut t = self.next_heartbeat;
+        let mut consider = |c: Instant| {
+            if c > now {
+                t = Some(t.map_or(c, |t| t.min(c)));
+            }
+        };
+        match self.phase {
+            Phase::Listening { until } | Phase::Resuming { until, .. } => consider(until),
+            _ => {}
+        }
+        let delays: BTreeSet<Duration> = self
+            .spec
+            .traffic_groups
+            .iter()
+            .filter(|tg| tg.auto_failback)
+            .map(|tg| tg.failback_delay)
+            .collect();
+        let mut since = vec![self.usable_since];
+        for p in self.peers.values() {
+            if now < p.last_heard + self.spec.dead_after {
+                consider(p.last_heard + self.spec.dead_after);
+                since.push(p.usable_since);
+            }
+        }
+        for s in since.into_iter().flatten() {
+            for d in &delays {
+                consider(s + *d);
+            }
+        }
+        self.expected = t;
+    }
+}
+
+/// The claimant earliest in HA order (see the module documentation).
+fn holder(tg: &TrafficGroupSpec, view: &View) -> Option<String> {
+    holder_of(tg, view, &effective_order(tg, view)).map(|d| d.name.clone())
+}
+
+fn holder_of<'v>(
+    tg: &TrafficGroupSpec,
+    view: &'v View,
+    order: &[String],
+) -> Option<&'v DeviceView> {
+    let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
+    view.devices
+        .iter()
+        .filter(|d| d.usable && d.holds.contains_key(&tg.name))
+        .min_by(|a, b| (rank(&a.name), &a.name).cmp(&(rank(&b.name), &b.name)))
+}
+
+#[cfg(test)]
+mod tests;

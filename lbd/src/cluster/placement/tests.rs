@@ -1,0 +1,813 @@
+//! Placement on simulated time: three devices A, B, C in a small in-test network that carries
+//! every heartbeat to the others (1ms later unless a test says otherwise). Nothing sleeps.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const INTERVAL: u64 = 100;
+const DEAD: u64 = 500;
+const FAILBACK: u64 = 1000;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn tg(name: &str, order: [&str; 3], auto_failback: bool) -> TrafficGroupSpec {
+    TrafficGroupSpec {
+        name: name.into(),
+        ha_order: order.iter().map(|s| s.to_string()).collect(),
+        auto_failback,
+        failback_delay: ms(FAILBACK),
+    }
+}
+
+fn spec(me: &str, devices: &[&str]) -> GroupSpec {
+    GroupSpec {
+        me: me.into(),
+        devices: devices.iter().map(|s| s.to_string()).collect(),
+        traffic_groups: vec![
+            tg("tg-1", ["A", "B", "C"], true),
+            tg("tg-2", ["B", "C", "A"], true),
+            tg("tg-3", ["C", "A", "B"], false),
+        ],
+        heartbeat_interval: ms(INTERVAL),
+        dead_after: ms(DEAD),
+    }
+}
+
+/// What happened, for assertions.
+#[derive(Debug, Clone)]
+struct Event {
+    at: Instant,
+    device: String,
+    out: Output,
+}
+
+struct Node {
+    p: Placement,
+    /// Hung: fed nothing, its heartbeats are not delivered, nothing is delivered to it.
+    hung: bool,
+    /// TGs active here, from its outputs.
+    holds: BTreeSet<String>,
+}
+
+struct Net {
+    t0: Instant,
+    now: Instant,
+    nodes: BTreeMap<String, Node>,
+    /// (deliver at, to, heartbeat).
+    queue: VecDeque<(Instant, String, Heartbeat)>,
+    delay: Duration,
+    /// (from, to) pairs whose heartbeats are lost.
+    cut: BTreeSet<(String, String)>,
+    /// Heartbeats to a hung device wait in its socket and arrive at once when it resumes.
+    backlog: bool,
+    events: Vec<Event>,
+    /// Per TG, the longest time two devices held it at once since the last reset.
+    overlap: BTreeMap<String, Duration>,
+    overlap_since: BTreeMap<String, Instant>,
+}
+
+impl Net {
+    fn new(names: &[&str], devices: &[&str]) -> Net {
+        let t0 = Instant::now();
+        let nodes = names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    Node {
+                        p: Placement::new(spec(n, devices), 1_000),
+                        hung: false,
+                        holds: BTreeSet::new(),
+                    },
+                )
+            })
+            .collect();
+        Net {
+            t0,
+            now: t0,
+            nodes,
+            queue: VecDeque::new(),
+            delay: ms(1),
+            cut: BTreeSet::new(),
+            backlog: false,
+            events: Vec::new(),
+            overlap: BTreeMap::new(),
+            overlap_since: BTreeMap::new(),
+        }
+    }
+
+    fn three() -> Net {
+        let all = ["A", "B", "C"];
+        let mut net = Net::new(&all, &all);
+        for n in all {
+            net.feed(n, Input::Start);
+        }
+        net
+    }
+
+    fn at(&self) -> u64 {
+        self.now.duration_since(self.t0).as_millis() as u64
+    }
+
+    fn feed(&mut self, device: &str, input: Input) -> Vec<Output> {
+        let now = self.now;
+        let others: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|n| n.as_str() != device)
+            .cloned()
+            .collect();
+        let node = self.nodes.get_mut(device).unwrap();
+        let outs = node.p.process(now, input);
+        for o in &outs {
+            match o {
+                Output::Activate { traffic_group, .. } => {
+                    assert!(
+                        node.holds.insert(traffic_group.clone()),
+                        "{device} activated {traffic_group} twice"
+                    );
+                }
+                Output::Release { traffic_group, .. } => {
+                    assert!(
+                        node.holds.remove(traffic_group),
+                        "{device} released {traffic_group} it did not hold"
+                    );
+                }
+                Output::SendHeartbeat(hb) => {
+                    for to in &others {
+                        self.queue
+                            .push_back((now + self.delay, to.clone(), hb.clone()));
+                    }
+                }
+            }
+            self.events.push(Event {
+                at: now,
+                device: device.into(),
+                out: o.clone(),
+            });
+        }
+        outs
+    }
+
+    /// Runs the network for `d` in 1ms steps.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += ms(1);
+            let now = self.now;
+            let mut later = VecDeque::new();
+            while let Some((at, to, hb)) = self.queue.pop_front() {
+                if at > now {
+                    later.push_back((at, to, hb));
+                    continue;
+                }
+                if self.cut.contains(&(hb.device.clone(), to.clone())) {
+                    continue;
+                }
+                if !self.nodes[&to].hung {
+                    self.feed(&to, Input::Heartbeat(hb));
+                } else if self.backlog {
+                    later.push_back((at, to, hb));
+                }
+            }
+            self.queue = later;
+            let names: Vec<String> = self.nodes.keys().cloned().collect();
+            for n in names {
+                let node = &self.nodes[&n];
+                if !node.hung && node.p.poll_timeout().is_some_and(|t| t <= now) {
+                    self.feed(&n, Input::Timer);
+                }
+            }
+            self.track_overlap();
+        }
+    }
+
+    fn track_overlap(&mut self) {
+        for tg in ["tg-1", "tg-2", "tg-3"] {
+            let holders = self.holders(tg).len();
+            if holders > 1 {
+                let since = *self.overlap_since.entry(tg.into()).or_insert(self.now);
+                let o = self.overlap.entry(tg.into()).or_default();
+                *o = (*o).max(self.now - since);
+            } else {
+                self.overlap_since.remove(tg);
+            }
+        }
+    }
+
+    fn holders(&self, tg: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.holds.contains(tg))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn events_since(&self, t: Instant) -> Vec<(String, Output)> {
+        self.events
+            .iter()
+            .filter(|e| e.at >= t && !matches!(e.out, Output::SendHeartbeat(_)))
+            .map(|e| (e.device.clone(), e.out.clone()))
+            .collect()
+    }
+
+    fn status(&self, device: &str) -> GroupStatus {
+        self.nodes[device].p.status(self.now)
+    }
+
+    fn tg_status(&self, device: &str, tg: &str) -> TrafficGroupStatus {
+        self.status(device)
+            .traffic_groups
+            .into_iter()
+            .find(|t| t.name == tg)
+            .unwrap()
+    }
+
+    fn assert_steady(&self) {
+        for (tgn, dev) in [("tg-1", "A"), ("tg-2", "B"), ("tg-3", "C")] {
+            assert_eq!(
+                self.holders(tgn),
+                vec![dev.to_string()],
+                "{tgn} at {}ms",
+                self.at()
+            );
+        }
+    }
+}
+
+fn activate(dev: &str, tg: &str) -> impl Fn(&(String, Output)) -> bool {
+    let (dev, tg) = (dev.to_string(), tg.to_string());
+    move |(d, o)| {
+        *d == dev && matches!(o, Output::Activate { traffic_group, .. } if *traffic_group == tg)
+    }
+}
+
+fn release(dev: &str, tg: &str) -> impl Fn(&(String, Output)) -> bool {
+    let (dev, tg) = (dev.to_string(), tg.to_string());
+    move |(d, o)| {
+        *d == dev && matches!(o, Output::Release { traffic_group, .. } if *traffic_group == tg)
+    }
+}
+
+fn reason(o: &Output) -> &str {
+    match o {
+        Output::Activate { reason, .. } | Output::Release { reason, .. } => reason,
+        Output::SendHeartbeat(_) => "",
+    }
+}
+
+// ---- the pure placement function ----
+
+fn dev(name: &str, usable: bool, usable_for: u64, holds: &[(&str, u64)]) -> DeviceView {
+    DeviceView {
+        name: name.into(),
+        usable,
+        usable_for: ms(usable_for),
+        holds: holds.iter().map(|(t, d)| (t.to_string(), ms(*d))).collect(),
+    }
+}
+
+#[test]
+fn place_first_usable_in_ha_order() {
+    let t = tg("tg-2", ["B", "C", "A"], true);
+    let view = View {
+        devices: vec![
+            dev("A", true, 5000, &[]),
+            dev("B", false, 0, &[]),
+            dev("C", true, 5000, &[]),
+        ],
+        orders: BTreeMap::new(),
+    };
+    let d = place(&t, &view);
+    assert_eq!(d.active.as_deref(), Some("C"));
+    assert_eq!(d.rule, Rule::First);
+    assert_eq!(d.next_active.as_deref(), Some("A"));
+}
+
+#[test]
+fn place_holder_keeps_it_until_failback_is_due() {
+    let t = tg("tg-2", ["B", "C", "A"], true);
+    let mut view = View {
+        devices: vec![
+            dev("A", true, 9000, &[]),
+            dev("B", true, 999, &[]),
+            dev("C", true, 9000, &[("tg-2", 3000)]),
+        ],
+        orders: BTreeMap::new(),
+    };
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("C"), &Rule::Holder));
+    assert_eq!(d.next_active.as_deref(), Some("B"));
+    view.devices[1].usable_for = ms(1000);
+    let d = place(&t, &view);
+    assert_eq!(d.active.as_deref(), Some("B"));
+    assert_eq!(d.rule, Rule::Failback { from: "C".into() });
+    // No failback without auto_failback.
+    let off = TrafficGroupSpec {
+        auto_failback: false,
+        ..t.clone()
+    };
+    assert_eq!(place(&off, &view).active.as_deref(), Some("C"));
+    // No failback to a device that was already up when the holder took it.
+    view.devices[1].usable_for = ms(5000);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+}
+
+#[test]
+fn place_order_wins_when_its_target_is_usable() {
+    let t = tg("tg-1", ["A", "B", "C"], true);
+    let order = Order {
+        id: 7,
+        traffic_group: "tg-1".into(),
+        to: "C".into(),
+    };
+    let mut view = View {
+        devices: vec![
+            dev("A", true, 9000, &[("tg-1", 9000)]),
+            dev("B", true, 9000, &[]),
+            dev("C", true, 9000, &[]),
+        ],
+        orders: [("tg-1".to_string(), order)].into(),
+    };
+    let d = place(&t, &view);
+    assert_eq!(
+        (d.active.as_deref(), &d.rule),
+        (Some("C"), &Rule::Order { id: 7 })
+    );
+    view.devices[2].usable = false;
+    assert_eq!(place(&t, &view).active.as_deref(), Some("A"));
+}
+
+#[test]
+fn place_conflict_goes_to_the_claimant_first_in_ha_order() {
+    let t = tg("tg-3", ["C", "A", "B"], false);
+    let view = View {
+        devices: vec![
+            dev("A", true, 9000, &[("tg-3", 10)]),
+            dev("B", true, 9000, &[("tg-3", 5000)]),
+            dev("C", false, 0, &[]),
+        ],
+        orders: BTreeMap::new(),
+    };
+    assert_eq!(place(&t, &view).active.as_deref(), Some("A"));
+}
+
+#[test]
+fn place_nobody_when_nobody_is_usable() {
+    let t = tg("tg-1", ["A", "B", "C"], true);
+    let view = View {
+        devices: vec![dev("A", false, 0, &[]), dev("B", false, 0, &[("tg-1", 10)])],
+        orders: BTreeMap::new(),
+    };
+    let d = place(&t, &view);
+    assert_eq!(
+        (d.active, d.rule, d.next_active),
+        (None, Rule::Nobody, None)
+    );
+}
+
+// ---- the state machine in the simulated network ----
+
+/// 1. Steady state after the listen period.
+#[test]
+fn steady_state() {
+    let mut net = Net::three();
+    net.run(ms(DEAD - 10));
+    for tgn in ["tg-1", "tg-2", "tg-3"] {
+        assert!(net.holders(tgn).is_empty(), "{tgn} claimed while listening");
+    }
+    net.run(ms(3000));
+    net.assert_steady();
+    // Exactly one Activate each, no Release.
+    let evs = net.events_since(net.t0);
+    assert_eq!(evs.len(), 3, "{evs:?}");
+    for d in ["A", "B", "C"] {
+        let s = net.status(d);
+        assert_eq!(s.phase, "running");
+        assert!(s.devices.iter().all(|d| d.alive && d.eligible));
+        let next: Vec<_> = s
+            .traffic_groups
+            .iter()
+            .map(|t| (t.active.clone().unwrap(), t.next_active.clone().unwrap()))
+            .collect();
+        let want =
+            [("A", "B"), ("B", "C"), ("C", "A")].map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(next, want, "as {d} sees it");
+    }
+    assert_eq!(net.tg_status("A", "tg-1").state, TgState::Active);
+    assert_eq!(net.tg_status("A", "tg-2").state, TgState::Standby);
+    // Heartbeats every interval: ~35 in 3.5s, seq increasing.
+    let seqs: Vec<u64> = net
+        .events
+        .iter()
+        .filter(|e| e.device == "A")
+        .filter_map(|e| match &e.out {
+            Output::SendHeartbeat(hb) => Some(hb.seq),
+            _ => None,
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    assert!((35..=40).contains(&seqs.len()), "{}", seqs.len());
+    // The status serializes.
+    let json = serde_json::to_string(&net.status("A")).unwrap();
+    assert!(json.contains("\"next_active\":\"B\""), "{json}");
+}
+
+/// 2. B hangs: tg-2 goes to C within dead_after + one interval, nothing else moves.
+fn hang_b(net: &mut Net) -> Instant {
+    net.run(ms(2000));
+    net.assert_steady();
+    net.nodes.get_mut("B").unwrap().hung = true;
+    let hung_at = net.now;
+    net.run(ms(DEAD + INTERVAL));
+    hung_at
+}
+
+#[test]
+fn hung_device_loses_its_traffic_group_to_next_active() {
+    let mut net = Net::three();
+    let hung_at = hang_b(&mut net);
+    let evs = net.events_since(hung_at);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert!(activate("C", "tg-2")(&evs[0]));
+    assert!(
+        reason(&evs[0].1).starts_with("B dead (no heartbeat for "),
+        "{:?}",
+        evs[0]
+    );
+    assert_eq!(
+        net.nodes["C"].holds,
+        ["tg-2", "tg-3"].map(String::from).into()
+    );
+    assert_eq!(net.nodes["A"].holds, ["tg-1"].map(String::from).into());
+    // A agrees: C holds tg-2, its next-active is A.
+    let s = net.tg_status("A", "tg-2");
+    assert_eq!(
+        (s.active.as_deref(), s.next_active.as_deref()),
+        (Some("C"), Some("A"))
+    );
+    let b = net
+        .status("A")
+        .devices
+        .into_iter()
+        .find(|d| d.name == "B")
+        .unwrap();
+    assert!(!b.alive);
+}
+
+/// 3. B resumes after a long stop: it is told it was pre-empted before it says anything, then
+///    tg-2 fails back to B after the failback delay with at most a heartbeat of overlap.
+#[test]
+fn resumed_device_learns_it_was_preempted_then_fails_back() {
+    resume_b(false);
+}
+
+/// 3b. The same when B's socket kept what arrived while it was stopped.
+#[test]
+fn resumed_device_with_a_backlog_of_old_heartbeats() {
+    resume_b(true);
+}
+
+fn resume_b(backlog: bool) {
+    let mut net = Net::three();
+    net.backlog = backlog;
+    hang_b(&mut net);
+    net.run(ms(10_000));
+    // B's stopped process (and kernel) still has it.
+    assert_eq!(net.holders("tg-2"), vec!["B".to_string(), "C".to_string()]);
+    // Resume: B still believes it holds tg-2 (its kernel does).
+    net.nodes.get_mut("B").unwrap().hung = false;
+    let resumed = net.now;
+    net.overlap.clear();
+    net.run(ms(FAILBACK + 3 * INTERVAL + DEAD));
+
+    let b_events: Vec<&Event> = net
+        .events
+        .iter()
+        .filter(|e| e.device == "B" && e.at >= resumed)
+        .collect();
+    let rel = b_events
+        .iter()
+        .position(
+            |e| matches!(&e.out, Output::Release { traffic_group, .. } if traffic_group == "tg-2"),
+        )
+        .expect("B releases tg-2");
+    assert!(reason(&b_events[rel].out).starts_with("pre-empted while unresponsive"));
+    for e in &b_events[..rel] {
+        assert!(
+            !matches!(&e.out, Output::SendHeartbeat(_)),
+            "B sent a heartbeat before learning: {e:?}"
+        );
+    }
+    let released_at = b_events[rel].at;
+    assert!(released_at <= resumed + ms(2 * INTERVAL));
+
+    // Failback: C releases and B activates, both once.
+    let evs = net.events_since(released_at + ms(1));
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(evs.iter().any(release("C", "tg-2")));
+    let act = evs
+        .iter()
+        .find(|e| activate("B", "tg-2")(e))
+        .expect("B activates");
+    assert!(reason(&act.1).starts_with("auto-failback to B"), "{act:?}");
+    let at = net
+        .events
+        .iter()
+        .find(|e| e.device == "B" && e.at > released_at && matches!(e.out, Output::Activate { .. }))
+        .unwrap()
+        .at;
+    assert!(at >= released_at + ms(FAILBACK), "failed back too early");
+    assert_eq!(net.holders("tg-2"), vec!["B".to_string()]);
+    assert!(net.overlap.get("tg-2").copied().unwrap_or_default() <= ms(INTERVAL));
+    net.assert_steady();
+}
+
+/// 4. `lbctl failover tg-1 --to C` on A: C activates, A releases, no failback afterwards.
+#[test]
+fn manual_failover_sticks() {
+    let mut net = Net::three();
+    net.run(ms(3000));
+    let t = net.now;
+    let outs = net.feed(
+        "A",
+        Input::Failover {
+            traffic_group: "tg-1".into(),
+            to: Some("C".into()),
+        },
+    );
+    assert!(
+        matches!(&outs[0], Output::Release { traffic_group, reason } if traffic_group == "tg-1" && reason.starts_with("manual failover order"))
+    );
+    let Some(Output::SendHeartbeat(hb)) = outs.last() else {
+        panic!("no heartbeat: {outs:?}")
+    };
+    assert_eq!(hb.orders.len(), 1);
+    assert_eq!(hb.orders[0].to, "C");
+    assert!(hb.orders[0].id > 1_000 * 1_000);
+    net.run(ms(10_000));
+    let evs = net.events_since(t);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(evs.iter().any(activate("C", "tg-1")));
+    assert!(reason(&evs[1].1).starts_with("manual failover order"));
+    assert_eq!(net.holders("tg-1"), vec!["C".to_string()]);
+    for d in ["A", "B", "C"] {
+        assert!(net.status(d).orders.is_empty(), "order not cleared on {d}");
+        let s = net.tg_status(d, "tg-1");
+        assert_eq!(
+            (s.active.as_deref(), s.next_active.as_deref()),
+            (Some("C"), Some("A"))
+        );
+    }
+    // Without --to: next-active of tg-3 (C) is A.
+    let t = net.now;
+    net.feed(
+        "B",
+        Input::Failover {
+            traffic_group: "tg-3".into(),
+            to: None,
+        },
+    );
+    net.run(ms(3000));
+    let evs = net.events_since(t);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(evs.iter().any(release("C", "tg-3")));
+    assert!(evs.iter().any(activate("A", "tg-3")));
+}
+
+/// 5. Fail-safe: A ineligible releases tg-1 to B; eligible again, it fails back after the delay.
+#[test]
+fn ineligible_device_releases_and_fails_back() {
+    let mut net = Net::three();
+    net.run(ms(3000));
+    let t = net.now;
+    let outs = net.feed("A", Input::Eligible(false));
+    assert!(
+        matches!(&outs[0], Output::Release { traffic_group, reason } if traffic_group == "tg-1" && reason.starts_with("ineligible"))
+    );
+    assert!(matches!(&outs[1], Output::SendHeartbeat(hb) if !hb.eligible && hb.active.is_empty()));
+    net.run(ms(3000));
+    let evs = net.events_since(t);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(activate("B", "tg-1")(&evs[1]));
+    assert_eq!(reason(&evs[1].1), "A ineligible");
+    // tg-3 (C, then A) has A as next-active no more.
+    assert_eq!(net.tg_status("C", "tg-3").next_active.as_deref(), Some("B"));
+
+    let t = net.now;
+    net.feed("A", Input::Eligible(true));
+    net.run(ms(FAILBACK - 10));
+    assert!(net.events_since(t).is_empty());
+    net.run(ms(INTERVAL));
+    let evs = net.events_since(t);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(evs.iter().any(release("B", "tg-1")));
+    assert!(evs.iter().any(activate("A", "tg-1")));
+    net.assert_steady();
+}
+
+/// 6. Two devices fed the same heartbeats compute the same placement.
+#[test]
+fn same_view_same_placement() {
+    let mut net = Net::three();
+    net.run(ms(2000));
+    net.feed("A", Input::Eligible(false));
+    net.run(ms(700));
+    // Two observers (say D and E) that are not part of the group's traffic but hear it: use
+    // A's and C's views, which both heard the same heartbeats.
+    let a = net.status("A");
+    let c = net.status("C");
+    let pick = |s: &GroupStatus| -> Vec<_> {
+        s.traffic_groups
+            .iter()
+            .map(|t| (t.active.clone(), t.placement.clone(), t.next_active.clone()))
+            .collect()
+    };
+    assert_eq!(pick(&a), pick(&c));
+
+    // And two fresh instances of the same device fed the same inputs agree exactly.
+    let t0 = Instant::now();
+    let mut x = Placement::new(spec("B", &["A", "B", "C"]), 5);
+    let mut y = Placement::new(spec("B", &["A", "B", "C"]), 5);
+    let hb = |device: &str, seq, active: &[&str]| Heartbeat {
+        device: device.into(),
+        epoch: 1,
+        seq,
+        sent_ms: 0,
+        eligible: true,
+        active: active.iter().map(|s| s.to_string()).collect(),
+        orders: vec![],
+    };
+    for p in [&mut x, &mut y] {
+        p.process(t0, Input::Start);
+        for i in 1..10u64 {
+            let now = t0 + ms(100 * i);
+            p.process(now, Input::Heartbeat(hb("A", i, &["tg-1", "tg-3"])));
+            p.process(now, Input::Heartbeat(hb("C", i, &[])));
+            p.process(now, Input::Timer);
+        }
+    }
+    let now = t0 + ms(900);
+    assert_eq!(x.status(now), y.status(now));
+    let s = x.status(now);
+    let got: Vec<_> = s
+        .traffic_groups
+        .iter()
+        .map(|t| t.placement.clone().unwrap())
+        .collect();
+    assert_eq!(got, ["A", "B", "A"]);
+}
+
+/// 7. A lone device activates everything after listening.
+#[test]
+fn lone_device_takes_everything_after_listening() {
+    let mut net = Net::new(&["A"], &["A", "B", "C"]);
+    net.feed("A", Input::Start);
+    net.run(ms(DEAD - 1));
+    assert!(net.events_since(net.t0).is_empty());
+    net.run(ms(INTERVAL));
+    let evs = net.events_since(net.t0);
+    assert_eq!(evs.len(), 3, "{evs:?}");
+    assert_eq!(net.nodes["A"].holds.len(), 3);
+    assert!(evs
+        .iter()
+        .all(|(_, o)| reason(o) == "first available in HA order"));
+
+    // A group of one does not listen at all.
+    let t0 = Instant::now();
+    let mut p = Placement::new(spec("A", &["A"]), 1);
+    let outs = p.process(t0, Input::Start);
+    assert_eq!(
+        outs.iter()
+            .filter(|o| matches!(o, Output::Activate { .. }))
+            .count(),
+        3
+    );
+}
+
+/// A device that restarts (new epoch) does not steal what its peers took meanwhile.
+#[test]
+fn restarted_device_does_not_steal() {
+    let mut net = Net::three();
+    net.run(ms(2000));
+    net.nodes.get_mut("C").unwrap().hung = true;
+    net.run(ms(1000));
+    assert_eq!(net.holders("tg-3"), vec!["A".to_string(), "C".to_string()]);
+    // C restarts: a new process with a new epoch, holding nothing.
+    let c = Node {
+        p: Placement::new(spec("C", &["A", "B", "C"]), 2_000),
+        hung: false,
+        holds: BTreeSet::new(),
+    };
+    net.nodes.insert("C".into(), c);
+    let t = net.now;
+    net.feed("C", Input::Start);
+    net.run(ms(DEAD + INTERVAL));
+    assert!(net.events_since(t).is_empty(), "{:?}", net.events_since(t));
+    // tg-3 has no auto-failback: it stays on A for good.
+    net.run(ms(5000));
+    assert!(net.events_since(t).is_empty());
+    assert_eq!(net.holders("tg-3"), vec!["A".to_string()]);
+}
+
+/// Heartbeats lost for less than dead_after change nothing; a late timer is a stall.
+#[test]
+fn poll_timeout_and_stall_detection() {
+    let t0 = Instant::now();
+    let mut p = Placement::new(spec("A", &["A", "B"]), 1);
+    assert_eq!(p.poll_timeout(), None);
+    assert!(p.process(t0, Input::Timer).is_empty());
+    let outs = p.process(t0, Input::Start);
+    assert!(matches!(&outs[..], [Output::SendHeartbeat(hb)] if hb.seq == 1 && hb.sent_ms == 1));
+    assert_eq!(p.poll_timeout(), Some(t0 + ms(INTERVAL)));
+    p.set_clock_ms(t0, 1_700_000_000_000);
+    let outs = p.process(t0 + ms(100), Input::Timer);
+    assert!(
+        matches!(&outs[..], [Output::SendHeartbeat(hb)] if hb.seq == 2 && hb.sent_ms == 1_700_000_000_100)
+    );
+    // A timer 2s late: resuming, nothing is sent until it has listened.
+    let late = t0 + ms(2200);
+    assert!(p.process(late, Input::Timer).is_empty());
+    assert_eq!(p.status(late).phase, "resuming");
+    let outs = p.process(late + ms(DEAD), Input::Timer);
+    assert_eq!(p.status(late + ms(DEAD)).phase, "running");
+    assert!(outs.iter().any(|o| matches!(o, Output::SendHeartbeat(_))));
+}
+
+/// A restarted device (new epoch) that is first in HA order gets its TG back by auto-failback:
+/// every device agrees when, so there is neither a long gap nor a long overlap.
+#[test]
+fn restarted_device_gets_its_traffic_group_back() {
+    let mut net = Net::three();
+    net.run(ms(2000));
+    net.nodes.get_mut("A").unwrap().hung = true;
+    net.run(ms(1000));
+    net.nodes.insert(
+        "A".into(),
+        Node {
+            p: Placement::new(spec("A", &["A", "B", "C"]), 2_000),
+            hung: false,
+            holds: BTreeSet::new(),
+        },
+    );
+    let t = net.now;
+    net.feed("A", Input::Start);
+    net.overlap.clear();
+    let mut longest_gap = Duration::ZERO;
+    let mut gap_since = None;
+    for _ in 0..3000 {
+        net.run(ms(1));
+        if net.holders("tg-1").is_empty() {
+            let since = *gap_since.get_or_insert(net.now);
+            longest_gap = longest_gap.max(net.now - since);
+        } else {
+            gap_since = None;
+        }
+    }
+    let evs = net.events_since(t);
+    // Only tg-1 moves.
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(evs.iter().any(release("B", "tg-1")));
+    assert!(evs.iter().any(activate("A", "tg-1")));
+    let act = evs.iter().find(|e| activate("A", "tg-1")(e)).unwrap();
+    assert!(reason(&act.1).starts_with("auto-failback to A"), "{act:?}");
+    assert!(longest_gap <= ms(INTERVAL), "{longest_gap:?}");
+    assert!(net.overlap.get("tg-1").copied().unwrap_or_default() <= ms(INTERVAL));
+    net.assert_steady();
+}
+
+/// A partition heals: every TG claimed on both sides stays with the claimant placement picks
+/// (first in HA order), the other releases it at once.
+#[test]
+fn split_brain_heals_by_placement() {
+    let mut net = Net::three();
+    net.run(ms(2000));
+    for (x, y) in [("A", "B"), ("A", "C")] {
+        net.cut.insert((x.into(), y.into()));
+        net.cut.insert((y.into(), x.into()));
+    }
+    net.run(ms(DEAD + 2 * INTERVAL));
+    // A alone took everything; B and C took tg-1 (B is next in its HA order).
+    assert_eq!(net.nodes["A"].holds.len(), 3);
+    assert_eq!(net.holders("tg-1"), vec!["A".to_string(), "B".to_string()]);
+    assert_eq!(net.holders("tg-2"), vec!["A".to_string(), "B".to_string()]);
+    assert_eq!(net.holders("tg-3"), vec!["A".to_string(), "C".to_string()]);
+    net.cut.clear();
+    let t = net.now;
+    net.run(ms(2 * INTERVAL));
+    let evs = net.events_since(t);
+    assert_eq!(evs.len(), 3, "{evs:?}");
+    assert!(evs.iter().any(release("B", "tg-1")));
+    assert!(evs.iter().any(release("A", "tg-2")));
+    assert!(evs.iter().any(release("A", "tg-3")));
+    assert!(evs
+        .iter()
+        .all(|e| reason(&e.1).ends_with("also active and keeps it")));
+    net.assert_steady();
+    net.run(ms(5000));
+    assert_eq!(net.events_since(t).len(), 3);
+}

@@ -391,6 +391,9 @@ pub async fn run(
     shared
         .spawn_workers()
         .map_err(|source| DaemonError::Workers { source })?;
+    // Listeners first: once the control socket answers, every virtual server is listening
+    // (scripts and tests wait for the control socket).
+    shared.start().await?;
     let control = bind_control(&control_path)?;
     let metrics = match metrics_addr {
         Some(addr) => Some(
@@ -400,7 +403,6 @@ pub async fn run(
         ),
         None => None,
     };
-    shared.start().await?;
     let control_task = tokio::spawn(crate::control::serve(control, shared.clone()));
     let metrics_task = metrics.map(|l| {
         info!(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lbd::cluster::driver::{spawn, Actions, DriverConfig, DriverError, DriverHandle};
-use lbd::cluster::heartbeat::{encode, GroupKey};
+use lbd::cluster::heartbeat::{decode, encode, GroupKey};
 use lbd::cluster::placement::{GroupSpec, GroupStatus, TgState, TrafficGroupSpec};
 use lbd::cluster::Heartbeat;
 use tokio::net::UdpSocket;
@@ -104,21 +104,62 @@ impl Cluster {
     /// Starts all three devices; `extra[dev]` are additional addresses the others send `dev`'s
     /// heartbeats to.
     async fn start(extra: BTreeMap<String, Vec<SocketAddr>>) -> Self {
+        let mut c = Cluster::new(extra);
+        for d in DEVICES {
+            c.spawn(d).await;
+        }
+        c
+    }
+
+    /// No device started yet.
+    fn new(extra: BTreeMap<String, Vec<SocketAddr>>) -> Self {
         let addrs = DEVICES
             .iter()
             .map(|d| (d.to_string(), free_addr()))
             .collect();
-        let mut c = Cluster {
+        Cluster {
             addrs,
             extra,
             handles: BTreeMap::new(),
             tasks: BTreeMap::new(),
             log: Arc::new(Mutex::new(Vec::new())),
-        };
-        for d in DEVICES {
-            c.spawn(d).await;
         }
-        c
+    }
+
+    /// Starts `me` on a runtime of its own, in a thread of its own; sending a duration on the
+    /// returned channel blocks that thread (the whole process of `me`, as `kill -STOP` would)
+    /// for that long. Dropping the channel stops `me`.
+    fn spawn_stallable(&mut self, me: &str) -> std::sync::mpsc::Sender<Duration> {
+        let cfg = self.config(me);
+        let actions = Arc::new(Recorder {
+            dev: me.to_string(),
+            log: self.log.clone(),
+        });
+        let (stall_tx, stall_rx) = std::sync::mpsc::channel::<Duration>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (handle, task) = spawn(cfg, actions).await.unwrap();
+                ready_tx.send(handle).unwrap();
+                loop {
+                    match stall_rx.try_recv() {
+                        Ok(d) => std::thread::sleep(d),
+                        Err(std::sync::mpsc::TryRecvError::Empty) => {
+                            tokio::time::sleep(Duration::from_millis(5)).await
+                        }
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                    }
+                }
+                task.abort();
+            });
+        });
+        let handle = ready_rx.recv_timeout(WAIT).unwrap();
+        self.handles.insert(me.to_string(), handle);
+        stall_tx
     }
 
     fn config(&self, me: &str) -> DriverConfig {
@@ -393,7 +434,7 @@ async fn forged_and_replayed_heartbeats_change_nothing() {
     let b = c.addrs["B"];
     let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
 
-    // Forger: claims, as A with a far later epoch, every group and ineligibility for nobody.
+    // Forger: claims, as A with the greatest epoch, every traffic group.
     let wrong = GroupKey::from_bytes(b"not the group key, but 32 bytes!").unwrap();
     let forged = Heartbeat {
         device: "A".into(),
@@ -448,5 +489,75 @@ async fn forged_and_replayed_heartbeats_change_nothing() {
     let status = h.status().await;
     let a = status.devices.iter().find(|d| d.name == "A").unwrap();
     assert!(a.alive && a.active == ["tg-1"], "{a:?}");
+    c.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_device_resumes_without_acting_on_stale_state() {
+    // A sniffer bound to a "secondary" address of B records what A sends.
+    let sniffer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let extra = BTreeMap::from([("B".to_string(), vec![sniffer.local_addr().unwrap()])]);
+    let mut c = Cluster::new(extra);
+    let a_addr = c.addrs["A"];
+    let sniffed: Arc<Mutex<Vec<Heartbeat>>> = Arc::default();
+    let sniff = {
+        let sniffed = sniffed.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, from)) = sniffer.recv_from(&mut buf).await {
+                if from == a_addr {
+                    sniffed
+                        .lock()
+                        .unwrap()
+                        .push(decode(&buf[..n], &key()).unwrap());
+                }
+            }
+        })
+    };
+    let stall = c.spawn_stallable("A");
+    c.spawn("B").await;
+    c.spawn("C").await;
+    c.wait_placed(&DEVICES, &STEADY).await;
+
+    // A hangs for well over dead_after: B takes tg-1 meanwhile.
+    let stalled = Instant::now();
+    let stalled_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    stall.send(DEAD_AFTER * 3).unwrap();
+    wait_for("B activates tg-1", || {
+        c.events_since(stalled)
+            .iter()
+            .any(|e| e.dev == "B" && e.what == "activate" && e.tg == "tg-1")
+    })
+    .await;
+
+    // On resume A gives tg-1 up, and never tells anyone it still holds it.
+    let want = [("tg-1", "B"), ("tg-2", "B"), ("tg-3", "C")];
+    c.wait_placed(&DEVICES, &want).await;
+    let moved = c.events_since(stalled);
+    assert!(moved
+        .iter()
+        .any(|e| e.dev == "A" && e.what == "release" && e.tg == "tg-1"));
+    assert_eq!(moved.len(), 2, "{moved:#?}");
+    tokio::time::sleep(INTERVAL * 4).await;
+    let after: Vec<Heartbeat> = sniffed
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|hb| hb.sent_ms > stalled_ms + DEAD_AFTER.as_millis() as u64)
+        .cloned()
+        .collect();
+    assert!(!after.is_empty(), "A sends again after resuming");
+    assert!(
+        after
+            .iter()
+            .all(|hb| !hb.active.contains(&"tg-1".to_string())),
+        "{after:#?}"
+    );
+    assert!(c.placed(&DEVICES, &want).await);
+    drop(stall);
+    sniff.abort();
     c.shutdown();
 }

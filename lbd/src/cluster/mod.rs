@@ -43,6 +43,7 @@ pub struct Order {
     pub to: String,
 }
 
+pub mod driver;
 pub mod heartbeat;
 pub mod netaddr;
 pub mod placement;

@@ -1,0 +1,505 @@
+//! The cluster driver: the tokio task that runs one device's [`Placement`] over UDP.
+//!
+//! [`spawn`] binds a UDP socket to this device's failover address and starts one task owning
+//! that socket, the [`Placement`] state machine, a [`ReplayGuard`] and the receiving end of a
+//! command channel. The [`DriverHandle`] it returns sends commands (status, `lbctl failover`,
+//! standby/release and the link fail-safe) and reads the counters; aborting the task's
+//! `JoinHandle` stops the driver (like a crash: nothing is released).
+//!
+//! # Order of operations
+//!
+//! The task feeds [`Input::Start`] once, then loops on `tokio::select!` over three sources:
+//!
+//! 1. **A datagram**: [`decode`] (tag first), then [`ReplayGuard::check`], then
+//!    [`Input::Heartbeat`]. A rejected datagram (bad tag, malformed, replayed, unknown device)
+//!    is counted, logged at debug, and warned about at most once per [`WARN_EVERY`] per reason;
+//!    it never stops the task and never reaches the placement.
+//! 2. **The timer** ([`Placement::poll_timeout`]): first every datagram already queued on the
+//!    socket is read (non-blocking, at most [`DRAIN_MAX`]) and fed as above, then
+//!    [`Input::Timer`]. After a stall (SIGSTOP, a long pause) the socket holds a backlog: it
+//!    goes in first, so the placement acts on the newest state, not on what it knew before.
+//! 3. **A command**: the socket is drained the same way, then the command is fed
+//!    ([`Input::Failover`], [`Input::Eligible`]) or answered (status).
+//!
+//! Before every [`Placement::process`] call the driver sets the placement's clock
+//! ([`Placement::set_clock_ms`]) to the current instant and Unix time. Outputs are applied in
+//! the order given: [`Output::SendHeartbeat`] is signed ([`encode`]) and sent to every address
+//! of every peer (a failed send is counted and logged, never fatal);
+//! [`Output::Activate`] / [`Output::Release`] call [`Actions`] and are logged at info with
+//! their reason.
+//!
+//! Liveness is the placement's business and is judged by when an accepted heartbeat was
+//! *received* (the instant the driver feeds it), never by the sender's `sent_ms`.
+//!
+//! # What it must not do
+//!
+//! - Block: sends use `try_send_to` (a full socket buffer drops the datagram, counted), reads
+//!   are non-blocking, and [`Actions`] run on this task so they must return quickly.
+//! - Act on stale state after a stall: the queued backlog is always read before a timer or a
+//!   command is fed, and the placement itself refuses to claim until it has heard fresh
+//!   heartbeats (see `placement`).
+//! - Decide placement or liveness itself, or trust anything unauthenticated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use super::heartbeat::{decode, encode, GroupKey, HeartbeatError, ReplayGuard, MAX_DATAGRAM};
+use super::placement::{GroupSpec, GroupStatus, Input, Output, Placement};
+
+/// The most datagrams read in one drain before a timer or a command is fed.
+pub const DRAIN_MAX: usize = 1024;
+/// A warning of one kind (a rejection reason, a send failure) is logged at most this often.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// What the driver needs to run one device of the group.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub spec: GroupSpec,
+    pub key: Arc<GroupKey>,
+    /// Where to listen for heartbeats (this device's failover address and port).
+    pub listen: SocketAddr,
+    /// Each peer device's heartbeat addresses (primary and optional secondary: send to all).
+    pub peers: BTreeMap<String, Vec<SocketAddr>>,
+}
+
+/// What the driver asks of the rest of lbd; called from the driver task, in order.
+///
+/// Both must return quickly (they run on the driver's task, between heartbeats).
+pub trait Actions: Send + Sync + 'static {
+    fn activate(&self, traffic_group: &str, reason: &str);
+    fn release(&self, traffic_group: &str, reason: &str);
+}
+
+/// Why the driver could not start or do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    #[error("cannot bind heartbeat socket {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("unknown traffic group {0}")]
+    UnknownTrafficGroup(String),
+    #[error("unknown device {0}")]
+    UnknownDevice(String),
+    #[error("cluster driver stopped")]
+    Stopped,
+}
+
+/// The driver's counters, for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverCounters {
+    /// Heartbeat datagrams sent (one per peer address per heartbeat).
+    pub heartbeats_sent: u64,
+    /// Heartbeats accepted (authentic, well formed, newer than the last from their device).
+    pub heartbeats_received: u64,
+    /// Datagrams whose authentication tag did not verify under the group key.
+    pub rejected_bad_tag: u64,
+    /// Authentic heartbeats not newer than the last accepted from their device.
+    pub rejected_replayed: u64,
+    /// Authentic heartbeats from a device outside the group (or claiming to be this one).
+    pub rejected_unknown_device: u64,
+    /// Datagrams too short, too long, or authentic but badly formed.
+    pub rejected_malformed: u64,
+    /// Heartbeats that could not be encoded or sent to some address.
+    pub send_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    bad_tag: AtomicU64,
+    replayed: AtomicU64,
+    unknown_device: AtomicU64,
+    malformed: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> DriverCounters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        DriverCounters {
+            heartbeats_sent: get(&self.sent),
+            heartbeats_received: get(&self.received),
+            rejected_bad_tag: get(&self.bad_tag),
+            rejected_replayed: get(&self.replayed),
+            rejected_unknown_device: get(&self.unknown_device),
+            rejected_malformed: get(&self.malformed),
+            send_errors: get(&self.send_errors),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+enum Command {
+    Status(oneshot::Sender<GroupStatus>),
+    Failover {
+        traffic_group: String,
+        to: Option<String>,
+        reply: oneshot::Sender<Result<(), DriverError>>,
+    },
+    Eligible(bool, oneshot::Sender<()>),
+}
+
+/// Commands in, status and counters out. Cheap to clone.
+#[derive(Clone)]
+pub struct DriverHandle {
+    me: String,
+    tx: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+    /// The status as the task last saw it, written when the task stops.
+    last: Arc<Mutex<Option<GroupStatus>>>,
+}
+
+impl std::fmt::Debug for DriverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverHandle")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DriverHandle {
+    /// The group as this device sees it now. Once the driver has stopped: its last view, with
+    /// phase "stopped".
+    pub async fn status(&self) -> GroupStatus {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Status(reply)).await.is_ok() {
+            if let Ok(status) = rx.await {
+                return status;
+            }
+        }
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        last.unwrap_or_else(|| GroupStatus {
+            me: self.me.clone(),
+            epoch: 0,
+            phase: "stopped".into(),
+            devices: Vec::new(),
+            traffic_groups: Vec::new(),
+            orders: Vec::new(),
+        })
+    }
+
+    /// `lbctl failover TG [--to DEV]`: issue a manual placement order (`to: None` moves the
+    /// traffic group to its next-active).
+    pub async fn failover(&self, traffic_group: &str, to: Option<&str>) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Failover {
+            traffic_group: traffic_group.to_string(),
+            to: to.map(str::to_string),
+            reply,
+        };
+        self.tx.send(cmd).await.map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// This device may hold traffic groups (false: `lbctl standby`/`release`, or a link down —
+    /// the fail-safe releases everything at once). Does nothing once the driver has stopped.
+    pub async fn set_eligible(&self, eligible: bool) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::Eligible(eligible, reply))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    /// The counters now (they keep their last values once the driver has stopped).
+    pub fn counters(&self) -> DriverCounters {
+        self.counters.snapshot()
+    }
+}
+
+/// The epoch of a new driver: the Unix ms now, and strictly above any earlier one handed out
+/// in this process (two drivers started within one ms, or a clock step back).
+fn next_epoch() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = unix_ms();
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let epoch = now.max(prev + 1);
+        match LAST.compare_exchange_weak(prev, epoch, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return epoch,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Binds `cfg.listen` and starts the driver task (see the module documentation).
+pub async fn spawn(
+    cfg: DriverConfig,
+    actions: Arc<dyn Actions>,
+) -> Result<(DriverHandle, JoinHandle<()>), DriverError> {
+    let sock = UdpSocket::bind(cfg.listen)
+        .await
+        .map_err(|e| DriverError::Bind {
+            addr: cfg.listen,
+            reason: e.to_string(),
+        })?;
+    let (tx, rx) = mpsc::channel(32);
+    let counters = Arc::new(Counters::default());
+    let last = Arc::new(Mutex::new(None));
+    let me = cfg.spec.me.clone();
+    for name in cfg.peers.keys() {
+        if !cfg.spec.devices.contains(name) || *name == me {
+            warn!(device = %me, peer = %name, "heartbeat peer is not another device of the group");
+        }
+    }
+    let epoch = next_epoch();
+    let guard = ReplayGuard::new(&cfg.spec.devices, &me);
+    let driver = Driver {
+        placement: Placement::new(cfg.spec.clone(), epoch),
+        spec: cfg.spec,
+        key: cfg.key,
+        peers: cfg.peers,
+        sock,
+        guard,
+        actions,
+        counters: counters.clone(),
+        last: last.clone(),
+        warned: HashMap::new(),
+        buf: vec![0; MAX_DATAGRAM + 1],
+    };
+    info!(device = %me, listen = %cfg.listen, epoch, "cluster driver starting");
+    let task = tokio::spawn(driver.run(rx));
+    Ok((
+        DriverHandle {
+            me,
+            tx,
+            counters,
+            last,
+        },
+        task,
+    ))
+}
+
+/// The task's state. Dropping it (task ended or aborted) leaves its last status behind.
+struct Driver {
+    spec: GroupSpec,
+    placement: Placement,
+    key: Arc<GroupKey>,
+    peers: BTreeMap<String, Vec<SocketAddr>>,
+    sock: UdpSocket,
+    guard: ReplayGuard,
+    actions: Arc<dyn Actions>,
+    counters: Arc<Counters>,
+    last: Arc<Mutex<Option<GroupStatus>>>,
+    /// Per warning kind: when last warned, and how many were suppressed since.
+    warned: HashMap<&'static str, (Instant, u64)>,
+    /// One byte more than the largest datagram, so that an oversized one is seen as such.
+    buf: Vec<u8>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let mut status = self.placement.status(Instant::now());
+        status.phase = "stopped".into();
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.feed(Input::Start);
+        let mut commands_open = true;
+        loop {
+            let deadline = self.placement.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {
+                    self.drain();
+                    self.feed(Input::Timer);
+                }
+                r = self.sock.recv_from(&mut self.buf) => match r {
+                    Ok((n, from)) => self.datagram(n, from),
+                    Err(e) => {
+                        debug!(device = %self.spec.me, "heartbeat receive: {e}");
+                        self.warn_limited("receive", format_args!("heartbeat receive: {e}"));
+                    }
+                },
+                cmd = rx.recv(), if commands_open => match cmd {
+                    Some(cmd) => {
+                        self.drain();
+                        self.command(cmd);
+                    }
+                    // Every handle is gone: keep running until aborted.
+                    None => commands_open = false,
+                },
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(self.placement.status(Instant::now()));
+            }
+            Command::Failover {
+                traffic_group,
+                to,
+                reply,
+            } => {
+                let res = self.check_failover(&traffic_group, to.as_deref());
+                if res.is_ok() {
+                    info!(device = %self.spec.me, traffic_group = %traffic_group,
+                        to = to.as_deref().unwrap_or("(next-active)"), "manual failover ordered");
+                    self.feed(Input::Failover { traffic_group, to });
+                }
+                let _ = reply.send(res);
+            }
+            Command::Eligible(eligible, reply) => {
+                info!(device = %self.spec.me, eligible, "eligibility set");
+                self.feed(Input::Eligible(eligible));
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn check_failover(&self, tg: &str, to: Option<&str>) -> Result<(), DriverError> {
+        if !self.spec.traffic_groups.iter().any(|t| t.name == tg) {
+            return Err(DriverError::UnknownTrafficGroup(tg.to_string()));
+        }
+        match to {
+            Some(to) if !self.spec.devices.iter().any(|d| d == to) && to != self.spec.me => {
+                Err(DriverError::UnknownDevice(to.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads and feeds every datagram already queued, without waiting.
+    fn drain(&mut self) {
+        for _ in 0..DRAIN_MAX {
+            match self.sock.try_recv_from(&mut self.buf) {
+                Ok((n, from)) => self.datagram(n, from),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!(device = %self.spec.me, "heartbeat receive: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One datagram of `n` bytes in `self.buf`: checked, then fed if accepted.
+    fn datagram(&mut self, n: usize, from: SocketAddr) {
+        let hb = match decode(&self.buf[..n], &self.key) {
+            Ok(hb) => hb,
+            Err(e) => return self.rejected(&e, from),
+        };
+        if let Err(e) = self.guard.check(&hb) {
+            return self.rejected(&e, from);
+        }
+        bump(&self.counters.received);
+        self.feed(Input::Heartbeat(hb));
+    }
+
+    fn rejected(&mut self, e: &HeartbeatError, from: SocketAddr) {
+        let kind = match e {
+            HeartbeatError::BadTag => {
+                bump(&self.counters.bad_tag);
+                "bad tag"
+            }
+            HeartbeatError::Replayed { .. } => {
+                bump(&self.counters.replayed);
+                "replayed"
+            }
+            HeartbeatError::UnknownDevice(_) | HeartbeatError::FromMyself => {
+                bump(&self.counters.unknown_device);
+                "unknown device"
+            }
+            _ => {
+                bump(&self.counters.malformed);
+                "malformed"
+            }
+        };
+        debug!(device = %self.spec.me, %from, "heartbeat rejected: {e}");
+        self.warn_limited(kind, format_args!("heartbeat from {from} rejected: {e}"));
+    }
+
+    /// Warns at most once per [`WARN_EVERY`] per `kind`, saying how many were suppressed.
+    fn warn_limited(&mut self, kind: &'static str, msg: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        match self.warned.get_mut(kind) {
+            Some((at, suppressed)) if now < *at + WARN_EVERY => *suppressed += 1,
+            entry => {
+                let suppressed = entry.map_or(0, |(_, s)| *s);
+                warn!(device = %self.spec.me, suppressed, "{msg}");
+                self.warned.insert(kind, (now, 0));
+            }
+        }
+    }
+
+    /// Sets the clock, processes `input`, applies the outputs in order.
+    fn feed(&mut self, input: Input) {
+        let now = Instant::now();
+        self.placement.set_clock_ms(now, unix_ms());
+        for out in self.placement.process(now, input) {
+            match out {
+                Output::SendHeartbeat(hb) => self.send(&hb),
+                Output::Activate {
+                    traffic_group,
+                    reason,
+                } => {
+                    info!(device = %self.spec.me, traffic_group = %traffic_group,
+                        "activate {traffic_group}: {reason}");
+                    self.actions.activate(&traffic_group, &reason);
+                }
+                Output::Release {
+                    traffic_group,
+                    reason,
+                } => {
+                    info!(device = %self.spec.me, traffic_group = %traffic_group,
+                        "release {traffic_group}: {reason}");
+                    self.actions.release(&traffic_group, &reason);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, hb: &super::Heartbeat) {
+        let datagram = match encode(hb, &self.key) {
+            Ok(d) => d,
+            Err(e) => {
+                bump(&self.counters.send_errors);
+                error!(device = %self.spec.me, "cannot encode heartbeat: {e}");
+                return;
+            }
+        };
+        let addrs: Vec<SocketAddr> = self.peers.values().flatten().copied().collect();
+        for addr in addrs {
+            match self.sock.try_send_to(&datagram, addr) {
+                Ok(_) => bump(&self.counters.sent),
+                Err(e) => {
+                    bump(&self.counters.send_errors);
+                    debug!(device = %self.spec.me, %addr, "heartbeat send: {e}");
+                    self.warn_limited("send", format_args!("heartbeat to {addr}: {e}"));
+                }
+            }
+        }
+    }
+}

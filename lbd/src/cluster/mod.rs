@@ -6,6 +6,9 @@
 //!   manual failover, fail-safe) deciding which traffic groups are active on this device.
 //! - `netaddr`: floating addresses through netlink, gratuitous ARP and unsolicited neighbour
 //!   advertisements.
+//! - `driver`: the tokio task running `placement` over UDP heartbeats.
+//! - `config`: the device-group file shared by every device (devices, failover addresses,
+//!   traffic groups, heartbeat timing).
 //!
 //! Nothing here is wired into the daemon yet.
 
@@ -43,6 +46,7 @@ pub struct Order {
     pub to: String,
 }
 
+pub mod config;
 pub mod driver;
 pub mod heartbeat;
 pub mod netaddr;

@@ -1,0 +1,368 @@
+//! The device-group configuration: the part every device of the group shares (devices, their
+//! failover addresses, traffic groups with their floating self IPs and HA order, heartbeat
+//! timing). Device-local settings (this device's name, interfaces) stay in lbd's own file.
+//!
+//! Read like lbd's configuration: TOML through the `config` crate, `deny_unknown_fields`,
+//! validated as a whole; errors name the file, the key and the problem. Turned into the
+//! [`DriverConfig`] the heartbeat driver runs with. No I/O beyond reading files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::driver::DriverConfig;
+use super::heartbeat::GroupKey;
+use super::placement::{GroupSpec, TrafficGroupSpec};
+use crate::config::ConfigError;
+
+/// The whole device-group file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub group: Group,
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    #[serde(default)]
+    pub traffic_groups: Vec<TrafficGroup>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    /// File with the group key (hex, or at least 16 raw bytes): authenticates heartbeats.
+    pub key_file: PathBuf,
+    /// UDP port heartbeats are sent to and received on.
+    #[serde(default = "default_port")]
+    pub heartbeat_port: u16,
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A device not heard from for this long is dead. Default 500ms: a hung device is
+    /// declared dead well within one second.
+    #[serde(default = "default_dead_after", with = "humantime_serde")]
+    pub dead_after: Duration,
+}
+
+fn default_port() -> u16 {
+    1026
+}
+fn default_interval() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_dead_after() -> Duration {
+    Duration::from_millis(500)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub name: String,
+    /// Heartbeat addresses: the HA segment, and optionally a second path.
+    pub failover_addresses: Vec<IpAddr>,
+    /// Mirroring addresses, primary then secondary (used by mirroring, issue 6).
+    #[serde(default)]
+    pub mirror_addresses: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficGroup {
+    pub name: String,
+    /// Devices in failover preference order; every device of the group must appear once.
+    pub ha_order: Vec<String>,
+    /// Floating external self IP with its prefix (the VIP's next hop in L2 mode).
+    pub external_floating: IpNet,
+    /// Floating internal self IP with its prefix (the SNAT automap source).
+    pub internal_floating: IpNet,
+    #[serde(default)]
+    pub auto_failback: bool,
+    #[serde(default = "default_failback_delay", with = "humantime_serde")]
+    pub failback_delay: Duration,
+    /// ADD-PATH path id the VIP is announced with for this group (default: position + 1).
+    #[serde(default)]
+    pub path_id: Option<u32>,
+}
+
+fn default_failback_delay() -> Duration {
+    Duration::from_secs(5)
+}
+
+type Invalid = (String, String);
+
+fn bad(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    (key.into(), message.into())
+}
+
+impl GroupConfig {
+    /// Reads and validates the file.
+    pub fn load(path: &Path) -> Result<GroupConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Load {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml(&text, &file)
+    }
+
+    /// Parses and validates TOML text; `name` stands for the file name in errors.
+    pub fn from_toml(text: &str, name: &str) -> Result<GroupConfig, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Load {
+                file: name.into(),
+                message: e.to_string(),
+            })?;
+        let cfg: GroupConfig = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                file: name.into(),
+                key,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        cfg.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                file: name.into(),
+                key,
+                message,
+            })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        let g = &self.group;
+        if g.heartbeat_interval.is_zero() {
+            return Err(bad("group.heartbeat_interval", "must not be 0"));
+        }
+        if g.dead_after < g.heartbeat_interval * 2 {
+            return Err(bad(
+                "group.dead_after",
+                "must be at least two heartbeat intervals",
+            ));
+        }
+        if g.heartbeat_port == 0 {
+            return Err(bad("group.heartbeat_port", "port 0 is not a port"));
+        }
+        let mut names = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            let key = |k: &str| format!("devices[{i}].{k}");
+            if d.name.is_empty() || !names.insert(d.name.as_str()) {
+                return Err(bad(
+                    key("name"),
+                    format!("`{}` is empty or listed twice", d.name),
+                ));
+            }
+            if d.failover_addresses.is_empty() || d.failover_addresses.len() > 2 {
+                return Err(bad(key("failover_addresses"), "give one or two addresses"));
+            }
+            for a in &d.failover_addresses {
+                if !addrs.insert(*a) {
+                    return Err(bad(
+                        key("failover_addresses"),
+                        format!("{a} is used by two devices"),
+                    ));
+                }
+            }
+            if d.mirror_addresses.len() > 2 {
+                return Err(bad(key("mirror_addresses"), "give at most two addresses"));
+            }
+        }
+        if self.devices.is_empty() {
+            return Err(bad("devices", "a device group needs at least one device"));
+        }
+        let mut tgs = BTreeSet::new();
+        let mut floating = BTreeSet::new();
+        let mut path_ids = BTreeSet::new();
+        for (i, tg) in self.traffic_groups.iter().enumerate() {
+            let key = |k: &str| format!("traffic_groups[{i}].{k}");
+            if tg.name.is_empty() || !tgs.insert(tg.name.as_str()) {
+                return Err(bad(
+                    key("name"),
+                    format!("`{}` is empty or listed twice", tg.name),
+                ));
+            }
+            let order: BTreeSet<&str> = tg.ha_order.iter().map(String::as_str).collect();
+            if let Some(u) = tg.ha_order.iter().find(|d| !names.contains(d.as_str())) {
+                return Err(bad(key("ha_order"), format!("no device named `{u}`")));
+            }
+            if order.len() != tg.ha_order.len() || order != names {
+                return Err(bad(
+                    key("ha_order"),
+                    "must name every device of the group exactly once",
+                ));
+            }
+            for (k, a) in [
+                ("external_floating", tg.external_floating),
+                ("internal_floating", tg.internal_floating),
+            ] {
+                if !floating.insert(a.addr()) {
+                    return Err(bad(key(k), format!("{} is used twice", a.addr())));
+                }
+            }
+            let id = tg.path_id.unwrap_or(i as u32 + 1);
+            if id == 0 || !path_ids.insert(id) {
+                return Err(bad(
+                    key("path_id"),
+                    format!("path id {id} is 0 or used twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ADD-PATH path id of each traffic group.
+    pub fn path_ids(&self) -> BTreeMap<String, u32> {
+        self.traffic_groups
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), t.path_id.unwrap_or(i as u32 + 1)))
+            .collect()
+    }
+
+    /// What the heartbeat driver of device `me` runs with: it listens on its first failover
+    /// address and sends to every failover address of every peer.
+    pub fn driver_config(&self, me: &str, key: Arc<GroupKey>) -> Result<DriverConfig, String> {
+        let mine = self.devices.iter().find(|d| d.name == me).ok_or_else(|| {
+            format!(
+                "device `{me}` is not a member of device group `{}`",
+                self.group.name
+            )
+        })?;
+        let port = self.group.heartbeat_port;
+        let peers = self
+            .devices
+            .iter()
+            .filter(|d| d.name != me)
+            .map(|d| {
+                let addrs = d
+                    .failover_addresses
+                    .iter()
+                    .map(|a| SocketAddr::new(*a, port))
+                    .collect();
+                (d.name.clone(), addrs)
+            })
+            .collect();
+        Ok(DriverConfig {
+            spec: GroupSpec {
+                me: me.to_string(),
+                devices: self.devices.iter().map(|d| d.name.clone()).collect(),
+                traffic_groups: self
+                    .traffic_groups
+                    .iter()
+                    .map(|t| TrafficGroupSpec {
+                        name: t.name.clone(),
+                        ha_order: t.ha_order.clone(),
+                        auto_failback: t.auto_failback,
+                        failback_delay: t.failback_delay,
+                    })
+                    .collect(),
+                heartbeat_interval: self.group.heartbeat_interval,
+                dead_after: self.group.dead_after,
+            },
+            key,
+            listen: SocketAddr::new(mine.failover_addresses[0], port),
+            peers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed's group (DESIGN.md §6).
+    const SEED: &str = r#"
+[group]
+name = "seed"
+key_file = "/etc/spanlb/group.key"
+
+[[devices]]
+name = "A"
+failover_addresses = ["192.168.100.6"]
+[[devices]]
+name = "B"
+failover_addresses = ["192.168.100.7"]
+[[devices]]
+name = "C"
+failover_addresses = ["192.168.100.8", "192.168.101.8"]
+
+[[traffic_groups]]
+name = "tg-1"
+ha_order = ["A", "B", "C"]
+external_floating = "20.1.1.2/24"
+internal_floating = "10.1.1.2/24"
+[[traffic_groups]]
+name = "tg-2"
+ha_order = ["B", "C", "A"]
+external_floating = "20.1.1.3/24"
+internal_floating = "10.1.1.3/24"
+auto_failback = true
+failback_delay = "2s"
+[[traffic_groups]]
+name = "tg-3"
+ha_order = ["C", "A", "B"]
+external_floating = "20.1.1.4/24"
+internal_floating = "10.1.1.4/24"
+"#;
+
+    fn key() -> Arc<GroupKey> {
+        Arc::new(GroupKey::from_hex("00112233445566778899aabbccddeeff").unwrap())
+    }
+
+    #[test]
+    fn the_seed_group_parses_and_becomes_a_driver_config() {
+        let g = GroupConfig::from_toml(SEED, "group.toml").unwrap();
+        assert_eq!(g.group.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(g.group.dead_after, Duration::from_millis(500));
+        assert_eq!(g.path_ids()["tg-2"], 2);
+        let d = g.driver_config("B", key()).unwrap();
+        assert_eq!(d.listen, "192.168.100.7:1026".parse().unwrap());
+        assert_eq!(d.peers.len(), 2);
+        assert_eq!(d.peers["C"].len(), 2);
+        assert_eq!(d.spec.devices, vec!["A", "B", "C"]);
+        let tg2 = &d.spec.traffic_groups[1];
+        assert!(tg2.auto_failback);
+        assert_eq!(tg2.failback_delay, Duration::from_secs(2));
+        assert!(!d.spec.traffic_groups[0].auto_failback);
+        let e = g.driver_config("D", key()).unwrap_err();
+        assert_eq!(e, "device `D` is not a member of device group `seed`");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("ha_order = [\"B\", \"C\", \"A\"]", "ha_order = [\"B\", \"C\"]",
+             "key `traffic_groups[1].ha_order`: must name every device of the group exactly once"),
+            ("ha_order = [\"B\", \"C\", \"A\"]", "ha_order = [\"B\", \"C\", \"X\"]",
+             "key `traffic_groups[1].ha_order`: no device named `X`"),
+            ("internal_floating = \"10.1.1.4/24\"", "internal_floating = \"10.1.1.3/24\"",
+             "key `traffic_groups[2].internal_floating`: 10.1.1.3 is used twice"),
+            ("failover_addresses = [\"192.168.100.7\"]", "failover_addresses = [\"192.168.100.6\"]",
+             "key `devices[1].failover_addresses`: 192.168.100.6 is used by two devices"),
+            ("name = \"B\"", "name = \"A\"", "key `devices[1].name`: `A` is empty or listed twice"),
+            ("failback_delay = \"2s\"", "failback_delay = \"soon\"", "key `traffic_groups[1].failback_delay`"),
+            ("external_floating = \"20.1.1.2/24\"", "external_floating = \"20.1.1.2\"",
+             "key `traffic_groups[0].external_floating`"),
+            ("key_file = \"/etc/spanlb/group.key\"", "key_file = \"/k\"\ndead_after = \"150ms\"",
+             "key `group.dead_after`: must be at least two heartbeat intervals"),
+            ("name = \"tg-3\"", "name = \"tg-3\"\npath_id = 1",
+             "key `traffic_groups[2].path_id`: path id 1 is 0 or used twice"),
+            ("name = \"seed\"", "name = \"seed\"\nbogus = 1", "bogus"),
+        ];
+        for (from, to, want) in cases {
+            assert!(SEED.contains(from), "{from}");
+            let e = GroupConfig::from_toml(&SEED.replacen(from, to, 1), "group.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("group.toml: "), "{e}");
+            assert!(e.contains(want), "{to}:\n  got  {e}\n  want {want}");
+        }
+    }
+}

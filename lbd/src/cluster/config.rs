@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::driver::DriverConfig;
 use super::heartbeat::GroupKey;
 use super::placement::{GroupSpec, TrafficGroupSpec};
-use crate::config::ConfigError;
+use crate::config::{invalid, parse_toml, read_file, ConfigError};
 
 /// The whole device-group file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -101,37 +101,14 @@ fn bad(key: impl Into<String>, message: impl Into<String>) -> Invalid {
 impl GroupConfig {
     /// Reads and validates the file.
     pub fn load(path: &Path) -> Result<GroupConfig, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Load {
-            file: file.clone(),
-            message: e.to_string(),
-        })?;
+        let (text, file) = read_file(path)?;
         Self::from_toml(&text, &file)
     }
 
     /// Parses and validates TOML text; `name` stands for the file name in errors.
     pub fn from_toml(text: &str, name: &str) -> Result<GroupConfig, ConfigError> {
-        let raw = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .map_err(|e| ConfigError::Load {
-                file: name.into(),
-                message: e.to_string(),
-            })?;
-        let cfg: GroupConfig = serde_path_to_error::deserialize(raw).map_err(|e| {
-            let key = e.path().to_string();
-            ConfigError::Invalid {
-                file: name.into(),
-                key,
-                message: e.into_inner().to_string(),
-            }
-        })?;
-        cfg.validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                file: name.into(),
-                key,
-                message,
-            })?;
+        let cfg: GroupConfig = parse_toml(text, name)?;
+        cfg.validate().map_err(|e| invalid(name, e))?;
         Ok(cfg)
     }
 

@@ -440,42 +440,56 @@ fn check_name(section: &str, name: &str) -> Result<(), Invalid> {
     }
 }
 
+/// Reads a configuration file as text; errors name the file.
+pub fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Load {
+        file: file.clone(),
+        message: e.to_string(),
+    })?;
+    Ok((text, file))
+}
+
+/// Parses TOML text through the `config` crate into `T`; errors name `file` and the key.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigError> {
+    let raw = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| ConfigError::Load {
+            file: file.into(),
+            message: e.to_string(),
+        })?;
+    serde_path_to_error::deserialize(raw).map_err(|e| ConfigError::Invalid {
+        file: file.into(),
+        key: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
+}
+
+/// A validation failure (key, message) as the error naming `file`.
+pub fn invalid(file: &str, (key, message): (String, String)) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.into(),
+        key,
+        message,
+    }
+}
+
 impl Config {
     /// Reads and validates the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Load {
-            file: file.clone(),
-            message: e.to_string(),
-        })?;
+        let (text, file) = read_file(path)?;
         Self::from_toml(&text, &file)
     }
 
     /// Parses and validates TOML text; `name` stands for the file name in errors.
     pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
-        let raw = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .map_err(|e| ConfigError::Load {
-                file: name.into(),
-                message: e.to_string(),
-            })?;
-        let mut cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
-            let key = e.path().to_string();
-            let message = e.into_inner().to_string();
-            ConfigError::Invalid {
-                file: name.into(),
-                key,
-                message,
-            }
-        })?;
+        let mut cfg: Config = parse_toml(text, name)?;
         cfg.normalize_names();
-        cfg.validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                file: name.into(),
-                key,
-                message,
-            })?;
+        cfg.validate().map_err(|e| invalid(name, e))?;
         Ok(cfg)
     }
 

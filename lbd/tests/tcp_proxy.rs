@@ -187,16 +187,17 @@ fn the_connection_limit_is_enforced() {
     let mut c2 = connect(vip(port));
     assert_eq!(read_line(&mut c1), "a");
     assert_eq!(read_line(&mut c2), "a");
-    // The third is reset without reaching a member.
-    let mut c3 = connect(vip(port));
-    let mut buf = [0u8; 16];
-    let r = c3.read(&mut buf);
-    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    // The third is reset without reaching a member (the reset may already fail the connect).
+    if let Ok(mut c3) = try_connect(vip(port)) {
+        let mut buf = [0u8; 16];
+        let r = c3.read(&mut buf);
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
     assert_eq!(a.accepted(), 2);
     assert_eq!(lbd.virtual_server("web")["counters"]["refused"], 1);
     drop(c1);
     let mut c4 = wait_for("a slot frees up", Duration::from_secs(5), || {
-        let mut c = connect(vip(port));
+        let mut c = try_connect(vip(port)).ok()?;
         (read_line(&mut c) == "a").then_some(c)
     });
     c4.write_all(b"x\n").unwrap();
@@ -286,7 +287,9 @@ fn bad_clients_and_bad_members_never_crash_or_leak() {
     drop(resetter);
     // Members: hang (connect ok, nothing back: idle timeout), reset, refused (retried).
     for _ in 0..6 {
-        let mut c = connect(vip(port2));
+        let Ok(mut c) = try_connect(vip(port2)) else {
+            continue; // reset before the connect completed: also an acceptable end
+        };
         let _ = c.write_all(b"hello\n");
         let mut buf = [0u8; 64];
         let _ = c.read(&mut buf); // ends by EOF/reset within the idle timeout, never hangs

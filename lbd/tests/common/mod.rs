@@ -303,10 +303,16 @@ impl Drop for Server {
 
 /// Connects to `addr` with read/write timeouts.
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
+    try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+}
+
+/// Connects to `addr` with read/write timeouts; a connection lbd accepts and resets at once
+/// can fail already here (ECONNRESET).
+pub fn try_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    Ok(s)
 }
 
 /// Reads one line (the member's name with `NameThenEcho`).

@@ -2,7 +2,7 @@
 //! an interval and turn the results into member health.
 //!
 //! [`fsm`] is the sans-IO core deciding health from probe results and simulated time;
-//! [`probe`] does the probe I/O and runs one fsm per member and monitor as a tokio task
+//! [`probe`](mod@probe) does the probe I/O and runs one fsm per member and monitor as a tokio task
 //! ([`spawn_monitor`]).
 //!
 //! This module must not change pools or members itself (it reports health through the

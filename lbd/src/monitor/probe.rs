@@ -109,25 +109,10 @@ async fn bounded(
         .unwrap_or(Err(ProbeError::TimedOut(timeout)))
 }
 
-/// Sets IP_BIND_ADDRESS_NO_PORT so that binding a source address before connect does not take
-/// an ephemeral port for itself (the port is chosen at connect, per destination). Best effort.
+/// IP_BIND_ADDRESS_NO_PORT (see [`crate::proxy::bind_address_no_port`]); best effort.
 fn bind_address_no_port<S: AsRawFd>(sock: &S) {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on an fd we own, with a valid pointer to a c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        debug!(
-            "IP_BIND_ADDRESS_NO_PORT: {}",
-            io_text(&io::Error::last_os_error())
-        );
+    if let Err(e) = crate::proxy::bind_address_no_port(sock) {
+        debug!("IP_BIND_ADDRESS_NO_PORT: {}", io_text(&e));
     }
 }
 

@@ -12,6 +12,7 @@ pub mod udp;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol as SockProto, SockAddr, Socket, Type};
@@ -20,19 +21,13 @@ use crate::daemon::Shared;
 use crate::state::{MemberState, VsState};
 use crate::tables::{now_ms, persist_key, PersistRecord};
 
-/// Sets IP_FREEBIND / IPV6_FREEBIND: a virtual server may listen on its VIP before the address
-/// is configured on an interface (it moves with traffic groups).
-fn set_freebind(s: &Socket, addr: &SocketAddr) -> io::Result<()> {
-    let (level, opt) = if addr.is_ipv4() {
-        (libc::IPPROTO_IP, libc::IP_FREEBIND)
-    } else {
-        (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND)
-    };
+/// Turns an integer socket option on.
+fn set_flag(s: &impl AsRawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: a valid fd and a c_int option value of the right size.
     let rc = unsafe {
         libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(s),
+            s.as_raw_fd(),
             level,
             opt,
             (&one as *const libc::c_int).cast(),
@@ -44,6 +39,23 @@ fn set_freebind(s: &Socket, addr: &SocketAddr) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Sets IP_FREEBIND / IPV6_FREEBIND: a virtual server may listen on its VIP before the address
+/// is configured on an interface (it moves with traffic groups).
+fn set_freebind(s: &Socket, addr: &SocketAddr) -> io::Result<()> {
+    if addr.is_ipv4() {
+        set_flag(s, libc::IPPROTO_IP, libc::IP_FREEBIND)
+    } else {
+        set_flag(s, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND)
+    }
+}
+
+/// Sets IP_BIND_ADDRESS_NO_PORT: binding a source address before connect takes no ephemeral
+/// port of its own (the port is chosen at connect, per destination), so many connections can
+/// share one source address. Callers treat failure (older kernels) as harmless.
+pub(crate) fn bind_address_no_port(s: &impl AsRawFd) -> io::Result<()> {
+    set_flag(s, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT)
 }
 
 /// A TCP listener on `addr` with SO_REUSEPORT (one per worker spreads accepts over the workers'
@@ -96,17 +108,7 @@ pub fn upstream_socket(member: SocketAddr, source: Option<IpAddr>, ty: Type) -> 
         let local = SocketAddr::new(src, 0);
         set_freebind(&s, &local)?;
         if ty == Type::STREAM {
-            let one: libc::c_int = 1;
-            // SAFETY: valid fd, c_int option. Failure is harmless (older kernels): ignore.
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&s),
-                    libc::IPPROTO_IP,
-                    libc::IP_BIND_ADDRESS_NO_PORT,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
+            let _ = bind_address_no_port(&s);
         }
         s.bind(&SockAddr::from(local))?;
     }

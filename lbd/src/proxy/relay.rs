@@ -78,7 +78,6 @@ struct Half {
     end: usize,
     read_done: bool,
     shut: bool,
-    bytes: u64,
 }
 
 impl Half {
@@ -89,7 +88,6 @@ impl Half {
             end: 0,
             read_done: false,
             shut: false,
-            bytes: 0,
         }
     }
 
@@ -164,7 +162,6 @@ impl Half {
                 self.read_done = true;
             } else {
                 self.end = n;
-                self.bytes += n as u64;
                 for c in sinks.counters {
                     c.fetch_add(n as u64, Ordering::Relaxed);
                 }
@@ -278,12 +275,5 @@ impl Drop for Half {
         if let Some(b) = self.buf.take() {
             give_buf(b);
         }
-    }
-}
-
-impl Relay<'_> {
-    /// Bytes relayed so far (client → server, server → client).
-    pub fn bytes(&self) -> (u64, u64) {
-        (self.up.bytes, self.down.bytes)
     }
 }

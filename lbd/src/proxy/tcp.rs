@@ -12,6 +12,7 @@
 //! the worker that accepted it unless the scheduler steals it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,16 +84,8 @@ async fn handle(
     }
     let _vs_current = CurrentGuard::new(vs.counters.clone());
     let limit = vs.cfg.connection_limit;
-    if limit > 0
-        && vs
-            .counters
-            .current
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > limit
-    {
-        vs.counters
-            .refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if limit > 0 && vs.counters.current.load(Ordering::Relaxed) > limit {
+        vs.counters.refused.fetch_add(1, Ordering::Relaxed);
         debug!(virtual_server = %vs.name, client = %peer, "connection limit {limit} reached: reset");
         reset(&client);
         return;
@@ -136,9 +129,7 @@ async fn proxy(
         let choice = match choose(shared, vs, peer, vip, &tried) {
             Ok(c) => c,
             Err(why) => {
-                vs.counters
-                    .refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                vs.counters.refused.fetch_add(1, Ordering::Relaxed);
                 reset(&client);
                 let why = match why {
                     NoMember::NoneAvailable => "no available member",
@@ -154,13 +145,11 @@ async fn proxy(
                     .member
                     .counters
                     .connect_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(1, Ordering::Relaxed);
                 debug!(virtual_server = %vs.name, member = %choice.member.addr, "connect failed: {e}");
                 tried.push(choice.index);
                 if tried.len() >= MAX_ATTEMPTS {
-                    vs.counters
-                        .refused
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    vs.counters.refused.fetch_add(1, Ordering::Relaxed);
                     reset(&client);
                     return Err(std::io::Error::other(format!(
                         "{} members failed to connect, last: {e}",

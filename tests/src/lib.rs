@@ -7,3 +7,4 @@
 pub mod control;
 pub mod peers;
 pub mod seed;
+pub mod topology;

@@ -536,6 +536,14 @@ impl Bgpd {
         })
     }
 
+    /// Whether bgpd closed the connection (it never speaks unasked, so anything readable
+    /// between requests is the end of the connection or nonsense).
+    fn closed(&self) -> bool {
+        let mut buf = [0u8; 1];
+        !matches!(self.rd.get_ref().try_read(&mut buf),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// One request, one answer; an `{"ok":false}` answer is an error.
     async fn call(&mut self, req: Value) -> Result<Value, String> {
         let fut = async {
@@ -749,6 +757,14 @@ impl Executor {
         let Some(path) = self.local.bgpd_socket.clone() else {
             return;
         };
+        if self.bgpd.as_ref().is_some_and(Bgpd::closed) {
+            warn!("bgpd closed the control connection (it withdraws our routes); reconnecting");
+            self.bgpd = None;
+            self.announced.clear();
+            let mut st = self.status.lock().expect("status lock");
+            st.bgpd.connected = false;
+            st.bgpd.routes.clear();
+        }
         let want = desired_routes(&self.group, &self.active, &self.advertised);
         if self.bgpd.is_some() && want == self.announced {
             return;

@@ -153,6 +153,11 @@ impl Drop for Device {
 
 impl Device {
     fn new() -> Device {
+        Device::with_group_extra("")
+    }
+
+    /// `tg2_extra`: lines added to tg-2 in the group file.
+    fn with_group_extra(tg2_extra: &str) -> Device {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let base = format!("lbdcl-{}-{n}", std::process::id());
@@ -202,6 +207,7 @@ name = "tg-2"
 ha_order = ["b", "a"]
 external_floating = "20.1.1.3/24"
 internal_floating = "10.1.1.3/24"
+{tg2_extra}
 "#,
                 key = dir.join("key").display()
             ),
@@ -435,4 +441,83 @@ fn route_health_bgpd_restart_and_link_fail_safe() {
     }
     let g = d.lbctl(&["show", "device-group"]);
     assert_eq!(g["device_group"]["local"]["links"]["int0"], false, "{g}");
+}
+
+#[test]
+fn mac_masquerade_moves_the_mac_and_names_the_traffic_group_of_what_arrives_on_it() {
+    if !can_run() {
+        return;
+    }
+    let d = Device::with_group_extra("mac_masquerade = \"02:00:5e:00:01:02\"");
+    d.fake
+        .wait_for(0, "announce path 2", |r| routes_with(r, "announce", 2));
+    // tg-2's floating external address lives on its macvlan, with the masquerade MAC.
+    let link = ip(&["-n", &d.ns, "-o", "link", "show", "tg2"]);
+    assert!(link.contains("02:00:5e:00:01:02"), "{link}");
+    let on_tg2 = ip(&["-n", &d.ns, "-o", "addr", "show", "dev", "tg2"]);
+    assert!(on_tg2.contains(" 20.1.1.3/24"), "{on_tg2}");
+    // The neighbour learned the masquerade MAC for it from the announcement.
+    ip(&["-n", &d.peer, "addr", "add", "20.1.1.1/24", "dev", "p0"]);
+    ip(&["-n", &d.peer, "addr", "add", "10.1.1.50/24", "dev", "p1"]);
+    // A member in the neighbour namespace (behind int0), and the VIP routed via Ek.
+    let server = Command::new("ip")
+        .args(["netns", "exec", &d.peer, "python3", "-c"])
+        .arg(
+            "import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('10.1.1.50',8080));s.listen(16)\nc=[]\nwhile True:\n c.append(s.accept()[0])",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut server) = server else {
+        panic!("python3 is needed for this test");
+    };
+    let via = |ek: &str| -> String {
+        ip(&["-n", &d.peer, "route", "replace", "30.1.1.10/32", "via", ek]);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &d.peer, "python3", "-c"])
+            .arg(
+                "import socket,time\nfor i in range(50):\n try:\n  s=socket.create_connection(('30.1.1.10',80),timeout=2);break\n except OSError: time.sleep(0.1)\ntime.sleep(1.5)",
+            )
+            .spawn()
+            .unwrap();
+        // While that connection is open, lbd's table shows it.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let conns = d.lbctl(&["show", "connections"]);
+            if let Some(c) = conns["connections"].as_array().and_then(|c| c.first()) {
+                let mut out = out;
+                let _ = out.wait();
+                return format!(
+                    "{} {}",
+                    c["traffic_group"].as_str().unwrap_or("-"),
+                    c["snat"].as_str().unwrap_or("-")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no connection: {conns}\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let neigh_seen = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let _ = Command::new("ip")
+                .args(["netns", "exec", &d.peer, "ping", "-c1", "-W1", "20.1.1.3"])
+                .output();
+            let n = ip(&["-n", &d.peer, "neigh", "show", "20.1.1.3"]);
+            if n.contains("02:00:5e:00:01:02") || Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert!(neigh_seen.contains("02:00:5e:00:01:02"), "{neigh_seen}");
+    let via_tg2 = via("20.1.1.3");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(via_tg2.starts_with("tg-2 10.1.1.3:"), "{via_tg2}");
 }

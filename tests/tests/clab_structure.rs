@@ -1,7 +1,7 @@
 //! The containerlab seed lab (`topologies/ecmp-seed/clab/`) describes the same lab as
 //! `spanlb_tests::topology` (DESIGN.md §6): the same nodes, every segment's ports on the right
 //! bridge or link, the devices' addresses in the node environment and in the configuration
-//! files, lbd's files accepted by lbd's own loaders, and r1 peering with the three devices.
+//! files, lbd's and bgpd's files accepted by their own loaders, and r1 peering with the three devices.
 //! Reads files only: needs neither root nor containerlab.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -451,6 +451,8 @@ fn lbd_files_load_and_match_the_topology() {
 fn bgpd_files_match_the_topology() {
     for d in DEVICES {
         let name = format!("bgpd-{}.toml", d.name);
+        bgpd::config::Config::from_toml(&read(&name), &name)
+            .unwrap_or_else(|e| panic!("{name} rejected by bgpd: {e}"));
         let t = toml_table(&name);
         assert_eq!(t["router_id"].as_str(), Some(d.static_ext), "{name}");
         assert_eq!(t["local_as"].as_integer(), Some(DEVICE_AS.into()), "{name}");

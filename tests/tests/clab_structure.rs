@@ -1,8 +1,8 @@
 //! The containerlab seed lab (`topologies/ecmp-seed/clab/`) describes the same lab as
 //! `spanlb_tests::topology` (DESIGN.md §6): the same nodes, every segment's ports on the right
 //! bridge or link, the devices' addresses in the node environment and in the configuration
-//! files, lbd's and bgpd's files accepted by their own loaders, and r1 peering with the three devices.
-//! Reads files only: needs neither root nor containerlab.
+//! files, lbd's and bgpd's files accepted by their own loaders, and r1 peering with the three
+//! devices. Reads files only: needs neither root nor containerlab.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

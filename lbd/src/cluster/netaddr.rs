@@ -20,9 +20,10 @@
 //! external interface ([`NetAddr::ensure_macvlan`], named [`masquerade_link_name`]`(path id)`,
 //! e.g. `tg1`), carrying that MAC. On takeover the caller sets it up ([`NetAddr::set_link`]),
 //! adds the floating external address to it, waits for its carrier
-//! ([`NetAddr::wait_link_up`]) and announces the address from the masquerade MAC; on release it removes the address and sets the macvlan down. The router's neighbour
-//! entry then never changes across a failover (the MAC moves, not the mapping), only the
-//! switch's forwarding entry, which the announcement's source address moves. A standby
+//! ([`NetAddr::wait_link_up`]) and announces the address from the masquerade MAC; on release
+//! it removes the address and sets the macvlan down. The router's neighbour entry then never
+//! changes across a failover (the MAC moves with the address), only the switch's forwarding
+//! entry, which the announcement's source address moves. A standby
 //! device keeps its macvlan *down*: a down device sends nothing, and IPv6 address
 //! generation is off on it (IFLA_INET6_ADDR_GEN_MODE none), so even when up it sends no
 //! link-local DAD or router solicitation of its own. Some things stay the caller's (or the

@@ -341,6 +341,21 @@ impl Cluster {
         // masquerade MAC only from the device that holds the traffic group; being up already
         // spares a takeover the wait for the carrier.
         let mut masquerade = BTreeMap::new();
+        if group
+            .traffic_groups
+            .iter()
+            .any(|t| t.mac_masquerade.is_some())
+        {
+            // Else the parent interface answers ARP for the floating addresses with its own
+            // MAC (Linux answers for any local address on any interface by default).
+            for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                let path = format!("/proc/sys/net/ipv4/conf/{}/{key}", local.external_interface);
+                match std::fs::write(&path, value) {
+                    Ok(()) => info!("MAC masquerade: set {path} = {value}"),
+                    Err(e) => warn!("MAC masquerade: cannot set {path} = {value}: {e}"),
+                }
+            }
+        }
         for tg in group.traffic_groups.iter() {
             let Some(mac) = tg.mac_masquerade else {
                 continue;

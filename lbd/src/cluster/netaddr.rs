@@ -18,14 +18,16 @@
 //!
 //! **MAC masquerade.** A traffic group with a masquerade MAC gets its own macvlan on the
 //! external interface ([`NetAddr::ensure_macvlan`], named [`masquerade_link_name`]`(path id)`,
-//! e.g. `tg1`), carrying that MAC. On takeover the caller sets it up ([`NetAddr::set_link`]),
-//! adds the floating external address to it, waits for its carrier
-//! ([`NetAddr::wait_link_up`]) and announces the address from the masquerade MAC; on release it removes the address and sets the macvlan down. The router's neighbour
-//! entry then never changes across a failover (the MAC moves, not the mapping), only the
-//! switch's forwarding entry, which the announcement's source address moves. A standby
-//! device keeps its macvlan *down*: a down device sends nothing, and IPv6 address
-//! generation is off on it (IFLA_INET6_ADDR_GEN_MODE none), so even when up it sends no
-//! link-local DAD or router solicitation of its own. Some things stay the caller's (or the
+//! e.g. `tg1`), carrying that MAC. A caller either sets it up ([`NetAddr::set_link`]) on
+//! takeover and waits for its carrier ([`NetAddr::wait_link_up`]) before announcing, or — as
+//! lbd's `agent` does, so that a takeover never waits for the carrier — sets it up once and
+//! keeps it up: without addresses it sends nothing, since IPv6 address generation is off on it
+//! (IFLA_INET6_ADDR_GEN_MODE none: no link-local DAD or router solicitation) and IPv4 has
+//! nothing to send from. On takeover the floating external address is added to it and
+//! announced from the masquerade MAC; on release it is removed. The router's neighbour entry
+//! then never changes across a failover (the MAC moves with the address), only the switch's
+//! forwarding entry, which the announcement's source address moves. A down macvlan sends
+//! nothing at all. Some things stay the caller's (or the
 //! host's) job: the external interface should have `arp_ignore=1` and `arp_announce=2`, else
 //! the parent also answers ARP for the floating address with its own MAC and may send ARP
 //! requests from it (Linux answers ARP for any local address on any interface by default);

@@ -23,19 +23,6 @@ const RENAMED: &[(&str, &str, &str)] = &[
     ("s3", "eth0", "eth1"),
 ];
 
-/// lbd `[device]` keys and device-group `[group]` keys of lbd's device-group integration: an
-/// lbd that does not know them yet rejects them by name; the rest of the file must then still
-/// load (and these keys are checked below as plain TOML).
-const PENDING_DEVICE_KEYS: &[&str] = &[
-    "external_address",
-    "device_group",
-    "external_interface",
-    "internal_interface",
-    "vip_interface",
-    "bgpd_socket",
-];
-const PENDING_GROUP_KEYS: &[&str] = &["route_mode"];
-
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../topologies/ecmp-seed/clab")
 }
@@ -323,40 +310,6 @@ fn toml_table(name: &str) -> toml::Table {
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-/// `text` with the named keys of table `section` removed.
-fn without(text: &str, section: &str, keys: &[&str]) -> String {
-    let mut table: toml::Table = text.parse().expect("TOML");
-    if let Some(toml::Value::Table(t)) = table.get_mut(section) {
-        for k in keys {
-            t.remove(*k);
-        }
-    }
-    toml::to_string(&table).expect("TOML out")
-}
-
-/// Loads with lbd's loader; if lbd does not know the pending keys yet, its error must name
-/// one of them, and the file without them must load.
-fn load_with<T, E: std::fmt::Display>(
-    name: &str,
-    section: &str,
-    pending: &[&str],
-    load: impl Fn(&str, &str) -> Result<T, E>,
-) -> T {
-    let text = read(name);
-    match load(&text, name) {
-        Ok(cfg) => cfg,
-        Err(full) => {
-            let full = full.to_string();
-            assert!(
-                pending.iter().any(|k| full.contains(k)),
-                "{name} rejected by lbd: {full}"
-            );
-            load(&without(&text, section, pending), name)
-                .unwrap_or_else(|e| panic!("{name} rejected by lbd: {e}"))
-        }
-    }
-}
-
 #[test]
 fn lbd_files_load_and_match_the_topology() {
     let members = |port: u16| -> BTreeSet<String> {
@@ -367,9 +320,8 @@ fn lbd_files_load_and_match_the_topology() {
     };
     for d in DEVICES {
         let name = format!("lbd-{}.toml", d.name);
-        let cfg = load_with(&name, "device", PENDING_DEVICE_KEYS, |t, n| {
-            lbd::config::Config::from_toml(t, n)
-        });
+        let cfg = lbd::config::Config::from_toml(&read(&name), &name)
+            .unwrap_or_else(|e| panic!("lbd rejects {e}"));
         assert_eq!(cfg.device.name, d.name);
         assert_eq!(
             cfg.device
@@ -395,29 +347,38 @@ fn lbd_files_load_and_match_the_topology() {
             .collect();
         assert_eq!(pool, members(SERVER_UDP_PORT), "{name}");
 
-        // The device-group integration keys, read as plain TOML.
-        let raw = toml_table(&name);
-        let dev = raw["device"].as_table().expect("[device]");
-        let s = |k: &str| dev.get(k).and_then(|v| v.as_str()).unwrap_or_default();
-        assert_eq!(s("external_address"), d.static_ext, "{name}");
+        // The device-group keys.
+        let dev = &cfg.device;
         assert_eq!(
-            s("external_interface"),
-            clab_if(d.name, port("ext", d.name).ifname)
+            dev.external_address.map(|a| a.to_string()).as_deref(),
+            Some(d.static_ext),
+            "{name}"
         );
         assert_eq!(
-            s("internal_interface"),
-            clab_if(d.name, port("int", d.name).ifname)
+            dev.external_interface.as_deref(),
+            Some(clab_if(d.name, port("ext", d.name).ifname))
         );
-        assert_eq!(s("vip_interface"), "lo");
-        assert_eq!(s("device_group"), "/etc/spanlb/device-group.toml");
-        assert_eq!(s("bgpd_socket"), "/run/spanlb/bgpd.sock");
+        assert_eq!(
+            dev.internal_interface.as_deref(),
+            Some(clab_if(d.name, port("int", d.name).ifname))
+        );
+        assert_eq!(dev.vip_interface, "lo");
+        assert_eq!(
+            dev.device_group.as_deref(),
+            Some(std::path::Path::new("/etc/spanlb/device-group.toml"))
+        );
+        assert_eq!(
+            dev.bgpd_socket.as_deref(),
+            Some(std::path::Path::new("/run/spanlb/bgpd.sock"))
+        );
     }
 
-    let cfg = load_with("device-group.toml", "group", PENDING_GROUP_KEYS, |t, n| {
-        lbd::cluster::config::GroupConfig::from_toml(t, n)
-    });
-    let raw = toml_table("device-group.toml");
-    assert_eq!(raw["group"]["route_mode"].as_str(), Some("l2"));
+    let cfg = lbd::cluster::config::GroupConfig::from_toml(
+        &read("device-group.toml"),
+        "device-group.toml",
+    )
+    .unwrap_or_else(|e| panic!("lbd rejects {e}"));
+    assert_eq!(cfg.group.route_mode, lbd::cluster::config::RouteMode::L2);
     assert_eq!(cfg.devices.len(), DEVICES.len());
     assert_eq!(cfg.traffic_groups.len(), DEVICES.len());
     for d in DEVICES {

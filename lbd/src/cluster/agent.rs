@@ -469,17 +469,42 @@ impl Cluster {
 
     /// Gives up every traffic group (as standby does) and waits, at most `limit`, until their
     /// routes are withdrawn and addresses removed here.
+    ///
+    /// It then also waits (within the same limit) until a peer holds each of them: bgpd drops
+    /// our routes as soon as lbd's connection closes, and the new holder's paths should be
+    /// there first so that the routers' next-hop set never shrinks.
     pub async fn shutdown(&self, limit: Duration) {
+        let held: Vec<String> = self.local_status().active_here.into_keys().collect();
         self.standby.store(true, Ordering::Relaxed);
         self.driver.set_eligible(false).await;
         let deadline = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < deadline {
             if self.local_status().active_here.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while tokio::time::Instant::now() < deadline {
+            let st = self.driver.status().await;
+            let peers = st
+                .devices
+                .iter()
+                .any(|d| d.name != self.local.me && d.alive && d.eligible);
+            if !peers {
+                return;
+            }
+            let taken = held.iter().all(|tg| {
+                st.traffic_groups.iter().any(|t| {
+                    &t.name == tg && t.active.as_ref().is_some_and(|a| *a != self.local.me)
+                })
+            });
+            if taken {
+                info!("shutdown: traffic groups released and taken over: {held:?}");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        warn!("shutdown: traffic groups still held after {limit:?}");
+        warn!("shutdown: not every traffic group was taken over within {limit:?}");
     }
 
     pub fn counters(&self) -> DriverCounters {

@@ -15,6 +15,12 @@
 //! | `{"cmd":"delete-persistence","profile":P?,"key":K?,"member":"ADDR:PORT"?}` | `{deleted}` |
 //! | `{"cmd":"member","pool":P,"member":"ADDR:PORT","state":"enabled"\|"disabled"\|"forced-offline"}` | the member's new state |
 //! | `{"cmd":"reload"}` | what the reload did, or the reason it was rejected as the error |
+//! | `{"cmd":"show-device-group"}` | `{device_group}`: devices, liveness, counters, links, bgpd, attribution |
+//! | `{"cmd":"show-traffic-groups"}` | `{me, traffic_groups}`: active device, next-active, state, since, why |
+//! | `{"cmd":"failover","traffic_group":TG,"to":DEV?}` | `{}`: a manual placement order (to its next-active without `to`) |
+//! | `{"cmd":"standby"}` / `{"cmd":"release"}` | `{}`: this device gives up its traffic groups and takes none / may take them again |
+//!
+//! The device-group requests answer with an error when lbd runs without a device group.
 //!
 //! Object names are matched case-insensitively (the configuration lowercases them).
 //!
@@ -91,6 +97,15 @@ pub enum Request {
         state: String,
     },
     Reload,
+    ShowDeviceGroup,
+    ShowTrafficGroups,
+    Failover {
+        traffic_group: String,
+        #[serde(default)]
+        to: Option<String>,
+    },
+    Standby,
+    Release,
 }
 
 /// Accepts control clients until the task is dropped.
@@ -269,7 +284,39 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
             Ok(summary) => to_json(&summary),
             Err(e) => Err(e.to_string()),
         },
+        Request::ShowDeviceGroup => {
+            Ok(json!({"device_group": cluster(shared)?.device_group().await}))
+        }
+        Request::ShowTrafficGroups => Ok(cluster(shared)?.traffic_groups().await),
+        Request::Failover { traffic_group, to } => {
+            let c = cluster(shared)?;
+            c.driver
+                .failover(&traffic_group, to.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(
+                traffic_group,
+                to = to.as_deref().unwrap_or("(next-active)"),
+                "failover ordered (control socket)"
+            );
+            Ok(json!({}))
+        }
+        Request::Standby => {
+            cluster(shared)?.set_standby(true).await;
+            Ok(json!({}))
+        }
+        Request::Release => {
+            cluster(shared)?.set_standby(false).await;
+            Ok(json!({}))
+        }
     }
+}
+
+fn cluster(shared: &Shared) -> Result<&Arc<crate::cluster::agent::Cluster>, String> {
+    shared
+        .cluster
+        .get()
+        .ok_or_else(|| "no device group configured (set device.device_group)".to_string())
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<Value, String> {

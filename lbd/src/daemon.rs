@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::cluster::agent::{Cluster, Local};
 use crate::config::{Config, ConfigError, Protocol};
 use crate::monitor::{spawn_monitor, Health, MonitorSpec};
 use crate::state::Runtime;
@@ -49,6 +50,8 @@ pub enum DaemonError {
     Workers { source: std::io::Error },
     #[error("no configuration file to reload from")]
     NoFile,
+    #[error("device group: {0}")]
+    Cluster(#[from] crate::cluster::agent::ClusterError),
 }
 
 /// What a reload did.
@@ -93,6 +96,8 @@ pub struct Shared {
     worker_handles: std::sync::OnceLock<Vec<tokio::runtime::Handle>>,
     tasks: tokio::sync::Mutex<Tasks>,
     last_reload: Mutex<Option<(u64, Result<ReloadSummary, String>)>>,
+    /// The device group, when one is configured.
+    pub cluster: std::sync::OnceLock<Arc<Cluster>>,
     me: Weak<Shared>,
 }
 
@@ -110,6 +115,7 @@ impl Shared {
             worker_handles: std::sync::OnceLock::new(),
             tasks: tokio::sync::Mutex::default(),
             last_reload: Mutex::new(None),
+            cluster: std::sync::OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -223,6 +229,27 @@ impl Shared {
             }
         }
         self.reconcile_monitors(&rt, &mut tasks);
+        drop(tasks);
+        if let Some(c) = self.cluster.get() {
+            if Local::from_config(&rt.config).map(|l| {
+                (
+                    l.group_file,
+                    l.external_interface,
+                    l.internal_interface,
+                    l.vip_interface,
+                    l.bgpd_socket,
+                )
+            }) != Some((
+                c.local.group_file.clone(),
+                c.local.external_interface.clone(),
+                c.local.internal_interface.clone(),
+                c.local.vip_interface.clone(),
+                c.local.bgpd_socket.clone(),
+            )) {
+                warn!("device-group settings in [device] changed: they take effect at the next restart");
+            }
+            c.refresh_virtual_addresses(self).await;
+        }
         let show = |k: &ListenerKey| format!("{} {}", k.1, k.0);
         Ok(ReloadSummary {
             listeners_added: new_keys.iter().map(show).collect(),
@@ -394,6 +421,11 @@ pub async fn run(
     // Listeners first: once the control socket answers, every virtual server is listening
     // (scripts and tests wait for the control socket).
     shared.start().await?;
+    let local = Local::from_config(&shared.runtime.load().config);
+    if let Some(local) = local {
+        let cluster = Cluster::start(local, &shared).await?;
+        let _ = shared.cluster.set(cluster);
+    }
     let control = bind_control(&control_path)?;
     let metrics = match metrics_addr {
         Some(addr) => Some(
@@ -446,6 +478,11 @@ pub async fn run(
     };
     shutdown.await;
     info!("shutting down");
+    if let Some(c) = shared.cluster.get() {
+        // Hand the traffic groups over: routes withdrawn, floating addresses removed, so that
+        // this device's kernel does not keep answering for them.
+        c.shutdown(Duration::from_secs(3)).await;
+    }
     hup.abort();
     sweeper.abort();
     control_task.abort();

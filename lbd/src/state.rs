@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AdminState, Advertise, Config, Persistence, Protocol, VirtualServer};
+use crate::config::{AdminState, Advertise, Config, Persistence, Protocol, Snat, VirtualServer};
 use crate::monitor::Health;
 use crate::select::{stable_hash, Candidate, Method, Selector};
 use crate::tables::now_ms;
@@ -340,10 +340,42 @@ pub struct VsState {
     pub cfg: VirtualServer,
     pub pool: Arc<PoolState>,
     pub persistence: Option<(String, Persistence)>,
-    /// SNAT source toward IPv4 and IPv6 members (None: the kernel chooses).
+    /// SNAT source toward IPv4 and IPv6 members (None: the kernel chooses); for automap, the
+    /// static internal self IP used while no traffic group is active here.
     pub snat_v4: Option<IpAddr>,
     pub snat_v6: Option<IpAddr>,
     pub counters: Arc<Counters>,
+    /// Which traffic group new connections belong to (shared by every virtual server).
+    pub attribution: Arc<Attribution>,
+}
+
+/// Which traffic group a new connection belongs to, and the SNAT automap source that goes
+/// with it (the traffic group's floating internal self IP). Set by the device group as
+/// traffic groups become active or are released here; read once per new connection.
+///
+/// The rule (no MAC masquerade): a connection belongs to this device's *home* traffic group
+/// (the first one whose HA order starts with this device) when it is active here, else to the
+/// first traffic group active here in configuration order; with none active, to none (SNAT
+/// automap then uses the static internal self IP).
+#[derive(Debug, Default)]
+pub struct Attribution(ArcSwap<AttributionState>);
+
+/// The current attribution.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct AttributionState {
+    pub traffic_group: Option<Arc<str>>,
+    pub automap_v4: Option<IpAddr>,
+    pub automap_v6: Option<IpAddr>,
+}
+
+impl Attribution {
+    pub fn get(&self) -> Arc<AttributionState> {
+        self.0.load_full()
+    }
+
+    pub fn set(&self, s: AttributionState) {
+        self.0.store(Arc::new(s));
+    }
 }
 
 impl VsState {
@@ -352,12 +384,24 @@ impl VsState {
         self.cfg.enabled && self.pool.available() > 0
     }
 
-    pub fn snat_for(&self, member: SocketAddr) -> Option<IpAddr> {
-        if member.is_ipv4() {
+    /// The source address toward `member` and the traffic group the connection belongs to.
+    pub fn snat_for(&self, member: SocketAddr) -> (Option<IpAddr>, Option<Arc<str>>) {
+        let a = self.attribution.get();
+        let floating = if matches!(self.cfg.snat, Snat::Automap) {
+            if member.is_ipv4() {
+                a.automap_v4
+            } else {
+                a.automap_v6
+            }
+        } else {
+            None
+        };
+        let fixed = if member.is_ipv4() {
             self.snat_v4
         } else {
             self.snat_v6
-        }
+        };
+        (floating.or(fixed), a.traffic_group.clone())
     }
 }
 
@@ -381,6 +425,8 @@ pub struct Runtime {
     /// The same virtual servers by what they listen on.
     pub listeners: HashMap<(SocketAddr, Protocol), Arc<VsState>>,
     pub pools: BTreeMap<String, Arc<PoolState>>,
+    /// Traffic-group attribution, carried across reloads.
+    pub attribution: Arc<Attribution>,
 }
 
 impl Runtime {
@@ -416,6 +462,7 @@ impl Runtime {
                 Arc::new(PoolState::new(name, p.method, p.monitors.clone(), members)),
             );
         }
+        let attribution = previous.map(|r| r.attribution.clone()).unwrap_or_default();
         let mut virtual_servers = BTreeMap::new();
         let mut listeners = HashMap::new();
         for (name, vs) in &config.virtual_servers {
@@ -438,6 +485,7 @@ impl Runtime {
                 snat_v4: config.snat_source(vs, v4),
                 snat_v6: config.snat_source(vs, v6),
                 counters,
+                attribution: attribution.clone(),
             });
             listeners.insert((vs.destination, vs.protocol), state.clone());
             virtual_servers.insert(name.clone(), state);
@@ -447,6 +495,7 @@ impl Runtime {
             virtual_servers,
             listeners,
             pools,
+            attribution,
         }
     }
 
@@ -580,9 +629,21 @@ type = "tcp"
         let vs = &rt.virtual_servers["web"];
         assert_eq!(
             vs.snat_for("10.1.1.50:80".parse().unwrap()),
-            Some("10.1.1.6".parse().unwrap())
+            (Some("10.1.1.6".parse().unwrap()), None)
         );
-        assert_eq!(vs.snat_for("[fd00::1]:80".parse().unwrap()), None);
+        assert_eq!(vs.snat_for("[fd00::1]:80".parse().unwrap()), (None, None));
+        // A traffic group active here: automap takes its floating internal self IP, and the
+        // attribution survives a reload.
+        rt.attribution.set(AttributionState {
+            traffic_group: Some("tg-1".into()),
+            automap_v4: Some("10.1.1.2".parse().unwrap()),
+            automap_v6: None,
+        });
+        let rt2 = runtime(CFG, Some(&rt));
+        assert_eq!(
+            rt2.virtual_servers["web"].snat_for("10.1.1.50:80".parse().unwrap()),
+            (Some("10.1.1.2".parse().unwrap()), Some("tg-1".into()))
+        );
         assert!(rt
             .listeners
             .contains_key(&("30.1.1.10:81".parse().unwrap(), Protocol::Tcp)));

@@ -66,6 +66,21 @@ enum Cmd {
     /// Read the configuration file again (as SIGHUP does). A file that does not validate, or
     /// whose new listeners cannot be bound, is rejected and the running configuration stays.
     Reload,
+    /// Move a traffic group to another device (its next-active unless --to names one). The
+    /// order spreads to every device through heartbeats; auto-failback does not undo it.
+    Failover {
+        /// Traffic group name.
+        traffic_group: String,
+        /// The device to move it to.
+        #[arg(long, value_name = "DEVICE")]
+        to: Option<String>,
+    },
+    /// Force this device to standby: it gives up every traffic group and takes none until
+    /// `lbctl release`.
+    Standby,
+    /// End standby: this device may hold traffic groups again (auto-failback brings back those
+    /// that prefer it).
+    Release,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +112,10 @@ enum Show {
         #[arg(long, value_name = "P")]
         profile: Option<String>,
     },
+    /// The device group as this device sees it: devices, liveness, links, bgpd, heartbeats.
+    DeviceGroup,
+    /// Traffic groups: active device, next-active, this device's state, since when and why.
+    TrafficGroups,
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +190,13 @@ fn request(cmd: &Cmd) -> Value {
             "member": member.map(|m| m.to_string()),
         }),
         Cmd::Reload => json!({"cmd": "reload"}),
+        Cmd::Show(Show::DeviceGroup) => json!({"cmd": "show-device-group"}),
+        Cmd::Show(Show::TrafficGroups) => json!({"cmd": "show-traffic-groups"}),
+        Cmd::Failover { traffic_group, to } => {
+            json!({"cmd": "failover", "traffic_group": traffic_group, "to": to})
+        }
+        Cmd::Standby => json!({"cmd": "standby"}),
+        Cmd::Release => json!({"cmd": "release"}),
     }
 }
 
@@ -262,7 +288,151 @@ fn render(cmd: &Cmd, data: &Value, now: u64) -> String {
             format!("deleted {n} persistence record{}\n", plural(n))
         }
         Cmd::Reload => reload_done(data),
+        Cmd::Show(Show::DeviceGroup) => show_device_group(&data["device_group"]),
+        Cmd::Show(Show::TrafficGroups) => show_traffic_groups(data),
+        Cmd::Failover { traffic_group, to } => format!(
+            "failover of {traffic_group} to {} ordered; follow it with `lbctl show traffic-groups`\n",
+            to.as_deref().unwrap_or("its next-active device")
+        ),
+        Cmd::Standby => "standby: this device gives up its traffic groups and takes none until `lbctl release`\n".into(),
+        Cmd::Release => "released: this device may hold traffic groups again\n".into(),
     }
+}
+
+fn yes_no(v: &Value) -> String {
+    if *v == json!(true) { "yes" } else { "no" }.into()
+}
+
+fn show_traffic_groups(data: &Value) -> String {
+    use Align::{Left as L, Right as R};
+    let mut t = Table::new(&[
+        ("TRAFFIC-GROUP", L),
+        ("ACTIVE", L),
+        ("NEXT-ACTIVE", L),
+        ("HERE", L),
+        ("SINCE", R),
+        ("FLOATING EXT/INT", L),
+        ("PATH", R),
+        ("WHY", L),
+    ]);
+    for tg in list(&data["traffic_groups"]) {
+        let mut active = text(&tg["active"]);
+        let placement = text(&tg["placement"]);
+        if placement != active && placement != "-" {
+            active = format!("{active} -> {placement}");
+        }
+        t.row(vec![
+            text(&tg["name"]),
+            active,
+            text(&tg["next_active"]),
+            text(&tg["state"]),
+            tg["since_ms_ago"].as_u64().map_or("-".into(), span),
+            format!(
+                "{} {}",
+                text(&tg["external_floating"]),
+                text(&tg["internal_floating"])
+            ),
+            text(&tg["path_id"]),
+            text(&tg["reason"]),
+        ]);
+    }
+    format!("as seen from {}\n{}", text(&data["me"]), t.render(""))
+}
+
+fn show_device_group(g: &Value) -> String {
+    use Align::{Left as L, Right as R};
+    let local = &g["local"];
+    let mut out = format!(
+        "device group {} ({} mode), this device {} ({}{}), heartbeat {} ms, dead after {} ms\n",
+        text(&g["name"]),
+        text(&g["route_mode"]),
+        text(&g["me"]),
+        text(&g["phase"]),
+        if g["standby"] == json!(true) {
+            ", standby"
+        } else {
+            ""
+        },
+        num(&g["heartbeat_interval_ms"]),
+        num(&g["dead_after_ms"]),
+    );
+    let mut t = Table::new(&[
+        ("DEVICE", L),
+        ("ALIVE", L),
+        ("ELIGIBLE", L),
+        ("LAST-HEARD", R),
+        ("ACTIVE", L),
+    ]);
+    for d in list(&g["devices"]) {
+        let active: Vec<String> = list(&d["active"]).iter().map(text).collect();
+        t.row(vec![
+            text(&d["name"]),
+            yes_no(&d["alive"]),
+            yes_no(&d["eligible"]),
+            d["last_heard_ms_ago"]
+                .as_u64()
+                .map_or("-".into(), |ms| format!("{ms} ms")),
+            if active.is_empty() {
+                "-".into()
+            } else {
+                active.join(",")
+            },
+        ]);
+    }
+    out.push_str(&t.render(""));
+    let links: Vec<String> = local["links"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {}", if *v == json!(true) { "up" } else { "down" }))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "links: {}\n",
+        if links.is_empty() {
+            "-".into()
+        } else {
+            links.join(", ")
+        }
+    ));
+    let b = &local["bgpd"];
+    out.push_str(&format!(
+        "bgpd: {} ({}), {} route{} announced{}\n",
+        text(&b["socket"]),
+        if b["connected"] == json!(true) {
+            "connected"
+        } else {
+            "not connected"
+        },
+        list(&b["routes"]).len(),
+        plural(list(&b["routes"]).len() as u64),
+        match &b["last_error"] {
+            Value::String(e) => format!("; last error: {e}"),
+            _ => String::new(),
+        }
+    ));
+    let a = &local["attribution"];
+    out.push_str(&format!(
+        "new connections: traffic group {}, SNAT automap {}\n",
+        text(&a["traffic_group"]),
+        text(&a["automap_v4"]),
+    ));
+    let c = &g["counters"];
+    out.push_str(&format!(
+        "heartbeats: sent {} received {}; rejected: bad tag {} replayed {} unknown device {} malformed {}; send errors {}\n",
+        num(&c["heartbeats_sent"]),
+        num(&c["heartbeats_received"]),
+        num(&c["rejected_bad_tag"]),
+        num(&c["rejected_replayed"]),
+        num(&c["rejected_unknown_device"]),
+        num(&c["rejected_malformed"]),
+        num(&c["send_errors"]),
+    ));
+    if let Some(arr) = local["last_error"].as_array() {
+        out.push_str(&format!("last error: {}\n", text(&arr[1])));
+    }
+    out
 }
 
 // ---- formatting helpers -------------------------------------------------------------------
@@ -811,6 +981,96 @@ mod tests {
     }
 
     #[test]
+    fn device_group_commands_become_requests() {
+        let cases: [(&[&str], Value); 6] = [
+            (
+                &["show", "device-group"],
+                json!({"cmd": "show-device-group"}),
+            ),
+            (
+                &["show", "traffic-groups", "--json"],
+                json!({"cmd": "show-traffic-groups"}),
+            ),
+            (
+                &["failover", "tg-2"],
+                json!({"cmd": "failover", "traffic_group": "tg-2", "to": null}),
+            ),
+            (
+                &["failover", "tg-2", "--to", "c"],
+                json!({"cmd": "failover", "traffic_group": "tg-2", "to": "c"}),
+            ),
+            (&["standby"], json!({"cmd": "standby"})),
+            (&["release"], json!({"cmd": "release"})),
+        ];
+        for (argv, want) in cases {
+            assert_eq!(request(&parse(argv).unwrap().cmd), want, "{argv:?}");
+        }
+        assert_eq!(parse(&["failover"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn traffic_groups_show_active_next_active_and_why() {
+        let data = json!({"me": "a", "traffic_groups": [
+            {"name": "tg-2", "active": "c", "placement": "c", "next_active": "a", "state": "standby",
+             "since_ms_ago": 4000, "reason": "b is dead", "external_floating": "20.1.1.3/24",
+             "internal_floating": "10.1.1.3/24", "path_id": 2},
+            {"name": "tg-3", "active": "c", "placement": "a", "next_active": "a", "state": "standby",
+             "since_ms_ago": null, "reason": null, "external_floating": "20.1.1.4/24",
+             "internal_floating": "10.1.1.4/24", "path_id": 3},
+        ]});
+        let out = render(&parse(&["show", "traffic-groups"]).unwrap().cmd, &data, 0);
+        assert!(out.starts_with("as seen from a\n"), "{out}");
+        let tg2 = out.lines().find(|l| l.starts_with("tg-2")).unwrap();
+        for want in [
+            "c",
+            "a",
+            "standby",
+            "4s",
+            "20.1.1.3/24 10.1.1.3/24",
+            "b is dead",
+        ] {
+            assert!(tg2.contains(want), "{want} in {tg2}");
+        }
+        // Moving: holder -> placement.
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("tg-3") && l.contains("c -> a")),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn device_group_shows_devices_links_bgpd_and_rejections() {
+        let data = json!({"device_group": {
+            "name": "seed", "me": "a", "phase": "running", "route_mode": "l2", "standby": false,
+            "heartbeat_interval_ms": 100, "dead_after_ms": 500,
+            "devices": [
+                {"name": "a", "alive": true, "eligible": true, "last_heard_ms_ago": null, "active": ["tg-1"]},
+                {"name": "b", "alive": false, "eligible": true, "last_heard_ms_ago": 2300, "active": ["tg-2"]}],
+            "counters": {"heartbeats_sent": 10, "heartbeats_received": 9, "rejected_bad_tag": 3,
+                "rejected_replayed": 2, "rejected_unknown_device": 0, "rejected_malformed": 0, "send_errors": 0},
+            "local": {"links": {"ext0": true, "int0": false},
+                "bgpd": {"socket": "/run/b.sock", "connected": true, "routes": [{}], "last_error": null},
+                "attribution": {"traffic_group": "tg-1", "automap_v4": "10.1.1.2"},
+                "last_error": null}}});
+        let out = render(&parse(&["show", "device-group"]).unwrap().cmd, &data, 0);
+        for want in [
+            "device group seed (l2 mode), this device a (running)",
+            "int0 down",
+            "connected), 1 route announced",
+            "bad tag 3 replayed 2",
+            "traffic group tg-1, SNAT automap 10.1.1.2",
+        ] {
+            assert!(out.contains(want), "{want} in\n{out}");
+        }
+        let b = out.lines().find(|l| l.starts_with("b ")).unwrap();
+        assert!(
+            b.contains("no") && b.contains("2300 ms") && b.contains("tg-2"),
+            "{b}"
+        );
+    }
+
+    #[test]
     fn usage_errors_are_exit_code_2() {
         for argv in [
             &["member", "web", "10.0.0.1", "disable"][..],
@@ -1036,6 +1296,11 @@ pool empty  round-robin  0/0 available  monitors: none  virtual servers: none
                 &["member", "p", "10.0.0.1:1", "enable"],
                 &["persistence", "delete"],
                 &["reload"],
+                &["show", "device-group"],
+                &["show", "traffic-groups"],
+                &["failover", "tg-1"],
+                &["standby"],
+                &["release"],
             ] {
                 let _ = render(&parse(argv).unwrap().cmd, &v, 0);
             }

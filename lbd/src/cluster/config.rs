@@ -46,6 +46,84 @@ pub struct Group {
     /// declared dead well within one second.
     #[serde(default = "default_dead_after", with = "humantime_serde")]
     pub dead_after: Duration,
+    /// How the routers reach the floating external self IPs (DESIGN.md §2).
+    #[serde(default)]
+    pub route_mode: RouteMode,
+}
+
+/// How the routers reach a traffic group's floating external self IP, the next hop of the
+/// virtual addresses' paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteMode {
+    /// Routers share the external segment with the devices: the address moves with its
+    /// traffic group (gratuitous ARP / unsolicited NA) and routers keep their next hops.
+    #[default]
+    L2,
+    /// No shared segment: the active device also announces the floating external self IP as
+    /// a host route with itself as next hop; routers resolve the paths recursively.
+    Routed,
+}
+
+impl std::fmt::Display for RouteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RouteMode::L2 => "l2",
+            RouteMode::Routed => "routed",
+        })
+    }
+}
+
+/// A MAC address written `02:00:5e:00:01:01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let mut mac = [0u8; 6];
+        if parts.len() != 6 {
+            return Err(format!(
+                "`{s}` is not a MAC address (six hex bytes separated by `:`)"
+            ));
+        }
+        for (b, p) in mac.iter_mut().zip(&parts) {
+            if p.len() != 2 {
+                return Err(format!(
+                    "`{s}` is not a MAC address (six hex bytes separated by `:`)"
+                ));
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| {
+                format!("`{s}` is not a MAC address (six hex bytes separated by `:`)")
+            })?;
+        }
+        Ok(MacAddr(mac))
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_port() -> u16 {
@@ -86,6 +164,12 @@ pub struct TrafficGroup {
     /// ADD-PATH path id the VIP is announced with for this group (default: position + 1).
     #[serde(default)]
     pub path_id: Option<u32>,
+    /// MAC masquerade: the floating external self IP lives on a macvlan `tg<path id>` of the
+    /// external interface with this (locally administered, unicast) MAC, which moves with the
+    /// traffic group, so routers' neighbour entries never change. Connections arriving on it are
+    /// attributed to this traffic group.
+    #[serde(default)]
+    pub mac_masquerade: Option<MacAddr>,
 }
 
 fn default_failback_delay() -> Duration {
@@ -183,6 +267,22 @@ impl GroupConfig {
                     return Err(bad(key(k), format!("{} is used twice", a.addr())));
                 }
             }
+            if let Some(m) = tg.mac_masquerade {
+                if m.0[0] & 1 == 1 || m.0 == [0; 6] {
+                    return Err(bad(
+                        key("mac_masquerade"),
+                        format!("{m} is not a unicast MAC address"),
+                    ));
+                }
+            }
+            if self.group.route_mode == RouteMode::Routed
+                && tg.external_floating.prefix_len() != tg.external_floating.max_prefix_len()
+            {
+                return Err(bad(
+                    key("external_floating"),
+                    "must be a host address (/32 or /128) in routed mode: it is announced as a route",
+                ));
+            }
             let id = tg.path_id.unwrap_or(i as u32 + 1);
             if id == 0 || !path_ids.insert(id) {
                 return Err(bad(
@@ -192,6 +292,11 @@ impl GroupConfig {
             }
         }
         Ok(())
+    }
+
+    /// The traffic group named `name`.
+    pub fn traffic_group(&self, name: &str) -> Option<&TrafficGroup> {
+        self.traffic_groups.iter().find(|t| t.name == name)
     }
 
     /// The ADD-PATH path id of each traffic group.
@@ -244,7 +349,16 @@ impl GroupConfig {
                 dead_after: self.group.dead_after,
             },
             key,
-            listen: SocketAddr::new(mine.failover_addresses[0], port),
+            // With a second path, heartbeats arrive on either address: listen on both.
+            listen: if mine.failover_addresses.len() > 1 {
+                let any: IpAddr = match mine.failover_addresses[0] {
+                    IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                };
+                SocketAddr::new(any, port)
+            } else {
+                SocketAddr::new(mine.failover_addresses[0], port)
+            },
             peers,
         })
     }

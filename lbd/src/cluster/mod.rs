@@ -1,4 +1,4 @@
-//! The device group (issue 4, in progress): heartbeats between devices, traffic-group
+//! The device group: heartbeats between devices, traffic-group
 //! placement and failover, and the floating addresses that move with traffic groups.
 //!
 //! - `heartbeat`: the heartbeat message, its HMAC-SHA256 authentication and replay guard.
@@ -8,9 +8,9 @@
 //!   advertisements.
 //! - `driver`: the tokio task running `placement` over UDP heartbeats.
 //! - `config`: the device-group file shared by every device (devices, failover addresses,
-//!   traffic groups, heartbeat timing).
-//!
-//! Nothing here is wired into the daemon yet.
+//!   traffic groups, heartbeat timing, route mode).
+//! - `agent`: the device group inside lbd: carries out activations and releases in order
+//!   (addresses, announcements, routes through bgpd), route health, the link fail-safe.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,7 @@ pub struct Order {
     pub to: String,
 }
 
+pub mod agent;
 pub mod config;
 pub mod driver;
 pub mod heartbeat;

@@ -73,6 +73,33 @@ pub struct Device {
     /// Data-path worker threads; default: one per CPU core.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// The device's static external self IP (informational; shown by `lbctl show device-group`).
+    #[serde(default)]
+    pub external_address: Option<IpAddr>,
+    /// The device-group file (devices, traffic groups, heartbeats; the same on every device).
+    /// When set, lbd runs the device group: heartbeats, traffic-group placement, floating
+    /// addresses and the routes it asks bgpd to announce. When absent, lbd is a standalone
+    /// load balancer.
+    #[serde(default)]
+    pub device_group: Option<PathBuf>,
+    /// Interface the floating external self IPs are added to (required with `device_group`).
+    #[serde(default)]
+    pub external_interface: Option<String>,
+    /// Interface the floating internal self IPs are added to (required with `device_group`).
+    #[serde(default)]
+    pub internal_interface: Option<String>,
+    /// Interface lbd adds spanning virtual addresses to (as /32 or /128) when it runs a device
+    /// group: a loopback-like interface that does not answer ARP for them on the segment.
+    #[serde(default = "default_vip_interface")]
+    pub vip_interface: String,
+    /// bgpd's control socket: lbd asks bgpd to announce the virtual addresses of the traffic
+    /// groups active here. No routes are announced when absent.
+    #[serde(default)]
+    pub bgpd_socket: Option<PathBuf>,
+}
+
+fn default_vip_interface() -> String {
+    "lo".into()
 }
 
 fn default_control_socket() -> PathBuf {
@@ -516,6 +543,26 @@ impl Config {
         if self.device.workers == Some(0) {
             return Err(bad("device.workers", "must be at least 1"));
         }
+        if self.device.device_group.is_some() {
+            for (k, v) in [
+                ("device.external_interface", &self.device.external_interface),
+                ("device.internal_interface", &self.device.internal_interface),
+            ] {
+                match v {
+                    None => return Err(bad(k, "is required with device.device_group")),
+                    Some(i) if !valid_ifname(i) => {
+                        return Err(bad(k, format!("`{i}` is not an interface name")))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if !valid_ifname(&self.device.vip_interface) {
+                return Err(bad(
+                    "device.vip_interface",
+                    format!("`{}` is not an interface name", self.device.vip_interface),
+                ));
+            }
+        }
         let mut seen = BTreeSet::new();
         for (i, va) in self.virtual_addresses.iter().enumerate() {
             if va.address.is_unspecified() || va.address.is_multicast() {
@@ -747,6 +794,17 @@ impl Config {
             },
         }
     }
+}
+
+/// A Linux interface name: 1–15 bytes, no `/`, whitespace or NUL.
+fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() < 16
+        && s != "."
+        && s != ".."
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ async fn handle(
 }
 
 async fn connect(member: SocketAddr, vs: &VsState) -> std::io::Result<TcpStream> {
-    let sock = upstream_socket(member, vs.snat_for(member), Type::STREAM)?;
+    let sock = upstream_socket(member, vs.snat_for(member).0, Type::STREAM)?;
     let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
     match tokio::time::timeout(vs.cfg.connect_timeout, sock.connect(member)).await {
         Ok(r) => r,
@@ -164,6 +164,7 @@ async fn proxy(
     let member = &choice.member;
     let _member_current = CurrentGuard::new(member.counters.clone());
     let snat = server.local_addr().unwrap_or(vip);
+    let attribution = vs.attribution.get();
     let guard = shared.conns.insert(
         NewConn {
             protocol: Protocol::Tcp,
@@ -173,7 +174,7 @@ async fn proxy(
             pool: &vs.pool.name,
             member: member.addr,
             snat,
-            traffic_group: None,
+            traffic_group: attribution.traffic_group.as_deref(),
             idle: vs.cfg.idle_timeout(),
         },
         &shared.ids,

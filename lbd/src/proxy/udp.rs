@@ -427,7 +427,8 @@ impl Listener {
         choice: &Choice,
     ) -> io::Result<Arc<Flow>> {
         let member = choice.member.addr;
-        let s = upstream_socket(member, vs.snat_for(member), Type::DGRAM)?;
+        let (source, traffic_group) = vs.snat_for(member);
+        let s = upstream_socket(member, source, Type::DGRAM)?;
         s.connect(&member.into())?;
         let snat = s
             .local_addr()?
@@ -444,7 +445,7 @@ impl Listener {
                 pool: &vs.pool.name,
                 member,
                 snat,
-                traffic_group: None,
+                traffic_group: traffic_group.as_deref(),
                 idle: vs.cfg.idle_timeout(),
             },
             &self.shared.ids,

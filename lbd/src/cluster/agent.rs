@@ -1,0 +1,932 @@
+//! The device group inside lbd: what happens on this device when a traffic group becomes
+//! active here or leaves (DESIGN.md §2), and the routes lbd asks bgpd to announce.
+//!
+//! [`Cluster::start`] loads the device-group file and the group key, removes floating
+//! addresses a previous run may have left behind, adds the spanning virtual addresses to the
+//! VIP interface, and starts three tasks:
+//!
+//! - the heartbeat **driver** (`driver`), whose activate/release decisions arrive here through
+//!   [`Actions`] and are queued to
+//! - the **executor**, one task that carries them out strictly in order:
+//!   - *takeover*: add the floating external and internal self IPs (on the MAC-masquerade
+//!     macvlan when the traffic group has one), attribute new connections to it (SNAT automap
+//!     source), announce the addresses on their segments (gratuitous ARP / unsolicited NA,
+//!     repeated: immediately, after 100 and 200 ms, then after 1 and 2 s, so that a hung
+//!     device's kernel answering ARP for the same address loses), *then* announce the routes;
+//!   - *release*: withdraw the routes (and wait for bgpd's answer), *then* remove the
+//!     addresses;
+//!
+//!   and, every [`TICK`], re-checks route health (each virtual address's advertise policy
+//!   against its virtual servers' availability) and the bgpd connection;
+//! - the **link watcher**: every [`TICK`] checks the external and internal interfaces; a
+//!   device with either down (or in `lbctl standby`) is not eligible and gives up its traffic
+//!   groups (fail-safe).
+//!
+//! # Routes (DESIGN.md §2)
+//!
+//! For each traffic group *k* active here and each virtual address that its policy says to
+//! advertise: the virtual address as a host route with ADD-PATH path id *k* and NEXT_HOP =
+//! the traffic group's floating external self IP *Ek* (L2 mode: the routers reach *Ek* on the
+//! shared segment, wherever it lives). In routed mode also *Ek* itself as a host route with
+//! NEXT_HOP = this device (bgpd's session address). Virtual addresses of the other address
+//! family than *Ek* get no path.
+//!
+//! Withdraws on release are graceful in L2 mode (bgpd keeps the route announced with the
+//! GRACEFUL_SHUTDOWN community for its linger time, RFC 8326): the path still leads to *Ek*,
+//! which the next holder announces at once, so the routers' next-hop set never shrinks and no
+//! surviving flow is re-hashed. In routed mode, and for route health, withdraws are immediate.
+//!
+//! The bgpd connection is fate-shared: when lbd dies, bgpd withdraws what lbd announced. When
+//! bgpd is away, lbd reconnects every [`TICK`] and announces everything again.
+//!
+//! This module must not decide placement (that is `placement`) or block the driver.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use super::config::{GroupConfig, RouteMode, TrafficGroup};
+use super::driver::{self, Actions, DriverCounters, DriverError, DriverHandle};
+use super::heartbeat::GroupKey;
+use super::netaddr::{self, NetAddr};
+use super::placement::GroupStatus;
+use crate::config::{Config, ConfigError};
+use crate::daemon::Shared;
+use crate::state::AttributionState;
+use crate::tables::now_ms;
+
+/// How often route health, the bgpd connection and the links are checked.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Longest wait for bgpd to answer one request.
+pub const BGPD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the device group could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("device group key: {0}")]
+    Key(String),
+    #[error("{0}")]
+    Membership(String),
+    #[error("{0}")]
+    Net(#[from] netaddr::NetAddrError),
+    #[error("{0}")]
+    Driver(#[from] DriverError),
+}
+
+/// Device-local settings of the device group (lbd's `[device]` section).
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub me: String,
+    pub external_interface: String,
+    pub internal_interface: String,
+    pub vip_interface: String,
+    pub bgpd_socket: Option<PathBuf>,
+    pub group_file: PathBuf,
+}
+
+impl Local {
+    /// The device-group part of lbd's configuration; None when no device group is configured.
+    pub fn from_config(cfg: &Config) -> Option<Local> {
+        let d = &cfg.device;
+        Some(Local {
+            me: d.name.clone(),
+            external_interface: d.external_interface.clone()?,
+            internal_interface: d.internal_interface.clone()?,
+            vip_interface: d.vip_interface.clone(),
+            bgpd_socket: d.bgpd_socket.clone(),
+            group_file: d.device_group.clone()?,
+        })
+    }
+}
+
+/// What this device does about the group, for `lbctl show device-group`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LocalStatus {
+    /// Traffic groups whose addresses and routes are in place here, with when (Unix ms).
+    pub active_here: BTreeMap<String, u64>,
+    /// Virtual addresses route health says to advertise.
+    pub advertised: Vec<IpAddr>,
+    /// Interface name → up.
+    pub links: BTreeMap<String, bool>,
+    pub standby: bool,
+    pub bgpd: BgpdStatus,
+    /// The traffic group new connections are attributed to, and the SNAT automap sources.
+    pub attribution: AttributionState,
+    /// The last thing that went wrong (Unix ms, message).
+    pub last_error: Option<(u64, String)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BgpdStatus {
+    pub socket: Option<PathBuf>,
+    pub connected: bool,
+    /// Routes bgpd accepted from us and we have not withdrawn.
+    pub routes: Vec<RouteIntent>,
+    pub last_error: Option<String>,
+}
+
+/// One route lbd asks bgpd for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct RouteIntent {
+    pub prefix: IpNet,
+    pub path_id: u32,
+    /// An address, or None for "self" (the session's local address).
+    pub next_hop: Option<IpAddr>,
+}
+
+impl RouteIntent {
+    fn json(&self) -> Value {
+        json!({
+            "prefix": self.prefix.to_string(),
+            "path_id": self.path_id,
+            "next_hop": self.next_hop.map_or_else(|| "self".to_string(), |a| a.to_string()),
+        })
+    }
+}
+
+/// The routes for `active` traffic groups and the `advertised` virtual addresses (see the
+/// module documentation).
+pub fn desired_routes(
+    group: &GroupConfig,
+    active: &BTreeSet<String>,
+    advertised: &[IpAddr],
+) -> BTreeSet<RouteIntent> {
+    let ids = group.path_ids();
+    let mut out = BTreeSet::new();
+    for tg in group
+        .traffic_groups
+        .iter()
+        .filter(|t| active.contains(&t.name))
+    {
+        let k = ids[&tg.name];
+        let ek = tg.external_floating.addr();
+        for va in advertised.iter().filter(|a| a.is_ipv4() == ek.is_ipv4()) {
+            out.insert(RouteIntent {
+                prefix: IpNet::from(*va),
+                path_id: k,
+                next_hop: Some(ek),
+            });
+        }
+        if group.group.route_mode == RouteMode::Routed {
+            out.insert(RouteIntent {
+                prefix: IpNet::from(ek),
+                path_id: k,
+                next_hop: None,
+            });
+        }
+    }
+    out
+}
+
+/// Which traffic group new connections belong to (the rule is documented on
+/// [`crate::state::Attribution`]).
+pub fn attribution(group: &GroupConfig, me: &str, active: &BTreeSet<String>) -> AttributionState {
+    let home = group
+        .traffic_groups
+        .iter()
+        .find(|t| t.ha_order.first().map(String::as_str) == Some(me) && active.contains(&t.name));
+    let tg = home.or_else(|| {
+        group
+            .traffic_groups
+            .iter()
+            .find(|t| active.contains(&t.name))
+    });
+    match tg {
+        None => AttributionState::default(),
+        Some(t) => {
+            let a = t.internal_floating.addr();
+            AttributionState {
+                traffic_group: Some(t.name.as_str().into()),
+                automap_v4: a.is_ipv4().then_some(a),
+                automap_v6: a.is_ipv6().then_some(a),
+            }
+        }
+    }
+}
+
+/// The interface a traffic group's floating external self IP lives on.
+pub fn external_link(tg: &TrafficGroup, path_id: u32, local: &Local) -> String {
+    match tg.mac_masquerade {
+        Some(_) => format!("tg{path_id}"),
+        None => local.external_interface.clone(),
+    }
+}
+
+enum Step {
+    Activate(String),
+    Release(String),
+}
+
+struct Sink(mpsc::UnboundedSender<Step>);
+
+impl Actions for Sink {
+    fn activate(&self, traffic_group: &str, _reason: &str) {
+        let _ = self.0.send(Step::Activate(traffic_group.to_string()));
+    }
+    fn release(&self, traffic_group: &str, _reason: &str) {
+        let _ = self.0.send(Step::Release(traffic_group.to_string()));
+    }
+}
+
+/// The running device group of this lbd.
+pub struct Cluster {
+    pub local: Local,
+    pub group: GroupConfig,
+    pub driver: DriverHandle,
+    standby: AtomicBool,
+    links_ok: AtomicBool,
+    status: Arc<Mutex<LocalStatus>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("me", &self.local.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts the device group (see the module documentation).
+    pub async fn start(local: Local, shared: &Arc<Shared>) -> Result<Arc<Cluster>, ClusterError> {
+        let group = GroupConfig::load(&local.group_file)?;
+        let key = GroupKey::from_file(&group.group.key_file)
+            .map_err(|e| ClusterError::Key(format!("{}: {e}", group.group.key_file.display())))?;
+        let dcfg = group
+            .driver_config(&local.me, Arc::new(key))
+            .map_err(ClusterError::Membership)?;
+        let net = Arc::new(NetAddr::new().await?);
+        for ifname in [&local.external_interface, &local.internal_interface] {
+            net.link_up(ifname).await?;
+        }
+        let ids = group.path_ids();
+        // A previous run may have left floating addresses behind: this device holds nothing
+        // until placement says so, and its kernel must not answer for them meanwhile.
+        for tg in &group.traffic_groups {
+            let ext = external_link(tg, ids[&tg.name], &local);
+            for (ifname, addr) in [
+                (ext.as_str(), tg.external_floating),
+                (local.internal_interface.as_str(), tg.internal_floating),
+            ] {
+                match net.remove(ifname, addr).await {
+                    Ok(true) => {
+                        warn!(traffic_group = %tg.name, "removed stale {addr} from {ifname}")
+                    }
+                    Ok(false) => {}
+                    Err(e) => debug!("{ifname}: {e}"),
+                }
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = Arc::new(Mutex::new(LocalStatus {
+            bgpd: BgpdStatus {
+                socket: local.bgpd_socket.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }));
+        let (driver, driver_task) = driver::spawn(dcfg, Arc::new(Sink(tx))).await?;
+        let cluster = Arc::new(Cluster {
+            local: local.clone(),
+            group: group.clone(),
+            driver,
+            standby: AtomicBool::new(false),
+            links_ok: AtomicBool::new(true),
+            status: status.clone(),
+            tasks: Mutex::new(vec![driver_task]),
+        });
+        cluster.add_virtual_addresses(&net, shared).await;
+        let exec = Executor {
+            local,
+            group,
+            net: net.clone(),
+            shared: Arc::downgrade(shared),
+            status,
+            active: BTreeSet::new(),
+            announcing: HashMap::new(),
+            advertised: Vec::new(),
+            bgpd: None,
+            announced: BTreeSet::new(),
+            last_connect_error: None,
+        };
+        let exec_task = tokio::spawn(exec.run(rx));
+        let links_task = tokio::spawn(watch_links(Arc::downgrade(&cluster), net));
+        cluster
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([exec_task, links_task]);
+        info!(device = %cluster.local.me, group = %cluster.group.group.name,
+            mode = %cluster.group.group.route_mode, "device group started");
+        Ok(cluster)
+    }
+
+    /// Adds every spanning virtual address of the running configuration to the VIP interface
+    /// (start-up and after a reload). Addresses are never removed by lbd.
+    pub async fn add_virtual_addresses(&self, net: &NetAddr, shared: &Shared) {
+        let rt = shared.runtime.load_full();
+        for va in rt.config.effective_virtual_addresses() {
+            if !va.spanning {
+                continue;
+            }
+            match net
+                .add(&self.local.vip_interface, IpNet::from(va.address))
+                .await
+            {
+                Ok(true) => info!(
+                    "added virtual address {} to {}",
+                    va.address, self.local.vip_interface
+                ),
+                Ok(false) => {}
+                Err(e) => error!("cannot add virtual address {}: {e}", va.address),
+            }
+        }
+    }
+
+    /// The same, opening its own netlink connection (for reloads).
+    pub async fn refresh_virtual_addresses(&self, shared: &Shared) {
+        match NetAddr::new().await {
+            Ok(net) => self.add_virtual_addresses(&net, shared).await,
+            Err(e) => error!("cannot add virtual addresses: {e}"),
+        }
+    }
+
+    /// `lbctl standby` (true) / `lbctl release` (false).
+    pub async fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
+        self.status.lock().expect("status lock").standby = standby;
+        info!(
+            standby,
+            "standby {}",
+            if standby {
+                "set: giving up every traffic group"
+            } else {
+                "released"
+            }
+        );
+        self.push_eligibility().await;
+    }
+
+    async fn push_eligibility(&self) {
+        let eligible =
+            self.links_ok.load(Ordering::Relaxed) && !self.standby.load(Ordering::Relaxed);
+        self.driver.set_eligible(eligible).await;
+    }
+
+    /// Gives up every traffic group (as standby does) and waits, at most `limit`, until their
+    /// routes are withdrawn and addresses removed here.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.standby.store(true, Ordering::Relaxed);
+        self.driver.set_eligible(false).await;
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if self.local_status().active_here.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        warn!("shutdown: traffic groups still held after {limit:?}");
+    }
+
+    pub fn counters(&self) -> DriverCounters {
+        self.driver.counters()
+    }
+
+    pub fn local_status(&self) -> LocalStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// `show traffic-groups`: the placement view with each traffic group's addresses.
+    pub async fn traffic_groups(&self) -> Value {
+        let st = self.driver.status().await;
+        let ids = self.group.path_ids();
+        let local = self.local_status();
+        let tgs: Vec<Value> = st
+            .traffic_groups
+            .iter()
+            .map(|t| {
+                let mut v = serde_json::to_value(t).unwrap_or_default();
+                if let (Some(cfg), Value::Object(o)) = (self.group.traffic_group(&t.name), &mut v) {
+                    o.insert(
+                        "external_floating".into(),
+                        cfg.external_floating.to_string().into(),
+                    );
+                    o.insert(
+                        "internal_floating".into(),
+                        cfg.internal_floating.to_string().into(),
+                    );
+                    o.insert("path_id".into(), ids[&t.name].into());
+                    o.insert("ha_order".into(), json!(cfg.ha_order));
+                    o.insert("auto_failback".into(), cfg.auto_failback.into());
+                    o.insert(
+                        "mac_masquerade".into(),
+                        cfg.mac_masquerade.map(|m| m.to_string()).into(),
+                    );
+                    o.insert(
+                        "here".into(),
+                        local.active_here.contains_key(&t.name).into(),
+                    );
+                }
+                v
+            })
+            .collect();
+        json!({ "me": st.me, "traffic_groups": tgs })
+    }
+
+    /// `show device-group`.
+    pub async fn device_group(&self) -> Value {
+        let st: GroupStatus = self.driver.status().await;
+        json!({
+            "name": self.group.group.name,
+            "me": st.me,
+            "epoch": st.epoch,
+            "phase": st.phase,
+            "route_mode": self.group.group.route_mode,
+            "heartbeat_interval_ms": self.group.group.heartbeat_interval.as_millis() as u64,
+            "dead_after_ms": self.group.group.dead_after.as_millis() as u64,
+            "standby": self.standby.load(Ordering::Relaxed),
+            "devices": st.devices,
+            "orders": st.orders,
+            "counters": self.counters(),
+            "local": self.local_status(),
+        })
+    }
+}
+
+/// Every [`TICK`]: the external and internal links; either down makes the device ineligible.
+async fn watch_links(cluster: Weak<Cluster>, net: Arc<NetAddr>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<bool> = None;
+    loop {
+        tick.tick().await;
+        let Some(c) = cluster.upgrade() else { return };
+        let mut links = BTreeMap::new();
+        for ifname in [&c.local.external_interface, &c.local.internal_interface] {
+            let up = match net.link_up(ifname).await {
+                Ok(up) => up,
+                Err(e) => {
+                    debug!("{ifname}: {e}");
+                    false
+                }
+            };
+            links.insert(ifname.clone(), up);
+        }
+        let ok = links.values().all(|u| *u);
+        if last != Some(ok) {
+            if last.is_some() || !ok {
+                if ok {
+                    info!(?links, "links up: eligible again");
+                } else {
+                    warn!(
+                        ?links,
+                        "a link is down: giving up every traffic group (fail-safe)"
+                    );
+                }
+            }
+            c.links_ok.store(ok, Ordering::Relaxed);
+            c.push_eligibility().await;
+            last = Some(ok);
+        }
+        c.status.lock().expect("status lock").links = links;
+    }
+}
+
+struct Bgpd {
+    rd: BufReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+}
+
+impl Bgpd {
+    async fn connect(path: &std::path::Path) -> std::io::Result<Bgpd> {
+        let s = UnixStream::connect(path).await?;
+        let (rd, wr) = s.into_split();
+        Ok(Bgpd {
+            rd: BufReader::new(rd),
+            wr,
+        })
+    }
+
+    /// One request, one answer; an `{"ok":false}` answer is an error.
+    async fn call(&mut self, req: Value) -> Result<Value, String> {
+        let fut = async {
+            let mut line = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+            line.push(b'\n');
+            self.wr.write_all(&line).await.map_err(|e| e.to_string())?;
+            let mut answer = String::new();
+            let n = self
+                .rd
+                .read_line(&mut answer)
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("bgpd closed the control connection".to_string());
+            }
+            let v: Value =
+                serde_json::from_str(&answer).map_err(|e| format!("bad answer from bgpd: {e}"))?;
+            if v["ok"] == true {
+                Ok(v)
+            } else {
+                Err(format!(
+                    "bgpd: {}",
+                    v["error"].as_str().unwrap_or("request refused")
+                ))
+            }
+        };
+        match tokio::time::timeout(BGPD_TIMEOUT, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("bgpd did not answer within {BGPD_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// The task that carries out activations and releases in order (module documentation).
+struct Executor {
+    local: Local,
+    group: GroupConfig,
+    net: Arc<NetAddr>,
+    shared: Weak<Shared>,
+    status: Arc<Mutex<LocalStatus>>,
+    /// Traffic groups whose addresses are in place here.
+    active: BTreeSet<String>,
+    /// Announcement (gratuitous ARP) tasks per traffic group.
+    announcing: HashMap<String, JoinHandle<()>>,
+    advertised: Vec<IpAddr>,
+    bgpd: Option<Bgpd>,
+    /// What bgpd has from us.
+    announced: BTreeSet<RouteIntent>,
+    last_connect_error: Option<String>,
+}
+
+impl Executor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Step>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                step = rx.recv() => match step {
+                    Some(Step::Activate(tg)) => self.activate(&tg).await,
+                    Some(Step::Release(tg)) => self.release(&tg).await,
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    self.refresh_health();
+                    self.sync_routes(false).await;
+                }
+            }
+        }
+    }
+
+    fn tg(&self, name: &str) -> Option<TrafficGroup> {
+        self.group.traffic_group(name).cloned()
+    }
+
+    fn note_error(&self, msg: String) {
+        error!("{msg}");
+        self.status.lock().expect("status lock").last_error = Some((now_ms(), msg));
+    }
+
+    fn set_attribution(&self) {
+        let a = attribution(&self.group, &self.local.me, &self.active);
+        if let Some(shared) = self.shared.upgrade() {
+            shared.runtime.load().attribution.set(a.clone());
+        }
+        let mut st = self.status.lock().expect("status lock");
+        st.attribution = a;
+        st.active_here.retain(|k, _| self.active.contains(k));
+    }
+
+    async fn activate(&mut self, name: &str) {
+        let Some(tg) = self.tg(name) else { return };
+        let k = self.group.path_ids()[name];
+        let ext = external_link(&tg, k, &self.local);
+        if let Some(mac) = tg.mac_masquerade {
+            self.masquerade_up(name, &ext, mac).await;
+        }
+        let addrs = [
+            (ext.clone(), tg.external_floating),
+            (self.local.internal_interface.clone(), tg.internal_floating),
+        ];
+        for (ifname, addr) in &addrs {
+            if let Err(e) = self.net.add(ifname, *addr).await {
+                self.note_error(format!("{name}: cannot add {addr} to {ifname}: {e}"));
+            }
+        }
+        self.active.insert(name.to_string());
+        self.status
+            .lock()
+            .expect("status lock")
+            .active_here
+            .insert(name.to_string(), now_ms());
+        self.set_attribution();
+        // Announce on the segments: at once, then repeated so that we win against a hung
+        // device whose kernel still answers for the address.
+        let net = self.net.clone();
+        let tg_name = name.to_string();
+        let task = tokio::spawn(async move {
+            let mut macs = Vec::new();
+            for (ifname, addr) in &addrs {
+                match net.mac(ifname).await {
+                    Ok(m) => macs.push((ifname.clone(), addr.addr(), m)),
+                    Err(e) => warn!(traffic_group = %tg_name, "no MAC for {ifname}: {e}"),
+                }
+            }
+            for wait in [0u64, 100, 100, 800, 1000] {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                for (ifname, ip, mac) in &macs {
+                    if let Err(e) = netaddr::announce(ifname, *ip, *mac, 1, Duration::ZERO).await {
+                        warn!(traffic_group = %tg_name, "announcing {ip} on {ifname}: {e}");
+                    }
+                }
+            }
+        });
+        if let Some(old) = self.announcing.insert(name.to_string(), task) {
+            old.abort();
+        }
+        // Give the first announcement a head start over the routes.
+        tokio::task::yield_now().await;
+        self.refresh_health();
+        self.sync_routes(false).await;
+        info!(
+            traffic_group = name,
+            "active here: addresses in place, announced, routes requested"
+        );
+    }
+
+    async fn release(&mut self, name: &str) {
+        let Some(tg) = self.tg(name) else { return };
+        if let Some(t) = self.announcing.remove(name) {
+            t.abort();
+        }
+        self.active.remove(name);
+        self.set_attribution();
+        // Routes first (and wait for bgpd), then the addresses.
+        let graceful = self.group.group.route_mode == RouteMode::L2;
+        self.sync_routes(graceful).await;
+        let k = self.group.path_ids()[name];
+        let ext = external_link(&tg, k, &self.local);
+        for (ifname, addr) in [
+            (ext.as_str(), tg.external_floating),
+            (self.local.internal_interface.as_str(), tg.internal_floating),
+        ] {
+            if let Err(e) = self.net.remove(ifname, addr).await {
+                self.note_error(format!("{name}: cannot remove {addr} from {ifname}: {e}"));
+            }
+        }
+        if tg.mac_masquerade.is_some() {
+            self.masquerade_down(name, &ext).await;
+        }
+        info!(
+            traffic_group = name,
+            "released here: routes withdrawn, addresses removed"
+        );
+    }
+
+    /// Brings up the traffic group's MAC-masquerade macvlan.
+    async fn masquerade_up(&self, name: &str, ext: &str, _mac: super::config::MacAddr) {
+        self.note_error(format!(
+            "{name}: MAC masquerade ({ext}) is not available in this build"
+        ));
+    }
+
+    async fn masquerade_down(&self, _name: &str, _ext: &str) {}
+
+    /// Route health: which virtual addresses their policy says to advertise now.
+    fn refresh_health(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let rt = shared.runtime.load();
+        let now: Vec<IpAddr> = rt
+            .virtual_addresses()
+            .into_iter()
+            .filter(|v| v.spanning && v.advertised)
+            .map(|v| v.address)
+            .collect();
+        if now != self.advertised {
+            for a in now.iter().filter(|a| !self.advertised.contains(a)) {
+                info!(virtual_address = %a, "route health: advertise");
+            }
+            for a in self.advertised.iter().filter(|a| !now.contains(a)) {
+                warn!(virtual_address = %a, "route health: withdraw (its virtual servers are not available)");
+            }
+            self.advertised = now;
+            self.status.lock().expect("status lock").advertised = self.advertised.clone();
+        }
+    }
+
+    /// Brings bgpd's routes from us to what is desired now.
+    async fn sync_routes(&mut self, graceful: bool) {
+        let Some(path) = self.local.bgpd_socket.clone() else {
+            return;
+        };
+        let want = desired_routes(&self.group, &self.active, &self.advertised);
+        if self.bgpd.is_some() && want == self.announced {
+            return;
+        }
+        if self.bgpd.is_none() {
+            match Bgpd::connect(&path).await {
+                Ok(b) => {
+                    info!("connected to bgpd at {}", path.display());
+                    self.bgpd = Some(b);
+                    self.announced.clear();
+                    self.last_connect_error = None;
+                }
+                Err(e) => {
+                    let msg = format!("cannot reach bgpd at {}: {e}", path.display());
+                    if self.last_connect_error.as_deref() != Some(msg.as_str()) {
+                        warn!("{msg}; retrying every {TICK:?}");
+                        self.last_connect_error = Some(msg.clone());
+                    }
+                    let mut st = self.status.lock().expect("status lock");
+                    st.bgpd.connected = false;
+                    st.bgpd.last_error = Some(msg);
+                    return;
+                }
+            }
+        }
+        let res = self.push(&want, graceful).await;
+        let mut st = self.status.lock().expect("status lock");
+        match res {
+            Ok(()) => {
+                st.bgpd.connected = true;
+                st.bgpd.routes = self.announced.iter().cloned().collect();
+            }
+            Err(e) => {
+                drop(st);
+                self.note_error(format!("bgpd: {e}; reconnecting"));
+                // bgpd withdraws what we announced when the connection closes.
+                self.bgpd = None;
+                self.announced.clear();
+                let mut st = self.status.lock().expect("status lock");
+                st.bgpd.connected = false;
+                st.bgpd.routes.clear();
+                st.bgpd.last_error = Some(e);
+            }
+        }
+    }
+
+    async fn push(&mut self, want: &BTreeSet<RouteIntent>, graceful: bool) -> Result<(), String> {
+        let Some(b) = self.bgpd.as_mut() else {
+            return Err("not connected".into());
+        };
+        // A changed next hop is a new route with the same key: announce replaces it.
+        let keys = |s: &BTreeSet<RouteIntent>| -> BTreeSet<(IpNet, u32)> {
+            s.iter().map(|r| (r.prefix, r.path_id)).collect()
+        };
+        let want_keys = keys(want);
+        let gone: Vec<RouteIntent> = self
+            .announced
+            .iter()
+            .filter(|r| !want_keys.contains(&(r.prefix, r.path_id)))
+            .cloned()
+            .collect();
+        let new: Vec<RouteIntent> = want.difference(&self.announced).cloned().collect();
+        if !gone.is_empty() {
+            let routes: Vec<Value> = gone
+                .iter()
+                .map(|r| json!({"prefix": r.prefix.to_string(), "path_id": r.path_id}))
+                .collect();
+            b.call(json!({"cmd": "withdraw", "routes": routes, "graceful": graceful}))
+                .await?;
+            for r in &gone {
+                info!(prefix = %r.prefix, path_id = r.path_id, graceful, "withdrawn");
+                self.announced.remove(r);
+            }
+        }
+        if !new.is_empty() {
+            let routes: Vec<Value> = new.iter().map(RouteIntent::json).collect();
+            b.call(json!({"cmd": "announce", "routes": routes})).await?;
+            for r in new {
+                info!(prefix = %r.prefix, path_id = r.path_id,
+                    next_hop = %r.next_hop.map_or("self".to_string(), |a| a.to_string()), "announced");
+                self.announced
+                    .retain(|a| (a.prefix, a.path_id) != (r.prefix, r.path_id));
+                self.announced.insert(r);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GROUP: &str = r#"
+[group]
+name = "seed"
+key_file = "/nonexistent"
+[[devices]]
+name = "a"
+failover_addresses = ["192.168.100.6"]
+[[devices]]
+name = "b"
+failover_addresses = ["192.168.100.7"]
+[[devices]]
+name = "c"
+failover_addresses = ["192.168.100.8"]
+[[traffic_groups]]
+name = "tg-1"
+ha_order = ["a", "b", "c"]
+external_floating = "20.1.1.2/24"
+internal_floating = "10.1.1.2/24"
+[[traffic_groups]]
+name = "tg-2"
+ha_order = ["b", "c", "a"]
+external_floating = "20.1.1.3/24"
+internal_floating = "10.1.1.3/24"
+[[traffic_groups]]
+name = "tg-3"
+ha_order = ["c", "a", "b"]
+external_floating = "20.1.1.4/24"
+internal_floating = "10.1.1.4/24"
+"#;
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_path_per_active_traffic_group_with_its_floating_next_hop() {
+        let g = GroupConfig::from_toml(GROUP, "g").unwrap();
+        let vip: IpAddr = "30.1.1.10".parse().unwrap();
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        let r = desired_routes(&g, &set(&["tg-2", "tg-3"]), &[vip, v6]);
+        let got: Vec<(String, u32, Option<IpAddr>)> = r
+            .iter()
+            .map(|r| (r.prefix.to_string(), r.path_id, r.next_hop))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("30.1.1.10/32".into(), 2, Some("20.1.1.3".parse().unwrap())),
+                ("30.1.1.10/32".into(), 3, Some("20.1.1.4".parse().unwrap())),
+            ]
+        );
+        // Route health: nothing advertised, nothing announced.
+        assert!(desired_routes(&g, &set(&["tg-1"]), &[]).is_empty());
+    }
+
+    #[test]
+    fn routed_mode_adds_the_floating_host_route_via_self() {
+        let text = GROUP
+            .replace(
+                "key_file = \"/nonexistent\"",
+                "key_file = \"/nonexistent\"\nroute_mode = \"routed\"",
+            )
+            .replace("/24\"\ninternal", "/32\"\ninternal");
+        let g = GroupConfig::from_toml(&text, "g").unwrap();
+        let vip: IpAddr = "30.1.1.10".parse().unwrap();
+        let r: Vec<RouteIntent> = desired_routes(&g, &set(&["tg-1"]), &[vip])
+            .into_iter()
+            .collect();
+        assert_eq!(r.len(), 2);
+        assert!(r.contains(&RouteIntent {
+            prefix: "20.1.1.2/32".parse().unwrap(),
+            path_id: 1,
+            next_hop: None
+        }));
+        assert_eq!(r[0].json()["next_hop"], "self");
+    }
+
+    #[test]
+    fn connections_belong_to_the_home_traffic_group_first() {
+        let g = GroupConfig::from_toml(GROUP, "g").unwrap();
+        let a = attribution(&g, "c", &set(&["tg-2", "tg-3"]));
+        assert_eq!(a.traffic_group.as_deref(), Some("tg-3"));
+        assert_eq!(a.automap_v4, Some("10.1.1.4".parse().unwrap()));
+        let a = attribution(&g, "c", &set(&["tg-2", "tg-1"]));
+        assert_eq!(a.traffic_group.as_deref(), Some("tg-1"));
+        assert_eq!(attribution(&g, "c", &set(&[])), AttributionState::default());
+    }
+}

@@ -725,8 +725,27 @@ timeout = "{mi}"
         let nh = self.steady_nexthops();
         let nh: Vec<&str> = nh.iter().map(String::as_str).collect();
         self.wait_nexthops(&nh, timeout.saturating_sub(t0.elapsed()))
-            .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.wait_traffic(timeout.saturating_sub(t0.elapsed()))
+    }
+
+    /// Waits until a batch of 30 short connections all succeed and reach every device.
+    pub fn wait_traffic(&self, timeout: Duration) -> std::result::Result<(), String> {
+        wait_until_dbg(timeout, "30 connections through a, b and c", || {
+            let answers =
+                crate::traffic::short_connections(&self.client, 30).map_err(|e| e.to_string())?;
+            let spread = crate::traffic::per_device(&answers);
+            let all = ["a", "b", "c"]
+                .iter()
+                .all(|d| spread.iter().any(|(k, _)| *k == Some(*d)));
+            if all && answers.iter().all(Result::is_ok) {
+                Ok(())
+            } else {
+                let errs: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+                Err(format!("{spread:?} errors {errs:?}"))
+            }
+        })
+        .map_err(|e| e.to_string())
     }
 
     /// r1's ARP entry (MAC) for `addr`, if any.

@@ -55,8 +55,9 @@ fn steady_state_spreads_connections_over_three_devices_with_snat() {
     let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
     let spread = per_device(&answers);
     println!(
-        "300 connections: per device {spread:?}, failed {}",
-        failed.len()
+        "300 connections: per device {spread:?}, failed {} {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
     );
     lab.check(failed.is_empty(), format!("failed connections: {failed:?}"));
     for dev in ["a", "b", "c"] {

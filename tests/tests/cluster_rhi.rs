@@ -1,11 +1,14 @@
 //! Route health injection in the cluster lab: when every pool member is down *for device A
 //! only* (the servers cannot answer A's monitor probes from its static internal address), A
 //! stops advertising the VIP — r1 drops path 1 although tg-1 stays active on A — and
-//! announces it again once the members come back.
+//! announces it again once the members come back. The UDP pool has no monitor, so its
+//! members are taken out on A with `lbctl member dns ADDR force-offline` (with advertise =
+//! "any", one available virtual server keeps the address advertised).
 
 use std::time::Duration;
 
 use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
+use spanlb_tests::topology::{SERVERS, SERVER_UDP_PORT};
 
 const T: Duration = Duration::from_secs(45);
 
@@ -24,6 +27,7 @@ fn a_device_whose_members_are_down_withdraws_its_path() {
             "prohibit route",
         );
     }
+    member_state(&lab, "force-offline");
     let r =
         spanlb_lab::wait_until_dbg(
             Duration::from_secs(15),
@@ -56,6 +60,7 @@ fn a_device_whose_members_are_down_withdraws_its_path() {
             "removing the route",
         );
     }
+    member_state(&lab, "enable");
     let r = spanlb_lab::wait_until_dbg(Duration::from_secs(15), "a: VIP advertised", || match lab
         .vip_advertised("a")
     {
@@ -68,4 +73,13 @@ fn a_device_whose_members_are_down_withdraws_its_path() {
         Duration::from_secs(15),
     );
     lab.ok(r, "r1 has path 1 again");
+}
+
+/// Sets every member of the (unmonitored) UDP pool on A to `state`.
+fn member_state(lab: &ClusterLab, state: &str) {
+    for (_, addr) in SERVERS {
+        let m = format!("{addr}:{SERVER_UDP_PORT}");
+        let r = lab.lbctl("a", &["member", "dns", &m, state]);
+        lab.ok(r, &format!("lbctl member dns {m} {state}"));
+    }
 }

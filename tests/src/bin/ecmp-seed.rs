@@ -80,6 +80,16 @@ fn run(lab: &ClusterLab) -> Res<()> {
             .vtysh(&format!("show bgp ipv4 unicast {VIP}"))
             .map_err(|e| e.to_string())?
     );
+    let nh = lab.r1_nexthops();
+    println!(
+        "ecmp: {VIP}/32 via {} next hops ({}) in r1's kernel, {:.1} s after start",
+        nh.len(),
+        nh.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        t0.elapsed().as_secs_f64()
+    );
     println!("\n== r1 kernel: ip route show {VIP}");
     print!(
         "{}",

@@ -286,6 +286,22 @@ impl ClusterLab {
         Ok(lab)
     }
 
+    /// Keeps the lab after this process exits (namespaces, daemons, directory): the
+    /// in-process servers are replaced by python3 ones (same answers) that outlive us.
+    pub fn keep(&mut self) -> Result<()> {
+        self.traffic.stop();
+        let script = self.lab.dir().join("server.py");
+        std::fs::write(&script, crate::traffic::PYTHON_SERVER).map_err(io("writing server.py"))?;
+        for s in &self.servers {
+            s.spawn(
+                &["python3", &script.to_string_lossy(), s.short()],
+                format!("server-{}.log", s.short()),
+            )?;
+        }
+        self.lab.keep();
+        Ok(())
+    }
+
     /// A device by name.
     pub fn device(&self, name: &str) -> &Device {
         self.devices

@@ -99,14 +99,61 @@ impl Servers {
     }
 }
 
-impl Drop for Servers {
-    fn drop(&mut self) {
+impl Servers {
+    /// Stops serving and joins the threads (the sockets close).
+    pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The same servers as a python3 script (`python3 SCRIPT NAME`), for a lab that outlives
+/// this process (`--keep`).
+pub const PYTHON_SERVER: &str = r#"
+import socket, sys, threading
+name = sys.argv[1]
+def conn(c, peer):
+    try:
+        buf = b""
+        while b"\n" not in buf:
+            d = c.recv(4096)
+            if not d: return
+            buf += d
+        line, rest = buf.split(b"\n", 1)
+        c.sendall(f"{name} {peer[0]}\n".encode() + rest)
+        while True:
+            d = c.recv(4096)
+            if not d: return
+            c.sendall(d)
+    except OSError:
+        pass
+    finally:
+        c.close()
+def tcp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 8080)); s.listen(512)
+    while True:
+        c, peer = s.accept()
+        threading.Thread(target=conn, args=(c, peer), daemon=True).start()
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 5353))
+    while True:
+        data, peer = s.recvfrom(2048)
+        s.sendto(f"{name} {peer[0]}".encode(), peer)
+ts = [threading.Thread(target=f, daemon=True) for f in (tcp, udp)]
+for t in ts: t.start()
+for t in ts: t.join()
+"#;
 
 fn tcp_server(l: TcpListener, name: String, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
     let live = Arc::new(AtomicUsize::new(0));

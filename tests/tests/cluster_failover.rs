@@ -141,6 +141,11 @@ fn hung_b(name: &str) -> (ClusterLab, LongLived, LongLived) {
         ll.flows.len(),
         prober.errors(5)
     );
+    println!(
+        "hung b: flows through b: {} of {} reset or timed out (not mirrored yet)",
+        llb.disturbed(&[]).len(),
+        llb.flows.len()
+    );
     let nh_after = lab.r1_nexthops();
     lab.check(
         nh_after == nh_before && nh_after.len() == 3,

@@ -22,7 +22,7 @@ fn main() {
         eprintln!("ecmp-seed: {e}");
         std::process::exit(1);
     }
-    let lab = match ClusterLab::build("ecmp_seed", ClusterOptions::default()) {
+    let mut lab = match ClusterLab::build("ecmp_seed", ClusterOptions::default()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("ecmp-seed: building the lab: {e}");
@@ -31,7 +31,9 @@ fn main() {
     };
     let r = run(&lab);
     if keep {
-        lab.lab.keep();
+        if let Err(e) = lab.keep() {
+            eprintln!("ecmp-seed: keeping the lab: {e}");
+        }
         println!(
             "\nlab kept: enter with `ip netns exec {}-r1 bash`; vtysh --vty_socket {}; lbctl --socket {}",
             lab.lab.prefix(),
@@ -112,7 +114,7 @@ fn run(lab: &ClusterLab) -> Res<()> {
 
     println!("\n== hang B under load");
     let ll = LongLived::open(&lab.client, 30, &["a", "c"])?;
-    let _llb = LongLived::open(&lab.client, 6, &["b"])?;
+    let llb = LongLived::open(&lab.client, 6, &["b"])?;
     println!("   long-lived flows: {} (+6 through B)", ll.summary());
     let mut prober =
         Prober::start(&lab.client, Duration::from_secs(60)).map_err(|e| e.to_string())?;
@@ -154,6 +156,13 @@ fn run(lab: &ClusterLab) -> Res<()> {
         st.attempts,
         st.failed,
         ll.summary()
+    );
+    println!(
+        "   flows that went through B: {} of {} reset or timed out (tg-2 moved to {} without \
+         their state: connection mirroring is still to come)",
+        llb.disturbed(&[]).len(),
+        llb.flows.len(),
+        up(&owner)
     );
     for d in ["a", "c"] {
         println!("\n== {}: lbctl show traffic-groups", up(d));

@@ -20,6 +20,10 @@
 //! | `member_monitor_state` | `pool`, `member`, `monitor` | 0 unchecked, 1 up, 2 down |
 //! | `connection_table_entries`, `persistence_records` | | table sizes |
 //! | `start_time_seconds` | | when lbd started (Unix time) |
+//! | `traffic_group_active` | `traffic_group` | 1: its addresses and routes are in place here (device group only, as the rest of this block) |
+//! | `heartbeats_sent_total`, `heartbeats_received_total` | `group` | heartbeat datagrams sent / accepted |
+//! | `heartbeats_rejected_total` | `reason` (`bad-tag`, `replayed`, `unknown-device`, `malformed`) | heartbeats ignored |
+//! | `bgpd_connected` | | 1 while the connection to bgpd's control socket is up |
 //! | `last_reload_timestamp_seconds`, `last_reload_success` | | the last reload, once there was one |
 //!
 //! The gauges of open connections are `*_current_connections`, not `*_connections`: that name
@@ -318,6 +322,58 @@ impl Collector for StateCollector {
             "Records in the persistence table",
             shared.persist.len() as i64,
         )?;
+        if let Some(c) = shared.cluster.get() {
+            let local = c.local_status();
+            family(
+                e,
+                "traffic_group_active",
+                "1 when the traffic group's addresses and routes are in place on this device",
+                Kind::Gauge,
+                c.group.traffic_groups.iter().map(|t| {
+                    (
+                        [("traffic_group", t.name.clone())],
+                        u64::from(local.active_here.contains_key(&t.name)),
+                    )
+                }),
+            )?;
+            let k = c.counters();
+            family(
+                e,
+                "heartbeats_sent",
+                "Heartbeat datagrams sent (one per peer address)",
+                Kind::Counter,
+                [([("group", c.group.group.name.clone())], k.heartbeats_sent)],
+            )?;
+            family(
+                e,
+                "heartbeats_received",
+                "Heartbeats accepted",
+                Kind::Counter,
+                [(
+                    [("group", c.group.group.name.clone())],
+                    k.heartbeats_received,
+                )],
+            )?;
+            family(
+                e,
+                "heartbeats_rejected",
+                "Heartbeat datagrams rejected, by reason",
+                Kind::Counter,
+                [
+                    ("bad-tag", k.rejected_bad_tag),
+                    ("replayed", k.rejected_replayed),
+                    ("unknown-device", k.rejected_unknown_device),
+                    ("malformed", k.rejected_malformed),
+                ]
+                .map(|(r, v)| ([("reason", r.to_string())], v)),
+            )?;
+            single(
+                e,
+                "bgpd_connected",
+                "1 while lbd's connection to bgpd's control socket is up",
+                i64::from(local.bgpd.connected),
+            )?;
+        }
         single(
             e,
             "start_time_seconds",

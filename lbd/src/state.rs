@@ -366,6 +366,33 @@ pub struct AttributionState {
     pub traffic_group: Option<Arc<str>>,
     pub automap_v4: Option<IpAddr>,
     pub automap_v6: Option<IpAddr>,
+    /// MAC masquerade: a connection that came in on one of these interfaces (by index)
+    /// belongs to that traffic group, whatever the rule above says.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_ingress: Vec<IngressRule>,
+}
+
+/// A traffic group's MAC-masquerade interface, active here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngressRule {
+    pub ifindex: u32,
+    pub interface: String,
+    pub traffic_group: Arc<str>,
+    pub automap_v4: Option<IpAddr>,
+    pub automap_v6: Option<IpAddr>,
+}
+
+impl AttributionState {
+    /// (traffic group, automap v4, automap v6) for a connection that came in on `ingress`.
+    pub fn resolve(
+        &self,
+        ingress: Option<u32>,
+    ) -> (Option<Arc<str>>, Option<IpAddr>, Option<IpAddr>) {
+        if let Some(r) = ingress.and_then(|i| self.by_ingress.iter().find(|r| r.ifindex == i)) {
+            return (Some(r.traffic_group.clone()), r.automap_v4, r.automap_v6);
+        }
+        (self.traffic_group.clone(), self.automap_v4, self.automap_v6)
+    }
 }
 
 impl Attribution {
@@ -386,12 +413,21 @@ impl VsState {
 
     /// The source address toward `member` and the traffic group the connection belongs to.
     pub fn snat_for(&self, member: SocketAddr) -> (Option<IpAddr>, Option<Arc<str>>) {
-        let a = self.attribution.get();
+        self.snat_for_ingress(member, None)
+    }
+
+    /// The same for a connection that came in on interface `ingress` (MAC masquerade).
+    pub fn snat_for_ingress(
+        &self,
+        member: SocketAddr,
+        ingress: Option<u32>,
+    ) -> (Option<IpAddr>, Option<Arc<str>>) {
+        let (tg, v4, v6) = self.attribution.get().resolve(ingress);
         let floating = if matches!(self.cfg.snat, Snat::Automap) {
             if member.is_ipv4() {
-                a.automap_v4
+                v4
             } else {
-                a.automap_v6
+                v6
             }
         } else {
             None
@@ -401,7 +437,7 @@ impl VsState {
         } else {
             self.snat_v6
         };
-        (floating.or(fixed), a.traffic_group.clone())
+        (floating.or(fixed), tg)
     }
 }
 
@@ -638,11 +674,29 @@ type = "tcp"
             traffic_group: Some("tg-1".into()),
             automap_v4: Some("10.1.1.2".parse().unwrap()),
             automap_v6: None,
+            by_ingress: vec![IngressRule {
+                ifindex: 7,
+                interface: "tg3".into(),
+                traffic_group: "tg-3".into(),
+                automap_v4: Some("10.1.1.4".parse().unwrap()),
+                automap_v6: None,
+            }],
         });
         let rt2 = runtime(CFG, Some(&rt));
         assert_eq!(
             rt2.virtual_servers["web"].snat_for("10.1.1.50:80".parse().unwrap()),
             (Some("10.1.1.2".parse().unwrap()), Some("tg-1".into()))
+        );
+        // Arrived on tg-3's masquerade interface: tg-3's address.
+        assert_eq!(
+            rt2.virtual_servers["web"].snat_for_ingress("10.1.1.50:80".parse().unwrap(), Some(7)),
+            (Some("10.1.1.4".parse().unwrap()), Some("tg-3".into()))
+        );
+        assert_eq!(
+            rt2.virtual_servers["web"]
+                .snat_for_ingress("10.1.1.50:80".parse().unwrap(), Some(8))
+                .1,
+            Some("tg-1".into())
         );
         assert!(rt
             .listeners

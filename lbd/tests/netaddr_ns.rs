@@ -134,29 +134,38 @@ impl Segment {
         }
     }
 
-    /// Runs `body` on a thread that has entered namespace `ns`, on a current-thread tokio
-    /// runtime there; a panic in `body` is the test's.
+    /// Runs `body` inside namespace `ns` (see [`run_in`]).
     fn run_in<F, Fut>(&self, ns: &str, body: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()>,
     {
-        let path = format!("/var/run/netns/{ns}");
-        let result = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open the namespace");
-            // SAFETY: a valid namespace descriptor; only this thread changes namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(body());
-        })
-        .join();
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
-        }
+        run_in(ns, body)
+    }
+}
+
+/// Runs `body` on a thread that has entered namespace `ns`, on a current-thread tokio
+/// runtime there; a panic in `body` is the test's.
+fn run_in<F, Fut>(ns: &str, body: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let path = format!("/var/run/netns/{ns}");
+    let result = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open the namespace");
+        // SAFETY: a valid namespace descriptor; only this thread changes namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(body());
+    })
+    .join();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
     }
 }
 
@@ -365,4 +374,287 @@ fn announce_repeats_for_both_families() {
         let entry = segment.wait_neigh_b(addr, MAC_A_TEXT);
         assert!(entry.contains(MAC_A_TEXT), "b's entry for {addr}: {entry}");
     }
+}
+
+/// The masquerade MAC of the traffic group's macvlan in the MAC masquerade tests.
+const MAC_TG: [u8; 6] = [0x02, 0, 0x5e, 0, 0, 0x01];
+const MAC_TG_TEXT: &str = "02:00:5e:00:00:01";
+
+/// Namespace `a` (the device: `vetha`, MAC_A, 20.1.1.6/24, with the ARP settings the module
+/// documentation asks of an external interface) and namespace `b` (the router side: a bridge
+/// `br0` holding 20.1.1.1/24, with `vethb`, a's peer, as its port), deleted on drop. b's
+/// bridge forwarding table shows which source MACs a has sent from.
+struct Bridged {
+    a: String,
+    b: String,
+}
+
+impl Bridged {
+    fn new() -> Bridged {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = format!("lbdmv-{}-{n}", std::process::id());
+        let bridged = Bridged {
+            a: format!("{base}-a"),
+            b: format!("{base}-b"),
+        };
+        // The guard exists before anything is made, so a failure half-way still cleans up.
+        ip(&["netns", "add", &bridged.a]);
+        ip(&["netns", "add", &bridged.b]);
+        let (a, b) = (bridged.a.as_str(), bridged.b.as_str());
+        ip(&[
+            "link", "add", "vetha", "netns", a, "address", MAC_A_TEXT, "type", "veth", "peer",
+            "name", "vethb", "netns", b,
+        ]);
+        // No STP: the port forwards (and learns) at once.
+        ip(&[
+            "-n",
+            b,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+        ]);
+        ip(&["-n", b, "link", "set", "vethb", "master", "br0"]);
+        for (ns, dev) in [(a, "lo"), (b, "lo"), (a, "vetha"), (b, "vethb"), (b, "br0")] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", a, "addr", "add", "20.1.1.6/24", "dev", "vetha"]);
+        ip(&["-n", b, "addr", "add", "20.1.1.1/24", "dev", "br0"]);
+        // The external interface's settings a masquerade needs (module documentation): the
+        // parent neither answers ARP for the macvlan's address nor uses it as the source of
+        // its own ARP requests; replies leave by the parent, so no strict reverse-path check.
+        for setting in [
+            "net.ipv4.conf.vetha.arp_ignore=1",
+            "net.ipv4.conf.vetha.arp_announce=2",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            ip(&["netns", "exec", a, "sysctl", "-qw", setting]);
+        }
+        // Until the kernel has turned a link's carrier on (linkwatch), what is sent through it
+        // is dropped: wait (bounded) for all three, as a device's long-up external interface.
+        let deadline = Instant::now() + WAIT;
+        for (ns, dev) in [(a, "vetha"), (b, "vethb"), (b, "br0")] {
+            while !ip(&["-n", ns, "link", "show", dev]).contains("state UP") {
+                assert!(Instant::now() < deadline, "{dev} never came up");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        bridged
+    }
+
+    /// Runs `body` inside namespace a (see [`run_in`]).
+    fn run_in_a<F, Fut>(&self, body: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        run_in(&self.a, body)
+    }
+
+    /// b's bridge forwarding entries learned on vethb.
+    fn fdb_b(&self) -> String {
+        Command::new("bridge")
+            .args(["-n", &self.b, "fdb", "show", "br", "br0", "brport", "vethb"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .expect("run bridge")
+    }
+
+    fn neigh_b(&self, addr: &str) -> String {
+        ip(&["-n", &self.b, "neigh", "show", addr, "dev", "br0"])
+    }
+
+    /// `ip -d link show NAME` in a.
+    fn link_a(&self, name: &str) -> String {
+        ip(&["-n", &self.a, "-d", "link", "show", name])
+    }
+}
+
+impl Drop for Bridged {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+#[test]
+fn macvlan_is_created_down_with_its_mac_and_ensure_is_idempotent() {
+    if !can_run() {
+        return;
+    }
+    let lab = Bridged::new();
+    lab.run_in_a(|| async {
+        let na = NetAddr::new().await.unwrap();
+        let index = na.ensure_macvlan("tg1", "vetha", MAC_TG).await.unwrap();
+        assert_eq!(na.mac("tg1").await.unwrap(), MAC_TG);
+        assert!(!na.link_up("tg1").await.unwrap(), "created up");
+        // Twice: the same link, nothing changed.
+        assert_eq!(
+            na.ensure_macvlan("tg1", "vetha", MAC_TG).await.unwrap(),
+            index
+        );
+        // Another MAC: the same link gets it.
+        let other = [0x02, 0, 0x5e, 0, 0, 0x09];
+        assert_eq!(
+            na.ensure_macvlan("tg1", "vetha", other).await.unwrap(),
+            index
+        );
+        assert_eq!(na.mac("tg1").await.unwrap(), other);
+        assert_eq!(
+            na.ensure_macvlan("tg1", "vetha", MAC_TG).await.unwrap(),
+            index
+        );
+        // Not a macvlan, or on another parent: said so, nothing changed.
+        let err = na.ensure_macvlan("vetha", "lo", MAC_TG).await.unwrap_err();
+        assert!(
+            matches!(err, NetAddrError::Mismatch { ref ifname, .. } if ifname == "vetha"),
+            "{err}"
+        );
+        let err = na.ensure_macvlan("tg1", "lo", MAC_TG).await.unwrap_err();
+        assert!(err.to_string().contains("another parent"), "{err}");
+        assert_eq!(na.mac("vetha").await.unwrap(), MAC_A);
+        // A parent that does not exist is named.
+        let err = na
+            .ensure_macvlan("tg2", "nosuch0", MAC_TG)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, NetAddrError::NoSuchInterface { ref ifname } if ifname == "nosuch0"),
+            "{err}"
+        );
+    });
+    let link = lab.link_a("tg1");
+    assert!(link.contains(MAC_TG_TEXT), "{link}");
+    assert!(link.contains("macvlan mode private"), "{link}");
+    assert!(link.contains("addrgenmode none"), "{link}");
+    let flags = link.lines().next().unwrap();
+    assert!(!flags.contains(",UP") && !flags.contains("<UP"), "{flags}");
+    // Down since creation: b's bridge never saw the masquerade MAC.
+    std::thread::sleep(Duration::from_millis(300));
+    let fdb = lab.fdb_b();
+    assert!(!fdb.contains(MAC_TG_TEXT), "{fdb}");
+
+    lab.run_in_a(|| async {
+        let na = NetAddr::new().await.unwrap();
+        assert!(na.delete_link("tg1").await.unwrap(), "first delete");
+        assert!(!na.delete_link("tg1").await.unwrap(), "second delete");
+        assert!(matches!(
+            na.mac("tg1").await,
+            Err(NetAddrError::NoSuchInterface { .. })
+        ));
+    });
+}
+
+#[test]
+fn masquerade_takeover_teaches_the_peer_the_mac_and_release_goes_quiet() {
+    if !can_run() {
+        return;
+    }
+    let lab = Bridged::new();
+    // What b thinks before the takeover: the address is at a device that is gone.
+    ip(&[
+        "-n",
+        &lab.b,
+        "neigh",
+        "replace",
+        "20.1.1.2",
+        "lladdr",
+        MAC_OLD_TEXT,
+        "dev",
+        "br0",
+        "nud",
+        "stale",
+    ]);
+    // Takeover: up, address, announce from the masquerade MAC.
+    lab.run_in_a(|| async {
+        let na = NetAddr::new().await.unwrap();
+        let name = netaddr::masquerade_link_name(1);
+        na.ensure_macvlan(&name, "vetha", MAC_TG).await.unwrap();
+        na.set_link(&name, true).await.unwrap();
+        na.set_link(&name, true).await.unwrap();
+        assert!(na.add(&name, net("20.1.1.2/24")).await.unwrap());
+        // Frames sent before the kernel turns the carrier on are dropped.
+        assert!(na.wait_link_up(&name, WAIT).await.unwrap(), "never came up");
+        let mac = na.mac(&name).await.unwrap();
+        assert_eq!(mac, MAC_TG);
+        netaddr::announce(
+            &name,
+            "20.1.1.2".parse().unwrap(),
+            mac,
+            3,
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap();
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut entry = lab.neigh_b("20.1.1.2");
+    while !entry.contains(MAC_TG_TEXT) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        entry = lab.neigh_b("20.1.1.2");
+    }
+    assert!(entry.contains(MAC_TG_TEXT), "b's entry: {entry}");
+    let fdb = lab.fdb_b();
+    assert!(fdb.contains(MAC_TG_TEXT), "{fdb}");
+    // No IPv6 address of its own on the macvlan (address generation off).
+    let addrs = ip(&["-n", &lab.a, "-o", "addr", "show", "dev", "tg1"]);
+    assert!(!addrs.contains("inet6"), "{addrs}");
+    // Traffic to the address reaches the macvlan: b pings it.
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.b, "ping", "-c", "1", "-W", "2", "20.1.1.2",
+        ])
+        .output()
+        .expect("run ping");
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    // Release: address off, link down. Then forget what b and its bridge learned.
+    lab.run_in_a(|| async {
+        let na = NetAddr::new().await.unwrap();
+        assert!(na.remove("tg1", net("20.1.1.2/24")).await.unwrap());
+        na.set_link("tg1", false).await.unwrap();
+        na.set_link("tg1", false).await.unwrap();
+        assert!(!na.link_up("tg1").await.unwrap());
+        // A down macvlan cannot send even when asked to.
+        let err = netaddr::gratuitous_arp("tg1", Ipv4Addr::new(20, 1, 1, 2), MAC_TG).unwrap_err();
+        assert!(err.to_string().contains("tg1"), "{err}");
+    });
+    let _ = Command::new("bridge")
+        .args([
+            "-n",
+            &lab.b,
+            "fdb",
+            "del",
+            MAC_TG_TEXT,
+            "dev",
+            "vethb",
+            "master",
+        ])
+        .output();
+    ip(&["-n", &lab.b, "neigh", "flush", "dev", "br0"]);
+    assert!(!lab.fdb_b().contains(MAC_TG_TEXT));
+    // b asks for the address (ARP broadcast, reaching a); nothing answers from the
+    // masquerade MAC, and the bridge never learns it again.
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.b, "ping", "-c", "2", "-i", "0.3", "-W", "1", "20.1.1.2",
+        ])
+        .output()
+        .expect("run ping");
+    assert!(!ping.status.success(), "a released address answered");
+    std::thread::sleep(Duration::from_millis(300));
+    let fdb = lab.fdb_b();
+    assert!(!fdb.contains(MAC_TG_TEXT), "{fdb}");
+    let entry = lab.neigh_b("20.1.1.2");
+    assert!(!entry.contains(MAC_TG_TEXT), "b's entry: {entry}");
 }

@@ -65,7 +65,7 @@ use super::netaddr::{self, NetAddr};
 use super::placement::GroupStatus;
 use crate::config::{Config, ConfigError};
 use crate::daemon::Shared;
-use crate::state::AttributionState;
+use crate::state::{AttributionState, IngressRule};
 use crate::tables::now_ms;
 
 /// How often route health, the bgpd connection and the links are checked.
@@ -194,8 +194,37 @@ pub fn desired_routes(
 }
 
 /// Which traffic group new connections belong to (the rule is documented on
-/// [`crate::state::Attribution`]).
-pub fn attribution(group: &GroupConfig, me: &str, active: &BTreeSet<String>) -> AttributionState {
+/// [`crate::state::Attribution`]); `masquerade` maps a traffic group with MAC masquerade to
+/// its macvlan (index, name): connections arriving there belong to it while it is active.
+pub fn attribution(
+    group: &GroupConfig,
+    me: &str,
+    active: &BTreeSet<String>,
+    masquerade: &BTreeMap<String, (u32, String)>,
+) -> AttributionState {
+    let by_ingress = group
+        .traffic_groups
+        .iter()
+        .filter(|t| active.contains(&t.name))
+        .filter_map(|t| {
+            let (ifindex, name) = masquerade.get(&t.name)?;
+            let a = t.internal_floating.addr();
+            Some(IngressRule {
+                ifindex: *ifindex,
+                interface: name.clone(),
+                traffic_group: t.name.as_str().into(),
+                automap_v4: a.is_ipv4().then_some(a),
+                automap_v6: a.is_ipv6().then_some(a),
+            })
+        })
+        .collect();
+    AttributionState {
+        by_ingress,
+        ..attribution_rule(group, me, active)
+    }
+}
+
+fn attribution_rule(group: &GroupConfig, me: &str, active: &BTreeSet<String>) -> AttributionState {
     let home = group
         .traffic_groups
         .iter()
@@ -214,6 +243,7 @@ pub fn attribution(group: &GroupConfig, me: &str, active: &BTreeSet<String>) -> 
                 traffic_group: Some(t.name.as_str().into()),
                 automap_v4: a.is_ipv4().then_some(a),
                 automap_v6: a.is_ipv6().then_some(a),
+                by_ingress: Vec::new(),
             }
         }
     }
@@ -306,6 +336,25 @@ impl Cluster {
                 }
             }
         }
+        // MAC masquerade: one macvlan per such traffic group, kept up. Without addresses and
+        // with IPv6 address generation off it sends nothing, so the segment learns the
+        // masquerade MAC only from the device that holds the traffic group; being up already
+        // spares a takeover the wait for the carrier.
+        let mut masquerade = BTreeMap::new();
+        for tg in group.traffic_groups.iter() {
+            let Some(mac) = tg.mac_masquerade else {
+                continue;
+            };
+            let name = external_link(tg, ids[&tg.name], &local);
+            let index = net
+                .ensure_macvlan(&name, &local.external_interface, mac.0)
+                .await?;
+            net.set_link(&name, true).await?;
+            if !net.wait_link_up(&name, Duration::from_secs(2)).await? {
+                warn!(traffic_group = %tg.name, "MAC masquerade link {name} is not up yet");
+            }
+            masquerade.insert(tg.name.clone(), (index, name));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(LocalStatus {
             bgpd: BgpdStatus {
@@ -337,6 +386,7 @@ impl Cluster {
             bgpd: None,
             announced: BTreeSet::new(),
             last_connect_error: None,
+            masquerade,
         };
         let exec_task = tokio::spawn(exec.run(rx));
         let links_task = tokio::spawn(watch_links(Arc::downgrade(&cluster), net));
@@ -536,6 +586,14 @@ impl Bgpd {
         })
     }
 
+    /// Whether bgpd closed the connection (it never speaks unasked, so anything readable
+    /// between requests is the end of the connection or nonsense).
+    fn closed(&self) -> bool {
+        let mut buf = [0u8; 1];
+        !matches!(self.rd.get_ref().try_read(&mut buf),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// One request, one answer; an `{"ok":false}` answer is an error.
     async fn call(&mut self, req: Value) -> Result<Value, String> {
         let fut = async {
@@ -585,6 +643,8 @@ struct Executor {
     /// What bgpd has from us.
     announced: BTreeSet<RouteIntent>,
     last_connect_error: Option<String>,
+    /// Traffic group → its MAC-masquerade macvlan (index, name).
+    masquerade: BTreeMap<String, (u32, String)>,
 }
 
 impl Executor {
@@ -616,7 +676,7 @@ impl Executor {
     }
 
     fn set_attribution(&self) {
-        let a = attribution(&self.group, &self.local.me, &self.active);
+        let a = attribution(&self.group, &self.local.me, &self.active, &self.masquerade);
         if let Some(shared) = self.shared.upgrade() {
             shared.runtime.load().attribution.set(a.clone());
         }
@@ -629,9 +689,6 @@ impl Executor {
         let Some(tg) = self.tg(name) else { return };
         let k = self.group.path_ids()[name];
         let ext = external_link(&tg, k, &self.local);
-        if let Some(mac) = tg.mac_masquerade {
-            self.masquerade_up(name, &ext, mac).await;
-        }
         let addrs = [
             (ext.clone(), tg.external_floating),
             (self.local.internal_interface.clone(), tg.internal_floating),
@@ -702,23 +759,11 @@ impl Executor {
                 self.note_error(format!("{name}: cannot remove {addr} from {ifname}: {e}"));
             }
         }
-        if tg.mac_masquerade.is_some() {
-            self.masquerade_down(name, &ext).await;
-        }
         info!(
             traffic_group = name,
             "released here: routes withdrawn, addresses removed"
         );
     }
-
-    /// Brings up the traffic group's MAC-masquerade macvlan.
-    async fn masquerade_up(&self, name: &str, ext: &str, _mac: super::config::MacAddr) {
-        self.note_error(format!(
-            "{name}: MAC masquerade ({ext}) is not available in this build"
-        ));
-    }
-
-    async fn masquerade_down(&self, _name: &str, _ext: &str) {}
 
     /// Route health: which virtual addresses their policy says to advertise now.
     fn refresh_health(&mut self) {
@@ -749,6 +794,14 @@ impl Executor {
         let Some(path) = self.local.bgpd_socket.clone() else {
             return;
         };
+        if self.bgpd.as_ref().is_some_and(Bgpd::closed) {
+            warn!("bgpd closed the control connection (it withdraws our routes); reconnecting");
+            self.bgpd = None;
+            self.announced.clear();
+            let mut st = self.status.lock().expect("status lock");
+            st.bgpd.connected = false;
+            st.bgpd.routes.clear();
+        }
         let want = desired_routes(&self.group, &self.active, &self.advertised);
         if self.bgpd.is_some() && want == self.announced {
             return;
@@ -922,11 +975,26 @@ internal_floating = "10.1.1.4/24"
     #[test]
     fn connections_belong_to_the_home_traffic_group_first() {
         let g = GroupConfig::from_toml(GROUP, "g").unwrap();
-        let a = attribution(&g, "c", &set(&["tg-2", "tg-3"]));
+        let none = BTreeMap::new();
+        let a = attribution(&g, "c", &set(&["tg-2", "tg-3"]), &none);
         assert_eq!(a.traffic_group.as_deref(), Some("tg-3"));
         assert_eq!(a.automap_v4, Some("10.1.1.4".parse().unwrap()));
-        let a = attribution(&g, "c", &set(&["tg-2", "tg-1"]));
+        let a = attribution(&g, "c", &set(&["tg-2", "tg-1"]), &none);
         assert_eq!(a.traffic_group.as_deref(), Some("tg-1"));
-        assert_eq!(attribution(&g, "c", &set(&[])), AttributionState::default());
+        assert_eq!(
+            attribution(&g, "c", &set(&[]), &none),
+            AttributionState::default()
+        );
+        // MAC masquerade: tg-2's macvlan names tg-2 for what arrives on it, while active.
+        let masq = BTreeMap::from([("tg-2".to_string(), (9, "tg2".to_string()))]);
+        let a = attribution(&g, "c", &set(&["tg-2", "tg-3"]), &masq);
+        assert_eq!(a.traffic_group.as_deref(), Some("tg-3"));
+        assert_eq!(
+            a.resolve(Some(9)),
+            (Some("tg-2".into()), Some("10.1.1.3".parse().unwrap()), None)
+        );
+        assert!(attribution(&g, "c", &set(&["tg-3"]), &masq)
+            .by_ingress
+            .is_empty());
     }
 }

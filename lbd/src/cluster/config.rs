@@ -427,6 +427,31 @@ internal_floating = "10.1.1.4/24"
     }
 
     #[test]
+    fn route_mode_and_mac_masquerade_parse() {
+        let text = SEED
+            .replacen(
+                "name = \"seed\"",
+                "name = \"seed\"\nroute_mode = \"routed\"",
+                1,
+            )
+            .replace("/24\"\ninternal", "/32\"\ninternal")
+            .replacen(
+                "name = \"tg-1\"",
+                "name = \"tg-1\"\nmac_masquerade = \"02:00:5E:00:01:01\"",
+                1,
+            );
+        let g = GroupConfig::from_toml(&text, "group.toml").unwrap();
+        assert_eq!(g.group.route_mode, RouteMode::Routed);
+        let m = g.traffic_groups[0].mac_masquerade.unwrap();
+        assert_eq!(m.0, [2, 0, 0x5e, 0, 1, 1]);
+        assert_eq!(m.to_string(), "02:00:5e:00:01:01");
+        assert_eq!(
+            GroupConfig::from_toml(SEED, "g").unwrap().group.route_mode,
+            RouteMode::L2
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases: &[(&str, &str, &str)] = &[
             ("ha_order = [\"B\", \"C\", \"A\"]", "ha_order = [\"B\", \"C\"]",
@@ -446,6 +471,13 @@ internal_floating = "10.1.1.4/24"
             ("name = \"tg-3\"", "name = \"tg-3\"\npath_id = 1",
              "key `traffic_groups[2].path_id`: path id 1 is 0 or used twice"),
             ("name = \"seed\"", "name = \"seed\"\nbogus = 1", "bogus"),
+            ("name = \"tg-3\"", "name = \"tg-3\"\nmac_masquerade = \"01:00:5e:00:00:01\"",
+             "key `traffic_groups[2].mac_masquerade`: 01:00:5e:00:00:01 is not a unicast MAC address"),
+            ("name = \"tg-3\"", "name = \"tg-3\"\nmac_masquerade = \"02:00:5e\"",
+             "key `traffic_groups[2].mac_masquerade`"),
+            ("name = \"seed\"", "name = \"seed\"\nroute_mode = \"routed\"",
+             "key `traffic_groups[0].external_floating`: must be a host address (/32 or /128) in routed mode"),
+            ("name = \"seed\"", "name = \"seed\"\nroute_mode = \"bgp\"", "route_mode"),
         ];
         for (from, to, want) in cases {
             assert!(SEED.contains(from), "{from}");

@@ -16,11 +16,31 @@
 //! (AF_PACKET for ARP, a raw ICMPv6 socket bound to the interface for the advertisement),
 //! which need CAP_NET_RAW; adding and removing addresses need CAP_NET_ADMIN.
 //!
+//! **MAC masquerade.** A traffic group with a masquerade MAC gets its own macvlan on the
+//! external interface ([`NetAddr::ensure_macvlan`], named [`masquerade_link_name`]`(path id)`,
+//! e.g. `tg1`), carrying that MAC. On takeover the caller sets it up ([`NetAddr::set_link`]),
+//! adds the floating external address to it, waits for its carrier
+//! ([`NetAddr::wait_link_up`]) and announces the address from the masquerade MAC; on release it removes the address and sets the macvlan down. The router's neighbour
+//! entry then never changes across a failover (the MAC moves, not the mapping), only the
+//! switch's forwarding entry, which the announcement's source address moves. A standby
+//! device keeps its macvlan *down*: a down device sends nothing, and IPv6 address
+//! generation is off on it (IFLA_INET6_ADDR_GEN_MODE none), so even when up it sends no
+//! link-local DAD or router solicitation of its own. Some things stay the caller's (or the
+//! host's) job: the external interface should have `arp_ignore=1` and `arp_announce=2`, else
+//! the parent also answers ARP for the floating address with its own MAC and may send ARP
+//! requests from it (Linux answers ARP for any local address on any interface by default);
+//! reverse-path filtering must not be strict (`rp_filter` 0 or 2), since a request arrives
+//! on the macvlan while the route back to its sender may be the parent's; and the macvlan
+//! must be deleted ([`NetAddr::delete_link`]) when the traffic group's masquerade is removed
+//! from the configuration.
+//!
 //! What this module must not do: touch any address it was not asked about (no flushing, no
-//! "make the interface look like the configuration"), change links, routes, neighbour
+//! "make the interface look like the configuration"), change links other than the one named
+//! (only the macvlans it is asked to create, set up or down, or delete), routes, neighbour
 //! entries or sysctls, or send anything but the one announcement frame asked for, on the
-//! one interface named. It keeps no state: the kernel's address list is the truth, which is
-//! what makes [`NetAddr::add`] and [`NetAddr::remove`] idempotent across restarts.
+//! one interface named. It keeps no state: the kernel's address and link lists are the truth,
+//! which is what makes [`NetAddr::add`], [`NetAddr::remove`] and [`NetAddr::ensure_macvlan`]
+//! idempotent across restarts.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -32,9 +52,12 @@ use ipnet::IpNet;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoMacVlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage, MacVlanMode, State,
+};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::Handle;
+use rtnetlink::{Handle, LinkMacVlan};
 use tokio::task::JoinHandle;
 
 /// Longest interface name the kernel accepts (IFNAMSIZ less the NUL).
@@ -72,6 +95,15 @@ pub enum NetAddrError {
     },
     #[error("interface {ifname}: has no Ethernet (6-byte) hardware address")]
     NoMac { ifname: String },
+    #[error("interface {ifname}: cannot {action}: {source}")]
+    Link {
+        ifname: String,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("interface {ifname}: exists but {problem}; delete it or choose another name")]
+    Mismatch { ifname: String, problem: String },
     #[error("interface {ifname}: cannot announce {addr} ({step}): {source}")]
     Announce {
         ifname: String,
@@ -291,6 +323,248 @@ impl NetAddr {
                 ifname: ifname.to_string(),
             })
     }
+
+    /// Makes sure a macvlan `name` exists on `parent` with Ethernet address `mac`, and
+    /// returns its interface index.
+    ///
+    /// A new one is created *down*, in mode `private`, with IPv6 address generation off
+    /// (IFLA_INET6_ADDR_GEN_MODE none): a standby device's macvlan sends nothing, so the
+    /// switch never learns the masquerade MAC from a device that does not hold the traffic
+    /// group. An existing one is left up or down as it is (a restarted lbd must not take the
+    /// address off a device that holds it); if its MAC differs it is changed to `mac`;
+    /// address generation is set to none again. It is an error ([`NetAddrError::Mismatch`])
+    /// if `name` exists but is not a macvlan, or is a macvlan on another parent or in
+    /// another mode; nothing is changed then.
+    ///
+    /// Why `private`: the macvlan only exists to own one MAC toward the segment. Traffic
+    /// between this host's own addresses never needs it (the kernel delivers local
+    /// traffic through loopback), so nothing should cross between sibling macvlans at layer
+    /// 2: in `private` mode one traffic group's announcements and ARP requests are not
+    /// delivered to another traffic group's macvlan on the same device, and a frame
+    /// reflected by the switch is dropped instead of reaching a sibling. `bridge` mode would
+    /// only add such local delivery, which no part of spanlb uses.
+    pub async fn ensure_macvlan(
+        &self,
+        name: &str,
+        parent: &str,
+        mac: [u8; 6],
+    ) -> Result<u32, NetAddrError> {
+        check_ifname(name)?;
+        let parent_index = self.index(parent).await?;
+        let fail = |action: &'static str| {
+            move |e: rtnetlink::Error| NetAddrError::Link {
+                ifname: name.to_string(),
+                action,
+                source: to_io(e),
+            }
+        };
+        let index = match self.link(name).await {
+            Ok(link) => {
+                let found = MacvlanInfo::of(&link);
+                let problem = if !found.is_macvlan {
+                    Some("is not a macvlan".to_string())
+                } else if found.parent != Some(parent_index) {
+                    Some(format!("is a macvlan on another parent than {parent}"))
+                } else if found.mode.is_some_and(|m| m != MacVlanMode::Private) {
+                    Some(format!(
+                        "is a macvlan in mode {:?}, not private",
+                        found.mode
+                    ))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(NetAddrError::Mismatch {
+                        ifname: name.to_string(),
+                        problem,
+                    });
+                }
+                if found.mac != Some(mac) {
+                    let mut message = LinkMessage::default();
+                    message.header.index = link.header.index;
+                    message
+                        .attributes
+                        .push(LinkAttribute::Address(mac.to_vec()));
+                    self.handle
+                        .link()
+                        .set(message)
+                        .execute()
+                        .await
+                        .map_err(fail("set its MAC address"))?;
+                }
+                link.header.index
+            }
+            Err(NetAddrError::NoSuchInterface { .. }) => {
+                let message = LinkMacVlan::new(name, parent_index, MacVlanMode::Private)
+                    .address(mac.to_vec())
+                    .down()
+                    .build();
+                match self.handle.link().add(message).execute().await {
+                    Ok(()) => {}
+                    // Made meanwhile by someone else: checked on the next call.
+                    Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(fail("create the macvlan")(e)),
+                }
+                self.index(name).await?
+            }
+            Err(e) => return Err(e),
+        };
+        // No IPv6 link-local address (and so no DAD or router solicitation) of its own.
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message
+            .attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+        match self.handle.link().set(message).execute().await {
+            Ok(()) => {}
+            // A kernel without IPv6 generates no IPv6 address either.
+            Err(e) if errno_of(&e) == Some(libc::EAFNOSUPPORT) => {}
+            Err(e) => return Err(fail("turn IPv6 address generation off")(e)),
+        }
+        Ok(index)
+    }
+
+    /// Sets `name` administratively up or down (`ip link set NAME up|down`); setting the
+    /// state it already has is not an error. Up is not at once usable: see
+    /// [`NetAddr::wait_link_up`].
+    pub async fn set_link(&self, name: &str, up: bool) -> Result<(), NetAddrError> {
+        let index = self.index(name).await?;
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.header.change_mask = LinkFlags::Up;
+        if up {
+            message.header.flags = LinkFlags::Up;
+        }
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(|e| NetAddrError::Link {
+                ifname: name.to_string(),
+                action: if up { "set it up" } else { "set it down" },
+                source: to_io(e),
+            })
+    }
+
+    /// Waits until [`NetAddr::link_up`] says `name` can carry traffic, checking every 10 ms, at
+    /// most `timeout`: true if it came up. After [`NetAddr::set_link`] up, the kernel drops
+    /// what is sent on the link until it has turned the carrier on (linkwatch, up to a second
+    /// later): announce only after this.
+    pub async fn wait_link_up(&self, name: &str, timeout: Duration) -> Result<bool, NetAddrError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.link_up(name).await? {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Deletes the link `name`: true if deleted, false if there was none.
+    pub async fn delete_link(&self, name: &str) -> Result<bool, NetAddrError> {
+        let index = match self.index(name).await {
+            Ok(index) => index,
+            Err(NetAddrError::NoSuchInterface { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(NetAddrError::Link {
+                ifname: name.to_string(),
+                action: "delete it",
+                source: to_io(e),
+            }),
+        }
+    }
+}
+
+/// What a link message says about a macvlan.
+#[derive(Debug, Default)]
+struct MacvlanInfo {
+    is_macvlan: bool,
+    parent: Option<u32>,
+    mode: Option<MacVlanMode>,
+    mac: Option<[u8; 6]>,
+}
+
+impl MacvlanInfo {
+    fn of(link: &LinkMessage) -> MacvlanInfo {
+        let mut info = MacvlanInfo::default();
+        for attribute in &link.attributes {
+            match attribute {
+                LinkAttribute::Link(index) => info.parent = Some(*index),
+                LinkAttribute::Address(bytes) => {
+                    info.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        match i {
+                            LinkInfo::Kind(InfoKind::MacVlan) => info.is_macvlan = true,
+                            LinkInfo::Data(InfoData::MacVlan(data)) => {
+                                for d in data {
+                                    if let InfoMacVlan::Mode(mode) = d {
+                                        info.mode = Some(*mode);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        info
+    }
+}
+
+/// The name of the macvlan that carries the masquerade MAC of the traffic group with ADD-PATH
+/// path id `path_id`: `tg<path_id>` (at most 13 characters, a valid interface name).
+pub fn masquerade_link_name(path_id: u32) -> String {
+    format!("tg{path_id}")
+}
+
+/// Parses a MAC address written `02:00:5e:01:01:02` (or with `-`), as configured for a
+/// traffic group's masquerade. It must be a unicast address (a frame source address);
+/// locally administered (second bit of the first byte) is what BIG-IP recommends and what
+/// a masquerade should be, but not required.
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    let bad = || format!("`{text}` is not a MAC address (six hex bytes, e.g. 02:00:5e:01:01:02)");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(&parts) {
+        if part.is_empty() || part.len() > 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!(
+            "`{text}` is a multicast MAC address, not a unicast one"
+        ));
+    }
+    if mac == [0; 6] {
+        return Err(format!("`{text}` is the all-zero MAC address"));
+    }
+    Ok(mac)
+}
+
+/// A MAC address as `ip link` writes it: `02:00:5e:01:01:02`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Sends `count` announcements of `ip` from `mac` on `ifname`, `gap` apart (none after the
@@ -554,6 +828,31 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn mac_parsed_and_formatted() {
+        let mac = parse_mac("02:00:5E:01:01:0a").unwrap();
+        assert_eq!(mac, [0x02, 0, 0x5e, 1, 1, 0x0a]);
+        assert_eq!(format_mac(mac), "02:00:5e:01:01:0a");
+        assert_eq!(parse_mac("02-00-5e-01-01-0a").unwrap(), mac);
+        for bad in [
+            "",
+            "02:00:5e:01:01",
+            "02:00:5e:01:01:0a:0b",
+            "02:00:5e:01:01:xz",
+            "02:00:5e:01:01:100",
+            "01:00:5e:01:01:01",
+            "00:00:00:00:00:00",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn masquerade_link_names_are_interface_names() {
+        assert_eq!(masquerade_link_name(1), "tg1");
+        assert!(check_ifname(&masquerade_link_name(u32::MAX)).is_ok());
     }
 
     #[test]

@@ -80,6 +80,33 @@ fn with(from: &str, to: &str) -> String {
 }
 
 #[test]
+fn device_group_settings_need_both_interfaces() {
+    let base = "workers = 2\ndevice_group = \"/etc/spanlb/device-group.toml\"";
+    let e = err(&with("workers = 2", base));
+    assert_eq!(
+        e,
+        "lbd.toml: key `device.external_interface`: is required with device.device_group"
+    );
+    let e = err(&with(
+        "workers = 2",
+        &format!("{base}\nexternal_interface = \"ext0\""),
+    ));
+    assert!(e.contains("key `device.internal_interface`"), "{e}");
+    let e = err(&with(
+        "workers = 2",
+        &format!("{base}\nexternal_interface = \"ext 0\"\ninternal_interface = \"int0\""),
+    ));
+    assert!(e.contains("`ext 0` is not an interface name"), "{e}");
+    let ok = with(
+        "workers = 2",
+        &format!("{base}\nexternal_interface = \"ext0\"\ninternal_interface = \"int0\"\nbgpd_socket = \"/run/b.sock\""),
+    );
+    let c = Config::from_toml(&ok, "lbd.toml").unwrap();
+    assert_eq!(c.device.vip_interface, "lo");
+    assert_eq!(c.device.bgpd_socket, Some(PathBuf::from("/run/b.sock")));
+}
+
+#[test]
 fn full_example_parses_with_defaults_filled_in() {
     let c = Config::from_toml(FULL, "lbd.toml").unwrap();
     assert_eq!(c.device.name, "A");

@@ -73,12 +73,53 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpL
         s.set_only_v6(true)?;
     }
     set_freebind(&s, &addr)?;
+    if addr.is_ipv4() {
+        // Accepted sockets remember the interface their SYN came in on (see `ingress_ifindex`).
+        set_flag(&s, libc::IPPROTO_IP, libc::IP_PKTINFO)?;
+    }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     // Accepted sockets inherit TCP_NODELAY from the listener (no setsockopt per connection).
     s.set_nodelay(true)?;
     s.listen(backlog)?;
     Ok(s.into())
+}
+
+/// The interface an accepted IPv4 TCP connection came in on: Linux keeps the ingress
+/// interface of the SYN and, with IP_PKTINFO set on the listener, returns it as an IP_PKTINFO
+/// control message from `getsockopt(IP_PKTOPTIONS)` (ip(7)). None for IPv6 or on any failure.
+pub fn ingress_ifindex(s: &impl AsRawFd) -> Option<u32> {
+    // Room for a few control messages; only IP_PKTINFO is asked for.
+    let mut buf = [0u64; 16];
+    let mut len = std::mem::size_of_val(&buf) as libc::socklen_t;
+    // SAFETY: buf is writable for `len` bytes and outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_PKTOPTIONS,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: a msghdr over the bytes the kernel wrote; CMSG_* only read within msg_controllen.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_control = buf.as_mut_ptr().cast();
+        msg.msg_controllen = len as _;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return u32::try_from(info.ipi_ifindex).ok().filter(|i| *i > 0);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    None
 }
 
 /// A UDP socket bound to `addr` (IP_FREEBIND), non-blocking.

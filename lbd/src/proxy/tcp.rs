@@ -102,8 +102,12 @@ async fn handle(
     }
 }
 
-async fn connect(member: SocketAddr, vs: &VsState) -> std::io::Result<TcpStream> {
-    let sock = upstream_socket(member, vs.snat_for(member).0, Type::STREAM)?;
+async fn connect(
+    member: SocketAddr,
+    vs: &VsState,
+    ingress: Option<u32>,
+) -> std::io::Result<TcpStream> {
+    let sock = upstream_socket(member, vs.snat_for_ingress(member, ingress).0, Type::STREAM)?;
     let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
     match tokio::time::timeout(vs.cfg.connect_timeout, sock.connect(member)).await {
         Ok(r) => r,
@@ -125,6 +129,12 @@ async fn proxy(
     vip: SocketAddr,
 ) -> std::io::Result<()> {
     let mut tried: Vec<usize> = Vec::new();
+    // MAC masquerade: the interface the connection came in on names its traffic group.
+    let ingress = if vs.attribution.get().by_ingress.is_empty() {
+        None
+    } else {
+        crate::proxy::ingress_ifindex(&client)
+    };
     let (choice, mut server) = loop {
         let choice = match choose(shared, vs, peer, vip, &tried) {
             Ok(c) => c,
@@ -138,7 +148,7 @@ async fn proxy(
                 return Err(std::io::Error::other(format!("{why}: reset client")));
             }
         };
-        match connect(choice.member.addr, vs).await {
+        match connect(choice.member.addr, vs, ingress).await {
             Ok(s) => break (choice, s),
             Err(e) => {
                 choice
@@ -164,7 +174,7 @@ async fn proxy(
     let member = &choice.member;
     let _member_current = CurrentGuard::new(member.counters.clone());
     let snat = server.local_addr().unwrap_or(vip);
-    let attribution = vs.attribution.get();
+    let traffic_group = vs.snat_for_ingress(member.addr, ingress).1;
     let guard = shared.conns.insert(
         NewConn {
             protocol: Protocol::Tcp,
@@ -174,7 +184,7 @@ async fn proxy(
             pool: &vs.pool.name,
             member: member.addr,
             snat,
-            traffic_group: attribution.traffic_group.as_deref(),
+            traffic_group: traffic_group.as_deref(),
             idle: vs.cfg.idle_timeout(),
         },
         &shared.ids,

@@ -52,6 +52,13 @@ pub struct ClusterOptions {
     pub plain: bool,
     /// Start the devices' daemons in [`ClusterLab::build`].
     pub start_devices: bool,
+    /// Give tg-k the masquerade MAC [`masquerade_mac(k)`](masquerade_mac).
+    pub mac_masquerade: bool,
+}
+
+/// The masquerade MAC of tg-`k` when [`ClusterOptions::mac_masquerade`] is on.
+pub fn masquerade_mac(k: u32) -> String {
+    format!("02:00:5e:00:01:{k:02x}")
 }
 
 impl Default for ClusterOptions {
@@ -66,6 +73,7 @@ impl Default for ClusterOptions {
             route_mode_key: true,
             plain: false,
             start_devices: true,
+            mac_masquerade: false,
         }
     }
 }
@@ -924,6 +932,9 @@ pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
             fb = opts.auto_failback,
             delay = opts.failback_delay,
         ));
+        if opts.mac_masquerade {
+            c.push_str(&format!("mac_masquerade = \"{}\"\n", masquerade_mac(d.tg)));
+        }
     }
     c
 }

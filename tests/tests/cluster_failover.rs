@@ -9,13 +9,17 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
+use spanlb_tests::cluster::{masquerade_mac, prereqs, ClusterLab, ClusterOptions};
 use spanlb_tests::traffic::{per_device, short_connections, udp_queries, LongLived, Prober};
 
 const T: Duration = Duration::from_secs(45);
 
 fn steady_lab(name: &str) -> ClusterLab {
-    let lab = ClusterLab::build(name, ClusterOptions::default()).expect("building the lab");
+    steady_lab_with(name, ClusterOptions::default())
+}
+
+fn steady_lab_with(name: &str, opts: ClusterOptions) -> ClusterLab {
+    let lab = ClusterLab::build(name, opts).expect("building the lab");
     let r = lab.wait_steady(T);
     lab.ok(r, "steady state");
     lab
@@ -105,7 +109,19 @@ fn steady_state_spreads_connections_over_three_devices_with_snat() {
 /// Test 2's scenario: long-lived flows, the prober, SIGSTOP of b; returns the lab, the A/C
 /// flows and the prober once tg-2 is on c and the measurement is printed.
 fn hung_b(name: &str) -> (ClusterLab, LongLived, LongLived) {
-    let lab = steady_lab(name);
+    hung_b_with(name, ClusterOptions::default())
+}
+
+fn hung_b_with(name: &str, opts: ClusterOptions) -> (ClusterLab, LongLived, LongLived) {
+    let masquerade = opts.mac_masquerade;
+    let lab = steady_lab_with(name, opts);
+    let mac_before = lab.r1_neigh("20.1.1.3");
+    if masquerade {
+        lab.check(
+            mac_before.as_deref() == Some(masquerade_mac(2).as_str()),
+            format!("r1's ARP entry for 20.1.1.3 is {mac_before:?}, not tg-2's masquerade MAC"),
+        );
+    }
     let ll = lab.ok(
         LongLived::open(&lab.client, 30, &["a", "c"]),
         "long-lived A/C",
@@ -151,13 +167,22 @@ fn hung_b(name: &str) -> (ClusterLab, LongLived, LongLived) {
         nh_after == nh_before && nh_after.len() == 3,
         format!("r1 next hops changed: {nh_before:?} -> {nh_after:?}"),
     );
-    lab.check(
-        lab.r1_neigh_device("20.1.1.3") == Some("c"),
-        format!(
-            "r1's ARP entry for 20.1.1.3 is {:?}, not c's ext0",
-            lab.r1_neigh("20.1.1.3")
-        ),
-    );
+    if masquerade {
+        // The masquerade MAC moved with tg-2: r1's ARP entry did not change at all.
+        let mac_after = lab.r1_neigh("20.1.1.3");
+        lab.check(
+            mac_after == mac_before,
+            format!("r1's ARP entry for 20.1.1.3 changed: {mac_before:?} -> {mac_after:?}"),
+        );
+    } else {
+        lab.check(
+            lab.r1_neigh_device("20.1.1.3") == Some("c"),
+            format!(
+                "r1's ARP entry for 20.1.1.3 is {:?}, not c's ext0",
+                lab.r1_neigh("20.1.1.3")
+            ),
+        );
+    }
     lab.check(
         st.gap_ms < 1000,
         format!("gap {} ms >= 1000 ms ({st:?})", st.gap_ms),
@@ -180,6 +205,19 @@ fn hung_device_fails_over_to_next_active_without_disturbing_survivors() {
     }
     let (lab, _ll, _llb) = hung_b("cluster_hung");
     // Dropping the lab SIGCONTs b first.
+    lab.ok(lab.signal_device("b", libc::SIGCONT), "SIGCONT b");
+}
+
+#[test]
+fn hung_device_fails_over_with_mac_masquerade_and_r1_keeps_its_arp_entry() {
+    if !prereqs() {
+        return;
+    }
+    let opts = ClusterOptions {
+        mac_masquerade: true,
+        ..ClusterOptions::default()
+    };
+    let (lab, _ll, _llb) = hung_b_with("cluster_hung_masq", opts);
     lab.ok(lab.signal_device("b", libc::SIGCONT), "SIGCONT b");
 }
 

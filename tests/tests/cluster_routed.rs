@@ -3,7 +3,9 @@
 //! recursively. After a device dies its traffic group moves to the next-active device, but
 //! FRR collapses the recursive next hops to distinct device addresses (3 → 2), so the kernel
 //! re-hashes flows: the disruption on surviving devices is measured and printed, not
-//! asserted to be zero.
+//! asserted to be zero. (Linux selects among multipath next hops by hash threshold: when the
+//! removed next hop is the middle one of three, as b's is here, the survivors' hash ranges
+//! only grow and their flows stay; removing the first one would move part of the second's.)
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,12 @@ fn routed_mode_fails_over_and_measures_the_rehash() {
     let lab = ClusterLab::build("cluster_routed", opts).expect("building");
     let r = lab.wait_steady(T);
     lab.ok(r, "steady state (3 recursive next hops)");
-    println!("routed steady state: r1 next hops {:?}", lab.r1_nexthops());
+    let route = |lab: &ClusterLab| {
+        lab.r1
+            .ip(&["route", "show", spanlb_tests::topology::VIP])
+            .unwrap_or_default()
+    };
+    println!("routed steady state: r1 kernel route\n{}", route(&lab));
     for d in &lab.devices {
         let out = lab
             .r1
@@ -54,6 +61,10 @@ fn routed_mode_fails_over_and_measures_the_rehash() {
     let r = lab.wait_nexthops(&[&a, &c], Duration::from_secs(20));
     lab.ok(r, "r1 converges on a and c");
     let converged = event.elapsed();
+    println!(
+        "routed mode: r1 kernel route after the failover\n{}",
+        route(&lab)
+    );
     std::thread::sleep(Duration::from_millis(2500));
     let disturbed = ll.disturbed(&["a", "c"]);
     println!(

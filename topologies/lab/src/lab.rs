@@ -641,6 +641,57 @@ impl Ns {
             .map_err(|e| LabError::io(format!("ping {addr} in {}", self.name), e))
     }
 
+    /// Moves the *calling thread* into this namespace (`setns(2)` on `/run/netns/NAME`).
+    /// Sockets the thread creates afterwards belong to the namespace (and keep belonging to
+    /// it when used from other threads); threads it spawns start inside it. Use it on a
+    /// thread of its own (see [`run_in`](Self::run_in)), never on a thread that must stay in
+    /// the root namespace.
+    pub fn enter_current_thread(&self) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let path = Path::new(NETNS_DIR).join(&self.name);
+        let f = fs::File::open(&path)
+            .map_err(|e| LabError::io(format!("opening {}", path.display()), e))?;
+        // SAFETY: setns(2) on an open namespace fd; affects only the calling thread.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(LabError::io(
+                format!("setns into {}", self.name),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a new thread inside this namespace and returns its result (sockets made
+    /// in `f` belong to the namespace and can be returned and used anywhere).
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let ns = self.clone();
+        std::thread::Builder::new()
+            .name(format!("ns-{}", self.short))
+            .spawn(move || -> Result<T> {
+                ns.enter_current_thread()?;
+                Ok(f())
+            })
+            .map_err(|e| LabError::io("spawning a namespace thread", e))?
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+
+    /// Spawns a long-running thread inside this namespace (threads it spawns are inside too).
+    pub fn spawn_thread<T: Send + 'static>(
+        &self,
+        name: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T>>> {
+        let ns = self.clone();
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || -> Result<T> {
+                ns.enter_current_thread()?;
+                Ok(f())
+            })
+            .map_err(|e| LabError::io("spawning a namespace thread", e))
+    }
+
     /// Spawns `args` inside the namespace with stdout+stderr appended to `log` (relative paths
     /// are inside the lab dir). The process leads its own process group and is SIGKILLed
     /// (whole group) when the lab is dropped. Returns once the process is inside the namespace.

@@ -1,0 +1,981 @@
+//! The seed's three-device cluster lab (DESIGN.md §2, §6) in network namespaces, built from
+//! the tables in [`crate::topology`]: a client, FRR router `r1`, devices A, B, C running
+//! bgpd + lbd in one device group, and servers s1–s3 behind them.
+//!
+//! - L2 mode (default): r1 and the devices share the external segment; each traffic group's
+//!   floating external self IP moves with it.
+//! - Routed mode ([`ClusterOptions::routed`]): r1 has a link of its own to each device
+//!   ([`ROUTED_EXTERNAL`]); devices also announce their floating self IPs as /32s.
+//!
+//! The servers have no default route (they know only 10.1.1.0/24): an answer proves SNAT.
+//! Everything is bounded in time; the [`Lab`] tears it all down on drop (also on panic).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use spanlb_lab::{cargo_bin, wait_until_dbg, Frr, Lab, LabError, Ns, Proc, Result, Segment};
+
+use crate::topology::{
+    self, DeviceAddrs, Role, DEVICES, DEVICE_AS, NODES, ROUTED_EXTERNAL, ROUTER_AS, SERVERS,
+    SERVER_TCP_PORT, SERVER_UDP_PORT, VIP, VIP_TCP_PORT, VIP_UDP_PORT,
+};
+use crate::traffic::Servers;
+
+/// Tools the cluster lab needs.
+pub const TOOLS: [&str; 3] = ["/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "vtysh"];
+
+/// How the lab is built.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Routed mode: a link from r1 to each device instead of the shared external segment.
+    pub routed: bool,
+    /// Heartbeat interval of the device group.
+    pub heartbeat_interval: String,
+    /// A device not heard from this long is dead.
+    pub dead_after: String,
+    /// Failback delay of every traffic group.
+    pub failback_delay: String,
+    /// Auto-failback of every traffic group.
+    pub auto_failback: bool,
+    /// Interval (and timeout) of the pools' TCP monitor.
+    pub monitor_interval: String,
+    /// Write `route_mode` into the device-group file.
+    pub route_mode_key: bool,
+    /// No device group: lbd with its pre-cluster configuration, the VIP on `lo`, every
+    /// floating address on its home device and bgpd announcing the VIP statically (checks the
+    /// lab itself while lbd's device group is not available).
+    pub plain: bool,
+    /// Start the devices' daemons in [`ClusterLab::build`].
+    pub start_devices: bool,
+    /// Give tg-k the masquerade MAC [`masquerade_mac(k)`](masquerade_mac).
+    pub mac_masquerade: bool,
+}
+
+/// The masquerade MAC of tg-`k` when [`ClusterOptions::mac_masquerade`] is on.
+pub fn masquerade_mac(k: u32) -> String {
+    format!("02:00:5e:00:01:{k:02x}")
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            routed: false,
+            heartbeat_interval: "100ms".into(),
+            dead_after: "500ms".into(),
+            failback_delay: "2s".into(),
+            auto_failback: true,
+            monitor_interval: "300ms".into(),
+            route_mode_key: true,
+            plain: false,
+            start_devices: true,
+            mac_masquerade: false,
+        }
+    }
+}
+
+/// One device of the lab.
+pub struct Device {
+    pub name: &'static str,
+    pub ns: Ns,
+    pub addrs: &'static DeviceAddrs,
+    /// Static external self IP (20.1.1.6 in L2 mode, 20.1.6.6 in routed mode).
+    pub static_ext: String,
+    /// r1's address on this device's external link.
+    pub router: String,
+    pub lbd_config: PathBuf,
+    pub bgpd_config: PathBuf,
+    pub lbd_socket: PathBuf,
+    pub bgpd_socket: PathBuf,
+    procs: Mutex<DeviceProcs>,
+    /// SIGSTOPped (not live) until SIGCONT.
+    paused: AtomicBool,
+}
+
+#[derive(Default)]
+struct DeviceProcs {
+    bgpd: Option<Proc>,
+    lbd: Option<Proc>,
+}
+
+impl Device {
+    /// Both daemons running and not stopped.
+    pub fn is_live(&self) -> bool {
+        let p = lock(&self.procs);
+        !self.paused.load(Ordering::Relaxed)
+            && p.lbd.as_ref().is_some_and(Proc::is_running)
+            && p.bgpd.as_ref().is_some_and(Proc::is_running)
+    }
+
+    fn log_tail(&self, which: &str, n: usize) -> String {
+        let p = lock(&self.procs);
+        let proc = if which == "lbd" { &p.lbd } else { &p.bgpd };
+        match proc {
+            Some(p) => {
+                let log = p.log();
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(n)..].join("\n")
+            }
+            None => "(not started)".into(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The cluster lab. Fields are public for tests that need more than the helpers.
+pub struct ClusterLab {
+    pub opts: ClusterOptions,
+    pub client: Ns,
+    pub r1: Ns,
+    pub frr: Frr,
+    pub devices: Vec<Device>,
+    pub servers: Vec<Ns>,
+    /// The L2 segments by name (`cl`, `ext` or `ra`/`rb`/`rc`, `int`, `ha`).
+    pub segments: BTreeMap<String, Segment>,
+    pub group_key_hex: String,
+    pub group_config: PathBuf,
+    // Dropped before the lab (field order): server threads stop before namespaces go.
+    pub traffic: Servers,
+    pub lab: Lab,
+}
+
+/// A traffic group as one device sees it (`lbctl show traffic-groups`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TgView {
+    pub name: String,
+    pub active: Option<String>,
+    pub state: String,
+}
+
+fn io(ctx: &str) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+    move |e| LabError::io(ctx, e)
+}
+
+/// 32 random bytes as 64 hex digits.
+fn random_key_hex() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    if !ok {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> (i % 16 * 8)) as u8 ^ (i as u8).wrapping_mul(37);
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl ClusterLab {
+    /// Builds the lab: namespaces, segments, addresses, routes, sysctls, servers, r1's FRR,
+    /// configuration files, and (unless `start_devices` is false) every device's bgpd + lbd.
+    pub fn build(test_name: &str, opts: ClusterOptions) -> Result<ClusterLab> {
+        let lab = Lab::new(test_name)?;
+        let mut nss: BTreeMap<&str, Ns> = BTreeMap::new();
+        for n in NODES {
+            nss.insert(n.name, lab.ns(n.name)?);
+        }
+        let links: Vec<topology::Segment> = if opts.routed {
+            topology::routed_links()
+        } else {
+            topology::LINKS.to_vec()
+        };
+        let mut segments = BTreeMap::new();
+        for seg in &links {
+            let members: Vec<(&Ns, &str, &[&str])> = seg
+                .ports
+                .iter()
+                .map(|p| (&nss[p.node], p.ifname, p.addrs))
+                .collect();
+            segments.insert(
+                seg.name.to_string(),
+                lab.bridge_segment(seg.name, &members)?,
+            );
+        }
+        let client = nss["client"].clone();
+        let r1 = nss["r1"].clone();
+        client.route(&format!("add default via {}", addr_of("r1", "cl", &links)?))?;
+        r1.sysctl("net.ipv4.ip_forward", "1")?;
+        r1.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
+
+        let dir = lab.dir().to_path_buf();
+        let key_hex = random_key_hex();
+        let key_file = dir.join("group.key");
+        std::fs::write(&key_file, format!("{key_hex}\n")).map_err(io("writing group.key"))?;
+        let group_config = dir.join("device-group.toml");
+        std::fs::write(&group_config, group_toml(&opts, &key_file))
+            .map_err(io("writing device-group.toml"))?;
+
+        let mut devices = Vec::new();
+        for d in DEVICES {
+            let ns = nss[d.name].clone();
+            let (static_ext, router) = if opts.routed {
+                let seg = ROUTED_EXTERNAL
+                    .iter()
+                    .find(|s| s.ports.iter().any(|p| p.node == d.name))
+                    .ok_or_else(|| LabError::Invalid(format!("no routed link for {}", d.name)))?;
+                (
+                    addr_of(d.name, seg.name, &links)?,
+                    addr_of("r1", seg.name, &links)?,
+                )
+            } else {
+                (d.static_ext.to_string(), addr_of("r1", "ext", &links)?)
+            };
+            ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+            ns.route(&format!("add default via {router}"))?;
+            devices.push(Device {
+                name: d.name,
+                ns,
+                addrs: d,
+                static_ext,
+                router,
+                lbd_config: dir.join(format!("lbd-{}.toml", d.name)),
+                bgpd_config: dir.join(format!("bgpd-{}.toml", d.name)),
+                lbd_socket: dir.join(format!("lbd-{}.sock", d.name)),
+                bgpd_socket: dir.join(format!("bgpd-{}.sock", d.name)),
+                procs: Mutex::new(DeviceProcs::default()),
+                paused: AtomicBool::new(false),
+            });
+        }
+        let servers: Vec<Ns> = NODES
+            .iter()
+            .filter(|n| n.role == Role::Server)
+            .map(|n| nss[n.name].clone())
+            .collect();
+        let traffic = Servers::start(
+            &servers
+                .iter()
+                .map(|s| (s.clone(), s.short().to_string()))
+                .collect::<Vec<_>>(),
+        )?;
+        let frr = lab.frr(&r1, &frr_config(&devices, opts.routed))?;
+        let lab = ClusterLab {
+            opts,
+            client,
+            r1,
+            frr,
+            devices,
+            servers,
+            segments,
+            group_key_hex: key_hex,
+            group_config,
+            traffic,
+            lab,
+        };
+        for d in &lab.devices {
+            std::fs::write(&d.bgpd_config, lab.bgpd_toml(d)).map_err(io("writing bgpd config"))?;
+            std::fs::write(&d.lbd_config, lab.lbd_toml(d)).map_err(io("writing lbd config"))?;
+            if lab.opts.plain {
+                // What lbd's device group would do, statically: the VIP on lo and each home
+                // traffic group's floating addresses on its device.
+                d.ns.add_addr("lo", &format!("{VIP}/32"))?;
+                let plen = if lab.opts.routed { 32 } else { 24 };
+                d.ns.add_addr("ext0", &format!("{}/{plen}", d.addrs.floating_ext))?;
+                d.ns.add_addr("int0", &format!("{}/24", d.addrs.floating_int))?;
+            }
+        }
+        if lab.opts.start_devices {
+            for d in DEVICES {
+                lab.start_device(d.name)?;
+            }
+        }
+        Ok(lab)
+    }
+
+    /// Keeps the lab after this process exits (namespaces, daemons, directory): the
+    /// in-process servers are replaced by python3 ones (same answers) that outlive us.
+    pub fn keep(&mut self) -> Result<()> {
+        self.traffic.stop();
+        let script = self.lab.dir().join("server.py");
+        std::fs::write(&script, crate::traffic::PYTHON_SERVER).map_err(io("writing server.py"))?;
+        for s in &self.servers {
+            s.spawn(
+                &["python3", &script.to_string_lossy(), s.short()],
+                format!("server-{}.log", s.short()),
+            )?;
+        }
+        self.lab.keep();
+        Ok(())
+    }
+
+    /// A device by name.
+    pub fn device(&self, name: &str) -> &Device {
+        self.devices
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no device `{name}`"))
+    }
+
+    /// bgpd's configuration of `d` (no static routes: lbd announces; in plain mode the VIP
+    /// with path id k and next hop = the floating external self IP of tg-k).
+    pub fn bgpd_toml(&self, d: &Device) -> String {
+        let mut c = format!(
+            "router_id = \"{ext}\"\nlocal_as = {DEVICE_AS}\nlisten = [\"0.0.0.0:179\"]\n\
+             control_socket = \"{sock}\"\n\n\
+             [[neighbor]]\naddress = \"{router}\"\nremote_as = {ROUTER_AS}\nlocal_address = \"{ext}\"\n\
+             hold_time = 9\nconnect_retry = 1\nidle_hold = 1\nadd_path_send = [\"ipv4-unicast\"]\n\
+             families = [\"ipv4-unicast\"]\n\n",
+            ext = d.static_ext,
+            sock = d.bgpd_socket.display(),
+            router = d.router,
+        );
+        if self.opts.plain {
+            c.push_str(&format!(
+                "[[route]]\nprefix = \"{VIP}/32\"\npath_id = {}\nnext_hop = \"{}\"\n\n",
+                d.addrs.tg, d.addrs.floating_ext
+            ));
+            if self.opts.routed {
+                c.push_str(&format!(
+                    "[[route]]\nprefix = \"{}/32\"\npath_id = {}\n\n",
+                    d.addrs.floating_ext, d.addrs.tg
+                ));
+            }
+        }
+        c
+    }
+
+    /// lbd's configuration of `d`.
+    pub fn lbd_toml(&self, d: &Device) -> String {
+        let dir = self.lab.dir();
+        let mut c = format!(
+            "[device]\nname = \"{name}\"\ninternal_address = \"{int}\"\ncontrol_socket = \"{sock}\"\n\
+             workers = 1\n",
+            name = d.name,
+            int = d.addrs.static_int,
+            sock = d.lbd_socket.display(),
+        );
+        if !self.opts.plain {
+            c.push_str(&format!(
+                "external_address = \"{ext}\"\ndevice_group = \"{group}\"\n\
+                 external_interface = \"ext0\"\ninternal_interface = \"int0\"\n\
+                 vip_interface = \"lo\"\nbgpd_socket = \"{bgpd}\"\n",
+                ext = d.static_ext,
+                group = dir.join("device-group.toml").display(),
+                bgpd = d.bgpd_socket.display(),
+            ));
+        }
+        let members = |port: u16| {
+            SERVERS
+                .iter()
+                .map(|(_, a)| format!("{{ address = \"{a}:{port}\" }}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        c.push_str(&format!(
+            r#"
+[[virtual_addresses]]
+address = "{VIP}"
+advertise = "any"
+
+[virtual_servers.web]
+destination = "{VIP}:{VIP_TCP_PORT}"
+protocol = "tcp"
+pool = "web"
+snat = "automap"
+
+[virtual_servers.dns]
+destination = "{VIP}:{VIP_UDP_PORT}"
+protocol = "udp"
+pool = "dns"
+snat = "automap"
+
+[pools.web]
+members = [{web}]
+monitors = ["tcp"]
+
+[pools.dns]
+members = [{dns}]
+
+[monitors.tcp]
+type = "tcp"
+interval = "{mi}"
+timeout = "{mi}"
+"#,
+            web = members(SERVER_TCP_PORT),
+            dns = members(SERVER_UDP_PORT),
+            mi = self.opts.monitor_interval,
+        ));
+        c
+    }
+
+    /// Starts `dev`'s bgpd, then its lbd (logs `bgpd-X.log`, `lbd-X.log` in the lab dir).
+    pub fn start_device(&self, dev: &str) -> Result<()> {
+        let d = self.device(dev);
+        let mut guard = lock(&d.procs);
+        let p = &mut *guard;
+        for (which, slot, cfg) in [
+            ("bgpd", &mut p.bgpd, &d.bgpd_config),
+            ("lbd", &mut p.lbd, &d.lbd_config),
+        ] {
+            if slot.as_ref().is_some_and(Proc::is_running) {
+                continue;
+            }
+            let mut cmd = std::process::Command::new(cargo_bin(which));
+            cmd.arg("--config")
+                .arg(cfg)
+                .env("RUST_LOG", "info,lbd=debug,bgpd=info");
+            *slot = Some(d.ns.spawn_cmd(cmd, format!("{which}-{dev}.log"))?);
+            if which == "bgpd" {
+                // lbd connects to bgpd's control socket: let it appear first (bounded).
+                let sock = d.bgpd_socket.clone();
+                let _ = wait_until_dbg(Duration::from_secs(5), "bgpd control socket", || {
+                    if sock.exists() {
+                        Ok(())
+                    } else {
+                        Err(())
+                    }
+                });
+            }
+        }
+        d.paused.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// SIGTERMs `dev`'s lbd then bgpd (SIGKILL after 5 s each).
+    pub fn stop_device(&self, dev: &str) {
+        let d = self.device(dev);
+        let mut guard = lock(&d.procs);
+        let p = &mut *guard;
+        if d.paused.swap(false, Ordering::Relaxed) {
+            for proc in [&p.lbd, &p.bgpd].into_iter().flatten() {
+                let _ = proc.signal(libc::SIGCONT);
+            }
+        }
+        for slot in [&mut p.lbd, &mut p.bgpd] {
+            if let Some(proc) = slot.take() {
+                let _ = proc.signal(libc::SIGTERM);
+                if proc.wait_timeout(Duration::from_secs(5)).is_none() {
+                    proc.kill();
+                }
+            }
+        }
+    }
+
+    /// Sends `sig` to `dev`'s lbd and bgpd (SIGSTOP marks the device not live until SIGCONT;
+    /// SIGKILL reaps them).
+    pub fn signal_device(&self, dev: &str, sig: i32) -> Result<()> {
+        let d = self.device(dev);
+        let p = lock(&d.procs);
+        for proc in [&p.lbd, &p.bgpd].into_iter().flatten() {
+            proc.signal(sig)?;
+        }
+        match sig {
+            libc::SIGSTOP => d.paused.store(true, Ordering::Relaxed),
+            libc::SIGCONT => d.paused.store(false, Ordering::Relaxed),
+            libc::SIGKILL => {
+                for proc in [&p.lbd, &p.bgpd].into_iter().flatten() {
+                    proc.wait_timeout(Duration::from_secs(5));
+                }
+                d.paused.store(false, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Runs `lbctl --socket SOCK --json ARGS` in `dev`'s namespace (5 s bound) and parses its
+    /// stdout; a non-zero exit or non-JSON output is an error with stderr.
+    pub fn lbctl(&self, dev: &str, args: &[&str]) -> std::result::Result<Value, String> {
+        let d = self.device(dev);
+        let bin = cargo_bin("lbctl");
+        let sock = d.lbd_socket.to_string_lossy().into_owned();
+        let mut full = vec![
+            "timeout",
+            "5",
+            bin.to_str().unwrap_or("lbctl"),
+            "--socket",
+            &sock,
+            "--json",
+        ];
+        full.extend_from_slice(args);
+        let out =
+            d.ns.command(&full)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| format!("running lbctl: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "lbctl {} on {dev}: {}: {} {}",
+                args.join(" "),
+                out.status,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        if stdout.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&stdout)
+            .map_err(|e| format!("lbctl {} on {dev}: {e}: {}", args.join(" "), stdout.trim()))
+    }
+
+    /// Runs lbctl without `--json` (table form), stdout.
+    pub fn lbctl_text(&self, dev: &str, args: &[&str]) -> String {
+        let d = self.device(dev);
+        let bin = cargo_bin("lbctl");
+        let sock = d.lbd_socket.to_string_lossy().into_owned();
+        let mut full = vec![
+            "timeout",
+            "5",
+            bin.to_str().unwrap_or("lbctl"),
+            "--socket",
+            &sock,
+        ];
+        full.extend_from_slice(args);
+        match d
+            .ns
+            .command(&full)
+            .stdin(std::process::Stdio::null())
+            .output()
+        {
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("lbctl: {e}"),
+        }
+    }
+
+    /// `dev`'s view of the traffic groups.
+    pub fn traffic_groups(&self, dev: &str) -> std::result::Result<Vec<TgView>, String> {
+        let v = self.lbctl(dev, &["show", "traffic-groups"])?;
+        let list = find_array(&v, "traffic_groups")
+            .ok_or_else(|| format!("no traffic group list in {v}"))?;
+        Ok(list
+            .iter()
+            .map(|t| TgView {
+                name: t["name"].as_str().unwrap_or_default().to_string(),
+                active: t["active"].as_str().map(str::to_string),
+                state: t["state"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    /// `dev`'s `show device-group` object.
+    pub fn device_group(&self, dev: &str) -> std::result::Result<Value, String> {
+        let v = self.lbctl(dev, &["show", "device-group"])?;
+        Ok(match v.get("device_group") {
+            Some(g) => g.clone(),
+            None => v.get("data").cloned().unwrap_or(v),
+        })
+    }
+
+    /// `dev`'s `show virtual-addresses` list.
+    pub fn virtual_addresses(&self, dev: &str) -> std::result::Result<Vec<Value>, String> {
+        let v = self.lbctl(dev, &["show", "virtual-addresses"])?;
+        find_array(&v, "virtual_addresses")
+            .cloned()
+            .ok_or_else(|| format!("no virtual address list in {v}"))
+    }
+
+    /// Whether `dev` says the VIP should be advertised.
+    pub fn vip_advertised(&self, dev: &str) -> std::result::Result<bool, String> {
+        let vas = self.virtual_addresses(dev)?;
+        vas.iter()
+            .find(|v| v["address"].as_str() == Some(VIP))
+            .and_then(|v| v["advertised"].as_bool())
+            .ok_or_else(|| format!("{VIP} not in {vas:?}"))
+    }
+
+    /// Names of the devices that are live (daemons running, not stopped).
+    pub fn live_devices(&self) -> Vec<&'static str> {
+        self.devices
+            .iter()
+            .filter(|d| d.is_live())
+            .map(|d| d.name)
+            .collect()
+    }
+
+    /// Waits until every live device's `show traffic-groups` says each `(tg, device)` of
+    /// `want` is active on that device.
+    pub fn wait_placement(
+        &self,
+        want: &[(&str, &str)],
+        timeout: Duration,
+    ) -> std::result::Result<(), String> {
+        wait_until_dbg(
+            timeout,
+            &format!("placement {want:?} on every live device"),
+            || {
+                let mut seen = BTreeMap::new();
+                let mut ok = true;
+                for dev in self.live_devices() {
+                    match self.traffic_groups(dev) {
+                        Ok(tgs) => {
+                            for (tg, on) in want {
+                                let active = tgs
+                                    .iter()
+                                    .find(|t| t.name == *tg)
+                                    .and_then(|t| t.active.clone());
+                                if active.as_deref() != Some(*on) {
+                                    ok = false;
+                                }
+                            }
+                            seen.insert(
+                                dev,
+                                tgs.iter()
+                                    .map(|t| {
+                                        format!("{}@{}", t.name, t.active.as_deref().unwrap_or("-"))
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            );
+                        }
+                        Err(e) => {
+                            ok = false;
+                            seen.insert(dev, e);
+                        }
+                    }
+                }
+                if ok {
+                    Ok(())
+                } else {
+                    Err(seen)
+                }
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// The placement every live device agrees on (`tg → device`), or an error describing
+    /// the disagreement.
+    pub fn placement(&self) -> std::result::Result<BTreeMap<String, Option<String>>, String> {
+        let mut agreed: Option<BTreeMap<String, Option<String>>> = None;
+        let mut all = Vec::new();
+        for dev in self.live_devices() {
+            let m: BTreeMap<String, Option<String>> = self
+                .traffic_groups(dev)?
+                .into_iter()
+                .map(|t| (t.name, t.active))
+                .collect();
+            all.push((dev, m.clone()));
+            match &agreed {
+                None => agreed = Some(m),
+                Some(a) if *a != m => return Err(format!("devices disagree: {all:?}")),
+                _ => {}
+            }
+        }
+        agreed.ok_or_else(|| "no live device".into())
+    }
+
+    /// r1's kernel next hops for the VIP (`ip route show 30.1.1.10`, the "via" addresses).
+    pub fn r1_nexthops(&self) -> Vec<IpAddr> {
+        crate::seed::kernel_nexthops(&self.r1, "-4", VIP)
+    }
+
+    /// Waits until r1's kernel route for the VIP has exactly the next hops `want`.
+    pub fn wait_nexthops(&self, want: &[&str], timeout: Duration) -> Result<Vec<IpAddr>> {
+        let mut want: Vec<IpAddr> = want
+            .iter()
+            .map(|s| s.parse().expect("address literal"))
+            .collect();
+        want.sort();
+        wait_until_dbg(
+            timeout,
+            &format!("r1 kernel route {VIP} via {want:?}"),
+            || {
+                let got = self.r1_nexthops();
+                if got == want {
+                    Ok(got)
+                } else {
+                    Err(got)
+                }
+            },
+        )
+    }
+
+    /// The next hops r1 has in steady state: the floating external self IPs (L2 mode) or
+    /// the devices' static external addresses they resolve through (routed mode).
+    pub fn steady_nexthops(&self) -> Vec<String> {
+        self.devices
+            .iter()
+            .map(|d| {
+                if self.opts.routed {
+                    d.static_ext.clone()
+                } else {
+                    d.addrs.floating_ext.to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until r1 has an Established session with every device.
+    pub fn wait_sessions(&self, timeout: Duration) -> Result<()> {
+        let want: Vec<String> = self.devices.iter().map(|d| d.static_ext.clone()).collect();
+        wait_until_dbg(timeout, "r1's sessions with a, b, c established", || {
+            let v = self
+                .frr
+                .vtysh_json("show bgp summary json")
+                .map_err(|e| e.to_string())?;
+            let peers = &v["ipv4Unicast"]["peers"];
+            if want
+                .iter()
+                .all(|p| peers[p.as_str()]["state"] == "Established")
+            {
+                Ok(())
+            } else {
+                Err(peers.to_string())
+            }
+        })
+    }
+
+    /// Steady state: sessions up, tg-k on its home device everywhere (unless plain), r1 with
+    /// all three next hops.
+    pub fn wait_steady(&self, timeout: Duration) -> std::result::Result<(), String> {
+        let t0 = Instant::now();
+        self.wait_sessions(timeout).map_err(|e| e.to_string())?;
+        if !self.opts.plain {
+            let want: Vec<(String, &str)> = DEVICES
+                .iter()
+                .map(|d| (format!("tg-{}", d.tg), d.name))
+                .collect();
+            let want: Vec<(&str, &str)> = want.iter().map(|(t, d)| (t.as_str(), *d)).collect();
+            self.wait_placement(&want, timeout.saturating_sub(t0.elapsed()))?;
+        }
+        let nh = self.steady_nexthops();
+        let nh: Vec<&str> = nh.iter().map(String::as_str).collect();
+        self.wait_nexthops(&nh, timeout.saturating_sub(t0.elapsed()))
+            .map_err(|e| e.to_string())?;
+        self.wait_traffic(timeout.saturating_sub(t0.elapsed()))
+    }
+
+    /// Waits until a batch of 30 short connections all succeed and reach every device.
+    pub fn wait_traffic(&self, timeout: Duration) -> std::result::Result<(), String> {
+        wait_until_dbg(timeout, "30 connections through a, b and c", || {
+            let answers =
+                crate::traffic::short_connections(&self.client, 30).map_err(|e| e.to_string())?;
+            let spread = crate::traffic::per_device(&answers);
+            let all = ["a", "b", "c"]
+                .iter()
+                .all(|d| spread.iter().any(|(k, _)| *k == Some(*d)));
+            if all && answers.iter().all(Result::is_ok) {
+                Ok(())
+            } else {
+                let errs: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+                Err(format!("{spread:?} errors {errs:?}"))
+            }
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// r1's ARP entry (MAC) for `addr`, if any.
+    pub fn r1_neigh(&self, addr: &str) -> Option<String> {
+        let out = self.r1.ip(&["neigh", "show", addr]).unwrap_or_default();
+        let words: Vec<&str> = out.split_whitespace().collect();
+        words
+            .windows(2)
+            .find(|w| w[0] == "lladdr")
+            .map(|w| w[1].to_string())
+    }
+
+    /// The MAC address of `dev`'s `ifname`.
+    pub fn device_mac(&self, dev: &str, ifname: &str) -> Option<String> {
+        let out = self
+            .device(dev)
+            .ns
+            .ip(&["-o", "link", "show", ifname])
+            .ok()?;
+        let words: Vec<&str> = out.split_whitespace().collect();
+        words
+            .windows(2)
+            .find(|w| w[0] == "link/ether")
+            .map(|w| w[1].to_string())
+    }
+
+    /// The device whose external MAC r1 has for `addr` now.
+    pub fn r1_neigh_device(&self, addr: &str) -> Option<&'static str> {
+        let mac = self.r1_neigh(addr)?;
+        self.devices
+            .iter()
+            .find(|d| self.device_mac(d.name, "ext0").as_deref() == Some(mac.as_str()))
+            .map(|d| d.name)
+    }
+
+    /// Everything useful for a failure message: r1's BGP table and route, each device's
+    /// traffic-group view and the last 30 lines of each daemon's log.
+    pub fn dump(&self) -> String {
+        let mut s = String::from("\n===== cluster lab dump =====\n");
+        s.push_str("--- r1: show bgp ipv4 unicast ---\n");
+        s.push_str(
+            &self
+                .frr
+                .vtysh("show bgp ipv4 unicast")
+                .unwrap_or_else(|e| e.to_string()),
+        );
+        s.push_str(&format!(
+            "--- r1: ip route show {VIP} ---\n{}",
+            self.r1.ip(&["route", "show", VIP]).unwrap_or_default()
+        ));
+        s.push_str(&format!(
+            "--- r1: ip neigh ---\n{}",
+            self.r1.ip(&["neigh"]).unwrap_or_default()
+        ));
+        for d in &self.devices {
+            s.push_str(&format!(
+                "--- {}: live={} show traffic-groups ---\n{}\n",
+                d.name,
+                d.is_live(),
+                if d.is_live() {
+                    self.lbctl_text(d.name, &["show", "traffic-groups"])
+                } else {
+                    "(not live)".into()
+                }
+            ));
+            s.push_str(&format!(
+                "--- {}: addresses ---\n{}",
+                d.name,
+                d.ns.ip(&["-br", "addr"]).unwrap_or_default()
+            ));
+            for which in ["bgpd", "lbd"] {
+                s.push_str(&format!(
+                    "--- {which}-{} (last 30 lines) ---\n{}\n",
+                    d.name,
+                    d.log_tail(which, 30)
+                ));
+            }
+        }
+        s.push_str(&format!("lab dir: {}\n", self.lab.dir().display()));
+        s
+    }
+}
+
+impl Drop for ClusterLab {
+    fn drop(&mut self) {
+        // A stopped daemon must not outlive the test stopped: continue it before teardown.
+        for d in &self.devices {
+            if d.paused.load(Ordering::Relaxed) {
+                let p = lock(&d.procs);
+                for proc in [&p.lbd, &p.bgpd].into_iter().flatten() {
+                    let _ = proc.signal(libc::SIGCONT);
+                }
+            }
+        }
+    }
+}
+
+/// The list under `key` (or `data`, or the value itself when it is a list).
+fn find_array<'a>(v: &'a Value, key: &str) -> Option<&'a Vec<Value>> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .or_else(|| {
+            v.get("data")
+                .and_then(|d| d.get(key))
+                .and_then(Value::as_array)
+        })
+        .or_else(|| v.get("data").and_then(Value::as_array))
+        .or_else(|| v.as_array())
+}
+
+/// `node`'s first address (without prefix length) on segment `seg`.
+fn addr_of(node: &str, seg: &str, links: &[topology::Segment]) -> Result<String> {
+    links
+        .iter()
+        .filter(|s| s.name == seg)
+        .flat_map(|s| s.ports.iter())
+        .find(|p| p.node == node)
+        .and_then(|p| p.addrs.first())
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .ok_or_else(|| LabError::Invalid(format!("{node} has no address on segment {seg}")))
+}
+
+/// The device-group file every device reads.
+pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
+    let mut c = format!(
+        "[group]\nname = \"seed\"\nkey_file = \"{}\"\nheartbeat_port = 1026\n\
+         heartbeat_interval = \"{}\"\ndead_after = \"{}\"\n",
+        key_file.display(),
+        opts.heartbeat_interval,
+        opts.dead_after
+    );
+    if opts.route_mode_key {
+        c.push_str(&format!(
+            "route_mode = \"{}\"\n",
+            if opts.routed { "routed" } else { "l2" }
+        ));
+    }
+    for d in DEVICES {
+        c.push_str(&format!(
+            "\n[[devices]]\nname = \"{}\"\nfailover_addresses = [\"{ha}\"]\nmirror_addresses = [\"{ha}\"]\n",
+            d.name,
+            ha = d.ha
+        ));
+    }
+    let ext_len = if opts.routed { 32 } else { 24 };
+    for d in DEVICES {
+        // HA order: the home device first, then the next ones round the list.
+        let i = DEVICES.iter().position(|x| x.name == d.name).unwrap_or(0);
+        let order: Vec<String> = (0..DEVICES.len())
+            .map(|k| format!("\"{}\"", DEVICES[(i + k) % DEVICES.len()].name))
+            .collect();
+        c.push_str(&format!(
+            "\n[[traffic_groups]]\nname = \"tg-{tg}\"\nha_order = [{order}]\n\
+             external_floating = \"{ext}/{ext_len}\"\ninternal_floating = \"{int}/24\"\n\
+             auto_failback = {fb}\nfailback_delay = \"{delay}\"\npath_id = {tg}\n",
+            tg = d.tg,
+            order = order.join(", "),
+            ext = d.floating_ext,
+            int = d.floating_int,
+            fb = opts.auto_failback,
+            delay = opts.failback_delay,
+        ));
+        if opts.mac_masquerade {
+            c.push_str(&format!("mac_masquerade = \"{}\"\n", masquerade_mac(d.tg)));
+        }
+    }
+    c
+}
+
+/// r1's FRR configuration: eBGP (AS 65000) to the three devices (AS 65001), ECMP over their
+/// paths; routed mode adds `disable-connected-check` (next hops are recursive).
+pub fn frr_config(devices: &[Device], routed: bool) -> String {
+    let mut c = String::from(
+        "frr defaults datacenter\nhostname r1\nlog file bgpd.log\n!\n\
+         router bgp 65000\n bgp router-id 20.1.1.1\n no bgp ebgp-requires-policy\n\
+         no bgp network import-check\n bgp bestpath as-path multipath-relax\n\
+         neighbor DEV peer-group\n neighbor DEV remote-as 65001\n neighbor DEV timers 3 9\n",
+    );
+    if routed {
+        c.push_str(" neighbor DEV disable-connected-check\n");
+    }
+    for d in devices {
+        c.push_str(&format!(" neighbor {} peer-group DEV\n", d.static_ext));
+    }
+    c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n!\n");
+    c
+}
+
+/// The lab's prerequisites: root, `ip`, FRR (skip with one line locally, fail under CI).
+pub fn prereqs() -> bool {
+    spanlb_lab::require_root_and_tools(&TOOLS).is_ok()
+}
+
+impl ClusterLab {
+    /// Unwraps `r`, or panics with `what`, the error and [`dump`](Self::dump).
+    pub fn ok<T, E: std::fmt::Display>(&self, r: std::result::Result<T, E>, what: &str) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => panic!("{what}: {e}{}", self.dump()),
+        }
+    }
+
+    /// Asserts `cond`, else panics with `msg` and [`dump`](Self::dump).
+    pub fn check(&self, cond: bool, msg: impl std::fmt::Display) {
+        if !cond {
+            panic!("{msg}{}", self.dump());
+        }
+    }
+}

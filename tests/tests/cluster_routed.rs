@@ -3,9 +3,10 @@
 //! recursively. After a device dies its traffic group moves to the next-active device, but
 //! FRR collapses the recursive next hops to distinct device addresses (3 → 2), so the kernel
 //! re-hashes flows: the disruption on surviving devices is measured and printed, not
-//! asserted to be zero. (Linux selects among multipath next hops by hash threshold: when the
-//! removed next hop is the middle one of three, as b's is here, the survivors' hash ranges
-//! only grow and their flows stay; removing the first one would move part of the second's.)
+//! asserted to be zero. Linux selects among multipath next hops by hash threshold: when the
+//! removed next hop is the middle one of three (b), the survivors' hash ranges only grow and
+//! their flows stay; when it is the first one (a), the second one's range shifts and part of
+//! its flows move to the third device, which does not know them. Both cases run.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,17 @@ const T: Duration = Duration::from_secs(45);
 
 #[test]
 fn routed_mode_fails_over_and_measures_the_rehash() {
+    scenario("b", ("tg-2", "c"), ["a", "c"]);
+}
+
+#[test]
+fn routed_mode_losing_the_first_next_hop_rehashes_survivors() {
+    scenario("a", ("tg-1", "b"), ["b", "c"]);
+}
+
+/// Kills `victim`'s daemons; its traffic group `moved.0` must go to `moved.1`; counts the
+/// disturbed long-lived flows through `survivors`.
+fn scenario(victim: &str, moved: (&str, &str), survivors: [&str; 2]) {
     if !prereqs() {
         return;
     }
@@ -46,34 +58,39 @@ fn routed_mode_fails_over_and_measures_the_rehash() {
         );
     }
     let ll = lab.ok(
-        LongLived::open(&lab.client, 30, &["a", "c"]),
-        "long-lived A/C",
+        LongLived::open(&lab.client, 30, &survivors),
+        "long-lived flows through the survivors",
     );
     println!("long-lived flows: {}", ll.summary());
 
     let event = Instant::now();
-    lab.ok(lab.signal_device("b", libc::SIGKILL), "kill -9 b");
-    let r = lab.wait_placement(&[("tg-2", "c")], Duration::from_secs(10));
-    lab.ok(r, "tg-2 moves to c");
+    lab.ok(
+        lab.signal_device(victim, libc::SIGKILL),
+        "kill -9 the victim",
+    );
+    let r = lab.wait_placement(&[moved], Duration::from_secs(10));
+    lab.ok(r, "the victim's traffic group moves to its next-active");
     let took = event.elapsed();
-    let a = lab.device("a").static_ext.clone();
-    let c = lab.device("c").static_ext.clone();
-    let r = lab.wait_nexthops(&[&a, &c], Duration::from_secs(20));
-    lab.ok(r, "r1 converges on a and c");
+    let x = lab.device(survivors[0]).static_ext.clone();
+    let y = lab.device(survivors[1]).static_ext.clone();
+    let r = lab.wait_nexthops(&[&x, &y], Duration::from_secs(20));
+    lab.ok(r, "r1 converges on the two survivors");
     let converged = event.elapsed();
     println!(
         "routed mode: r1 kernel route after the failover\n{}",
         route(&lab)
     );
     std::thread::sleep(Duration::from_millis(2500));
-    let disturbed = ll.disturbed(&["a", "c"]);
+    let disturbed = ll.disturbed(&survivors);
     println!(
-        "routed mode: tg-2 on c after {} ms, r1 converged after {} ms",
+        "routed mode: {victim} killed, {} on {} after {} ms, r1 converged after {} ms",
+        moved.0,
+        moved.1,
         took.as_millis(),
         converged.as_millis()
     );
     println!(
-        "routed mode: disturbed_flows_on_survivors={} of {}",
+        "routed mode ({victim} killed): disturbed_flows_on_survivors={} of {}",
         disturbed.len(),
         ll.flows.len()
     );

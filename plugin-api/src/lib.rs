@@ -244,6 +244,8 @@ pub struct Descriptor {
     pub version: RStr<'static>,
     pub description: RStr<'static>,
     pub max_inspect: u32,
+    /// lbd also shows it the member's first bytes ([`Direction::ServerToClient`]).
+    pub inspects_server: bool,
 }
 
 /// The plain Rust trait a plugin implements.
@@ -254,6 +256,10 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     const DESCRIPTION: &'static str;
     /// The most bytes of a TCP stream this plugin wants before it must decide.
     const MAX_INSPECT: u32;
+    /// Whether lbd should also show the plugin the member's first bytes of a TCP connection
+    /// ([`Direction::ServerToClient`]), to learn a key the server assigns (a TLS session id).
+    /// lbd then waits for the member to speak first, up to the first-data timeout.
+    const INSPECTS_SERVER: bool = false;
     /// One instance per persistence profile; `config` is the profile's `plugin_config` text.
     fn new(config: &str) -> Result<Self, String>;
     /// Looks at `bytes` (the stream's first bytes so far, or one datagram). Must not block.
@@ -327,6 +333,7 @@ pub extern "C" fn __descriptor<P: Plugin>() -> Descriptor {
         version: RStr::from_str(P::VERSION),
         description: RStr::from_str(P::DESCRIPTION),
         max_inspect: P::MAX_INSPECT,
+        inspects_server: P::INSPECTS_SERVER,
     }
 }
 

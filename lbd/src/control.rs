@@ -18,6 +18,7 @@
 //! | `{"cmd":"show-device-group"}` | `{device_group}`: devices, liveness, counters, links, bgpd, attribution |
 //! | `{"cmd":"show-traffic-groups"}` | `{me, traffic_groups}`: active device, next-active, state, since, why |
 //! | `{"cmd":"failover","traffic_group":TG,"to":DEV?}` | `{}`: a manual placement order (to its next-active without `to`) |
+//! | `{"cmd":"show-plugins"}` | loaded plugins: name, version, file, ABI, calls, keys, panics, state; files that failed |
 //! | `{"cmd":"standby"}` / `{"cmd":"release"}` | `{}`: this device gives up its traffic groups and takes none / may take them again |
 //!
 //! The device-group requests answer with an error when lbd runs without a device group.
@@ -106,6 +107,7 @@ pub enum Request {
     },
     Standby,
     Release,
+    ShowPlugins,
 }
 
 /// Accepts control clients until the task is dropped.
@@ -308,6 +310,19 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
         Request::Release => {
             cluster(shared)?.set_standby(false).await;
             Ok(json!({}))
+        }
+        Request::ShowPlugins => {
+            let reg = shared.plugins.lock().expect("plugin registry lock");
+            let failed: Vec<Value> = reg
+                .tried
+                .iter()
+                .filter_map(|(f, e)| e.as_ref().map(|e| json!({"file": f, "error": e})))
+                .collect();
+            Ok(json!({
+                "plugin_dir": shared.runtime.load().config.device.plugin_dir,
+                "plugins": to_json(&reg.status())?,
+                "failed": failed,
+            }))
         }
     }
 }

@@ -52,6 +52,8 @@ pub enum DaemonError {
     NoFile,
     #[error("device group: {0}")]
     Cluster(#[from] crate::cluster::agent::ClusterError),
+    #[error("{0}")]
+    Plugin(#[from] crate::plugins::PluginError),
 }
 
 /// What a reload did.
@@ -98,12 +100,32 @@ pub struct Shared {
     last_reload: Mutex<Option<(u64, Result<ReloadSummary, String>)>>,
     /// The device group, when one is configured.
     pub cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// Plugins loaded from the plugin directory (never unloaded).
+    pub plugins: Mutex<crate::plugins::Registry>,
     me: Weak<Shared>,
 }
 
 impl Shared {
     pub fn new(config: Config, config_path: Option<PathBuf>, workers: usize) -> Arc<Shared> {
-        let rt = Runtime::build(Arc::new(config), None);
+        Self::new_with_plugins(
+            config,
+            config_path,
+            workers,
+            crate::plugins::Registry::default(),
+            &Default::default(),
+        )
+    }
+
+    /// The same, with plugins already loaded and instantiated for `config`
+    /// ([`crate::plugins::prepare`]).
+    pub fn new_with_plugins(
+        config: Config,
+        config_path: Option<PathBuf>,
+        workers: usize,
+        registry: crate::plugins::Registry,
+        instances: &std::collections::BTreeMap<String, Arc<crate::plugins::ProfilePlugin>>,
+    ) -> Arc<Shared> {
+        let rt = Runtime::build_with(Arc::new(config), None, instances);
         Arc::new_cyclic(|me| Shared {
             runtime: ArcSwap::from_pointee(rt),
             conns: ConnTable::default(),
@@ -116,6 +138,7 @@ impl Shared {
             tasks: tokio::sync::Mutex::default(),
             last_reload: Mutex::new(None),
             cluster: std::sync::OnceLock::new(),
+            plugins: Mutex::new(registry),
             me: me.clone(),
         })
     }
@@ -212,9 +235,14 @@ impl Shared {
             .map(|v| (v.destination, v.protocol))
             .filter(|k| !tasks.listeners.contains_key(k))
             .collect();
-        // Bind first: if that fails, nothing has changed.
+        // Plugins (new files of the directory) and their instances first, then the listeners:
+        // if either fails, nothing has changed.
+        let instances = {
+            let mut reg = self.plugins.lock().expect("plugin registry lock");
+            crate::plugins::prepare(&cfg, &mut reg)?
+        };
         let started = self.bind_listeners(&new_keys)?;
-        let rt = Arc::new(Runtime::build(Arc::new(cfg), Some(&old)));
+        let rt = Arc::new(Runtime::build_with(Arc::new(cfg), Some(&old), &instances));
         self.runtime.store(rt.clone());
         tasks.listeners.extend(started);
         let removed: Vec<ListenerKey> = tasks
@@ -414,7 +442,9 @@ pub async fn run(
     });
     let control_path = config.device.control_socket.clone();
     let metrics_addr = config.device.metrics;
-    let shared = Shared::new(config, config_path, workers);
+    let mut registry = crate::plugins::Registry::default();
+    let instances = crate::plugins::prepare(&config, &mut registry)?;
+    let shared = Shared::new_with_plugins(config, config_path, workers, registry, &instances);
     shared
         .spawn_workers()
         .map_err(|source| DaemonError::Workers { source })?;

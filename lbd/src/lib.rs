@@ -16,6 +16,7 @@ pub mod control;
 pub mod daemon;
 pub mod metrics;
 pub mod monitor;
+pub mod plugins;
 pub mod proxy;
 pub mod select;
 pub mod state;

@@ -347,6 +347,8 @@ pub struct VsState {
     pub counters: Arc<Counters>,
     /// Which traffic group new connections belong to (shared by every virtual server).
     pub attribution: Arc<Attribution>,
+    /// The persistence profile's plugin instance, for plugin-backed profiles.
+    pub plugin: Option<Arc<crate::plugins::ProfilePlugin>>,
 }
 
 /// Which traffic group a new connection belongs to, and the SNAT automap source that goes
@@ -469,6 +471,15 @@ impl Runtime {
     /// Builds the runtime for `config`, carrying members, their health and counters, and
     /// virtual-server counters over from `previous`.
     pub fn build(config: Arc<Config>, previous: Option<&Runtime>) -> Runtime {
+        Self::build_with(config, previous, &BTreeMap::new())
+    }
+
+    /// The same, with the plugin instances of the plugin-backed persistence profiles.
+    pub fn build_with(
+        config: Arc<Config>,
+        previous: Option<&Runtime>,
+        plugins: &BTreeMap<String, Arc<crate::plugins::ProfilePlugin>>,
+    ) -> Runtime {
         let mut pools = BTreeMap::new();
         for (name, p) in &config.pools {
             let old_pool = previous.and_then(|r| r.pools.get(name));
@@ -522,6 +533,10 @@ impl Runtime {
                 snat_v6: config.snat_source(vs, v6),
                 counters,
                 attribution: attribution.clone(),
+                plugin: vs
+                    .persistence
+                    .as_ref()
+                    .and_then(|p| plugins.get(p).cloned()),
             });
             listeners.insert((vs.destination, vs.protocol), state.clone());
             virtual_servers.insert(name.clone(), state);

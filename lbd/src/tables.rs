@@ -239,8 +239,9 @@ pub fn persist_key(
     vip: IpAddr,
 ) -> (String, String) {
     let addr = match profile.kind {
-        PersistenceType::SourceAddress => client,
         PersistenceType::DestinationAddress => vip,
+        // Plugin-backed types come here for their source-address fallback.
+        _ => client,
     };
     let net = match addr {
         IpAddr::V4(a) => ipnet::IpNet::V4(
@@ -260,6 +261,28 @@ pub fn persist_key(
         vs_name.to_string()
     };
     (scope, net.to_string())
+}
+
+/// The record scope and key of a plugin's key bytes: the text when it is printable UTF-8,
+/// else `hex:` and the bytes in hex.
+pub fn plugin_key(profile: &Persistence, vs_name: &str, key: &[u8]) -> (String, String) {
+    let scope = if profile.match_across_virtuals {
+        "*".to_string()
+    } else {
+        vs_name.to_string()
+    };
+    let text = match std::str::from_utf8(key) {
+        Ok(t) if !t.is_empty() && !t.chars().any(char::is_control) => t.to_string(),
+        _ => {
+            let mut h = String::with_capacity(4 + key.len() * 2);
+            h.push_str("hex:");
+            for b in key {
+                h.push_str(&format!("{b:02x}"));
+            }
+            h
+        }
+    };
+    (scope, text)
 }
 
 impl PersistTable {

@@ -116,6 +116,9 @@ enum Show {
     DeviceGroup,
     /// Traffic groups: active device, next-active, this device's state, since when and why.
     TrafficGroups,
+    /// Loaded plugins (name, version, file, ABI, calls, keys, panics, state) and files that
+    /// failed to load.
+    Plugins,
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,6 +195,7 @@ fn request(cmd: &Cmd) -> Value {
         Cmd::Reload => json!({"cmd": "reload"}),
         Cmd::Show(Show::DeviceGroup) => json!({"cmd": "show-device-group"}),
         Cmd::Show(Show::TrafficGroups) => json!({"cmd": "show-traffic-groups"}),
+        Cmd::Show(Show::Plugins) => json!({"cmd": "show-plugins"}),
         Cmd::Failover { traffic_group, to } => {
             json!({"cmd": "failover", "traffic_group": traffic_group, "to": to})
         }
@@ -290,6 +294,7 @@ fn render(cmd: &Cmd, data: &Value, now: u64) -> String {
         Cmd::Reload => reload_done(data),
         Cmd::Show(Show::DeviceGroup) => show_device_group(&data["device_group"]),
         Cmd::Show(Show::TrafficGroups) => show_traffic_groups(data),
+        Cmd::Show(Show::Plugins) => show_plugins(data),
         Cmd::Failover { traffic_group, to } => format!(
             "failover of {traffic_group} to {} ordered; follow it with `lbctl show traffic-groups`\n",
             to.as_deref().unwrap_or("its next-active device")
@@ -297,6 +302,47 @@ fn render(cmd: &Cmd, data: &Value, now: u64) -> String {
         Cmd::Standby => "standby: this device gives up its traffic groups and takes none until `lbctl release`\n".into(),
         Cmd::Release => "released: this device may hold traffic groups again\n".into(),
     }
+}
+
+fn show_plugins(data: &Value) -> String {
+    use Align::{Left as L, Right as R};
+    let plugins = list(&data["plugins"]);
+    let mut out = format!("plugin directory: {}\n", text(&data["plugin_dir"]));
+    if plugins.is_empty() {
+        out.push_str("no plugins loaded\n");
+    } else {
+        let mut t = Table::new(&[
+            ("NAME", L),
+            ("VERSION", L),
+            ("ABI", R),
+            ("CALLS", R),
+            ("KEYS", R),
+            ("NO-MATCH", R),
+            ("MALFORMED", R),
+            ("PANICS", R),
+            ("STATE", L),
+            ("FILE", L),
+        ]);
+        for p in plugins {
+            t.row(vec![
+                text(&p["name"]),
+                text(&p["version"]),
+                text(&p["abi"]),
+                num(&p["calls"]).to_string(),
+                (num(&p["keys"]) + num(&p["members"])).to_string(),
+                num(&p["no_match"]).to_string(),
+                num(&p["malformed"]).to_string(),
+                num(&p["panics"]).to_string(),
+                text(&p["state"]),
+                text(&p["file"]),
+            ]);
+        }
+        out.push_str(&t.render(""));
+    }
+    for f in list(&data["failed"]) {
+        out.push_str(&format!("failed: {}\n", text(&f["error"])));
+    }
+    out
 }
 
 fn yes_no(v: &Value) -> String {
@@ -1009,6 +1055,31 @@ mod tests {
     }
 
     #[test]
+    fn plugins_show_counts_state_and_failures() {
+        assert_eq!(
+            request(&parse(&["show", "plugins"]).unwrap().cmd),
+            json!({"cmd": "show-plugins"})
+        );
+        let data = json!({"plugin_dir": "/usr/lib/spanlb/plugins", "plugins": [
+            {"name": "sip", "version": "0.1.0", "abi": 1, "calls": 200, "keys": 198, "members": 0,
+             "no_match": 2, "malformed": 0, "panics": 0, "state": "enabled", "file": "/p/libsip.so"},
+            {"name": "panicky", "version": "0", "abi": 1, "calls": 12, "keys": 2, "members": 0,
+             "no_match": 0, "malformed": 0, "panics": 10, "state": "disabled (10 panics)", "file": "/p/libpanicky.so"}],
+            "failed": [{"file": "/p/x.so", "error": "plugin /p/x.so: not a spanlb plugin (no spanlb_plugin_abi_version symbol)"}]});
+        let out = render(&parse(&["show", "plugins"]).unwrap().cmd, &data, 0);
+        let sip = out.lines().find(|l| l.starts_with("sip ")).unwrap();
+        assert!(
+            sip.contains("200") && sip.contains("198") && sip.contains("enabled"),
+            "{sip}"
+        );
+        assert!(out.contains("disabled (10 panics)"), "{out}");
+        assert!(
+            out.contains("failed: plugin /p/x.so: not a spanlb plugin"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn traffic_groups_show_active_next_active_and_why() {
         let data = json!({"me": "a", "traffic_groups": [
             {"name": "tg-2", "active": "c", "placement": "c", "next_active": "a", "state": "standby",
@@ -1298,6 +1369,7 @@ pool empty  round-robin  0/0 available  monitors: none  virtual servers: none
                 &["reload"],
                 &["show", "device-group"],
                 &["show", "traffic-groups"],
+                &["show", "plugins"],
                 &["failover", "tg-1"],
                 &["standby"],
                 &["release"],

@@ -73,6 +73,14 @@ pub struct Device {
     /// Data-path worker threads; default: one per CPU core.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Directory of plugin `.so` files, loaded at start and on reload (new files only; a
+    /// loaded plugin stays loaded). Needed by plugin-backed persistence profiles.
+    #[serde(default)]
+    pub plugin_dir: Option<PathBuf>,
+    /// A plugin that panicked this many times is disabled (its profiles fall back) until lbd
+    /// restarts.
+    #[serde(default = "default_panic_limit")]
+    pub plugin_panic_limit: u64,
     /// The device's static external self IP (informational; shown by `lbctl show device-group`).
     #[serde(default)]
     pub external_address: Option<IpAddr>,
@@ -96,6 +104,10 @@ pub struct Device {
     /// groups active here. No routes are announced when absent.
     #[serde(default)]
     pub bgpd_socket: Option<PathBuf>,
+}
+
+fn default_panic_limit() -> u64 {
+    10
 }
 
 fn default_vip_interface() -> String {
@@ -231,12 +243,21 @@ pub struct VirtualServer {
     /// Persistence profile name.
     #[serde(default)]
     pub persistence: Option<String>,
+    /// With a plugin-backed persistence profile: how long lbd waits for the client's (and, for
+    /// plugins that learn from the server, the member's) first bytes before it decides without
+    /// them.
+    #[serde(default = "default_first_data_timeout", with = "humantime_serde")]
+    pub first_data_timeout: Duration,
     /// Connection mirroring (acted on when mirroring lands).
     #[serde(default)]
     pub mirror: bool,
     /// A disabled virtual server accepts nothing new.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+fn default_first_data_timeout() -> Duration {
+    Duration::from_secs(3)
 }
 
 fn default_connect_timeout() -> Duration {
@@ -400,6 +421,29 @@ pub enum PersistenceType {
     SourceAddress,
     /// The connection's destination address (the VIP), masked.
     DestinationAddress,
+    /// SIP Call-ID (plugin `sip`).
+    Sip,
+    /// RDP `mstshash` cookie / routing token (plugin `msrdp`).
+    Msrdp,
+    /// TLS session id (plugin `ssl`).
+    Ssl,
+    /// A key a configured extractor takes from the first bytes (plugin `hash`).
+    Hash,
+    /// The same as `hash` (BIG-IP's name), or any plugin named with `plugin`.
+    Universal,
+}
+
+impl PersistenceType {
+    /// The plugin a plugin-backed type uses unless the profile names another.
+    pub fn default_plugin(self) -> Option<&'static str> {
+        match self {
+            PersistenceType::SourceAddress | PersistenceType::DestinationAddress => None,
+            PersistenceType::Sip => Some("sip"),
+            PersistenceType::Msrdp => Some("msrdp"),
+            PersistenceType::Ssl => Some("ssl"),
+            PersistenceType::Hash | PersistenceType::Universal => Some("hash"),
+        }
+    }
 }
 
 impl fmt::Display for PersistenceType {
@@ -407,6 +451,11 @@ impl fmt::Display for PersistenceType {
         f.write_str(match self {
             PersistenceType::SourceAddress => "source-address",
             PersistenceType::DestinationAddress => "destination-address",
+            PersistenceType::Sip => "sip",
+            PersistenceType::Msrdp => "msrdp",
+            PersistenceType::Ssl => "ssl",
+            PersistenceType::Hash => "hash",
+            PersistenceType::Universal => "universal",
         })
     }
 }
@@ -432,6 +481,39 @@ pub struct Persistence {
     /// Mirror records to the traffic group's next-active device (acted on when mirroring lands).
     #[serde(default)]
     pub mirror: bool,
+    /// Plugin-backed types: the plugin to use (default: the type's own, `hash` for
+    /// `universal`).
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// Plugin-backed types: the text handed to the plugin's constructor.
+    #[serde(default)]
+    pub plugin_config: String,
+    /// Plugin-backed types: when the plugin finds no key (NoMatch, Malformed, a TLS 1.3
+    /// handshake, a disabled plugin), persist on the client's address (`source-address`, with
+    /// this profile's masks) instead of leaving the choice to the pool's method alone.
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
+    /// Plugin-backed types: choose the member by consistent (rendezvous) hashing of the key
+    /// over the available members, keeping no record (a member that goes down only moves its
+    /// own keys).
+    #[serde(default)]
+    pub consistent_hash: bool,
+}
+
+/// What a plugin-backed profile does when the plugin finds no key.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fallback {
+    SourceAddress,
+}
+
+impl Persistence {
+    /// The plugin this profile uses, if it is plugin-backed.
+    pub fn plugin_name(&self) -> Option<&str> {
+        self.kind
+            .default_plugin()
+            .map(|d| self.plugin.as_deref().unwrap_or(d))
+    }
 }
 
 fn default_mask() -> u8 {
@@ -598,6 +680,29 @@ impl Config {
             }
             if p.timeout.is_zero() {
                 return Err(bad(format!("persistence.{name}.timeout"), "must not be 0"));
+            }
+            let plugin_only = |k: &str, set: bool| {
+                if set && p.kind.default_plugin().is_none() {
+                    Err(bad(
+                        format!("persistence.{name}.{k}"),
+                        format!("only for plugin-backed types (sip, msrdp, ssl, hash, universal), not {}", p.kind),
+                    ))
+                } else {
+                    Ok(())
+                }
+            };
+            plugin_only("plugin", p.plugin.is_some())?;
+            plugin_only("plugin_config", !p.plugin_config.is_empty())?;
+            plugin_only("fallback", p.fallback.is_some())?;
+            plugin_only("consistent_hash", p.consistent_hash)?;
+            if p.kind.default_plugin().is_some() && self.device.plugin_dir.is_none() {
+                return Err(bad(
+                    format!("persistence.{name}.type"),
+                    format!(
+                        "{} persistence needs a plugin: set device.plugin_dir",
+                        p.kind
+                    ),
+                ));
             }
         }
         for (name, pool) in &self.pools {

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol as SockProto, SockAddr, Socket, Type};
 
 use crate::daemon::Shared;
+use crate::select::stable_hash;
 use crate::state::{MemberState, VsState};
-use crate::tables::{now_ms, persist_key, PersistRecord};
+use crate::tables::{now_ms, persist_key, plugin_key, PersistRecord};
 
 /// Turns an integer socket option on.
 fn set_flag(s: &impl AsRawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<()> {
@@ -175,36 +176,97 @@ pub struct Choice {
     pub persisted: bool,
 }
 
+/// What a persistence plugin said about a connection or datagram.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// The plugin's key (persist on it).
+    pub key: Option<Vec<u8>>,
+    /// A member the plugin names (an RDP routing token).
+    pub member: Option<SocketAddr>,
+}
+
+/// The persistence record (scope, key) a connection uses: the plugin's key for plugin-backed
+/// profiles (or the client's address with `fallback = "source-address"`), the masked address
+/// otherwise; None when there is none.
+fn record_key(
+    vs: &VsState,
+    client: SocketAddr,
+    vip: SocketAddr,
+    hint: &Hint,
+) -> Option<(String, String)> {
+    let (_, profile) = vs.persistence.as_ref()?;
+    if profile.kind.default_plugin().is_none() {
+        return Some(persist_key(profile, &vs.name, client.ip(), vip.ip()));
+    }
+    match &hint.key {
+        Some(k) => Some(plugin_key(profile, &vs.name, k)),
+        None => profile
+            .fallback
+            .map(|_| persist_key(profile, &vs.name, client.ip(), vip.ip())),
+    }
+}
+
 /// Chooses a member for a new connection from `client` to `vip` on `vs`, skipping the member
-/// indices in `tried`.
+/// indices in `tried`: the member a plugin names (when the pool has it available), a live
+/// persistence record (or, with `consistent_hash`, rendezvous hashing of the plugin's key over
+/// the available members), else the pool's method.
 pub fn choose(
     shared: &Shared,
     vs: &VsState,
     client: SocketAddr,
     vip: SocketAddr,
     tried: &[usize],
+    hint: &Hint,
 ) -> Result<Choice, NoMember> {
     let pool = &vs.pool;
     if let Some((name, profile)) = &vs.persistence {
-        let (scope, key) = persist_key(profile, &vs.name, client.ip(), vip.ip());
-        let found = shared.persist.lookup(
-            (name, &scope, &key),
-            profile.timeout,
-            now_ms(),
-            &shared.ids,
-            |p, m| {
-                p == pool.name
-                    && pool
-                        .position(m)
-                        .is_some_and(|i| !tried.contains(&i) && pool.members[i].persist_usable())
-            },
-        );
-        if let Some(i) = found.and_then(|m| pool.position(m)) {
-            return Ok(Choice {
-                index: i,
-                member: pool.members[i].clone(),
-                persisted: true,
-            });
+        if let Some(i) = hint.member.and_then(|m| pool.position(m)) {
+            if !tried.contains(&i) && pool.members[i].available() {
+                return Ok(Choice {
+                    index: i,
+                    member: pool.members[i].clone(),
+                    persisted: false,
+                });
+            }
+        }
+        if profile.consistent_hash {
+            if let Some(k) = &hint.key {
+                let best = (0..pool.members.len())
+                    .filter(|i| !tried.contains(i) && pool.members[*i].available())
+                    .max_by_key(|i| {
+                        let mut b = k.clone();
+                        b.extend_from_slice(pool.members[*i].addr.to_string().as_bytes());
+                        stable_hash(&b)
+                    });
+                if let Some(i) = best {
+                    return Ok(Choice {
+                        index: i,
+                        member: pool.members[i].clone(),
+                        persisted: true,
+                    });
+                }
+            }
+        }
+        if let Some((scope, key)) = record_key(vs, client, vip, hint) {
+            let found = shared.persist.lookup(
+                (name, &scope, &key),
+                profile.timeout,
+                now_ms(),
+                &shared.ids,
+                |p, m| {
+                    p == pool.name
+                        && pool.position(m).is_some_and(|i| {
+                            !tried.contains(&i) && pool.members[i].persist_usable()
+                        })
+                },
+            );
+            if let Some(i) = found.and_then(|m| pool.position(m)) {
+                return Ok(Choice {
+                    index: i,
+                    member: pool.members[i].clone(),
+                    persisted: true,
+                });
+            }
         }
     }
     match pool.pick(client.ip(), tried) {
@@ -218,29 +280,52 @@ pub fn choose(
     }
 }
 
-/// Records (or refreshes) the persistence record for a connection that reached `choice`.
+/// Records where `choice` sent the connection, for the persistence profile of `vs`.
 pub fn remember(
     shared: &Shared,
     vs: &VsState,
     client: SocketAddr,
     vip: SocketAddr,
     choice: &Choice,
+    hint: &Hint,
 ) {
+    if choice.persisted {
+        return; // lookup already refreshed it (or consistent hashing keeps no record)
+    }
+    if let Some(key) = record_key(vs, client, vip, hint) {
+        store(shared, vs, key, choice.member.addr);
+    }
+}
+
+/// A key the member side taught the plugin (a TLS session id from the ServerHello): later
+/// connections with that key go to `member`.
+pub fn learn(shared: &Shared, vs: &VsState, key: &[u8], member: SocketAddr) {
+    let Some((_, profile)) = &vs.persistence else {
+        return;
+    };
+    if profile.consistent_hash {
+        return;
+    }
+    store(shared, vs, plugin_key(profile, &vs.name, key), member);
+}
+
+fn store(shared: &Shared, vs: &VsState, (scope, key): (String, String), member: SocketAddr) {
     let Some((name, profile)) = &vs.persistence else {
         return;
     };
-    if choice.persisted {
-        return; // lookup already refreshed it
-    }
-    let (scope, key) = persist_key(profile, &vs.name, client.ip(), vip.ip());
     shared.persist.insert(PersistRecord {
         profile: name.clone(),
         scope,
         key,
         pool: vs.pool.name.clone(),
-        member: choice.member.addr,
+        member,
         virtual_server: vs.name.clone(),
-        traffic_group: None,
+        traffic_group: vs
+            .attribution
+            .get()
+            .traffic_group
+            .as_deref()
+            .map(str::to_string),
         update_id: shared.ids.next(),
         expiry_ms: now_ms() + profile.timeout.as_millis() as u64,
     });

@@ -47,6 +47,15 @@ pub struct Sinks<'a> {
     pub counters: [&'a AtomicU64; 3],
 }
 
+impl Sinks<'_> {
+    /// Counts `n` bytes moved outside the relay (what was read to choose the member).
+    pub fn add(&self, n: u64) {
+        for c in self.counters {
+            c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 thread_local! {
     /// Spare relay buffers of this worker thread: a connection takes one when it first has
     /// something to read and gives it back when it ends, so the common short connection

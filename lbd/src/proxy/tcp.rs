@@ -16,16 +16,98 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use plugin_api::Direction;
 use socket2::{SockRef, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::{debug, warn};
 
 use super::relay::{relay, RelayEnd, Sinks};
-use super::{choose, remember, upstream_socket, NoMember};
+use super::{choose, learn, remember, upstream_socket, Hint, NoMember};
 use crate::config::Protocol;
 use crate::daemon::Shared;
+use crate::plugins::{Decision, ProfilePlugin};
 use crate::state::{CurrentGuard, VsState};
 use crate::tables::NewConn;
+
+/// Reads the client's first bytes (at most the plugin's maximum, within the virtual server's
+/// first-data timeout) into `first` until the plugin decides.
+async fn client_hint(
+    p: &ProfilePlugin,
+    vs: &VsState,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    vip: SocketAddr,
+    first: &mut Vec<u8>,
+) -> Hint {
+    let deadline = tokio::time::Instant::now() + vs.cfg.first_data_timeout;
+    let max = p.max_inspect().max(1);
+    let mut want = 1;
+    let mut ended = false;
+    // Each round reads at least one byte or ends: bounded by `max`.
+    loop {
+        while first.len() < want && !ended {
+            let mut buf = [0u8; 4096];
+            let room = (max - first.len()).min(buf.len());
+            match tokio::time::timeout_at(deadline, client.read(&mut buf[..room])).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => ended = true,
+                Ok(Ok(n)) => first.extend_from_slice(&buf[..n]),
+            }
+        }
+        if first.is_empty() {
+            return Hint::default();
+        }
+        match p.inspect(Protocol::Tcp, Direction::ClientToServer, peer, vip, first) {
+            Decision::Key(k) => {
+                return Hint {
+                    key: Some(k),
+                    member: None,
+                }
+            }
+            Decision::Member(m) => {
+                return Hint {
+                    key: None,
+                    member: Some(m),
+                }
+            }
+            Decision::NeedMore(n) if !ended && n <= max => want = n,
+            Decision::NeedMore(_) | Decision::NoKey => return Hint::default(),
+        }
+    }
+}
+
+/// The same on the member's first bytes, for plugins that learn a key from the server.
+async fn server_key(
+    p: &ProfilePlugin,
+    vs: &VsState,
+    server: &mut TcpStream,
+    peer: SocketAddr,
+    vip: SocketAddr,
+    answer: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + vs.cfg.first_data_timeout;
+    let max = p.max_inspect().max(1);
+    let mut want = 1;
+    let mut ended = false;
+    loop {
+        while answer.len() < want && !ended {
+            let mut buf = [0u8; 4096];
+            let room = (max - answer.len()).min(buf.len());
+            match tokio::time::timeout_at(deadline, server.read(&mut buf[..room])).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => ended = true,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        if answer.is_empty() {
+            return None;
+        }
+        match p.inspect(Protocol::Tcp, Direction::ServerToClient, peer, vip, answer) {
+            Decision::Key(k) => return Some(k),
+            Decision::NeedMore(n) if !ended && n <= max => want = n,
+            _ => return None,
+        }
+    }
+}
 
 /// Most members tried for one connection.
 pub const MAX_ATTEMPTS: usize = 4;
@@ -135,8 +217,14 @@ async fn proxy(
     } else {
         crate::proxy::ingress_ifindex(&client)
     };
+    // A plugin-backed persistence profile: the client's first bytes decide.
+    let mut first = Vec::new();
+    let hint = match &vs.plugin {
+        Some(p) => client_hint(p, vs, &mut client, peer, vip, &mut first).await,
+        None => Hint::default(),
+    };
     let (choice, mut server) = loop {
-        let choice = match choose(shared, vs, peer, vip, &tried) {
+        let choice = match choose(shared, vs, peer, vip, &tried, &hint) {
             Ok(c) => c,
             Err(why) => {
                 vs.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -170,7 +258,7 @@ async fn proxy(
         }
     };
     let _ = server.set_nodelay(true);
-    remember(shared, vs, peer, vip, &choice);
+    remember(shared, vs, peer, vip, &choice, &hint);
     let member = &choice.member;
     let _member_current = CurrentGuard::new(member.counters.clone());
     let snat = server.local_addr().unwrap_or(vip);
@@ -204,6 +292,30 @@ async fn proxy(
             &live.bytes_out,
         ],
     };
+    // What was read to decide goes first; a plugin that learns from the server sees the
+    // member's first bytes before they go on to the client.
+    let head = async {
+        if !first.is_empty() {
+            server.write_all(&first).await?;
+            up.add(first.len() as u64);
+        }
+        if let Some(p) = vs.plugin.as_ref().filter(|p| p.inspects_server()) {
+            let mut answer = Vec::new();
+            if let Some(key) = server_key(p, vs, &mut server, peer, vip, &mut answer).await {
+                learn(shared, vs, &key, member.addr);
+            }
+            if !answer.is_empty() {
+                client.write_all(&answer).await?;
+                down.add(answer.len() as u64);
+            }
+        }
+        std::io::Result::Ok(())
+    };
+    if let Err(e) = head.await {
+        reset(&client);
+        reset(&server);
+        return Err(e);
+    }
     let res = relay(
         &mut client,
         &mut server,

@@ -1,7 +1,9 @@
 //! The UDP proxy: one task per UDP virtual server, serving the socket bound to its VIP:port.
 //!
 //! UDP has no connections, so lbd makes *flows*: a flow is keyed by the client's address and
-//! port, and owns an upstream socket toward one member, bound to the virtual server's SNAT
+//! port (and, when a persistence plugin keys each datagram — SIP Call-IDs from one upstream
+//! proxy — by the member its key chose, so the dialogs of one client spread and each sticks),
+//! and owns an upstream socket toward one member, bound to the virtual server's SNAT
 //! address (or left to the kernel with `snat = "none"`) and connected to the member, so that
 //! only the member's datagrams reach it. The member is chosen once per flow (a persistence
 //! record, else the pool's method); every datagram of the flow goes to it.
@@ -59,9 +61,11 @@ use tracing::{debug, error, trace};
 
 use crate::config::Protocol;
 use crate::daemon::Shared;
-use crate::proxy::{choose, remember, upstream_socket, Choice};
+use crate::plugins::Decision;
+use crate::proxy::{choose, remember, upstream_socket, Choice, Hint};
 use crate::state::{CurrentGuard, MemberState, VsState};
 use crate::tables::{now_ms, LiveConn, NewConn};
+use plugin_api::Direction;
 
 /// Room for any UDP datagram (IPv4 and non-jumbo IPv6 payloads are at most 65,527 bytes).
 const MAX_DATAGRAM: usize = 65_536;
@@ -69,8 +73,13 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Replies a flow task forwards before it lets the other branches of its loop run.
 const REPLY_BATCH: usize = 64;
 
-/// The flows of one listener, by client address and port.
-type Flows = Arc<DashMap<SocketAddr, Arc<Flow>>>;
+/// A flow's key: the client's address and port, and — when a persistence plugin routes each
+/// datagram by its own key (SIP Call-ID) — the member, so that one client's datagrams of
+/// different keys can go to different members.
+type FlowKey = (SocketAddr, Option<SocketAddr>);
+
+/// The flows of one listener.
+type Flows = Arc<DashMap<FlowKey, Arc<Flow>>>;
 
 thread_local! {
     /// The buffer flow tasks read replies into: per thread rather than per flow, so that a flow
@@ -80,6 +89,7 @@ thread_local! {
 
 /// One client's flow toward one member.
 struct Flow {
+    key: FlowKey,
     client: SocketAddr,
     /// Bound to the SNAT address, connected to the member.
     upstream: UdpSocket,
@@ -173,8 +183,7 @@ impl Drop for FlowEnd {
     fn drop(&mut self) {
         let flow = &self.flow;
         flow.kill();
-        self.flows
-            .remove_if(&flow.client, |_, f| Arc::ptr_eq(f, flow));
+        self.flows.remove_if(&flow.key, |_, f| Arc::ptr_eq(f, flow));
         self.shared.conns.remove(flow.conn.id());
         debug!(
             virtual_server = %flow.vs.name,
@@ -341,26 +350,59 @@ struct Listener {
 impl Listener {
     /// Handles one datagram from `client`. Never waits.
     fn datagram(&mut self, client: SocketAddr, data: &[u8]) {
-        let existing = self.flows.get(&client).map(|f| f.value().clone());
+        // A persistence plugin routes each datagram by its own key.
+        let vs = self.shared.runtime.load().listeners.get(&self.key).cloned();
+        if let Some(p) = vs.as_ref().and_then(|v| v.plugin.as_ref()) {
+            let hint = match p.inspect(
+                Protocol::Udp,
+                Direction::ClientToServer,
+                client,
+                self.key.0,
+                data,
+            ) {
+                Decision::Key(k) => Hint {
+                    key: Some(k),
+                    member: None,
+                },
+                Decision::Member(m) => Hint {
+                    key: None,
+                    member: Some(m),
+                },
+                Decision::NeedMore(_) | Decision::NoKey => Hint::default(),
+            };
+            if hint != Hint::default() {
+                return self.new_flow(client, data, None, &hint);
+            }
+        }
+        let key = (client, None);
+        let existing = self.flows.get(&key).map(|f| f.value().clone());
         let mut failed: Option<SocketAddr> = None;
         if let Some(flow) = existing {
             if !flow.is_dead() {
                 match forward(&flow, data) {
                     Forwarded::Sent | Forwarded::Dropped => return,
                     Forwarded::MemberFailed => {
-                        self.flows.remove_if(&client, |_, f| Arc::ptr_eq(f, &flow));
+                        self.flows.remove_if(&key, |_, f| Arc::ptr_eq(f, &flow));
                         flow.closed.notify_one();
                         failed = Some(flow.member.addr);
                     }
                 }
             }
         }
-        self.new_flow(client, data, failed);
+        self.new_flow(client, data, failed, &Hint::default());
     }
 
     /// Creates a flow for `client` and sends `data` on it; `failed` is a member that just
-    /// refused this datagram (not chosen again for it).
-    fn new_flow(&mut self, client: SocketAddr, data: &[u8], failed: Option<SocketAddr>) {
+    /// refused this datagram (not chosen again for it). With a plugin's `hint`, the flow is
+    /// per (client, member): an existing one toward the chosen member is used.
+    fn new_flow(
+        &mut self,
+        client: SocketAddr,
+        data: &[u8],
+        failed: Option<SocketAddr>,
+        hint: &Hint,
+    ) {
+        let pinned = *hint != Hint::default();
         let vip = self.key.0;
         let Some(vs) = self.shared.runtime.load().listeners.get(&self.key).cloned() else {
             trace!(listener = %vip, "udp datagram dropped: listener being removed");
@@ -382,7 +424,7 @@ impl Listener {
                 trace!(virtual_server = %vs.name, %client, "udp flow refused: connection limit");
                 return;
             }
-            let choice = match choose(&self.shared, &vs, client, vip, &tried) {
+            let choice = match choose(&self.shared, &vs, client, vip, &tried, hint) {
                 Ok(c) => c,
                 Err(why) => {
                     vs.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -390,7 +432,25 @@ impl Listener {
                     return;
                 }
             };
-            let flow = match self.open(&vs, client, &choice) {
+            let key = (client, pinned.then_some(choice.member.addr));
+            if pinned {
+                let existing = self.flows.get(&key).map(|f| f.value().clone());
+                if let Some(flow) = existing.filter(|f| !f.is_dead()) {
+                    match forward(&flow, data) {
+                        Forwarded::Sent | Forwarded::Dropped => {
+                            remember(&self.shared, &vs, client, vip, &choice, hint);
+                            return;
+                        }
+                        Forwarded::MemberFailed => {
+                            self.flows.remove_if(&key, |_, f| Arc::ptr_eq(f, &flow));
+                            flow.closed.notify_one();
+                            tried.push(choice.index);
+                            continue;
+                        }
+                    }
+                }
+            }
+            let flow = match self.open(&vs, key, &choice, hint) {
                 Ok(f) => f,
                 Err(e) => {
                     choice
@@ -411,7 +471,7 @@ impl Listener {
             match forward(&flow, data) {
                 Forwarded::Sent | Forwarded::Dropped => return,
                 Forwarded::MemberFailed => {
-                    self.flows.remove_if(&client, |_, f| Arc::ptr_eq(f, &flow));
+                    self.flows.remove_if(&key, |_, f| Arc::ptr_eq(f, &flow));
                     flow.closed.notify_one();
                     tried.push(choice.index);
                 }
@@ -423,9 +483,11 @@ impl Listener {
     fn open(
         &mut self,
         vs: &Arc<VsState>,
-        client: SocketAddr,
+        key: FlowKey,
         choice: &Choice,
+        hint: &Hint,
     ) -> io::Result<Arc<Flow>> {
+        let client = key.0;
         let member = choice.member.addr;
         let (source, traffic_group) = vs.snat_for(member);
         let s = upstream_socket(member, source, Type::DGRAM)?;
@@ -451,6 +513,7 @@ impl Listener {
             &self.shared.ids,
         );
         let flow = Arc::new(Flow {
+            key,
             client,
             upstream,
             conn,
@@ -472,8 +535,8 @@ impl Listener {
             flow: flow.clone(),
             reason: "listener stopped",
         };
-        self.flows.insert(client, flow.clone());
-        remember(&self.shared, vs, client, self.key.0, choice);
+        self.flows.insert(key, flow.clone());
+        remember(&self.shared, vs, client, self.key.0, choice, hint);
         debug!(
             virtual_server = %vs.name,
             %client,

@@ -377,7 +377,24 @@ mod tests {
             timeout: Duration::from_secs(10),
             match_across_virtuals: across,
             mirror: false,
+            plugin: None,
+            plugin_config: String::new(),
+            fallback: None,
+            consistent_hash: false,
         }
+    }
+
+    #[test]
+    fn plugin_keys_are_text_when_printable_else_hex() {
+        let mut p = profile(PersistenceType::Sip, 32, false);
+        assert_eq!(
+            plugin_key(&p, "sip-vs", b"a84b4c76e66710@pc33"),
+            ("sip-vs".to_string(), "a84b4c76e66710@pc33".to_string())
+        );
+        p.match_across_virtuals = true;
+        assert_eq!(plugin_key(&p, "x", &[0x16, 0x03, 0xff]).1, "hex:1603ff");
+        assert_eq!(plugin_key(&p, "x", b"").1, "hex:");
+        assert_eq!(plugin_key(&p, "x", b"").0, "*");
     }
 
     #[test]

@@ -13,8 +13,7 @@
 //!
 //! ```toml
 //! [persistence.jsession]
-//! type = "plugin"
-//! plugin = "hash"
+//! type = "hash"                 # or "universal"
 //! plugin_config = 'regex:JSESSIONID=([^;\s]+)'
 //! timeout = "30m"
 //! ```

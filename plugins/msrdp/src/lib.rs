@@ -11,9 +11,7 @@
 //!
 //! ```toml
 //! [persistence.rdp]
-//! type = "plugin"
-//! plugin = "msrdp"
-//! plugin_config = ""   # no settings: anything else is refused
+//! type = "msrdp"                # plugin "msrdp"; it takes no plugin_config
 //! timeout = "8h"
 //! ```
 //!

@@ -3,9 +3,7 @@
 //!
 //! ```toml
 //! [persistence.sip]
-//! type = "plugin"
-//! plugin = "sip"
-//! plugin_config = ""   # no settings: anything else is refused
+//! type = "sip"                  # plugin "sip"; it takes no plugin_config
 //! timeout = "30m"
 //! ```
 //!

@@ -24,7 +24,7 @@
 //! session id identifies nothing. When the ClientHello lists TLS 1.3 (0x0304) in its
 //! `supported_versions` extension (0x002b), or the ServerHello's `supported_versions` selects
 //! 0x0304, this plugin answers [`Outcome::NoMatch`]. lbd then falls back to the pool's method,
-//! or to source-address affinity if the persistence profile says so (a fallback persistence, as
+//! or to source-address affinity with `fallback = "source-address"` in the profile (as
 //! BIG-IP pairs SSL persistence with source-address affinity; pair them for TLS 1.3 clients).
 //! A client that offers both TLS 1.3 and 1.2 is treated as TLS 1.3 even if it then resumes a
 //! TLS 1.2 session: its id cannot be told from a random legacy id. (A ServerHello that picks
@@ -330,6 +330,8 @@ impl Plugin for Ssl {
     const DESCRIPTION: &'static str =
         "TLS session-id persistence (ClientHello/ServerHello session_id; none for TLS 1.3)";
     const MAX_INSPECT: u32 = MAX_INSPECT;
+    // The ServerHello's session id is learned for the member that created the session.
+    const INSPECTS_SERVER: bool = true;
 
     fn new(config: &str) -> Result<Self, String> {
         if config.trim().is_empty() {

@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! [persistence.first-line]
-//! type = "plugin"
+//! type = "universal"            # any plugin-backed type, with `plugin` naming this one
 //! plugin = "first-line"
 //! plugin_config = "max=128"   # handed to `Plugin::new` as is
 //! timeout = "5m"

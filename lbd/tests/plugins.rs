@@ -1,0 +1,322 @@
+//! Plugins through the real `lbd` binary on loopback: the plugin directory (a plugin, a stray
+//! bad file, a plugin added before a reload), persistence on a plugin's key over TCP, UDP
+//! datagrams routed one by one by their SIP Call-ID, and the one-line start-up error for a
+//! plugin the configuration names but nobody loaded. The plugins are built by the test
+//! (`cargo build -p ...`) and copied into a temporary directory.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{connect, free_port, read_line, Behaviour, Lbd, Server};
+use serde_json::{json, Value};
+
+/// Builds package `pkg` and returns its cdylib, from cargo's JSON messages.
+fn build_cdylib(pkg: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "--message-format=json", "-p", pkg])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"compiler-artifact\""))
+        .flat_map(|l| {
+            l.split('"')
+                .filter(|s| s.ends_with(".so"))
+                .map(PathBuf::from)
+                .collect::<Vec<_>>()
+        })
+        .next_back()
+        .expect("a .so in cargo's output")
+}
+
+/// A fresh plugin directory holding the given packages' `.so` files.
+fn plugin_dir(tag: &str, pkgs: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lbd-plugins-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for p in pkgs {
+        add_plugin(&dir, p);
+    }
+    dir
+}
+
+fn add_plugin(dir: &Path, pkg: &str) {
+    let so = build_cdylib(pkg);
+    std::fs::copy(&so, dir.join(so.file_name().unwrap())).unwrap();
+}
+
+fn tcp_body(dir: &Path, port: u16, servers: &[&Server]) -> String {
+    let members: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ address = \"{}\" }}", s.addr))
+        .collect();
+    format!(
+        r#"plugin_dir = "{dir}"
+
+[virtual_servers.web]
+destination = "127.0.0.1:{port}"
+pool = "web"
+snat = "none"
+persistence = "line"
+
+[pools.web]
+members = [{members}]
+
+[persistence.line]
+type = "universal"
+plugin = "first-line"
+timeout = "5m"
+"#,
+        dir = dir.display(),
+        members = members.join(", ")
+    )
+}
+
+/// Sends `line`, returns the member's name (NameThenEcho servers).
+fn ask(vip: SocketAddr, line: &str) -> String {
+    let mut s = connect(vip);
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    read_line(&mut s)
+}
+
+#[test]
+fn a_plugin_key_persists_and_a_stray_file_is_skipped() {
+    let dir = plugin_dir("tcp", &["spanlb-plugin-template"]);
+    std::fs::write(dir.join("libjunk.so"), b"not an ELF file at all").unwrap();
+    let servers: Vec<Server> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|n| Server::start(n, Behaviour::NameThenEcho))
+        .collect();
+    let port = free_port();
+    let lbd = Lbd::start(&tcp_body(&dir, port, &servers.iter().collect::<Vec<_>>()));
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // Each first line sticks to one member; the lines spread over the pool.
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for round in 0..6 {
+        for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
+            let line = format!("LOGIN {user}");
+            let got = ask(vip, &line);
+            assert!(got.starts_with('s'), "round {round}: {got:?}");
+            seen.entry(line).or_default().insert(got);
+        }
+    }
+    for (line, members) in &seen {
+        assert_eq!(members.len(), 1, "{line} went to {members:?}");
+    }
+    let used: BTreeSet<&String> = seen.values().flatten().collect();
+    assert!(used.len() >= 2, "every line on one member: {seen:?}");
+
+    let plugins = lbd.ok(json!({"cmd": "show-plugins"}));
+    let p = &plugins["plugins"][0];
+    assert_eq!(p["name"], "first-line", "{plugins}");
+    assert_eq!(p["state"], "enabled");
+    assert!(p["keys"].as_u64().unwrap() >= 36, "{p}");
+    let failed = plugins["failed"].to_string();
+    assert!(
+        failed.contains("libjunk.so: cannot open"),
+        "the stray file is reported: {failed}"
+    );
+    // Records are there, keyed by the line.
+    let recs = lbd.ok(json!({"cmd": "show-persistence"}));
+    assert!(recs.to_string().contains("LOGIN alice"), "{recs}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A UDP member answering each datagram with "NAME CALL-ID-LINE".
+struct UdpMember {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl UdpMember {
+    fn start(name: &'static str) -> UdpMember {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = s.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    let call = text
+                        .lines()
+                        .find(|l| l.starts_with("Call-ID:"))
+                        .unwrap_or("-")
+                        .to_string();
+                    let _ = s.send_to(format!("{name} {call}").as_bytes(), from);
+                }
+            }
+        });
+        UdpMember { addr, stop }
+    }
+}
+
+impl Drop for UdpMember {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn sip_options(call_id: &str, cseq: u32) -> String {
+    format!(
+        "OPTIONS sip:svc@30.1.1.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bK{cseq}{call_id}\r\n\
+         Max-Forwards: 70\r\nTo: <sip:svc@30.1.1.10>\r\nFrom: <sip:proxy@192.0.2.5>;tag=1928\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn udp_datagrams_from_one_address_spread_and_stick_per_call_id_after_a_reload_adds_sip() {
+    let dir = plugin_dir("udp", &["spanlb-plugin-template"]);
+    let servers = [Server::start("t1", Behaviour::NameThenEcho)];
+    let tcp_port = free_port();
+    let base = tcp_body(&dir, tcp_port, &servers.iter().collect::<Vec<_>>());
+    let lbd = Lbd::start(&base);
+
+    // The sip plugin arrives in the directory; a reload loads it and a new UDP virtual server
+    // uses it.
+    add_plugin(&dir, "spanlb-plugin-sip");
+    let members: Vec<UdpMember> = ["u1", "u2", "u3"]
+        .into_iter()
+        .map(UdpMember::start)
+        .collect();
+    let port = free_port();
+    let list: Vec<String> = members
+        .iter()
+        .map(|m| format!("{{ address = \"{}\" }}", m.addr))
+        .collect();
+    lbd.write_config(&format!(
+        r#"{base}
+[virtual_servers.sip]
+destination = "127.0.0.1:{port}"
+protocol = "udp"
+pool = "sip"
+snat = "none"
+persistence = "calls"
+
+[pools.sip]
+members = [{list}]
+
+[persistence.calls]
+type = "sip"
+timeout = "5m"
+"#,
+        list = list.join(", ")
+    ));
+    lbd.ok(json!({"cmd": "reload"}));
+    let plugins = lbd.ok(json!({"cmd": "show-plugins"}));
+    let names: Vec<&str> = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["first-line", "sip"], "{plugins}");
+
+    // One upstream proxy address, many dialogs.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for cseq in 1..=4 {
+        for d in 0..12 {
+            let call = format!("dialog-{d}@192.0.2.5");
+            client
+                .send_to(sip_options(&call, cseq).as_bytes(), vip)
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = client.recv(&mut buf).expect("an answer through lbd");
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (member, rest) = text.split_once(' ').unwrap();
+            assert_eq!(rest, format!("Call-ID: {call}"));
+            seen.entry(call).or_default().insert(member.to_string());
+        }
+    }
+    for (call, m) in &seen {
+        assert_eq!(m.len(), 1, "{call} went to {m:?}");
+    }
+    let used: BTreeSet<&String> = seen.values().flatten().collect();
+    assert_eq!(
+        used.len(),
+        3,
+        "12 dialogs from one address use every member: {seen:?}"
+    );
+    let v: Value = lbd.ok(json!({"cmd": "show-connections"}));
+    assert!(
+        v["total"].as_u64().unwrap() >= 3,
+        "one flow per (client, member): {v}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_profile_naming_a_plugin_nobody_loaded_stops_start_up_with_one_line() {
+    let dir = plugin_dir("missing", &[]);
+    std::fs::write(dir.join("libjunk.so"), b"junk").unwrap();
+    let tmp = std::env::temp_dir().join(format!("lbd-plugins-missing-cfg-{}", std::process::id()));
+    let cfg = tmp.with_extension("toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[device]
+name = "t"
+control_socket = "{sock}"
+plugin_dir = "{dir}"
+
+[virtual_servers.rdp]
+destination = "127.0.0.1:{port}"
+pool = "rdp"
+snat = "none"
+persistence = "rdp"
+
+[pools.rdp]
+members = [{{ address = "127.0.0.1:3389" }}]
+
+[persistence.rdp]
+type = "msrdp"
+"#,
+            sock = tmp.with_extension("sock").display(),
+            dir = dir.display(),
+            port = free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        last.starts_with(&format!(
+            "lbd: persistence.rdp: no plugin named `msrdp` is loaded from {}",
+            dir.display()
+        )),
+        "{err}"
+    );
+    assert!(last.contains("libjunk.so: cannot open"), "{last}");
+    let _ = std::fs::remove_file(&cfg);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,7 +30,7 @@ fn fixture(pkg: &str) -> PathBuf {
                 PANICKY,
                 LAYOUT_MISMATCH,
             ],
-            false,
+            None,
         )
     })[pkg]
         .clone()

@@ -10,14 +10,15 @@ use std::process::Command;
 
 use plugin_api::{Direction, Flow, Transport};
 
-/// Builds packages `pkgs` (one cargo run; `release` for the release profile) and returns each
-/// one's cdylib, taken from cargo's `compiler-artifact` JSON messages, by package name.
-pub fn build_cdylibs(pkgs: &[&str], release: bool) -> HashMap<String, PathBuf> {
+/// Builds packages `pkgs` (one cargo run; with cargo profile `profile`, the dev profile when
+/// `None`) and returns each one's cdylib, taken from cargo's `compiler-artifact` JSON messages,
+/// by package name.
+pub fn build_cdylibs(pkgs: &[&str], profile: Option<&str>) -> HashMap<String, PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "--message-format=json"]);
-    if release {
-        cmd.arg("--release");
+    if let Some(p) = profile {
+        cmd.args(["--profile", p]);
     }
     for p in pkgs {
         cmd.args(["-p", p]);
@@ -68,7 +69,7 @@ pub fn build_cdylibs(pkgs: &[&str], release: bool) -> HashMap<String, PathBuf> {
 
 /// Builds package `pkg` (debug) and returns its cdylib.
 pub fn build_cdylib(pkg: &str) -> PathBuf {
-    build_cdylibs(&[pkg], false).remove(pkg).unwrap()
+    build_cdylibs(&[pkg], None).remove(pkg).unwrap()
 }
 
 /// A fresh directory of its own under the system's temporary directory, removed on drop.

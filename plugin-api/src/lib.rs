@@ -471,14 +471,7 @@ pub fn load(path: &Path) -> Result<Library, LoadError> {
     std::mem::forget(lib);
     let layout = |e: abi_stable::library::LibraryError| {
         let detail = e.to_string();
-        let summary = detail
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("layout mismatch")
-            .chars()
-            .take(160)
-            .collect();
+        let summary = layout_summary(&detail);
         LoadError::Layout {
             file: file.clone(),
             summary,
@@ -489,6 +482,34 @@ pub fn load(path: &Path) -> Result<Library, LoadError> {
     let module = header.init_root_module::<PluginModRef>().map_err(layout)?;
     let descriptor = (module.descriptor())();
     Ok(Library { module, descriptor })
+}
+
+/// One line out of abi_stable's report: its first `Error:` with what it expected and found
+/// (`incompatible type size: expected 24, found 16`), else its first line. (The report's first
+/// line is `Compared <this>:`, which says nothing.)
+fn layout_summary(detail: &str) -> String {
+    let lines: Vec<&str> = detail.lines().map(str::trim).collect();
+    let summary = match lines.iter().position(|l| l.starts_with("Error:")) {
+        Some(i) => {
+            let what = lines[i].trim_start_matches("Error:").trim();
+            let value = |label: &str| {
+                let near = &lines[i + 1..lines.len().min(i + 6)];
+                let j = near.iter().position(|l| *l == label)?;
+                near.get(j + 1)
+                    .filter(|v| !v.is_empty() && !v.ends_with(':'))
+            };
+            match (value("Expected:"), value("Found:")) {
+                (Some(e), Some(f)) => format!("{what}: expected {e}, found {f}"),
+                _ => what.to_string(),
+            }
+        }
+        None => lines
+            .iter()
+            .find(|l| !l.is_empty())
+            .unwrap_or(&"layout mismatch")
+            .to_string(),
+    };
+    summary.chars().take(160).collect()
 }
 
 impl Library {
@@ -541,6 +562,21 @@ mod tests {
         assert_eq!(
             __root_module_symbol!(),
             abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
+    }
+
+    #[test]
+    fn layout_summaries_name_the_first_error() {
+        let report = "Compared <this>:\n    --- Type Layout ---\n\n\nError:incompatible type size\n\
+                      Expected:\n    24\nFound:\n    16\n\nError:too many fields\nExpected:\n    3\n";
+        assert_eq!(
+            layout_summary(report),
+            "incompatible type size: expected 24, found 16"
+        );
+        assert_eq!(layout_summary("Error:odd\nFound:\n  x\n"), "odd");
+        assert_eq!(
+            layout_summary("\n  version 0.2 vs 0.1\n"),
+            "version 0.2 vs 0.1"
         );
     }
 

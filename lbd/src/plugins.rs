@@ -290,11 +290,12 @@ impl ProfilePlugin {
                 s.malformed.fetch_add(1, Ordering::Relaxed);
                 Decision::NoKey
             }
-            Outcome::Panicked(m) => {
+            Outcome::Panicked => {
                 let n = s.panics.fetch_add(1, Ordering::Relaxed) + 1;
-                *s.last_panic.lock().expect("panic lock") = Some(m.as_str().to_string());
+                let m = self.instance.last_panic();
                 error!(plugin = self.name(), profile = %self.profile, panics = n,
-                    "plugin panicked: {}", m.as_str());
+                    "plugin panicked: {m}");
+                *s.last_panic.lock().expect("panic lock") = Some(m);
                 if n >= self.panic_limit && !s.disabled.swap(true, Ordering::Relaxed) {
                     error!(plugin = self.name(), "plugin disabled after {n} panics: its profiles decide without it until lbd restarts");
                 }

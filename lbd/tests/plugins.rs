@@ -320,3 +320,56 @@ type = "msrdp"
     let _ = std::fs::remove_file(&cfg);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_panicking_plugin_is_counted_then_disabled_while_lbd_keeps_serving() {
+    let dir = plugin_dir("panicky", &["spanlb-fixture-panicky"]);
+    let servers: Vec<Server> = ["p1", "p2"]
+        .iter()
+        .map(|n| Server::start(n, Behaviour::NameThenEcho))
+        .collect();
+    let port = free_port();
+    let members: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ address = \"{}\" }}", s.addr))
+        .collect();
+    let lbd = Lbd::start(&format!(
+        r#"plugin_dir = "{dir}"
+plugin_panic_limit = 3
+
+[virtual_servers.web]
+destination = "127.0.0.1:{port}"
+pool = "web"
+snat = "none"
+persistence = "boom"
+
+[pools.web]
+members = [{members}]
+
+[persistence.boom]
+type = "universal"
+plugin = "panicky"
+plugin_config = "quiet"
+"#,
+        dir = dir.display(),
+        members = members.join(", ")
+    ));
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for i in 0..6 {
+        let got = ask(vip, &format!("boom {i}"));
+        assert!(got.starts_with('p'), "connection {i} not served: {got:?}");
+    }
+    let p = &lbd.ok(json!({"cmd": "show-plugins"}))["plugins"][0];
+    assert_eq!(p["name"], "panicky");
+    assert_eq!(p["panics"], 3, "{p}");
+    assert_eq!(p["calls"], 3, "a disabled plugin is not called: {p}");
+    assert_eq!(p["state"], "disabled (3 panics)");
+    assert!(
+        p["last_panic"].as_str().unwrap_or("").contains("boom"),
+        "{p}"
+    );
+    assert!(lbd.log_text().contains("plugin disabled after 3 panics"));
+    // Still serving, without the plugin.
+    assert!(ask(vip, "fine").starts_with('p'));
+    let _ = std::fs::remove_dir_all(&dir);
+}

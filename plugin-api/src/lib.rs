@@ -30,8 +30,8 @@
 //!
 //! with `crate-type = ["cdylib", "rlib"]` in the plugin's `Cargo.toml` (the rlib lets its unit
 //! tests call the plugin directly). The macro writes every `extern "C"` entry point and wraps
-//! each call into the plugin in `catch_unwind`: a panic becomes [`Outcome::Panicked`] with its
-//! message (a panic that crossed the boundary would end the whole lbd process).
+//! each call into the plugin in `catch_unwind`: a panic becomes [`Outcome::Panicked`] (its
+//! message kept for [`Instance::last_panic`]) (a panic that crossed the boundary would end the whole lbd process).
 //!
 //! # What crosses the boundary
 //!
@@ -232,8 +232,10 @@ pub enum Outcome {
     NoMatch,
     /// Bytes the plugin's protocol forbids: the pool's method decides, counted separately.
     Malformed,
-    /// The plugin panicked (set by [`export_plugin!`]'s wrappers, never by a plugin itself).
-    Panicked(Message),
+    /// The plugin panicked (set by [`export_plugin!`]'s wrappers, never by a plugin itself);
+    /// the message is fetched with [`Instance::last_panic`], so that the common answers stay
+    /// small (the outcome is returned by value across the boundary on every call).
+    Panicked,
 }
 
 /// What a plugin is (from its [`Plugin`] constants).
@@ -270,6 +272,8 @@ pub trait Plugin: Sized + Send + Sync + 'static {
 #[sabi_trait]
 pub trait InstanceObj: Send + Sync {
     fn inspect(&self, flow: &Flow, bytes: RSlice<'_, u8>) -> Outcome;
+    /// The message of the last panic caught in this instance (empty if none).
+    fn last_panic(&self) -> RString;
 }
 
 /// The boxed instance type crossing the boundary.
@@ -307,17 +311,29 @@ pub fn __panic_message(p: &(dyn std::any::Any + Send)) -> Message {
 
 /// Wraps a [`Plugin`] for the boundary: every call caught.
 #[doc(hidden)]
-pub struct __Wrap<P: Plugin>(pub P);
+pub struct __Wrap<P: Plugin> {
+    pub plugin: P,
+    pub last_panic: std::sync::Mutex<Message>,
+}
 
 impl<P: Plugin> InstanceObj for __Wrap<P> {
     fn inspect(&self, flow: &Flow, bytes: RSlice<'_, u8>) -> Outcome {
         let bytes = bytes.as_slice();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.inspect(flow, bytes)))
-        {
-            Ok(Outcome::Panicked(m)) => Outcome::Panicked(m),
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.plugin.inspect(flow, bytes)
+        })) {
             Ok(o) => o,
-            Err(p) => Outcome::Panicked(__panic_message(&*p)),
+            Err(p) => {
+                let m = __panic_message(&*p);
+                *self.last_panic.lock().unwrap_or_else(|e| e.into_inner()) = m;
+                Outcome::Panicked
+            }
         }
+    }
+
+    fn last_panic(&self) -> RString {
+        let m = *self.last_panic.lock().unwrap_or_else(|e| e.into_inner());
+        RString::from(m.as_str())
     }
 }
 
@@ -342,7 +358,10 @@ pub extern "C" fn __new<P: Plugin>(config: RStr<'_>) -> RResult<InstanceBox, RSt
     let made = std::panic::catch_unwind(|| P::new(config.as_str()));
     match made {
         Ok(Ok(p)) => RResult::ROk(InstanceObj_TO::from_value(
-            __Wrap(p),
+            __Wrap {
+                plugin: p,
+                last_panic: std::sync::Mutex::new(Message::new("")),
+            },
             abi_stable::sabi_trait::TD_Opaque,
         )),
         Ok(Err(e)) => RResult::RErr(RString::from(e)),
@@ -543,6 +562,11 @@ impl Instance {
     pub fn inspect(&self, flow: &Flow, bytes: &[u8]) -> Outcome {
         self.obj.inspect(flow, RSlice::from_slice(bytes))
     }
+
+    /// The message of the last panic caught in this instance.
+    pub fn last_panic(&self) -> String {
+        self.obj.last_panic().into_string()
+    }
 }
 
 /// The same call on a plugin linked in (tests, benchmarks against the `.so`).
@@ -638,10 +662,13 @@ mod tests {
         };
         let i = instantiate_native::<Boom>("").unwrap();
         assert_eq!(i.inspect(&flow, b"ab"), Outcome::Key(Key::new(b"ab")));
-        match i.inspect(&flow, b"xyz") {
-            Outcome::Panicked(m) => assert_eq!(m.as_str(), "boom at 3"),
-            o => panic!("{o:?}"),
-        }
+        assert_eq!(i.inspect(&flow, b"xyz"), Outcome::Panicked);
+        assert_eq!(i.last_panic(), "boom at 3");
+        assert!(
+            std::mem::size_of::<Outcome>() <= 72,
+            "{}",
+            std::mem::size_of::<Outcome>()
+        );
         assert_eq!(instantiate_native::<Boom>("bad").unwrap_err(), "bad config");
     }
 }

@@ -342,7 +342,7 @@ fn check_bounds(f: &Flow, b: &[u8], o: Outcome) {
             assert_eq!(f.transport, Transport::Tcp);
             assert!(min_len as usize > b.len() && min_len <= MAX_INSPECT);
         }
-        Outcome::Panicked(_) => panic!("{o:?}"),
+        Outcome::Panicked => panic!("{o:?}"),
         _ => {}
     }
 }

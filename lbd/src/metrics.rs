@@ -20,6 +20,8 @@
 //! | `member_monitor_state` | `pool`, `member`, `monitor` | 0 unchecked, 1 up, 2 down |
 //! | `connection_table_entries`, `persistence_records` | | table sizes |
 //! | `start_time_seconds` | | when lbd started (Unix time) |
+//! | `plugin_calls_total`, `plugin_keys_total`, `plugin_no_match_total`, `plugin_malformed_total`, `plugin_panics_total`, `plugin_need_more_total` | `plugin` | what loaded plugins answered |
+//! | `plugin_enabled` | `plugin` | 0 once disabled after too many panics |
 //! | `traffic_group_active` | `traffic_group` | 1: its addresses and routes are in place here (device group only, as the rest of this block) |
 //! | `heartbeats_sent_total`, `heartbeats_received_total` | `group` | heartbeat datagrams sent / accepted |
 //! | `heartbeats_rejected_total` | `reason` (`bad-tag`, `replayed`, `unknown-device`, `malformed`) | heartbeats ignored |
@@ -322,6 +324,40 @@ impl Collector for StateCollector {
             "Records in the persistence table",
             shared.persist.len() as i64,
         )?;
+        {
+            let plugins = shared
+                .plugins
+                .lock()
+                .map(|r| r.status())
+                .unwrap_or_default();
+            type Pick = fn(&crate::plugins::PluginStatus) -> u64;
+            let fams: [(&str, &str, Pick); 6] = [
+                ("plugin_calls", "Calls into the plugin", |p| p.calls),
+                ("plugin_keys", "Answers with a key or a member", |p| p.keys + p.members),
+                ("plugin_no_match", "Answers without a key", |p| p.no_match),
+                ("plugin_malformed", "Inputs the plugin called malformed", |p| p.malformed),
+                ("plugin_panics", "Panics caught in the plugin", |p| p.panics),
+                ("plugin_need_more", "Requests for more bytes", |p| p.need_more),
+            ];
+            for (name, help, pick) in fams {
+                family(
+                    e,
+                    name,
+                    help,
+                    Kind::Counter,
+                    plugins.iter().map(|p| ([("plugin", p.name.clone())], pick(p))),
+                )?;
+            }
+            family(
+                e,
+                "plugin_enabled",
+                "1 while the plugin is enabled (0: disabled after too many panics)",
+                Kind::Gauge,
+                plugins
+                    .iter()
+                    .map(|p| ([("plugin", p.name.clone())], u64::from(p.state == "enabled"))),
+            )?;
+        }
         if let Some(c) = shared.cluster.get() {
             let local = c.local_status();
             family(

@@ -189,6 +189,42 @@ fn records(lbd: &Lbd) -> Vec<Value> {
     list.as_array().cloned().unwrap_or_default()
 }
 
+/// `lbctl --socket S --json ARGS` against `lbd`, parsed.
+fn lbctl(lbd: &Lbd, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg("--socket")
+        .arg(&lbd.socket)
+        .arg("--json")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lbctl");
+    assert!(
+        out.status.success(),
+        "lbctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "lbctl {args:?}: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// lbd's WARN and ERROR log lines, printed for the record.
+fn print_warnings(lbd: &Lbd) {
+    let log = lbd.log_text();
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    println!("lbd log: {} WARN/ERROR lines", bad.len());
+    for l in bad.iter().take(10) {
+        println!("  {l}");
+    }
+}
+
 fn vip(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -288,15 +324,13 @@ timeout = "5m"
     cmd.args(["-sn", "uac", "-i", "127.0.0.1", "-p", &uac_port.to_string()])
         .arg(format!("127.0.0.1:{port}"))
         .args(["-m", &CALLS.to_string(), "-r", "50", "-l", "100"])
-        .args(["-nostdin", "-timeout", "40s", "-timeout_error"])
-        .args(["-trace_shortmsg", "-shortmessage_file"])
-        .arg(tmp.path("uac.short"));
+        .args(["-nostdin", "-timeout", "40s", "-timeout_error"]);
     let mut uac = Proc::spawn("sipp uac", &mut cmd, &tmp.0, tmp.path("uac.out"));
     let st = uac.wait(Duration::from_secs(50));
     let screen = uac.output();
     let ok = sipp_stat(&screen, "Successful call");
     let failed = sipp_stat(&screen, "Failed call");
-    println!("SIPp UAC: exit {st}, successful calls {ok:?}, failed {failed:?}");
+    println!("SIPp UAC: {st}, successful calls {ok:?}, failed {failed:?}");
     assert!(
         st.success() && ok == Some(CALLS as u64) && failed == Some(0),
         "SIPp UAC: exit {st}, successful {ok:?}, failed {failed:?}:\n{screen}\n--- lbd log tail ---\n{}",
@@ -328,6 +362,7 @@ timeout = "5m"
         per_uas.iter().all(|&n| n > 0),
         "every UAS gets calls from the one UAC address: {per_uas:?}"
     );
+    print_warnings(&lbd);
     let recs = records(&lbd);
     assert!(
         recs.iter().filter(|r| r["profile"] == "calls").count() >= CALLS,
@@ -346,7 +381,10 @@ fn tail(s: &str, n: usize) -> String {
 
 /// The `New, TLSv1.2` / `Reused, TLSv1.2` lines of an s_client run: (new, reused).
 fn handshakes(out: &str) -> (usize, usize) {
-    let new = out.lines().filter(|l| l.starts_with("New, TLSv1.2")).count();
+    let new = out
+        .lines()
+        .filter(|l| l.starts_with("New, TLSv1.2"))
+        .count();
     let reused = out
         .lines()
         .filter(|l| l.starts_with("Reused, TLSv1.2"))
@@ -360,6 +398,15 @@ fn subject_cn(out: &str) -> Option<String> {
         .find(|l| l.starts_with("subject="))
         .and_then(|l| l.split("CN").nth(1))
         .map(|s| s.trim_start_matches([' ', '=']).trim().to_string())
+}
+
+/// The `Session-ID:` s_client prints (the last one).
+fn session_id(out: &str) -> Option<String> {
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("Session-ID:"))
+        .map(|v| v.trim().to_string())
+        .next_back()
+        .filter(|v| !v.is_empty())
 }
 
 fn s_client(tmp: &TempDir, tag: &str, port: u16, extra: &[&str]) -> String {
@@ -390,13 +437,18 @@ fn tls_sessions_resume_on_the_backend_that_made_them_with_ssl_persistence() {
     let mut servers = Vec::new();
     let mut ports = Vec::new();
     for i in 1..=3 {
-        let (cert, key) = (tmp.path(&format!("b{i}.crt")), tmp.path(&format!("b{i}.key")));
+        let (cert, key) = (
+            tmp.path(&format!("b{i}.crt")),
+            tmp.path(&format!("b{i}.key")),
+        );
         let mut req = Command::new("openssl");
-        req.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-            .args(["-subj", &format!("/CN=b{i}"), "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert);
+        req.args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", &format!("/CN=b{i}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
         let mut p = Proc::spawn("openssl req", &mut req, &tmp.0, tmp.path("req.out"));
         let st = p.wait(Duration::from_secs(30));
         assert!(st.success(), "openssl req: {st}\n{}", p.output());
@@ -489,16 +541,26 @@ timeout = "5m"
     let first = s_client(&tmp, "sess-out", ssl_port, &["-sess_out", sess]);
     assert_eq!(handshakes(&first), (1, 0), "{first}");
     let cn = subject_cn(&first).expect("a subject");
+    let id = session_id(&first).expect("a session id");
     let mut sess_counts = ((0, 0), (0, 0));
     for i in 0..5 {
+        // Each s_server has its own session cache (and certificate): only the backend that made
+        // the session can resume it; another one answers with a new session.
         let out = s_client(&tmp, &format!("sess-in-{i}"), ssl_port, &["-sess_in", sess]);
         let h = handshakes(&out);
-        assert_eq!(h, (0, 1), "run {i} resuming the session made on {cn}:\n{out}");
-        if let Some(c) = subject_cn(&out) {
-            assert_eq!(c, cn, "{out}");
-        }
+        assert_eq!(
+            h,
+            (0, 1),
+            "run {i} resuming the session made on {cn}:\n{out}"
+        );
+        assert_eq!(session_id(&out).as_deref(), Some(id.as_str()), "{out}");
         sess_counts.0 = (sess_counts.0 .0 + h.0, sess_counts.0 .1 + h.1);
-        let out = s_client(&tmp, &format!("sess-plain-{i}"), plain_port, &["-sess_in", sess]);
+        let out = s_client(
+            &tmp,
+            &format!("sess-plain-{i}"),
+            plain_port,
+            &["-sess_in", sess],
+        );
         let h = handshakes(&out);
         sess_counts.1 = (sess_counts.1 .0 + h.0, sess_counts.1 .1 + h.1);
     }
@@ -511,11 +573,37 @@ timeout = "5m"
         "round-robin alone resumed every time: {sess_counts:?}"
     );
 
-    let recs: Vec<Value> = records(&lbd)
+    print_warnings(&lbd);
+    // What lbctl shows: the ssl plugin loaded, and records of the profile keyed by session id.
+    let plugins = lbctl(&lbd, &["show", "plugins"]);
+    assert!(plugins.to_string().contains("\"ssl\""), "{plugins}");
+    let shown = lbctl(&lbd, &["show", "persistence"]);
+    let list = if shown.is_array() {
+        &shown
+    } else {
+        &shown["records"]
+    };
+    let recs: Vec<Value> = list
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
         .into_iter()
         .filter(|r| r["profile"] == "sessions")
         .collect();
     println!("ssl persistence records: {}", recs.len());
+    // The record of the -sess_out session names the backend whose certificate (CN=bN) s_client
+    // saw on the full handshake.
+    let key = format!("hex:{}", id.to_lowercase());
+    let rec = recs
+        .iter()
+        .find(|r| r["key"].as_str().map(str::to_lowercase).as_deref() == Some(key.as_str()))
+        .unwrap_or_else(|| panic!("no record {key}: {shown}"));
+    let n: usize = cn.trim_start_matches('b').parse().expect("CN bN");
+    assert_eq!(
+        rec["member"].as_str(),
+        Some(format!("127.0.0.1:{}", ports[n - 1]).as_str()),
+        "session made on {cn}: {rec}"
+    );
     assert!(
         recs.len() > RUNS,
         "a record per session: {}",
@@ -691,6 +779,7 @@ timeout = "8h"
             assert_eq!(&got, name, "try {i} of {token:?} ({addr})");
         }
     }
+    print_warnings(&lbd);
     let recs: Vec<Value> = records(&lbd)
         .into_iter()
         .filter(|r| r["profile"] == "rdp")

@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: run as root (network namespaces and apt need it)" >&2
   exit 1
 fi
-pkgs=(frr bird2 gobgpd exabgp iproute2 iputils-ping procps psmisc python3 ethtool tcpdump time)
+pkgs=(frr bird2 gobgpd exabgp iproute2 iputils-ping procps psmisc python3 ethtool tcpdump time sip-tester openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # plugin-conn.sh — what a persistence plugin costs lbd in new connections per second: the same
 # lbd virtual server in front of the same nginx, once with the msrdp persistence plugin and once
-# without, driven by the same wrk on loopback, sending RDP X.224 Connection Requests with a
-# `Cookie: mstshash=USER` (a different user per request, so every connection makes a record).
-# nginx answers each with 400 and closes, so every request is a new connection (conn/s).
+# without, driven by the same client on loopback (`rdp-load`: wrk refuses non-HTTP requests),
+# sending RDP X.224 Connection Requests with a `Cookie: mstshash=USER` (a different user per
+# request, so every connection makes a record). nginx answers each with 400 and closes, so
+# every request is a new connection (conn/s).
 #
 # Usage: topologies/bench/plugin-conn.sh [--rounds N] [--duration S] [--conns N] [--no-build]
-#   defaults: 5 rounds of 10 s per target, 50 connections, 1 wrk thread. Prints each round and
+#   defaults: 5 rounds of 10 s per target, 50 client threads. Prints each round and
 #   the medians, then `ratio plugin/plain conn/s = X`.
 # Everything listens on 127.0.0.1 (ports picked free); the work directory is removed at exit.
 set -euo pipefail
@@ -21,16 +22,17 @@ while [ $# -gt 0 ]; do
     *) echo "plugin-conn.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-for t in wrk nginx python3; do
+for t in nginx python3; do
   command -v "$t" >/dev/null || { echo "plugin-conn.sh: $t is needed" >&2; exit 1; }
 done
 target="${CARGO_TARGET_DIR:-target}"
 if [ "$build" = 1 ]; then
-  cargo build --release --locked -p spanlb-lbd -p spanlb-plugin-msrdp >&2
+  cargo build --release --locked -p spanlb-lbd -p spanlb-plugin-msrdp -p spanlb-tests --bin rdp-load >&2
 fi
+load="$target/release/rdp-load"
 lbd="$target/release/lbd"
 so="$target/release/libspanlb_plugin_msrdp.so"
-[ -x "$lbd" ] && [ -f "$so" ] || { echo "plugin-conn.sh: build lbd and the msrdp plugin first" >&2; exit 1; }
+[ -x "$lbd" ] && [ -f "$so" ] && [ -x "$load" ] || { echo "plugin-conn.sh: build lbd and the msrdp plugin first" >&2; exit 1; }
 
 work="$(mktemp -d /tmp/plugin-conn.XXXXXX)"
 pids=()
@@ -84,18 +86,6 @@ for n in plugin plain; do
   pids+=($!)
 done
 
-# One X.224 Connection Request per connection (MS-RDPBCGR 2.2.1.1), user n.
-cat > "$work/rdp.lua" <<'EOF'
-local n = 0
-request = function()
-  n = n + 1
-  local rest = string.char(0xe0, 0, 0, 0, 0, 0) .. "Cookie: mstshash=user" .. n .. "\r\n"
-    .. string.char(1, 0, 8, 0, 3, 0, 0, 0)
-  local len = 4 + 1 + #rest
-  return string.char(3, 0, math.floor(len / 256), len % 256, len - 5) .. rest
-end
-EOF
-
 ready() { # port
   for _ in $(seq 1 100); do
     python3 - "$1" <<'EOF' && return 0
@@ -110,9 +100,8 @@ EOF
 }
 ready "$pport"; ready "$qport"
 
-rps() { # port -> requests/s
-  wrk -t1 -c"$conns" -d"${duration}s" -s "$work/rdp.lua" "http://127.0.0.1:$1/" 2>&1 |
-    awk '/Requests\/sec/ {print $2}'
+rps() { # port -> connections/s
+  "$load" "127.0.0.1:$1" "$conns" "$duration" | awk '/^conn\/s/ {print $2}'
 }
 plugin_runs=() plain_runs=()
 for r in $(seq 1 "$rounds"); do

@@ -333,11 +333,19 @@ impl Collector for StateCollector {
             type Pick = fn(&crate::plugins::PluginStatus) -> u64;
             let fams: [(&str, &str, Pick); 6] = [
                 ("plugin_calls", "Calls into the plugin", |p| p.calls),
-                ("plugin_keys", "Answers with a key or a member", |p| p.keys + p.members),
+                ("plugin_keys", "Answers with a key or a member", |p| {
+                    p.keys + p.members
+                }),
                 ("plugin_no_match", "Answers without a key", |p| p.no_match),
-                ("plugin_malformed", "Inputs the plugin called malformed", |p| p.malformed),
+                (
+                    "plugin_malformed",
+                    "Inputs the plugin called malformed",
+                    |p| p.malformed,
+                ),
                 ("plugin_panics", "Panics caught in the plugin", |p| p.panics),
-                ("plugin_need_more", "Requests for more bytes", |p| p.need_more),
+                ("plugin_need_more", "Requests for more bytes", |p| {
+                    p.need_more
+                }),
             ];
             for (name, help, pick) in fams {
                 family(
@@ -345,7 +353,9 @@ impl Collector for StateCollector {
                     name,
                     help,
                     Kind::Counter,
-                    plugins.iter().map(|p| ([("plugin", p.name.clone())], pick(p))),
+                    plugins
+                        .iter()
+                        .map(|p| ([("plugin", p.name.clone())], pick(p))),
                 )?;
             }
             family(
@@ -353,9 +363,12 @@ impl Collector for StateCollector {
                 "plugin_enabled",
                 "1 while the plugin is enabled (0: disabled after too many panics)",
                 Kind::Gauge,
-                plugins
-                    .iter()
-                    .map(|p| ([("plugin", p.name.clone())], u64::from(p.state == "enabled"))),
+                plugins.iter().map(|p| {
+                    (
+                        [("plugin", p.name.clone())],
+                        u64::from(p.state == "enabled"),
+                    )
+                }),
             )?;
         }
         if let Some(c) = shared.cluster.get() {

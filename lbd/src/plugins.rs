@@ -75,6 +75,7 @@ pub struct Loaded {
 pub struct PluginStatus {
     pub name: String,
     pub version: String,
+    pub kind: String,
     pub description: String,
     pub file: PathBuf,
     pub abi: u32,
@@ -120,6 +121,11 @@ impl Registry {
                 continue;
             }
             let outcome = match plugin_api::load(&path) {
+                Ok(lib) if lib.descriptor.kind.as_str() != "persistence" => Err(format!(
+                    "plugin {}: a `{}` plugin; this lbd loads persistence plugins",
+                    path.display(),
+                    lib.descriptor.kind.as_str()
+                )),
                 Ok(lib) => {
                     let name = lib.name().to_string();
                     if let Some(other) = self.by_name.get(&name) {
@@ -173,6 +179,7 @@ impl Registry {
                 PluginStatus {
                     name: l.lib.name().to_string(),
                     version: l.lib.descriptor.version.as_str().to_string(),
+                    kind: l.lib.descriptor.kind.as_str().to_string(),
                     description: l.lib.descriptor.description.as_str().to_string(),
                     file: l.file.clone(),
                     abi: plugin_api::ABI_VERSION,

@@ -373,3 +373,64 @@ plugin_config = "quiet"
     assert!(ask(vip, "fine").starts_with('p'));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn consistent_hashing_keeps_no_records_and_moves_only_the_keys_of_a_member_that_goes() {
+    let dir = plugin_dir("chash", &["spanlb-plugin-hash"]);
+    let servers: Vec<Server> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|n| Server::start(n, Behaviour::NameThenEcho))
+        .collect();
+    let port = free_port();
+    let members: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ address = \"{}\" }}", s.addr))
+        .collect();
+    let lbd = Lbd::start(&format!(
+        r#"plugin_dir = "{dir}"
+
+[virtual_servers.web]
+destination = "127.0.0.1:{port}"
+pool = "web"
+snat = "none"
+persistence = "users"
+
+[pools.web]
+members = [{members}]
+
+[persistence.users]
+type = "hash"
+plugin_config = 'regex:user=(\w+)'
+consistent_hash = true
+"#,
+        dir = dir.display(),
+        members = members.join(", ")
+    ));
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let users: Vec<String> = (0..24).map(|i| format!("u{i}")).collect();
+    let place = || -> BTreeMap<String, String> {
+        users
+            .iter()
+            .map(|u| (u.clone(), ask(vip, &format!("GET /?user={u} HTTP/1.0"))))
+            .collect()
+    };
+    let before = place();
+    assert_eq!(place(), before, "every key sticks");
+    let used: BTreeSet<&String> = before.values().collect();
+    assert_eq!(used.len(), 3, "{before:?}");
+    let recs = lbd.ok(json!({"cmd": "show-persistence"}));
+    assert_eq!(recs, json!([]), "consistent hashing keeps no records");
+
+    // h2 goes away: only its keys move.
+    let h2 = servers[1].addr.to_string();
+    lbd.ok(json!({"cmd": "member", "pool": "web", "member": h2, "state": "forced-offline"}));
+    let after = place();
+    for (u, m) in &before {
+        if m == "h2" {
+            assert_ne!(after[u], "h2", "{u}");
+        } else {
+            assert_eq!(&after[u], m, "{u} moved although its member stayed");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -244,6 +244,8 @@ pub enum Outcome {
 pub struct Descriptor {
     pub name: RStr<'static>,
     pub version: RStr<'static>,
+    /// What the plugin is for: `persistence` (the only kind lbd loads today).
+    pub kind: RStr<'static>,
     pub description: RStr<'static>,
     pub max_inspect: u32,
     /// lbd also shows it the member's first bytes ([`Direction::ServerToClient`]).
@@ -255,6 +257,8 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     /// The name persistence profiles use (`plugin = "NAME"`): unique among loaded plugins.
     const NAME: &'static str;
     const VERSION: &'static str;
+    /// What the plugin is for; lbd loads `persistence` plugins.
+    const KIND: &'static str = "persistence";
     const DESCRIPTION: &'static str;
     /// The most bytes of a TCP stream this plugin wants before it must decide.
     const MAX_INSPECT: u32;
@@ -347,6 +351,7 @@ pub extern "C" fn __descriptor<P: Plugin>() -> Descriptor {
     Descriptor {
         name: RStr::from_str(P::NAME),
         version: RStr::from_str(P::VERSION),
+        kind: RStr::from_str(P::KIND),
         description: RStr::from_str(P::DESCRIPTION),
         max_inspect: P::MAX_INSPECT,
         inspects_server: P::INSPECTS_SERVER,

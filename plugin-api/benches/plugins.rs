@@ -97,16 +97,19 @@ fn http_request() -> Vec<u8> {
         .to_vec()
 }
 
+/// A plugin called natively.
+type Native = Box<dyn Fn(&Flow, &[u8]) -> Outcome>;
+
 struct Case {
     name: &'static str,
     pkg: &'static str,
     config: &'static str,
     flow: Flow,
     bytes: Vec<u8>,
-    native: Box<dyn Fn(&Flow, &[u8]) -> Outcome>,
+    native: Native,
 }
 
-fn native<P: Plugin>(config: &str) -> Box<dyn Fn(&Flow, &[u8]) -> Outcome> {
+fn native<P: Plugin>(config: &str) -> Native {
     let p = P::new(config).unwrap();
     Box::new(move |f, b| p.inspect(f, b))
 }

@@ -15,34 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{connect, free_port, read_line, Behaviour, Lbd, Server};
+use common::{build_cdylib, connect, free_port, read_line, Behaviour, Lbd, Server};
 use serde_json::{json, Value};
-
-/// Builds package `pkg` and returns its cdylib, from cargo's JSON messages.
-fn build_cdylib(pkg: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--quiet", "--message-format=json", "-p", pkg])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"compiler-artifact\""))
-        .flat_map(|l| {
-            l.split('"')
-                .filter(|s| s.ends_with(".so"))
-                .map(PathBuf::from)
-                .collect::<Vec<_>>()
-        })
-        .next_back()
-        .expect("a .so in cargo's output")
-}
 
 /// A fresh plugin directory holding the given packages' `.so` files.
 fn plugin_dir(tag: &str, pkgs: &[&str]) -> PathBuf {

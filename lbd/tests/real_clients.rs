@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, try_connect, wait_for, Lbd};
+use common::{build_cdylib, free_port, try_connect, wait_for, Lbd};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -136,32 +136,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Builds package `pkg` and returns its cdylib, from cargo's JSON messages.
-fn build_cdylib(pkg: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--quiet", "--message-format=json", "-p", pkg])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"compiler-artifact\""))
-        .flat_map(|l| {
-            l.split('"')
-                .filter(|s| s.ends_with(".so"))
-                .map(PathBuf::from)
-                .collect::<Vec<_>>()
-        })
-        .next_back()
-        .expect("a .so in cargo's output")
 }
 
 /// `dir/plugins` holding the package's `.so`; returns that directory.

@@ -1,0 +1,24 @@
+//! Mirroring: the state that lets a traffic group fail over without losing its sessions.
+//!
+//! For each traffic group, the device it is active on streams the group's mirrored state —
+//! persistence records of profiles with `mirror = true`, UDP flows, and the repair state of
+//! mirrored TCP connections — to the group's next-active device over one channel (DESIGN.md §1,
+//! §5). A channel starts with a full resync of the current state, then carries incremental
+//! updates with strictly increasing update ids; the receiver acknowledges the last id it applied,
+//! so the sender can report "in sync" and its lag, and a reconnect can resume instead of
+//! resyncing.
+//!
+//! - `proto`: the mirror wire protocol — versioned, length-framed messages and their bounded
+//!   binary codec.
+//! - `channel`: the sans-IO channel state machines: [`channel::Sender`] on the active device,
+//!   [`channel::Receiver`] on the next-active device.
+//!
+//! This module must not do I/O, read clocks or spawn tasks (DESIGN.md §7.1): bytes and the
+//! current time are passed in, messages and timer deadlines come out. It must never block the
+//! data path: offering an update is O(1) and, when the bounded queue is full, the channel drops
+//! to "lagging" and schedules a resync rather than waiting. Sockets, TLS and device trust belong
+//! to the task that drives a channel, and nothing here uses `TCP_REPAIR` — TCP repair state is
+//! carried as data only.
+
+pub mod channel;
+pub mod proto;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod metrics;
+pub mod mirror_trust;
 pub mod monitor;
 pub mod plugins;
 pub mod proxy;

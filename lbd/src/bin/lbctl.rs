@@ -81,6 +81,48 @@ enum Cmd {
     /// End standby: this device may hold traffic groups again (auto-failback brings back those
     /// that prefer it).
     Release,
+    /// Device trust for the mirroring channels: the group CA and device certificates. Runs
+    /// locally on files (no daemon): exit 0 done, 1 error, 2 usage.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum TrustCmd {
+    /// Create the device group's CA: DIR/ca.crt and DIR/ca.key (0600). Valid 10 years.
+    Init {
+        /// Device group name (one DNS label).
+        #[arg(long)]
+        group: String,
+        /// Trust directory (created 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Replace an existing CA certificate and key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a device certificate signed by DIR/ca.*: DIR/DEVICE.crt and DIR/DEVICE.key (0600),
+    /// naming DEVICE.GROUP.spanlb and the given mirror addresses. Valid 2 years.
+    Issue {
+        /// Trust directory holding the group CA.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Device name (one DNS label).
+        #[arg(long)]
+        device: String,
+        /// A mirror address of the device (repeat for primary and secondary).
+        #[arg(long = "address", value_name = "IP")]
+        addresses: Vec<std::net::IpAddr>,
+        /// Replace an existing certificate and key of this device.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Every certificate in DIR: subject, SANs, not-after and SHA-256 fingerprint.
+    Show {
+        /// Trust directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,6 +243,8 @@ fn request(cmd: &Cmd) -> Value {
         }
         Cmd::Standby => json!({"cmd": "standby"}),
         Cmd::Release => json!({"cmd": "release"}),
+        // Local: never sent to lbd (main runs it before any request).
+        Cmd::Trust(_) => Value::Null,
     }
 }
 
@@ -244,6 +288,18 @@ fn call(socket: &Path, req: &Value) -> Result<Value, Failure> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Cmd::Trust(t) = &args.cmd {
+        return match trust(t, args.json) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("lbctl: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let socket = args
         .socket
         .clone()
@@ -301,6 +357,91 @@ fn render(cmd: &Cmd, data: &Value, now: u64) -> String {
         ),
         Cmd::Standby => "standby: this device gives up its traffic groups and takes none until `lbctl release`\n".into(),
         Cmd::Release => "released: this device may hold traffic groups again\n".into(),
+        Cmd::Trust(_) => String::new(),
+    }
+}
+
+/// `lbctl trust ...`: local files only.
+fn trust(cmd: &TrustCmd, json: bool) -> Result<String, lbd::mirror::trust::TrustError> {
+    use lbd::mirror::trust as mt;
+    match cmd {
+        TrustCmd::Init { group, dir, force } => {
+            let ca = mt::create_ca(group)?;
+            let (crt, key) = mt::write_pair(dir, "ca", &ca, *force)?;
+            let fp = mt::inspect(&crt)?.fingerprint;
+            Ok(format!(
+                "created CA of device group {group}: {} {}\nfingerprint (SHA-256): {fp}\n",
+                crt.display(),
+                key.display()
+            ))
+        }
+        TrustCmd::Issue {
+            dir,
+            device,
+            addresses,
+            force,
+        } => {
+            if device.eq_ignore_ascii_case("ca") {
+                return Err(mt::TrustError::BadName(
+                    device.clone(),
+                    "reserved for the group CA",
+                ));
+            }
+            let ca = mt::read_pair(dir, "ca")?;
+            let pair = mt::issue_device(&ca, device, addresses)?;
+            let (crt, key) = mt::write_pair(dir, device, &pair, *force)?;
+            let info = mt::inspect(&crt)?;
+            Ok(format!(
+                "issued certificate of device {device}: {} {}\nnames: {}\nfingerprint (SHA-256): {}\n",
+                crt.display(),
+                key.display(),
+                info.sans.join(", "),
+                info.fingerprint
+            ))
+        }
+        TrustCmd::Show { dir } => {
+            let entries = std::fs::read_dir(dir).map_err(|e| mt::TrustError::Io(dir.clone(), e))?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect();
+            files.sort();
+            let infos = files
+                .iter()
+                .map(|f| mt::inspect(f))
+                .collect::<Result<Vec<_>, _>>()?;
+            if json {
+                let v: Vec<Value> = infos
+                    .iter()
+                    .map(|i| {
+                        json!({"file": i.file, "subject": i.subject, "sans": i.sans,
+                               "not_after": i.not_after, "ca": i.is_ca,
+                               "sha256": i.fingerprint})
+                    })
+                    .collect();
+                return Ok(serde_json::to_string_pretty(&v).unwrap_or_default() + "\n");
+            }
+            if infos.is_empty() {
+                return Ok(format!("no certificates in {}\n", dir.display()));
+            }
+            let mut out = String::new();
+            for i in infos {
+                out.push_str(&format!(
+                    "{}{}\n  subject:   {}\n  names:     {}\n  not after: {}\n  sha256:    {}\n",
+                    i.file.display(),
+                    if i.is_ca { " (CA)" } else { "" },
+                    i.subject,
+                    if i.sans.is_empty() {
+                        "-".to_string()
+                    } else {
+                        i.sans.join(", ")
+                    },
+                    i.not_after,
+                    i.fingerprint
+                ));
+            }
+            Ok(out)
+        }
     }
 }
 

@@ -12,13 +12,17 @@
 //!   binary codec.
 //! - `channel`: the sans-IO channel state machines: [`channel::Sender`] on the active device,
 //!   [`channel::Receiver`] on the next-active device.
+//! - `trust`: device trust — the group CA and device certificates (rcgen, `lbctl trust`) and
+//!   the mutual-TLS configurations (rustls) that admit only devices of the group.
 //!
-//! This module must not do I/O, read clocks or spawn tasks (DESIGN.md §7.1): bytes and the
+//! Not wired into the daemon yet (issue 6 in progress). Apart from `trust` (which reads and
+//! writes certificate files), this module must not do I/O, read clocks or spawn tasks (DESIGN.md §7.1): bytes and the
 //! current time are passed in, messages and timer deadlines come out. It must never block the
 //! data path: offering an update is O(1) and, when the bounded queue is full, the channel drops
-//! to "lagging" and schedules a resync rather than waiting. Sockets, TLS and device trust belong
-//! to the task that drives a channel, and nothing here uses `TCP_REPAIR` — TCP repair state is
+//! to "lagging" and schedules a resync rather than waiting. Sockets and TLS belong to the task
+//! that drives a channel, and nothing here uses `TCP_REPAIR` — TCP repair state is
 //! carried as data only.
 
 pub mod channel;
 pub mod proto;
+pub mod trust;

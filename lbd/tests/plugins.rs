@@ -72,6 +72,12 @@ fn ask(vip: SocketAddr, line: &str) -> String {
 fn a_plugin_key_persists_and_a_stray_file_is_skipped() {
     let dir = plugin_dir("tcp", &["spanlb-plugin-template"]);
     std::fs::write(dir.join("libjunk.so"), b"not an ELF file at all").unwrap();
+    // A second copy of the same plugin under another file name: same plugin name, skipped.
+    std::fs::copy(
+        dir.join("libspanlb_plugin_template.so"),
+        dir.join("libzz-copy.so"),
+    )
+    .unwrap();
     let servers: Vec<Server> = ["s1", "s2", "s3"]
         .iter()
         .map(|n| Server::start(n, Behaviour::NameThenEcho))
@@ -106,6 +112,11 @@ fn a_plugin_key_persists_and_a_stray_file_is_skipped() {
         failed.contains("libjunk.so: cannot open"),
         "the stray file is reported: {failed}"
     );
+    assert!(
+        failed.contains("libzz-copy.so: a plugin named `first-line` is already loaded from"),
+        "the duplicate is reported: {failed}"
+    );
+    assert_eq!(plugins["plugins"].as_array().unwrap().len(), 1);
     // Records are there, keyed by the line.
     let recs = lbd.ok(json!({"cmd": "show-persistence"}));
     assert!(recs.to_string().contains("LOGIN alice"), "{recs}");

@@ -337,7 +337,11 @@ async fn sender_session(
     let tls = tokio::time::timeout(t, connector.connect(server_name, tcp))
         .await
         .map_err(|_| LinkError::Timeout("tls handshake"))??;
-    let peer = trust::peer_device(tls.get_ref().1, &cfg.group, &[cfg.peer_device.clone()])?;
+    let peer = trust::peer_device(
+        tls.get_ref().1,
+        &cfg.group,
+        std::slice::from_ref(&cfg.peer_device),
+    )?;
     tracing::info!(traffic_group = %cfg.traffic_group, peer = %addr, device = %peer,
         "mirror: sender connected");
     let (rd, mut wr) = tokio::io::split(tls);

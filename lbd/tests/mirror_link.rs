@@ -302,6 +302,57 @@ async fn offers_do_not_wait_on_a_dead_peer() {
     sender.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_for_the_group_replaces_the_old_one() {
+    let dir = group_dir("g", &["a", "b"]);
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Arc::new(Mutex::new(MapStore::default()));
+    let receiver = link::spawn_receiver(listener, receiver_cfg(&dir), store.clone()).unwrap();
+
+    // A genuine device that says hello and then nothing more.
+    let client =
+        mt::client_config(&dir.path().join("ca.crt"), &dir.crt("a"), &dir.key("a")).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = mt::device_server_name("g", "b").unwrap();
+    let mut old = TlsConnector::from(client).connect(name, tcp).await.unwrap();
+    let mut out = Vec::new();
+    let hello = Message::Hello {
+        device: "a".into(),
+        traffic_group: TG.into(),
+        epoch: 1,
+        resume_from: None,
+    };
+    proto::encode(&hello, &mut out).unwrap();
+    old.write_all(&out).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = old.read(&mut buf).await.unwrap();
+    assert!(matches!(
+        proto::decode(&buf[..n]),
+        Ok(Some((Message::Hello { .. }, _)))
+    ));
+
+    // The link's sender takes the channel over; the old connection is closed.
+    let source = Arc::new(Source::default());
+    let (h, sender) = link::spawn_sender(sender_cfg(&dir, addr, None), source.clone()).unwrap();
+    for i in 0..10 {
+        source.put(&h, persist(i));
+    }
+    wait_synced(&h, &source, &store).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match old.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // heartbeats sent before the takeover
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the replaced connection stayed open");
+    sender.abort();
+    receiver.abort();
+}
+
 fn cert_der(path: &Path) -> rustls::pki_types::CertificateDer<'static> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::from_pem_file(path).unwrap()

@@ -133,6 +133,8 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 const WRITE_BATCH: usize = 64 * 1024;
 /// Socket read size.
 const READ_CHUNK: usize = 16 * 1024;
+/// Connections a receiver serves at once (handshaking or running); more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Reads frames from a stream; the buffer never holds more than one frame's worth plus a
 /// chunk, because `proto::decode` rejects a declared length above `MAX_FRAME` from the header.
@@ -307,7 +309,11 @@ pub fn spawn_sender(
                         "mirror: sender connection ended"
                     ),
                 }
-                lock(&shared.st).sender.disconnected();
+                {
+                    let mut st = lock(&shared.st);
+                    st.sender.disconnected();
+                    st.capture = None;
+                }
                 // A session that lasted resets the backoff.
                 if started.elapsed() > cfg.backoff_max {
                     backoff = cfg.backoff_min;
@@ -468,6 +474,11 @@ pub fn spawn_receiver(
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
+                    Ok((tcp, addr)) if conns.len() >= MAX_CONNECTIONS => {
+                        drop(tcp);
+                        tracing::warn!(peer = %addr, reason = "too many connections",
+                            "mirror: refused connection");
+                    }
                     Ok((tcp, addr)) => {
                         let shared = shared.clone();
                         let acceptor = acceptor.clone();

@@ -14,6 +14,8 @@
 //!   [`channel::Receiver`] on the next-active device.
 //! - `trust`: device trust — the group CA and device certificates (rcgen, `lbctl trust`) and
 //!   the mutual-TLS configurations (rustls) that admit only devices of the group.
+//! - `link`: the I/O drivers — the sender and receiver tasks that own a channel's TLS socket and
+//!   drive the state machines of `channel` (not wired into the daemon yet).
 //!
 //! Not wired into the daemon yet (issue 6 in progress). Apart from `trust` (which reads and
 //! writes certificate files), this module must not do I/O, read clocks or spawn tasks (DESIGN.md §7.1): bytes and the
@@ -24,5 +26,6 @@
 //! carried as data only.
 
 pub mod channel;
+pub mod link;
 pub mod proto;
 pub mod trust;

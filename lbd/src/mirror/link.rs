@@ -1,0 +1,627 @@
+//! The I/O drivers of the mirroring channels (DESIGN.md §5, §7; issue 6): the tasks that own a
+//! channel's socket and drive the sans-IO state machines of [`super::channel`].
+//!
+//! - [`spawn_sender`]: one task per traffic group on its active device. It connects to the
+//!   peer's mirror address (primary, then secondary; bounded exponential backoff between
+//!   rounds), does mutual TLS ([`trust::client_config`], the peer's
+//!   [`trust::device_server_name`], then [`trust::peer_device`]) and runs a
+//!   [`channel::Sender`]. The data path offers updates through a [`SenderHandle`], which locks
+//!   the channel only for the O(1) `offer` and never waits on the network: with the peer down
+//!   or slow, the channel's own bounded queue overflows and it goes Lagging.
+//! - [`spawn_receiver`]: the next-active device's listener. It accepts connections, admits only
+//!   devices of the group ([`trust::server_config`], [`trust::peer_device`]; refusals are logged
+//!   with the peer address and the reason, and nothing of theirs reaches the store), and runs a
+//!   [`channel::Receiver`] per expected traffic group. A new connection for a group replaces
+//!   the old one.
+//!
+//! Everything is bounded: frames by [`proto::MAX_FRAME`] (the decoder rejects larger ones from
+//! the header), handshakes and writes by `io_timeout`, a silent peer by the channel's dead
+//! timer; per-connection tasks are aborted when the task that spawned them ends or is aborted.
+//!
+//! This module must not block the data path (no lock is held across an await or a network
+//! operation, except the snapshot copy, which runs with the channel unlocked), must not apply
+//! anything from a peer that the trust layer refused, and must not touch the daemon's
+//! configuration: it is not wired into the daemon yet.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::channel::{self, AckPolicy, ChannelError, SenderStatus, Store, Timers};
+use super::proto::{self, Message, ProtoError, Record, RecordKey};
+use super::trust::{self, TrustError};
+
+/// Errors of a mirroring link. Each one ends a connection (the sender reconnects); only
+/// configuration errors (`Trust`) are returned by the spawn functions.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Proto(#[from] ProtoError),
+    #[error("channel: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("trust: {0}")]
+    Trust(#[from] TrustError),
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("connection closed by the peer")]
+    Closed,
+    #[error("no channel for traffic group {0} here")]
+    UnknownTrafficGroup(String),
+    #[error("first message was {0}, not hello")]
+    NoHello(&'static str),
+    #[error("replaced by a newer connection")]
+    Replaced,
+}
+
+/// Where the channel's state comes from when a full resync is due.
+pub trait SnapshotSource: Send + Sync {
+    /// The current mirrored state of `traffic_group`. Must be a quick copy: it runs on the
+    /// sender's task (with the channel unlocked; offers made meanwhile are replayed after it).
+    fn snapshot(&self, traffic_group: &str) -> Vec<Record>;
+}
+
+/// A sender link's configuration.
+#[derive(Debug, Clone)]
+pub struct SenderLink {
+    /// This device.
+    pub device: String,
+    /// The device group (the CA's name).
+    pub group: String,
+    /// The peer device (the group's next-active device), as its certificate names it.
+    pub peer_device: String,
+    pub traffic_group: String,
+    /// The peer's mirror addresses: the primary, then the secondary.
+    pub primary: SocketAddr,
+    pub secondary: Option<SocketAddr>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The sender's epoch (e.g. the start time of lbd, Unix ms).
+    pub epoch: u64,
+    /// Unacknowledged updates retained before the channel goes Lagging.
+    pub capacity: usize,
+    pub timers: Timers,
+    /// Connect, handshake and write timeout.
+    pub io_timeout: Duration,
+    /// Backoff between connection rounds: from `backoff_min`, doubling, up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// A receiver link's configuration.
+#[derive(Debug, Clone)]
+pub struct ReceiverLink {
+    /// This device.
+    pub device: String,
+    /// The device group (the CA's name).
+    pub group: String,
+    /// The devices of the group admitted as senders.
+    pub group_devices: Vec<String>,
+    /// The traffic groups this device is next-active for: one channel each.
+    pub traffic_groups: Vec<String>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub timers: Timers,
+    pub acks: AckPolicy,
+    /// Handshake, first-message and write timeout.
+    pub io_timeout: Duration,
+}
+
+/// The current time, Unix milliseconds (the clock records and channels use).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bytes gathered from `poll_send` before a write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Socket read size.
+const READ_CHUNK: usize = 16 * 1024;
+/// Connections a receiver serves at once (handshaking or running); more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Reads frames from a stream; the buffer never holds more than one frame's worth plus a
+/// chunk, because `proto::decode` rejects a declared length above `MAX_FRAME` from the header.
+struct FrameReader<R> {
+    rd: R,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(rd: R) -> Self {
+        FrameReader {
+            rd,
+            buf: Vec::with_capacity(READ_CHUNK),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Message, LinkError> {
+        loop {
+            if let Some((msg, n)) = proto::decode(&self.buf)? {
+                self.buf.drain(..n);
+                return Ok(msg);
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let n = self.rd.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(LinkError::Closed);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+async fn write_timed<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    buf: &[u8],
+    t: Duration,
+) -> Result<(), LinkError> {
+    tokio::time::timeout(t, async {
+        wr.write_all(buf).await?;
+        wr.flush().await
+    })
+    .await
+    .map_err(|_| LinkError::Timeout("write"))??;
+    Ok(())
+}
+
+/// Sleeps until `deadline` (Unix ms), or not at all when there is none soon.
+async fn sleep_until_ms(deadline: Option<u64>) {
+    let ms = deadline.map_or(1000, |d| d.saturating_sub(now_ms()));
+    tokio::time::sleep(Duration::from_millis(ms.clamp(1, 1000))).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sender
+
+/// An update offered while a snapshot is being taken, replayed after it.
+enum Pending {
+    Record(Record),
+    Delete(RecordKey),
+}
+
+struct SenderState {
+    sender: channel::Sender,
+    /// Offers made while a snapshot is taken (at most `capacity + 1`: more would overflow the
+    /// channel when replayed anyway, which asks for a new snapshot).
+    capture: Option<Vec<Pending>>,
+}
+
+struct SenderShared {
+    st: Mutex<SenderState>,
+    /// Wakes the sender's writer: something to send.
+    wake: Notify,
+    capacity: usize,
+}
+
+impl SenderShared {
+    fn capture(&self, st: &mut SenderState, p: impl FnOnce() -> Pending) {
+        if let Some(c) = st.capture.as_mut() {
+            if c.len() <= self.capacity {
+                c.push(p());
+            }
+        }
+    }
+}
+
+/// The data path's side of a sender link. Cheap to clone; never waits on the network.
+#[derive(Clone)]
+pub struct SenderHandle {
+    shared: Arc<SenderShared>,
+}
+
+impl SenderHandle {
+    /// Offers a record; returns its update id. O(1): with the queue full the channel goes
+    /// Lagging and a resync will carry the record.
+    pub fn offer(&self, record: Record) -> Result<u64, LinkError> {
+        let now = now_ms();
+        let mut st = lock(&self.shared.st);
+        let copy = st.capture.is_some().then(|| record.clone());
+        let id = st.sender.offer(now, record)?;
+        if let Some(r) = copy {
+            self.shared.capture(&mut st, || Pending::Record(r));
+        }
+        drop(st);
+        self.shared.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Offers the deletion of the record under `key`; returns its update id.
+    pub fn offer_delete(&self, key: RecordKey) -> u64 {
+        let now = now_ms();
+        let mut st = lock(&self.shared.st);
+        let copy = st.capture.is_some().then(|| key.clone());
+        let id = st.sender.offer_delete(now, key);
+        if let Some(k) = copy {
+            self.shared.capture(&mut st, || Pending::Delete(k));
+        }
+        drop(st);
+        self.shared.wake.notify_one();
+        id
+    }
+
+    /// State, last sent and acked ids, lag and queue lengths.
+    pub fn status(&self) -> SenderStatus {
+        lock(&self.shared.st).sender.status(now_ms())
+    }
+}
+
+/// Starts the sender task of `cfg.traffic_group`. Fails only on a bad trust configuration.
+pub fn spawn_sender(
+    cfg: SenderLink,
+    source: Arc<dyn SnapshotSource>,
+) -> Result<(SenderHandle, JoinHandle<()>), LinkError> {
+    let tls = trust::client_config(&cfg.ca, &cfg.cert, &cfg.key)?;
+    let server_name = trust::device_server_name(&cfg.group, &cfg.peer_device)?;
+    let shared = Arc::new(SenderShared {
+        st: Mutex::new(SenderState {
+            sender: channel::Sender::new(
+                &cfg.device,
+                &cfg.traffic_group,
+                cfg.epoch,
+                cfg.capacity,
+                cfg.timers,
+            ),
+            capture: None,
+        }),
+        wake: Notify::new(),
+        capacity: cfg.capacity.max(1),
+    });
+    let handle = SenderHandle {
+        shared: shared.clone(),
+    };
+    let connector = TlsConnector::from(tls);
+    let task = tokio::spawn(async move {
+        let mut backoff = cfg.backoff_min;
+        loop {
+            let addrs = std::iter::once(cfg.primary).chain(cfg.secondary);
+            for addr in addrs {
+                let started = tokio::time::Instant::now();
+                match sender_session(
+                    &cfg,
+                    &connector,
+                    server_name.clone(),
+                    addr,
+                    &shared,
+                    &*source,
+                )
+                .await
+                {
+                    Ok(()) => {}
+                    Err(e) => tracing::info!(
+                        traffic_group = %cfg.traffic_group, peer = %addr, error = %e,
+                        "mirror: sender connection ended"
+                    ),
+                }
+                {
+                    let mut st = lock(&shared.st);
+                    st.sender.disconnected();
+                    st.capture = None;
+                }
+                // A session that lasted resets the backoff.
+                if started.elapsed() > cfg.backoff_max {
+                    backoff = cfg.backoff_min;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(cfg.backoff_max);
+        }
+    });
+    Ok((handle, task))
+}
+
+/// One connection of a sender: connect, handshake, run the channel until an error.
+async fn sender_session(
+    cfg: &SenderLink,
+    connector: &TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
+    addr: SocketAddr,
+    shared: &SenderShared,
+    source: &dyn SnapshotSource,
+) -> Result<(), LinkError> {
+    let t = cfg.io_timeout;
+    let tcp = tokio::time::timeout(t, TcpStream::connect(addr))
+        .await
+        .map_err(|_| LinkError::Timeout("connect"))??;
+    tcp.set_nodelay(true)?;
+    let tls = tokio::time::timeout(t, connector.connect(server_name, tcp))
+        .await
+        .map_err(|_| LinkError::Timeout("tls handshake"))??;
+    let peer = trust::peer_device(
+        tls.get_ref().1,
+        &cfg.group,
+        std::slice::from_ref(&cfg.peer_device),
+    )?;
+    tracing::info!(traffic_group = %cfg.traffic_group, peer = %addr, device = %peer,
+        "mirror: sender connected");
+    let (rd, mut wr) = tokio::io::split(tls);
+    lock(&shared.st).sender.connected(now_ms());
+    shared.wake.notify_one();
+
+    #[allow(unreachable_code)]
+    let reader = async {
+        let mut frames = FrameReader::new(rd);
+        loop {
+            let msg = frames.next().await?;
+            lock(&shared.st).sender.on_message(now_ms(), msg)?;
+            shared.wake.notify_one();
+        }
+        Ok::<(), LinkError>(())
+    };
+    #[allow(unreachable_code)]
+    let writer = async {
+        let mut out = Vec::with_capacity(WRITE_BATCH);
+        loop {
+            if lock(&shared.st).sender.wants_snapshot() {
+                lock(&shared.st).capture = Some(Vec::new());
+                let snapshot = source.snapshot(&cfg.traffic_group);
+                let mut st = lock(&shared.st);
+                let captured = st.capture.take().unwrap_or_default();
+                let now = now_ms();
+                st.sender.resync(now, snapshot)?;
+                for p in captured {
+                    match p {
+                        Pending::Record(r) => {
+                            st.sender.offer(now, r)?;
+                        }
+                        Pending::Delete(k) => {
+                            st.sender.offer_delete(now, k);
+                        }
+                    }
+                }
+            }
+            out.clear();
+            let deadline = {
+                let mut st = lock(&shared.st);
+                st.sender.on_timer(now_ms())?;
+                while out.len() < WRITE_BATCH {
+                    let Some(m) = st.sender.poll_send() else {
+                        break;
+                    };
+                    proto::encode(&m, &mut out)?;
+                }
+                st.sender.next_deadline()
+            };
+            if !out.is_empty() {
+                write_timed(&mut wr, &out, t).await?;
+                continue;
+            }
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = sleep_until_ms(deadline) => {}
+            }
+        }
+        Ok::<(), LinkError>(())
+    };
+    tokio::try_join!(reader, writer).map(|_: ((), ())| ())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiver
+
+/// One traffic group's channel on the receiver, across connections.
+struct Slot {
+    receiver: channel::Receiver,
+    /// The connection currently driving it: its generation and how to end it.
+    generation: u64,
+    kick: Option<Arc<Notify>>,
+}
+
+struct ReceiverShared {
+    cfg: ReceiverLink,
+    slots: HashMap<String, Mutex<Slot>>,
+    store: Arc<Mutex<dyn Store + Send>>,
+}
+
+/// `channel::Receiver::on_message` wants a sized store.
+struct DynStore<'a>(&'a mut (dyn Store + Send));
+
+impl Store for DynStore<'_> {
+    fn upsert(&mut self, r: Record) {
+        self.0.upsert(r)
+    }
+    fn delete(&mut self, key: &RecordKey) {
+        self.0.delete(key)
+    }
+    fn clear_group(&mut self, tg: &str) {
+        self.0.clear_group(tg)
+    }
+}
+
+/// Starts the receiver: accepts senders on `listener` and applies what they mirror to
+/// `store`. Aborting the returned task ends every connection. Fails only on a bad trust
+/// configuration.
+pub fn spawn_receiver(
+    listener: TcpListener,
+    cfg: ReceiverLink,
+    store: Arc<Mutex<dyn Store + Send>>,
+) -> Result<JoinHandle<()>, LinkError> {
+    let tls = trust::server_config(&cfg.ca, &cfg.cert, &cfg.key, &cfg.group_devices)?;
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = cfg
+        .traffic_groups
+        .iter()
+        .map(|tg| {
+            let receiver = channel::Receiver::new(&cfg.device, tg, cfg.timers, cfg.acks);
+            let slot = Slot {
+                receiver,
+                generation: 0,
+                kick: None,
+            };
+            (tg.clone(), Mutex::new(slot))
+        })
+        .collect();
+    let shared = Arc::new(ReceiverShared { cfg, slots, store });
+    Ok(tokio::spawn(async move {
+        // Dropped (so every connection task aborted) when this task ends or is aborted.
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, addr)) if conns.len() >= MAX_CONNECTIONS => {
+                        drop(tcp);
+                        tracing::warn!(peer = %addr, reason = "too many connections",
+                            "mirror: refused connection");
+                    }
+                    Ok((tcp, addr)) => {
+                        let shared = shared.clone();
+                        let acceptor = acceptor.clone();
+                        conns.spawn(async move {
+                            if let Err(e) = receiver_conn(&shared, &acceptor, tcp, addr).await {
+                                tracing::warn!(peer = %addr, error = %e,
+                                    "mirror: receiver connection ended");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mirror: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+    }))
+}
+
+/// One sender's connection: admit it, find its channel, run it.
+async fn receiver_conn(
+    shared: &ReceiverShared,
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) -> Result<(), LinkError> {
+    let cfg = &shared.cfg;
+    let t = cfg.io_timeout;
+    tcp.set_nodelay(true)?;
+    let tls = match tokio::time::timeout(t, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %addr, reason = %e, "mirror: refused connection (tls)");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(peer = %addr, reason = "handshake timed out",
+                "mirror: refused connection");
+            return Ok(());
+        }
+    };
+    let device = match trust::peer_device(tls.get_ref().1, &cfg.group, &cfg.group_devices) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(peer = %addr, reason = %e, "mirror: refused connection (trust)");
+            return Ok(());
+        }
+    };
+    let (rd, mut wr) = tokio::io::split(tls);
+    let mut frames = FrameReader::new(rd);
+    let hello = tokio::time::timeout(t, frames.next())
+        .await
+        .map_err(|_| LinkError::Timeout("hello"))??;
+    let Message::Hello { traffic_group, .. } = &hello else {
+        return Err(LinkError::NoHello(hello.name()));
+    };
+    let Some(slot) = shared.slots.get(traffic_group) else {
+        return Err(LinkError::UnknownTrafficGroup(traffic_group.clone()));
+    };
+    tracing::info!(peer = %addr, %device, %traffic_group, "mirror: sender connected");
+
+    // Take the channel over from any previous connection.
+    let kick = Arc::new(Notify::new());
+    let wake = Notify::new();
+    let generation = {
+        let mut s = lock(slot);
+        if let Some(old) = s.kick.take() {
+            old.notify_one();
+        }
+        s.receiver.disconnected();
+        s.generation += 1;
+        s.kick = Some(kick.clone());
+        let now = now_ms();
+        s.receiver.connected(now);
+        let mut store = lock(&*shared.store);
+        s.receiver
+            .on_message(now, hello, &mut DynStore(&mut *store))?;
+        s.generation
+    };
+    // Runs `f` on the slot while this connection still owns it.
+    let with_slot = |f: &mut dyn FnMut(&mut Slot) -> Result<(), LinkError>| {
+        let mut s = lock(slot);
+        if s.generation != generation {
+            return Err(LinkError::Replaced);
+        }
+        f(&mut s)
+    };
+
+    #[allow(unreachable_code)]
+    let reader = async {
+        loop {
+            let msg = frames.next().await?;
+            let mut msg = Some(msg);
+            with_slot(&mut |s| {
+                let mut store = lock(&*shared.store);
+                let m = msg.take().expect("one message");
+                s.receiver
+                    .on_message(now_ms(), m, &mut DynStore(&mut *store))?;
+                Ok(())
+            })?;
+            wake.notify_one();
+        }
+        Ok::<(), LinkError>(())
+    };
+    #[allow(unreachable_code)]
+    let writer = async {
+        let mut out = Vec::with_capacity(WRITE_BATCH);
+        loop {
+            out.clear();
+            let mut deadline = None;
+            with_slot(&mut |s| {
+                s.receiver.on_timer(now_ms())?;
+                while out.len() < WRITE_BATCH {
+                    let Some(m) = s.receiver.poll_send() else {
+                        break;
+                    };
+                    proto::encode(&m, &mut out)?;
+                }
+                deadline = s.receiver.next_deadline();
+                Ok(())
+            })?;
+            if !out.is_empty() {
+                write_timed(&mut wr, &out, t).await?;
+                continue;
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = sleep_until_ms(deadline) => {}
+            }
+        }
+        Ok::<(), LinkError>(())
+    };
+    let kicked = async {
+        kick.notified().await;
+        Err::<(), _>(LinkError::Replaced)
+    };
+    let result = tokio::try_join!(reader, writer, kicked).map(|_: ((), (), ())| ());
+    let mut s = lock(slot);
+    if s.generation == generation {
+        s.receiver.disconnected();
+        s.kick = None;
+    }
+    result
+}

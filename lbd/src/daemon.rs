@@ -259,21 +259,7 @@ impl Shared {
         self.reconcile_monitors(&rt, &mut tasks);
         drop(tasks);
         if let Some(c) = self.cluster.get() {
-            if Local::from_config(&rt.config).map(|l| {
-                (
-                    l.group_file,
-                    l.external_interface,
-                    l.internal_interface,
-                    l.vip_interface,
-                    l.bgpd_socket,
-                )
-            }) != Some((
-                c.local.group_file.clone(),
-                c.local.external_interface.clone(),
-                c.local.internal_interface.clone(),
-                c.local.vip_interface.clone(),
-                c.local.bgpd_socket.clone(),
-            )) {
+            if Local::from_config(&rt.config).as_ref() != Some(&c.local) {
                 warn!("device-group settings in [device] changed: they take effect at the next restart");
             }
             c.refresh_virtual_addresses(self).await;

@@ -3,7 +3,11 @@
 //! lbd serves virtual servers (VIP:port, TCP or UDP) as a full proxy in front of pools of
 //! members: it picks a member (persistence record, else the pool's method), connects from the
 //! address source address translation says, and relays both ways. Health monitors drive member
-//! state; a pool with no available member makes its virtual servers unavailable.
+//! state; a pool with no available member makes its virtual servers unavailable. Persistence
+//! profiles may be backed by plugins (`plugins`, loaded from `.so` files through `plugin-api`).
+//! With a device group configured, lbd runs heartbeats and traffic-group failover (`cluster`)
+//! and asks bgpd for the routes of the traffic groups active here; `mirror` holds the
+//! mirroring channel's pieces (not yet wired in).
 //!
 //! lbd must not announce routes itself (bgpd does, driven over its control socket), and its data
 //! path must never block on anything but its own sockets.

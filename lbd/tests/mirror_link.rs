@@ -3,11 +3,11 @@
 //! offers that do not wait on a dead peer.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod trust_dir;
 
 use lbd::mirror::channel::{AckPolicy, State, Store, Timers};
 use lbd::mirror::link::{self, ReceiverLink, SenderHandle, SenderLink, SnapshotSource};
@@ -16,51 +16,9 @@ use lbd::mirror::trust as mt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
+use trust_dir::{group_dir, stranger_client, TempDir, LOOPBACK};
 
 const TG: &str = "tg1";
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "spanlb-mlink-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn crt(&self, d: &str) -> PathBuf {
-        self.0.join(format!("{d}.crt"))
-    }
-    fn key(&self, d: &str) -> PathBuf {
-        self.0.join(format!("{d}.key"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn group_dir(group: &str, devices: &[&str]) -> TempDir {
-    let dir = TempDir::new(group);
-    let ca = mt::create_ca(group).unwrap();
-    mt::write_pair(dir.path(), "ca", &ca, false).unwrap();
-    for d in devices {
-        let pair = mt::issue_device(&ca, d, &[LOOPBACK]).unwrap();
-        mt::write_pair(dir.path(), d, &pair, false).unwrap();
-    }
-    dir
-}
 
 type Table = HashMap<RecordKey, Record>;
 
@@ -351,28 +309,4 @@ async fn a_new_connection_for_the_group_replaces_the_old_one() {
     assert!(closed.is_ok(), "the replaced connection stayed open");
     sender.abort();
     receiver.abort();
-}
-
-fn cert_der(path: &Path) -> rustls::pki_types::CertificateDer<'static> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_file(path).unwrap()
-}
-
-/// A client that verifies the server against `ca` but presents another CA's certificate.
-fn stranger_client(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der(ca)).unwrap();
-    let chain = vec![cert_der(cert)];
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap(),
-    )
 }

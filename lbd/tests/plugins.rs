@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{build_cdylib, connect, free_port, read_line, Behaviour, Lbd, Server};
+use common::{build_cdylib, connect, free_port, persistent_vs, read_line, Behaviour, Lbd, Server};
 use serde_json::{json, Value};
 
 /// A fresh plugin directory holding the given packages' `.so` files.
@@ -35,29 +35,17 @@ fn add_plugin(dir: &Path, pkg: &str) {
 }
 
 fn tcp_body(dir: &Path, port: u16, servers: &[&Server]) -> String {
-    let members: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{{ address = \"{}\" }}", s.addr))
-        .collect();
+    let members: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
     format!(
-        r#"plugin_dir = "{dir}"
-
-[virtual_servers.web]
-destination = "127.0.0.1:{port}"
-pool = "web"
-snat = "none"
-persistence = "line"
-
-[pools.web]
-members = [{members}]
-
-[persistence.line]
-type = "universal"
-plugin = "first-line"
-timeout = "5m"
-"#,
-        dir = dir.display(),
-        members = members.join(", ")
+        "plugin_dir = \"{}\"\n{}",
+        dir.display(),
+        persistent_vs(
+            "web",
+            "tcp",
+            port,
+            &members,
+            "type = \"universal\"\nplugin = \"first-line\"\ntimeout = \"5m\""
+        )
     )
 }
 
@@ -184,27 +172,16 @@ fn udp_datagrams_from_one_address_spread_and_stick_per_call_id_after_a_reload_ad
         .map(UdpMember::start)
         .collect();
     let port = free_port();
-    let list: Vec<String> = members
-        .iter()
-        .map(|m| format!("{{ address = \"{}\" }}", m.addr))
-        .collect();
+    let addrs: Vec<String> = members.iter().map(|m| m.addr.to_string()).collect();
     lbd.write_config(&format!(
-        r#"{base}
-[virtual_servers.sip]
-destination = "127.0.0.1:{port}"
-protocol = "udp"
-pool = "sip"
-snat = "none"
-persistence = "calls"
-
-[pools.sip]
-members = [{list}]
-
-[persistence.calls]
-type = "sip"
-timeout = "5m"
-"#,
-        list = list.join(", ")
+        "{base}{}",
+        persistent_vs(
+            "calls",
+            "udp",
+            port,
+            &addrs,
+            "type = \"sip\"\ntimeout = \"5m\""
+        )
     ));
     lbd.ok(json!({"cmd": "reload"}));
     let plugins = lbd.ok(json!({"cmd": "show-plugins"}));
@@ -314,30 +291,17 @@ fn a_panicking_plugin_is_counted_then_disabled_while_lbd_keeps_serving() {
         .map(|n| Server::start(n, Behaviour::NameThenEcho))
         .collect();
     let port = free_port();
-    let members: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{{ address = \"{}\" }}", s.addr))
-        .collect();
+    let members: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
     let lbd = Lbd::start(&format!(
-        r#"plugin_dir = "{dir}"
-plugin_panic_limit = 3
-
-[virtual_servers.web]
-destination = "127.0.0.1:{port}"
-pool = "web"
-snat = "none"
-persistence = "boom"
-
-[pools.web]
-members = [{members}]
-
-[persistence.boom]
-type = "universal"
-plugin = "panicky"
-plugin_config = "quiet"
-"#,
-        dir = dir.display(),
-        members = members.join(", ")
+        "plugin_dir = \"{}\"\nplugin_panic_limit = 3\n{}",
+        dir.display(),
+        persistent_vs(
+            "boom",
+            "tcp",
+            port,
+            &members,
+            "type = \"universal\"\nplugin = \"panicky\"\nplugin_config = \"quiet\""
+        )
     ));
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     for i in 0..6 {
@@ -367,29 +331,17 @@ fn consistent_hashing_keeps_no_records_and_moves_only_the_keys_of_a_member_that_
         .map(|n| Server::start(n, Behaviour::NameThenEcho))
         .collect();
     let port = free_port();
-    let members: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{{ address = \"{}\" }}", s.addr))
-        .collect();
+    let members: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
     let lbd = Lbd::start(&format!(
-        r#"plugin_dir = "{dir}"
-
-[virtual_servers.web]
-destination = "127.0.0.1:{port}"
-pool = "web"
-snat = "none"
-persistence = "users"
-
-[pools.web]
-members = [{members}]
-
-[persistence.users]
-type = "hash"
-plugin_config = 'regex:user=(\w+)'
-consistent_hash = true
-"#,
-        dir = dir.display(),
-        members = members.join(", ")
+        "plugin_dir = \"{}\"\n{}",
+        dir.display(),
+        persistent_vs(
+            "users",
+            "tcp",
+            port,
+            &members,
+            "type = \"hash\"\nplugin_config = 'regex:user=(\\w+)'\nconsistent_hash = true"
+        )
     ));
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let users: Vec<String> = (0..24).map(|i| format!("u{i}")).collect();
@@ -408,7 +360,7 @@ consistent_hash = true
 
     // h2 goes away: only its keys move.
     let h2 = servers[1].addr.to_string();
-    lbd.ok(json!({"cmd": "member", "pool": "web", "member": h2, "state": "forced-offline"}));
+    lbd.ok(json!({"cmd": "member", "pool": "users", "member": h2, "state": "forced-offline"}));
     let after = place();
     for (u, m) in &before {
         if m == "h2" {

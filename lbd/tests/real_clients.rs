@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{build_cdylib, free_port, try_connect, wait_for, Lbd};
+use common::{build_cdylib, free_port, persistent_vs, try_connect, wait_for, Lbd};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -268,29 +268,17 @@ fn sipp_calls_through_lbd_stay_whole_on_one_uas_each() {
     }
 
     let port = free_udp_port();
-    let members: Vec<String> = uas_ports
-        .iter()
-        .map(|p| format!("{{ address = \"127.0.0.1:{p}\" }}"))
-        .collect();
+    let members: Vec<String> = uas_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let lbd = Lbd::start(&format!(
-        r#"plugin_dir = "{dir}"
-
-[virtual_servers.sip]
-destination = "127.0.0.1:{port}"
-protocol = "udp"
-pool = "sip"
-snat = "none"
-persistence = "calls"
-
-[pools.sip]
-members = [{members}]
-
-[persistence.calls]
-type = "sip"
-timeout = "5m"
-"#,
-        dir = plugins.display(),
-        members = members.join(", ")
+        "plugin_dir = \"{}\"\n{}",
+        plugins.display(),
+        persistent_vs(
+            "calls",
+            "udp",
+            port,
+            &members,
+            "type = \"sip\"\ntimeout = \"5m\""
+        )
     ));
 
     let uac_port = free_udp_port();
@@ -693,29 +681,17 @@ fn rdp_users_stick_to_a_member_and_routing_tokens_pick_theirs() {
         .map(|(m, n)| (m.addr, n))
         .collect();
     let port = free_port();
-    let list: Vec<String> = members
-        .iter()
-        .map(|m| format!("{{ address = \"{}\" }}", m.addr))
-        .collect();
+    let list: Vec<String> = members.iter().map(|m| m.addr.to_string()).collect();
     let lbd = Lbd::start(&format!(
-        r#"plugin_dir = "{dir}"
-
-[virtual_servers.rdp]
-destination = "127.0.0.1:{port}"
-pool = "rdp"
-snat = "none"
-persistence = "rdp"
-
-[pools.rdp]
-method = "round-robin"
-members = [{list}]
-
-[persistence.rdp]
-type = "msrdp"
-timeout = "8h"
-"#,
-        dir = plugins.display(),
-        list = list.join(", ")
+        "plugin_dir = \"{}\"\n{}",
+        plugins.display(),
+        persistent_vs(
+            "rdp",
+            "tcp",
+            port,
+            &list,
+            "type = \"msrdp\"\ntimeout = \"8h\""
+        )
     ));
     let vip = vip(port);
 

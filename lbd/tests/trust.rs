@@ -2,67 +2,19 @@
 //! between devices of a group over loopback, refusal of strangers, key file permissions, and
 //! the `lbctl trust init/issue/show` round trip.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+mod trust_dir;
 
 use lbd::mirror::trust::{self as mt, TrustError};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "spanlb-trust-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// A trust directory of group `group` with a CA and the given devices.
-fn group_dir(group: &str, devices: &[&str]) -> TempDir {
-    let dir = TempDir::new(group);
-    let ca = mt::create_ca(group).unwrap();
-    mt::write_pair(dir.path(), "ca", &ca, false).unwrap();
-    for d in devices {
-        let pair = mt::issue_device(&ca, d, &[LOOPBACK]).unwrap();
-        mt::write_pair(dir.path(), d, &pair, false).unwrap();
-    }
-    dir
-}
-
-fn ca(dir: &TempDir) -> PathBuf {
-    dir.path().join("ca.crt")
-}
-fn crt(dir: &TempDir, d: &str) -> PathBuf {
-    dir.path().join(format!("{d}.crt"))
-}
-fn key(dir: &TempDir, d: &str) -> PathBuf {
-    dir.path().join(format!("{d}.key"))
-}
+use trust_dir::{cert_der, group_dir, stranger_client, TempDir, LOOPBACK};
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -124,8 +76,8 @@ async fn client_exchange(
 async fn two_devices_of_the_group_learn_each_others_names() {
     let dir = group_dir("dg1", &["a", "b"]);
     let devices = strings(&["a", "b"]);
-    let server = mt::server_config(&ca(&dir), &crt(&dir, "b"), &key(&dir, "b"), &devices).unwrap();
-    let client = mt::client_config(&ca(&dir), &crt(&dir, "a"), &key(&dir, "a")).unwrap();
+    let server = mt::server_config(&dir.ca(), &dir.crt("b"), &dir.key("b"), &devices).unwrap();
+    let client = mt::client_config(&dir.ca(), &dir.crt("a"), &dir.key("a")).unwrap();
     let (port, h) = serve_one(server, "dg1", devices.clone()).await;
     let seen_by_client = client_exchange(client, port, "dg1", "b", &devices).await;
     let seen_by_server = h.await.unwrap();
@@ -137,8 +89,8 @@ async fn two_devices_of_the_group_learn_each_others_names() {
 async fn client_connecting_to_the_wrong_device_name_is_refused_by_webpki() {
     let dir = group_dir("dg1", &["a", "b"]);
     let devices = strings(&["a", "b"]);
-    let server = mt::server_config(&ca(&dir), &crt(&dir, "b"), &key(&dir, "b"), &devices).unwrap();
-    let client = mt::client_config(&ca(&dir), &crt(&dir, "a"), &key(&dir, "a")).unwrap();
+    let server = mt::server_config(&dir.ca(), &dir.crt("b"), &dir.key("b"), &devices).unwrap();
+    let client = mt::client_config(&dir.ca(), &dir.crt("a"), &dir.key("a")).unwrap();
     let (port, h) = serve_one(server, "dg1", devices.clone()).await;
     // The client expects device "c", the server is "b".
     let r = client_exchange(client, port, "dg1", "c", &devices).await;
@@ -152,10 +104,10 @@ async fn client_with_a_certificate_of_another_ca_is_refused() {
     // Same group and device names, another CA.
     let other = group_dir("dg1", &["a"]);
     let devices = strings(&["a", "b"]);
-    let server = mt::server_config(&ca(&dir), &crt(&dir, "b"), &key(&dir, "b"), &devices).unwrap();
+    let server = mt::server_config(&dir.ca(), &dir.crt("b"), &dir.key("b"), &devices).unwrap();
     // The stranger trusts the real CA (so it gets past verifying the server) but presents a
     // certificate of its own CA.
-    let stranger = stranger_client(&ca(&dir), &crt(&other, "a"), &key(&other, "a"));
+    let stranger = stranger_client(&dir.ca(), &other.crt("a"), &other.key("a"));
     let (port, h) = serve_one(server, "dg1", devices.clone()).await;
     let r = client_exchange(stranger, port, "dg1", "b", &devices).await;
     assert!(r.is_err(), "{r:?}");
@@ -168,9 +120,9 @@ async fn client_with_a_certificate_of_another_ca_is_refused() {
 async fn client_without_a_certificate_is_refused() {
     let dir = group_dir("dg1", &["a", "b"]);
     let devices = strings(&["a", "b"]);
-    let server = mt::server_config(&ca(&dir), &crt(&dir, "b"), &key(&dir, "b"), &devices).unwrap();
+    let server = mt::server_config(&dir.ca(), &dir.crt("b"), &dir.key("b"), &devices).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der(&ca(&dir))).unwrap();
+    roots.add(cert_der(&dir.ca())).unwrap();
     let anonymous = Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -192,8 +144,8 @@ async fn device_of_the_right_ca_but_not_in_the_group_is_refused() {
     let dir = group_dir("dg1", &["a", "b", "c"]);
     let group = strings(&["a", "b"]);
     // In the handshake, by the server's verifier.
-    let server = mt::server_config(&ca(&dir), &crt(&dir, "b"), &key(&dir, "b"), &group).unwrap();
-    let client_c = mt::client_config(&ca(&dir), &crt(&dir, "c"), &key(&dir, "c")).unwrap();
+    let server = mt::server_config(&dir.ca(), &dir.crt("b"), &dir.key("b"), &group).unwrap();
+    let client_c = mt::client_config(&dir.ca(), &dir.crt("c"), &dir.key("c")).unwrap();
     let (port, h) = serve_one(server, "dg1", group.clone()).await;
     let r = client_exchange(client_c, port, "dg1", "b", &group).await;
     assert!(r.is_err(), "{r:?}");
@@ -203,8 +155,8 @@ async fn device_of_the_right_ca_but_not_in_the_group_is_refused() {
     // And by peer_device after a handshake: client a reaches server c (a server whose own
     // listener accepts a), but c is not in a's group list.
     let all = strings(&["a", "b", "c"]);
-    let server_c = mt::server_config(&ca(&dir), &crt(&dir, "c"), &key(&dir, "c"), &all).unwrap();
-    let client_a = mt::client_config(&ca(&dir), &crt(&dir, "a"), &key(&dir, "a")).unwrap();
+    let server_c = mt::server_config(&dir.ca(), &dir.crt("c"), &dir.key("c"), &all).unwrap();
+    let client_a = mt::client_config(&dir.ca(), &dir.crt("a"), &dir.key("a")).unwrap();
     let (port, h) = serve_one(server_c, "dg1", all).await;
     let e = client_exchange(client_a, port, "dg1", "c", &group)
         .await
@@ -231,10 +183,10 @@ fn key_files_are_owner_only_and_not_overwritten() {
     assert!(e.to_string().contains("already exists"), "{e}");
     mt::write_pair(dir.path(), "a", &again, true).unwrap();
     assert_eq!(
-        std::fs::read_to_string(key(&dir, "a")).unwrap(),
+        std::fs::read_to_string(dir.key("a")).unwrap(),
         again.key_pem
     );
-    let mode = std::fs::metadata(key(&dir, "a"))
+    let mode = std::fs::metadata(dir.key("a"))
         .unwrap()
         .permissions()
         .mode();
@@ -245,7 +197,7 @@ fn key_files_are_owner_only_and_not_overwritten() {
 fn errors_name_the_file_and_the_problem() {
     let dir = group_dir("dg1", &["a"]);
     let missing = dir.path().join("nope.crt");
-    let e = mt::client_config(&missing, &crt(&dir, "a"), &key(&dir, "a")).unwrap_err();
+    let e = mt::client_config(&missing, &dir.crt("a"), &dir.key("a")).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("{}: missing file", missing.display())
@@ -253,7 +205,7 @@ fn errors_name_the_file_and_the_problem() {
 
     let junk = dir.path().join("junk.crt");
     std::fs::write(&junk, "hello\n").unwrap();
-    let e = mt::client_config(&junk, &crt(&dir, "a"), &key(&dir, "a")).unwrap_err();
+    let e = mt::client_config(&junk, &dir.crt("a"), &dir.key("a")).unwrap_err();
     assert!(
         e.to_string()
             .starts_with(&format!("{}: not PEM", junk.display())),
@@ -262,7 +214,7 @@ fn errors_name_the_file_and_the_problem() {
 
     // Our own certificate from another CA: refused when the configuration is built.
     let other = group_dir("dg1", &["a"]);
-    let e = mt::server_config(&ca(&dir), &crt(&other, "a"), &key(&other, "a"), &[]).unwrap_err();
+    let e = mt::server_config(&dir.ca(), &other.crt("a"), &other.key("a"), &[]).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("not issued by the group CA"), "{msg}");
     assert!(matches!(e, TrustError::WrongCa { .. }), "{msg}");
@@ -399,28 +351,4 @@ fn lbctl_trust_init_issue_show_round_trip() {
         assert_eq!(r, Ok("lb2".to_string()));
         assert_eq!(h.await.unwrap(), Ok("lb1".to_string()));
     });
-}
-
-fn cert_der(path: &Path) -> rustls::pki_types::CertificateDer<'static> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_file(path).unwrap()
-}
-
-/// A client that verifies the server against `ca` but presents another CA's certificate.
-fn stranger_client(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der(ca)).unwrap();
-    let chain = vec![cert_der(cert)];
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap(),
-    )
 }

@@ -89,7 +89,7 @@ pub enum ClusterError {
 }
 
 /// Device-local settings of the device group (lbd's `[device]` section).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Local {
     pub me: String,
     pub external_interface: String,

@@ -185,6 +185,23 @@ pub struct Hint {
     pub member: Option<SocketAddr>,
 }
 
+impl From<crate::plugins::Decision> for Hint {
+    fn from(d: crate::plugins::Decision) -> Hint {
+        use crate::plugins::Decision;
+        match d {
+            Decision::Key(k) => Hint {
+                key: Some(k),
+                member: None,
+            },
+            Decision::Member(m) => Hint {
+                key: None,
+                member: Some(m),
+            },
+            Decision::NeedMore(_) | Decision::NoKey => Hint::default(),
+        }
+    }
+}
+
 /// The persistence record (scope, key) a connection uses: the plugin's key for plugin-backed
 /// profiles (or the client's address with `fallback = "source-address"`), the masked address
 /// otherwise; None when there is none.

@@ -30,81 +30,38 @@ use crate::plugins::{Decision, ProfilePlugin};
 use crate::state::{CurrentGuard, VsState};
 use crate::tables::NewConn;
 
-/// Reads the client's first bytes (at most the plugin's maximum, within the virtual server's
-/// first-data timeout) into `first` until the plugin decides.
-async fn client_hint(
+/// Reads `stream`'s first bytes into `head` (at most the plugin's maximum, within the virtual
+/// server's first-data timeout) and asks the plugin, reading more on `NeedMore`, until it
+/// decides. `NoKey` when nothing came or the plugin found nothing.
+async fn first_bytes_decision(
     p: &ProfilePlugin,
     vs: &VsState,
-    client: &mut TcpStream,
-    peer: SocketAddr,
-    vip: SocketAddr,
-    first: &mut Vec<u8>,
-) -> Hint {
+    stream: &mut TcpStream,
+    direction: Direction,
+    (peer, vip): (SocketAddr, SocketAddr),
+    head: &mut Vec<u8>,
+) -> Decision {
     let deadline = tokio::time::Instant::now() + vs.cfg.first_data_timeout;
     let max = p.max_inspect().max(1);
     let mut want = 1;
     let mut ended = false;
     // Each round reads at least one byte or ends: bounded by `max`.
     loop {
-        while first.len() < want && !ended {
+        while head.len() < want && !ended {
             let mut buf = [0u8; 4096];
-            let room = (max - first.len()).min(buf.len());
-            match tokio::time::timeout_at(deadline, client.read(&mut buf[..room])).await {
+            let room = (max - head.len()).min(buf.len());
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf[..room])).await {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => ended = true,
-                Ok(Ok(n)) => first.extend_from_slice(&buf[..n]),
+                Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
             }
         }
-        if first.is_empty() {
-            return Hint::default();
+        if head.is_empty() {
+            return Decision::NoKey;
         }
-        match p.inspect(Protocol::Tcp, Direction::ClientToServer, peer, vip, first) {
-            Decision::Key(k) => {
-                return Hint {
-                    key: Some(k),
-                    member: None,
-                }
-            }
-            Decision::Member(m) => {
-                return Hint {
-                    key: None,
-                    member: Some(m),
-                }
-            }
+        match p.inspect(Protocol::Tcp, direction, peer, vip, head) {
             Decision::NeedMore(n) if !ended && n <= max => want = n,
-            Decision::NeedMore(_) | Decision::NoKey => return Hint::default(),
-        }
-    }
-}
-
-/// The same on the member's first bytes, for plugins that learn a key from the server.
-async fn server_key(
-    p: &ProfilePlugin,
-    vs: &VsState,
-    server: &mut TcpStream,
-    peer: SocketAddr,
-    vip: SocketAddr,
-    answer: &mut Vec<u8>,
-) -> Option<Vec<u8>> {
-    let deadline = tokio::time::Instant::now() + vs.cfg.first_data_timeout;
-    let max = p.max_inspect().max(1);
-    let mut want = 1;
-    let mut ended = false;
-    loop {
-        while answer.len() < want && !ended {
-            let mut buf = [0u8; 4096];
-            let room = (max - answer.len()).min(buf.len());
-            match tokio::time::timeout_at(deadline, server.read(&mut buf[..room])).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => ended = true,
-                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-        if answer.is_empty() {
-            return None;
-        }
-        match p.inspect(Protocol::Tcp, Direction::ServerToClient, peer, vip, answer) {
-            Decision::Key(k) => return Some(k),
-            Decision::NeedMore(n) if !ended && n <= max => want = n,
-            _ => return None,
+            Decision::NeedMore(_) => return Decision::NoKey,
+            d => return d,
         }
     }
 }
@@ -220,7 +177,18 @@ async fn proxy(
     // A plugin-backed persistence profile: the client's first bytes decide.
     let mut first = Vec::new();
     let hint = match &vs.plugin {
-        Some(p) => client_hint(p, vs, &mut client, peer, vip, &mut first).await,
+        Some(p) => {
+            let d = first_bytes_decision(
+                p,
+                vs,
+                &mut client,
+                Direction::ClientToServer,
+                (peer, vip),
+                &mut first,
+            )
+            .await;
+            Hint::from(d)
+        }
         None => Hint::default(),
     };
     let (choice, mut server) = loop {
@@ -301,7 +269,16 @@ async fn proxy(
         }
         if let Some(p) = vs.plugin.as_ref().filter(|p| p.inspects_server()) {
             let mut answer = Vec::new();
-            if let Some(key) = server_key(p, vs, &mut server, peer, vip, &mut answer).await {
+            let d = first_bytes_decision(
+                p,
+                vs,
+                &mut server,
+                Direction::ServerToClient,
+                (peer, vip),
+                &mut answer,
+            )
+            .await;
+            if let Decision::Key(key) = d {
                 learn(shared, vs, &key, member.addr);
             }
             if !answer.is_empty() {

@@ -61,7 +61,6 @@ use tracing::{debug, error, trace};
 
 use crate::config::Protocol;
 use crate::daemon::Shared;
-use crate::plugins::Decision;
 use crate::proxy::{choose, remember, upstream_socket, Choice, Hint};
 use crate::state::{CurrentGuard, MemberState, VsState};
 use crate::tables::{now_ms, LiveConn, NewConn};
@@ -353,23 +352,13 @@ impl Listener {
         // A persistence plugin routes each datagram by its own key.
         let vs = self.shared.runtime.load().listeners.get(&self.key).cloned();
         if let Some(p) = vs.as_ref().and_then(|v| v.plugin.as_ref()) {
-            let hint = match p.inspect(
+            let hint = Hint::from(p.inspect(
                 Protocol::Udp,
                 Direction::ClientToServer,
                 client,
                 self.key.0,
                 data,
-            ) {
-                Decision::Key(k) => Hint {
-                    key: Some(k),
-                    member: None,
-                },
-                Decision::Member(m) => Hint {
-                    key: None,
-                    member: Some(m),
-                },
-                Decision::NeedMore(_) | Decision::NoKey => Hint::default(),
-            };
+            ));
             if hint != Hint::default() {
                 return self.new_flow(client, data, None, &hint);
             }

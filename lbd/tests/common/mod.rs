@@ -354,3 +354,25 @@ pub fn build_cdylib(pkg: &str) -> PathBuf {
         .next_back()
         .expect("a .so in cargo's output")
 }
+
+/// The configuration tables (after the `[device]` keys) of one virtual server `name` on
+/// 127.0.0.1:`port` (`protocol` tcp or udp, snat none) with a pool and a persistence profile both
+/// named `name`: the pool's `members`, the profile's TOML lines `profile`.
+pub fn persistent_vs(
+    name: &str,
+    protocol: &str,
+    port: u16,
+    members: &[String],
+    profile: &str,
+) -> String {
+    let list: Vec<String> = members
+        .iter()
+        .map(|m| format!("{{ address = \"{m}\" }}"))
+        .collect();
+    format!(
+        "\n[virtual_servers.{name}]\ndestination = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\n\
+         pool = \"{name}\"\nsnat = \"none\"\npersistence = \"{name}\"\n\n\
+         [pools.{name}]\nmembers = [{list}]\n\n[persistence.{name}]\n{profile}\n",
+        list = list.join(", ")
+    )
+}

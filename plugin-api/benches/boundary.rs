@@ -15,7 +15,7 @@
 mod common;
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use criterion::Criterion;
 use plugin_api::{Key, Outcome, Plugin};
@@ -72,22 +72,14 @@ fn boundary(c: &mut Criterion, so: &Path) {
     println!("request: {} bytes", req.len());
 }
 
-/// Criterion's headline estimate (slope, else mean) in ns, from its `estimates.json`.
-fn estimate(out: &Path, group: &str, id: &str) -> Option<f64> {
-    let path = out.join(group).join(id).join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let pick = |k: &str| v[k]["point_estimate"].as_f64();
-    pick("slope").or_else(|| pick("mean"))
-}
-
 fn report(out: &Path) {
     for group in GROUPS {
-        let Some(native) = estimate(out, group, WAYS[0]) else {
+        let Some(native) = common::estimate(out, group, WAYS[0]) else {
             continue; // not measured (`cargo test --benches`, or filtered out)
         };
         println!("\n{group}: time per call, and the ABI's cost (difference from native)");
         for id in WAYS {
-            let Some(t) = estimate(out, group, id) else {
+            let Some(t) = common::estimate(out, group, id) else {
                 continue;
             };
             println!(
@@ -100,14 +92,7 @@ fn report(out: &Path) {
 }
 
 fn main() {
-    // The bench runs as TARGET/PROFILE/deps/boundary-HASH: criterion's files go to
-    // TARGET/criterion (its usual place), where `report` reads them back.
-    let exe = std::env::current_exe().unwrap();
-    let out: PathBuf = exe
-        .ancestors()
-        .nth(3)
-        .map(|t| t.join("criterion"))
-        .unwrap_or_else(|| "target/criterion".into());
+    let out = common::criterion_dir();
     let mut c = Criterion::default()
         .output_directory(&out)
         .configure_from_args();

@@ -10,7 +10,6 @@ mod common;
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 
 use criterion::Criterion;
 use plugin_api::{Direction, Flow, Instance, Outcome, Plugin, Transport};
@@ -151,20 +150,8 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn estimate(out: &Path, group: &str, id: &str) -> Option<f64> {
-    let path = out.join(group).join(id).join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let pick = |k: &str| v[k]["point_estimate"].as_f64();
-    pick("slope").or_else(|| pick("mean"))
-}
-
 fn main() {
-    let exe = std::env::current_exe().unwrap();
-    let out: PathBuf = exe
-        .ancestors()
-        .nth(3)
-        .map(|t| t.join("criterion"))
-        .unwrap_or_else(|| "target/criterion".into());
+    let out = common::criterion_dir();
     let mut c = Criterion::default()
         .output_directory(&out)
         .configure_from_args();
@@ -200,8 +187,8 @@ fn main() {
     println!("\ninspect per message: native, through the .so, and the difference");
     for (name, group, len) in rows {
         if let (Some(n), Some(s)) = (
-            estimate(&out, &group, "native"),
-            estimate(&out, &group, "so"),
+            common::estimate(&out, &group, "native"),
+            common::estimate(&out, &group, "so"),
         ) {
             println!(
                 "  {name:<6} {len:>4} B   native {n:>8.1} ns   .so {s:>8.1} ns   {:>+6.1} ns",

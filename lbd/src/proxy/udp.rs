@@ -350,18 +350,21 @@ impl Listener {
     /// Handles one datagram from `client`. Never waits.
     fn datagram(&mut self, client: SocketAddr, data: &[u8]) {
         // A persistence plugin routes each datagram by its own key.
-        let vs = self.shared.runtime.load().listeners.get(&self.key).cloned();
-        if let Some(p) = vs.as_ref().and_then(|v| v.plugin.as_ref()) {
-            let hint = Hint::from(p.inspect(
-                Protocol::Udp,
-                Direction::ClientToServer,
-                client,
-                self.key.0,
-                data,
-            ));
-            if hint != Hint::default() {
-                return self.new_flow(client, data, None, &hint);
+        let hint = {
+            let rt = self.shared.runtime.load();
+            match rt.listeners.get(&self.key).and_then(|v| v.plugin.as_ref()) {
+                Some(p) => Hint::from(p.inspect(
+                    Protocol::Udp,
+                    Direction::ClientToServer,
+                    client,
+                    self.key.0,
+                    data,
+                )),
+                None => Hint::default(),
             }
+        };
+        if hint != Hint::default() {
+            return self.new_flow(client, data, None, &hint);
         }
         let key = (client, None);
         let existing = self.flows.get(&key).map(|f| f.value().clone());

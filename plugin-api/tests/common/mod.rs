@@ -1,4 +1,4 @@
-//! Shared by the integration tests and the boundary bench: build plugin cdylibs with cargo and
+//! Shared by the integration tests and the benches: build plugin cdylibs with cargo and
 //! put copies of them in a temporary directory, the way an operator installs them.
 
 #![allow(dead_code)]
@@ -108,4 +108,21 @@ pub fn flow() -> Flow {
         client: "192.0.2.1:40000".parse::<SocketAddr>().unwrap().into(),
         vip: "30.1.1.10:80".parse::<SocketAddr>().unwrap().into(),
     }
+}
+
+/// Where criterion writes its results: the bench runs as TARGET/PROFILE/deps/NAME-HASH, so
+/// TARGET/criterion (its usual place), where [`estimate`] reads them back.
+pub fn criterion_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|t| t.join("criterion")))
+        .unwrap_or_else(|| "target/criterion".into())
+}
+
+/// Criterion's headline estimate (slope, else mean) in ns, from its `estimates.json`.
+pub fn estimate(out: &Path, group: &str, id: &str) -> Option<f64> {
+    let path = out.join(group).join(id).join("new/estimates.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let pick = |k: &str| v[k]["point_estimate"].as_f64();
+    pick("slope").or_else(|| pick("mean"))
 }

@@ -18,6 +18,7 @@
 //! | `{"cmd":"show-device-group"}` | `{device_group}`: devices, liveness, counters, links, bgpd, attribution |
 //! | `{"cmd":"show-traffic-groups"}` | `{me, traffic_groups}`: active device, next-active, state, since, why |
 //! | `{"cmd":"failover","traffic_group":TG,"to":DEV?}` | `{}`: a manual placement order (to its next-active without `to`) |
+//! | `{"cmd":"show-mirroring"}` | mirroring channels: senders (peer, state, last sent/acked id, lag, records) and receivers (peer, in sync, last applied, records); `{enabled: false}` when off |
 //! | `{"cmd":"show-plugins"}` | loaded plugins: name, version, file, ABI, calls, keys, panics, state; files that failed |
 //! | `{"cmd":"standby"}` / `{"cmd":"release"}` | `{}`: this device gives up its traffic groups and takes none / may take them again |
 //!
@@ -100,6 +101,7 @@ pub enum Request {
     Reload,
     ShowDeviceGroup,
     ShowTrafficGroups,
+    ShowMirroring,
     Failover {
         traffic_group: String,
         #[serde(default)]
@@ -263,11 +265,25 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
         } => {
             let member = member.as_deref().map(parse_member).transpose()?;
             let profile = profile.map(|p| p.to_lowercase());
-            let deleted = shared.persist.delete(|r| {
+            let gone = shared.persist.delete(|r| {
                 profile.as_ref().is_none_or(|p| *p == r.profile)
                     && key.as_ref().is_none_or(|k| *k == r.key)
                     && member.is_none_or(|m| m == r.member)
             });
+            if let Some(m) = shared.mirror.get() {
+                let rt = shared.runtime.load();
+                for r in &gone {
+                    if rt
+                        .config
+                        .persistence
+                        .get(&r.profile)
+                        .is_some_and(|p| p.mirror)
+                    {
+                        m.delete_persist(r);
+                    }
+                }
+            }
+            let deleted = gone.len();
             info!(
                 deleted,
                 profile = profile.as_deref().unwrap_or("*"),
@@ -290,6 +306,17 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
             Ok(json!({"device_group": cluster(shared)?.device_group().await}))
         }
         Request::ShowTrafficGroups => Ok(cluster(shared)?.traffic_groups().await),
+        Request::ShowMirroring => Ok(match shared.mirror.get() {
+            Some(m) => m.status(),
+            None => json!({
+                "enabled": false,
+                "reason": if shared.cluster.get().is_some() {
+                    "device.mirror_trust_dir is not set"
+                } else {
+                    "no device group (device.device_group is not set)"
+                },
+            }),
+        }),
         Request::Failover { traffic_group, to } => {
             let c = cluster(shared)?;
             c.driver
@@ -883,6 +910,7 @@ members = [{ address = "127.0.0.1:9001" }]
                     traffic_group: None,
                     update_id: s.ids.next(),
                     expiry_ms: now_ms() + 60_000,
+                    mirrored: false,
                 });
             }
             let mut c = h.client().await;

@@ -102,6 +102,8 @@ pub struct Shared {
     pub cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// Plugins loaded from the plugin directory (never unloaded).
     pub plugins: Mutex<crate::plugins::Registry>,
+    /// Mirroring, when the device group has it on.
+    pub mirror: std::sync::OnceLock<Arc<crate::mirror::service::Mirroring>>,
     me: Weak<Shared>,
 }
 
@@ -139,6 +141,7 @@ impl Shared {
             last_reload: Mutex::new(None),
             cluster: std::sync::OnceLock::new(),
             plugins: Mutex::new(registry),
+            mirror: std::sync::OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -401,6 +404,23 @@ impl Shared {
             .filter(|v| v.pool.name == pool)
             .map(|v| v.available())
             .collect()
+    }
+
+    /// Rebuilds the UDP flows and TCP connections mirrored for traffic group `tg`, which this
+    /// device is taking over (before its floating addresses arrive).
+    pub async fn restore_mirrored(&self, tg: &str, records: Vec<crate::mirror::proto::Record>) {
+        if records.is_empty() {
+            return;
+        }
+        let (udp, tcp): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|r| matches!(r.kind, crate::mirror::proto::RecordKind::UdpFlow { .. }));
+        info!(
+            traffic_group = tg,
+            udp_flows = udp.len(),
+            tcp_connections = tcp.len(),
+            "mirroring: restoring flows"
+        );
     }
 
     /// Stops every listener and monitor.

@@ -26,6 +26,8 @@
 //! | `heartbeats_sent_total`, `heartbeats_received_total` | `group` | heartbeat datagrams sent / accepted |
 //! | `heartbeats_rejected_total` | `reason` (`bad-tag`, `replayed`, `unknown-device`, `malformed`) | heartbeats ignored |
 //! | `bgpd_connected` | | 1 while the connection to bgpd's control socket is up |
+//! | `mirror_channel_in_sync`, `mirror_channel_last_update_id`, `mirror_channel_acked_update_id`, `mirror_channel_lag_milliseconds` | `traffic_group`, `peer`, `role` (`sender`/`receiver`) | mirroring channels (mirroring on only, as the rest of this block) |
+//! | `mirror_updates_offered_total`, `mirror_refreshes_not_sent_total`, `mirror_offers_refused_total` | | what the data path offered to mirroring |
 //! | `last_reload_timestamp_seconds`, `last_reload_success` | | the last reload, once there was one |
 //!
 //! The gauges of open connections are `*_current_connections`, not `*_connections`: that name
@@ -421,6 +423,67 @@ impl Collector for StateCollector {
                 "bgpd_connected",
                 "1 while lbd's connection to bgpd's control socket is up",
                 i64::from(local.bgpd.connected),
+            )?;
+        }
+        if let Some(m) = shared.mirror.get() {
+            let chans = m.channel_figures();
+            type ChanLabel = [(&'static str, String); 3];
+            let label = |c: &crate::mirror::service::ChannelFigures| -> ChanLabel {
+                [
+                    ("traffic_group", c.traffic_group.clone()),
+                    ("peer", c.peer.clone()),
+                    ("role", c.role.to_string()),
+                ]
+            };
+            family(
+                e,
+                "mirror_channel_in_sync",
+                "1 when the mirroring channel is in sync (sender: the peer acked a full resync; receiver: it holds a complete, live state)",
+                Kind::Gauge,
+                chans.iter().map(|c| (label(c), u64::from(c.in_sync))),
+            )?;
+            family(
+                e,
+                "mirror_channel_last_update_id",
+                "Sender: the last update id sent; receiver: the last applied",
+                Kind::Gauge,
+                chans.iter().map(|c| (label(c), c.last_id)),
+            )?;
+            family(
+                e,
+                "mirror_channel_acked_update_id",
+                "The last update id the peer acknowledged (receiver: applied)",
+                Kind::Gauge,
+                chans.iter().map(|c| (label(c), c.acked_id)),
+            )?;
+            family(
+                e,
+                "mirror_channel_lag_milliseconds",
+                "How long the oldest unacknowledged update has waited (senders)",
+                Kind::Gauge,
+                chans.iter().map(|c| (label(c), c.lag_ms)),
+            )?;
+            let (offered, skipped, refused) = m.offer_counters();
+            family(
+                e,
+                "mirror_updates_offered",
+                "Updates the data path offered to mirroring channels",
+                Kind::Counter,
+                [((), offered)],
+            )?;
+            family(
+                e,
+                "mirror_refreshes_not_sent",
+                "Persistence refreshes too small to be worth an update",
+                Kind::Counter,
+                [((), skipped)],
+            )?;
+            family(
+                e,
+                "mirror_offers_refused",
+                "Offers a channel refused (the record was carried by the next resync)",
+                Kind::Counter,
+                [((), refused)],
             )?;
         }
         single(

@@ -221,6 +221,9 @@ pub struct PersistRecord {
     pub traffic_group: Option<String>,
     pub update_id: u64,
     pub expiry_ms: u64,
+    /// Received from the mirror of the traffic group's active device, not created here.
+    #[serde(default)]
+    pub mirrored: bool,
 }
 
 type PersistKey = (String, String, String);
@@ -287,7 +290,9 @@ pub fn plugin_key(profile: &Persistence, vs_name: &str, key: &[u8]) -> (String, 
 
 impl PersistTable {
     /// The member `key` sticks to, if a live record says so and `usable(member)`; the record's
-    /// expiry is pushed out by `timeout`. An expired record is removed.
+    /// expiry is pushed out by `timeout` and `refreshed(record, previous expiry)` is called
+    /// with the refreshed record (mirroring re-homes a peer's record and decides whether its
+    /// own peer must hear of it). An expired record is removed.
     pub fn lookup(
         &self,
         (profile, scope, key): (&str, &str, &str),
@@ -295,14 +300,17 @@ impl PersistTable {
         now_ms: u64,
         ids: &UpdateIds,
         usable: impl Fn(&str, SocketAddr) -> bool,
+        refreshed: impl FnOnce(&mut PersistRecord, u64),
     ) -> Option<SocketAddr> {
         let k = (profile.to_string(), scope.to_string(), key.to_string());
         let mut expired = false;
         let found = match self.map.get_mut(&k) {
             Some(mut r) if r.expiry_ms > now_ms => {
                 if usable(&r.pool, r.member) {
+                    let previous = r.expiry_ms;
                     r.expiry_ms = now_ms + timeout.as_millis() as u64;
                     r.update_id = ids.next();
+                    refreshed(&mut r, previous);
                     Some(r.member)
                 } else {
                     None
@@ -330,6 +338,34 @@ impl PersistTable {
         self.map.insert(k, record);
     }
 
+    /// Applies a record a peer mirrored: it replaces the record under its key unless that one
+    /// is newer (a later expiry: the same key was used here, or by another peer, after the
+    /// peer wrote this one) and came from elsewhere. Returns whether it was applied.
+    pub fn insert_mirrored(&self, record: PersistRecord) -> bool {
+        use dashmap::mapref::entry::Entry;
+        let k = (
+            record.profile.clone(),
+            record.scope.clone(),
+            record.key.clone(),
+        );
+        match self.map.entry(k) {
+            Entry::Vacant(v) => {
+                v.insert(record);
+                true
+            }
+            Entry::Occupied(mut o) => {
+                let old = o.get();
+                let same_source = old.mirrored && old.traffic_group == record.traffic_group;
+                if same_source || record.expiry_ms >= old.expiry_ms {
+                    o.insert(record);
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
     /// Removes expired records; returns how many.
     pub fn sweep(&self, now_ms: u64) -> usize {
         let before = self.map.len();
@@ -337,11 +373,52 @@ impl PersistTable {
         before - self.map.len()
     }
 
-    /// Removes the records `filter` selects; returns how many.
-    pub fn delete(&self, filter: impl Fn(&PersistRecord) -> bool) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, r| !filter(r));
-        before - self.map.len()
+    /// Removes the records `filter` selects; returns them.
+    pub fn delete(&self, filter: impl Fn(&PersistRecord) -> bool) -> Vec<PersistRecord> {
+        let mut gone = Vec::new();
+        self.map.retain(|_, r| {
+            if filter(r) {
+                gone.push(r.clone());
+                false
+            } else {
+                true
+            }
+        });
+        gone
+    }
+
+    /// Removes the record under (profile, scope, key) if `filter` says so; returns it.
+    pub fn remove_if(
+        &self,
+        profile: &str,
+        scope: &str,
+        key: &str,
+        filter: impl FnOnce(&PersistRecord) -> bool,
+    ) -> Option<PersistRecord> {
+        self.map
+            .remove_if(
+                &(profile.to_string(), scope.to_string(), key.to_string()),
+                |_, r| filter(r),
+            )
+            .map(|(_, r)| r)
+    }
+
+    /// The records of traffic group `tg` mirrored from a peer become this device's own (it
+    /// takes the traffic group over); returns how many.
+    pub fn adopt(&self, tg: &str) -> usize {
+        let mut n = 0;
+        for mut r in self.map.iter_mut() {
+            if r.mirrored && r.traffic_group.as_deref() == Some(tg) {
+                r.mirrored = false;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// How many records `filter` selects.
+    pub fn count(&self, filter: impl Fn(&PersistRecord) -> bool) -> usize {
+        self.map.iter().filter(|r| filter(r.value())).count()
     }
 
     pub fn len(&self) -> usize {
@@ -427,6 +504,7 @@ mod tests {
             traffic_group: None,
             update_id: 1,
             expiry_ms,
+            mirrored: false,
         }
     }
 
@@ -436,30 +514,78 @@ mod tests {
         let ids = UpdateIds::default();
         t.insert(record("10.0.0.0/24", "10.1.1.50:80", 1_000));
         let ttl = Duration::from_millis(500);
-        let m = t.lookup(("src", "web", "10.0.0.0/24"), ttl, 900, &ids, |_, _| true);
+        let m = t.lookup(
+            ("src", "web", "10.0.0.0/24"),
+            ttl,
+            900,
+            &ids,
+            |_, _| true,
+            |_, _| {},
+        );
         assert_eq!(m, Some("10.1.1.50:80".parse().unwrap()));
         // Refreshed to 900 + 500.
         assert_eq!(t.records(|_| true)[0].expiry_ms, 1_400);
         assert_eq!(t.records(|_| true)[0].update_id, 1);
         // Not usable: no answer, record kept.
         assert_eq!(
-            t.lookup(("src", "web", "10.0.0.0/24"), ttl, 1_000, &ids, |_, _| {
-                false
-            }),
+            t.lookup(
+                ("src", "web", "10.0.0.0/24"),
+                ttl,
+                1_000,
+                &ids,
+                |_, _| false,
+                |_, _| {}
+            ),
             None
         );
         assert_eq!(t.len(), 1);
         // Other scope: nothing.
         assert_eq!(
-            t.lookup(("src", "api", "10.0.0.0/24"), ttl, 1_000, &ids, |_, _| true),
+            t.lookup(
+                ("src", "api", "10.0.0.0/24"),
+                ttl,
+                1_000,
+                &ids,
+                |_, _| true,
+                |_, _| {}
+            ),
             None
         );
         // Expired: removed.
         assert_eq!(
-            t.lookup(("src", "web", "10.0.0.0/24"), ttl, 1_400, &ids, |_, _| true),
+            t.lookup(
+                ("src", "web", "10.0.0.0/24"),
+                ttl,
+                1_400,
+                &ids,
+                |_, _| true,
+                |_, _| {}
+            ),
             None
         );
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_mirrored_record_does_not_replace_a_newer_one_from_elsewhere() {
+        let t = PersistTable::default();
+        let mut mine = record("10.0.0.0/24", "10.1.1.50:80", 2_000);
+        mine.traffic_group = Some("tg-2".into());
+        t.insert(mine);
+        let mut stale = record("10.0.0.0/24", "10.1.1.51:80", 1_500);
+        stale.traffic_group = Some("tg-1".into());
+        stale.mirrored = true;
+        assert!(!t.insert_mirrored(stale.clone()));
+        assert_eq!(t.records(|_| true)[0].member.port(), 80);
+        assert_eq!(t.records(|_| true)[0].expiry_ms, 2_000);
+        // Newer: applied.
+        stale.expiry_ms = 2_500;
+        assert!(t.insert_mirrored(stale.clone()));
+        assert_eq!(t.records(|_| true)[0].expiry_ms, 2_500);
+        // From the same source, an update always applies (e.g. a new member, same expiry).
+        stale.expiry_ms = 2_400;
+        assert!(t.insert_mirrored(stale));
+        assert_eq!(t.records(|_| true)[0].expiry_ms, 2_400);
     }
 
     #[test]
@@ -469,7 +595,7 @@ mod tests {
         t.insert(record("b", "10.1.1.51:80", 200));
         t.insert(record("c", "10.1.1.51:80", 300));
         assert_eq!(t.sweep(150), 1);
-        assert_eq!(t.delete(|r| r.member.port() == 80 && r.key == "c"), 1);
+        assert_eq!(t.delete(|r| r.member.port() == 80 && r.key == "c").len(), 1);
         let left: Vec<String> = t.records(|_| true).into_iter().map(|r| r.key).collect();
         assert_eq!(left, vec!["b".to_string()]);
     }

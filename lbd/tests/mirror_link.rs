@@ -156,7 +156,9 @@ async fn sender_and_receiver_sync_resync_and_refuse_strangers() {
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = Arc::new(Mutex::new(MapStore::default()));
-    let receiver = link::spawn_receiver(listener, receiver_cfg(&dir), store.clone()).unwrap();
+    let receiver = link::spawn_receiver(vec![listener], receiver_cfg(&dir), store.clone())
+        .unwrap()
+        .1;
 
     // The primary address is dead: the sender goes on to the secondary.
     let dead = {
@@ -189,7 +191,9 @@ async fn sender_and_receiver_sync_resync_and_refuse_strangers() {
     source.delete(&h, persist(1).key());
     let listener = TcpListener::bind(addr).await.unwrap();
     let store2 = Arc::new(Mutex::new(MapStore::default()));
-    let receiver2 = link::spawn_receiver(listener, receiver_cfg(&dir), store2.clone()).unwrap();
+    let receiver2 = link::spawn_receiver(vec![listener], receiver_cfg(&dir), store2.clone())
+        .unwrap()
+        .1;
     wait_synced(&h, &source, &store2).await;
     assert_eq!(store2.lock().unwrap().0.len(), 949);
 
@@ -266,7 +270,9 @@ async fn a_new_connection_for_the_group_replaces_the_old_one() {
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = Arc::new(Mutex::new(MapStore::default()));
-    let receiver = link::spawn_receiver(listener, receiver_cfg(&dir), store.clone()).unwrap();
+    let receiver = link::spawn_receiver(vec![listener], receiver_cfg(&dir), store.clone())
+        .unwrap()
+        .1;
 
     // A genuine device that says hello and then nothing more.
     let client =

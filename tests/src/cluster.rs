@@ -54,6 +54,15 @@ pub struct ClusterOptions {
     pub start_devices: bool,
     /// Give tg-k the masquerade MAC [`masquerade_mac(k)`](masquerade_mac).
     pub mac_masquerade: bool,
+    /// Mirroring: a group CA and device certificates in `LAB/trust`, and every lbd's
+    /// `mirror_trust_dir` pointing there.
+    pub mirroring: bool,
+    /// Extra lines of the `web` virtual server (e.g. `persistence = "src"`).
+    pub web_extra: String,
+    /// Extra TOML appended to every lbd configuration (profiles, virtual servers, pools).
+    pub lbd_extra: String,
+    /// Plugin packages built and copied into `LAB/plugins`, every lbd's `plugin_dir`.
+    pub plugins: Vec<&'static str>,
 }
 
 /// The masquerade MAC of tg-`k` when [`ClusterOptions::mac_masquerade`] is on.
@@ -74,6 +83,10 @@ impl Default for ClusterOptions {
             plain: false,
             start_devices: true,
             mac_masquerade: false,
+            mirroring: false,
+            web_extra: String::new(),
+            lbd_extra: String::new(),
+            plugins: Vec::new(),
         }
     }
 }
@@ -216,6 +229,18 @@ impl ClusterLab {
         let group_config = dir.join("device-group.toml");
         std::fs::write(&group_config, group_toml(&opts, &key_file))
             .map_err(io("writing device-group.toml"))?;
+        if opts.mirroring {
+            write_trust(&dir.join("trust"))?;
+        }
+        if !opts.plugins.is_empty() {
+            let pdir = dir.join("plugins");
+            std::fs::create_dir_all(&pdir).map_err(io("creating the plugin directory"))?;
+            for pkg in &opts.plugins {
+                let so = build_cdylib(pkg)?;
+                let name = so.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+                std::fs::copy(&so, pdir.join(name)).map_err(io("copying a plugin"))?;
+            }
+        }
 
         let mut devices = Vec::new();
         for d in DEVICES {
@@ -365,6 +390,18 @@ impl ClusterLab {
                 group = dir.join("device-group.toml").display(),
                 bgpd = d.bgpd_socket.display(),
             ));
+            if !self.opts.plugins.is_empty() {
+                c.push_str(&format!(
+                    "plugin_dir = \"{}\"\n",
+                    dir.join("plugins").display()
+                ));
+            }
+            if self.opts.mirroring {
+                c.push_str(&format!(
+                    "mirror_trust_dir = \"{}\"\n",
+                    dir.join("trust").display()
+                ));
+            }
         }
         let members = |port: u16| {
             SERVERS
@@ -384,6 +421,7 @@ destination = "{VIP}:{VIP_TCP_PORT}"
 protocol = "tcp"
 pool = "web"
 snat = "automap"
+{web_extra}
 
 [virtual_servers.dns]
 destination = "{VIP}:{VIP_UDP_PORT}"
@@ -406,7 +444,9 @@ timeout = "{mi}"
             web = members(SERVER_TCP_PORT),
             dns = members(SERVER_UDP_PORT),
             mi = self.opts.monitor_interval,
+            web_extra = self.opts.web_extra,
         ));
+        c.push_str(&self.opts.lbd_extra);
         c
     }
 
@@ -893,6 +933,50 @@ fn addr_of(node: &str, seg: &str, links: &[topology::Segment]) -> Result<String>
 }
 
 /// The device-group file every device reads.
+/// Builds the cdylib of package `pkg` (cargo, the workspace's profile) and returns its `.so`.
+pub fn build_cdylib(pkg: &str) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--message-format=json", "-p", pkg])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .map_err(io("running cargo build"))?;
+    if !out.status.success() {
+        return Err(LabError::Invalid(format!(
+            "cargo build -p {pkg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"compiler-artifact\""))
+        .flat_map(|l| {
+            l.split('"')
+                .filter(|s| s.ends_with(".so"))
+                .map(PathBuf::from)
+                .collect::<Vec<_>>()
+        })
+        .next_back()
+        .ok_or_else(|| LabError::Invalid(format!("no .so in cargo's output for {pkg}")))
+}
+
+/// The lab's device trust: the group CA (`seed`) and one certificate per device, naming its
+/// HA address (its mirror address), as `lbctl trust init` and `issue` would write them.
+pub fn write_trust(dir: &std::path::Path) -> Result<()> {
+    use lbd::mirror::trust;
+    let bad = |e: trust::TrustError| LabError::Invalid(format!("trust: {e}"));
+    let ca = trust::create_ca("seed").map_err(bad)?;
+    trust::write_pair(dir, "ca", &ca, true).map_err(bad)?;
+    for d in DEVICES {
+        let ha: IpAddr =
+            d.ha.parse()
+                .map_err(|_| LabError::Invalid(format!("bad HA address {}", d.ha)))?;
+        let pair = trust::issue_device(&ca, d.name, &[ha]).map_err(bad)?;
+        trust::write_pair(dir, d.name, &pair, true).map_err(bad)?;
+    }
+    Ok(())
+}
+
 pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
     let mut c = format!(
         "[group]\nname = \"seed\"\nkey_file = \"{}\"\nheartbeat_port = 1026\n\

@@ -158,6 +158,9 @@ enum Show {
     DeviceGroup,
     /// Traffic groups: active device, next-active, this device's state, since when and why.
     TrafficGroups,
+    /// Mirroring channels: per traffic group the peer, state (connecting / resyncing / in sync
+    /// / lagging), records by kind, last sent and acked update id, lag.
+    Mirroring,
     /// Loaded plugins (name, version, file, ABI, calls, keys, panics, state) and files that
     /// failed to load.
     Plugins,
@@ -237,6 +240,7 @@ fn request(cmd: &Cmd) -> Value {
         Cmd::Reload => json!({"cmd": "reload"}),
         Cmd::Show(Show::DeviceGroup) => json!({"cmd": "show-device-group"}),
         Cmd::Show(Show::TrafficGroups) => json!({"cmd": "show-traffic-groups"}),
+        Cmd::Show(Show::Mirroring) => json!({"cmd": "show-mirroring"}),
         Cmd::Show(Show::Plugins) => json!({"cmd": "show-plugins"}),
         Cmd::Failover { traffic_group, to } => {
             json!({"cmd": "failover", "traffic_group": traffic_group, "to": to})
@@ -350,6 +354,7 @@ fn render(cmd: &Cmd, data: &Value, now: u64) -> String {
         Cmd::Reload => reload_done(data),
         Cmd::Show(Show::DeviceGroup) => show_device_group(&data["device_group"]),
         Cmd::Show(Show::TrafficGroups) => show_traffic_groups(data),
+        Cmd::Show(Show::Mirroring) => show_mirroring(data),
         Cmd::Show(Show::Plugins) => show_plugins(data),
         Cmd::Failover { traffic_group, to } => format!(
             "failover of {traffic_group} to {} ordered; follow it with `lbctl show traffic-groups`\n",
@@ -483,6 +488,83 @@ fn show_plugins(data: &Value) -> String {
     for f in list(&data["failed"]) {
         out.push_str(&format!("failed: {}\n", text(&f["error"])));
     }
+    out
+}
+
+fn show_mirroring(data: &Value) -> String {
+    use Align::{Left as L, Right as R};
+    if data["enabled"] != json!(true) {
+        return format!("mirroring is off: {}\n", text(&data["reason"]));
+    }
+    let records = |r: &Value| {
+        format!(
+            "{}/{}/{}",
+            num(&r["persistence"]),
+            num(&r["udp_flows"]),
+            num(&r["tcp_connections"])
+        )
+    };
+    let mut out = format!(
+        "device {}, scope {}; updates offered {}, refreshes not sent {}, refused {}\n",
+        text(&data["me"]),
+        text(&data["scope"]),
+        num(&data["offered"]),
+        num(&data["refresh_skipped"]),
+        num(&data["offer_errors"])
+    );
+    let senders = list(&data["senders"]);
+    if senders.is_empty() {
+        out.push_str("sending: nothing (no traffic group active here has a peer to mirror to)\n");
+    } else {
+        out.push_str("sending (records: persistence/udp/tcp):\n");
+        let mut t = Table::new(&[
+            ("TRAFFIC-GROUP", L),
+            ("PEER", L),
+            ("PORT", R),
+            ("STATE", L),
+            ("RECORDS", R),
+            ("SENT", R),
+            ("ACKED", R),
+            ("LAG-MS", R),
+            ("QUEUED", R),
+        ]);
+        for s in senders {
+            t.row(vec![
+                text(&s["traffic_group"]),
+                text(&s["peer"]),
+                text(&s["port"]),
+                text(&s["state"]),
+                records(&s["records"]),
+                num(&s["last_sent"]).to_string(),
+                num(&s["last_acked"]).to_string(),
+                num(&s["lag_ms"]).to_string(),
+                num(&s["queued"]).to_string(),
+            ]);
+        }
+        out.push_str(&t.render("  "));
+    }
+    out.push_str("receiving (records: persistence/udp/tcp):\n");
+    let mut t = Table::new(&[
+        ("TRAFFIC-GROUP", L),
+        ("PEER", L),
+        ("PORT", R),
+        ("STATE", L),
+        ("RECORDS", R),
+        ("APPLIED", R),
+        ("DUPLICATES", R),
+    ]);
+    for r in list(&data["receivers"]) {
+        t.row(vec![
+            text(&r["traffic_group"]),
+            text(&r["peer"]),
+            text(&r["port"]),
+            text(&r["state"]),
+            records(&r["records"]),
+            num(&r["last_applied"]).to_string(),
+            num(&r["duplicates"]).to_string(),
+        ]);
+    }
+    out.push_str(&t.render("  "));
     out
 }
 

@@ -86,6 +86,8 @@ pub enum ClusterError {
     Net(#[from] netaddr::NetAddrError),
     #[error("{0}")]
     Driver(#[from] DriverError),
+    #[error("{0}")]
+    Mirror(#[from] crate::mirror::service::MirrorError),
 }
 
 /// Device-local settings of the device group (lbd's `[device]` section).
@@ -97,6 +99,8 @@ pub struct Local {
     pub vip_interface: String,
     pub bgpd_socket: Option<PathBuf>,
     pub group_file: PathBuf,
+    /// Mirroring's trust directory; mirroring is off when None.
+    pub mirror_trust_dir: Option<PathBuf>,
 }
 
 impl Local {
@@ -110,6 +114,7 @@ impl Local {
             vip_interface: d.vip_interface.clone(),
             bgpd_socket: d.bgpd_socket.clone(),
             group_file: d.device_group.clone()?,
+            mirror_trust_dir: d.mirror_trust_dir.clone(),
         })
     }
 }
@@ -314,6 +319,11 @@ impl Cluster {
         let dcfg = group
             .driver_config(&local.me, Arc::new(key))
             .map_err(ClusterError::Membership)?;
+        if let Some(dir) = &local.mirror_trust_dir {
+            let m =
+                crate::mirror::service::Mirroring::start(&local.me, &group, dir, shared).await?;
+            let _ = shared.mirror.set(m);
+        }
         let net = Arc::new(NetAddr::new().await?);
         for ifname in [&local.external_interface, &local.internal_interface] {
             net.link_up(ifname).await?;
@@ -405,6 +415,9 @@ impl Cluster {
         };
         let exec_task = tokio::spawn(exec.run(rx));
         let links_task = tokio::spawn(watch_links(Arc::downgrade(&cluster), net));
+        if let Some(m) = shared.mirror.get() {
+            m.spawn_reconciler();
+        }
         cluster
             .tasks
             .lock()
@@ -727,6 +740,14 @@ impl Executor {
 
     async fn activate(&mut self, name: &str) {
         let Some(tg) = self.tg(name) else { return };
+        // Mirrored state first (DESIGN.md §5): the sessions' sockets must exist before the
+        // floating addresses arrive, or the kernel answers their next segments with RST.
+        if let Some(shared) = self.shared.upgrade() {
+            if let Some(m) = shared.mirror.get() {
+                let standby = m.take_over(name);
+                shared.restore_mirrored(name, standby).await;
+            }
+        }
         let k = self.group.path_ids()[name];
         let ext = external_link(&tg, k, &self.local);
         let addrs = [

@@ -49,6 +49,40 @@ pub struct Group {
     /// How the routers reach the floating external self IPs (DESIGN.md §2).
     #[serde(default)]
     pub route_mode: RouteMode,
+    /// TCP port of the first traffic group's mirroring channel; traffic group number k (in
+    /// file order, from 0) uses `mirror_port + k`. All within 1029–1155.
+    #[serde(default = "default_mirror_port")]
+    pub mirror_port: u16,
+    /// Who receives a traffic group's mirrored state.
+    #[serde(default)]
+    pub mirror_scope: MirrorScope,
+}
+
+fn default_mirror_port() -> u16 {
+    MIRROR_PORTS.0
+}
+
+/// The mirroring channels' port range (as BIG-IP's).
+pub const MIRROR_PORTS: (u16, u16) = (1029, 1155);
+
+/// Who receives a traffic group's mirrored state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MirrorScope {
+    /// Its next-active device (the one that takes it over; L2 mode).
+    #[default]
+    NextActive,
+    /// Every other device (routed mode, where a failover can move flows to any device).
+    AllPeers,
+}
+
+impl std::fmt::Display for MirrorScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MirrorScope::NextActive => "next-active",
+            MirrorScope::AllPeers => "all-peers",
+        })
+    }
 }
 
 /// How the routers reach a traffic group's floating external self IP, the next hop of the
@@ -238,6 +272,18 @@ impl GroupConfig {
         if self.devices.is_empty() {
             return Err(bad("devices", "a device group needs at least one device"));
         }
+        let (lo, hi) = MIRROR_PORTS;
+        let last = u32::from(g.mirror_port) + self.traffic_groups.len().saturating_sub(1) as u32;
+        if g.mirror_port < lo || last > u32::from(hi) {
+            return Err(bad(
+                "group.mirror_port",
+                format!(
+                    "the channels of {} traffic groups from port {} do not fit in {lo}-{hi}",
+                    self.traffic_groups.len(),
+                    g.mirror_port
+                ),
+            ));
+        }
         let mut tgs = BTreeSet::new();
         let mut floating = BTreeSet::new();
         let mut path_ids = BTreeSet::new();
@@ -292,6 +338,15 @@ impl GroupConfig {
             }
         }
         Ok(())
+    }
+
+    /// Each traffic group's mirroring channel port.
+    pub fn mirror_ports(&self) -> BTreeMap<String, u16> {
+        self.traffic_groups
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), self.group.mirror_port + i as u16))
+            .collect()
     }
 
     /// The traffic group named `name`.

@@ -104,6 +104,12 @@ pub struct Device {
     /// groups active here. No routes are announced when absent.
     #[serde(default)]
     pub bgpd_socket: Option<PathBuf>,
+    /// Directory with the device-group CA certificate (`ca.crt`) and this device's
+    /// certificate and key (`NAME.crt`, `NAME.key`; `lbctl trust`). When set (with
+    /// `device_group`), lbd mirrors the traffic groups' state to their next-active devices and
+    /// receives theirs.
+    #[serde(default)]
+    pub mirror_trust_dir: Option<PathBuf>,
 }
 
 fn default_panic_limit() -> u64 {
@@ -624,6 +630,12 @@ impl Config {
         }
         if self.device.workers == Some(0) {
             return Err(bad("device.workers", "must be at least 1"));
+        }
+        if self.device.mirror_trust_dir.is_some() && self.device.device_group.is_none() {
+            return Err(bad(
+                "device.mirror_trust_dir",
+                "mirroring needs a device group (device.device_group)",
+            ));
         }
         if self.device.device_group.is_some() {
             for (k, v) in [

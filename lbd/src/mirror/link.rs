@@ -444,14 +444,37 @@ impl Store for DynStore<'_> {
     }
 }
 
-/// Starts the receiver: accepts senders on `listener` and applies what they mirror to
-/// `store`. Aborting the returned task ends every connection. Fails only on a bad trust
-/// configuration.
+/// The receiver's figures, per traffic group. Cheap to clone.
+#[derive(Clone)]
+pub struct ReceiverHandle {
+    shared: Arc<ReceiverShared>,
+}
+
+impl ReceiverHandle {
+    /// Each traffic group's receiver status, and whether a sender is connected to it now.
+    pub fn status(&self) -> Vec<(String, channel::ReceiverStatus, bool)> {
+        let mut out: Vec<_> = self
+            .shared
+            .slots
+            .iter()
+            .map(|(tg, slot)| {
+                let s = lock(slot);
+                (tg.clone(), s.receiver.status(), s.kick.is_some())
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// Starts the receiver: accepts senders on every one of `listeners` (the primary and the
+/// secondary mirror address) and applies what they mirror to `store`. Aborting the returned
+/// task ends every connection. Fails only on a bad trust configuration.
 pub fn spawn_receiver(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     cfg: ReceiverLink,
     store: Arc<Mutex<dyn Store + Send>>,
-) -> Result<JoinHandle<()>, LinkError> {
+) -> Result<(ReceiverHandle, JoinHandle<()>), LinkError> {
     let tls = trust::server_config(&cfg.ca, &cfg.cert, &cfg.key, &cfg.group_devices)?;
     let acceptor = TlsAcceptor::from(tls);
     let slots = cfg
@@ -468,18 +491,41 @@ pub fn spawn_receiver(
         })
         .collect();
     let shared = Arc::new(ReceiverShared { cfg, slots, store });
-    Ok(tokio::spawn(async move {
-        // Dropped (so every connection task aborted) when this task ends or is aborted.
+    let handle = ReceiverHandle {
+        shared: shared.clone(),
+    };
+    let task = tokio::spawn(async move {
+        // Dropped (so every accept loop and connection task aborted) when this task ends or
+        // is aborted.
+        let mut accepts = JoinSet::new();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        for listener in listeners {
+            let tx = tx.clone();
+            accepts.spawn(async move {
+                loop {
+                    let accepted = listener.accept().await;
+                    let failed = accepted.is_err();
+                    if tx.send(accepted).await.is_err() {
+                        return;
+                    }
+                    if failed {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            });
+        }
+        drop(tx);
         let mut conns = JoinSet::new();
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, addr)) if conns.len() >= MAX_CONNECTIONS => {
+                accepted = rx.recv() => match accepted {
+                    None => return,
+                    Some(Ok((tcp, addr))) if conns.len() >= MAX_CONNECTIONS => {
                         drop(tcp);
                         tracing::warn!(peer = %addr, reason = "too many connections",
                             "mirror: refused connection");
                     }
-                    Ok((tcp, addr)) => {
+                    Some(Ok((tcp, addr))) => {
                         let shared = shared.clone();
                         let acceptor = acceptor.clone();
                         conns.spawn(async move {
@@ -489,15 +535,13 @@ pub fn spawn_receiver(
                             }
                         });
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "mirror: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "mirror: accept failed"),
                 },
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         }
-    }))
+    });
+    Ok((handle, task))
 }
 
 /// One sender's connection: admit it, find its channel, run it.

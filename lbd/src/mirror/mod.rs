@@ -28,4 +28,5 @@
 pub mod channel;
 pub mod link;
 pub mod proto;
+pub mod service;
 pub mod trust;

@@ -276,6 +276,12 @@ pub fn choose(
                             !tried.contains(&i) && pool.members[i].persist_usable()
                         })
                 },
+                |r, previous| {
+                    if let Some(m) = shared.mirror.get() {
+                        let tg = vs.attribution.get().traffic_group.clone();
+                        m.used(r, previous, profile, tg.as_deref());
+                    }
+                },
             );
             if let Some(i) = found.and_then(|m| pool.position(m)) {
                 return Ok(Choice {
@@ -330,7 +336,7 @@ fn store(shared: &Shared, vs: &VsState, (scope, key): (String, String), member: 
     let Some((name, profile)) = &vs.persistence else {
         return;
     };
-    shared.persist.insert(PersistRecord {
+    let record = PersistRecord {
         profile: name.clone(),
         scope,
         key,
@@ -345,5 +351,12 @@ fn store(shared: &Shared, vs: &VsState, (scope, key): (String, String), member: 
             .map(str::to_string),
         update_id: shared.ids.next(),
         expiry_ms: now_ms() + profile.timeout.as_millis() as u64,
-    });
+        mirrored: false,
+    };
+    if profile.mirror {
+        if let Some(m) = shared.mirror.get() {
+            m.offer_persist(&record);
+        }
+    }
+    shared.persist.insert(record);
 }

@@ -1,0 +1,867 @@
+//! Mirroring inside lbd: the channels of [`super::link`] wired to the daemon's tables and to
+//! the device group (issue 6, DESIGN.md §1, §5).
+//!
+//! - **Receivers.** At start, one receiver per traffic group listens on this device's mirror
+//!   addresses (primary and secondary), on the group's port for that traffic group
+//!   (`mirror_port` + its position in the group file, within 1029–1155 by default). Whatever a
+//!   device of the group mirrors is applied here by [`MirrorStore`]: persistence records go
+//!   straight into the persistence table (marked `mirrored`), so they serve new connections the
+//!   moment this device takes the traffic group over; UDP flows and TCP connections are kept as
+//!   standby records until a takeover needs them. A traffic group active here ignores what
+//!   others mirror for it (a stale sender must not overwrite the owner's state).
+//! - **Senders.** Every [`RECONCILE`] the service compares the traffic groups active here with
+//!   the channels it runs: one sender per such traffic group toward its next-active device (or,
+//!   with `mirror_scope = "all-peers"`, toward every other device). A new next-active device
+//!   gets a new channel, which starts with a full resync.
+//! - **What is offered.** The data path offers a persistence record of a profile with
+//!   `mirror = true` when it is created and when a lookup refreshes it by at least
+//!   [`refresh_step`] (so a busy record costs one update per step, not one per connection; the
+//!   peer's copy may expire up to one step early), and its deletion by `lbctl`. Expiry needs no
+//!   message: records carry their absolute expiry. A record mirrored here by a peer and then
+//!   used by a connection here becomes this device's own, in that connection's traffic group,
+//!   and is offered at once: ECMP spreads a client's connections over every device, so the
+//!   device that takes a traffic group over must know every client its connections stuck.
+//!   For one key the newest record (the latest expiry) wins on every device, whatever order
+//!   the channels deliver them in.
+//! - **Failback gate.** The traffic groups this device is not active for and whose receiver is
+//!   not in sync (no complete state, or no sender connected) are its *unsynced* set; the
+//!   device group carries it in heartbeats, so auto-failback to this device waits for it.
+//!
+//! This module must never block the data path: offers are O(1) calls into the channels'
+//! bounded queues, and nothing here holds a lock across an await.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::channel::{AckPolicy, ReceiverStatus, SenderStatus, State, Store, Timers};
+use super::link::{self, LinkError, ReceiverHandle, SenderHandle, SenderLink, SnapshotSource};
+use super::proto::{Record, RecordKey, RecordKind};
+use super::trust;
+use crate::cluster::config::{GroupConfig, MirrorScope};
+use crate::daemon::Shared;
+use crate::tables::{now_ms, PersistRecord};
+
+/// How often the senders are reconciled with the traffic groups active here.
+pub const RECONCILE: Duration = Duration::from_millis(100);
+/// Unacknowledged updates a channel holds before it goes lagging and resyncs.
+pub const CHANNEL_CAPACITY: usize = 65_536;
+
+/// Errors of setting mirroring up (each names what to fix).
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("mirroring: device `{0}` has no mirror_addresses in the device-group file")]
+    NoMirrorAddress(String),
+    #[error("mirroring: {0}")]
+    Trust(#[from] trust::TrustError),
+    #[error("mirroring: {path}: {reason}")]
+    TrustFile { path: PathBuf, reason: String },
+    #[error("mirroring: cannot listen on {addr} (traffic group {traffic_group}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        traffic_group: String,
+        source: std::io::Error,
+    },
+    #[error("mirroring: {0}")]
+    Link(#[from] LinkError),
+}
+
+/// The trust files of this device: `DIR/ca.crt`, `DIR/DEVICE.crt`, `DIR/DEVICE.key`.
+#[derive(Debug, Clone)]
+pub struct TrustFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TrustFiles {
+    pub fn in_dir(dir: &std::path::Path, device: &str) -> TrustFiles {
+        let (ca, _) = trust::files(dir, "ca");
+        let (cert, key) = trust::files(dir, device);
+        TrustFiles { ca, cert, key }
+    }
+
+    fn check(&self) -> Result<(), MirrorError> {
+        for p in [&self.ca, &self.cert, &self.key] {
+            if let Err(e) = std::fs::metadata(p) {
+                return Err(MirrorError::TrustFile {
+                    path: p.clone(),
+                    reason: format!("{e} (create it with `lbctl trust`)"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The smallest expiry extension worth telling the peer about: an eighth of the profile's
+/// timeout, at least one second.
+pub fn refresh_step(timeout: Duration) -> u64 {
+    (timeout.as_millis() as u64 / 8).max(1000)
+}
+
+/// One running sender channel; its task ends when it is dropped.
+struct SenderEntry {
+    peer: String,
+    handle: SenderHandle,
+    task: JoinHandle<()>,
+}
+
+impl Drop for SenderEntry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Senders = BTreeMap<String, Vec<Arc<SenderEntry>>>;
+
+/// Standby UDP flows and TCP connections, by traffic group and key.
+#[derive(Debug, Default)]
+pub struct Standby {
+    pub records: BTreeMap<String, BTreeMap<RecordKey, Record>>,
+}
+
+/// Counters of what the data path offered.
+#[derive(Debug, Default)]
+struct Counters {
+    offered: AtomicU64,
+    refresh_skipped: AtomicU64,
+    offer_errors: AtomicU64,
+}
+
+/// The mirroring of this lbd (see the module documentation).
+pub struct Mirroring {
+    me: String,
+    group: GroupConfig,
+    files: TrustFiles,
+    shared: Weak<Shared>,
+    /// Traffic group → its channel port.
+    ports: BTreeMap<String, u16>,
+    senders: ArcSwap<Senders>,
+    receivers: Vec<(String, ReceiverHandle)>,
+    /// Traffic groups active here (receivers ignore what others mirror for them).
+    active: Arc<ArcSwap<BTreeSet<String>>>,
+    standby: Arc<Mutex<Standby>>,
+    counters: Counters,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Epochs of new senders: strictly increasing within this process.
+    last_epoch: AtomicU64,
+}
+
+impl std::fmt::Debug for Mirroring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirroring")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Mirroring {
+    fn drop(&mut self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn timers() -> Timers {
+    Timers {
+        heartbeat_ms: 500,
+        dead_ms: 2000,
+    }
+}
+
+impl Mirroring {
+    /// Binds the receivers of every traffic group on this device's mirror addresses and
+    /// returns the service; [`Mirroring::run`] then keeps the senders in line with placement.
+    pub async fn start(
+        me: &str,
+        group: &GroupConfig,
+        trust_dir: &std::path::Path,
+        shared: &Arc<Shared>,
+    ) -> Result<Arc<Mirroring>, MirrorError> {
+        let files = TrustFiles::in_dir(trust_dir, me);
+        files.check()?;
+        let mine = group
+            .devices
+            .iter()
+            .find(|d| d.name == me)
+            .map(|d| d.mirror_addresses.clone())
+            .unwrap_or_default();
+        if mine.is_empty() {
+            return Err(MirrorError::NoMirrorAddress(me.to_string()));
+        }
+        let ports = group.mirror_ports();
+        let active = Arc::new(ArcSwap::from_pointee(BTreeSet::new()));
+        let standby = Arc::new(Mutex::new(Standby::default()));
+        let store: Arc<Mutex<dyn Store + Send>> = Arc::new(Mutex::new(MirrorStore {
+            shared: Arc::downgrade(shared),
+            active: active.clone(),
+            standby: standby.clone(),
+        }));
+        let peers: Vec<String> = group
+            .devices
+            .iter()
+            .filter(|d| d.name != me)
+            .map(|d| d.name.clone())
+            .collect();
+        let mut receivers = Vec::new();
+        let mut tasks = Vec::new();
+        for (tg, port) in &ports {
+            let mut listeners = Vec::new();
+            for ip in &mine {
+                let addr = SocketAddr::new(*ip, *port);
+                let l = listen(addr).map_err(|source| MirrorError::Bind {
+                    addr,
+                    traffic_group: tg.clone(),
+                    source,
+                })?;
+                listeners.push(l);
+            }
+            let cfg = link::ReceiverLink {
+                device: me.to_string(),
+                group: group.group.name.clone(),
+                group_devices: peers.clone(),
+                traffic_groups: vec![tg.clone()],
+                ca: files.ca.clone(),
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                timers: timers(),
+                acks: AckPolicy::default(),
+                io_timeout: Duration::from_secs(3),
+            };
+            let (handle, task) = link::spawn_receiver(listeners, cfg, store.clone())?;
+            receivers.push((tg.clone(), handle));
+            tasks.push(task);
+        }
+        info!(device = me, addresses = ?mine, ports = ?ports, scope = %group.group.mirror_scope,
+            "mirroring: receivers listening");
+        Ok(Arc::new(Mirroring {
+            me: me.to_string(),
+            group: group.clone(),
+            files,
+            shared: Arc::downgrade(shared),
+            ports,
+            senders: ArcSwap::from_pointee(BTreeMap::new()),
+            receivers,
+            active,
+            standby,
+            counters: Counters::default(),
+            tasks: Mutex::new(tasks),
+            last_epoch: AtomicU64::new(0),
+        }))
+    }
+
+    /// Keeps the senders in line with the traffic groups active here, and tells the device
+    /// group which traffic groups this device is not in sync for. Runs until the daemon's
+    /// state is gone.
+    pub fn spawn_reconciler(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RECONCILE);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(m) = me.upgrade() else { return };
+                m.reconcile().await;
+            }
+        });
+        lock(&self.tasks).push(task);
+    }
+
+    async fn reconcile(self: &Arc<Self>) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let Some(cluster) = shared.cluster.get().cloned() else {
+            return;
+        };
+        let here: BTreeSet<String> = cluster.local_status().active_here.into_keys().collect();
+        if **self.active.load() != here {
+            self.active.store(Arc::new(here.clone()));
+        }
+        let st = cluster.driver.status().await;
+        let mut want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for t in &st.traffic_groups {
+            if !here.contains(&t.name) {
+                continue;
+            }
+            let peers: BTreeSet<String> = match self.group.group.mirror_scope {
+                MirrorScope::NextActive => t
+                    .next_active
+                    .iter()
+                    .filter(|p| **p != self.me)
+                    .cloned()
+                    .collect(),
+                MirrorScope::AllPeers => self
+                    .group
+                    .devices
+                    .iter()
+                    .filter(|d| d.name != self.me)
+                    .map(|d| d.name.clone())
+                    .collect(),
+            };
+            want.insert(t.name.clone(), peers);
+        }
+        let current = self.senders.load_full();
+        let same = want.len() == current.len()
+            && want.iter().all(|(tg, peers)| {
+                current.get(tg).is_some_and(|v| {
+                    v.len() == peers.len() && v.iter().all(|e| peers.contains(&e.peer))
+                })
+            });
+        if !same {
+            let mut next: Senders = BTreeMap::new();
+            for (tg, peers) in &want {
+                let mut list = Vec::new();
+                for peer in peers {
+                    let existing = current
+                        .get(tg)
+                        .and_then(|v| v.iter().find(|e| &e.peer == peer).cloned());
+                    let entry = match existing {
+                        Some(e) => e,
+                        None => match self.spawn_sender(tg, peer, &shared) {
+                            Ok(e) => {
+                                info!(traffic_group = %tg, peer = %peer,
+                                    "mirroring: channel started");
+                                Arc::new(e)
+                            }
+                            Err(e) => {
+                                warn!(traffic_group = %tg, peer = %peer, error = %e,
+                                    "mirroring: cannot start channel");
+                                continue;
+                            }
+                        },
+                    };
+                    list.push(entry);
+                }
+                next.insert(tg.clone(), list);
+            }
+            for (tg, list) in current.iter() {
+                for e in list {
+                    if !want.get(tg).is_some_and(|p| p.contains(&e.peer)) {
+                        info!(traffic_group = %tg, peer = %e.peer, "mirroring: channel stopped");
+                    }
+                }
+            }
+            self.senders.store(Arc::new(next));
+        }
+        // FAILBACK-GATE: cluster.driver.set_unsynced(self.unsynced(&here)).await;
+        let _ = self.unsynced(&here);
+    }
+
+    /// Traffic groups not active here whose receiver holds no complete, live state.
+    fn unsynced(&self, here: &BTreeSet<String>) -> BTreeSet<String> {
+        self.receivers
+            .iter()
+            .filter(|(tg, _)| !here.contains(tg))
+            .filter(|(tg, h)| {
+                !h.status()
+                    .iter()
+                    .any(|(t, s, connected)| t == tg && in_sync(s, *connected))
+            })
+            .map(|(tg, _)| tg.clone())
+            .collect()
+    }
+
+    fn spawn_sender(
+        &self,
+        tg: &str,
+        peer: &str,
+        shared: &Arc<Shared>,
+    ) -> Result<SenderEntry, MirrorError> {
+        let dev = self.group.devices.iter().find(|d| d.name == peer);
+        let addrs = dev.map(|d| d.mirror_addresses.clone()).unwrap_or_default();
+        let Some(primary) = addrs.first() else {
+            return Err(MirrorError::NoMirrorAddress(peer.to_string()));
+        };
+        let port = self.ports[tg];
+        let epoch = {
+            let now = now_ms();
+            let mut prev = self.last_epoch.load(Ordering::Relaxed);
+            loop {
+                let e = now.max(prev + 1);
+                match self.last_epoch.compare_exchange_weak(
+                    prev,
+                    e,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break e,
+                    Err(p) => prev = p,
+                }
+            }
+        };
+        let cfg = SenderLink {
+            device: self.me.clone(),
+            group: self.group.group.name.clone(),
+            peer_device: peer.to_string(),
+            traffic_group: tg.to_string(),
+            primary: SocketAddr::new(*primary, port),
+            secondary: addrs.get(1).map(|a| SocketAddr::new(*a, port)),
+            ca: self.files.ca.clone(),
+            cert: self.files.cert.clone(),
+            key: self.files.key.clone(),
+            epoch,
+            capacity: CHANNEL_CAPACITY,
+            timers: timers(),
+            io_timeout: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+        };
+        let source = Arc::new(Snapshots {
+            shared: Arc::downgrade(shared),
+        });
+        let (handle, task) = link::spawn_sender(cfg, source)?;
+        Ok(SenderEntry {
+            peer: peer.to_string(),
+            handle,
+            task,
+        })
+    }
+
+    /// Offers `kind` to every channel of `tg` (O(1) each; never waits).
+    pub fn offer(&self, tg: &str, kind: RecordKind) {
+        let senders = self.senders.load();
+        let Some(list) = senders.get(tg) else {
+            return;
+        };
+        for e in list {
+            let record = Record {
+                update_id: 0,
+                traffic_group: tg.to_string(),
+                kind: kind.clone(),
+            };
+            self.counters.offered.fetch_add(1, Ordering::Relaxed);
+            if let Err(err) = e.handle.offer(record) {
+                self.counters.offer_errors.fetch_add(1, Ordering::Relaxed);
+                debug!(traffic_group = tg, error = %err, "mirroring: offer refused");
+            }
+        }
+    }
+
+    /// Offers the deletion of `key` to every channel of `tg`.
+    pub fn offer_delete(&self, tg: &str, key: RecordKey) {
+        let senders = self.senders.load();
+        if let Some(list) = senders.get(tg) {
+            for e in list {
+                e.handle.offer_delete(key.clone());
+            }
+        }
+    }
+
+    /// Offers a persistence record (created or refreshed here).
+    pub fn offer_persist(&self, r: &PersistRecord) {
+        if let Some(tg) = &r.traffic_group {
+            self.offer(tg, persist_kind(r));
+        }
+    }
+
+    /// A lookup used record `r` (refreshed from `previous` expiry) for a connection of
+    /// traffic group `tg`. A record a peer mirrored here becomes this device's, in `tg`, and
+    /// goes to `tg`'s peers at once (the client's flows reach every device, so the device that
+    /// would take `tg` over must know where the client sticks); one of this device's own is
+    /// offered when its expiry moved by a [`refresh_step`].
+    pub fn used(
+        &self,
+        r: &mut PersistRecord,
+        previous: u64,
+        profile: &crate::config::Persistence,
+        tg: Option<&str>,
+    ) {
+        if r.mirrored {
+            r.mirrored = false;
+            r.traffic_group = tg.map(str::to_string);
+            if profile.mirror {
+                self.offer_persist(r);
+            }
+        } else if profile.mirror {
+            if r.expiry_ms >= previous.saturating_add(refresh_step(profile.timeout)) {
+                self.offer_persist(r);
+            } else {
+                self.counters
+                    .refresh_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Offers the deletion of a persistence record.
+    pub fn delete_persist(&self, r: &PersistRecord) {
+        if let Some(tg) = &r.traffic_group {
+            self.offer_delete(
+                tg,
+                RecordKey::Persistence {
+                    profile: r.profile.clone(),
+                    scope: r.scope.clone(),
+                    key: r.key.clone(),
+                },
+            );
+        }
+    }
+
+    /// Called by the device group just before it takes `tg` over, before the floating
+    /// addresses move: the mirrored persistence records of `tg` become this device's own (a
+    /// stale sender can no longer clear them), and the standby records are handed back for
+    /// the data path to rebuild.
+    pub fn take_over(&self, tg: &str) -> Vec<Record> {
+        let mut set = (**self.active.load()).clone();
+        set.insert(tg.to_string());
+        self.active.store(Arc::new(set));
+        let mut adopted = 0;
+        if let Some(shared) = self.shared.upgrade() {
+            adopted = shared.persist.adopt(tg);
+        }
+        let standby = lock(&self.standby).records.remove(tg).unwrap_or_default();
+        info!(
+            traffic_group = tg,
+            persistence_records = adopted,
+            standby_records = standby.len(),
+            "mirroring: taking over the mirrored state"
+        );
+        standby.into_values().collect()
+    }
+
+    /// `lbctl show mirroring`.
+    pub fn status(&self) -> Value {
+        let shared = self.shared.upgrade();
+        let counts = |tg: &str, mirrored: Option<bool>| -> Value {
+            let persistence = shared.as_ref().map_or(0, |s| {
+                s.persist.count(|r| {
+                    r.traffic_group.as_deref() == Some(tg)
+                        && mirrored.is_none_or(|m| m == r.mirrored)
+                })
+            });
+            let standby = lock(&self.standby);
+            let (mut udp, mut tcp) = (0usize, 0usize);
+            if let Some(recs) = standby.records.get(tg) {
+                for r in recs.values() {
+                    match r.kind {
+                        RecordKind::UdpFlow { .. } => udp += 1,
+                        RecordKind::TcpConn { .. } => tcp += 1,
+                        RecordKind::Persistence { .. } => {}
+                    }
+                }
+            }
+            json!({"persistence": persistence, "udp_flows": udp, "tcp_connections": tcp})
+        };
+        let senders: Vec<Value> = self
+            .senders
+            .load()
+            .iter()
+            .flat_map(|(tg, list)| {
+                list.iter().map(move |e| {
+                    let s: SenderStatus = e.handle.status();
+                    json!({
+                        "traffic_group": tg,
+                        "peer": e.peer,
+                        "port": self.ports.get(tg),
+                        "state": state_name(s.state),
+                        "last_sent": s.last_sent,
+                        "last_acked": s.last_acked,
+                        "lag_ms": s.lag_ms,
+                        "queued": s.queued,
+                        "unacked": s.unacked,
+                        "records": counts(tg, None),
+                    })
+                })
+            })
+            .collect::<Vec<_>>();
+        let here = self.active.load();
+        let receivers: Vec<Value> = self
+            .receivers
+            .iter()
+            .flat_map(|(_, h)| h.status())
+            .map(|(tg, s, connected)| {
+                json!({
+                    "traffic_group": tg,
+                    "peer": s.peer,
+                    "port": self.ports.get(&tg),
+                    "connected": connected,
+                    "state": receiver_state(&s, connected, here.contains(&tg)),
+                    "in_sync": in_sync(&s, connected),
+                    "last_applied": s.last_applied,
+                    "duplicates": s.duplicates,
+                    "records": counts(&tg, Some(true)),
+                })
+            })
+            .collect();
+        json!({
+            "enabled": true,
+            "me": self.me,
+            "scope": self.group.group.mirror_scope.to_string(),
+            "senders": senders,
+            "receivers": receivers,
+            "offered": self.counters.offered.load(Ordering::Relaxed),
+            "refresh_skipped": self.counters.refresh_skipped.load(Ordering::Relaxed),
+            "offer_errors": self.counters.offer_errors.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Per-channel figures for the metrics: (traffic group, peer, role, state, last id,
+    /// acked id, lag ms).
+    pub fn channel_figures(&self) -> Vec<ChannelFigures> {
+        let mut out = Vec::new();
+        for (tg, list) in self.senders.load().iter() {
+            for e in list {
+                let s = e.handle.status();
+                out.push(ChannelFigures {
+                    traffic_group: tg.clone(),
+                    peer: e.peer.clone(),
+                    role: "sender",
+                    state: state_name(s.state),
+                    in_sync: s.state == State::InSync,
+                    last_id: s.last_sent,
+                    acked_id: s.last_acked,
+                    lag_ms: s.lag_ms,
+                });
+            }
+        }
+        for (_, h) in &self.receivers {
+            for (tg, s, connected) in h.status() {
+                out.push(ChannelFigures {
+                    traffic_group: tg,
+                    peer: s.peer.clone().unwrap_or_default(),
+                    role: "receiver",
+                    state: if in_sync(&s, connected) {
+                        "in-sync"
+                    } else if s.resyncing {
+                        "resyncing"
+                    } else {
+                        "connecting"
+                    },
+                    in_sync: in_sync(&s, connected),
+                    last_id: s.last_applied,
+                    acked_id: s.last_applied,
+                    lag_ms: 0,
+                });
+            }
+        }
+        out
+    }
+
+    /// Updates offered to channels, refreshes not worth an update, offers refused.
+    pub fn offer_counters(&self) -> (u64, u64, u64) {
+        (
+            self.counters.offered.load(Ordering::Relaxed),
+            self.counters.refresh_skipped.load(Ordering::Relaxed),
+            self.counters.offer_errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One channel's figures (metrics).
+#[derive(Debug, Clone)]
+pub struct ChannelFigures {
+    pub traffic_group: String,
+    pub peer: String,
+    pub role: &'static str,
+    pub state: &'static str,
+    pub in_sync: bool,
+    pub last_id: u64,
+    pub acked_id: u64,
+    pub lag_ms: u64,
+}
+
+fn in_sync(s: &ReceiverStatus, connected: bool) -> bool {
+    connected && s.synced && !s.resyncing
+}
+
+fn receiver_state(s: &ReceiverStatus, connected: bool, active_here: bool) -> &'static str {
+    if active_here {
+        "active-here"
+    } else if in_sync(s, connected) {
+        "in-sync"
+    } else if s.resyncing {
+        "resyncing"
+    } else if connected {
+        "connected"
+    } else if s.synced {
+        "disconnected"
+    } else {
+        "waiting"
+    }
+}
+
+/// The names `lbctl show mirroring` uses.
+pub fn state_name(s: State) -> &'static str {
+    match s {
+        State::Connecting => "connecting",
+        State::Resyncing => "resyncing",
+        State::InSync => "in-sync",
+        State::Lagging => "lagging",
+    }
+}
+
+fn persist_kind(r: &PersistRecord) -> RecordKind {
+    RecordKind::Persistence {
+        profile: r.profile.clone(),
+        scope: r.scope.clone(),
+        key: r.key.clone(),
+        pool: r.pool.clone(),
+        member: r.member,
+        virtual_server: r.virtual_server.clone(),
+        expiry_ms: r.expiry_ms,
+    }
+}
+
+/// Binds a mirror listener (address reuse, so a restarted lbd binds at once).
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = match addr.ip() {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(64)
+}
+
+/// What a channel's resync carries: the traffic group's mirrored state here.
+struct Snapshots {
+    shared: Weak<Shared>,
+}
+
+impl SnapshotSource for Snapshots {
+    fn snapshot(&self, traffic_group: &str) -> Vec<Record> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Vec::new();
+        };
+        let rt = shared.runtime.load();
+        let mirrored: BTreeSet<&str> = rt
+            .config
+            .persistence
+            .iter()
+            .filter(|(_, p)| p.mirror)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let now = now_ms();
+        let mut out: Vec<Record> = shared
+            .persist
+            .records(|r| {
+                r.traffic_group.as_deref() == Some(traffic_group)
+                    && r.expiry_ms > now
+                    && mirrored.contains(r.profile.as_str())
+            })
+            .iter()
+            .map(|r| Record {
+                update_id: 0,
+                traffic_group: traffic_group.to_string(),
+                kind: persist_kind(r),
+            })
+            .collect();
+        drop(rt);
+        out.sort_by_key(Record::key);
+        out
+    }
+}
+
+/// Applies what peers mirror (see the module documentation).
+struct MirrorStore {
+    shared: Weak<Shared>,
+    active: Arc<ArcSwap<BTreeSet<String>>>,
+    standby: Arc<Mutex<Standby>>,
+}
+
+impl MirrorStore {
+    fn ours(&self, tg: &str) -> bool {
+        self.active.load().contains(tg)
+    }
+}
+
+impl Store for MirrorStore {
+    fn upsert(&mut self, r: Record) {
+        if self.ours(&r.traffic_group) {
+            return;
+        }
+        match &r.kind {
+            RecordKind::Persistence {
+                profile,
+                scope,
+                key,
+                pool,
+                member,
+                virtual_server,
+                expiry_ms,
+            } => {
+                let Some(shared) = self.shared.upgrade() else {
+                    return;
+                };
+                shared.persist.insert_mirrored(PersistRecord {
+                    profile: profile.clone(),
+                    scope: scope.clone(),
+                    key: key.clone(),
+                    pool: pool.clone(),
+                    member: *member,
+                    virtual_server: virtual_server.clone(),
+                    traffic_group: Some(r.traffic_group.clone()),
+                    update_id: shared.ids.next(),
+                    expiry_ms: *expiry_ms,
+                    mirrored: true,
+                });
+            }
+            RecordKind::UdpFlow { .. } | RecordKind::TcpConn { .. } => {
+                lock(&self.standby)
+                    .records
+                    .entry(r.traffic_group.clone())
+                    .or_default()
+                    .insert(r.key(), r);
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &RecordKey) {
+        match key {
+            RecordKey::Persistence {
+                profile,
+                scope,
+                key,
+            } => {
+                if let Some(shared) = self.shared.upgrade() {
+                    shared
+                        .persist
+                        .remove_if(profile, scope, key, |r| r.mirrored);
+                }
+            }
+            RecordKey::UdpFlow { .. } | RecordKey::TcpConn { .. } => {
+                for recs in lock(&self.standby).records.values_mut() {
+                    recs.remove(key);
+                }
+            }
+        }
+    }
+
+    fn clear_group(&mut self, tg: &str) {
+        if self.ours(tg) {
+            return;
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared
+                .persist
+                .delete(|r| r.mirrored && r.traffic_group.as_deref() == Some(tg));
+        }
+        lock(&self.standby).records.remove(tg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_step_is_an_eighth_of_the_timeout_at_least_a_second() {
+        assert_eq!(refresh_step(Duration::from_secs(300)), 37_500);
+        assert_eq!(refresh_step(Duration::from_secs(4)), 1000);
+    }
+}

@@ -312,7 +312,8 @@ impl Cluster {
         let key = GroupKey::from_file(&group.group.key_file)
             .map_err(|e| ClusterError::Key(format!("{}: {e}", group.group.key_file.display())))?;
         let dcfg = group
-            .driver_config(&local.me, Arc::new(key))
+            // Mirroring off for now: auto-failback does not wait for a mirror to be in sync.
+            .driver_config(&local.me, Arc::new(key), false)
             .map_err(ClusterError::Membership)?;
         let net = Arc::new(NetAddr::new().await?);
         for ifname in [&local.external_interface, &local.internal_interface] {

@@ -15,8 +15,8 @@
 //! | `{"cmd":"delete-persistence","profile":P?,"key":K?,"member":"ADDR:PORT"?}` | `{deleted}` |
 //! | `{"cmd":"member","pool":P,"member":"ADDR:PORT","state":"enabled"\|"disabled"\|"forced-offline"}` | the member's new state |
 //! | `{"cmd":"reload"}` | what the reload did, or the reason it was rejected as the error |
-//! | `{"cmd":"show-device-group"}` | `{device_group}`: devices, liveness, counters, links, bgpd, attribution |
-//! | `{"cmd":"show-traffic-groups"}` | `{me, traffic_groups}`: active device, next-active, state, since, why |
+//! | `{"cmd":"show-device-group"}` | `{device_group}`: devices (liveness, TGs held, TGs not in sync), counters, links, bgpd, attribution |
+//! | `{"cmd":"show-traffic-groups"}` | `{me, traffic_groups}`: active device, next-active, state, since, why, a failback waiting for sync |
 //! | `{"cmd":"failover","traffic_group":TG,"to":DEV?}` | `{}`: a manual placement order (to its next-active without `to`) |
 //! | `{"cmd":"show-mirroring"}` | mirroring channels: senders (peer, state, last sent/acked id, lag, records) and receivers (peer, in sync, last applied, records); `{enabled: false}` when off |
 //! | `{"cmd":"show-plugins"}` | loaded plugins: name, version, file, ABI, calls, keys, panics, state; files that failed |

@@ -76,6 +76,7 @@ fn spec(me: &str) -> GroupSpec {
                 ha_order: order.iter().map(|d| d.to_string()).collect(),
                 auto_failback: *name == "tg-2",
                 failback_delay: FAILBACK,
+                sync_wait: None,
             })
             .collect(),
         heartbeat_interval: INTERVAL,
@@ -286,6 +287,45 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// What `dev`'s status says `of` reported as not in sync.
+async fn unsynced_seen(c: &Cluster, dev: &str, of: &str) -> Vec<String> {
+    let s = c.handles[dev].status().await;
+    s.devices
+        .into_iter()
+        .find(|d| d.name == of)
+        .map(|d| d.unsynced)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_unsynced_reaches_the_peers_and_sends_only_changes() {
+    let c = Cluster::start(BTreeMap::new()).await;
+    c.wait_placed(&DEVICES, &STEADY).await;
+    let b = &c.handles["B"];
+    b.set_unsynced(["tg-1".to_string(), "tg-3".to_string()].into())
+        .await;
+    assert_eq!(unsynced_seen(&c, "B", "B").await, ["tg-1", "tg-3"]);
+    let deadline = Instant::now() + WAIT;
+    while unsynced_seen(&c, "A", "B").await != ["tg-1", "tg-3"] {
+        assert!(Instant::now() < deadline, "A never heard B's unsynced set");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The same set again (another order, another clone) changes nothing.
+    let b2 = b.clone();
+    b2.set_unsynced(["tg-3".to_string(), "tg-1".to_string()].into())
+        .await;
+    b.set_unsynced(Default::default()).await;
+    let deadline = Instant::now() + WAIT;
+    while !unsynced_seen(&c, "C", "B").await.is_empty() {
+        assert!(Instant::now() < deadline, "C never heard B in sync");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Mirroring is off in this group: nothing moved.
+    assert!(c.placed(&DEVICES, &STEADY).await);
+    assert_eq!(c.events().len(), 3, "{:#?}", c.events());
+    c.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_state_each_group_on_its_first_device() {
     let c = Cluster::start(BTreeMap::new()).await;
@@ -444,6 +484,7 @@ async fn forged_and_replayed_heartbeats_change_nothing() {
         eligible: true,
         active: vec!["tg-1".into(), "tg-2".into(), "tg-3".into()],
         orders: Vec::new(),
+        unsynced: Vec::new(),
     };
     // Replayer: A's captured heartbeat, once B has heard newer ones from A.
     tokio::time::sleep(INTERVAL * 3).await;

@@ -605,7 +605,17 @@ fn show_traffic_groups(data: &Value) -> String {
             text(&tg["reason"]),
         ]);
     }
-    format!("as seen from {}\n{}", text(&data["me"]), t.render(""))
+    let mut out = format!("as seen from {}\n{}", text(&data["me"]), t.render(""));
+    // Why an auto-failback has not happened yet (mirroring on).
+    for tg in list(&data["traffic_groups"]) {
+        if let Value::String(dev) = &tg["waiting_for_sync"] {
+            out.push_str(&format!(
+                "{}: auto-failback to {dev} waits for its mirror to be in sync\n",
+                text(&tg["name"])
+            ));
+        }
+    }
+    out
 }
 
 fn show_device_group(g: &Value) -> String {
@@ -649,6 +659,17 @@ fn show_device_group(g: &Value) -> String {
         ]);
     }
     out.push_str(&t.render(""));
+    // Traffic groups a device is not ready to take back (its mirror is not in sync).
+    let unsynced: Vec<String> = list(&g["devices"])
+        .iter()
+        .filter_map(|d| {
+            let tgs: Vec<String> = list(&d["unsynced"]).iter().map(text).collect();
+            (!tgs.is_empty()).then(|| format!("{} ({})", text(&d["name"]), tgs.join(",")))
+        })
+        .collect();
+    if !unsynced.is_empty() {
+        out.push_str(&format!("mirror not in sync: {}\n", unsynced.join(", ")));
+    }
     let links: Vec<String> = local["links"]
         .as_object()
         .map(|m| {
@@ -1362,6 +1383,32 @@ mod tests {
             b.contains("no") && b.contains("2300 ms") && b.contains("tg-2"),
             "{b}"
         );
+        // Every mirror in sync (or an older lbd without the field): no line.
+        assert!(!out.contains("mirror not in sync"), "{out}");
+    }
+
+    #[test]
+    fn unsynced_devices_and_failbacks_waiting_for_sync_are_shown() {
+        let data = json!({"device_group": {
+            "name": "seed", "me": "a", "phase": "running", "route_mode": "l2",
+            "devices": [
+                {"name": "a", "alive": true, "eligible": true, "active": ["tg-2"], "unsynced": []},
+                {"name": "b", "alive": true, "eligible": true, "active": [], "unsynced": ["tg-1", "tg-2"]}],
+            "local": {}}});
+        let out = render(&parse(&["show", "device-group"]).unwrap().cmd, &data, 0);
+        assert!(out.contains("mirror not in sync: b (tg-1,tg-2)\n"), "{out}");
+        let data = json!({"me": "a", "traffic_groups": [
+            {"name": "tg-1", "active": "a", "placement": "a", "next_active": "b", "state": "active",
+             "waiting_for_sync": null},
+            {"name": "tg-2", "active": "a", "placement": "a", "next_active": "b", "state": "active",
+             "waiting_for_sync": "b"},
+        ]});
+        let out = render(&parse(&["show", "traffic-groups"]).unwrap().cmd, &data, 0);
+        assert!(
+            out.ends_with("tg-2: auto-failback to b waits for its mirror to be in sync\n"),
+            "{out}"
+        );
+        assert!(!out.contains("tg-1: auto-failback"), "{out}");
     }
 
     #[test]

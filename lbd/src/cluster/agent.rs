@@ -317,7 +317,8 @@ impl Cluster {
         let key = GroupKey::from_file(&group.group.key_file)
             .map_err(|e| ClusterError::Key(format!("{}: {e}", group.group.key_file.display())))?;
         let dcfg = group
-            .driver_config(&local.me, Arc::new(key))
+            // Mirroring off for now: auto-failback does not wait for a mirror to be in sync.
+            .driver_config(&local.me, Arc::new(key), false)
             .map_err(ClusterError::Membership)?;
         if let Some(dir) = &local.mirror_trust_dir {
             let m =

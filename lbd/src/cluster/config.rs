@@ -195,6 +195,11 @@ pub struct TrafficGroup {
     pub auto_failback: bool,
     #[serde(default = "default_failback_delay", with = "humantime_serde")]
     pub failback_delay: Duration,
+    /// With mirroring on, auto-failback waits until the returning device's mirror of this
+    /// traffic group is in sync, at most this long after `failback_delay` (then it fails back
+    /// anyway). Unused with mirroring off.
+    #[serde(default = "default_failback_sync_max_wait", with = "humantime_serde")]
+    pub failback_sync_max_wait: Duration,
     /// ADD-PATH path id the VIP is announced with for this group (default: position + 1).
     #[serde(default)]
     pub path_id: Option<u32>,
@@ -209,6 +214,12 @@ pub struct TrafficGroup {
 fn default_failback_delay() -> Duration {
     Duration::from_secs(5)
 }
+fn default_failback_sync_max_wait() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The longest `failback_sync_max_wait` accepted.
+pub const MAX_FAILBACK_SYNC_WAIT: Duration = Duration::from_secs(3600);
 
 type Invalid = (String, String);
 
@@ -329,6 +340,17 @@ impl GroupConfig {
                     "must be a host address (/32 or /128) in routed mode: it is announced as a route",
                 ));
             }
+            if tg.failback_sync_max_wait.is_zero()
+                || tg.failback_sync_max_wait > MAX_FAILBACK_SYNC_WAIT
+            {
+                return Err(bad(
+                    key("failback_sync_max_wait"),
+                    format!(
+                        "{} is 0 or more than 1h",
+                        humantime::format_duration(tg.failback_sync_max_wait)
+                    ),
+                ));
+            }
             let id = tg.path_id.unwrap_or(i as u32 + 1);
             if id == 0 || !path_ids.insert(id) {
                 return Err(bad(
@@ -364,8 +386,15 @@ impl GroupConfig {
     }
 
     /// What the heartbeat driver of device `me` runs with: it listens on its first failover
-    /// address and sends to every failover address of every peer.
-    pub fn driver_config(&self, me: &str, key: Arc<GroupKey>) -> Result<DriverConfig, String> {
+    /// address and sends to every failover address of every peer. With `mirroring` on,
+    /// auto-failback waits for the mirror to be in sync, at most each traffic group's
+    /// `failback_sync_max_wait` (its spec's `sync_wait`); off, it does not wait.
+    pub fn driver_config(
+        &self,
+        me: &str,
+        key: Arc<GroupKey>,
+        mirroring: bool,
+    ) -> Result<DriverConfig, String> {
         let mine = self.devices.iter().find(|d| d.name == me).ok_or_else(|| {
             format!(
                 "device `{me}` is not a member of device group `{}`",
@@ -398,6 +427,7 @@ impl GroupConfig {
                         ha_order: t.ha_order.clone(),
                         auto_failback: t.auto_failback,
                         failback_delay: t.failback_delay,
+                        sync_wait: mirroring.then_some(t.failback_sync_max_wait),
                     })
                     .collect(),
                 heartbeat_interval: self.group.heartbeat_interval,
@@ -468,7 +498,7 @@ internal_floating = "10.1.1.4/24"
         assert_eq!(g.group.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(g.group.dead_after, Duration::from_millis(500));
         assert_eq!(g.path_ids()["tg-2"], 2);
-        let d = g.driver_config("B", key()).unwrap();
+        let d = g.driver_config("B", key(), false).unwrap();
         assert_eq!(d.listen, "192.168.100.7:1026".parse().unwrap());
         assert_eq!(d.peers.len(), 2);
         assert_eq!(d.peers["C"].len(), 2);
@@ -477,7 +507,9 @@ internal_floating = "10.1.1.4/24"
         assert!(tg2.auto_failback);
         assert_eq!(tg2.failback_delay, Duration::from_secs(2));
         assert!(!d.spec.traffic_groups[0].auto_failback);
-        let e = g.driver_config("D", key()).unwrap_err();
+        // Mirroring off: failback does not wait for sync.
+        assert!(d.spec.traffic_groups.iter().all(|t| t.sync_wait.is_none()));
+        let e = g.driver_config("D", key(), false).unwrap_err();
         assert_eq!(e, "device `D` is not a member of device group `seed`");
     }
 
@@ -503,6 +535,48 @@ internal_floating = "10.1.1.4/24"
         assert_eq!(
             GroupConfig::from_toml(SEED, "g").unwrap().group.route_mode,
             RouteMode::L2
+        );
+    }
+
+    #[test]
+    fn failback_sync_max_wait_defaults_to_30s_and_is_used_with_mirroring_on() {
+        let g = GroupConfig::from_toml(SEED, "group.toml").unwrap();
+        assert!(g
+            .traffic_groups
+            .iter()
+            .all(|t| t.failback_sync_max_wait == Duration::from_secs(30)));
+        let text = SEED.replacen(
+            "failback_delay = \"2s\"",
+            "failback_delay = \"2s\"\nfailback_sync_max_wait = \"1m 30s\"",
+            1,
+        );
+        let g = GroupConfig::from_toml(&text, "group.toml").unwrap();
+        assert_eq!(
+            g.traffic_groups[1].failback_sync_max_wait,
+            Duration::from_secs(90)
+        );
+        let on = g.driver_config("A", key(), true).unwrap();
+        let waits: Vec<_> = on.spec.traffic_groups.iter().map(|t| t.sync_wait).collect();
+        assert_eq!(
+            waits,
+            [30, 90, 30].map(|s| Some(Duration::from_secs(s))).to_vec()
+        );
+        let off = g.driver_config("A", key(), false).unwrap();
+        assert!(off
+            .spec
+            .traffic_groups
+            .iter()
+            .all(|t| t.sync_wait.is_none()));
+        // An hour is the most accepted.
+        let hour = SEED.replacen(
+            "name = \"tg-3\"",
+            "name = \"tg-3\"\nfailback_sync_max_wait = \"1h\"",
+            1,
+        );
+        let g = GroupConfig::from_toml(&hour, "group.toml").unwrap();
+        assert_eq!(
+            g.traffic_groups[2].failback_sync_max_wait,
+            MAX_FAILBACK_SYNC_WAIT
         );
     }
 
@@ -533,6 +607,12 @@ internal_floating = "10.1.1.4/24"
             ("name = \"seed\"", "name = \"seed\"\nroute_mode = \"routed\"",
              "key `traffic_groups[0].external_floating`: must be a host address (/32 or /128) in routed mode"),
             ("name = \"seed\"", "name = \"seed\"\nroute_mode = \"bgp\"", "route_mode"),
+            ("failback_delay = \"2s\"", "failback_delay = \"2s\"\nfailback_sync_max_wait = \"0s\"",
+             "key `traffic_groups[1].failback_sync_max_wait`: 0s is 0 or more than 1h"),
+            ("name = \"tg-3\"", "name = \"tg-3\"\nfailback_sync_max_wait = \"1h 1s\"",
+             "key `traffic_groups[2].failback_sync_max_wait`: 1h 1s is 0 or more than 1h"),
+            ("name = \"tg-1\"", "name = \"tg-1\"\nfailback_sync_max_wait = \"later\"",
+             "key `traffic_groups[0].failback_sync_max_wait`"),
         ];
         for (from, to, want) in cases {
             assert!(SEED.contains(from), "{from}");

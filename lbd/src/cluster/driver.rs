@@ -4,7 +4,8 @@
 //! that socket, the [`Placement`] state machine, a [`ReplayGuard`] and the receiving end of a
 //! command channel. The [`DriverHandle`] it returns sends commands (status, `lbctl failover`,
 //! standby/release and the link fail-safe) and reads the counters; aborting the task's
-//! `JoinHandle` stops the driver (like a crash: nothing is released).
+//! `JoinHandle` stops the driver (like a crash: nothing is released). Mirroring tells it, through
+//! [`DriverHandle::set_unsynced`], which traffic groups this device is not ready to take back.
 //!
 //! # Order of operations
 //!
@@ -19,7 +20,7 @@
 //!    [`Input::Timer`]. After a stall (SIGSTOP, a long pause) the socket holds a backlog: it
 //!    goes in first, so the placement acts on the newest state, not on what it knew before.
 //! 3. **A command**: the socket is drained the same way, then the command is fed
-//!    ([`Input::Failover`], [`Input::Eligible`]) or answered (status).
+//!    ([`Input::Failover`], [`Input::Eligible`], [`Input::Unsynced`]) or answered (status).
 //!
 //! Before every [`Placement::process`] call the driver sets the placement's clock
 //! ([`Placement::set_clock_ms`]) to the current instant and Unix time. Outputs are applied in
@@ -40,7 +41,7 @@
 //!   heartbeats (see `placement`).
 //! - Decide placement or liveness itself, or trust anything unauthenticated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -149,6 +150,7 @@ enum Command {
         reply: oneshot::Sender<Result<(), DriverError>>,
     },
     Eligible(bool, oneshot::Sender<()>),
+    Unsynced(BTreeSet<String>, oneshot::Sender<()>),
 }
 
 /// Commands in, status and counters out. Cheap to clone.
@@ -159,6 +161,9 @@ pub struct DriverHandle {
     counters: Arc<Counters>,
     /// The status as the task last saw it, written when the task stops.
     last: Arc<Mutex<Option<GroupStatus>>>,
+    /// The unsynced set last handed to the task (held while sending, so that sets from
+    /// several clones reach the task in the order they were recorded).
+    unsynced: Arc<tokio::sync::Mutex<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for DriverHandle {
@@ -217,6 +222,29 @@ impl DriverHandle {
         }
     }
 
+    /// The traffic groups whose mirror is not in sync on this device: auto-failback does not
+    /// bring them back here until they leave the set, or the maximum wait is over (see
+    /// `placement`, rule 2). The whole set each time; it goes to the placement only when it
+    /// differs from the last one sent, so calling this often is cheap. Starts as every traffic
+    /// group mirroring covers (nothing is known to be in sync). Does nothing once the driver
+    /// has stopped.
+    pub async fn set_unsynced(&self, set: BTreeSet<String>) {
+        let mut last = self.unsynced.lock().await;
+        if *last == set {
+            return;
+        }
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::Unsynced(set.clone(), reply))
+            .await
+            .is_ok()
+        {
+            *last = set;
+            let _ = rx.await;
+        }
+    }
+
     /// The counters now (they keep their last values once the driver has stopped).
     pub fn counters(&self) -> DriverCounters {
         self.counters.snapshot()
@@ -266,8 +294,10 @@ pub async fn spawn(
     }
     let epoch = next_epoch();
     let guard = ReplayGuard::new(&cfg.spec.devices, &me);
+    let placement = Placement::new(cfg.spec.clone(), epoch);
+    let unsynced = Arc::new(tokio::sync::Mutex::new(placement.unsynced().clone()));
     let driver = Driver {
-        placement: Placement::new(cfg.spec.clone(), epoch),
+        placement,
         spec: cfg.spec,
         key: cfg.key,
         peers: cfg.peers,
@@ -287,6 +317,7 @@ pub async fn spawn(
             tx,
             counters,
             last,
+            unsynced,
         },
         task,
     ))
@@ -374,6 +405,11 @@ impl Driver {
             Command::Eligible(eligible, reply) => {
                 info!(device = %self.spec.me, eligible, "eligibility set");
                 self.feed(Input::Eligible(eligible));
+                let _ = reply.send(());
+            }
+            Command::Unsynced(set, reply) => {
+                info!(device = %self.spec.me, unsynced = ?set, "mirror sync state set");
+                self.feed(Input::Unsynced(set));
                 let _ = reply.send(());
             }
         }

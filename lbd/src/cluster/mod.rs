@@ -33,6 +33,11 @@ pub struct Heartbeat {
     pub active: Vec<String>,
     /// Manual placement orders the sender knows of (see `placement`), newest id wins.
     pub orders: Vec<Order>,
+    /// Traffic groups the sender is *not* ready to take back by auto-failback because its
+    /// mirror of their session state is not in sync yet (see `placement`, rule 2). Empty when
+    /// mirroring is off or every mirror is in sync; absent from old senders.
+    #[serde(default)]
+    pub unsynced: Vec<String>,
 }
 
 /// A manual placement order (`lbctl failover TG [--to DEV]`, `lbctl standby`, `lbctl release`),

@@ -1,8 +1,9 @@
 //! Traffic-group placement: the sans-IO failover state machine of one device (DESIGN.md §1, §2).
 //!
 //! [`Placement::process`] takes the current time and one [`Input`] (start, timer, a peer's
-//! heartbeat, this device's eligibility, an `lbctl failover`) and returns what the caller must do
-//! ([`Output`]s: activate or release a traffic group here, send a heartbeat). Timers are data:
+//! heartbeat, this device's eligibility, the traffic groups whose mirror is not in sync here,
+//! an `lbctl failover`) and returns what the caller must do ([`Output`]s: activate or release
+//! a traffic group here, send a heartbeat). Timers are data:
 //! [`Placement::poll_timeout`] says when the core next needs [`Input::Timer`]. Where a traffic
 //! group goes is decided by [`place`], a pure function of a [`View`], so every device that has
 //! the same view computes the same placement.
@@ -26,7 +27,13 @@
 //!      been usable for at least `failback_delay` *and became usable no earlier than the holder
 //!      took the TG* (it came back after losing it): the first such device. So after a manual
 //!      failover the order's target is the holder and nothing fails back to devices that were
-//!      already up when the order moved it;
+//!      already up when the order moved it. With mirroring on (the TG's `sync_wait` is
+//!      `Some(max)`), such a device qualifies only once it no longer lists the TG as *unsynced*
+//!      (its heartbeats' `unsynced`, or [`Input::Unsynced`] for this device: it does not hold
+//!      the TG's mirrored session state yet), or once it has been usable for at least
+//!      `failback_delay + max` (the maximum wait is over: it fails back anyway, and the reason
+//!      says so). Until then the holder keeps the TG and the status names the device as
+//!      *waiting for sync*. With `sync_wait` None the unsynced lists are ignored;
 //!   3. the first usable device in HA order;
 //!   4. nobody.
 //!
@@ -57,10 +64,14 @@
 //!   not count as fresh). Any TG it held that an alive peer claims meanwhile is released at
 //!   once ("pre-empted while unresponsive"), before its first heartbeat goes out. Becoming
 //!   ineligible releases everything in every state (fail-safe).
+//! - **Unsynced.** [`Input::Unsynced`] sets the traffic groups whose mirror is not in sync on
+//!   this device (names outside the group's TGs are dropped). It may come before
+//!   [`Input::Start`]; until the caller says otherwise, every TG with a `sync_wait` counts as
+//!   unsynced (nothing is known to be in sync after a start). It is carried in every heartbeat.
 //! - **Heartbeats.** [`Output::SendHeartbeat`] at start, then every `heartbeat_interval`, plus one
-//!   at once whenever the active set, the eligibility or the known orders change. `seq` starts
-//!   at 1 and increases by one per heartbeat; `sent_ms` is the clock set by
-//!   [`Placement::set_clock_ms`], or else `epoch` taken as the Unix ms at [`Input::Start`].
+//!   at once whenever the active set, the eligibility, the unsynced set or the known orders
+//!   change. `seq` starts at 1 and increases by one per heartbeat; `sent_ms` is the clock set
+//!   by [`Placement::set_clock_ms`], or else `epoch` taken as the Unix ms at [`Input::Start`].
 //!
 //! This module must not do I/O, read the clock, or panic on any input sequence.
 
@@ -79,6 +90,9 @@ pub struct TrafficGroupSpec {
     pub ha_order: Vec<String>,
     pub auto_failback: bool,
     pub failback_delay: Duration,
+    /// Mirroring on: auto-failback waits until the returning device's mirror of this TG is in
+    /// sync, at most this long after `failback_delay` (rule 2). None: mirroring off, no wait.
+    pub sync_wait: Option<Duration>,
 }
 
 /// The device group as this device sees it.
@@ -103,6 +117,9 @@ pub enum Input {
     Heartbeat(Heartbeat),
     /// This device's own eligibility changed (links up/down — fail-safe; `lbctl standby`/`release`).
     Eligible(bool),
+    /// The traffic groups whose mirrored session state this device does not hold in sync (it
+    /// is not ready to take them back by auto-failback). The whole set, not a change.
+    Unsynced(BTreeSet<String>),
     /// `lbctl failover TG [--to DEV]` issued on this device (to = None: its next-active).
     Failover {
         traffic_group: String,
@@ -146,6 +163,8 @@ pub struct DeviceView {
     pub usable_for: Duration,
     /// Traffic groups it claims, with how long it has claimed each one.
     pub holds: BTreeMap<String, Duration>,
+    /// Traffic groups whose mirror is not in sync on it (see rule 2).
+    pub unsynced: BTreeSet<String>,
 }
 
 /// Which rule put a traffic group where [`place`] says.
@@ -171,11 +190,14 @@ pub struct Decision {
     pub rule: Rule,
     /// Where it would go if `active` died.
     pub next_active: Option<String>,
+    /// The device auto-failback would move it to now but for its mirror not being in sync
+    /// (rule 2 with `sync_wait`): the failback waits for it.
+    pub waiting_for_sync: Option<String>,
 }
 
 /// The placement rules of the module documentation: a pure function of the view.
 pub fn place(tg: &TrafficGroupSpec, view: &View) -> Decision {
-    let (active, rule) = place_active(tg, view);
+    let (active, rule, waiting_for_sync) = place_active(tg, view);
     let next_active = active.as_ref().and_then(|gone| {
         let mut without = view.clone();
         for d in without.devices.iter_mut().filter(|d| &d.name == gone) {
@@ -189,46 +211,82 @@ pub fn place(tg: &TrafficGroupSpec, view: &View) -> Decision {
         active,
         rule,
         next_active,
+        waiting_for_sync,
     }
 }
 
-fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule) {
+/// Where the TG goes and by which rule, and who a failback waits for (see [`Decision`]).
+fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule, Option<String>) {
     let usable = |name: &str| view.devices.iter().any(|d| d.name == name && d.usable);
     let order = effective_order(tg, view);
     let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
 
     if let Some(o) = view.orders.get(&tg.name) {
         if usable(&o.to) {
-            return (Some(o.to.clone()), Rule::Order { id: o.id });
+            return (Some(o.to.clone()), Rule::Order { id: o.id }, None);
         }
     }
     let holder = holder_of(tg, view, &order);
     if let Some(h) = holder {
+        let mut waiting = None;
         if tg.auto_failback {
             let held_for = h.holds[&tg.name];
             let earlier = order.iter().take(rank(&h.name).min(order.len()));
             for name in earlier {
-                let back = view.devices.iter().any(|d| {
+                let back = view.devices.iter().find(|d| {
                     &d.name == name
                         && d.usable
                         && d.usable_for >= tg.failback_delay
                         && d.usable_for <= held_for
                 });
-                if back {
+                let Some(back) = back else { continue };
+                if sync_done(tg, back) {
                     return (
                         Some(name.clone()),
                         Rule::Failback {
                             from: h.name.clone(),
                         },
+                        None,
                     );
                 }
+                waiting.get_or_insert_with(|| name.clone());
             }
         }
-        return (Some(h.name.clone()), Rule::Holder);
+        return (Some(h.name.clone()), Rule::Holder, waiting);
     }
     match order.iter().find(|n| usable(n)) {
-        Some(first) => (Some(first.clone()), Rule::First),
-        None => (None, Rule::Nobody),
+        Some(first) => (Some(first.clone()), Rule::First, None),
+        None => (None, Rule::Nobody, None),
+    }
+}
+
+/// Rule 2's mirroring condition for a failback candidate `d` that is otherwise due: mirroring
+/// off, its mirror of the TG in sync, or the maximum wait over.
+fn sync_done(tg: &TrafficGroupSpec, d: &DeviceView) -> bool {
+    match tg.sync_wait {
+        None => true,
+        Some(max) => {
+            !d.unsynced.contains(&tg.name) || d.usable_for >= tg.failback_delay.saturating_add(max)
+        }
+    }
+}
+
+/// How a failback to `to` stands with mirroring, for reasons: empty with mirroring off.
+fn sync_note(tg: &TrafficGroupSpec, view: &View, to: &str) -> String {
+    let Some(max) = tg.sync_wait else {
+        return String::new();
+    };
+    let unsynced = view
+        .devices
+        .iter()
+        .any(|d| d.name == to && d.unsynced.contains(&tg.name));
+    if unsynced {
+        format!(
+            " (mirror not in sync after {} max wait)",
+            humantime::format_duration(max)
+        )
+    } else {
+        " (mirror in sync)".into()
     }
 }
 
@@ -272,6 +330,9 @@ pub struct DeviceStatus {
     pub last_heard_ms_ago: Option<u64>,
     /// Traffic groups it claims (its last heartbeat; for a dead peer, what it last claimed).
     pub active: Vec<String>,
+    /// Traffic groups whose mirror is not in sync on it (its last heartbeat; this device's
+    /// own set), so it does not take them back by auto-failback yet.
+    pub unsynced: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -289,6 +350,9 @@ pub struct TrafficGroupStatus {
     pub since_ms_ago: Option<u64>,
     /// Why it last moved on this device.
     pub reason: Option<String>,
+    /// A device auto-failback would move the TG to but for its mirror not being in sync: the
+    /// failback waits (at most the TG's `failback_sync_max_wait`).
+    pub waiting_for_sync: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +364,8 @@ struct Peer {
     usable_since: Option<Instant>,
     /// Claimed TGs and when this device first saw each claim.
     holds: BTreeMap<String, Instant>,
+    /// TGs its mirror is not in sync for (its last heartbeat).
+    unsynced: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,6 +401,8 @@ pub struct Placement {
     phase: Phase,
     eligible: bool,
     usable_since: Option<Instant>,
+    /// TGs whose mirror is not in sync here ([`Input::Unsynced`]).
+    unsynced: BTreeSet<String>,
     /// TGs active here and since when.
     active: BTreeMap<String, Instant>,
     peers: BTreeMap<String, Peer>,
@@ -370,6 +438,13 @@ impl Placement {
             .iter()
             .map(|tg| (tg.name.clone(), TgLocal::default()))
             .collect();
+        // Nothing is known to be in sync until the caller says so.
+        let unsynced = spec
+            .traffic_groups
+            .iter()
+            .filter(|tg| tg.sync_wait.is_some())
+            .map(|tg| tg.name.clone())
+            .collect();
         Placement {
             spec,
             epoch,
@@ -377,6 +452,7 @@ impl Placement {
             phase: Phase::NotStarted,
             eligible: true,
             usable_since: None,
+            unsynced,
             active: BTreeMap::new(),
             peers: BTreeMap::new(),
             orders: BTreeMap::new(),
@@ -399,6 +475,10 @@ impl Placement {
     pub fn process(&mut self, now: Instant, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase == Phase::NotStarted {
+            if let Input::Unsynced(set) = input {
+                self.set_unsynced(set);
+                return out;
+            }
             if input == Input::Start {
                 self.start(now, &mut out);
                 self.finish(now);
@@ -427,6 +507,7 @@ impl Placement {
                     changed = true;
                 }
             }
+            Input::Unsynced(set) => changed = self.set_unsynced(set),
             Input::Failover { traffic_group, to } => {
                 changed = self.failover(now, &traffic_group, to);
             }
@@ -434,6 +515,21 @@ impl Placement {
         self.reconcile(now, changed, &mut out);
         self.finish(now);
         out
+    }
+
+    /// Takes this device's unsynced set (names of unknown TGs dropped); true if it changed.
+    fn set_unsynced(&mut self, mut set: BTreeSet<String>) -> bool {
+        set.retain(|tg| self.tgs.contains_key(tg));
+        if set == self.unsynced {
+            return false;
+        }
+        self.unsynced = set;
+        true
+    }
+
+    /// This device's unsynced set: the traffic groups whose mirror is not in sync here.
+    pub fn unsynced(&self) -> &BTreeSet<String> {
+        &self.unsynced
     }
 
     /// When the driver must feed [`Input::Timer`] next (None before Start).
@@ -456,6 +552,7 @@ impl Placement {
                         eligible: self.eligible,
                         last_heard_ms_ago: None,
                         active: self.active.keys().cloned().collect(),
+                        unsynced: self.unsynced.iter().cloned().collect(),
                     }
                 } else {
                     let p = self.peers.get(name);
@@ -466,6 +563,9 @@ impl Placement {
                         last_heard_ms_ago: p.map(|p| ms_ago(p.last_heard)),
                         active: p
                             .map(|p| p.holds.keys().cloned().collect())
+                            .unwrap_or_default(),
+                        unsynced: p
+                            .map(|p| p.unsynced.iter().cloned().collect())
                             .unwrap_or_default(),
                     }
                 }
@@ -491,6 +591,7 @@ impl Placement {
                     },
                     since_ms_ago: local.since.map(ms_ago),
                     reason: local.reason,
+                    waiting_for_sync: d.waiting_for_sync,
                 }
             })
             .collect();
@@ -534,6 +635,7 @@ impl Placement {
                             .iter()
                             .map(|(tg, t)| (tg.clone(), since(Some(*t))))
                             .collect(),
+                        unsynced: self.unsynced.clone(),
                     }
                 } else {
                     match self.peers.get(name) {
@@ -552,6 +654,7 @@ impl Placement {
                                     .iter()
                                     .map(|(tg, t)| (tg.clone(), since(Some(*t))))
                                     .collect(),
+                                unsynced: p.unsynced.clone(),
                             }
                         }
                         _ => DeviceView {
@@ -559,6 +662,7 @@ impl Placement {
                             usable: false,
                             usable_for: Duration::ZERO,
                             holds: BTreeMap::new(),
+                            unsynced: BTreeSet::new(),
                         },
                     }
                 }
@@ -651,6 +755,7 @@ impl Placement {
                 eligible: hb.eligible,
                 usable_since,
                 holds,
+                unsynced: hb.unsynced.iter().cloned().collect(),
             },
         );
     }
@@ -795,6 +900,7 @@ impl Placement {
                 eligible: self.eligible,
                 active: self.active.keys().cloned().collect(),
                 orders: self.orders.values().cloned().collect(),
+                unsynced: self.unsynced.iter().cloned().collect(),
             }));
         }
     }
@@ -833,8 +939,9 @@ impl Placement {
                 let reason = match &d.rule {
                     Rule::Order { id } => format!("manual failover order {id} to {me}"),
                     Rule::Failback { from } => format!(
-                        "auto-failback to {me} from {from} after {}",
-                        humantime::format_duration(tg.failback_delay)
+                        "auto-failback to {me} from {from} after {}{}",
+                        humantime::format_duration(tg.failback_delay),
+                        sync_note(&tg, &view, &me)
                     ),
                     Rule::First | Rule::Holder | Rule::Nobody => self.takeover_reason(now, &tg),
                 };
@@ -849,8 +956,9 @@ impl Placement {
                 let reason = match &d.rule {
                     Rule::Order { id } => format!("manual failover order {id} to {to}"),
                     Rule::Failback { .. } => format!(
-                        "auto-failback to {to} after {}",
-                        humantime::format_duration(tg.failback_delay)
+                        "auto-failback to {to} after {}{}",
+                        humantime::format_duration(tg.failback_delay),
+                        sync_note(&tg, &view, &to)
                     ),
                     Rule::Holder => format!("{to} also active and keeps it"),
                     Rule::First | Rule::Nobody => format!("placement moved it to {to}"),
@@ -919,12 +1027,16 @@ impl Placement {
             Phase::Listening { until } | Phase::Resuming { until, .. } => consider(until),
             _ => {}
         }
+        // When a failback becomes due, and when a failback waiting for sync stops waiting.
         let delays: BTreeSet<Duration> = self
             .spec
             .traffic_groups
             .iter()
             .filter(|tg| tg.auto_failback)
-            .map(|tg| tg.failback_delay)
+            .flat_map(|tg| {
+                let max_wait = tg.sync_wait.map(|w| tg.failback_delay.saturating_add(w));
+                std::iter::once(tg.failback_delay).chain(max_wait)
+            })
             .collect();
         let mut since = vec![self.usable_since];
         for p in self.peers.values() {
@@ -935,7 +1047,10 @@ impl Placement {
         }
         for s in since.into_iter().flatten() {
             for d in &delays {
-                consider(s + *d);
+                // A huge delay (Duration::MAX with sync_wait) must not overflow the instant.
+                if let Some(at) = s.checked_add(*d) {
+                    consider(at);
+                }
             }
         }
         self.expected = t;

@@ -17,7 +17,7 @@
 //! decide anything about liveness or placement (that is `placement`'s job), and it does not
 //! encrypt: heartbeats are authenticated, not secret.
 //!
-//! # Wire format (version 1)
+//! # Wire format (versions 1 and 2)
 //!
 //! Integers are big-endian. A `name` is a `u8` length (1..=64) followed by that many bytes of
 //! UTF-8. The whole datagram is at most [`MAX_DATAGRAM`] (1400) bytes, so it fits in one
@@ -26,7 +26,7 @@
 //! ```text
 //!  offset  size      field
 //! +-------+-------+-------+-------+-------+-------+
-//! |  'S'  |  'L'  |  'H'  |  'B'  |version| flags |  0  6   magic, version = 1, flags = 0
+//! |  'S'  |  'L'  |  'H'  |  'B'  |version| flags |  0  6   magic, version = 1 or 2, flags = 0
 //! +-------+-------+-------+-------+-------+-------+
 //! |  len  | device (len bytes of UTF-8) ...       |  6  1+n sending device, n = 1..=64
 //! +-------+---------------------------------------+
@@ -44,9 +44,16 @@
 //! |               |           traffic group: name,|
 //! |               |           to: name )          |
 //! +---------------+-------------------------------+
+//! | unsynced count| count x name                  |     2+  version 2 only: traffic
+//! +---------------+-------------------------------+         groups not in sync (mirroring)
 //! | tag: 32 bytes                                 |     32  HMAC-SHA256(group key,
 //! +-----------------------------------------------+         every byte above)
 //! ```
+//!
+//! Version 2 adds the `unsynced` list (`Heartbeat::unsynced`) after the orders. [`encode`]
+//! writes version 1 whenever that list is empty, byte for byte what a version-1 device writes,
+//! so devices that only speak version 1 keep hearing their peers while mirroring is off;
+//! [`decode`] reads both (an empty list from version 1).
 //!
 //! `flags` is reserved: senders write 0 and receivers reject anything else, so that a later
 //! meaning of a flag is never silently ignored (a new meaning comes with a new version).
@@ -84,8 +91,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The datagram's first four bytes.
 pub const MAGIC: [u8; 4] = *b"SLHB";
-/// The only wire format version this module speaks.
+/// The wire format version written when `unsynced` is empty (version 1 has no such list).
 pub const VERSION: u8 = 1;
+/// The wire format version written when `unsynced` is not empty: version 1 plus that list.
+pub const VERSION_UNSYNCED: u8 = 2;
 /// The largest datagram [`encode`] produces and [`decode`] accepts, tag included.
 pub const MAX_DATAGRAM: usize = 1400;
 /// The longest name (device or traffic group), in bytes of UTF-8.
@@ -215,7 +224,11 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
 pub fn encode(hb: &Heartbeat, key: &GroupKey) -> Result<Vec<u8>, HeartbeatError> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(if hb.unsynced.is_empty() {
+        VERSION
+    } else {
+        VERSION_UNSYNCED
+    });
     out.push(0); // flags
     put_name(&mut out, &hb.device, "device")?;
     out.extend_from_slice(&hb.epoch.to_be_bytes());
@@ -234,6 +247,12 @@ pub fn encode(hb: &Heartbeat, key: &GroupKey) -> Result<Vec<u8>, HeartbeatError>
         // Stop early rather than build a huge buffer only to refuse it.
         if out.len() + TAG_LEN > MAX_DATAGRAM {
             return Err(HeartbeatError::TooLarge(out.len() + TAG_LEN));
+        }
+    }
+    if !hb.unsynced.is_empty() {
+        put_count(&mut out, hb.unsynced.len())?;
+        for tg in &hb.unsynced {
+            put_name(&mut out, tg, "unsynced traffic group")?;
         }
     }
     seal(out, key)
@@ -295,7 +314,7 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
         return Err(HeartbeatError::BadMagic);
     }
     let version = r.u8("version")?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_UNSYNCED {
         return Err(HeartbeatError::UnsupportedVersion(version));
     }
     if r.u8("flags")? != 0 {
@@ -328,6 +347,18 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
             to,
         });
     }
+    let mut unsynced = Vec::new();
+    if version == VERSION_UNSYNCED {
+        let count = r.u16("unsynced count")?;
+        // Version 2 is only written for a non-empty list.
+        if count == 0 {
+            return Err(HeartbeatError::Malformed("unsynced count"));
+        }
+        unsynced.reserve(usize::from(count).min(r.rest.len() / 2));
+        for _ in 0..count {
+            unsynced.push(r.name("unsynced traffic group")?);
+        }
+    }
     if !r.rest.is_empty() {
         return Err(HeartbeatError::TrailingBytes(r.rest.len()));
     }
@@ -339,6 +370,7 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
         eligible,
         active,
         orders,
+        unsynced,
     })
 }
 

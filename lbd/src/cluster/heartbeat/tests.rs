@@ -18,6 +18,7 @@ fn sample() -> Heartbeat {
             traffic_group: "tg-3".into(),
             to: "lb-b".into(),
         }],
+        unsynced: vec![],
     }
 }
 
@@ -65,6 +66,7 @@ fn round_trip_empty_lists_and_extremes() {
         eligible: false,
         active: vec![],
         orders: vec![],
+        unsynced: vec![],
     };
     let d = encode(&h, &key()).unwrap();
     assert_eq!(d.len(), HEADER_LEN + 2 + 24 + 1 + 2 + 2 + TAG_LEN);
@@ -215,8 +217,13 @@ fn authenticated_but_malformed_is_rejected() {
     };
     assert!(matches!(with(0, b'X'), Err(HeartbeatError::BadMagic)));
     assert!(matches!(
+        with(4, 3),
+        Err(HeartbeatError::UnsupportedVersion(3))
+    ));
+    // Version 2 promises an unsynced list after the orders: this body has none.
+    assert!(matches!(
         with(4, 2),
-        Err(HeartbeatError::UnsupportedVersion(2))
+        Err(HeartbeatError::Malformed("unsynced count"))
     ));
     assert!(matches!(
         with(5, 1),
@@ -250,6 +257,79 @@ fn authenticated_but_malformed_is_rejected() {
     assert!(matches!(
         decode(&sealed(&b), &key()),
         Err(HeartbeatError::Malformed(_))
+    ));
+}
+
+/// `sample()` reporting two traffic groups whose mirror is not in sync.
+fn sample_unsynced() -> Heartbeat {
+    Heartbeat {
+        unsynced: vec!["tg-1".into(), "tg-3".into()],
+        ..sample()
+    }
+}
+
+#[test]
+fn round_trip_unsynced_is_version_2_and_empty_stays_version_1() {
+    let h = sample_unsynced();
+    let d = encode(&h, &key()).unwrap();
+    assert_eq!(d[4], VERSION_UNSYNCED);
+    assert_eq!(decode(&d, &key()).unwrap(), h);
+    // Version 2 is version 1 plus the list: count (2) and two names of 1 + 4 bytes.
+    let v1 = encode(&sample(), &key()).unwrap();
+    assert_eq!(d.len(), v1.len() + 2 + 2 * 5);
+    assert_eq!(&d[5..v1.len() - TAG_LEN], &v1[5..v1.len() - TAG_LEN]);
+    assert_eq!(v1[4], VERSION);
+    // Old senders' heartbeats (version 1) decode with an empty list.
+    assert!(decode(&v1, &key()).unwrap().unsynced.is_empty());
+    // A heartbeat without the field (an old peer's JSON form) deserializes with an empty list.
+    let mut json = serde_json::to_value(sample()).unwrap();
+    json.as_object_mut().unwrap().remove("unsynced");
+    let old: Heartbeat = serde_json::from_value(json).unwrap();
+    assert_eq!(old, sample());
+}
+
+#[test]
+fn malformed_unsynced_list_is_rejected() {
+    let d = encode(&sample_unsynced(), &key()).unwrap();
+    let body = d[..d.len() - TAG_LEN].to_vec();
+    for len in HEADER_LEN..body.len() {
+        assert!(
+            matches!(
+                decode(&sealed(&body[..len]), &key()),
+                Err(HeartbeatError::Malformed(_))
+            ),
+            "{len}"
+        );
+    }
+    // A version-2 body with an empty list is not what encode writes.
+    let mut empty = sample_body();
+    empty[4] = VERSION_UNSYNCED;
+    empty.extend_from_slice(&[0, 0]);
+    assert!(matches!(
+        decode(&sealed(&empty), &key()),
+        Err(HeartbeatError::Malformed("unsynced count"))
+    ));
+    // Bad names in the list are refused on both sides.
+    let bad = Heartbeat {
+        unsynced: vec![String::new()],
+        ..sample()
+    };
+    assert!(matches!(
+        encode(&bad, &key()),
+        Err(HeartbeatError::Malformed("unsynced traffic group"))
+    ));
+    let mut long = body.clone();
+    let at = long.len() - 5;
+    long[at] = 65;
+    assert!(matches!(
+        decode(&sealed(&long), &key()),
+        Err(HeartbeatError::Malformed("unsynced traffic group"))
+    ));
+    let mut trailing = body;
+    trailing.push(0);
+    assert!(matches!(
+        decode(&sealed(&trailing), &key()),
+        Err(HeartbeatError::TrailingBytes(1))
     ));
 }
 
@@ -473,12 +553,13 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
         any::<u64>(),
         any::<u64>(),
         any::<bool>(),
-        // At most 133 + 8 * 65 + 4 * 138 = 1205 bytes: always within MAX_DATAGRAM.
+        // At most 133 + 8 * 65 + 4 * 138 + 2 + 2 * 65 = 1337 bytes: always within MAX_DATAGRAM.
         prop::collection::vec(name(), 0..=8),
         prop::collection::vec(order, 0..=4),
+        prop::collection::vec(name(), 0..=2),
     )
         .prop_map(
-            |(device, epoch, seq, sent_ms, eligible, active, orders)| Heartbeat {
+            |(device, epoch, seq, sent_ms, eligible, active, orders, unsynced)| Heartbeat {
                 device,
                 epoch,
                 seq,
@@ -486,6 +567,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
                 eligible,
                 active,
                 orders,
+                unsynced,
             },
         )
 }
@@ -501,9 +583,12 @@ proptest! {
         tail in prop::collection::vec(any::<u8>(), 0..1300)
     ) {
         // Past the tag check: a valid header followed by arbitrary bytes.
-        let mut body = b"SLHB\x01\x00".to_vec();
-        body.extend_from_slice(&tail);
-        let _ = decode(&sealed(&body), &key());
+        for version in [VERSION, VERSION_UNSYNCED] {
+            let mut body = b"SLHB".to_vec();
+            body.extend_from_slice(&[version, 0]);
+            body.extend_from_slice(&tail);
+            let _ = decode(&sealed(&body), &key());
+        }
     }
 
     #[test]

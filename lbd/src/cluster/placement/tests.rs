@@ -9,6 +9,8 @@ use super::*;
 const INTERVAL: u64 = 100;
 const DEAD: u64 = 500;
 const FAILBACK: u64 = 1000;
+/// The maximum wait for a mirror to be in sync, where a test turns mirroring on.
+const SYNC: u64 = 30_000;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -20,18 +22,28 @@ fn tg(name: &str, order: [&str; 3], auto_failback: bool) -> TrafficGroupSpec {
         ha_order: order.iter().map(|s| s.to_string()).collect(),
         auto_failback,
         failback_delay: ms(FAILBACK),
+        sync_wait: None,
     }
 }
 
 fn spec(me: &str, devices: &[&str]) -> GroupSpec {
+    spec_sync(me, devices, None)
+}
+
+/// The group with every TG's `sync_wait` set to `sync_wait` (mirroring on when Some).
+fn spec_sync(me: &str, devices: &[&str], sync_wait: Option<Duration>) -> GroupSpec {
+    let tgs = [
+        tg("tg-1", ["A", "B", "C"], true),
+        tg("tg-2", ["B", "C", "A"], true),
+        tg("tg-3", ["C", "A", "B"], false),
+    ];
     GroupSpec {
         me: me.into(),
         devices: devices.iter().map(|s| s.to_string()).collect(),
-        traffic_groups: vec![
-            tg("tg-1", ["A", "B", "C"], true),
-            tg("tg-2", ["B", "C", "A"], true),
-            tg("tg-3", ["C", "A", "B"], false),
-        ],
+        traffic_groups: tgs
+            .into_iter()
+            .map(|t| TrafficGroupSpec { sync_wait, ..t })
+            .collect(),
         heartbeat_interval: ms(INTERVAL),
         dead_after: ms(DEAD),
     }
@@ -72,6 +84,10 @@ struct Net {
 
 impl Net {
     fn new(names: &[&str], devices: &[&str]) -> Net {
+        Net::new_sync(names, devices, None)
+    }
+
+    fn new_sync(names: &[&str], devices: &[&str], sync_wait: Option<Duration>) -> Net {
         let t0 = Instant::now();
         let nodes = names
             .iter()
@@ -79,7 +95,7 @@ impl Net {
                 (
                     n.to_string(),
                     Node {
-                        p: Placement::new(spec(n, devices), 1_000),
+                        p: Placement::new(spec_sync(n, devices, sync_wait), 1_000),
                         hung: false,
                         holds: BTreeSet::new(),
                     },
@@ -268,6 +284,7 @@ fn dev(name: &str, usable: bool, usable_for: u64, holds: &[(&str, u64)]) -> Devi
         usable,
         usable_for: ms(usable_for),
         holds: holds.iter().map(|(t, d)| (t.to_string(), ms(*d))).collect(),
+        unsynced: BTreeSet::new(),
     }
 }
 
@@ -641,6 +658,7 @@ fn same_view_same_placement() {
         eligible: true,
         active: active.iter().map(|s| s.to_string()).collect(),
         orders: vec![],
+        unsynced: vec![],
     };
     for p in [&mut x, &mut y] {
         p.process(t0, Input::Start);
@@ -810,4 +828,271 @@ fn split_brain_heals_by_placement() {
     net.assert_steady();
     net.run(ms(5000));
     assert_eq!(net.events_since(t).len(), 3);
+}
+
+// ---- auto-failback waits for the mirror to be in sync ----
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Rule 2 with `sync_wait`: an unsynced candidate waits (and is named), a synced one or one
+/// past the maximum wait gets it; without `sync_wait` the unsynced list changes nothing.
+#[test]
+fn place_failback_waits_for_sync_at_most_the_maximum() {
+    let t = TrafficGroupSpec {
+        sync_wait: Some(ms(SYNC)),
+        ..tg("tg-2", ["B", "C", "A"], true)
+    };
+    let mut view = View {
+        devices: vec![
+            dev("A", true, 90_000, &[]),
+            dev("B", true, 1000, &[]),
+            dev("C", true, 90_000, &[("tg-2", 60_000)]),
+        ],
+        orders: BTreeMap::new(),
+    };
+    view.devices[1].unsynced = set(&["tg-2"]);
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("C"), &Rule::Holder));
+    assert_eq!(d.waiting_for_sync.as_deref(), Some("B"));
+    // Another TG unsynced on B does not hold this one back.
+    view.devices[1].unsynced = set(&["tg-1"]);
+    let d = place(&t, &view);
+    assert_eq!(d.rule, Rule::Failback { from: "C".into() });
+    assert_eq!(d.waiting_for_sync, None);
+    // Still unsynced, just before and at failback_delay + max.
+    view.devices[1].unsynced = set(&["tg-2"]);
+    view.devices[1].usable_for = ms(FAILBACK + SYNC - 1);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+    view.devices[1].usable_for = ms(FAILBACK + SYNC);
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), d.waiting_for_sync), (Some("B"), None));
+    // Mirroring off: the list is ignored.
+    view.devices[1].usable_for = ms(FAILBACK);
+    let off = TrafficGroupSpec {
+        sync_wait: None,
+        ..t.clone()
+    };
+    let d = place(&off, &view);
+    assert_eq!((d.active.as_deref(), d.waiting_for_sync), (Some("B"), None));
+    // Not waiting for a device whose failback is not due anyway (too early).
+    view.devices[1].usable_for = ms(FAILBACK - 1);
+    assert_eq!(place(&t, &view).waiting_for_sync, None);
+}
+
+/// Three devices with mirroring on (`sync_wait` = SYNC), every mirror in sync, steady; then A
+/// hangs (B takes tg-1) and restarts as a new process, which reports nothing in sync yet (the
+/// default). Returns when A starts.
+fn restart_a_unsynced() -> (Net, Instant) {
+    let all = ["A", "B", "C"];
+    let mut net = Net::new_sync(&all, &all, Some(ms(SYNC)));
+    for n in all {
+        net.feed(n, Input::Unsynced(BTreeSet::new()));
+        net.feed(n, Input::Start);
+    }
+    net.run(ms(2000));
+    net.assert_steady();
+    net.nodes.get_mut("A").unwrap().hung = true;
+    net.run(ms(1000));
+    assert_eq!(net.holders("tg-1"), vec!["A".to_string(), "B".to_string()]);
+    net.nodes.insert(
+        "A".into(),
+        Node {
+            p: Placement::new(spec_sync("A", &all, Some(ms(SYNC))), 2_000),
+            hung: false,
+            holds: BTreeSet::new(),
+        },
+    );
+    assert_eq!(net.nodes["A"].p.unsynced(), &set(&["tg-1", "tg-2", "tg-3"]));
+    let t = net.now;
+    net.feed("A", Input::Start);
+    (net, t)
+}
+
+/// (a) A returning device whose mirror is not in sync does not get its TG back after
+/// failback_delay; the status says the failback waits for it; once it reports the mirror in
+/// sync, the failback happens at once.
+#[test]
+fn failback_waits_until_the_returning_device_is_in_sync() {
+    let (mut net, t) = restart_a_unsynced();
+    net.run(ms(FAILBACK + DEAD + 3 * INTERVAL));
+    assert!(net.events_since(t).is_empty(), "{:?}", net.events_since(t));
+    assert_eq!(net.holders("tg-1"), vec!["B".to_string()]);
+    // (e) Every device shows who the failback waits for, and what A reported.
+    for d in ["A", "B", "C"] {
+        let s = net.tg_status(d, "tg-1");
+        assert_eq!(s.active.as_deref(), Some("B"), "as {d} sees it");
+        assert_eq!(s.waiting_for_sync.as_deref(), Some("A"), "as {d} sees it");
+        let a = net
+            .status(d)
+            .devices
+            .into_iter()
+            .find(|x| x.name == "A")
+            .unwrap();
+        assert_eq!(a.unsynced, ["tg-1", "tg-2", "tg-3"], "as {d} sees it");
+        // tg-2 and tg-3 are where they belong: nothing waits.
+        assert_eq!(net.tg_status(d, "tg-2").waiting_for_sync, None);
+    }
+    let json = serde_json::to_string(&net.status("B")).unwrap();
+    assert!(json.contains("\"waiting_for_sync\":\"A\""), "{json}");
+    assert!(json.contains("\"unsynced\":[\"tg-1\""), "{json}");
+    // Still waiting much later (well before the maximum wait).
+    net.run(ms(5000));
+    assert!(net.events_since(t).is_empty());
+
+    // Only tg-2 (not A's to take back) in sync changes nothing for tg-1.
+    let synced = net.now;
+    net.feed("A", Input::Unsynced(set(&["tg-1", "tg-3"])));
+    net.run(ms(3 * INTERVAL));
+    assert!(net.events_since(synced).is_empty());
+    // Now tg-1's mirror is in sync on A: it takes tg-1 back on that very evaluation.
+    let synced = net.now;
+    let outs = net.feed("A", Input::Unsynced(set(&["tg-3"])));
+    let act = outs
+        .iter()
+        .find(|o| matches!(o, Output::Activate { traffic_group, .. } if traffic_group == "tg-1"))
+        .expect("A activates tg-1 at once");
+    assert_eq!(
+        reason(act),
+        "auto-failback to A from B after 1s (mirror in sync)"
+    );
+    net.overlap.clear();
+    net.run(ms(2 * INTERVAL));
+    let evs = net.events_since(synced);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(evs.iter().any(release("B", "tg-1")));
+    assert!(net.overlap.get("tg-1").copied().unwrap_or_default() <= ms(INTERVAL));
+    net.assert_steady();
+    for d in ["A", "B", "C"] {
+        assert_eq!(net.tg_status(d, "tg-1").waiting_for_sync, None);
+    }
+}
+
+/// (b) Still not in sync after failback_delay + the maximum wait: it fails back anyway, and
+/// the reason says the mirror was not in sync.
+#[test]
+fn failback_happens_after_the_maximum_wait_even_if_not_in_sync() {
+    let (mut net, t) = restart_a_unsynced();
+    net.run(ms(FAILBACK + SYNC - 10));
+    assert!(net.events_since(t).is_empty(), "{:?}", net.events_since(t));
+    assert_eq!(
+        net.tg_status("B", "tg-1").waiting_for_sync.as_deref(),
+        Some("A")
+    );
+    net.overlap.clear();
+    net.run(ms(INTERVAL));
+    let evs = net.events_since(t);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(evs.iter().any(release("B", "tg-1")));
+    let act = evs.iter().find(|e| activate("A", "tg-1")(e)).unwrap();
+    assert_eq!(
+        reason(&act.1),
+        "auto-failback to A from B after 1s (mirror not in sync after 30s max wait)"
+    );
+    let at = net
+        .events
+        .iter()
+        .find(|e| e.device == "A" && e.at >= t && matches!(e.out, Output::Activate { .. }))
+        .unwrap()
+        .at;
+    assert!(at >= t + ms(FAILBACK + SYNC), "failed back too early");
+    assert!(net.overlap.get("tg-1").copied().unwrap_or_default() <= ms(INTERVAL));
+    net.assert_steady();
+    assert_eq!(net.tg_status("C", "tg-1").waiting_for_sync, None);
+}
+
+/// (c) Mirroring off (`sync_wait` None): an unsynced report changes nothing, the failback comes
+/// after failback_delay as always and its reason says nothing about mirroring.
+#[test]
+fn without_sync_wait_unsynced_reports_are_ignored() {
+    let mut net = Net::three();
+    net.run(ms(2000));
+    net.nodes.get_mut("A").unwrap().hung = true;
+    net.run(ms(1000));
+    let all = ["A", "B", "C"];
+    let mut a = Placement::new(spec("A", &all), 2_000);
+    assert!(a.unsynced().is_empty(), "nothing unsynced by default");
+    // Reported before the start, kept, and carried in the first heartbeat.
+    assert!(a
+        .process(net.now, Input::Unsynced(set(&["tg-1"])))
+        .is_empty());
+    net.nodes.insert(
+        "A".into(),
+        Node {
+            p: a,
+            hung: false,
+            holds: BTreeSet::new(),
+        },
+    );
+    let t = net.now;
+    let outs = net.feed("A", Input::Start);
+    assert!(
+        matches!(&outs[..], [Output::SendHeartbeat(hb)] if hb.unsynced == ["tg-1"]),
+        "{outs:?}"
+    );
+    net.run(ms(FAILBACK - 10));
+    assert!(net.events_since(t).is_empty());
+    assert_eq!(net.tg_status("B", "tg-1").waiting_for_sync, None);
+    net.run(ms(2 * INTERVAL));
+    let evs = net.events_since(t);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(evs.iter().any(release("B", "tg-1")));
+    let act = evs.iter().find(|e| activate("A", "tg-1")(e)).unwrap();
+    assert_eq!(reason(&act.1), "auto-failback to A from B after 1s");
+    net.assert_steady();
+    // B still hears A's report, for the status.
+    let a = net
+        .status("B")
+        .devices
+        .into_iter()
+        .find(|d| d.name == "A")
+        .unwrap();
+    assert_eq!(a.unsynced, ["tg-1"]);
+}
+
+/// (d) A change of the unsynced set sends a heartbeat carrying it at once; the same set again
+/// sends nothing; names of unknown TGs are dropped.
+#[test]
+fn unsynced_change_sends_a_heartbeat_at_once() {
+    let t0 = Instant::now();
+    let mut p = Placement::new(spec_sync("A", &["A", "B"], Some(ms(SYNC))), 1);
+    let outs = p.process(t0, Input::Start);
+    assert!(
+        matches!(&outs[..], [Output::SendHeartbeat(hb)] if hb.seq == 1 && hb.unsynced == ["tg-1", "tg-2", "tg-3"]),
+        "{outs:?}"
+    );
+    let at = t0 + ms(10);
+    let outs = p.process(at, Input::Unsynced(set(&["tg-2", "tg-9"])));
+    assert!(
+        matches!(&outs[..], [Output::SendHeartbeat(hb)] if hb.seq == 2 && hb.unsynced == ["tg-2"]),
+        "{outs:?}"
+    );
+    assert_eq!(p.status(at).devices[0].unsynced, ["tg-2"]);
+    // The same set (once the unknown name is dropped) is no change.
+    assert!(p
+        .process(at + ms(1), Input::Unsynced(set(&["tg-2"])))
+        .is_empty());
+    assert!(p
+        .process(at + ms(2), Input::Unsynced(set(&["tg-2", "tg-9"])))
+        .is_empty());
+    // Everything in sync.
+    let outs = p.process(at + ms(3), Input::Unsynced(BTreeSet::new()));
+    assert!(
+        matches!(&outs[..], [Output::SendHeartbeat(hb)] if hb.seq == 3 && hb.unsynced.is_empty()),
+        "{outs:?}"
+    );
+    // The regular heartbeat keeps carrying the current set.
+    p.process(at + ms(4), Input::Unsynced(set(&["tg-1"])));
+    let outs = p.process(t0 + ms(INTERVAL), Input::Timer);
+    assert!(
+        matches!(&outs[..], [Output::SendHeartbeat(hb)] if hb.seq == 5 && hb.unsynced == ["tg-1"]),
+        "{outs:?}"
+    );
+
+    // A maximum wait as long as can be neither panics nor wakes anyone early.
+    let mut p = Placement::new(spec_sync("A", &["A"], Some(Duration::MAX)), 1);
+    p.process(t0, Input::Start);
+    assert_eq!(p.poll_timeout(), Some(t0 + ms(INTERVAL)));
+    p.process(t0 + ms(INTERVAL), Input::Timer);
 }

@@ -318,7 +318,7 @@ impl Cluster {
             .map_err(|e| ClusterError::Key(format!("{}: {e}", group.group.key_file.display())))?;
         let dcfg = group
             // Mirroring off for now: auto-failback does not wait for a mirror to be in sync.
-            .driver_config(&local.me, Arc::new(key), false)
+            .driver_config(&local.me, Arc::new(key), local.mirror_trust_dir.is_some())
             .map_err(ClusterError::Membership)?;
         if let Some(dir) = &local.mirror_trust_dir {
             let m =

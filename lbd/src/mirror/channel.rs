@@ -392,11 +392,10 @@ impl Sender {
         }
     }
 
-    /// The peer holds every update up to `id`.
+    /// The peer holds every update up to `id`. (A resume acks too: the peer holds a complete
+    /// state up to `id`, so a resync abandoned by the disconnect had finished there and no
+    /// longer counts as lag.)
     fn ack(&mut self, id: u64) {
-        if id <= self.last_acked && self.resync.is_none() {
-            return;
-        }
         self.last_acked = self.last_acked.max(id);
         self.floor = self.floor.max(id);
         while self.unacked.front().is_some_and(|e| e.id <= id) {

@@ -115,7 +115,9 @@ pub enum RecordKind {
         virtual_server: String,
         expiry_ms: u64,
     },
-    /// A UDP flow; the new owner binds `snat` and carries on.
+    /// A UDP flow; the new owner binds `snat` and carries on. `key` is Some when the flow is
+    /// per (client, member) — a persistence plugin keys each datagram — holding that key's
+    /// bytes when known (they may be empty); None for a flow per client.
     UdpFlow {
         client: SocketAddr,
         vip: SocketAddr,
@@ -144,9 +146,11 @@ pub enum RecordKey {
         scope: String,
         key: String,
     },
+    /// A client's flows toward different members are different records.
     UdpFlow {
         client: SocketAddr,
         vip: SocketAddr,
+        member: SocketAddr,
     },
     TcpConn {
         client: SocketAddr,
@@ -168,9 +172,15 @@ impl Record {
                 scope: scope.clone(),
                 key: key.clone(),
             },
-            RecordKind::UdpFlow { client, vip, .. } => RecordKey::UdpFlow {
+            RecordKind::UdpFlow {
+                client,
+                vip,
+                member,
+                ..
+            } => RecordKey::UdpFlow {
                 client: *client,
                 vip: *vip,
+                member: *member,
             },
             RecordKind::TcpConn { client, vip, .. } => RecordKey::TcpConn {
                 client: *client,
@@ -413,10 +423,15 @@ fn put_key(out: &mut Vec<u8>, k: &RecordKey) -> Result<(), ProtoError> {
             put_str(out, scope)?;
             put_str(out, key)?;
         }
-        RecordKey::UdpFlow { client, vip } => {
+        RecordKey::UdpFlow {
+            client,
+            vip,
+            member,
+        } => {
             out.push(REC_UDP_FLOW);
             put_addr(out, client);
             put_addr(out, vip);
+            put_addr(out, member);
         }
         RecordKey::TcpConn { client, vip } => {
             out.push(REC_TCP_CONN);
@@ -648,6 +663,7 @@ impl<'a> Reader<'a> {
             REC_UDP_FLOW => RecordKey::UdpFlow {
                 client: self.addr()?,
                 vip: self.addr()?,
+                member: self.addr()?,
             },
             REC_TCP_CONN => RecordKey::TcpConn {
                 client: self.addr()?,

@@ -358,8 +358,7 @@ impl Mirroring {
             }
             self.senders.store(Arc::new(next));
         }
-        // FAILBACK-GATE: cluster.driver.set_unsynced(self.unsynced(&here)).await;
-        let _ = self.unsynced(&here);
+        cluster.driver.set_unsynced(self.unsynced(&here)).await;
     }
 
     /// Traffic groups not active here whose receiver holds no complete, live state.

@@ -100,6 +100,7 @@ fn samples() -> Vec<Message> {
             key: RecordKey::UdpFlow {
                 client: a("20.1.1.100:1000"),
                 vip: a("30.1.1.10:53"),
+                member: a("10.1.1.50:53"),
             },
         },
         Message::Delete {
@@ -177,15 +178,17 @@ fn delete_fixture_is_byte_exact() {
         key: RecordKey::UdpFlow {
             client: a("192.0.2.1:258"),
             vip: a("[::1]:53"),
+            member: a("10.1.1.50:53"),
         },
     });
-    let mut want = vec![b'S', b'L', b'M', b'R', 1, 5, 0, 0, 0, 35];
+    let mut want = vec![b'S', b'L', b'M', b'R', 1, 5, 0, 0, 0, 42];
     want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 3]); // id
     want.push(2); // key kind: udp flow
     want.extend_from_slice(&[4, 192, 0, 2, 1, 1, 2]); // client
     want.push(6);
     want.extend_from_slice(&[0; 15]);
     want.extend_from_slice(&[1, 0, 53]); // vip
+    want.extend_from_slice(&[4, 10, 1, 1, 50, 0, 53]); // member
     assert_eq!(b, want);
 }
 

@@ -104,6 +104,11 @@ pub struct Shared {
     pub plugins: Mutex<crate::plugins::Registry>,
     /// Mirroring, when the device group has it on.
     pub mirror: std::sync::OnceLock<Arc<crate::mirror::service::Mirroring>>,
+    /// Each UDP listener's channel for rebuilding mirrored flows (a takeover).
+    pub udp_restore: dashmap::DashMap<
+        (std::net::SocketAddr, crate::config::Protocol),
+        tokio::sync::mpsc::UnboundedSender<crate::proxy::udp::Restore>,
+    >,
     me: Weak<Shared>,
 }
 
@@ -142,6 +147,7 @@ impl Shared {
             cluster: std::sync::OnceLock::new(),
             plugins: Mutex::new(registry),
             mirror: std::sync::OnceLock::new(),
+            udp_restore: dashmap::DashMap::new(),
             me: me.clone(),
         })
     }

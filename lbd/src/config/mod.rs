@@ -254,7 +254,9 @@ pub struct VirtualServer {
     /// them.
     #[serde(default = "default_first_data_timeout", with = "humantime_serde")]
     pub first_data_timeout: Duration,
-    /// Connection mirroring (acted on when mirroring lands).
+    /// Connection mirroring: the traffic group's next-active device holds this virtual
+    /// server's UDP flows (TCP: the repair state of its connections) and carries them on when
+    /// it takes the traffic group over. Needs mirroring on (`device.mirror_trust_dir`).
     #[serde(default)]
     pub mirror: bool,
     /// A disabled virtual server accepts nothing new.
@@ -484,7 +486,8 @@ pub struct Persistence {
     /// server).
     #[serde(default)]
     pub match_across_virtuals: bool,
-    /// Mirror records to the traffic group's next-active device (acted on when mirroring lands).
+    /// Mirror records to the traffic group's next-active device (needs mirroring on:
+    /// `device.mirror_trust_dir`).
     #[serde(default)]
     pub mirror: bool,
     /// Plugin-backed types: the plugin to use (default: the type's own, `hash` for

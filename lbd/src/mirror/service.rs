@@ -151,6 +151,9 @@ pub struct Mirroring {
     active: Arc<ArcSwap<BTreeSet<String>>>,
     standby: Arc<Mutex<Standby>>,
     counters: Counters,
+    /// This device's mirrored UDP flows and TCP connections (what a resync carries besides
+    /// the persistence records), by key; the record names its traffic group.
+    flows: Arc<dashmap::DashMap<RecordKey, Record>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Epochs of new senders: strictly increasing within this process.
     last_epoch: AtomicU64,
@@ -259,6 +262,7 @@ impl Mirroring {
             active,
             standby,
             counters: Counters::default(),
+            flows: Arc::new(dashmap::DashMap::new()),
             tasks: Mutex::new(tasks),
             last_epoch: AtomicU64::new(0),
         }))
@@ -422,6 +426,7 @@ impl Mirroring {
         };
         let source = Arc::new(Snapshots {
             shared: Arc::downgrade(shared),
+            flows: self.flows.clone(),
         });
         let (handle, task) = link::spawn_sender(cfg, source)?;
         Ok(SenderEntry {
@@ -458,6 +463,25 @@ impl Mirroring {
             for e in list {
                 e.handle.offer_delete(key.clone());
             }
+        }
+    }
+
+    /// A UDP flow or TCP connection of traffic group `tg` to mirror (created, or its state
+    /// changed): kept for resyncs and offered.
+    pub fn flow_up(&self, tg: &str, kind: RecordKind) {
+        let r = Record {
+            update_id: 0,
+            traffic_group: tg.to_string(),
+            kind,
+        };
+        self.flows.insert(r.key(), r.clone());
+        self.offer(tg, r.kind);
+    }
+
+    /// The flow or connection under `key` ended.
+    pub fn flow_down(&self, tg: &str, key: RecordKey) {
+        if self.flows.remove(&key).is_some() {
+            self.offer_delete(tg, key);
         }
     }
 
@@ -543,16 +567,22 @@ impl Mirroring {
                         && mirrored.is_none_or(|m| m == r.mirrored)
                 })
             });
-            let standby = lock(&self.standby);
             let (mut udp, mut tcp) = (0usize, 0usize);
-            if let Some(recs) = standby.records.get(tg) {
-                for r in recs.values() {
-                    match r.kind {
-                        RecordKind::UdpFlow { .. } => udp += 1,
-                        RecordKind::TcpConn { .. } => tcp += 1,
-                        RecordKind::Persistence { .. } => {}
-                    }
+            let mut tally = |r: &Record| match r.kind {
+                RecordKind::UdpFlow { .. } => udp += 1,
+                RecordKind::TcpConn { .. } => tcp += 1,
+                RecordKind::Persistence { .. } => {}
+            };
+            if mirrored != Some(false) {
+                if let Some(recs) = lock(&self.standby).records.get(tg) {
+                    recs.values().for_each(&mut tally);
                 }
+            }
+            if mirrored != Some(true) {
+                self.flows
+                    .iter()
+                    .filter(|e| e.value().traffic_group == tg)
+                    .for_each(|e| tally(e.value()));
             }
             json!({"persistence": persistence, "udp_flows": udp, "tcp_connections": tcp})
         };
@@ -730,6 +760,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 /// What a channel's resync carries: the traffic group's mirrored state here.
 struct Snapshots {
     shared: Weak<Shared>,
+    flows: Arc<dashmap::DashMap<RecordKey, Record>>,
 }
 
 impl SnapshotSource for Snapshots {
@@ -761,6 +792,12 @@ impl SnapshotSource for Snapshots {
             })
             .collect();
         drop(rt);
+        out.extend(
+            self.flows
+                .iter()
+                .filter(|e| e.value().traffic_group == traffic_group)
+                .map(|e| e.value().clone()),
+        );
         out.sort_by_key(Record::key);
         out
     }

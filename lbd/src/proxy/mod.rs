@@ -44,7 +44,7 @@ fn set_flag(s: &impl AsRawFd, level: libc::c_int, opt: libc::c_int) -> io::Resul
 
 /// Sets IP_FREEBIND / IPV6_FREEBIND: a virtual server may listen on its VIP before the address
 /// is configured on an interface (it moves with traffic groups).
-fn set_freebind(s: &Socket, addr: &SocketAddr) -> io::Result<()> {
+pub(crate) fn set_freebind(s: &Socket, addr: &SocketAddr) -> io::Result<()> {
     if addr.is_ipv4() {
         set_flag(s, libc::IPPROTO_IP, libc::IP_FREEBIND)
     } else {

@@ -63,7 +63,9 @@ use crate::config::Protocol;
 use crate::daemon::Shared;
 use crate::proxy::{choose, remember, upstream_socket, Choice, Hint};
 use crate::state::{CurrentGuard, MemberState, VsState};
+use crate::mirror::proto::{Record, RecordKey, RecordKind};
 use crate::tables::{now_ms, LiveConn, NewConn};
+use tokio::sync::mpsc::UnboundedSender;
 use plugin_api::Direction;
 
 /// Room for any UDP datagram (IPv4 and non-jumbo IPv6 payloads are at most 65,527 bytes).
@@ -90,6 +92,8 @@ thread_local! {
 struct Flow {
     key: FlowKey,
     client: SocketAddr,
+    /// Mirrored to this traffic group's peers (connection mirroring on).
+    mirror_tg: Option<Arc<str>>,
     /// Bound to the SNAT address, connected to the member.
     upstream: UdpSocket,
     conn: Arc<LiveConn>,
@@ -164,6 +168,27 @@ impl Flow {
         }
     }
 
+    fn record_key(&self) -> RecordKey {
+        RecordKey::UdpFlow {
+            client: self.client,
+            vip: self.conn.record().vip,
+            member: self.member.addr,
+        }
+    }
+
+    /// The flow as mirroring carries it.
+    fn record_kind(&self) -> RecordKind {
+        let r = self.conn.record();
+        RecordKind::UdpFlow {
+            client: self.client,
+            vip: r.vip,
+            member: self.member.addr,
+            snat: r.snat,
+            last_seen_ms: self.conn.last_ms(),
+            key: self.key.1.map(|_| Vec::new()),
+        }
+    }
+
     fn count_dropped(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         self.vs.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -182,8 +207,14 @@ impl Drop for FlowEnd {
     fn drop(&mut self) {
         let flow = &self.flow;
         flow.kill();
-        self.flows.remove_if(&flow.key, |_, f| Arc::ptr_eq(f, flow));
+        let current = self
+            .flows
+            .remove_if(&flow.key, |_, f| Arc::ptr_eq(f, flow))
+            .is_some();
         self.shared.conns.remove(flow.conn.id());
+        if let (true, Some(tg), Some(m)) = (current, &flow.mirror_tg, self.shared.mirror.get()) {
+            m.flow_down(tg, flow.record_key());
+        }
         debug!(
             virtual_server = %flow.vs.name,
             client = %flow.client,
@@ -479,11 +510,33 @@ impl Listener {
         choice: &Choice,
         hint: &Hint,
     ) -> io::Result<Arc<Flow>> {
-        let client = key.0;
         let member = choice.member.addr;
         let (source, traffic_group) = vs.snat_for(member);
         let s = upstream_socket(member, source, Type::DGRAM)?;
         s.connect(&member.into())?;
+        let flow = self.adopt(vs, key, choice.member.clone(), s, traffic_group)?;
+        remember(&self.shared, vs, key.0, self.key.0, choice, hint);
+        debug!(
+            virtual_server = %vs.name,
+            client = %key.0,
+            %member,
+            snat = %flow.conn.record().snat,
+            persisted = choice.persisted,
+            "udp flow created"
+        );
+        Ok(flow)
+    }
+
+    /// Makes a flow of the connected upstream socket `s`: table entries, mirroring, flow task.
+    fn adopt(
+        &mut self,
+        vs: &Arc<VsState>,
+        key: FlowKey,
+        member: Arc<MemberState>,
+        s: socket2::Socket,
+        traffic_group: Option<Arc<str>>,
+    ) -> io::Result<Arc<Flow>> {
+        let client = key.0;
         let snat = s
             .local_addr()?
             .as_socket()
@@ -497,24 +550,26 @@ impl Listener {
                 client,
                 vip: self.key.0,
                 pool: &vs.pool.name,
-                member,
+                member: member.addr,
                 snat,
                 traffic_group: traffic_group.as_deref(),
                 idle: vs.cfg.idle_timeout(),
             },
             &self.shared.ids,
         );
+        let mirror = self.shared.mirror.get().filter(|_| vs.cfg.mirror);
         let flow = Arc::new(Flow {
             key,
             client,
+            mirror_tg: mirror.and(traffic_group),
             upstream,
             conn,
             vs: vs.clone(),
-            member: choice.member.clone(),
             current: Mutex::new(Some((
                 CurrentGuard::new(vs.counters.clone()),
-                CurrentGuard::new(choice.member.counters.clone()),
+                CurrentGuard::new(member.counters.clone()),
             ))),
+            member,
             born: Instant::now(),
             last: AtomicU64::new(0),
             dead: AtomicBool::new(false),
@@ -527,19 +582,115 @@ impl Listener {
             flow: flow.clone(),
             reason: "listener stopped",
         };
-        self.flows.insert(key, flow.clone());
-        remember(&self.shared, vs, client, self.key.0, choice, hint);
-        debug!(
-            virtual_server = %vs.name,
-            %client,
-            member = %member,
-            %snat,
-            persisted = choice.persisted,
-            "udp flow created"
-        );
+        if let Some(old) = self.flows.insert(key, flow.clone()) {
+            old.closed.notify_one();
+        }
+        if let (Some(m), Some(tg)) = (mirror, &flow.mirror_tg) {
+            m.flow_up(tg, flow.record_kind());
+        }
         self.tasks.spawn(run_flow(self.socket.clone(), end));
         Ok(flow)
     }
+
+    /// Rebuilds the mirrored flows of `records` that belong to this listener (a takeover):
+    /// each gets its upstream socket bound to its SNAT address and port — not local yet, the
+    /// floating address comes next — and connected to its member. Returns how many.
+    fn restore(&mut self, records: Vec<Record>) -> usize {
+        let Some(vs) = self.shared.runtime.load().listeners.get(&self.key).cloned() else {
+            return 0;
+        };
+        let mut n = 0;
+        for r in records {
+            let RecordKind::UdpFlow {
+                client,
+                vip,
+                member,
+                snat,
+                key,
+                ..
+            } = r.kind
+            else {
+                continue;
+            };
+            if vip != self.key.0 {
+                continue;
+            }
+            let Some(i) = vs.pool.position(member) else {
+                debug!(virtual_server = %vs.name, %client, %member,
+                    "mirrored udp flow not restored: the member is no longer in the pool");
+                continue;
+            };
+            let fkey = (client, key.is_some().then_some(member));
+            let made = bound_socket(member, snat).and_then(|s| {
+                self.adopt(
+                    &vs,
+                    fkey,
+                    vs.pool.members[i].clone(),
+                    s,
+                    Some(r.traffic_group.as_str().into()),
+                )
+            });
+            match made {
+                Ok(_) => n += 1,
+                Err(e) => tracing::warn!(virtual_server = %vs.name, %client, %snat,
+                    "mirrored udp flow not restored: {e}"),
+            }
+        }
+        n
+    }
+}
+
+/// A UDP socket bound to `snat` (address and port; IP_FREEBIND, since the floating address
+/// arrives after) and connected to `member`.
+fn bound_socket(member: SocketAddr, snat: SocketAddr) -> io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(member),
+        Type::DGRAM.nonblocking(),
+        Some(socket2::Protocol::UDP),
+    )?;
+    super::set_freebind(&s, &snat)?;
+    s.set_reuse_address(true)?;
+    s.bind(&snat.into())?;
+    s.connect(&member.into())?;
+    Ok(s)
+}
+
+/// Asks a UDP listener to rebuild mirrored flows (see [`restore_flows`]).
+#[derive(Debug)]
+pub struct Restore {
+    pub records: Vec<Record>,
+    pub done: tokio::sync::oneshot::Sender<usize>,
+}
+
+/// Rebuilds the mirrored UDP flows of `records` on their listeners; returns how many were
+/// rebuilt. Waits at most `limit` for each listener.
+pub async fn restore_flows(shared: &Shared, records: Vec<Record>, limit: Duration) -> usize {
+    let mut by_listener: std::collections::BTreeMap<SocketAddr, Vec<Record>> = Default::default();
+    for r in records {
+        if let RecordKind::UdpFlow { vip, .. } = &r.kind {
+            by_listener.entry(*vip).or_default().push(r);
+        }
+    }
+    let mut n = 0;
+    for (vip, records) in by_listener {
+        let Some(tx) = shared
+            .udp_restore
+            .get(&(vip, Protocol::Udp))
+            .map(|e| e.value().clone())
+        else {
+            tracing::warn!(listener = %vip, flows = records.len(),
+                "mirrored udp flows not restored: no such virtual server here");
+            continue;
+        };
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if tx.send(Restore { records, done }).is_err() {
+            continue;
+        }
+        if let Ok(Ok(k)) = tokio::time::timeout(limit, rx).await {
+            n += k;
+        }
+    }
+    n
 }
 
 /// Serves the UDP virtual server listening on `key` with `socket` until aborted. Aborting it
@@ -549,6 +700,18 @@ pub async fn serve(
     key: (SocketAddr, Protocol),
     socket: tokio::net::UdpSocket,
 ) {
+    let (tx, mut restores) = tokio::sync::mpsc::unbounded_channel();
+    shared.udp_restore.insert(key, tx.clone());
+    // Unregisters this listener's restore channel however the task ends.
+    struct Unregister(Arc<Shared>, (SocketAddr, Protocol), UnboundedSender<Restore>);
+    impl Drop for Unregister {
+        fn drop(&mut self) {
+            self.0
+                .udp_restore
+                .remove_if(&self.1, |_, tx| tx.same_channel(&self.2));
+        }
+    }
+    let _unregister = Unregister(shared.clone(), key, tx);
     let mut l = Listener {
         shared,
         key,
@@ -559,6 +722,10 @@ pub async fn serve(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         tokio::select! {
+            Some(req) = restores.recv() => {
+                let n = l.restore(req.records);
+                let _ = req.done.send(n);
+            }
             r = l.socket.recv_from(&mut buf) => match r {
                 Ok((n, client)) => l.datagram(client, &buf[..n]),
                 Err(e) => match e.kind() {

@@ -78,19 +78,33 @@ pub enum ProtoError {
 }
 
 /// TCP repair state of one socket: what `TCP_REPAIR` needs to rebuild it (DESIGN.md §5).
-/// Data only; nothing uses `TCP_REPAIR` yet.
+/// Data only here; `mirror::repair` takes and applies it. The window fields are those of the
+/// kernel's `struct tcp_repair_window` (linux/tcp.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TcpRepair {
+    /// The send queue's sequence number (`write_seq`; equal to `snd_una` when quiescent).
     pub snd_seq: u32,
+    /// The receive queue's sequence number (`rcv_nxt`).
     pub rcv_seq: u32,
+    /// The peer's advertised window, in bytes (`tcp_repair_window.snd_wnd`).
     pub snd_wnd: u32,
+    /// Our advertised window, in bytes (`tcp_repair_window.rcv_wnd`).
     pub rcv_wnd: u32,
+    /// The MSS clamp (`TCP_MAXSEG` read in repair mode).
     pub mss: u16,
     pub snd_wscale: u8,
     pub rcv_wscale: u8,
     pub sack: bool,
     pub timestamps: bool,
+    /// The socket's timestamp clock (`TCP_TIMESTAMP`) when the snapshot was taken.
     pub ts_val: u32,
+    /// Sequence number of the segment that last updated the send window
+    /// (`tcp_repair_window.snd_wl1`).
+    pub snd_wl1: u32,
+    /// The largest window the peer ever advertised (`tcp_repair_window.max_window`).
+    pub max_window: u32,
+    /// `rcv_nxt` when our window was last advertised (`tcp_repair_window.rcv_wup`).
+    pub rcv_wup: u32,
 }
 
 /// A mirrored record: its owning traffic group, the update id the channel gave it, and what it
@@ -345,6 +359,9 @@ fn put_repair(out: &mut Vec<u8>, t: &TcpRepair) {
     }
     out.push(flags);
     out.extend_from_slice(&t.ts_val.to_be_bytes());
+    out.extend_from_slice(&t.snd_wl1.to_be_bytes());
+    out.extend_from_slice(&t.max_window.to_be_bytes());
+    out.extend_from_slice(&t.rcv_wup.to_be_bytes());
 }
 
 fn put_record(out: &mut Vec<u8>, r: &Record) -> Result<(), ProtoError> {
@@ -603,6 +620,9 @@ impl<'a> Reader<'a> {
             sack: flags & TCP_FLAG_SACK != 0,
             timestamps: flags & TCP_FLAG_TIMESTAMPS != 0,
             ts_val: self.u32()?,
+            snd_wl1: self.u32()?,
+            max_window: self.u32()?,
+            rcv_wup: self.u32()?,
         })
     }
 

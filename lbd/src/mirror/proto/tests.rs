@@ -19,6 +19,9 @@ fn repair(seed: u32) -> TcpRepair {
         sack: true,
         timestamps: seed.is_multiple_of(2),
         ts_val: seed ^ 0xdead_beef,
+        snd_wl1: seed.wrapping_mul(7).wrapping_sub(1),
+        max_window: 65535 << 7,
+        rcv_wup: seed.wrapping_mul(7).wrapping_sub(2),
     }
 }
 
@@ -193,6 +196,34 @@ fn delete_fixture_is_byte_exact() {
 }
 
 #[test]
+fn tcp_repair_fixture_is_byte_exact() {
+    let t = TcpRepair {
+        snd_seq: 0x0102_0304,
+        rcv_seq: 0x0506_0708,
+        snd_wnd: 0x0000_ffff,
+        rcv_wnd: 0x0001_0000,
+        mss: 1460,
+        snd_wscale: 7,
+        rcv_wscale: 9,
+        sack: true,
+        timestamps: true,
+        ts_val: 0xdead_beef,
+        snd_wl1: 0x0506_0700,
+        max_window: 0x0080_0000,
+        rcv_wup: 0x0506_0701,
+    };
+    let mut b = Vec::new();
+    put_repair(&mut b, &t);
+    let mut want = vec![1, 2, 3, 4, 5, 6, 7, 8]; // snd_seq, rcv_seq
+    want.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 1, 0, 0]); // snd_wnd, rcv_wnd
+    want.extend_from_slice(&[0x05, 0xb4, 7, 9, 0x03]); // mss, wscales, flags
+    want.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]); // ts_val
+    want.extend_from_slice(&[5, 6, 7, 0, 0, 0x80, 0, 0, 5, 6, 7, 1]); // snd_wl1, max_window, rcv_wup
+    assert_eq!(b, want);
+    assert_eq!(Reader { buf: &b }.repair(), Ok(t));
+}
+
+#[test]
 fn every_truncation_needs_more_bytes() {
     for m in samples() {
         let b = enc(&m);
@@ -333,12 +364,14 @@ fn arb_repair() -> impl Strategy<Value = TcpRepair> {
         any::<(u32, u32, u32, u32)>(),
         any::<(u16, u8, u8)>(),
         any::<(bool, bool, u32)>(),
+        any::<(u32, u32, u32)>(),
     )
         .prop_map(
             |(
                 (snd_seq, rcv_seq, snd_wnd, rcv_wnd),
                 (mss, snd_wscale, rcv_wscale),
                 (sack, timestamps, ts_val),
+                (snd_wl1, max_window, rcv_wup),
             )| {
                 TcpRepair {
                     snd_seq,
@@ -351,6 +384,9 @@ fn arb_repair() -> impl Strategy<Value = TcpRepair> {
                     sack,
                     timestamps,
                     ts_val,
+                    snd_wl1,
+                    max_window,
+                    rcv_wup,
                 }
             },
         )

@@ -185,7 +185,7 @@ impl Shared {
         Ok(())
     }
 
-    fn spawn_on_worker<F>(&self, i: usize, f: F) -> JoinHandle<()>
+    pub(crate) fn spawn_on_worker<F>(&self, i: usize, f: F) -> JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -421,11 +421,20 @@ impl Shared {
         let (udp, tcp): (Vec<_>, Vec<_>) = records
             .into_iter()
             .partition(|r| matches!(r.kind, crate::mirror::proto::RecordKind::UdpFlow { .. }));
+        let (n_udp, n_tcp) = (udp.len(), tcp.len());
+        let restored_udp =
+            crate::proxy::udp::restore_flows(self, udp, Duration::from_secs(1)).await;
+        let restored_tcp = match self.me.upgrade() {
+            Some(me) => crate::proxy::mirrored::restore(&me, tg, tcp),
+            None => 0,
+        };
         info!(
             traffic_group = tg,
-            udp_flows = udp.len(),
-            tcp_connections = tcp.len(),
-            "mirroring: restoring flows"
+            udp_flows = n_udp,
+            restored_udp,
+            tcp_connections = n_tcp,
+            restored_tcp,
+            "mirroring: flows and connections rebuilt"
         );
     }
 

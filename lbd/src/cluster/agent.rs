@@ -803,6 +803,13 @@ impl Executor {
 
     async fn release(&mut self, name: &str) {
         let Some(tg) = self.tg(name) else { return };
+        // Mirrored connections first: they live on the new owner, and nothing may go out
+        // from here for them (DESIGN.md §5).
+        if let Some(shared) = self.shared.upgrade() {
+            if let Some(m) = shared.mirror.get() {
+                m.released(name);
+            }
+        }
         if let Some(t) = self.announcing.remove(name) {
             t.abort();
         }

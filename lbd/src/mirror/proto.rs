@@ -140,7 +140,8 @@ pub enum RecordKind {
         last_seen_ms: u64,
         key: Option<Vec<u8>>,
     },
-    /// A full-proxy TCP connection: the repair state of both of its sockets.
+    /// A full-proxy TCP connection: the repair state of both of its sockets, taken together
+    /// at `taken_ms` (Unix ms; the new owner advances the timestamp clocks by the time since).
     TcpConn {
         client: SocketAddr,
         vip: SocketAddr,
@@ -148,6 +149,7 @@ pub enum RecordKind {
         snat: SocketAddr,
         client_side: TcpRepair,
         server_side: TcpRepair,
+        taken_ms: u64,
     },
 }
 
@@ -415,6 +417,7 @@ fn put_record(out: &mut Vec<u8>, r: &Record) -> Result<(), ProtoError> {
             snat,
             client_side,
             server_side,
+            taken_ms,
         } => {
             out.push(REC_TCP_CONN);
             put_addr(out, client);
@@ -423,6 +426,7 @@ fn put_record(out: &mut Vec<u8>, r: &Record) -> Result<(), ProtoError> {
             put_addr(out, snat);
             put_repair(out, client_side);
             put_repair(out, server_side);
+            out.extend_from_slice(&taken_ms.to_be_bytes());
         }
     }
     Ok(())
@@ -663,6 +667,7 @@ impl<'a> Reader<'a> {
                 snat: self.addr()?,
                 client_side: self.repair()?,
                 server_side: self.repair()?,
+                taken_ms: self.u64()?,
             },
             other => return Err(ProtoError::UnknownRecordKind(other)),
         };

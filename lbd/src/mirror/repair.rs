@@ -628,6 +628,18 @@ pub fn drop_silently(sock: impl Into<OwnedFd>) -> Result<(), RepairError> {
     Ok(())
 }
 
+/// Puts a live socket into repair mode so that its eventual `close` sends neither FIN nor RST
+/// (for a socket owned by a task that closes it later; see [`drop_silently`]).
+pub fn silence(fd: &impl AsRawFd) -> Result<(), RepairError> {
+    set_int(
+        fd.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_REPAIR,
+        TCP_REPAIR_ON,
+        "setsockopt TCP_REPAIR on",
+    )
+}
+
 /// Sets TCP_USER_TIMEOUT: the longest time transmitted data may stay unacknowledged (and,
 /// with keepalive, keepalive probes unanswered) before the kernel aborts the connection with
 /// `ETIMEDOUT` (RFC 5482). Millisecond resolution; saturates at `u32::MAX` ms.

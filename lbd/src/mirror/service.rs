@@ -154,6 +154,9 @@ pub struct Mirroring {
     /// This device's mirrored UDP flows and TCP connections (what a resync carries besides
     /// the persistence records), by key; the record names its traffic group.
     flows: Arc<dashmap::DashMap<RecordKey, Record>>,
+    /// Per traffic group, bumped when this device gives it up (mirrored connections then end
+    /// silently).
+    releases: dashmap::DashMap<String, tokio::sync::watch::Sender<u64>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Epochs of new senders: strictly increasing within this process.
     last_epoch: AtomicU64,
@@ -263,6 +266,7 @@ impl Mirroring {
             standby,
             counters: Counters::default(),
             flows: Arc::new(dashmap::DashMap::new()),
+            releases: dashmap::DashMap::new(),
             tasks: Mutex::new(tasks),
             last_epoch: AtomicU64::new(0),
         }))
@@ -482,6 +486,28 @@ impl Mirroring {
     pub fn flow_down(&self, tg: &str, key: RecordKey) {
         if self.flows.remove(&key).is_some() {
             self.offer_delete(tg, key);
+        }
+    }
+
+    /// Tells when this device gives `tg` up (see [`Mirroring::released`]).
+    pub fn release_watch(&self, tg: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.releases
+            .entry(tg.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// This device is giving `tg` up: its mirrored connections of `tg` end silently (they
+    /// live on the new owner), its mirrored flows of `tg` are no longer this device's to
+    /// mirror, and it accepts `tg`'s state from others again.
+    pub fn released(&self, tg: &str) {
+        if let Some(tx) = self.releases.get(tg) {
+            tx.send_modify(|n| *n += 1);
+        }
+        self.flows.retain(|_, r| r.traffic_group != tg);
+        let mut set = (**self.active.load()).clone();
+        if set.remove(tg) {
+            self.active.store(Arc::new(set));
         }
     }
 

@@ -6,6 +6,7 @@
 //!
 //! Nothing here may block: sockets are non-blocking and every wait is bounded.
 
+pub mod mirrored;
 pub mod relay;
 pub mod tcp;
 pub mod udp;

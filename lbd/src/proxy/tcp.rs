@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::{debug, warn};
 
+use super::mirrored::{relay_mirrored, Ends, Mirrored};
 use super::relay::{relay, RelayEnd, Sinks};
 use super::{choose, learn, remember, upstream_socket, Hint, NoMember};
 use crate::config::Protocol;
@@ -293,28 +294,52 @@ async fn proxy(
         reset(&server);
         return Err(e);
     }
-    let res = relay(
-        &mut client,
-        &mut server,
-        up,
-        down,
-        live,
-        vs.cfg.idle_timeout(),
-    )
-    .await;
+    let idle = vs.cfg.idle_timeout();
+    let mirror = shared
+        .mirror
+        .get()
+        .filter(|_| vs.cfg.mirror)
+        .zip(traffic_group.as_deref());
+    let res = match mirror {
+        Some((m, tg)) => {
+            let ends = Ends {
+                client: peer,
+                vip,
+                member: member.addr,
+                snat,
+            };
+            match relay_mirrored(m, tg, ends, &mut client, &mut server, up, down, live, idle).await
+            {
+                Mirrored::Ended(r) => r,
+                // Both sockets are silenced: the connection lives on the new owner now.
+                Mirrored::Released => return Ok(()),
+            }
+        }
+        None => relay(&mut client, &mut server, up, down, live, idle).await,
+    };
+    finish(res, &client, &server)
+}
+
+/// How a relay's end is passed on: a clean close as it is, an idle timeout or an error as a
+/// reset of both sides.
+pub(crate) fn finish(
+    res: std::io::Result<RelayEnd>,
+    client: &TcpStream,
+    server: &TcpStream,
+) -> std::io::Result<()> {
     match res {
         Ok(RelayEnd::Closed) => Ok(()),
         Ok(RelayEnd::Idle) => {
-            reset(&client);
-            reset(&server);
+            reset(client);
+            reset(server);
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "idle timeout: reset both sides",
             ))
         }
         Err(e) => {
-            reset(&client);
-            reset(&server);
+            reset(client);
+            reset(server);
             Err(e)
         }
     }

@@ -61,12 +61,12 @@ use tracing::{debug, error, trace};
 
 use crate::config::Protocol;
 use crate::daemon::Shared;
+use crate::mirror::proto::{Record, RecordKey, RecordKind};
 use crate::proxy::{choose, remember, upstream_socket, Choice, Hint};
 use crate::state::{CurrentGuard, MemberState, VsState};
-use crate::mirror::proto::{Record, RecordKey, RecordKind};
 use crate::tables::{now_ms, LiveConn, NewConn};
-use tokio::sync::mpsc::UnboundedSender;
 use plugin_api::Direction;
+use tokio::sync::mpsc::UnboundedSender;
 
 /// Room for any UDP datagram (IPv4 and non-jumbo IPv6 payloads are at most 65,527 bytes).
 const MAX_DATAGRAM: usize = 65_536;
@@ -703,7 +703,11 @@ pub async fn serve(
     let (tx, mut restores) = tokio::sync::mpsc::unbounded_channel();
     shared.udp_restore.insert(key, tx.clone());
     // Unregisters this listener's restore channel however the task ends.
-    struct Unregister(Arc<Shared>, (SocketAddr, Protocol), UnboundedSender<Restore>);
+    struct Unregister(
+        Arc<Shared>,
+        (SocketAddr, Protocol),
+        UnboundedSender<Restore>,
+    );
     impl Drop for Unregister {
         fn drop(&mut self) {
             self.0

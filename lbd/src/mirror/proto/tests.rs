@@ -87,6 +87,7 @@ fn samples() -> Vec<Message> {
                 snat: a("10.1.1.3:50000"),
                 client_side: repair(1),
                 server_side: repair(2),
+                taken_ms: 1_795_000_000_000,
             },
         }),
         Message::ResyncEnd { last_id: 10 },
@@ -431,18 +432,22 @@ fn arb_kind() -> impl Strategy<Value = RecordKind> {
         (
             (arb_addr(), arb_addr(), arb_addr(), arb_addr()),
             arb_repair(),
-            arb_repair()
+            arb_repair(),
+            any::<u64>()
         )
-            .prop_map(|((client, vip, member, snat), client_side, server_side)| {
-                RecordKind::TcpConn {
-                    client,
-                    vip,
-                    member,
-                    snat,
-                    client_side,
-                    server_side,
+            .prop_map(
+                |((client, vip, member, snat), client_side, server_side, taken_ms)| {
+                    RecordKind::TcpConn {
+                        client,
+                        vip,
+                        member,
+                        snat,
+                        client_side,
+                        server_side,
+                        taken_ms,
+                    }
                 }
-            }),
+            ),
     ]
 }
 

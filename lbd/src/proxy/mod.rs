@@ -53,6 +53,17 @@ pub(crate) fn set_freebind(s: &Socket, addr: &SocketAddr) -> io::Result<()> {
     }
 }
 
+/// Sets IP_TRANSPARENT / IPV6_TRANSPARENT (needs CAP_NET_ADMIN): a socket may bind and
+/// connect from an address that is not local yet (a rebuilt flow's SNAT address, before its
+/// floating address arrives; IP_FREEBIND allows the bind but not the connect).
+pub(crate) fn set_transparent(s: &Socket, addr: &SocketAddr) -> io::Result<()> {
+    if addr.is_ipv4() {
+        set_flag(s, libc::IPPROTO_IP, libc::IP_TRANSPARENT)
+    } else {
+        set_flag(s, libc::IPPROTO_IPV6, libc::IPV6_TRANSPARENT)
+    }
+}
+
 /// Sets IP_BIND_ADDRESS_NO_PORT: binding a source address before connect takes no ephemeral
 /// port of its own (the port is chosen at connect, per destination), so many connections can
 /// share one source address. Callers treat failure (older kernels) as harmless.

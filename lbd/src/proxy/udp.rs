@@ -640,7 +640,7 @@ impl Listener {
     }
 }
 
-/// A UDP socket bound to `snat` (address and port; IP_FREEBIND, since the floating address
+/// A UDP socket bound to `snat` (address and port; IP_TRANSPARENT, since the floating address
 /// arrives after) and connected to `member`.
 fn bound_socket(member: SocketAddr, snat: SocketAddr) -> io::Result<socket2::Socket> {
     let s = socket2::Socket::new(
@@ -648,7 +648,7 @@ fn bound_socket(member: SocketAddr, snat: SocketAddr) -> io::Result<socket2::Soc
         Type::DGRAM.nonblocking(),
         Some(socket2::Protocol::UDP),
     )?;
-    super::set_freebind(&s, &snat)?;
+    super::set_transparent(&s, &snat)?;
     s.set_reuse_address(true)?;
     s.bind(&snat.into())?;
     s.connect(&member.into())?;

@@ -6,8 +6,9 @@
 //! state; a pool with no available member makes its virtual servers unavailable. Persistence
 //! profiles may be backed by plugins (`plugins`, loaded from `.so` files through `plugin-api`).
 //! With a device group configured, lbd runs heartbeats and traffic-group failover (`cluster`)
-//! and asks bgpd for the routes of the traffic groups active here; `mirror` holds the
-//! mirroring channel's pieces (not yet wired in).
+//! and asks bgpd for the routes of the traffic groups active here; with mirroring on
+//! (`mirror`), each traffic group's persistence records, UDP flows and TCP connections are
+//! mirrored to its next-active device, which rebuilds them when it takes the group over.
 //!
 //! lbd must not announce routes itself (bgpd does, driven over its control socket), and its data
 //! path must never block on anything but its own sockets.

@@ -21,7 +21,7 @@
 //! This module must not block the data path (no lock is held across an await or a network
 //! operation, except the snapshot copy, which runs with the channel unlocked), must not apply
 //! anything from a peer that the trust layer refused, and must not touch the daemon's
-//! configuration: it is not wired into the daemon yet.
+//! configuration (`service` wires it into lbd).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -477,6 +477,19 @@ pub async fn run(
         let cluster = Cluster::start(local, &shared).await?;
         let _ = shared.cluster.set(cluster);
     }
+    if shared.mirror.get().is_none() {
+        let rt = shared.runtime.load();
+        let vss = rt.config.virtual_servers.iter().filter(|(_, v)| v.mirror);
+        let profiles = rt.config.persistence.iter().filter(|(_, p)| p.mirror);
+        for name in vss.map(|(n, _)| format!("virtual server {n}")).chain(
+            profiles.map(|(n, _)| format!("persistence profile {n}")),
+        ) {
+            tracing::warn!(
+                "{name} has mirror = true, but mirroring is off (it needs device.device_group and \
+                 device.mirror_trust_dir): nothing is mirrored"
+            );
+        }
+    }
     let control = bind_control(&control_path)?;
     let metrics = match metrics_addr {
         Some(addr) => Some(

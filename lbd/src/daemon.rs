@@ -481,9 +481,10 @@ pub async fn run(
         let rt = shared.runtime.load();
         let vss = rt.config.virtual_servers.iter().filter(|(_, v)| v.mirror);
         let profiles = rt.config.persistence.iter().filter(|(_, p)| p.mirror);
-        for name in vss.map(|(n, _)| format!("virtual server {n}")).chain(
-            profiles.map(|(n, _)| format!("persistence profile {n}")),
-        ) {
+        for name in vss
+            .map(|(n, _)| format!("virtual server {n}"))
+            .chain(profiles.map(|(n, _)| format!("persistence profile {n}")))
+        {
             tracing::warn!(
                 "{name} has mirror = true, but mirroring is off (it needs device.device_group and \
                  device.mirror_trust_dir): nothing is mirrored"

@@ -1412,6 +1412,53 @@ mod tests {
     }
 
     #[test]
+    fn mirroring_view_shows_channels_and_why_it_is_off() {
+        let cmd = parse(&["show", "mirroring"]).unwrap().cmd;
+        let off = render(
+            &cmd,
+            &json!({"enabled": false, "reason": "device.mirror_trust_dir is not set"}),
+            0,
+        );
+        assert_eq!(
+            off,
+            "mirroring is off: device.mirror_trust_dir is not set\n"
+        );
+        let data = json!({
+            "enabled": true, "me": "b", "scope": "next-active",
+            "offered": 603, "refresh_skipped": 3, "offer_errors": 0,
+            "senders": [{"traffic_group": "tg-2", "peer": "c", "port": 1030, "state": "lagging",
+                "last_sent": 603, "last_acked": 590, "lag_ms": 42, "queued": 13, "unacked": 13,
+                "records": {"persistence": 600, "udp_flows": 1, "tcp_connections": 50}}],
+            "receivers": [{"traffic_group": "tg-1", "peer": "a", "port": 1029, "connected": true,
+                "state": "in-sync", "in_sync": true, "last_applied": 351, "duplicates": 2,
+                "records": {"persistence": 1, "udp_flows": 0, "tcp_connections": 0}}],
+        });
+        let out = render(&cmd, &data, 0);
+        assert!(
+            out.starts_with("device b, scope next-active; updates offered 603"),
+            "{out}"
+        );
+        let row = out.lines().find(|l| l.contains("tg-2")).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["tg-2", "c", "1030", "lagging", "600/1/50", "603", "590", "42", "13"],
+            "{out}"
+        );
+        let row = out.lines().find(|l| l.contains("tg-1")).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["tg-1", "a", "1029", "in-sync", "1/0/0", "351", "2"],
+            "{out}"
+        );
+        // No sender: said so.
+        let data = json!({"enabled": true, "me": "c", "scope": "next-active",
+            "senders": [], "receivers": []});
+        assert!(render(&cmd, &data, 0).contains("sending: nothing"));
+    }
+
+    #[test]
     fn usage_errors_are_exit_code_2() {
         for argv in [
             &["member", "web", "10.0.0.1", "disable"][..],

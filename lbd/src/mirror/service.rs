@@ -920,6 +920,107 @@ impl Store for MirrorStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    const CFG: &str = r#"
+[device]
+name = "c"
+[virtual_servers.web]
+destination = "127.0.0.1:18080"
+pool = "web"
+snat = "none"
+persistence = "src"
+[pools.web]
+members = [{ address = "127.0.0.1:18081" }]
+[persistence.src]
+type = "source-address"
+mirror = true
+"#;
+
+    fn persist(tg: &str, key: &str, member: &str, expiry_ms: u64) -> Record {
+        Record {
+            update_id: 0,
+            traffic_group: tg.into(),
+            kind: RecordKind::Persistence {
+                profile: "src".into(),
+                scope: "web".into(),
+                key: key.into(),
+                pool: "web".into(),
+                member: member.parse().unwrap(),
+                virtual_server: "web".into(),
+                expiry_ms,
+            },
+        }
+    }
+
+    fn flow(tg: &str, port: u16) -> Record {
+        Record {
+            update_id: 0,
+            traffic_group: tg.into(),
+            kind: RecordKind::UdpFlow {
+                client: format!("192.0.2.1:{port}").parse().unwrap(),
+                vip: "30.1.1.10:5060".parse().unwrap(),
+                member: "10.1.1.50:5060".parse().unwrap(),
+                snat: "10.1.1.3:40000".parse().unwrap(),
+                last_seen_ms: 1,
+                key: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_store_applies_peers_state_but_not_for_groups_active_here() {
+        let shared = Shared::new(Config::from_toml(CFG, "t").unwrap(), None, 1);
+        let active = Arc::new(ArcSwap::from_pointee(BTreeSet::from(["tg-3".to_string()])));
+        let standby = Arc::new(Mutex::new(Standby::default()));
+        let mut store = MirrorStore {
+            shared: Arc::downgrade(&shared),
+            active: active.clone(),
+            standby: standby.clone(),
+        };
+        let far = now_ms() + 60_000;
+        store.upsert(persist("tg-2", "10.0.0.1/32", "127.0.0.1:18081", far));
+        store.upsert(flow("tg-2", 1000));
+        // A group active here: ignored (a stale sender must not overwrite the owner's state).
+        store.upsert(persist("tg-3", "10.0.0.3/32", "127.0.0.1:18081", far));
+        store.upsert(flow("tg-3", 1003));
+        let recs = shared.persist.records(|_| true);
+        assert_eq!(recs.len(), 1);
+        assert!(recs[0].mirrored);
+        assert_eq!(recs[0].traffic_group.as_deref(), Some("tg-2"));
+        assert_eq!(lock(&standby).records["tg-2"].len(), 1);
+        assert!(!lock(&standby).records.contains_key("tg-3"));
+        store.clear_group("tg-3");
+        // A record of this device's own in tg-2 survives a resync of tg-2 (only mirrored ones
+        // go); the mirrored one and the flow go.
+        shared.persist.insert(PersistRecord {
+            profile: "src".into(),
+            scope: "web".into(),
+            key: "10.0.0.9/32".into(),
+            pool: "web".into(),
+            member: "127.0.0.1:18081".parse().unwrap(),
+            virtual_server: "web".into(),
+            traffic_group: Some("tg-2".into()),
+            update_id: 1,
+            expiry_ms: far,
+            mirrored: false,
+        });
+        store.clear_group("tg-2");
+        let left = shared.persist.records(|_| true);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].key, "10.0.0.9/32");
+        assert!(!lock(&standby).records.contains_key("tg-2"));
+        // Deletes: a flow by its key, a persistence record only when mirrored.
+        store.upsert(flow("tg-2", 1000));
+        store.delete(&flow("tg-2", 1000).key());
+        assert!(lock(&standby).records["tg-2"].is_empty());
+        store.delete(&persist("tg-2", "10.0.0.9/32", "127.0.0.1:18081", 0).key());
+        assert_eq!(
+            shared.persist.len(),
+            1,
+            "an own record is not deleted by a peer"
+        );
+    }
 
     #[test]
     fn refresh_step_is_an_eighth_of_the_timeout_at_least_a_second() {

@@ -280,20 +280,7 @@ async fn rebuilt_conn(
         &shared.ids,
     );
     let live = &guard.conn;
-    let up = Sinks {
-        counters: [
-            &vs.counters.bytes_in,
-            &member.counters.bytes_in,
-            &live.bytes_in,
-        ],
-    };
-    let down = Sinks {
-        counters: [
-            &vs.counters.bytes_out,
-            &member.counters.bytes_out,
-            &live.bytes_out,
-        ],
-    };
+    let (up, down) = Sinks::for_conn(&vs.counters, &member.counters, live);
     let idle = vs.cfg.idle_timeout();
     let res = match shared.mirror.get() {
         Some(m) => {

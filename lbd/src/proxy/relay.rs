@@ -47,7 +47,24 @@ pub struct Sinks<'a> {
     pub counters: [&'a AtomicU64; 3],
 }
 
-impl Sinks<'_> {
+impl<'a> Sinks<'a> {
+    /// A connection's sinks, client → member then member → client: the virtual server's,
+    /// the member's and the connection record's byte counters.
+    pub fn for_conn(
+        vs: &'a crate::state::Counters,
+        member: &'a crate::state::Counters,
+        live: &'a LiveConn,
+    ) -> (Sinks<'a>, Sinks<'a>) {
+        (
+            Sinks {
+                counters: [&vs.bytes_in, &member.bytes_in, &live.bytes_in],
+            },
+            Sinks {
+                counters: [&vs.bytes_out, &member.bytes_out, &live.bytes_out],
+            },
+        )
+    }
+
     /// Counts `n` bytes moved outside the relay (what was read to choose the member).
     pub fn add(&self, n: u64) {
         for c in self.counters {

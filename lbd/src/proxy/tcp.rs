@@ -247,20 +247,7 @@ async fn proxy(
         &shared.ids,
     );
     let live = &guard.conn;
-    let up = Sinks {
-        counters: [
-            &vs.counters.bytes_in,
-            &member.counters.bytes_in,
-            &live.bytes_in,
-        ],
-    };
-    let down = Sinks {
-        counters: [
-            &vs.counters.bytes_out,
-            &member.counters.bytes_out,
-            &live.bytes_out,
-        ],
-    };
+    let (up, down) = Sinks::for_conn(&vs.counters, &member.counters, live);
     // What was read to decide goes first; a plugin that learns from the server sees the
     // member's first bytes before they go on to the client.
     let head = async {

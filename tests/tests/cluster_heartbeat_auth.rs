@@ -122,6 +122,7 @@ fn forged_and_replayed_heartbeats_change_nothing() {
             eligible: true,
             active: all.clone(),
             orders: vec![],
+            unsynced: vec![],
         },
         Heartbeat {
             device: "b".into(),
@@ -135,6 +136,7 @@ fn forged_and_replayed_heartbeats_change_nothing() {
                 traffic_group: "tg-1".into(),
                 to: "b".into(),
             }],
+            unsynced: vec![],
         },
     ];
     let mut wrong_key: Vec<Vec<u8>> = forged.iter().map(|h| encode(h, &wrong).unwrap()).collect();
@@ -148,6 +150,7 @@ fn forged_and_replayed_heartbeats_change_nothing() {
         eligible: true,
         active: all.clone(),
         orders: vec![],
+        unsynced: vec![],
     };
     let old_right = encode(&old, &right).unwrap();
     let targets: Vec<SocketAddr> = DEVICES

@@ -63,6 +63,8 @@ pub struct ClusterOptions {
     pub lbd_extra: String,
     /// Plugin packages built and copied into `LAB/plugins`, every lbd's `plugin_dir`.
     pub plugins: Vec<&'static str>,
+    /// `failback_sync_max_wait` of every traffic group (e.g. "8s"); None leaves lbd's default.
+    pub failback_sync_max_wait: Option<String>,
 }
 
 /// The masquerade MAC of tg-`k` when [`ClusterOptions::mac_masquerade`] is on.
@@ -87,6 +89,7 @@ impl Default for ClusterOptions {
             web_extra: String::new(),
             lbd_extra: String::new(),
             plugins: Vec::new(),
+            failback_sync_max_wait: None,
         }
     }
 }
@@ -501,6 +504,33 @@ timeout = "{mi}"
                 }
             }
         }
+    }
+
+    /// SIGTERMs `dev`'s lbd only (SIGKILL after 5 s); its bgpd keeps running.
+    pub fn stop_lbd(&self, dev: &str) {
+        let d = self.device(dev);
+        let mut p = lock(&d.procs);
+        if let Some(proc) = p.lbd.take() {
+            if d.paused.swap(false, Ordering::Relaxed) {
+                for other in [Some(&proc), p.bgpd.as_ref()].into_iter().flatten() {
+                    let _ = other.signal(libc::SIGCONT);
+                }
+            }
+            let _ = proc.signal(libc::SIGTERM);
+            if proc.wait_timeout(Duration::from_secs(5)).is_none() {
+                proc.kill();
+            }
+        }
+    }
+
+    /// Restarts `dev`'s lbd alone ([`stop_lbd`](Self::stop_lbd), then
+    /// [`start_device`](Self::start_device), which leaves the running bgpd alone). Returns
+    /// when the new lbd was spawned.
+    pub fn restart_lbd(&self, dev: &str) -> Result<Instant> {
+        self.stop_lbd(dev);
+        let started = Instant::now();
+        self.start_device(dev)?;
+        Ok(started)
     }
 
     /// Sends `sig` to `dev`'s lbd and bgpd (SIGSTOP marks the device not live until SIGCONT;
@@ -1018,6 +1048,9 @@ pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
         ));
         if opts.mac_masquerade {
             c.push_str(&format!("mac_masquerade = \"{}\"\n", masquerade_mac(d.tg)));
+        }
+        if let Some(w) = &opts.failback_sync_max_wait {
+            c.push_str(&format!("failback_sync_max_wait = \"{w}\"\n"));
         }
     }
     c

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod control;
+pub mod mirror;
 pub mod peers;
 pub mod seed;
 pub mod topology;

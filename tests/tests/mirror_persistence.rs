@@ -9,24 +9,19 @@
 //! reaches C, which must send it to the same member: 0 records lost.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
+use spanlb_tests::mirror::{
+    add_client_addrs, five_tuple_hash, receiver, revisit, sessions_through, Session,
+};
 use spanlb_tests::topology::VIP;
-use spanlb_tests::traffic::device_of;
 
 const CLIENTS: usize = 300;
 const RDP_PORT: u16 = 3389;
 const WEB_PORT: u16 = spanlb_tests::topology::VIP_TCP_PORT;
-
-/// The client's extra source addresses: 172.17.0.1 … (routed by r1 to the client).
-fn client_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(172, 17, (i / 250) as u8, (i % 250 + 1) as u8)
-}
 
 /// An X.224 Connection Request (MS-RDPBCGR 2.2.1.1) with an `mstshash` cookie.
 fn x224_cr(user: &str) -> Vec<u8> {
@@ -42,167 +37,7 @@ fn x224_cr(user: &str) -> Vec<u8> {
     pdu
 }
 
-/// One exchange from `src` to `dst`: connect, send `first`, read the member's first line
-/// (`"<server> <snat-ip>"`), then reset the connection (no TIME_WAIT, so `src` can connect
-/// again). Returns (server, device the SNAT source names).
-fn exchange(
-    src: SocketAddr,
-    dst: SocketAddr,
-    first: &[u8],
-) -> Result<(String, Option<&'static str>), String> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
-    s.set_reuse_address(true).map_err(|e| e.to_string())?;
-    s.bind(&src.into())
-        .map_err(|e| format!("bind {src}: {e}"))?;
-    s.connect_timeout(&dst.into(), Duration::from_secs(2))
-        .map_err(|e| format!("connect from {src}: {e}"))?;
-    let _ = s.set_linger(Some(Duration::ZERO));
-    let mut c: TcpStream = s.into();
-    c.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    c.write_all(first).map_err(|e| format!("write: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut line = Vec::new();
-    let mut b = [0u8; 256];
-    while !line.contains(&b'\n') {
-        if Instant::now() > deadline {
-            return Err(format!("from {src}: no answer"));
-        }
-        match std::io::Read::read(&mut c, &mut b) {
-            Ok(0) => return Err(format!("from {src}: closed before the answer")),
-            Ok(n) => line.extend_from_slice(&b[..n]),
-            Err(e) => return Err(format!("from {src}: read: {e}")),
-        }
-    }
-    let text = String::from_utf8_lossy(&line);
-    let mut it = text.split_whitespace();
-    let server = it.next().unwrap_or_default().to_string();
-    let snat: Option<IpAddr> = it.next().and_then(|s| s.parse().ok());
-    Ok((server, snat.and_then(device_of)))
-}
-
-/// A client's persisted session: where it connects from and the member it stuck to.
-#[derive(Debug, Clone)]
-struct Session {
-    src: SocketAddr,
-    dst: SocketAddr,
-    first: Vec<u8>,
-    server: String,
-}
-
-/// For each client, a source port whose path leads through device `via`, and the member it
-/// got there (at most 60 ports tried per client).
-fn sessions_through(
-    lab: &ClusterLab,
-    via: &'static str,
-    dst: SocketAddr,
-    first: impl Fn(usize) -> Vec<u8> + Send + 'static,
-    base_port: u16,
-) -> Vec<Result<Session, String>> {
-    lab.ok(
-        lab.client.run_in(move || {
-            let handles: Vec<_> = (0..10)
-                .map(|t| {
-                    let first = &first;
-                    (
-                        t,
-                        (t..CLIENTS)
-                            .step_by(10)
-                            .map(|i| (i, first(i)))
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .map(|(_, work)| {
-                    std::thread::spawn(move || {
-                        work.into_iter()
-                            .map(|(i, bytes)| {
-                                let ip = client_ip(i);
-                                let mut last = String::from("no port tried");
-                                for k in 0..60u16 {
-                                    let src = SocketAddr::new(ip.into(), base_port + k);
-                                    match exchange(src, dst, &bytes) {
-                                        Ok((server, Some(d))) if d == via => {
-                                            return Ok(Session {
-                                                src,
-                                                dst,
-                                                first: bytes,
-                                                server,
-                                            })
-                                        }
-                                        Ok((_, d)) => last = format!("went via {d:?}"),
-                                        Err(e) => last = e,
-                                    }
-                                }
-                                Err(format!("client {ip}: no path via {via}: {last}"))
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        }),
-        "client sessions",
-    )
-}
-
-/// Each session's next connection: the member it reaches now.
-type Reached = Result<(String, Option<&'static str>), String>;
-
-fn revisit(lab: &ClusterLab, sessions: Vec<Session>) -> Vec<(Session, Reached)> {
-    lab.ok(
-        lab.client.run_in(move || {
-            let chunks: Vec<Vec<Session>> = sessions.chunks(30).map(|c| c.to_vec()).collect();
-            let handles: Vec<_> = chunks
-                .into_iter()
-                .map(|chunk| {
-                    std::thread::spawn(move || {
-                        chunk
-                            .into_iter()
-                            .map(|s| {
-                                let got = exchange(s.src, s.dst, &s.first);
-                                (s, got)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        }),
-        "revisiting",
-    )
-}
-
-/// The receiver of `tg` in `lbctl show mirroring` on `dev`.
-fn receiver(m: &Value, tg: &str) -> Value {
-    m["receivers"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["traffic_group"] == tg).cloned())
-        .unwrap_or(Value::Null)
-}
-
-/// r1 hashes the five-tuple, as a router does with packets from the wire. With policy 1, a
-/// packet that a socket in the client namespace sent still carries that socket's random flow
-/// hash when r1 forwards it (veth keeps `skb->hash`), and r1 uses it instead of the ports: a
-/// new socket with the same five-tuple could take another path. Policy 3 with the fields
-/// source and destination address, protocol and ports (0x37) hashes the headers only.
-fn five_tuple_hash(lab: &ClusterLab) {
-    lab.ok(
-        lab.r1.sysctl("net.ipv4.fib_multipath_hash_fields", "55"),
-        "r1 hash fields",
-    );
-    lab.ok(
-        lab.r1.sysctl("net.ipv4.fib_multipath_hash_policy", "3"),
-        "r1 hash policy",
-    );
-}
-
-pub fn persistence_lab(name: &str) -> ClusterLab {
+fn persistence_lab(name: &str) -> ClusterLab {
     let opts = ClusterOptions {
         mirroring: true,
         plugins: vec!["spanlb-plugin-msrdp"],
@@ -243,20 +78,7 @@ fn persistence_records_survive_a_hung_device() {
     }
     let lab = persistence_lab("mirror_persist");
     // 300 client addresses, routed back by r1.
-    let mut batch = String::new();
-    for i in 0..CLIENTS {
-        batch.push_str(&format!("address add {}/32 dev eth0\n", client_ip(i)));
-    }
-    let file = lab.lab.dir().join("client-addrs.batch");
-    lab.ok(std::fs::write(&file, batch), "writing the address batch");
-    lab.ok(
-        lab.client.exec(&["ip", "-batch", &file.to_string_lossy()]),
-        "adding client addresses",
-    );
-    lab.ok(
-        lab.r1.route("add 172.17.0.0/16 via 172.16.1.2"),
-        "r1 route to the clients",
-    );
+    add_client_addrs(&lab, CLIENTS);
 
     let vip: IpAddr = VIP.parse().unwrap();
     let web = sessions_through(
@@ -265,6 +87,7 @@ fn persistence_records_survive_a_hung_device() {
         SocketAddr::new(vip, WEB_PORT),
         |_| b"hello\n".to_vec(),
         20000,
+        CLIENTS,
     );
     let rdp = sessions_through(
         &lab,
@@ -272,6 +95,7 @@ fn persistence_records_survive_a_hung_device() {
         SocketAddr::new(vip, RDP_PORT),
         |i| x224_cr(&format!("user{i}")),
         30000,
+        CLIENTS,
     );
     let failed: Vec<&String> = web
         .iter()

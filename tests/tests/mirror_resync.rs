@@ -14,7 +14,7 @@
 //!   with a certificate of another CA (same group and device names), so C's sender can never
 //!   sync to it: C reports tg-2 waiting for B's sync, tg-2 stays on C for the failback delay
 //!   plus the maximum wait, and only then moves, with a reason naming the maximum wait.
-//! - [`records_made_on_a_taken_over_path_follow_the_failback`] (ignored: it shows an lbd bug):
+//! - [`records_made_on_a_taken_over_path_follow_the_failback`]:
 //!   with MAC masquerade, records that C makes for clients on tg-2's path while B hangs must
 //!   be tg-2's, reach B before the failback and keep the clients' members after it.
 use std::collections::BTreeSet;
@@ -409,9 +409,6 @@ fn write_rogue_trust(dir: &std::path::Path) -> Result<(), String> {
 /// be tg-2's too: C mirrors it to B when B returns, and after the failback the client's next
 /// connection (same path, now B again) keeps its member.
 #[test]
-#[ignore = "lbd bug: a persistence record takes the default traffic group \
-            (attribution.get()), not the MAC-masquerade ingress one the connection's SNAT uses \
-            (lbd/src/proxy/mod.rs: store() and the used() callback)"]
 fn records_made_on_a_taken_over_path_follow_the_failback() {
     if !prereqs() {
         return;

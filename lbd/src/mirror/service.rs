@@ -17,9 +17,9 @@
 //!   `mirror = true` when it is created and when a lookup refreshes it by at least
 //!   [`refresh_step`] (so a busy record costs one update per step, not one per connection; the
 //!   peer's copy may expire up to one step early), and its deletion by `lbctl`. Expiry needs no
-//!   message: records carry their absolute expiry. A record mirrored here by a peer and then
-//!   used by a connection here becomes this device's own, in that connection's traffic group,
-//!   and is offered at once: ECMP spreads a client's connections over every device, so the
+//!   message: records carry their absolute expiry. A record mirrored here by a peer (or one
+//!   of another traffic group) that a connection here uses becomes this device's own, in that
+//!   connection's traffic group, and is offered at once: ECMP spreads a client's connections over every device, so the
 //!   device that takes a traffic group over must know every client its connections stuck.
 //!   For one key the newest record (the latest expiry) wins on every device, whatever order
 //!   the channels deliver them in.
@@ -519,10 +519,11 @@ impl Mirroring {
     }
 
     /// A lookup used record `r` (refreshed from `previous` expiry) for a connection of
-    /// traffic group `tg`. A record a peer mirrored here becomes this device's, in `tg`, and
-    /// goes to `tg`'s peers at once (the client's flows reach every device, so the device that
-    /// would take `tg` over must know where the client sticks); one of this device's own is
-    /// offered when its expiry moved by a [`refresh_step`].
+    /// traffic group `tg`. A record a peer mirrored here, or one of another traffic group
+    /// (this device holds several while it stands in for a failed one), becomes this device's
+    /// record in `tg` and goes to `tg`'s peers at once (the client's flows reach every device,
+    /// so the device that would take `tg` over must know where the client sticks); otherwise
+    /// it is offered when its expiry moved by a [`refresh_step`].
     pub fn used(
         &self,
         r: &mut PersistRecord,
@@ -530,7 +531,7 @@ impl Mirroring {
         profile: &crate::config::Persistence,
         tg: Option<&str>,
     ) {
-        if r.mirrored {
+        if r.mirrored || r.traffic_group.as_deref() != tg {
             r.mirrored = false;
             r.traffic_group = tg.map(str::to_string);
             if profile.mirror {

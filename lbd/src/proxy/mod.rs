@@ -238,12 +238,13 @@ fn record_key(
 /// Chooses a member for a new connection from `client` to `vip` on `vs`, skipping the member
 /// indices in `tried`: the member a plugin names (when the pool has it available), a live
 /// persistence record (or, with `consistent_hash`, rendezvous hashing of the plugin's key over
-/// the available members), else the pool's method.
+/// the available members), else the pool's method. `ingress` is the interface the connection
+/// came in on, when MAC masquerade attribution wants it (it names the traffic group a
+/// persistence record belongs to).
 pub fn choose(
     shared: &Shared,
     vs: &VsState,
-    client: SocketAddr,
-    vip: SocketAddr,
+    (client, vip, ingress): (SocketAddr, SocketAddr, Option<u32>),
     tried: &[usize],
     hint: &Hint,
 ) -> Result<Choice, NoMember> {
@@ -290,7 +291,7 @@ pub fn choose(
                 },
                 |r, previous| {
                     if let Some(m) = shared.mirror.get() {
-                        let tg = vs.attribution.get().traffic_group.clone();
+                        let tg = vs.attribution.get().resolve(ingress).0;
                         m.used(r, previous, profile, tg.as_deref());
                     }
                 },
@@ -319,8 +320,7 @@ pub fn choose(
 pub fn remember(
     shared: &Shared,
     vs: &VsState,
-    client: SocketAddr,
-    vip: SocketAddr,
+    (client, vip, ingress): (SocketAddr, SocketAddr, Option<u32>),
     choice: &Choice,
     hint: &Hint,
 ) {
@@ -328,23 +328,37 @@ pub fn remember(
         return; // lookup already refreshed it (or consistent hashing keeps no record)
     }
     if let Some(key) = record_key(vs, client, vip, hint) {
-        store(shared, vs, key, choice.member.addr);
+        store(shared, vs, key, choice.member.addr, ingress);
     }
 }
 
 /// A key the member side taught the plugin (a TLS session id from the ServerHello): later
 /// connections with that key go to `member`.
-pub fn learn(shared: &Shared, vs: &VsState, key: &[u8], member: SocketAddr) {
+pub fn learn(shared: &Shared, vs: &VsState, key: &[u8], member: SocketAddr, ingress: Option<u32>) {
     let Some((_, profile)) = &vs.persistence else {
         return;
     };
     if profile.consistent_hash {
         return;
     }
-    store(shared, vs, plugin_key(profile, &vs.name, key), member);
+    store(
+        shared,
+        vs,
+        plugin_key(profile, &vs.name, key),
+        member,
+        ingress,
+    );
 }
 
-fn store(shared: &Shared, vs: &VsState, (scope, key): (String, String), member: SocketAddr) {
+/// Stores a record in the traffic group the connection belongs to (the one its SNAT source
+/// says: with MAC masquerade, the one whose interface it came in on).
+fn store(
+    shared: &Shared,
+    vs: &VsState,
+    (scope, key): (String, String),
+    member: SocketAddr,
+    ingress: Option<u32>,
+) {
     let Some((name, profile)) = &vs.persistence else {
         return;
     };
@@ -358,7 +372,8 @@ fn store(shared: &Shared, vs: &VsState, (scope, key): (String, String), member: 
         traffic_group: vs
             .attribution
             .get()
-            .traffic_group
+            .resolve(ingress)
+            .0
             .as_deref()
             .map(str::to_string),
         update_id: shared.ids.next(),

@@ -193,7 +193,7 @@ async fn proxy(
         None => Hint::default(),
     };
     let (choice, mut server) = loop {
-        let choice = match choose(shared, vs, peer, vip, &tried, &hint) {
+        let choice = match choose(shared, vs, (peer, vip, ingress), &tried, &hint) {
             Ok(c) => c,
             Err(why) => {
                 vs.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -227,7 +227,7 @@ async fn proxy(
         }
     };
     let _ = server.set_nodelay(true);
-    remember(shared, vs, peer, vip, &choice, &hint);
+    remember(shared, vs, (peer, vip, ingress), &choice, &hint);
     let member = &choice.member;
     let _member_current = CurrentGuard::new(member.counters.clone());
     let snat = server.local_addr().unwrap_or(vip);
@@ -267,7 +267,7 @@ async fn proxy(
             )
             .await;
             if let Decision::Key(key) = d {
-                learn(shared, vs, &key, member.addr);
+                learn(shared, vs, &key, member.addr, ingress);
             }
             if !answer.is_empty() {
                 client.write_all(&answer).await?;

@@ -447,7 +447,7 @@ impl Listener {
                 trace!(virtual_server = %vs.name, %client, "udp flow refused: connection limit");
                 return;
             }
-            let choice = match choose(&self.shared, &vs, client, vip, &tried, hint) {
+            let choice = match choose(&self.shared, &vs, (client, vip, None), &tried, hint) {
                 Ok(c) => c,
                 Err(why) => {
                     vs.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -461,7 +461,7 @@ impl Listener {
                 if let Some(flow) = existing.filter(|f| !f.is_dead()) {
                     match forward(&flow, data) {
                         Forwarded::Sent | Forwarded::Dropped => {
-                            remember(&self.shared, &vs, client, vip, &choice, hint);
+                            remember(&self.shared, &vs, (client, vip, None), &choice, hint);
                             return;
                         }
                         Forwarded::MemberFailed => {
@@ -515,7 +515,7 @@ impl Listener {
         let s = upstream_socket(member, source, Type::DGRAM)?;
         s.connect(&member.into())?;
         let flow = self.adopt(vs, key, choice.member.clone(), s, traffic_group)?;
-        remember(&self.shared, vs, key.0, self.key.0, choice, hint);
+        remember(&self.shared, vs, (key.0, self.key.0, None), choice, hint);
         debug!(
             virtual_server = %vs.name,
             client = %key.0,

@@ -89,15 +89,24 @@ fn snapshot_when_quiet(s: &TcpStream) -> TcpRepair {
 }
 
 /// A window probe on a freshly restored socket (no traffic since the restore) is answered, and
-/// the answer accepted: the peer agrees with the restored send sequence.
-fn probe_is_answered(restored: &TcpStream) {
-    let probed = Instant::now();
-    repair::send_window_probe(restored).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let age = repair::last_ack_age(restored).unwrap();
-    assert!(
-        age < probed.elapsed(),
-        "the probe's answer was not accepted (last ack {age:?} ago)"
+/// the answer accepted: the peer agrees with the restored send sequence. The first probe may
+/// wait on neighbour resolution or meet the peer's out-of-window ACK rate limit
+/// (`tcp_invalid_ratelimit`, 500 ms), so up to 8 probes are sent 400 ms apart (3.2 s at most).
+/// `diag` gathers what might explain a failure (neighbour tables, kernel counters).
+fn probe_is_answered(restored: &TcpStream, diag: impl Fn() -> String) {
+    let mut last = Duration::ZERO;
+    for _ in 0..8 {
+        let probed = Instant::now();
+        repair::send_window_probe(restored).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        last = repair::last_ack_age(restored).unwrap();
+        if last < probed.elapsed() {
+            return;
+        }
+    }
+    panic!(
+        "no probe's answer was accepted in 3.2 s (last ack {last:?} ago)\n{}",
+        diag()
     );
 }
 
@@ -146,7 +155,7 @@ fn loopback_connection_survives_snapshot_and_restore() {
     let mut restored = bounded(repair::restore(&second, local, remote).expect("restore"));
     assert_eq!(restored.local_addr().unwrap(), local);
     assert_eq!(restored.peer_addr().unwrap(), remote);
-    probe_is_answered(&restored);
+    probe_is_answered(&restored, String::new);
 
     // Client → restored → client (an echo), then restored → client, then a large transfer.
     let ask = pattern(5, 20_000);
@@ -365,7 +374,30 @@ fn connection_moves_to_another_namespace_that_takes_the_address_after_restore() 
         "10.77.0.1",
     ]);
 
-    probe_is_answered(&restored);
+    probe_is_answered(&restored, || {
+        let mut out = String::new();
+        for n in [c, l2] {
+            for args in [
+                vec!["ip", "-n", n, "neigh", "show"],
+                vec!["ip", "-n", n, "route", "show"],
+                vec![
+                    "ip", "netns", "exec", n, "nstat", "-az", "Tcp*", "TcpExt*", "Ip*",
+                ],
+            ] {
+                let o = Command::new(args[0]).args(&args[1..]).output();
+                let text = o.map_or_else(
+                    |e| e.to_string(),
+                    |o| String::from_utf8_lossy(&o.stdout).into_owned(),
+                );
+                let text: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.split_whitespace().nth(1).is_some_and(|v| v == "0"))
+                    .collect();
+                out += &format!("{n}: {}\n{}\n", args[1..].join(" "), text.join("\n"));
+            }
+        }
+        out
+    });
     let ask = pattern(3, 40_000);
     client.write_all(&ask).unwrap();
     let mut got = vec![0; ask.len()];

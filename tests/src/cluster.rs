@@ -1081,18 +1081,20 @@ pub fn prereqs() -> bool {
 }
 
 impl ClusterLab {
-    /// Unwraps `r`, or panics with `what`, the error and [`dump`](Self::dump).
+    /// Unwraps `r`, or panics with `what`, the error and [`dump`](Self::dump) (the message
+    /// again after the dump).
     pub fn ok<T, E: std::fmt::Display>(&self, r: std::result::Result<T, E>, what: &str) -> T {
         match r {
             Ok(v) => v,
-            Err(e) => panic!("{what}: {e}{}", self.dump()),
+            // The message is repeated after the dump: CI shows a failure's last lines.
+            Err(e) => panic!("{what}: {e}{}\nFAILED: {what}: {e}", self.dump()),
         }
     }
 
-    /// Asserts `cond`, else panics with `msg` and [`dump`](Self::dump).
+    /// Asserts `cond`, else panics with `msg` and [`dump`](Self::dump) (`msg` again after it).
     pub fn check(&self, cond: bool, msg: impl std::fmt::Display) {
         if !cond {
-            panic!("{msg}{}", self.dump());
+            panic!("{msg}{}\nFAILED: {msg}", self.dump());
         }
     }
 }

@@ -299,16 +299,17 @@ pub fn persist_table(lab: &ClusterLab, dev: &str) -> Result<PersistTable, String
         .collect())
 }
 
-/// How many of `from`'s records of `tg` its peer `to` should hold as mirrored: all of them,
-/// but for keys `to` holds a record of its own for (one record per key on a device: the
-/// newest wins, and the peer's own is newer when both came from the same connections).
-pub fn expected_mirrored(lab: &ClusterLab, from: &str, to: &str, tg: &str) -> Option<u64> {
-    let a = persist_table(lab, from).ok()?;
-    let b = persist_table(lab, to).ok()?;
-    let n = a
-        .iter()
-        .filter(|(_, (t, _))| t == tg)
-        .filter(|(k, _)| b.get(*k).is_none_or(|(_, mirrored)| *mirrored))
-        .count();
-    Some(n as u64)
+/// The keys starting with `prefix` of `dev`'s records of `tg` that it holds as mirrored
+/// (received from a peer, not made here).
+pub fn mirrored_keys(
+    lab: &ClusterLab,
+    dev: &str,
+    tg: &str,
+    prefix: &str,
+) -> Result<BTreeSet<String>, String> {
+    Ok(persist_table(lab, dev)?
+        .into_iter()
+        .filter(|((_, _, k), (t, mirrored))| *mirrored && t == tg && k.starts_with(prefix))
+        .map(|((_, _, k), _)| k)
+        .collect())
 }

@@ -391,7 +391,7 @@ fn connection_moves_to_another_namespace_that_takes_the_address_after_restore() 
                 );
                 let text: Vec<&str> = text
                     .lines()
-                    .filter(|l| !l.split_whitespace().nth(1).is_some_and(|v| v == "0"))
+                    .filter(|l| l.split_whitespace().nth(1).is_none_or(|v| v != "0"))
                     .collect();
                 out += &format!("{n}: {}\n{}\n", args[1..].join(" "), text.join("\n"));
             }

@@ -7,7 +7,9 @@ use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lbd::cluster::driver::{spawn, Actions, DriverConfig, DriverError, DriverHandle};
+use lbd::cluster::driver::{
+    spawn, spawn_on_own_thread, Actions, DriverConfig, DriverError, DriverHandle,
+};
 use lbd::cluster::heartbeat::{decode, encode, GroupKey};
 use lbd::cluster::placement::{GroupSpec, GroupStatus, TgState, TrafficGroupSpec};
 use lbd::cluster::Heartbeat;
@@ -130,7 +132,10 @@ impl Cluster {
     /// Starts `me` on a runtime of its own, in a thread of its own; sending a duration on the
     /// returned channel blocks that thread (the whole process of `me`, as `kill -STOP` would)
     /// for that long. Dropping the channel stops `me`.
-    fn spawn_stallable(&mut self, me: &str) -> std::sync::mpsc::Sender<Duration> {
+    /// Starts `me` on a runtime of its own whose thread can be blocked (a stall) through the
+    /// returned sender; with `own_thread` the driver itself runs on its heartbeat thread
+    /// ([`spawn_on_own_thread`]), as in lbd, so only the runtime that started it stalls.
+    fn spawn_stallable(&mut self, me: &str, own_thread: bool) -> std::sync::mpsc::Sender<Duration> {
         let cfg = self.config(me);
         let actions = Arc::new(Recorder {
             dev: me.to_string(),
@@ -144,7 +149,11 @@ impl Cluster {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let (handle, task) = spawn(cfg, actions).await.unwrap();
+                let (handle, task) = if own_thread {
+                    spawn_on_own_thread(cfg, actions).await.unwrap()
+                } else {
+                    spawn(cfg, actions).await.unwrap()
+                };
                 ready_tx.send(handle).unwrap();
                 loop {
                     match stall_rx.try_recv() {
@@ -555,7 +564,7 @@ async fn stalled_device_resumes_without_acting_on_stale_state() {
             }
         })
     };
-    let stall = c.spawn_stallable("A");
+    let stall = c.spawn_stallable("A", false);
     c.spawn("B").await;
     c.spawn("C").await;
     c.wait_placed(&DEVICES, &STEADY).await;
@@ -600,5 +609,25 @@ async fn stalled_device_resumes_without_acting_on_stale_state() {
     assert!(c.placed(&DEVICES, &want).await);
     drop(stall);
     sniff.abort();
+    c.shutdown();
+}
+
+/// lbd runs its driver on a heartbeat thread of its own: when the runtime that started it is
+/// blocked for three times `dead_after` (a long resync, a large `lbctl show`), A still sends
+/// its heartbeats, so nobody takes its traffic group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_control_plane_does_not_delay_heartbeats_on_their_own_thread() {
+    let mut c = Cluster::new(BTreeMap::new());
+    let stall = c.spawn_stallable("A", true);
+    c.spawn("B").await;
+    c.spawn("C").await;
+    c.wait_placed(&DEVICES, &STEADY).await;
+
+    let stalled = Instant::now();
+    stall.send(DEAD_AFTER * 3).unwrap();
+    tokio::time::sleep(DEAD_AFTER * 4).await;
+    let moved = c.events_since(stalled);
+    assert!(moved.is_empty(), "a traffic group moved: {moved:#?}");
+    c.wait_placed(&DEVICES, &STEADY).await;
     c.shutdown();
 }

@@ -389,7 +389,7 @@ impl Cluster {
             },
             ..Default::default()
         }));
-        let (driver, driver_task) = driver::spawn(dcfg, Arc::new(Sink(tx))).await?;
+        let (driver, driver_task) = driver::spawn_on_own_thread(dcfg, Arc::new(Sink(tx))).await?;
         let cluster = Arc::new(Cluster {
             local: local.clone(),
             group: group.clone(),

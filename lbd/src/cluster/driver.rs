@@ -1,10 +1,12 @@
 //! The cluster driver: the tokio task that runs one device's [`Placement`] over UDP.
 //!
-//! [`spawn`] binds a UDP socket to this device's failover address and starts one task owning
+//! [`spawn`] (or [`spawn_on_own_thread`]) binds a UDP socket to this device's failover address and starts one task owning
 //! that socket, the [`Placement`] state machine, a [`ReplayGuard`] and the receiving end of a
 //! command channel. The [`DriverHandle`] it returns sends commands (status, `lbctl failover`,
 //! standby/release and the link fail-safe) and reads the counters; aborting the task's
-//! `JoinHandle` stops the driver (like a crash: nothing is released). Mirroring tells it, through
+//! `JoinHandle` stops the driver (like a crash: nothing is released). In lbd the task runs on a
+//! thread of its own (`lbd-heartbeat`, [`spawn_on_own_thread`]), so no other control-plane
+//! work can delay a heartbeat past a peer's `dead_after`; the thread ends with the task. Mirroring tells it, through
 //! [`DriverHandle::set_unsynced`], which traffic groups this device is not ready to take back.
 //!
 //! # Order of operations
@@ -91,6 +93,8 @@ pub enum DriverError {
     UnknownDevice(String),
     #[error("cluster driver stopped")]
     Stopped,
+    #[error("cannot start the cluster driver: {0}")]
+    Runtime(String),
 }
 
 /// The driver's counters, for status and metrics.
@@ -272,13 +276,78 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Binds `cfg.listen` and starts the driver task (see the module documentation).
+/// Starts a thread of its own (`lbd-heartbeat`, a single-threaded runtime) that ends with the
+/// driver task.
+///
+/// Heartbeats are the one timing-critical job of the control plane: a peer declares this
+/// device dead when it hears nothing for `dead_after`. On the shared control-plane runtime,
+/// a burst of other work (a mirroring resync under TLS, a large `lbctl show`, monitors) could
+/// delay them past that; on this thread only the driver runs.
+fn heartbeat_runtime(done: oneshot::Receiver<()>) -> Result<tokio::runtime::Handle, DriverError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("lbd-heartbeat".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(rt.handle().clone()));
+            // `done` resolves when the driver task ends or is dropped (its sender is in it).
+            rt.block_on(async move {
+                let _ = done.await;
+            });
+        });
+    let reason = match thread {
+        Err(e) => e.to_string(),
+        Ok(_) => match rx.recv() {
+            Ok(Ok(handle)) => return Ok(handle),
+            Ok(Err(e)) => e,
+            Err(_) => "the heartbeat thread ended at start".into(),
+        },
+    };
+    Err(DriverError::Runtime(reason))
+}
+
+/// Binds `cfg.listen` and starts the driver task on the current runtime (see the module
+/// documentation). lbd itself uses [`spawn_on_own_thread`].
 pub async fn spawn(
     cfg: DriverConfig,
     actions: Arc<dyn Actions>,
 ) -> Result<(DriverHandle, JoinHandle<()>), DriverError> {
-    let sock = UdpSocket::bind(cfg.listen)
+    start(cfg, actions, tokio::runtime::Handle::current(), None).await
+}
+
+/// [`spawn`], but the driver runs on a thread of its own (see [`heartbeat_runtime`]) that
+/// ends with the task. The returned handle can be awaited or aborted from any runtime.
+pub async fn spawn_on_own_thread(
+    cfg: DriverConfig,
+    actions: Arc<dyn Actions>,
+) -> Result<(DriverHandle, JoinHandle<()>), DriverError> {
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let rt = heartbeat_runtime(done_rx)?;
+    start(cfg, actions, rt, Some(done_tx)).await
+}
+
+/// Binds the socket and spawns the driver on `rt`; `done` is dropped when the task ends.
+async fn start(
+    cfg: DriverConfig,
+    actions: Arc<dyn Actions>,
+    rt: tokio::runtime::Handle,
+    done: Option<oneshot::Sender<()>>,
+) -> Result<(DriverHandle, JoinHandle<()>), DriverError> {
+    let listen = cfg.listen;
+    // The socket is made on the driver's runtime: it is registered with that reactor.
+    let sock = rt
+        .spawn(async move { UdpSocket::bind(listen).await })
         .await
+        .map_err(|e| DriverError::Runtime(e.to_string()))?
         .map_err(|e| DriverError::Bind {
             addr: cfg.listen,
             reason: e.to_string(),
@@ -310,7 +379,10 @@ pub async fn spawn(
         buf: vec![0; MAX_DATAGRAM + 1],
     };
     info!(device = %me, listen = %cfg.listen, epoch, "cluster driver starting");
-    let task = tokio::spawn(driver.run(rx));
+    let task = rt.spawn(async move {
+        let _done = done;
+        driver.run(rx).await;
+    });
     Ok((
         DriverHandle {
             me,

@@ -963,11 +963,16 @@ fn addr_of(node: &str, seg: &str, links: &[topology::Segment]) -> Result<String>
 }
 
 /// The device-group file every device reads.
-/// Builds the cdylib of package `pkg` (cargo, the workspace's profile) and returns its `.so`.
+/// Builds the cdylib of package `pkg` (cargo; the release profile when this code is a release
+/// build, e.g. a benchmark, else the dev profile) and returns its `.so`.
 pub fn build_cdylib(pkg: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "--quiet", "--message-format=json", "-p", pkg];
+    if !cfg!(debug_assertions) {
+        args.push("--release");
+    }
     let out = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--message-format=json", "-p", pkg])
+        .args(&args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .map_err(io("running cargo build"))?;

@@ -962,7 +962,6 @@ fn addr_of(node: &str, seg: &str, links: &[topology::Segment]) -> Result<String>
         .ok_or_else(|| LabError::Invalid(format!("{node} has no address on segment {seg}")))
 }
 
-/// The device-group file every device reads.
 /// Builds the cdylib of package `pkg` (cargo; the release profile when this code is a release
 /// build, e.g. a benchmark, else the dev profile) and returns its `.so`.
 pub fn build_cdylib(pkg: &str) -> Result<PathBuf> {
@@ -1012,6 +1011,7 @@ pub fn write_trust(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The device-group file every device reads.
 pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
     let mut c = format!(
         "[group]\nname = \"seed\"\nkey_file = \"{}\"\nheartbeat_port = 1026\n\

@@ -158,27 +158,10 @@ impl Shared {
     pub fn spawn_workers(&self) -> std::io::Result<()> {
         let mut handles = Vec::new();
         for i in 0..self.workers {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::Builder::new()
-                .name(format!("lbd-worker-{i}"))
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = tx.send(Ok(rt.handle().clone()));
-                    // Runs the tasks spawned onto this runtime for the life of the process.
-                    rt.block_on(std::future::pending::<()>());
-                })?;
-            let h = rx
-                .recv()
-                .map_err(|_| std::io::Error::other("worker thread died"))??;
+            // Runs the tasks spawned onto this runtime for the life of the process.
+            let h = runtime_thread(format!("lbd-worker-{i}"), |rt| {
+                rt.block_on(std::future::pending::<()>())
+            })?;
             handles.push(h);
         }
         let _ = self.worker_handles.set(handles);
@@ -580,4 +563,30 @@ pub fn bind_control(path: &std::path::Path) -> Result<tokio::net::UnixListener, 
         std::fs::remove_file(path).map_err(err)?;
     }
     tokio::net::UnixListener::bind(path).map_err(err)
+}
+
+/// Starts a thread named `name` with a single-threaded tokio runtime (all drivers on) and
+/// returns the runtime's handle once it is built; `run` then owns the runtime on that thread
+/// (typically `block_on` of a future that ends when the thread should).
+pub(crate) fn runtime_thread(
+    name: String,
+    run: impl FnOnce(tokio::runtime::Runtime) + Send + 'static,
+) -> std::io::Result<tokio::runtime::Handle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name(name).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => {
+                let _ = tx.send(Ok(rt.handle().clone()));
+                run(rt);
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the runtime thread ended at start"))?
 }

@@ -284,35 +284,13 @@ fn unix_ms() -> u64 {
 /// a burst of other work (a mirroring resync under TLS, a large `lbctl show`, monitors) could
 /// delay them past that; on this thread only the driver runs.
 fn heartbeat_runtime(done: oneshot::Receiver<()>) -> Result<tokio::runtime::Handle, DriverError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("lbd-heartbeat".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let _ = tx.send(Ok(rt.handle().clone()));
-            // `done` resolves when the driver task ends or is dropped (its sender is in it).
-            rt.block_on(async move {
-                let _ = done.await;
-            });
-        });
-    let reason = match thread {
-        Err(e) => e.to_string(),
-        Ok(_) => match rx.recv() {
-            Ok(Ok(handle)) => return Ok(handle),
-            Ok(Err(e)) => e,
-            Err(_) => "the heartbeat thread ended at start".into(),
-        },
-    };
-    Err(DriverError::Runtime(reason))
+    // `done` resolves when the driver task ends or is dropped (its sender is in it).
+    crate::daemon::runtime_thread("lbd-heartbeat".into(), |rt| {
+        rt.block_on(async move {
+            let _ = done.await;
+        })
+    })
+    .map_err(|e| DriverError::Runtime(e.to_string()))
 }
 
 /// Binds `cfg.listen` and starts the driver task on the current runtime (see the module

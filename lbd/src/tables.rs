@@ -338,9 +338,12 @@ impl PersistTable {
         self.map.insert(k, record);
     }
 
-    /// Applies a record a peer mirrored: it replaces the record under its key unless that one
-    /// is newer (a later expiry: the same key was used here, or by another peer, after the
-    /// peer wrote this one) and came from elsewhere. Returns whether it was applied.
+    /// Applies a record a peer mirrored: it replaces the record under its key if that one is
+    /// a mirrored record of the same traffic group (the same source), or if it expires later
+    /// (the key was used there after it was used here). A tie keeps the record here: copies of
+    /// one record travel between devices with their expiry unchanged (a record re-homed to
+    /// this device's traffic group, or adopted at a takeover, keeps it), so a stale copy must
+    /// not take back a record this device made its own. Returns whether it was applied.
     pub fn insert_mirrored(&self, record: PersistRecord) -> bool {
         use dashmap::mapref::entry::Entry;
         let k = (
@@ -356,7 +359,7 @@ impl PersistTable {
             Entry::Occupied(mut o) => {
                 let old = o.get();
                 let same_source = old.mirrored && old.traffic_group == record.traffic_group;
-                if same_source || record.expiry_ms >= old.expiry_ms {
+                if same_source || record.expiry_ms > old.expiry_ms {
                     o.insert(record);
                     true
                 } else {
@@ -578,6 +581,14 @@ mod tests {
         assert!(!t.insert_mirrored(stale.clone()));
         assert_eq!(t.records(|_| true)[0].member.port(), 80);
         assert_eq!(t.records(|_| true)[0].expiry_ms, 2_000);
+        // A copy as old as this device's own record: kept here (tg-2, not mirrored).
+        stale.expiry_ms = 2_000;
+        assert!(!t.insert_mirrored(stale.clone()));
+        let here = &t.records(|_| true)[0];
+        assert_eq!(
+            (here.traffic_group.as_deref(), here.mirrored),
+            (Some("tg-2"), false)
+        );
         // Newer: applied.
         stale.expiry_ms = 2_500;
         assert!(t.insert_mirrored(stale.clone()));

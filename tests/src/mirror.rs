@@ -124,7 +124,14 @@ pub fn sessions_through(
                                                 server,
                                             })
                                         }
-                                        Ok((_, d)) => last = format!("went via {d:?}"),
+                                        Ok((_, d)) => {
+                                            // The record that device made reaches its peer
+                                            // before the next try makes one elsewhere (one
+                                            // client on two devices within a millisecond
+                                            // is a race the README describes).
+                                            std::thread::sleep(Duration::from_millis(20));
+                                            last = format!("went via {d:?}")
+                                        }
                                         Err(e) => last = e,
                                     }
                                 }
@@ -299,17 +306,40 @@ pub fn persist_table(lab: &ClusterLab, dev: &str) -> Result<PersistTable, String
         .collect())
 }
 
-/// The keys starting with `prefix` of `dev`'s records of `tg` that it holds as mirrored
-/// (received from a peer, not made here).
-pub fn mirrored_keys(
+/// Where `dev` sends each client: key → member of its records whose key starts with
+/// `prefix`, whatever their traffic group and whether made there or mirrored. This is what a
+/// client relies on: a key has one record per device, and when two devices made one for the
+/// same client at once, which traffic group ends up holding it is a race, not a loss.
+pub fn members(
     lab: &ClusterLab,
     dev: &str,
-    tg: &str,
     prefix: &str,
-) -> Result<BTreeSet<String>, String> {
-    Ok(persist_table(lab, dev)?
-        .into_iter()
-        .filter(|((_, _, k), (t, mirrored))| *mirrored && t == tg && k.starts_with(prefix))
-        .map(|((_, _, k), _)| k)
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let v = lab.lbctl(dev, &["show", "persistence"])?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| format!("{dev}: no persistence list in {v}"))?;
+    Ok(list
+        .iter()
+        .filter_map(|r| {
+            let k = r["key"].as_str()?;
+            k.starts_with(prefix).then(|| {
+                (
+                    k.to_string(),
+                    r["member"].as_str().unwrap_or("?").to_string(),
+                )
+            })
+        })
         .collect())
+}
+
+/// The keys of `want` that `have` lacks or sends to another member, each with both members.
+pub fn differing(
+    want: &std::collections::BTreeMap<String, String>,
+    have: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    want.iter()
+        .filter(|(k, m)| have.get(*k) != Some(*m))
+        .map(|(k, m)| format!("{k}: {m} vs {:?}", have.get(k)))
+        .collect()
 }

@@ -65,6 +65,8 @@ pub struct ClusterOptions {
     pub plugins: Vec<&'static str>,
     /// `failback_sync_max_wait` of every traffic group (e.g. "8s"); None leaves lbd's default.
     pub failback_sync_max_wait: Option<String>,
+    /// The group's `mirror_scope` ("next-active" or "all-peers"); None leaves lbd's default.
+    pub mirror_scope: Option<String>,
 }
 
 /// The masquerade MAC of tg-`k` when [`ClusterOptions::mac_masquerade`] is on.
@@ -90,6 +92,7 @@ impl Default for ClusterOptions {
             lbd_extra: String::new(),
             plugins: Vec::new(),
             failback_sync_max_wait: None,
+            mirror_scope: None,
         }
     }
 }
@@ -1020,6 +1023,9 @@ pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
         opts.heartbeat_interval,
         opts.dead_after
     );
+    if let Some(scope) = &opts.mirror_scope {
+        c.push_str(&format!("mirror_scope = \"{scope}\"\n"));
+    }
     if opts.route_mode_key {
         c.push_str(&format!(
             "route_mode = \"{}\"\n",

@@ -495,37 +495,22 @@ pub fn spawn_receiver(
         shared: shared.clone(),
     };
     let task = tokio::spawn(async move {
-        // Dropped (so every accept loop and connection task aborted) when this task ends or
-        // is aborted.
-        let mut accepts = JoinSet::new();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        for listener in listeners {
-            let tx = tx.clone();
-            accepts.spawn(async move {
-                loop {
-                    let accepted = listener.accept().await;
-                    let failed = accepted.is_err();
-                    if tx.send(accepted).await.is_err() {
-                        return;
-                    }
-                    if failed {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            });
+        // The listeners and the connection tasks belong to this task: when it ends or is
+        // aborted they are dropped with it, so once its handle resolves the ports are free
+        // again (a receiver restarted on the same port must not meet "address in use").
+        if listeners.is_empty() {
+            return;
         }
-        drop(tx);
         let mut conns = JoinSet::new();
         loop {
             tokio::select! {
-                accepted = rx.recv() => match accepted {
-                    None => return,
-                    Some(Ok((tcp, addr))) if conns.len() >= MAX_CONNECTIONS => {
+                accepted = accept_any(&listeners) => match accepted {
+                    Ok((tcp, addr)) if conns.len() >= MAX_CONNECTIONS => {
                         drop(tcp);
                         tracing::warn!(peer = %addr, reason = "too many connections",
                             "mirror: refused connection");
                     }
-                    Some(Ok((tcp, addr))) => {
+                    Ok((tcp, addr)) => {
                         let shared = shared.clone();
                         let acceptor = acceptor.clone();
                         conns.spawn(async move {
@@ -535,13 +520,30 @@ pub fn spawn_receiver(
                             }
                         });
                     }
-                    Some(Err(e)) => tracing::warn!(error = %e, "mirror: accept failed"),
+                    Err(e) => {
+                        // E.g. out of descriptors: wait a little rather than spin.
+                        tracing::warn!(error = %e, "mirror: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 },
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         }
     });
     Ok((handle, task))
+}
+
+/// The next connection accepted on any of `listeners`.
+async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<(TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        for l in listeners {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                return std::task::Poll::Ready(r);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// One sender's connection: admit it, find its channel, run it.

@@ -187,6 +187,7 @@ impl Cluster {
             key: key(),
             listen: self.addrs[me],
             peers,
+            realtime_priority: 0,
         }
     }
 
@@ -630,4 +631,48 @@ async fn a_busy_control_plane_does_not_delay_heartbeats_on_their_own_thread() {
     assert!(moved.is_empty(), "a traffic group moved: {moved:#?}");
     c.wait_placed(&DEVICES, &STEADY).await;
     c.shutdown();
+}
+
+/// With `heartbeat_realtime_priority`, the driver's own thread runs `SCHED_RR` at that
+/// priority (read back from /proc), as keepalived's `vrrp_rt_priority`. Needs root
+/// (CAP_SYS_NICE): skipped with one line otherwise, but not under CI=true.
+#[tokio::test]
+async fn the_heartbeat_thread_runs_real_time_when_asked() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "real-time priority test needs root under CI"
+        );
+        eprintln!("skipping real-time priority test: not root (needs CAP_SYS_NICE)");
+        return;
+    }
+    let c = Cluster::new(BTreeMap::new());
+    let mut cfg = c.config("A");
+    cfg.realtime_priority = 10;
+    let actions = Arc::new(Recorder {
+        dev: "A".into(),
+        log: c.log.clone(),
+    });
+    let (_handle, task) = spawn_on_own_thread(cfg, actions).await.unwrap();
+    // Fields 40 and 41 of /proc/self/task/TID/stat: rt_priority and policy (2 = SCHED_RR).
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "lbd-heartbeat" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap();
+        // After the ")" closing the name come the fields from 3 on.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        seen.push((fields[40 - 3].to_string(), fields[41 - 3].to_string()));
+    }
+    task.abort();
+    let _ = task.await;
+    assert_eq!(
+        seen,
+        vec![("10".to_string(), "2".to_string())],
+        "(rt_priority, policy)"
+    );
 }

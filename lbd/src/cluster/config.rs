@@ -56,6 +56,11 @@ pub struct Group {
     /// Who receives a traffic group's mirrored state.
     #[serde(default)]
     pub mirror_scope: MirrorScope,
+    /// Real-time priority (`SCHED_RR`, 1-99) of the heartbeat thread, as keepalived's
+    /// `vrrp_rt_priority`: heartbeats then go out on time even when the machine is busy.
+    /// 0 (the default) leaves it an ordinary thread.
+    #[serde(default)]
+    pub heartbeat_realtime_priority: u8,
 }
 
 fn default_mirror_port() -> u16 {
@@ -283,6 +288,15 @@ impl GroupConfig {
         if self.devices.is_empty() {
             return Err(bad("devices", "a device group needs at least one device"));
         }
+        if g.heartbeat_realtime_priority > 99 {
+            return Err(bad(
+                "group.heartbeat_realtime_priority",
+                format!(
+                    "{} is not a real-time priority: give 1-99, or 0 for none",
+                    g.heartbeat_realtime_priority
+                ),
+            ));
+        }
         let (lo, hi) = MIRROR_PORTS;
         let last = u32::from(g.mirror_port) + self.traffic_groups.len().saturating_sub(1) as u32;
         if g.mirror_port < lo || last > u32::from(hi) {
@@ -445,6 +459,7 @@ impl GroupConfig {
                 SocketAddr::new(mine.failover_addresses[0], port)
             },
             peers,
+            realtime_priority: self.group.heartbeat_realtime_priority,
         })
     }
 }
@@ -511,6 +526,37 @@ internal_floating = "10.1.1.4/24"
         assert!(d.spec.traffic_groups.iter().all(|t| t.sync_wait.is_none()));
         let e = g.driver_config("D", key(), false).unwrap_err();
         assert_eq!(e, "device `D` is not a member of device group `seed`");
+    }
+
+    #[test]
+    fn heartbeat_realtime_priority_is_0_to_99() {
+        let g = GroupConfig::from_toml(SEED, "group.toml").unwrap();
+        assert_eq!(
+            g.driver_config("B", key(), false)
+                .unwrap()
+                .realtime_priority,
+            0
+        );
+        let with = |p: &str| {
+            SEED.replacen(
+                "name = \"seed\"",
+                &format!("name = \"seed\"\nheartbeat_realtime_priority = {p}"),
+                1,
+            )
+        };
+        let g = GroupConfig::from_toml(&with("50"), "group.toml").unwrap();
+        assert_eq!(
+            g.driver_config("B", key(), false)
+                .unwrap()
+                .realtime_priority,
+            50
+        );
+        let e = GroupConfig::from_toml(&with("100"), "group.toml").unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("group.heartbeat_realtime_priority") && e.contains("1-99"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct DriverConfig {
     pub listen: SocketAddr,
     /// Each peer device's heartbeat addresses (primary and optional secondary: send to all).
     pub peers: BTreeMap<String, Vec<SocketAddr>>,
+    /// `SCHED_RR` priority (1-99) of the driver's own thread ([`spawn_on_own_thread`]); 0
+    /// for none.
+    pub realtime_priority: u8,
 }
 
 /// What the driver asks of the rest of lbd; called from the driver task, in order.
@@ -283,14 +286,45 @@ fn unix_ms() -> u64 {
 /// device dead when it hears nothing for `dead_after`. On the shared control-plane runtime,
 /// a burst of other work (a mirroring resync under TLS, a large `lbctl show`, monitors) could
 /// delay them past that; on this thread only the driver runs.
-fn heartbeat_runtime(done: oneshot::Receiver<()>) -> Result<tokio::runtime::Handle, DriverError> {
-    // `done` resolves when the driver task ends or is dropped (its sender is in it).
-    crate::daemon::runtime_thread("lbd-heartbeat".into(), |rt| {
+fn heartbeat_runtime(
+    done: oneshot::Receiver<()>,
+    realtime_priority: u8,
+) -> Result<tokio::runtime::Handle, DriverError> {
+    crate::daemon::runtime_thread("lbd-heartbeat".into(), move |rt| {
+        if realtime_priority > 0 {
+            match set_realtime(realtime_priority) {
+                Ok(()) => info!(
+                    priority = realtime_priority,
+                    "heartbeat thread runs SCHED_RR"
+                ),
+                // Not fatal (keepalived carries on too): the thread stays an ordinary one.
+                Err(e) => warn!(
+                    priority = realtime_priority,
+                    error = %e,
+                    "heartbeat thread: cannot set real-time priority (needs CAP_SYS_NICE)"
+                ),
+            }
+        }
+        // `done` resolves when the driver task ends or is dropped (its sender is in it).
         rt.block_on(async move {
             let _ = done.await;
         })
     })
     .map_err(|e| DriverError::Runtime(e.to_string()))
+}
+
+/// Makes the calling thread `SCHED_RR` with `priority` (sched_setscheduler(2): pid 0 is the
+/// calling thread).
+fn set_realtime(priority: u8) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: a valid sched_param for the calling thread; no memory is retained.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Binds `cfg.listen` and starts the driver task on the current runtime (see the module
@@ -309,7 +343,7 @@ pub async fn spawn_on_own_thread(
     actions: Arc<dyn Actions>,
 ) -> Result<(DriverHandle, JoinHandle<()>), DriverError> {
     let (done_tx, done_rx) = oneshot::channel::<()>();
-    let rt = heartbeat_runtime(done_rx)?;
+    let rt = heartbeat_runtime(done_rx, cfg.realtime_priority)?;
     start(cfg, actions, rt, Some(done_tx)).await
 }
 

@@ -1,13 +1,15 @@
 //! The cluster driver: the tokio task that runs one device's [`Placement`] over UDP.
 //!
-//! [`spawn`] (or [`spawn_on_own_thread`]) binds a UDP socket to this device's failover address and starts one task owning
-//! that socket, the [`Placement`] state machine, a [`ReplayGuard`] and the receiving end of a
-//! command channel. The [`DriverHandle`] it returns sends commands (status, `lbctl failover`,
-//! standby/release and the link fail-safe) and reads the counters; aborting the task's
-//! `JoinHandle` stops the driver (like a crash: nothing is released). In lbd the task runs on a
-//! thread of its own (`lbd-heartbeat`, [`spawn_on_own_thread`]), so no other control-plane
-//! work can delay a heartbeat past a peer's `dead_after`; the thread ends with the task. Mirroring tells it, through
-//! [`DriverHandle::set_unsynced`], which traffic groups this device is not ready to take back.
+//! [`spawn`] (or [`spawn_on_own_thread`]) binds a UDP socket to this device's failover address
+//! and starts one task owning that socket, the [`Placement`] state machine, a [`ReplayGuard`]
+//! and the receiving end of a command channel. The [`DriverHandle`] it returns sends commands
+//! (status, `lbctl failover`, standby/release and the link fail-safe) and reads the counters;
+//! aborting the task's `JoinHandle` stops the driver (like a crash: nothing is released). In
+//! lbd the task runs on a thread of its own (`lbd-heartbeat`, [`spawn_on_own_thread`];
+//! real-time with `heartbeat_realtime_priority`), so no other control-plane work can delay a
+//! heartbeat past a peer's `dead_after`; the thread ends with the task. Mirroring tells it,
+//! through [`DriverHandle::set_unsynced`], which traffic groups this device is not ready to
+//! take back.
 //!
 //! # Order of operations
 //!
@@ -336,7 +338,7 @@ pub async fn spawn(
     start(cfg, actions, tokio::runtime::Handle::current(), None).await
 }
 
-/// [`spawn`], but the driver runs on a thread of its own (see [`heartbeat_runtime`]) that
+/// [`spawn`], but the driver runs on a thread of its own (`lbd-heartbeat`) that
 /// ends with the task. The returned handle can be awaited or aborted from any runtime.
 pub async fn spawn_on_own_thread(
     cfg: DriverConfig,

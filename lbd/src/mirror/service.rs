@@ -4,7 +4,7 @@
 //! - **Receivers.** At start, one receiver per traffic group listens on this device's mirror
 //!   addresses (primary and secondary), on the group's port for that traffic group
 //!   (`mirror_port` + its position in the group file, within 1029–1155 by default). Whatever a
-//!   device of the group mirrors is applied here by [`MirrorStore`]: persistence records go
+//!   device of the group mirrors is applied here by `MirrorStore`: persistence records go
 //!   straight into the persistence table (marked `mirrored`), so they serve new connections the
 //!   moment this device takes the traffic group over; UDP flows and TCP connections are kept as
 //!   standby records until a takeover needs them. A traffic group active here ignores what
@@ -191,7 +191,7 @@ fn timers() -> Timers {
 
 impl Mirroring {
     /// Binds the receivers of every traffic group on this device's mirror addresses and
-    /// returns the service; [`Mirroring::run`] then keeps the senders in line with placement.
+    /// returns the service; [`Mirroring::spawn_reconciler`] then keeps the senders in line with placement.
     pub async fn start(
         me: &str,
         group: &GroupConfig,

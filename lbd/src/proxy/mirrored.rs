@@ -3,7 +3,7 @@
 //! traffic group over.
 //!
 //! - **Snapshots.** While a mirrored connection relays, it is checked every [`CHECK`]: once
-//!   nothing has moved either way for [`QUIET`] and the bytes moved differ from the last
+//!   nothing has moved either way for [`QUIET_MS`] and the bytes moved differ from the last
 //!   snapshot's, both sockets are snapshotted with `TCP_REPAIR` ([`repair::snapshot`], which
 //!   refuses unless nothing is unacknowledged or unread) and the pair is offered to the
 //!   traffic group's channels as one record. The first snapshot is the connection's

@@ -131,10 +131,9 @@ impl Cluster {
 
     /// Starts `me` on a runtime of its own, in a thread of its own; sending a duration on the
     /// returned channel blocks that thread (the whole process of `me`, as `kill -STOP` would)
-    /// for that long. Dropping the channel stops `me`.
-    /// Starts `me` on a runtime of its own whose thread can be blocked (a stall) through the
-    /// returned sender; with `own_thread` the driver itself runs on its heartbeat thread
-    /// ([`spawn_on_own_thread`]), as in lbd, so only the runtime that started it stalls.
+    /// for that long. Dropping the channel stops `me`. With `own_thread` the driver itself
+    /// runs on its heartbeat thread ([`spawn_on_own_thread`]), as in lbd, so only the runtime
+    /// that started it stalls.
     fn spawn_stallable(&mut self, me: &str, own_thread: bool) -> std::sync::mpsc::Sender<Duration> {
         let cfg = self.config(me);
         let actions = Arc::new(Recorder {

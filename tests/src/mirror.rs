@@ -201,6 +201,14 @@ pub fn sender(m: &Value, tg: &str, peer: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// `dev`'s persistence records as `lbctl show persistence` lists them.
+pub fn persistence_list(lab: &ClusterLab, dev: &str) -> Result<Vec<Value>, String> {
+    match lab.lbctl(dev, &["show", "persistence"])? {
+        Value::Array(list) => Ok(list),
+        v => Err(format!("{dev}: no persistence list in {v}")),
+    }
+}
+
 /// The keys of `dev`'s persistence records of traffic group `tg` whose key starts with
 /// `prefix` (`lbctl show persistence`).
 pub fn persistence_keys(
@@ -209,10 +217,7 @@ pub fn persistence_keys(
     tg: &str,
     prefix: &str,
 ) -> Result<BTreeSet<String>, String> {
-    let v = lab.lbctl(dev, &["show", "persistence"])?;
-    let list = v
-        .as_array()
-        .ok_or_else(|| format!("{dev}: no persistence list in {v}"))?;
+    let list = persistence_list(lab, dev)?;
     Ok(list
         .iter()
         .filter(|r| r["traffic_group"] == tg)
@@ -290,10 +295,7 @@ pub type PersistTable = std::collections::BTreeMap<(String, String, String), (St
 
 /// `dev`'s persistence table.
 pub fn persist_table(lab: &ClusterLab, dev: &str) -> Result<PersistTable, String> {
-    let v = lab.lbctl(dev, &["show", "persistence"])?;
-    let list = v
-        .as_array()
-        .ok_or_else(|| format!("{dev}: no persistence list in {v}"))?;
+    let list = persistence_list(lab, dev)?;
     let s = |r: &Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
     Ok(list
         .iter()
@@ -306,19 +308,15 @@ pub fn persist_table(lab: &ClusterLab, dev: &str) -> Result<PersistTable, String
         .collect())
 }
 
+/// Client key → member.
+pub type Members = std::collections::BTreeMap<String, String>;
+
 /// Where `dev` sends each client: key → member of its records whose key starts with
 /// `prefix`, whatever their traffic group and whether made there or mirrored. This is what a
 /// client relies on: a key has one record per device, and when two devices made one for the
 /// same client at once, which traffic group ends up holding it is a race, not a loss.
-pub fn members(
-    lab: &ClusterLab,
-    dev: &str,
-    prefix: &str,
-) -> Result<std::collections::BTreeMap<String, String>, String> {
-    let v = lab.lbctl(dev, &["show", "persistence"])?;
-    let list = v
-        .as_array()
-        .ok_or_else(|| format!("{dev}: no persistence list in {v}"))?;
+pub fn members(lab: &ClusterLab, dev: &str, prefix: &str) -> Result<Members, String> {
+    let list = persistence_list(lab, dev)?;
     Ok(list
         .iter()
         .filter_map(|r| {
@@ -334,10 +332,7 @@ pub fn members(
 }
 
 /// The keys of `want` that `have` lacks or sends to another member, each with both members.
-pub fn differing(
-    want: &std::collections::BTreeMap<String, String>,
-    have: &std::collections::BTreeMap<String, String>,
-) -> Vec<String> {
+pub fn differing(want: &Members, have: &Members) -> Vec<String> {
     want.iter()
         .filter(|(k, m)| have.get(*k) != Some(*m))
         .map(|(k, m)| format!("{k}: {m} vs {:?}", have.get(k)))

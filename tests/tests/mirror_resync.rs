@@ -27,7 +27,7 @@ use serde_json::Value;
 use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
 use spanlb_tests::mirror::{
     add_client_addrs, differing, members, mirror_lab, persist_table, persistence_keys, poll,
-    receiver, revisit, sender, sessions_through, src_persistence_opts, Session,
+    receiver, revisit, sender, sessions_through, src_persistence_opts, Members, Session,
 };
 use spanlb_tests::topology::{DEVICES, VIP, VIP_TCP_PORT};
 
@@ -169,15 +169,12 @@ fn standby_restart_resyncs() {
     );
 }
 
-/// Client key → member.
-type Members = std::collections::BTreeMap<String, String>;
-
 /// One observation of the failback: C's view of tg-2 and B's tg-2 receiver.
 #[derive(Default, Debug)]
 struct Watch {
-    /// When B's tg-2 receiver was first in sync with B holding every expected key under tg-2
-    /// (its own record or a mirrored one: after a hang B keeps its own records, and a peer's
-    /// copy that is older than B's own is not applied).
+    /// When B's tg-2 receiver was first in sync with B sending every expected client to its
+    /// member (by its own record or a mirrored one, in any traffic group: after a hang B keeps
+    /// its own records, and a peer's copy that is not newer is not applied).
     synced: Option<Duration>,
     /// When C first said the failback waits for B's sync.
     waiting: Option<Duration>,

@@ -367,9 +367,11 @@ struct Scrape {
     not_sent: u64,
 }
 
-/// GET /metrics on a connection `connect` makes (from a thread in B's namespace).
-fn scrape_with(connect: &dyn Fn() -> std::io::Result<TcpStream>) -> Res<Scrape> {
-    let mut c = connect().map_err(|e| format!("metrics: {e}"))?;
+/// GET /metrics of the lbd of the namespace the calling thread is in.
+fn scrape_here() -> Res<Scrape> {
+    let addr: SocketAddr = METRICS.parse().map_err(|_| "bad metrics address")?;
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+        .map_err(|e| format!("metrics: {e}"))?;
     c.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
     c.write_all(b"GET /metrics HTTP/1.0\r\nHost: lbd\r\n\r\n")
@@ -404,16 +406,11 @@ fn scrape_with(connect: &dyn Fn() -> std::io::Result<TcpStream>) -> Res<Scrape> 
     Ok(s)
 }
 
-fn metrics_connect() -> std::io::Result<TcpStream> {
-    let addr: SocketAddr = METRICS.parse().map_err(std::io::Error::other)?;
-    TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-}
-
 /// One scrape of B's metrics (a short-lived thread in B's namespace).
 fn scrape(lab: &ClusterLab) -> Res<Scrape> {
     lab.device(VIA)
         .ns
-        .run_in(|| scrape_with(&metrics_connect))
+        .run_in(scrape_here)
         .map_err(|e| e.to_string())?
 }
 
@@ -438,7 +435,7 @@ impl Sampler {
                 let limit = Instant::now() + Duration::from_secs(600);
                 while !flag.load(Ordering::Relaxed) && Instant::now() < limit {
                     let t = Instant::now();
-                    match scrape_with(&metrics_connect) {
+                    match scrape_here() {
                         Ok(s) => {
                             lags.push(s.lag_ms);
                             unsynced += u64::from(s.not_in_sync > 0);

@@ -12,7 +12,7 @@ use lbd::cluster::driver::{
 };
 use lbd::cluster::heartbeat::{decode, encode, GroupKey};
 use lbd::cluster::placement::{GroupSpec, GroupStatus, TgState, TrafficGroupSpec};
-use lbd::cluster::Heartbeat;
+use lbd::cluster::{Claim, Heartbeat};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
@@ -79,6 +79,7 @@ fn spec(me: &str) -> GroupSpec {
                 auto_failback: *name == "tg-2",
                 failback_delay: FAILBACK,
                 sync_wait: None,
+                sync_all_groups: false,
             })
             .collect(),
         heartbeat_interval: INTERVAL,
@@ -491,9 +492,13 @@ async fn forged_and_replayed_heartbeats_change_nothing() {
         seq: 1,
         sent_ms: 0,
         eligible: true,
-        active: vec!["tg-1".into(), "tg-2".into(), "tg-3".into()],
+        active: ["tg-1", "tg-2", "tg-3"]
+            .map(|t| Claim::new(t, u64::MAX))
+            .to_vec(),
         orders: Vec::new(),
         unsynced: Vec::new(),
+        usable_ms: 0,
+        unavailable: Vec::new(),
     };
     // Replayer: A's captured heartbeat, once B has heard newer ones from A.
     tokio::time::sleep(INTERVAL * 3).await;
@@ -603,7 +608,7 @@ async fn stalled_device_resumes_without_acting_on_stale_state() {
     assert!(
         after
             .iter()
-            .all(|hb| !hb.active.contains(&"tg-1".to_string())),
+            .all(|hb| !hb.active_names().any(|t| t == "tg-1")),
         "{after:#?}"
     );
     assert!(c.placed(&DEVICES, &want).await);

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lbd::cluster::heartbeat::{encode, GroupKey};
-use lbd::cluster::{Heartbeat, Order};
+use lbd::cluster::{Claim, Heartbeat, Order};
 use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
 use spanlb_tests::topology::DEVICES;
 
@@ -111,7 +111,9 @@ fn forged_and_replayed_heartbeats_change_nothing() {
 
     // Forged heartbeats: a wrong key.
     let wrong = GroupKey::from_hex(&"5a".repeat(32)).unwrap();
-    let all: Vec<String> = (1..=3).map(|k| format!("tg-{k}")).collect();
+    let all: Vec<Claim> = (1..=3)
+        .map(|k| Claim::new(format!("tg-{k}"), u64::MAX))
+        .collect();
     let t = now_ms();
     let forged = [
         Heartbeat {
@@ -123,6 +125,8 @@ fn forged_and_replayed_heartbeats_change_nothing() {
             active: all.clone(),
             orders: vec![],
             unsynced: vec![],
+            usable_ms: 0,
+            unavailable: vec![],
         },
         Heartbeat {
             device: "b".into(),
@@ -130,13 +134,15 @@ fn forged_and_replayed_heartbeats_change_nothing() {
             seq: 1,
             sent_ms: t,
             eligible: true,
-            active: vec!["tg-1".into()],
+            active: vec![Claim::new("tg-1", u64::MAX)],
             orders: vec![Order {
                 id: t * 1000 + 999,
                 traffic_group: "tg-1".into(),
                 to: "b".into(),
             }],
             unsynced: vec![],
+            usable_ms: 0,
+            unavailable: vec![],
         },
     ];
     let mut wrong_key: Vec<Vec<u8>> = forged.iter().map(|h| encode(h, &wrong).unwrap()).collect();
@@ -151,6 +157,8 @@ fn forged_and_replayed_heartbeats_change_nothing() {
         active: all.clone(),
         orders: vec![],
         unsynced: vec![],
+        usable_ms: 0,
+        unavailable: vec![],
     };
     let old_right = encode(&old, &right).unwrap();
     let targets: Vec<SocketAddr> = DEVICES

@@ -17,27 +17,41 @@
 //!     addresses;
 //!
 //!   and, every [`TICK`], re-checks route health (each virtual address's advertise policy
-//!   against its virtual servers' availability) and the bgpd connection;
+//!   against its virtual servers' availability; what is not available here goes to the
+//!   driver, which carries it in heartbeats) and the bgpd connection, and follows the paths
+//!   the driver publishes (where each traffic group's path leads) with the routes;
 //! - the **link watcher**: every [`TICK`] checks the external and internal interfaces; a
 //!   device with either down (or in `lbctl standby`) is not eligible and gives up its traffic
 //!   groups (fail-safe).
 //!
 //! # Routes (DESIGN.md §2)
 //!
-//! For each traffic group *k* active here and each virtual address that its policy says to
-//! advertise: the virtual address as a host route with ADD-PATH path id *k* and NEXT_HOP =
-//! the traffic group's floating external self IP *Ek* (L2 mode: the routers reach *Ek* on the
-//! shared segment, wherever it lives). In routed mode also *Ek* itself as a host route with
-//! NEXT_HOP = this device (bgpd's session address). Virtual addresses of the other address
-//! family than *Ek* get no path.
+//! **Every device announces every traffic group's path.** For each traffic group *k* that
+//! placement puts on some device *D* (whether *D* is this device or a peer), and each spanning
+//! virtual address that is available on *D* (its route health; peers report theirs in
+//! heartbeats): the virtual address as a host route with ADD-PATH path id *k* and NEXT_HOP =
+//! the traffic group's floating external self IP *Ek*. The routers reach *Ek* on the shared
+//! segment wherever it lives (L2 mode), so the same path from three devices is one next hop to
+//! them; a device that leaves for any reason (crash, stop, a restart of lbd or bgpd, a lost BGP
+//! session) takes away only duplicates, and the routers' next-hop set — and with it the hash
+//! range of every surviving flow — stays `E1 … EN` while one device lives. A virtual address
+//! not available on *D* loses path *k* on every device; one available nowhere is withdrawn
+//! everywhere. Until placement knows (after a start, while listening) nothing is announced;
+//! after a stall, what was announced stays until it knows again. Virtual addresses of the
+//! other address family than *Ek* get no path.
+//!
+//! In routed mode the VIP paths are the same, and the device *holding* traffic group *k* also
+//! announces *Ek* itself as a host route with NEXT_HOP = this device (bgpd's session
+//! address): that route moves with the traffic group, so the routers' recursive next hops
+//! still change on a failover (README: routed mode).
 //!
 //! Withdraws on release are graceful in L2 mode (bgpd keeps the route announced with the
-//! GRACEFUL_SHUTDOWN community for its linger time, RFC 8326): the path still leads to *Ek*,
-//! which the next holder announces at once, so the routers' next-hop set never shrinks and no
-//! surviving flow is re-hashed. In routed mode, and for route health, withdraws are immediate.
+//! GRACEFUL_SHUTDOWN community for its linger time, RFC 8326); for route health they are
+//! immediate.
 //!
-//! The bgpd connection is fate-shared: when lbd dies, bgpd withdraws what lbd announced. When
-//! bgpd is away, lbd reconnects every [`TICK`] and announces everything again.
+//! The bgpd connection is fate-shared: when lbd dies, bgpd withdraws what lbd announced (the
+//! other devices still announce the same paths). When bgpd is away, lbd reconnects every
+//! [`TICK`] and announces everything again.
 //!
 //! This module must not decide placement (that is `placement`) or block the driver.
 
@@ -59,10 +73,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::config::{GroupConfig, RouteMode, TrafficGroup};
-use super::driver::{self, Actions, DriverCounters, DriverError, DriverHandle};
+use super::driver::{self, Actions, DriverCounters, DriverError, DriverHandle, Paths};
 use super::heartbeat::GroupKey;
 use super::netaddr::{self, NetAddr};
-use super::placement::GroupStatus;
+use super::placement::{GroupStatus, PathOwner};
 use crate::config::{Config, ConfigError};
 use crate::daemon::Shared;
 use crate::state::{AttributionState, IngressRule};
@@ -124,8 +138,10 @@ impl Local {
 pub struct LocalStatus {
     /// Traffic groups whose addresses and routes are in place here, with when (Unix ms).
     pub active_here: BTreeMap<String, u64>,
-    /// Virtual addresses route health says to advertise.
+    /// Virtual addresses route health says to advertise here.
     pub advertised: Vec<IpAddr>,
+    /// Where each traffic group's path leads, as the routes follow it (None: not known yet).
+    pub paths: Option<Vec<PathOwner>>,
     /// Interface name → up.
     pub links: BTreeMap<String, bool>,
     pub standby: bool,
@@ -164,30 +180,37 @@ impl RouteIntent {
     }
 }
 
-/// The routes for `active` traffic groups and the `advertised` virtual addresses (see the
-/// module documentation).
+/// The routes this device asks bgpd for (see the module documentation): for each traffic
+/// group that `paths` places on a device, its path for each of the spanning virtual addresses
+/// `vips` available there; in routed mode also the floating external self IP of each traffic
+/// group `active` here.
 pub fn desired_routes(
     group: &GroupConfig,
+    paths: &[PathOwner],
     active: &BTreeSet<String>,
-    advertised: &[IpAddr],
+    vips: &[IpAddr],
 ) -> BTreeSet<RouteIntent> {
     let ids = group.path_ids();
     let mut out = BTreeSet::new();
-    for tg in group
-        .traffic_groups
-        .iter()
-        .filter(|t| active.contains(&t.name))
-    {
+    for tg in &group.traffic_groups {
         let k = ids[&tg.name];
         let ek = tg.external_floating.addr();
-        for va in advertised.iter().filter(|a| a.is_ipv4() == ek.is_ipv4()) {
-            out.insert(RouteIntent {
-                prefix: IpNet::from(*va),
-                path_id: k,
-                next_hop: Some(ek),
-            });
+        let owner = paths
+            .iter()
+            .find(|p| p.traffic_group == tg.name && p.device.is_some());
+        if let Some(owner) = owner {
+            for va in vips
+                .iter()
+                .filter(|a| a.is_ipv4() == ek.is_ipv4() && !owner.unavailable.contains(a))
+            {
+                out.insert(RouteIntent {
+                    prefix: IpNet::from(*va),
+                    path_id: k,
+                    next_hop: Some(ek),
+                });
+            }
         }
-        if group.group.route_mode == RouteMode::Routed {
+        if group.group.route_mode == RouteMode::Routed && active.contains(&tg.name) {
             out.insert(RouteIntent {
                 prefix: IpNet::from(ek),
                 path_id: k,
@@ -406,9 +429,13 @@ impl Cluster {
             net: net.clone(),
             shared: Arc::downgrade(shared),
             status,
+            driver: cluster.driver.clone(),
+            paths_rx: cluster.driver.paths(),
             active: BTreeSet::new(),
             announcing: HashMap::new(),
-            advertised: Vec::new(),
+            vips: Vec::new(),
+            unavailable: BTreeSet::new(),
+            paths: None,
             bgpd: None,
             announced: BTreeSet::new(),
             last_connect_error: None,
@@ -688,11 +715,19 @@ struct Executor {
     net: Arc<NetAddr>,
     shared: Weak<Shared>,
     status: Arc<Mutex<LocalStatus>>,
+    driver: DriverHandle,
+    paths_rx: tokio::sync::watch::Receiver<Paths>,
     /// Traffic groups whose addresses are in place here.
     active: BTreeSet<String>,
     /// Announcement (gratuitous ARP) tasks per traffic group.
     announcing: HashMap<String, JoinHandle<()>>,
-    advertised: Vec<IpAddr>,
+    /// The spanning virtual addresses of the running configuration.
+    vips: Vec<IpAddr>,
+    /// Those route health says not to advertise here.
+    unavailable: BTreeSet<IpAddr>,
+    /// Where each traffic group's path leads, as last known (kept while the driver does not
+    /// know: after a stall).
+    paths: Option<Vec<PathOwner>>,
     bgpd: Option<Bgpd>,
     /// What bgpd has from us.
     announced: BTreeSet<RouteIntent>,
@@ -705,18 +740,43 @@ impl Executor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Step>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut paths_open = true;
         loop {
+            // Steps first: the driver queues a move before it publishes the paths that
+            // follow from it, so a takeover's addresses are in place before its routes, and
+            // a release withdraws (gracefully) before the addresses go.
             tokio::select! {
+                biased;
                 step = rx.recv() => match step {
                     Some(Step::Activate(tg)) => self.activate(&tg).await,
                     Some(Step::Release(tg)) => self.release(&tg).await,
                     None => return,
                 },
+                r = self.paths_rx.changed(), if paths_open => {
+                    if r.is_err() {
+                        // The driver stopped: keep what is announced (fate sharing with bgpd
+                        // ends it when lbd goes).
+                        paths_open = false;
+                        continue;
+                    }
+                    self.follow_latest();
+                    self.sync_routes(false).await;
+                }
                 _ = tick.tick() => {
-                    self.refresh_health();
+                    self.refresh_health().await;
                     self.sync_routes(false).await;
                 }
             }
+        }
+    }
+
+    /// Takes the driver's latest paths; None (the driver does not know now) keeps the last
+    /// known.
+    fn follow_latest(&mut self) {
+        let paths: Paths = self.paths_rx.borrow_and_update().clone();
+        if paths.is_some() {
+            self.paths = paths;
+            self.status.lock().expect("status lock").paths = self.paths.clone();
         }
     }
 
@@ -793,7 +853,7 @@ impl Executor {
         }
         // Give the first announcement a head start over the routes.
         tokio::task::yield_now().await;
-        self.refresh_health();
+        self.refresh_health().await;
         self.sync_routes(false).await;
         info!(
             traffic_group = name,
@@ -815,7 +875,9 @@ impl Executor {
         }
         self.active.remove(name);
         self.set_attribution();
-        // Routes first (and wait for bgpd), then the addresses.
+        // Routes first (and wait for bgpd), then the addresses. The paths as they are after
+        // this move (a path that now leads nowhere is withdrawn here, gracefully).
+        self.follow_latest();
         let graceful = self.group.group.route_mode == RouteMode::L2;
         self.sync_routes(graceful).await;
         let k = self.group.path_ids()[name];
@@ -834,28 +896,49 @@ impl Executor {
         );
     }
 
-    /// Route health: which virtual addresses their policy says to advertise now.
-    fn refresh_health(&mut self) {
+    /// Route health: which spanning virtual addresses their policy says to advertise here
+    /// now. What is not available here goes to the driver (heartbeats carry it: every device
+    /// then withdraws the paths of the traffic groups placed here for those addresses).
+    async fn refresh_health(&mut self) {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
         let rt = shared.runtime.load();
-        let now: Vec<IpAddr> = rt
+        let spanning: Vec<(IpAddr, bool)> = rt
             .virtual_addresses()
             .into_iter()
-            .filter(|v| v.spanning && v.advertised)
-            .map(|v| v.address)
+            .filter(|v| v.spanning)
+            .map(|v| (v.address, v.advertised))
             .collect();
-        if now != self.advertised {
-            for a in now.iter().filter(|a| !self.advertised.contains(a)) {
-                info!(virtual_address = %a, "route health: advertise");
+        drop(rt);
+        drop(shared);
+        let vips: Vec<IpAddr> = spanning.iter().map(|(a, _)| *a).collect();
+        let unavailable: BTreeSet<IpAddr> = spanning
+            .iter()
+            .filter(|(_, adv)| !adv)
+            .map(|(a, _)| *a)
+            .collect();
+        if vips != self.vips || unavailable != self.unavailable {
+            for a in unavailable.difference(&self.unavailable) {
+                warn!(virtual_address = %a, "route health: not available here (its virtual \
+                    servers are not available): the paths of the traffic groups placed here are \
+                    withdrawn on every device");
             }
-            for a in self.advertised.iter().filter(|a| !now.contains(a)) {
-                warn!(virtual_address = %a, "route health: withdraw (its virtual servers are not available)");
+            for a in self.unavailable.difference(&unavailable) {
+                info!(virtual_address = %a, "route health: available here again");
             }
-            self.advertised = now;
-            self.status.lock().expect("status lock").advertised = self.advertised.clone();
+            self.vips = vips;
+            self.unavailable = unavailable;
+            let advertised: Vec<IpAddr> = self
+                .vips
+                .iter()
+                .filter(|a| !self.unavailable.contains(a))
+                .copied()
+                .collect();
+            self.status.lock().expect("status lock").advertised = advertised;
         }
+        // Cheap when unchanged (the handle keeps the last set sent).
+        self.driver.set_unavailable(self.unavailable.clone()).await;
     }
 
     /// Brings bgpd's routes from us to what is desired now.
@@ -871,7 +954,12 @@ impl Executor {
             st.bgpd.connected = false;
             st.bgpd.routes.clear();
         }
-        let want = desired_routes(&self.group, &self.active, &self.advertised);
+        let want = desired_routes(
+            &self.group,
+            self.paths.as_deref().unwrap_or(&[]),
+            &self.active,
+            &self.vips,
+        );
         if self.bgpd.is_some() && want == self.announced {
             return;
         }
@@ -998,29 +1086,58 @@ internal_floating = "10.1.1.4/24"
         names.iter().map(|s| s.to_string()).collect()
     }
 
-    #[test]
-    fn one_path_per_active_traffic_group_with_its_floating_next_hop() {
-        let g = GroupConfig::from_toml(GROUP, "g").unwrap();
-        let vip: IpAddr = "30.1.1.10".parse().unwrap();
-        let v6: IpAddr = "2001:db8::10".parse().unwrap();
-        let r = desired_routes(&g, &set(&["tg-2", "tg-3"]), &[vip, v6]);
-        let got: Vec<(String, u32, Option<IpAddr>)> = r
-            .iter()
+    fn owner(tg: &str, device: Option<&str>, unavailable: &[&str]) -> PathOwner {
+        PathOwner {
+            traffic_group: tg.into(),
+            device: device.map(str::to_string),
+            unavailable: unavailable.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    fn routes(r: &BTreeSet<RouteIntent>) -> Vec<(String, u32, Option<IpAddr>)> {
+        r.iter()
             .map(|r| (r.prefix.to_string(), r.path_id, r.next_hop))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("30.1.1.10/32".into(), 2, Some("20.1.1.3".parse().unwrap())),
-                ("30.1.1.10/32".into(), 3, Some("20.1.1.4".parse().unwrap())),
-            ]
-        );
-        // Route health: nothing advertised, nothing announced.
-        assert!(desired_routes(&g, &set(&["tg-1"]), &[]).is_empty());
+            .collect()
     }
 
     #[test]
-    fn routed_mode_adds_the_floating_host_route_via_self() {
+    fn every_placed_traffic_group_gets_its_path_whoever_holds_it() {
+        let g = GroupConfig::from_toml(GROUP, "g").unwrap();
+        let vip: IpAddr = "30.1.1.10".parse().unwrap();
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        let paths = [
+            owner("tg-1", Some("c"), &[]),
+            owner("tg-2", Some("b"), &[]),
+            owner("tg-3", Some("c"), &[]),
+        ];
+        // What is active here does not matter in L2 mode: the same three paths everywhere.
+        for here in [set(&[]), set(&["tg-1", "tg-3"])] {
+            assert_eq!(
+                routes(&desired_routes(&g, &paths, &here, &[vip, v6])),
+                vec![
+                    ("30.1.1.10/32".into(), 1, Some("20.1.1.2".parse().unwrap())),
+                    ("30.1.1.10/32".into(), 2, Some("20.1.1.3".parse().unwrap())),
+                    ("30.1.1.10/32".into(), 3, Some("20.1.1.4".parse().unwrap())),
+                ]
+            );
+        }
+        // Route health: a VIP not available on the device tg-3 is placed on loses path 3 on
+        // every device; a traffic group placed nowhere has no path; no paths known, none.
+        let paths = [
+            owner("tg-1", None, &[]),
+            owner("tg-2", Some("b"), &[]),
+            owner("tg-3", Some("c"), &["30.1.1.10"]),
+        ];
+        assert_eq!(
+            routes(&desired_routes(&g, &paths, &set(&[]), &[vip])),
+            vec![("30.1.1.10/32".into(), 2, Some("20.1.1.3".parse().unwrap()))]
+        );
+        assert!(desired_routes(&g, &[], &set(&["tg-1"]), &[vip]).is_empty());
+        assert!(desired_routes(&g, &paths, &set(&["tg-1"]), &[]).is_empty());
+    }
+
+    #[test]
+    fn routed_mode_adds_the_floating_host_route_of_what_is_held_here() {
         let text = GROUP
             .replace(
                 "key_file = \"/nonexistent\"",
@@ -1029,15 +1146,21 @@ internal_floating = "10.1.1.4/24"
             .replace("/24\"\ninternal", "/32\"\ninternal");
         let g = GroupConfig::from_toml(&text, "g").unwrap();
         let vip: IpAddr = "30.1.1.10".parse().unwrap();
-        let r: Vec<RouteIntent> = desired_routes(&g, &set(&["tg-1"]), &[vip])
+        let paths = [
+            owner("tg-1", Some("a"), &[]),
+            owner("tg-2", Some("b"), &[]),
+            owner("tg-3", Some("c"), &[]),
+        ];
+        let r: Vec<RouteIntent> = desired_routes(&g, &paths, &set(&["tg-1"]), &[vip])
             .into_iter()
             .collect();
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.len(), 4, "{r:?}");
         assert!(r.contains(&RouteIntent {
             prefix: "20.1.1.2/32".parse().unwrap(),
             path_id: 1,
             next_hop: None
         }));
+        assert!(!r.iter().any(|r| r.prefix.to_string() == "20.1.1.3/32"));
         assert_eq!(r[0].json()["next_hop"], "self");
     }
 

@@ -53,9 +53,16 @@ pub struct Group {
     /// file order, from 0) uses `mirror_port + k`. All within 1029–1155.
     #[serde(default = "default_mirror_port")]
     pub mirror_port: u16,
-    /// Who receives a traffic group's mirrored state.
+    /// Who receives a traffic group's mirrored connections and UDP flows: its next-active
+    /// device (the default: only it takes them over) or every other device.
     #[serde(default)]
     pub mirror_scope: MirrorScope,
+    /// Who receives a traffic group's mirrored persistence records: every other device (the
+    /// default: with a router hashing on ports, a client's connections reach every device,
+    /// and each must send it to the same member) or only its next-active device (enough when
+    /// the routers hash on addresses only, so a client stays on one path).
+    #[serde(default = "default_persistence_scope")]
+    pub persistence_mirror_scope: MirrorScope,
     /// Real-time priority (`SCHED_RR`, 1-99) of the heartbeat thread, as keepalived's
     /// `vrrp_rt_priority`: heartbeats then go out on time even when the machine is busy.
     /// 0 (the default) leaves it an ordinary thread.
@@ -67,17 +74,22 @@ fn default_mirror_port() -> u16 {
     MIRROR_PORTS.0
 }
 
+fn default_persistence_scope() -> MirrorScope {
+    MirrorScope::AllPeers
+}
+
 /// The mirroring channels' port range (as BIG-IP's).
 pub const MIRROR_PORTS: (u16, u16) = (1029, 1155);
 
-/// Who receives a traffic group's mirrored state.
+/// Who receives a traffic group's mirrored state (of one kind: see `mirror_scope` and
+/// `persistence_mirror_scope`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MirrorScope {
     /// Its next-active device (the one that takes it over; L2 mode).
     #[default]
     NextActive,
-    /// Every other device (routed mode, where a failover can move flows to any device).
+    /// Every other device.
     AllPeers,
 }
 
@@ -442,6 +454,8 @@ impl GroupConfig {
                         auto_failback: t.auto_failback,
                         failback_delay: t.failback_delay,
                         sync_wait: mirroring.then_some(t.failback_sync_max_wait),
+                        sync_all_groups: self.group.persistence_mirror_scope
+                            == MirrorScope::AllPeers,
                     })
                     .collect(),
                 heartbeat_interval: self.group.heartbeat_interval,

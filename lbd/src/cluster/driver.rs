@@ -9,7 +9,9 @@
 //! real-time with `heartbeat_realtime_priority`), so no other control-plane work can delay a
 //! heartbeat past a peer's `dead_after`; the thread ends with the task. Mirroring tells it,
 //! through [`DriverHandle::set_unsynced`], which traffic groups this device is not ready to
-//! take back.
+//! take back; route health, through [`DriverHandle::set_unavailable`], which virtual
+//! addresses are not available here. [`DriverHandle::paths`] watches where every traffic
+//! group's path leads ([`Placement::paths`]), which the routes every device announces follow.
 //!
 //! # Order of operations
 //!
@@ -24,14 +26,15 @@
 //!    [`Input::Timer`]. After a stall (SIGSTOP, a long pause) the socket holds a backlog: it
 //!    goes in first, so the placement acts on the newest state, not on what it knew before.
 //! 3. **A command**: the socket is drained the same way, then the command is fed
-//!    ([`Input::Failover`], [`Input::Eligible`], [`Input::Unsynced`]) or answered (status).
+//!    ([`Input::Failover`], [`Input::Eligible`], [`Input::Unsynced`], [`Input::Unavailable`])
+//!    or answered (status).
 //!
 //! Before every [`Placement::process`] call the driver sets the placement's clock
 //! ([`Placement::set_clock_ms`]) to the current instant and Unix time. Outputs are applied in
 //! the order given: [`Output::SendHeartbeat`] is signed ([`encode`]) and sent to every address
 //! of every peer (a failed send is counted and logged, never fatal);
 //! [`Output::Activate`] / [`Output::Release`] call [`Actions`] and are logged at info with
-//! their reason.
+//! their reason. Then [`Placement::paths`] is published to the paths watch when it changed.
 //!
 //! Liveness is the placement's business and is judged by when an accepted heartbeat was
 //! *received* (the instant the driver feeds it), never by the sender's `sent_ms`.
@@ -46,19 +49,19 @@
 //! - Decide placement or liveness itself, or trust anything unauthenticated.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::heartbeat::{decode, encode, GroupKey, HeartbeatError, ReplayGuard, MAX_DATAGRAM};
-use super::placement::{GroupSpec, GroupStatus, Input, Output, Placement};
+use super::placement::{GroupSpec, GroupStatus, Input, Output, PathOwner, Placement};
 
 /// The most datagrams read in one drain before a timer or a command is fed.
 pub const DRAIN_MAX: usize = 1024;
@@ -160,7 +163,11 @@ enum Command {
     },
     Eligible(bool, oneshot::Sender<()>),
     Unsynced(BTreeSet<String>, oneshot::Sender<()>),
+    Unavailable(BTreeSet<IpAddr>, oneshot::Sender<()>),
 }
+
+/// Where every traffic group's path leads ([`Placement::paths`]); None while unknown.
+pub type Paths = Option<Vec<PathOwner>>;
 
 /// Commands in, status and counters out. Cheap to clone.
 #[derive(Clone)]
@@ -173,6 +180,9 @@ pub struct DriverHandle {
     /// The unsynced set last handed to the task (held while sending, so that sets from
     /// several clones reach the task in the order they were recorded).
     unsynced: Arc<tokio::sync::Mutex<BTreeSet<String>>>,
+    /// The same for the unavailable set.
+    unavailable: Arc<tokio::sync::Mutex<BTreeSet<IpAddr>>>,
+    paths: watch::Receiver<Paths>,
 }
 
 impl std::fmt::Debug for DriverHandle {
@@ -252,6 +262,33 @@ impl DriverHandle {
             *last = set;
             let _ = rx.await;
         }
+    }
+
+    /// The virtual addresses route health says not to advertise here: carried in heartbeats,
+    /// so that every device withdraws the paths of the traffic groups held here for them. The
+    /// whole set each time; sent to the placement only when it changed. Does nothing once the
+    /// driver has stopped.
+    pub async fn set_unavailable(&self, set: BTreeSet<IpAddr>) {
+        let mut last = self.unavailable.lock().await;
+        if *last == set {
+            return;
+        }
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::Unavailable(set.clone(), reply))
+            .await
+            .is_ok()
+        {
+            *last = set;
+            let _ = rx.await;
+        }
+    }
+
+    /// Watches where every traffic group's path leads (changes when placement, liveness or a
+    /// device's route health does). Keeps its last value once the driver has stopped.
+    pub fn paths(&self) -> watch::Receiver<Paths> {
+        self.paths.clone()
     }
 
     /// The counters now (they keep their last values once the driver has stopped).
@@ -379,7 +416,10 @@ async fn start(
     let guard = ReplayGuard::new(&cfg.spec.devices, &me);
     let placement = Placement::new(cfg.spec.clone(), epoch);
     let unsynced = Arc::new(tokio::sync::Mutex::new(placement.unsynced().clone()));
+    let unavailable = Arc::new(tokio::sync::Mutex::new(BTreeSet::new()));
+    let (paths_tx, paths_rx) = watch::channel(None);
     let driver = Driver {
+        paths: paths_tx,
         placement,
         spec: cfg.spec,
         key: cfg.key,
@@ -404,6 +444,8 @@ async fn start(
             counters,
             last,
             unsynced,
+            unavailable,
+            paths: paths_rx,
         },
         task,
     ))
@@ -424,6 +466,7 @@ struct Driver {
     warned: HashMap<&'static str, (Instant, u64)>,
     /// One byte more than the largest datagram, so that an oversized one is seen as such.
     buf: Vec<u8>,
+    paths: watch::Sender<Paths>,
 }
 
 impl Drop for Driver {
@@ -496,6 +539,11 @@ impl Driver {
             Command::Unsynced(set, reply) => {
                 info!(device = %self.spec.me, unsynced = ?set, "mirror sync state set");
                 self.feed(Input::Unsynced(set));
+                let _ = reply.send(());
+            }
+            Command::Unavailable(set, reply) => {
+                info!(device = %self.spec.me, unavailable = ?set, "route health set");
+                self.feed(Input::Unavailable(set));
                 let _ = reply.send(());
             }
         }
@@ -601,6 +649,16 @@ impl Driver {
                 }
             }
         }
+        let paths = self.placement.paths(now);
+        self.paths.send_if_modified(|p| {
+            if *p == paths {
+                false
+            } else {
+                debug!(device = %self.spec.me, ?paths, "paths");
+                *p = paths;
+                true
+            }
+        });
     }
 
     fn send(&mut self, hb: &super::Heartbeat) {

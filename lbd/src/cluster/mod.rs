@@ -12,6 +12,8 @@
 //! - `agent`: the device group inside lbd: carries out activations and releases in order
 //!   (addresses, announcements, routes through bgpd), route health, the link fail-safe.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 /// What a device tells its peers, every heartbeat interval, over UDP.
@@ -29,8 +31,16 @@ pub struct Heartbeat {
     /// The sender may hold traffic groups: its external and internal links are up and it is
     /// not in standby.
     pub eligible: bool,
-    /// Traffic groups the sender holds (is active for) now.
-    pub active: Vec<String>,
+    /// How long the sender has been usable without a break, as it counts (ms; 0 when not
+    /// usable). A peer counts the sender usable since the later of this and its own
+    /// observation (the first heartbeat after the sender was dead), so that a device that
+    /// restarts its own count (it was pre-empted: to its peers it was gone) is seen to do so
+    /// (`placement`). `u64::MAX` from old senders: unknown.
+    #[serde(default = "unknown_usable")]
+    pub usable_ms: u64,
+    /// Traffic groups the sender holds (is active for) now, each with the generation of its
+    /// claim (see [`Claim`]).
+    pub active: Vec<Claim>,
     /// Manual placement orders the sender knows of (see `placement`), newest id wins.
     pub orders: Vec<Order>,
     /// Traffic groups the sender is *not* ready to take back by auto-failback because its
@@ -38,6 +48,48 @@ pub struct Heartbeat {
     /// mirroring is off or every mirror is in sync; absent from old senders.
     #[serde(default)]
     pub unsynced: Vec<String>,
+    /// Spanning virtual addresses the sender's route health says not to advertise (none of
+    /// its virtual servers on them is available there, per the address's `advertise`
+    /// policy). Every device announces a traffic group's path for a virtual address only
+    /// while the device the group is placed on has it available (`agent`). Absent from old
+    /// senders (everything available).
+    #[serde(default)]
+    pub unavailable: Vec<IpAddr>,
+}
+
+fn unknown_usable() -> u64 {
+    u64::MAX
+}
+
+impl Heartbeat {
+    /// The names of the traffic groups the sender holds.
+    pub fn active_names(&self) -> impl Iterator<Item = &str> {
+        self.active.iter().map(|c| c.traffic_group.as_str())
+    }
+}
+
+/// A device's claim of a traffic group, carried in its heartbeats.
+///
+/// The generation orders claims of one traffic group across the group: a device that takes a
+/// traffic group gives its claim a generation above every one it knows of for that traffic
+/// group (and at least its clock in Unix ms), so when two devices claim one traffic group —
+/// a device that was hung just long enough to be declared dead and resumed, or the two sides
+/// of a healed partition — every device agrees that the newer claim (the device that took it
+/// last, which the routers' neighbour entries point at) holds it (`placement`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Claim {
+    pub traffic_group: String,
+    /// 0 from senders that do not carry generations (heartbeat versions 1 and 2).
+    pub generation: u64,
+}
+
+impl Claim {
+    pub fn new(traffic_group: impl Into<String>, generation: u64) -> Claim {
+        Claim {
+            traffic_group: traffic_group.into(),
+            generation,
+        }
+    }
 }
 
 /// A manual placement order (`lbctl failover TG [--to DEV]`, `lbctl standby`, `lbctl release`),

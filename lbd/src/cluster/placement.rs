@@ -2,11 +2,12 @@
 //!
 //! [`Placement::process`] takes the current time and one [`Input`] (start, timer, a peer's
 //! heartbeat, this device's eligibility, the traffic groups whose mirror is not in sync here,
-//! an `lbctl failover`) and returns what the caller must do ([`Output`]s: activate or release
-//! a traffic group here, send a heartbeat). Timers are data:
-//! [`Placement::poll_timeout`] says when the core next needs [`Input::Timer`]. Where a traffic
-//! group goes is decided by [`place`], a pure function of a [`View`], so every device that has
-//! the same view computes the same placement.
+//! the virtual addresses not available here, an `lbctl failover`) and returns what the caller
+//! must do ([`Output`]s: activate or release a traffic group here, send a heartbeat). Timers
+//! are data: [`Placement::poll_timeout`] says when the core next needs [`Input::Timer`]. Where
+//! a traffic group goes is decided by [`place`], a pure function of a [`View`], so every device
+//! that has the same view computes the same placement; [`Placement::paths`] turns that into
+//! where each traffic group's path leads, which every device announces (DESIGN.md §2).
 //!
 //! # Rules
 //!
@@ -14,26 +15,38 @@
 //!   device is always alive to itself. A peer is *usable* while alive and its last heartbeat said
 //!   `eligible`; this device is usable while [`Input::Eligible`] last said so (true at start).
 //!   Each device's *usable since* is when it last became usable (for a peer: the first heartbeat
-//!   after it was dead, ineligible or restarted with a new epoch).
+//!   after it was dead, ineligible or restarted with a new epoch, or the later start the peer
+//!   reports itself in its heartbeats' `usable_ms`).
 //! - **Holder.** The devices that claim a traffic group (the `active` list of their heartbeats,
 //!   or this device's own active set) and are usable are its *claimants*; the *holder* is the
-//!   claimant earliest in the effective HA order (the TG's `ha_order`, or the group's device list
-//!   when that is empty; devices outside it rank last, by name). *Held since* is when this device
-//!   first saw the holder claim it (a claim heard while listening after start counts as older
-//!   than this device's own return).
+//!   claimant with the newest claim (the highest [`Claim`](super::Claim) generation), and among
+//!   claims of one generation the one earliest in the effective HA order (the TG's `ha_order`,
+//!   or the group's device list when that is empty; devices outside it rank last, by name).
+//!   A device that activates a TG gives its claim a generation above every generation it has
+//!   heard for that TG (from any device, alive or dead) and at least its clock in Unix ms. So
+//!   when two devices claim one TG — one that hung just long enough to be declared dead and
+//!   resumed without noticing, or both sides of a healed partition — every device agrees that
+//!   the one that took it last holds it (it also sent the last gratuitous ARP: the routers'
+//!   neighbour entries point at it), and the other gives it up as *pre-empted* and comes back
+//!   by auto-failback like any returning device (failback delay, mirror sync). *Held since* is
+//!   when this device first saw the holder claim it (a claim heard while listening after
+//!   start counts as older than this device's own return).
 //! - **Placement** ([`place`]), per traffic group, first match wins:
 //!   1. the newest order for the TG, if it names a usable device: that device;
-//!   2. the holder — unless `auto_failback` is on and a usable device earlier in HA order has
-//!      been usable for at least `failback_delay` *and became usable no earlier than the holder
-//!      took the TG* (it came back after losing it): the first such device. So after a manual
+//!   2. the holder — unless `auto_failback` is on and the first usable device earlier in HA
+//!      order that *became usable no earlier than the holder took the TG* (it came back after
+//!      losing it) has been usable for at least `failback_delay`: that device (while it has
+//!      not, the failback waits for it, even if a device after it is ready). So after a manual
 //!      failover the order's target is the holder and nothing fails back to devices that were
 //!      already up when the order moved it. With mirroring on (the TG's `sync_wait` is
 //!      `Some(max)`), such a device qualifies only once it no longer lists the TG as *unsynced*
 //!      (its heartbeats' `unsynced`, or [`Input::Unsynced`] for this device: it does not hold
-//!      the TG's mirrored session state yet), or once it has been usable for at least
-//!      `failback_delay + max` (the maximum wait is over: it fails back anyway, and the reason
-//!      says so). Until then the holder keeps the TG and the status names the device as
-//!      *waiting for sync*. With `sync_wait` None the unsynced lists are ignored;
+//!      the TG's mirrored session state yet) — with `sync_all_groups` (persistence records go
+//!      to every device), once it lists no TG at all, since after the failback the clients of
+//!      every TG reach it — or once it has been usable for at least `failback_delay + max`
+//!      (the maximum wait is over: it fails back anyway, and the reason says so). Until then
+//!      the holder keeps the TG and the status names the device as *waiting for sync*. With
+//!      `sync_wait` None the unsynced lists are ignored;
 //!   3. the first usable device in HA order;
 //!   4. nobody.
 //!
@@ -44,8 +57,10 @@
 //! - **Acting.** This device activates a TG when placement picks it and it is not active, and
 //!   releases a TG it holds at once when placement picks another device or nobody (this covers
 //!   conflicts: when a peer also claims a TG this device holds, both compute placement with both
-//!   alive and the one it picks keeps it, by default the one earlier in HA order). Each
-//!   transition yields exactly one [`Output::Activate`] / [`Output::Release`].
+//!   alive and the holder rule picks the newer claim). Each transition yields exactly one
+//!   [`Output::Activate`] / [`Output::Release`]. A device that loses a TG to a newer claim
+//!   (pre-empted) was, to its peers, gone and back: it counts itself usable from that moment,
+//!   as they do, so that every device agrees when a failback to it is due.
 //! - **Orders** ([`Input::Failover`]): an order gets an id `clock_ms * 1000 + counter`, always
 //!   above the last one this device issued, and is carried in every heartbeat. Orders heard from
 //!   peers are merged, the newest id per TG wins. An order is cleared once its target is the
@@ -57,30 +72,38 @@
 //!   anything (a restarting device must learn who holds what and not steal), unless it is the
 //!   only device of the group. It sends heartbeats meanwhile (eligible, holding nothing).
 //! - **Stall/resume.** When any input arrives more than `dead_after` after the time the core
-//!   asked to be woken ([`Placement::poll_timeout`]), the process was stopped (`kill -STOP`) and
-//!   its view is stale; its peers have declared it dead. It then sends nothing and claims and
+//!   asked to be woken ([`Placement::poll_timeout`]), or more than `dead_after` after this
+//!   device's last heartbeat went out, the process was stopped (`kill -STOP`) and its view is
+//!   stale; its peers have (or may have) declared it dead. It then sends nothing and claims and
 //!   releases nothing by placement until it has listened for `dead_after`, or has heard every
 //!   peer at least one heartbeat interval after resuming (a backlog read at once on resume does
 //!   not count as fresh). Any TG it held that an alive peer claims meanwhile is released at
 //!   once ("pre-empted while unresponsive"), before its first heartbeat goes out. Becoming
-//!   ineligible releases everything in every state (fail-safe).
+//!   ineligible releases everything in every state (fail-safe). A stall at the very edge of
+//!   `dead_after` that one side sees and the other does not ends in a conflict that the
+//!   holder rule resolves the same way (the newer claim holds).
 //! - **Unsynced.** [`Input::Unsynced`] sets the traffic groups whose mirror is not in sync on
 //!   this device (names outside the group's TGs are dropped). It may come before
 //!   [`Input::Start`]; until the caller says otherwise, every TG with a `sync_wait` counts as
 //!   unsynced (nothing is known to be in sync after a start). It is carried in every heartbeat.
+//! - **Unavailable.** [`Input::Unavailable`] sets the virtual addresses route health says not
+//!   to advertise on this device; carried in every heartbeat. [`Placement::paths`] gives, per
+//!   TG, the device placement puts it on and that device's unavailable addresses (None until
+//!   the device has listened after its start or a stall: what it knew before is kept).
 //! - **Heartbeats.** [`Output::SendHeartbeat`] at start, then every `heartbeat_interval`, plus one
-//!   at once whenever the active set, the eligibility, the unsynced set or the known orders
-//!   change. `seq` starts at 1 and increases by one per heartbeat; `sent_ms` is the clock set
+//!   at once whenever the active set, the eligibility, the unsynced set, the unavailable set or
+//!   the known orders change. `seq` starts at 1 and increases by one per heartbeat; `sent_ms` is the clock set
 //!   by [`Placement::set_clock_ms`], or else `epoch` taken as the Unix ms at [`Input::Start`].
 //!
 //! This module must not do I/O, read the clock, or panic on any input sequence.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{Heartbeat, Order};
+use super::{Claim, Heartbeat, Order};
 
 /// One traffic group's failover settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +116,10 @@ pub struct TrafficGroupSpec {
     /// Mirroring on: auto-failback waits until the returning device's mirror of this TG is in
     /// sync, at most this long after `failback_delay` (rule 2). None: mirroring off, no wait.
     pub sync_wait: Option<Duration>,
+    /// With `sync_wait`: the returning device must be in sync for every TG, not only this one
+    /// (persistence records are mirrored to every device: after the failback, clients of every
+    /// TG reach it).
+    pub sync_all_groups: bool,
 }
 
 /// The device group as this device sees it.
@@ -120,6 +147,9 @@ pub enum Input {
     /// The traffic groups whose mirrored session state this device does not hold in sync (it
     /// is not ready to take them back by auto-failback). The whole set, not a change.
     Unsynced(BTreeSet<String>),
+    /// The spanning virtual addresses route health says not to advertise on this device. The
+    /// whole set, not a change.
+    Unavailable(BTreeSet<IpAddr>),
     /// `lbctl failover TG [--to DEV]` issued on this device (to = None: its next-active).
     Failover {
         traffic_group: String,
@@ -163,8 +193,27 @@ pub struct DeviceView {
     pub usable_for: Duration,
     /// Traffic groups it claims, with how long it has claimed each one.
     pub holds: BTreeMap<String, Duration>,
+    /// The generation of each claim in `holds` (missing: 0).
+    pub generations: BTreeMap<String, u64>,
     /// Traffic groups whose mirror is not in sync on it (see rule 2).
     pub unsynced: BTreeSet<String>,
+}
+
+impl DeviceView {
+    /// The generation of its claim of `tg` (0 when it does not claim it or said none).
+    pub fn generation(&self, tg: &str) -> u64 {
+        self.generations.get(tg).copied().unwrap_or(0)
+    }
+}
+
+/// Where a traffic group's path leads (see [`Placement::paths`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathOwner {
+    pub traffic_group: String,
+    /// The device placement puts the TG on; None when no device is usable.
+    pub device: Option<String>,
+    /// The virtual addresses not available on that device (its route health).
+    pub unavailable: BTreeSet<IpAddr>,
 }
 
 /// Which rule put a traffic group where [`place`] says.
@@ -231,25 +280,28 @@ fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule, Op
         let mut waiting = None;
         if tg.auto_failback {
             let held_for = h.holds[&tg.name];
-            let earlier = order.iter().take(rank(&h.name).min(order.len()));
-            for name in earlier {
-                let back = view.devices.iter().find(|d| {
-                    &d.name == name
-                        && d.usable
-                        && d.usable_for >= tg.failback_delay
-                        && d.usable_for <= held_for
+            // The first device earlier in HA order that came back after the holder took the
+            // TG; the failback waits for it even while a later one is ready (devices count
+            // each other's return a network delay apart: no two may fail back at once).
+            let back = order
+                .iter()
+                .take(rank(&h.name).min(order.len()))
+                .find_map(|name| {
+                    view.devices
+                        .iter()
+                        .find(|d| &d.name == name && d.usable && d.usable_for <= held_for)
                 });
-                let Some(back) = back else { continue };
+            if let Some(back) = back.filter(|d| d.usable_for >= tg.failback_delay) {
                 if sync_done(tg, back) {
                     return (
-                        Some(name.clone()),
+                        Some(back.name.clone()),
                         Rule::Failback {
                             from: h.name.clone(),
                         },
                         None,
                     );
                 }
-                waiting.get_or_insert_with(|| name.clone());
+                waiting = Some(back.name.clone());
             }
         }
         return (Some(h.name.clone()), Rule::Holder, waiting);
@@ -265,9 +317,17 @@ fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule, Op
 fn sync_done(tg: &TrafficGroupSpec, d: &DeviceView) -> bool {
     match tg.sync_wait {
         None => true,
-        Some(max) => {
-            !d.unsynced.contains(&tg.name) || d.usable_for >= tg.failback_delay.saturating_add(max)
-        }
+        Some(max) => !unsynced_for(tg, d) || d.usable_for >= tg.failback_delay.saturating_add(max),
+    }
+}
+
+/// Whether `d` reports its mirror not in sync for what a failback of `tg` needs: `tg` itself,
+/// or with `sync_all_groups` any TG.
+fn unsynced_for(tg: &TrafficGroupSpec, d: &DeviceView) -> bool {
+    if tg.sync_all_groups {
+        !d.unsynced.is_empty()
+    } else {
+        d.unsynced.contains(&tg.name)
     }
 }
 
@@ -279,7 +339,7 @@ fn sync_note(tg: &TrafficGroupSpec, view: &View, to: &str) -> String {
     let unsynced = view
         .devices
         .iter()
-        .any(|d| d.name == to && d.unsynced.contains(&tg.name));
+        .any(|d| d.name == to && unsynced_for(tg, d));
     if unsynced {
         format!(
             " (mirror not in sync after {} max wait)",
@@ -333,6 +393,9 @@ pub struct DeviceStatus {
     /// Traffic groups whose mirror is not in sync on it (its last heartbeat; this device's
     /// own set), so it does not take them back by auto-failback yet.
     pub unsynced: Vec<String>,
+    /// Virtual addresses its route health says not to advertise (its last heartbeat; this
+    /// device's own set).
+    pub unavailable: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -353,6 +416,8 @@ pub struct TrafficGroupStatus {
     /// A device auto-failback would move the TG to but for its mirror not being in sync: the
     /// failback waits (at most the TG's `failback_sync_max_wait`).
     pub waiting_for_sync: Option<String>,
+    /// The generation of the holder's claim.
+    pub generation: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -364,8 +429,12 @@ struct Peer {
     usable_since: Option<Instant>,
     /// Claimed TGs and when this device first saw each claim.
     holds: BTreeMap<String, Instant>,
+    /// The generation of each claim.
+    generations: BTreeMap<String, u64>,
     /// TGs its mirror is not in sync for (its last heartbeat).
     unsynced: BTreeSet<String>,
+    /// Virtual addresses not available on it (its last heartbeat).
+    unavailable: BTreeSet<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,8 +472,16 @@ pub struct Placement {
     usable_since: Option<Instant>,
     /// TGs whose mirror is not in sync here ([`Input::Unsynced`]).
     unsynced: BTreeSet<String>,
+    /// Virtual addresses not available here ([`Input::Unavailable`]).
+    unavailable: BTreeSet<IpAddr>,
     /// TGs active here and since when.
     active: BTreeMap<String, Instant>,
+    /// The generation of this device's claim of each TG active here.
+    generations: BTreeMap<String, u64>,
+    /// Per TG, the highest claim generation heard from any device or given here.
+    known_generation: BTreeMap<String, u64>,
+    /// When the last heartbeat went out.
+    last_sent: Option<Instant>,
     peers: BTreeMap<String, Peer>,
     /// Orders in force, per TG.
     orders: BTreeMap<String, Order>,
@@ -453,7 +530,11 @@ impl Placement {
             eligible: true,
             usable_since: None,
             unsynced,
+            unavailable: BTreeSet::new(),
             active: BTreeMap::new(),
+            generations: BTreeMap::new(),
+            known_generation: BTreeMap::new(),
+            last_sent: None,
             peers: BTreeMap::new(),
             orders: BTreeMap::new(),
             retired: BTreeMap::new(),
@@ -479,16 +560,27 @@ impl Placement {
                 self.set_unsynced(set);
                 return out;
             }
+            if let Input::Unavailable(set) = input {
+                self.unavailable = set;
+                return out;
+            }
             if input == Input::Start {
                 self.start(now, &mut out);
                 self.finish(now);
             }
             return out;
         }
-        if self
+        // Woken more than dead_after late, or silent for more than dead_after since the last
+        // heartbeat went out: the process was stopped, its peers have (or may have) declared
+        // it dead, and what it knows of them is stale.
+        let late = self
             .expected
-            .is_some_and(|t| now > t + self.spec.dead_after)
-        {
+            .is_some_and(|t| now > t + self.spec.dead_after);
+        let silent = !self.resuming()
+            && self
+                .last_sent
+                .is_some_and(|t| now > t + self.spec.dead_after);
+        if late || silent {
             self.phase = Phase::Resuming {
                 until: now + self.spec.dead_after,
                 fresh_after: now + self.spec.heartbeat_interval,
@@ -508,6 +600,10 @@ impl Placement {
                 }
             }
             Input::Unsynced(set) => changed = self.set_unsynced(set),
+            Input::Unavailable(set) => {
+                changed = set != self.unavailable;
+                self.unavailable = set;
+            }
             Input::Failover { traffic_group, to } => {
                 changed = self.failover(now, &traffic_group, to);
             }
@@ -537,6 +633,40 @@ impl Placement {
         self.expected
     }
 
+    /// Where each traffic group's path leads now: the device [`place`] puts it on, with the
+    /// virtual addresses not available there. Every device computes the same from the same
+    /// view, so every device announces the same paths (DESIGN.md §2). None until this device
+    /// has listened after its start, and while it resumes from a stall: it does not know yet.
+    pub fn paths(&self, now: Instant) -> Option<Vec<PathOwner>> {
+        if self.phase != Phase::Running {
+            return None;
+        }
+        let view = self.view(now);
+        Some(
+            self.spec
+                .traffic_groups
+                .iter()
+                .map(|tg| {
+                    let device = place(tg, &view).active;
+                    let unavailable = match device.as_deref() {
+                        Some(d) if d == self.spec.me => self.unavailable.clone(),
+                        Some(d) => self
+                            .peers
+                            .get(d)
+                            .map(|p| p.unavailable.clone())
+                            .unwrap_or_default(),
+                        None => BTreeSet::new(),
+                    };
+                    PathOwner {
+                        traffic_group: tg.name.clone(),
+                        device,
+                        unavailable,
+                    }
+                })
+                .collect(),
+        )
+    }
+
     pub fn status(&self, now: Instant) -> GroupStatus {
         let view = self.view(now);
         let ms_ago = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
@@ -553,6 +683,7 @@ impl Placement {
                         last_heard_ms_ago: None,
                         active: self.active.keys().cloned().collect(),
                         unsynced: self.unsynced.iter().cloned().collect(),
+                        unavailable: self.unavailable.iter().copied().collect(),
                     }
                 } else {
                     let p = self.peers.get(name);
@@ -567,6 +698,9 @@ impl Placement {
                         unsynced: p
                             .map(|p| p.unsynced.iter().cloned().collect())
                             .unwrap_or_default(),
+                        unavailable: p
+                            .map(|p| p.unavailable.iter().copied().collect())
+                            .unwrap_or_default(),
                     }
                 }
             })
@@ -578,9 +712,17 @@ impl Placement {
             .map(|tg| {
                 let d = place(tg, &view);
                 let local = self.tgs.get(&tg.name).cloned().unwrap_or_default();
+                let holder = holder(tg, &view);
+                let generation = holder.as_ref().and_then(|h| {
+                    view.devices
+                        .iter()
+                        .find(|d| &d.name == h)
+                        .map(|d| d.generation(&tg.name))
+                });
                 TrafficGroupStatus {
                     name: tg.name.clone(),
-                    active: holder(tg, &view),
+                    active: holder,
+                    generation,
                     placement: d.active,
                     rule: d.rule,
                     next_active: d.next_active,
@@ -635,6 +777,7 @@ impl Placement {
                             .iter()
                             .map(|(tg, t)| (tg.clone(), since(Some(*t))))
                             .collect(),
+                        generations: self.generations.clone(),
                         unsynced: self.unsynced.clone(),
                     }
                 } else {
@@ -654,6 +797,7 @@ impl Placement {
                                     .iter()
                                     .map(|(tg, t)| (tg.clone(), since(Some(*t))))
                                     .collect(),
+                                generations: p.generations.clone(),
                                 unsynced: p.unsynced.clone(),
                             }
                         }
@@ -662,6 +806,7 @@ impl Placement {
                             usable: false,
                             usable_for: Duration::ZERO,
                             holds: BTreeMap::new(),
+                            generations: BTreeMap::new(),
                             unsynced: BTreeSet::new(),
                         },
                     }
@@ -728,18 +873,43 @@ impl Placement {
             }
             _ => now,
         };
+        // A claim of a new generation is a new claim (the device took the TG again).
+        let old_gens = old
+            .as_ref()
+            .map(|p| p.generations.clone())
+            .unwrap_or_default();
         let holds = hb
             .active
             .iter()
-            .map(|tg| {
-                (
-                    tg.clone(),
-                    old_holds.get(tg).copied().unwrap_or(claim_since),
-                )
+            .map(|c| {
+                let tg = &c.traffic_group;
+                let same = old_gens.get(tg) == Some(&c.generation);
+                let since = old_holds.get(tg).copied().filter(|_| same);
+                (tg.clone(), since.unwrap_or(claim_since))
             })
             .collect();
+        let generations = hb
+            .active
+            .iter()
+            .map(|c| (c.traffic_group.clone(), c.generation))
+            .collect();
+        for c in &hb.active {
+            if self.tgs.contains_key(&c.traffic_group) {
+                let k = self
+                    .known_generation
+                    .entry(c.traffic_group.clone())
+                    .or_insert(0);
+                *k = (*k).max(c.generation);
+            }
+        }
+        // Usable since the later of our observation and the sender's own count (which it
+        // restarts when it was pre-empted: to its peers it was gone and came back).
         let usable_since = if hb.eligible {
-            Some(was_usable_since.unwrap_or(now))
+            let local = was_usable_since.unwrap_or(now);
+            let reported = (hb.usable_ms != u64::MAX)
+                .then(|| now.checked_sub(Duration::from_millis(hb.usable_ms)))
+                .flatten();
+            Some(reported.map_or(local, |r| r.max(local)))
         } else {
             None
         };
@@ -755,7 +925,9 @@ impl Placement {
                 eligible: hb.eligible,
                 usable_since,
                 holds,
+                generations,
                 unsynced: hb.unsynced.iter().cloned().collect(),
+                unavailable: hb.unavailable.iter().copied().collect(),
             },
         );
     }
@@ -892,15 +1064,25 @@ impl Placement {
         }
         if (due || changed) && !self.resuming() {
             self.seq += 1;
+            self.last_sent = Some(now);
             out.push(Output::SendHeartbeat(Heartbeat {
                 device: self.spec.me.clone(),
                 epoch: self.epoch,
                 seq: self.seq,
                 sent_ms: self.clock_ms(now),
                 eligible: self.eligible,
-                active: self.active.keys().cloned().collect(),
+                usable_ms: match self.usable_since {
+                    Some(t) if self.eligible => now.saturating_duration_since(t).as_millis() as u64,
+                    _ => 0,
+                },
+                active: self
+                    .active
+                    .keys()
+                    .map(|tg| Claim::new(tg.clone(), self.generation(tg)))
+                    .collect(),
                 orders: self.orders.values().cloned().collect(),
                 unsynced: self.unsynced.iter().cloned().collect(),
+                unavailable: self.unavailable.iter().copied().collect(),
             }));
         }
     }
@@ -931,6 +1113,7 @@ impl Placement {
     fn act(&mut self, now: Instant, out: &mut Vec<Output>) {
         let view = self.view(now);
         let me = self.spec.me.clone();
+        let mut preempted = false;
         for tg in self.spec.traffic_groups.clone() {
             let d = place(&tg, &view);
             let mine = d.active.as_deref() == Some(me.as_str());
@@ -946,6 +1129,10 @@ impl Placement {
                     Rule::First | Rule::Holder | Rule::Nobody => self.takeover_reason(now, &tg),
                 };
                 self.active.insert(tg.name.clone(), now);
+                let known = self.known_generation.get(&tg.name).copied().unwrap_or(0);
+                let generation = known.saturating_add(1).max(self.clock_ms(now));
+                self.generations.insert(tg.name.clone(), generation);
+                self.known_generation.insert(tg.name.clone(), generation);
                 self.moved(now, &tg.name, reason.clone());
                 out.push(Output::Activate {
                     traffic_group: tg.name.clone(),
@@ -960,12 +1147,37 @@ impl Placement {
                         humantime::format_duration(tg.failback_delay),
                         sync_note(&tg, &view, &to)
                     ),
-                    Rule::Holder => format!("{to} also active and keeps it"),
+                    Rule::Holder => {
+                        let theirs = view
+                            .devices
+                            .iter()
+                            .find(|d| d.name == to)
+                            .map_or(0, |d| d.generation(&tg.name));
+                        let mine = self.generation(&tg.name);
+                        if theirs > mine {
+                            preempted = true;
+                            format!(
+                                "pre-empted: {to} took it over (its claim {theirs} is newer than {mine})"
+                            )
+                        } else {
+                            format!("{to} also active and keeps it")
+                        }
+                    }
                     Rule::First | Rule::Nobody => format!("placement moved it to {to}"),
                 };
                 self.release(now, &tg.name, reason, out);
             }
         }
+        // To its peers this device was gone and came back: they count it usable from when
+        // they heard it again, so does it (failbacks to it are then due alike everywhere).
+        if preempted && self.eligible {
+            self.usable_since = Some(now);
+        }
+    }
+
+    /// The generation of this device's claim of `tg` (0 when not active here).
+    fn generation(&self, tg: &str) -> u64 {
+        self.generations.get(tg).copied().unwrap_or(0)
     }
 
     /// Why this device takes a TG nobody usable holds.
@@ -990,6 +1202,7 @@ impl Placement {
 
     fn release(&mut self, now: Instant, tg: &str, reason: String, out: &mut Vec<Output>) {
         if self.active.remove(tg).is_some() {
+            self.generations.remove(tg);
             self.moved(now, tg, reason.clone());
             out.push(Output::Release {
                 traffic_group: tg.to_string(),
@@ -1068,10 +1281,17 @@ fn holder_of<'v>(
     order: &[String],
 ) -> Option<&'v DeviceView> {
     let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
+    let key = |d: &'v DeviceView| {
+        (
+            std::cmp::Reverse(d.generation(&tg.name)),
+            rank(&d.name),
+            d.name.as_str(),
+        )
+    };
     view.devices
         .iter()
         .filter(|d| d.usable && d.holds.contains_key(&tg.name))
-        .min_by(|a, b| (rank(&a.name), &a.name).cmp(&(rank(&b.name), &b.name)))
+        .min_by_key(|d| key(d))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //! decide anything about liveness or placement (that is `placement`'s job), and it does not
 //! encrypt: heartbeats are authenticated, not secret.
 //!
-//! # Wire format (versions 1 and 2)
+//! # Wire format (version 3; versions 1 and 2 are read)
 //!
 //! Integers are big-endian. A `name` is a `u8` length (1..=64) followed by that many bytes of
 //! UTF-8. The whole datagram is at most [`MAX_DATAGRAM`] (1400) bytes, so it fits in one
@@ -26,7 +26,7 @@
 //! ```text
 //!  offset  size      field
 //! +-------+-------+-------+-------+-------+-------+
-//! |  'S'  |  'L'  |  'H'  |  'B'  |version| flags |  0  6   magic, version = 1 or 2, flags = 0
+//! |  'S'  |  'L'  |  'H'  |  'B'  |version| flags |  0  6   magic, version = 3, flags = 0
 //! +-------+-------+-------+-------+-------+-------+
 //! |  len  | device (len bytes of UTF-8) ...       |  6  1+n sending device, n = 1..=64
 //! +-------+---------------------------------------+
@@ -37,23 +37,31 @@
 //! | sent_ms: u64                                  |     8
 //! +-------+---------------------------------------+
 //! |elig.  |                                             1   0 or 1
-//! +-------+-------+-------------------------------+
-//! | active count  | count x name                  |     2+  traffic groups held
+//! +-------+---------------------------------------+
+//! | usable_ms: u64                                |     8   usable for (version 3)
+//! +---------------+-------------------------------+
+//! | active count  | count x ( traffic group: name,|     2+  traffic groups held, each
+//! |               |           generation: u64 )   |         with its claim's generation
 //! +---------------+-------------------------------+
 //! | order count   | count x ( id: u64,            |     2+  manual placement orders
 //! |               |           traffic group: name,|
 //! |               |           to: name )          |
 //! +---------------+-------------------------------+
-//! | unsynced count| count x name                  |     2+  version 2 only: traffic
-//! +---------------+-------------------------------+         groups not in sync (mirroring)
+//! | unsynced count| count x name                  |     2+  traffic groups not in sync
+//! +---------------+-------------------------------+         (mirroring)
+//! | unavail. count| count x ( family: u8 (4 | 6), |     2+  spanning virtual addresses
+//! |               |   address: 4 | 16 bytes )     |         not available here
+//! +---------------+-------------------------------+
 //! | tag: 32 bytes                                 |     32  HMAC-SHA256(group key,
 //! +-----------------------------------------------+         every byte above)
 //! ```
 //!
-//! Version 2 adds the `unsynced` list (`Heartbeat::unsynced`) after the orders. [`encode`]
-//! writes version 1 whenever that list is empty, byte for byte what a version-1 device writes,
-//! so devices that only speak version 1 keep hearing their peers while mirroring is off;
-//! [`decode`] reads both (an empty list from version 1).
+//! Version 1 had no `usable_ms`, no generations (the active list is names only), no unsynced
+//! and no unavailable list; version 2 added the unsynced list (written only when not empty).
+//! Version 3 adds `usable_ms`, the claims' generations and the unavailable addresses, and
+//! always carries both lists. [`decode`] reads all three (a missing generation is 0, a missing
+//! `usable_ms` is `u64::MAX`, missing lists are empty);
+//! [`encode`] writes version 3, so every device of a group must run a release that reads it.
 //!
 //! `flags` is reserved: senders write 0 and receivers reject anything else, so that a later
 //! meaning of a flag is never silently ignored (a new meaning comes with a new version).
@@ -77,12 +85,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{Heartbeat, Order};
+use super::{Claim, Heartbeat, Order};
 
 #[cfg(test)]
 mod tests;
@@ -91,10 +100,13 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The datagram's first four bytes.
 pub const MAGIC: [u8; 4] = *b"SLHB";
-/// The wire format version written when `unsynced` is empty (version 1 has no such list).
-pub const VERSION: u8 = 1;
-/// The wire format version written when `unsynced` is not empty: version 1 plus that list.
+/// The first wire format version: claims without generations, no unsynced or unavailable list.
+pub const VERSION_1: u8 = 1;
+/// Version 1 plus the unsynced list (non-empty).
 pub const VERSION_UNSYNCED: u8 = 2;
+/// The version [`encode`] writes: claims with generations, the unsynced and the unavailable
+/// lists.
+pub const VERSION: u8 = 3;
 /// The largest datagram [`encode`] produces and [`decode`] accepts, tag included.
 pub const MAX_DATAGRAM: usize = 1400;
 /// The longest name (device or traffic group), in bytes of UTF-8.
@@ -224,20 +236,18 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
 pub fn encode(hb: &Heartbeat, key: &GroupKey) -> Result<Vec<u8>, HeartbeatError> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MAGIC);
-    out.push(if hb.unsynced.is_empty() {
-        VERSION
-    } else {
-        VERSION_UNSYNCED
-    });
+    out.push(VERSION);
     out.push(0); // flags
     put_name(&mut out, &hb.device, "device")?;
     out.extend_from_slice(&hb.epoch.to_be_bytes());
     out.extend_from_slice(&hb.seq.to_be_bytes());
     out.extend_from_slice(&hb.sent_ms.to_be_bytes());
     out.push(u8::from(hb.eligible));
+    out.extend_from_slice(&hb.usable_ms.to_be_bytes());
     put_count(&mut out, hb.active.len())?;
-    for tg in &hb.active {
-        put_name(&mut out, tg, "active traffic group")?;
+    for claim in &hb.active {
+        put_name(&mut out, &claim.traffic_group, "active traffic group")?;
+        out.extend_from_slice(&claim.generation.to_be_bytes());
     }
     put_count(&mut out, hb.orders.len())?;
     for order in &hb.orders {
@@ -249,10 +259,24 @@ pub fn encode(hb: &Heartbeat, key: &GroupKey) -> Result<Vec<u8>, HeartbeatError>
             return Err(HeartbeatError::TooLarge(out.len() + TAG_LEN));
         }
     }
-    if !hb.unsynced.is_empty() {
-        put_count(&mut out, hb.unsynced.len())?;
-        for tg in &hb.unsynced {
-            put_name(&mut out, tg, "unsynced traffic group")?;
+    put_count(&mut out, hb.unsynced.len())?;
+    for tg in &hb.unsynced {
+        put_name(&mut out, tg, "unsynced traffic group")?;
+    }
+    put_count(&mut out, hb.unavailable.len())?;
+    for a in &hb.unavailable {
+        match a {
+            IpAddr::V4(v4) => {
+                out.push(4);
+                out.extend_from_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                out.push(6);
+                out.extend_from_slice(&v6.octets());
+            }
+        }
+        if out.len() + TAG_LEN > MAX_DATAGRAM {
+            return Err(HeartbeatError::TooLarge(out.len() + TAG_LEN));
         }
     }
     seal(out, key)
@@ -314,7 +338,7 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
         return Err(HeartbeatError::BadMagic);
     }
     let version = r.u8("version")?;
-    if version != VERSION && version != VERSION_UNSYNCED {
+    if !(VERSION_1..=VERSION).contains(&version) {
         return Err(HeartbeatError::UnsupportedVersion(version));
     }
     if r.u8("flags")? != 0 {
@@ -329,11 +353,25 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
         1 => true,
         _ => return Err(HeartbeatError::Malformed("eligible")),
     };
+    let usable_ms = if version >= VERSION {
+        r.u64("usable_ms")?
+    } else {
+        u64::MAX
+    };
     let count = r.u16("active count")?;
     // Each entry takes at least 2 bytes: bound the allocation by what is there.
     let mut active = Vec::with_capacity(usize::from(count).min(r.rest.len() / 2));
     for _ in 0..count {
-        active.push(r.name("active traffic group")?);
+        let traffic_group = r.name("active traffic group")?;
+        let generation = if version >= VERSION {
+            r.u64("claim generation")?
+        } else {
+            0
+        };
+        active.push(Claim {
+            traffic_group,
+            generation,
+        });
     }
     let count = r.u16("order count")?;
     let mut orders = Vec::with_capacity(usize::from(count).min(r.rest.len() / 12));
@@ -348,15 +386,29 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
         });
     }
     let mut unsynced = Vec::new();
-    if version == VERSION_UNSYNCED {
+    if version >= VERSION_UNSYNCED {
         let count = r.u16("unsynced count")?;
         // Version 2 is only written for a non-empty list.
-        if count == 0 {
+        if count == 0 && version == VERSION_UNSYNCED {
             return Err(HeartbeatError::Malformed("unsynced count"));
         }
         unsynced.reserve(usize::from(count).min(r.rest.len() / 2));
         for _ in 0..count {
             unsynced.push(r.name("unsynced traffic group")?);
+        }
+    }
+    let mut unavailable = Vec::new();
+    if version >= VERSION {
+        let count = r.u16("unavailable count")?;
+        // Each entry takes at least 5 bytes.
+        unavailable.reserve(usize::from(count).min(r.rest.len() / 5));
+        for _ in 0..count {
+            let a = match r.u8("unavailable address family")? {
+                4 => IpAddr::from(r.array::<4>("unavailable address")?),
+                6 => IpAddr::from(r.array::<16>("unavailable address")?),
+                _ => return Err(HeartbeatError::Malformed("unavailable address family")),
+            };
+            unavailable.push(a);
         }
     }
     if !r.rest.is_empty() {
@@ -368,9 +420,11 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
         seq,
         sent_ms,
         eligible,
+        usable_ms,
         active,
         orders,
         unsynced,
+        unavailable,
     })
 }
 

@@ -12,13 +12,18 @@ fn sample() -> Heartbeat {
         seq: 42,
         sent_ms: 1_700_000_004_200,
         eligible: true,
-        active: vec!["tg-1".into(), "tg-2".into()],
+        usable_ms: 4_000,
+        active: vec![
+            Claim::new("tg-1", 1_700_000_000_100),
+            Claim::new("tg-2", 1_700_000_000_101),
+        ],
         orders: vec![Order {
             id: 1_700_000_000_000_001,
             traffic_group: "tg-3".into(),
             to: "lb-b".into(),
         }],
         unsynced: vec![],
+        unavailable: vec![],
     }
 }
 
@@ -51,7 +56,7 @@ fn sample_body() -> Vec<u8> {
 fn round_trip_sample() {
     let d = encode(&sample(), &key()).unwrap();
     assert_eq!(&d[..4], b"SLHB");
-    assert_eq!(d[4], 1);
+    assert_eq!(d[4], VERSION);
     assert_eq!(d[5], 0);
     assert_eq!(decode(&d, &key()).unwrap(), sample());
 }
@@ -64,12 +69,15 @@ fn round_trip_empty_lists_and_extremes() {
         seq: u64::MAX,
         sent_ms: u64::MAX,
         eligible: false,
+        usable_ms: 0,
         active: vec![],
         orders: vec![],
         unsynced: vec![],
+        unavailable: vec![],
     };
     let d = encode(&h, &key()).unwrap();
-    assert_eq!(d.len(), HEADER_LEN + 2 + 24 + 1 + 2 + 2 + TAG_LEN);
+    // Header, name, three u64, eligible, usable_ms, and four empty lists.
+    assert_eq!(d.len(), HEADER_LEN + 2 + 24 + 1 + 8 + 4 * 2 + TAG_LEN);
     assert_eq!(decode(&d, &key()).unwrap(), h);
 }
 
@@ -81,7 +89,9 @@ fn round_trip_64_byte_names_and_many_entries() {
     assert_eq!(wide.len(), 64);
     let h = Heartbeat {
         device: long.clone(),
-        active: (0..30).map(|i| format!("traffic-group-{i}")).collect(),
+        active: (0..18)
+            .map(|i| Claim::new(format!("traffic-group-{i}"), u64::MAX - i))
+            .collect(),
         orders: (0..8)
             .map(|i| Order {
                 id: i,
@@ -111,7 +121,7 @@ fn encode_rejects_bad_names_and_oversize() {
         Err(HeartbeatError::Malformed("device"))
     ));
     let empty_tg = Heartbeat {
-        active: vec![String::new()],
+        active: vec![Claim::new("", 1)],
         ..sample()
     };
     assert!(matches!(
@@ -119,7 +129,9 @@ fn encode_rejects_bad_names_and_oversize() {
         Err(HeartbeatError::Malformed("active traffic group"))
     ));
     let huge = Heartbeat {
-        active: (0..40).map(|i| format!("{i:0>40}")).collect(),
+        active: (0..40)
+            .map(|i| Claim::new(format!("{i:0>40}"), 1))
+            .collect(),
         ..sample()
     };
     assert!(matches!(
@@ -217,13 +229,12 @@ fn authenticated_but_malformed_is_rejected() {
     };
     assert!(matches!(with(0, b'X'), Err(HeartbeatError::BadMagic)));
     assert!(matches!(
-        with(4, 3),
-        Err(HeartbeatError::UnsupportedVersion(3))
+        with(4, 4),
+        Err(HeartbeatError::UnsupportedVersion(4))
     ));
-    // Version 2 promises an unsynced list after the orders: this body has none.
     assert!(matches!(
-        with(4, 2),
-        Err(HeartbeatError::Malformed("unsynced count"))
+        with(4, 0),
+        Err(HeartbeatError::UnsupportedVersion(0))
     ));
     assert!(matches!(
         with(5, 1),
@@ -250,10 +261,12 @@ fn authenticated_but_malformed_is_rejected() {
         with(eligible_at, 2),
         Err(HeartbeatError::Malformed("eligible"))
     ));
-    // An active count far beyond what is there.
+    // An active count far beyond what is there (after the eight bytes of usable_ms).
+    let count_at = eligible_at + 1 + 8;
+    assert_eq!(&body[count_at..count_at + 2], &[0, 2]);
     let mut b = body.clone();
-    b[eligible_at + 1] = 0xff;
-    b[eligible_at + 2] = 0xff;
+    b[count_at] = 0xff;
+    b[count_at + 1] = 0xff;
     assert!(matches!(
         decode(&sealed(&b), &key()),
         Err(HeartbeatError::Malformed(_))
@@ -269,23 +282,135 @@ fn sample_unsynced() -> Heartbeat {
 }
 
 #[test]
-fn round_trip_unsynced_is_version_2_and_empty_stays_version_1() {
-    let h = sample_unsynced();
+fn round_trip_unsynced_and_unavailable() {
+    let h = Heartbeat {
+        unavailable: vec![
+            "30.1.1.10".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+        ],
+        ..sample_unsynced()
+    };
     let d = encode(&h, &key()).unwrap();
-    assert_eq!(d[4], VERSION_UNSYNCED);
+    assert_eq!(d[4], VERSION);
     assert_eq!(decode(&d, &key()).unwrap(), h);
-    // Version 2 is version 1 plus the list: count (2) and two names of 1 + 4 bytes.
-    let v1 = encode(&sample(), &key()).unwrap();
-    assert_eq!(d.len(), v1.len() + 2 + 2 * 5);
-    assert_eq!(&d[5..v1.len() - TAG_LEN], &v1[5..v1.len() - TAG_LEN]);
-    assert_eq!(v1[4], VERSION);
-    // Old senders' heartbeats (version 1) decode with an empty list.
-    assert!(decode(&v1, &key()).unwrap().unsynced.is_empty());
-    // A heartbeat without the field (an old peer's JSON form) deserializes with an empty list.
+    // The lists end the body: two names of 1 + 4 bytes, then 1 + 4 and 1 + 16 bytes.
+    let plain = encode(&sample(), &key()).unwrap();
+    assert_eq!(d.len(), plain.len() + 2 * 5 + 5 + 17);
+    // A heartbeat without the fields (an old peer's JSON form) deserializes with empty lists.
     let mut json = serde_json::to_value(sample()).unwrap();
     json.as_object_mut().unwrap().remove("unsynced");
+    json.as_object_mut().unwrap().remove("unavailable");
     let old: Heartbeat = serde_json::from_value(json).unwrap();
     assert_eq!(old, sample());
+}
+
+/// The body an earlier release wrote for `h`: version 1 (names only, no lists) or version 2
+/// (version 1 plus the unsynced list, only when it is not empty).
+fn old_body(h: &Heartbeat) -> Vec<u8> {
+    let mut b = b"SLHB".to_vec();
+    b.push(if h.unsynced.is_empty() { 1 } else { 2 });
+    b.push(0);
+    let name = |b: &mut Vec<u8>, n: &str| {
+        b.push(n.len() as u8);
+        b.extend_from_slice(n.as_bytes());
+    };
+    name(&mut b, &h.device);
+    for x in [h.epoch, h.seq, h.sent_ms] {
+        b.extend_from_slice(&x.to_be_bytes());
+    }
+    b.push(u8::from(h.eligible));
+    b.extend_from_slice(&(h.active.len() as u16).to_be_bytes());
+    for c in &h.active {
+        name(&mut b, &c.traffic_group);
+    }
+    b.extend_from_slice(&(h.orders.len() as u16).to_be_bytes());
+    for o in &h.orders {
+        b.extend_from_slice(&o.id.to_be_bytes());
+        name(&mut b, &o.traffic_group);
+        name(&mut b, &o.to);
+    }
+    if !h.unsynced.is_empty() {
+        b.extend_from_slice(&(h.unsynced.len() as u16).to_be_bytes());
+        for t in &h.unsynced {
+            name(&mut b, t);
+        }
+    }
+    b
+}
+
+#[test]
+fn versions_1_and_2_decode_with_generation_0_and_empty_lists() {
+    let zero = |mut h: Heartbeat| {
+        for c in &mut h.active {
+            c.generation = 0;
+        }
+        h.usable_ms = u64::MAX;
+        h
+    };
+    let v1 = old_body(&sample());
+    assert_eq!(v1[4], VERSION_1);
+    assert_eq!(decode(&sealed(&v1), &key()).unwrap(), zero(sample()));
+    let v2 = old_body(&sample_unsynced());
+    assert_eq!(v2[4], VERSION_UNSYNCED);
+    assert_eq!(
+        decode(&sealed(&v2), &key()).unwrap(),
+        zero(sample_unsynced())
+    );
+    // Version 2 promises a non-empty unsynced list after the orders.
+    let mut empty = v1.clone();
+    empty[4] = VERSION_UNSYNCED;
+    assert!(matches!(
+        decode(&sealed(&empty), &key()),
+        Err(HeartbeatError::Malformed("unsynced count"))
+    ));
+    empty.extend_from_slice(&[0, 0]);
+    assert!(matches!(
+        decode(&sealed(&empty), &key()),
+        Err(HeartbeatError::Malformed("unsynced count"))
+    ));
+    // A version-1 body read as version 3 runs short of the generations.
+    let mut as_v3 = v1;
+    as_v3[4] = VERSION;
+    assert!(matches!(
+        decode(&sealed(&as_v3), &key()),
+        Err(HeartbeatError::Malformed(_))
+    ));
+}
+
+#[test]
+fn malformed_unavailable_list_is_rejected() {
+    let h = Heartbeat {
+        unavailable: vec!["30.1.1.10".parse().unwrap()],
+        ..sample()
+    };
+    let d = encode(&h, &key()).unwrap();
+    let body = d[..d.len() - TAG_LEN].to_vec();
+    // The family byte is the fifth from the end (4 address bytes follow it).
+    let family_at = body.len() - 5;
+    assert_eq!(body[family_at], 4);
+    for bad in [0u8, 5, 7, 255] {
+        let mut b = body.clone();
+        b[family_at] = bad;
+        assert!(matches!(
+            decode(&sealed(&b), &key()),
+            Err(HeartbeatError::Malformed("unavailable address family"))
+        ));
+    }
+    // Family 6 with only 4 bytes after it.
+    let mut b = body.clone();
+    b[family_at] = 6;
+    assert!(matches!(
+        decode(&sealed(&b), &key()),
+        Err(HeartbeatError::Malformed("unavailable address"))
+    ));
+    // A count beyond what is there.
+    let mut b = body;
+    let count_at = b.len() - 7;
+    b[count_at] = 0x7f;
+    assert!(matches!(
+        decode(&sealed(&b), &key()),
+        Err(HeartbeatError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -301,14 +426,6 @@ fn malformed_unsynced_list_is_rejected() {
             "{len}"
         );
     }
-    // A version-2 body with an empty list is not what encode writes.
-    let mut empty = sample_body();
-    empty[4] = VERSION_UNSYNCED;
-    empty.extend_from_slice(&[0, 0]);
-    assert!(matches!(
-        decode(&sealed(&empty), &key()),
-        Err(HeartbeatError::Malformed("unsynced count"))
-    ));
     // Bad names in the list are refused on both sides.
     let bad = Heartbeat {
         unsynced: vec![String::new()],
@@ -319,7 +436,9 @@ fn malformed_unsynced_list_is_rejected() {
         Err(HeartbeatError::Malformed("unsynced traffic group"))
     ));
     let mut long = body.clone();
-    let at = long.len() - 5;
+    // The last name's length byte: before "tg-3" and the empty unavailable list.
+    let at = long.len() - 7;
+    assert_eq!(long[at], 4);
     long[at] = 65;
     assert!(matches!(
         decode(&sealed(&long), &key()),
@@ -552,22 +671,47 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
-        any::<bool>(),
-        // At most 133 + 8 * 65 + 4 * 138 + 2 + 2 * 65 = 1337 bytes: always within MAX_DATAGRAM.
-        prop::collection::vec(name(), 0..=8),
-        prop::collection::vec(order, 0..=4),
+        (any::<bool>(), any::<u64>()),
+        // At most 109 + 8 * 73 + 3 * 138 + 2 + 2 * 65 + 2 + 4 * 17 = 1309 bytes with the
+        // list counts and the tag: always within MAX_DATAGRAM.
+        prop::collection::vec(
+            (name(), any::<u64>()).prop_map(|(t, g)| Claim::new(t, g)),
+            0..=8,
+        ),
+        prop::collection::vec(order, 0..=3),
         prop::collection::vec(name(), 0..=2),
+        prop::collection::vec(
+            prop_oneof![
+                any::<[u8; 4]>().prop_map(IpAddr::from),
+                any::<[u8; 16]>().prop_map(IpAddr::from),
+            ],
+            0..=4,
+        ),
     )
         .prop_map(
-            |(device, epoch, seq, sent_ms, eligible, active, orders, unsynced)| Heartbeat {
+            |(
                 device,
                 epoch,
                 seq,
                 sent_ms,
-                eligible,
+                (eligible, usable_ms),
                 active,
                 orders,
                 unsynced,
+                unavailable,
+            )| {
+                Heartbeat {
+                    device,
+                    epoch,
+                    seq,
+                    sent_ms,
+                    eligible,
+                    usable_ms,
+                    active,
+                    orders,
+                    unsynced,
+                    unavailable,
+                }
             },
         )
 }
@@ -583,7 +727,7 @@ proptest! {
         tail in prop::collection::vec(any::<u8>(), 0..1300)
     ) {
         // Past the tag check: a valid header followed by arbitrary bytes.
-        for version in [VERSION, VERSION_UNSYNCED] {
+        for version in [VERSION_1, VERSION_UNSYNCED, VERSION] {
             let mut body = b"SLHB".to_vec();
             body.extend_from_slice(&[version, 0]);
             body.extend_from_slice(&tail);

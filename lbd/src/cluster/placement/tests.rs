@@ -2,6 +2,7 @@
 //! every heartbeat to the others (1ms later unless a test says otherwise). Nothing sleeps.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -23,6 +24,7 @@ fn tg(name: &str, order: [&str; 3], auto_failback: bool) -> TrafficGroupSpec {
         auto_failback,
         failback_delay: ms(FAILBACK),
         sync_wait: None,
+        sync_all_groups: false,
     }
 }
 
@@ -284,6 +286,7 @@ fn dev(name: &str, usable: bool, usable_for: u64, holds: &[(&str, u64)]) -> Devi
         usable,
         usable_for: ms(usable_for),
         holds: holds.iter().map(|(t, d)| (t.to_string(), ms(*d))).collect(),
+        generations: BTreeMap::new(),
         unsynced: BTreeSet::new(),
     }
 }
@@ -656,9 +659,11 @@ fn same_view_same_placement() {
         seq,
         sent_ms: 0,
         eligible: true,
-        active: active.iter().map(|s| s.to_string()).collect(),
+        usable_ms: u64::MAX,
+        active: active.iter().map(|s| Claim::new(*s, 1)).collect(),
         orders: vec![],
         unsynced: vec![],
+        unavailable: vec![],
     };
     for p in [&mut x, &mut y] {
         p.process(t0, Input::Start);
@@ -798,10 +803,12 @@ fn restarted_device_gets_its_traffic_group_back() {
     net.assert_steady();
 }
 
-/// A partition heals: every TG claimed on both sides stays with the claimant placement picks
-/// (first in HA order), the other releases it at once.
+/// A partition heals: every TG claimed on both sides stays with the newer claim (the side that
+/// took it during the partition: it sent the last gratuitous ARP, the router's neighbour entry
+/// points at it) and the other side releases it at once; then auto-failback brings the TGs
+/// that have it home after the failback delay, and the one without it stays.
 #[test]
-fn split_brain_heals_by_placement() {
+fn split_brain_heals_to_the_newer_claim_then_fails_back() {
     let mut net = Net::three();
     net.run(ms(2000));
     for (x, y) in [("A", "B"), ("A", "C")] {
@@ -816,18 +823,49 @@ fn split_brain_heals_by_placement() {
     assert_eq!(net.holders("tg-3"), vec!["A".to_string(), "C".to_string()]);
     net.cut.clear();
     let t = net.now;
+    // Overlap is measured from the heal on.
+    net.overlap.clear();
+    for since in net.overlap_since.values_mut() {
+        *since = t;
+    }
     net.run(ms(2 * INTERVAL));
     let evs = net.events_since(t);
     assert_eq!(evs.len(), 3, "{evs:?}");
-    assert!(evs.iter().any(release("B", "tg-1")));
-    assert!(evs.iter().any(release("A", "tg-2")));
-    assert!(evs.iter().any(release("A", "tg-3")));
-    assert!(evs
-        .iter()
-        .all(|e| reason(&e.1).ends_with("also active and keeps it")));
-    net.assert_steady();
-    net.run(ms(5000));
+    assert!(evs.iter().any(release("A", "tg-1")));
+    assert!(evs.iter().any(release("B", "tg-2")));
+    assert!(evs.iter().any(release("C", "tg-3")));
+    assert!(
+        evs.iter().all(|e| reason(&e.1).starts_with("pre-empted: ")),
+        "{evs:?}"
+    );
+    assert_eq!(net.holders("tg-1"), vec!["B".to_string()]);
+    assert_eq!(net.holders("tg-2"), vec!["A".to_string()]);
+    assert_eq!(net.holders("tg-3"), vec!["A".to_string()]);
+    // Every device agrees, and names the same generation.
+    for tg in ["tg-1", "tg-2", "tg-3"] {
+        let seen: BTreeSet<_> = ["A", "B", "C"]
+            .iter()
+            .map(|d| {
+                let s = net.tg_status(d, tg);
+                (s.active, s.generation)
+            })
+            .collect();
+        assert_eq!(seen.len(), 1, "{tg}: {seen:?}");
+    }
+    // Auto-failback (tg-1, tg-2) after the delay; tg-3 has none and stays.
+    net.run(ms(FAILBACK - 3 * INTERVAL));
     assert_eq!(net.events_since(t).len(), 3);
+    net.run(ms(4 * INTERVAL));
+    assert_eq!(net.holders("tg-1"), vec!["A".to_string()]);
+    assert_eq!(net.holders("tg-2"), vec!["B".to_string()]);
+    assert_eq!(net.holders("tg-3"), vec!["A".to_string()]);
+    net.run(ms(5000));
+    assert_eq!(net.events_since(t).len(), 7, "{:?}", net.events_since(t));
+    assert!(
+        net.overlap.values().all(|o| *o <= ms(5)),
+        "{:?}",
+        net.overlap
+    );
 }
 
 // ---- auto-failback waits for the mirror to be in sync ----
@@ -1095,4 +1133,275 @@ fn unsynced_change_sends_a_heartbeat_at_once() {
     p.process(t0, Input::Start);
     assert_eq!(p.poll_timeout(), Some(t0 + ms(INTERVAL)));
     p.process(t0 + ms(INTERVAL), Input::Timer);
+}
+
+// ---- the edge of a hang: the same path as any other return ----
+
+/// B hangs for `hang` ms, starting `offset` ms into a heartbeat interval, with mirroring on
+/// (every mirror in sync before); with `backlog`, what was sent to B meanwhile waits in its
+/// socket. Returns the net right after B resumed.
+fn hang_b_for(hang: u64, offset: u64, backlog: bool) -> (Net, Instant) {
+    let all = ["A", "B", "C"];
+    let mut net = Net::new_sync(&all, &all, Some(ms(SYNC)));
+    net.backlog = backlog;
+    for n in all {
+        net.feed(n, Input::Unsynced(BTreeSet::new()));
+        net.feed(n, Input::Start);
+    }
+    net.run(ms(2000 + offset));
+    net.assert_steady();
+    net.nodes.get_mut("B").unwrap().hung = true;
+    net.run(ms(hang));
+    net.nodes.get_mut("B").unwrap().hung = false;
+    let resumed = net.now;
+    net.overlap.clear();
+    for since in net.overlap_since.values_mut() {
+        *since = resumed;
+    }
+    (net, resumed)
+}
+
+/// A hang just over `dead_after` (C took tg-2 meanwhile, B's own timers barely noticed) ends
+/// like a long one: B gives tg-2 up at once as pre-empted, every device agrees C holds it, and
+/// tg-2 comes back to B only by auto-failback — after the failback delay, and only once B
+/// reports its mirror in sync (here 1.5 s after resuming).
+#[test]
+fn a_hang_just_over_dead_after_takes_the_failback_path() {
+    for hang in [
+        DEAD + 5,
+        DEAD + 30,
+        DEAD + INTERVAL - 10,
+        DEAD + INTERVAL + 50,
+        3 * DEAD,
+    ] {
+        for (offset, backlog) in [(0, false), (37, true), (81, false), (81, true)] {
+            let ctx = format!("hang {hang} ms at offset {offset}, backlog {backlog}");
+            let (mut net, resumed) = hang_b_for(hang, offset, backlog);
+            assert_eq!(
+                net.holders("tg-2"),
+                vec!["B".to_string(), "C".to_string()],
+                "{ctx}: C took tg-2 while B hung"
+            );
+            net.run(ms(2 * INTERVAL));
+            assert_eq!(net.holders("tg-2"), vec!["C".to_string()], "{ctx}");
+            let rel = net
+                .events_since(resumed)
+                .into_iter()
+                .find(|e| release("B", "tg-2")(e))
+                .unwrap_or_else(|| panic!("{ctx}: B releases tg-2"));
+            assert!(reason(&rel.1).starts_with("pre-empted"), "{ctx}: {rel:?}");
+            for d in ["A", "B", "C"] {
+                let s = net.tg_status(d, "tg-2");
+                assert_eq!(s.active.as_deref(), Some("C"), "{ctx}: as {d} sees it");
+            }
+            // B's receiver of tg-2 has no state yet (it was the sender).
+            net.feed("B", Input::Unsynced(set(&["tg-2"])));
+            net.run(ms(1500 - 2 * INTERVAL));
+            assert_eq!(net.holders("tg-2"), vec!["C".to_string()], "{ctx}");
+            for d in ["A", "B", "C"] {
+                assert_eq!(
+                    net.tg_status(d, "tg-2").waiting_for_sync.as_deref(),
+                    Some("B"),
+                    "{ctx}: as {d} sees it"
+                );
+            }
+            let synced = net.now;
+            net.feed("B", Input::Unsynced(BTreeSet::new()));
+            net.run(ms(2 * INTERVAL));
+            assert_eq!(net.holders("tg-2"), vec!["B".to_string()], "{ctx}");
+            let back = net
+                .events
+                .iter()
+                .find(|e| {
+                    e.device == "B"
+                        && e.at >= resumed
+                        && matches!(&e.out, Output::Activate { traffic_group, .. } if traffic_group == "tg-2")
+                })
+                .unwrap_or_else(|| panic!("{ctx}: B takes tg-2 back"));
+            assert!(back.at >= synced, "{ctx}: back before in sync");
+            assert!(
+                reason(&back.out).starts_with("auto-failback to B from C"),
+                "{ctx}: {back:?}"
+            );
+            let moves = net.events_since(resumed);
+            assert_eq!(moves.len(), 3, "{ctx}: {moves:?}");
+            assert!(
+                net.overlap.get("tg-2").copied().unwrap_or_default() <= ms(INTERVAL),
+                "{ctx}: {:?}",
+                net.overlap
+            );
+            net.assert_steady();
+        }
+    }
+}
+
+/// A pause shorter than `dead_after` minus a heartbeat interval moves nothing.
+#[test]
+fn a_short_pause_moves_nothing() {
+    for offset in [0, 50, 99] {
+        let (mut net, resumed) = hang_b_for(DEAD - INTERVAL - 10, offset, offset == 50);
+        net.run(ms(3000));
+        assert!(net.events_since(net.t0 + ms(1000)).is_empty());
+        assert!(net.events_since(resumed).is_empty());
+        net.assert_steady();
+    }
+}
+
+// ---- where the paths lead ----
+
+fn vip(a: &str) -> IpAddr {
+    a.parse().unwrap()
+}
+
+/// Every device computes the same paths: each TG's placement with that device's unavailable
+/// virtual addresses; nothing while listening; a hung holder's TG leads to its next-active
+/// once it is declared dead.
+#[test]
+fn paths_follow_placement_and_route_health() {
+    let mut net = Net::three();
+    net.run(ms(DEAD - 10));
+    for d in ["A", "B", "C"] {
+        assert_eq!(net.nodes[d].p.paths(net.now), None, "{d} still listening");
+    }
+    net.run(ms(1000));
+    let paths = |net: &Net, d: &str| -> Vec<(String, Option<String>, Vec<IpAddr>)> {
+        net.nodes[d]
+            .p
+            .paths(net.now)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                (
+                    p.traffic_group,
+                    p.device,
+                    p.unavailable.into_iter().collect(),
+                )
+            })
+            .collect()
+    };
+    let home = vec![
+        ("tg-1".to_string(), Some("A".to_string()), vec![]),
+        ("tg-2".to_string(), Some("B".to_string()), vec![]),
+        ("tg-3".to_string(), Some("C".to_string()), vec![]),
+    ];
+    for d in ["A", "B", "C"] {
+        assert_eq!(paths(&net, d), home, "as {d} sees it");
+    }
+    // C's VIP is not available there: every device's path of tg-3 says so, at once.
+    let t = net.now;
+    let outs = net.feed("C", Input::Unavailable([vip("30.1.1.10")].into()));
+    assert!(
+        matches!(&outs[..], [Output::SendHeartbeat(hb)] if hb.unavailable == [vip("30.1.1.10")]),
+        "{outs:?}"
+    );
+    net.run(ms(2));
+    for d in ["A", "B", "C"] {
+        assert_eq!(
+            paths(&net, d)[2].2,
+            vec![vip("30.1.1.10")],
+            "as {d} sees it"
+        );
+        assert!(paths(&net, d)[0].2.is_empty());
+    }
+    // The same set again is no change; the status shows it.
+    assert!(net
+        .feed("C", Input::Unavailable([vip("30.1.1.10")].into()))
+        .is_empty());
+    let c = net.status("A").devices.into_iter().find(|x| x.name == "C");
+    assert_eq!(c.unwrap().unavailable, [vip("30.1.1.10")]);
+    assert!(net.events_since(t).is_empty(), "placement does not move");
+    net.feed("C", Input::Unavailable(BTreeSet::new()));
+    net.run(ms(2));
+    // B hangs: until it is declared dead its path leads to it, then to C.
+    net.nodes.get_mut("B").unwrap().hung = true;
+    net.run(ms(DEAD - 2 * INTERVAL));
+    assert_eq!(paths(&net, "A")[1].1.as_deref(), Some("B"));
+    net.run(ms(2 * INTERVAL + 10));
+    for d in ["A", "C"] {
+        assert_eq!(paths(&net, d)[1].1.as_deref(), Some("C"), "as {d} sees it");
+    }
+}
+
+/// With `sync_all_groups` the failback of a TG waits until the returning device is in sync
+/// for every TG; without it, only for that TG.
+#[test]
+fn sync_all_groups_waits_for_every_traffic_group() {
+    let t = TrafficGroupSpec {
+        sync_wait: Some(ms(SYNC)),
+        sync_all_groups: true,
+        ..tg("tg-2", ["B", "C", "A"], true)
+    };
+    let mut view = View {
+        devices: vec![
+            dev("A", true, 90_000, &[]),
+            dev("B", true, FAILBACK, &[]),
+            dev("C", true, 90_000, &[("tg-2", 60_000)]),
+        ],
+        orders: BTreeMap::new(),
+    };
+    view.devices[1].unsynced = set(&["tg-1"]);
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("C"), &Rule::Holder));
+    assert_eq!(d.waiting_for_sync.as_deref(), Some("B"));
+    let per_group = TrafficGroupSpec {
+        sync_all_groups: false,
+        ..t.clone()
+    };
+    assert_eq!(place(&per_group, &view).active.as_deref(), Some("B"));
+    view.devices[1].unsynced.clear();
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+}
+
+/// The failback goes to the first device in HA order that came back, and waits for it even
+/// when a later one is ready first.
+#[test]
+fn failback_waits_for_the_first_returning_device_in_ha_order() {
+    let t = tg("tg-2", ["B", "C", "A"], true);
+    let view = View {
+        devices: vec![
+            dev("A", true, 90_000, &[("tg-2", 60_000)]),
+            dev("B", true, FAILBACK - 1, &[]),
+            dev("C", true, FAILBACK + 5, &[]),
+        ],
+        orders: BTreeMap::new(),
+    };
+    assert_eq!(place(&t, &view).active.as_deref(), Some("A"));
+    // B was up before A took it (it does not count as returning): C's turn.
+    let mut v = view.clone();
+    v.devices[1].usable_for = ms(70_000);
+    assert_eq!(place(&t, &v).active.as_deref(), Some("C"));
+}
+
+/// Claims carry generations: a device's new claim is newer than every one it heard, and the
+/// newer claim holds a TG two devices claim.
+#[test]
+fn the_newer_claim_holds() {
+    let t = tg("tg-3", ["C", "A", "B"], false);
+    let mut view = View {
+        devices: vec![
+            dev("A", true, 9000, &[("tg-3", 10)]),
+            dev("B", true, 9000, &[("tg-3", 5000)]),
+            dev("C", false, 0, &[]),
+        ],
+        orders: BTreeMap::new(),
+    };
+    view.devices[0].generations.insert("tg-3".into(), 7);
+    view.devices[1].generations.insert("tg-3".into(), 9);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    view.devices[0].generations.insert("tg-3".into(), 9);
+    assert_eq!(
+        place(&t, &view).active.as_deref(),
+        Some("A"),
+        "a tie: HA order"
+    );
+
+    // In the state machine: B's claim after a takeover is above what it heard from A.
+    let mut net = Net::three();
+    net.run(ms(2000));
+    let a_gen = net.tg_status("B", "tg-1").generation.unwrap();
+    net.nodes.get_mut("A").unwrap().hung = true;
+    net.run(ms(DEAD + INTERVAL));
+    let s = net.tg_status("C", "tg-1");
+    assert_eq!(s.active.as_deref(), Some("B"));
+    assert!(s.generation.unwrap() > a_gen, "{s:?} vs {a_gen}");
 }

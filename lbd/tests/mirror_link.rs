@@ -2,7 +2,7 @@
 //! TLS, a full sync of records and deletes, a receiver restart, a stranger refused, and
 //! offers that do not wait on a dead peer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,19 +22,30 @@ const TG: &str = "tg1";
 
 type Table = HashMap<RecordKey, Record>;
 
-/// The receiver's store: records by key.
+/// The receiver's store: records by key, and the keys a resync in progress has not carried.
 #[derive(Default)]
-struct MapStore(Table);
+struct MapStore(Table, HashSet<RecordKey>);
 
 impl Store for MapStore {
     fn upsert(&mut self, r: Record) {
+        self.1.remove(&r.key());
         self.0.insert(r.key(), r);
     }
     fn delete(&mut self, key: &RecordKey) {
         self.0.remove(key);
     }
-    fn clear_group(&mut self, tg: &str) {
-        self.0.retain(|_, r| r.traffic_group != tg);
+    fn resync_begin(&mut self, tg: &str) {
+        self.1 = self
+            .0
+            .iter()
+            .filter(|(_, r)| r.traffic_group == tg)
+            .map(|(k, _)| k.clone())
+            .collect();
+    }
+    fn resync_end(&mut self, _tg: &str) {
+        for k in std::mem::take(&mut self.1) {
+            self.0.remove(&k);
+        }
     }
 }
 

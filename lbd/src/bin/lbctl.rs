@@ -505,13 +505,26 @@ fn show_mirroring(data: &Value) -> String {
         )
     };
     let mut out = format!(
-        "device {}, scope {}; updates offered {}, refreshes not sent {}, refused {}\n",
+        "device {}, connections to {}, persistence to {}; updates offered {}, refreshes not \
+         sent {}, refused {}\n",
         text(&data["me"]),
         text(&data["scope"]),
+        text(&data["persistence_scope"]),
         num(&data["offered"]),
         num(&data["refresh_skipped"]),
         num(&data["offer_errors"])
     );
+    let unsynced: Vec<String> = list(&data["unsynced"]).iter().map(text).collect();
+    if unsynced.is_empty() {
+        out.push_str(
+            "in sync: holds the mirrored state of every traffic group it is not active for\n",
+        );
+    } else {
+        out.push_str(&format!(
+            "not in sync for {}: an auto-failback to this device waits for it\n",
+            unsynced.join(", ")
+        ));
+    }
     let senders = list(&data["senders"]);
     if senders.is_empty() {
         out.push_str("sending: nothing (no traffic group active here has a peer to mirror to)\n");
@@ -520,6 +533,7 @@ fn show_mirroring(data: &Value) -> String {
         let mut t = Table::new(&[
             ("TRAFFIC-GROUP", L),
             ("PEER", L),
+            ("CARRIES", L),
             ("PORT", R),
             ("STATE", L),
             ("RECORDS", R),
@@ -532,6 +546,7 @@ fn show_mirroring(data: &Value) -> String {
             t.row(vec![
                 text(&s["traffic_group"]),
                 text(&s["peer"]),
+                text(&s["carries"]),
                 text(&s["port"]),
                 text(&s["state"]),
                 records(&s["records"]),
@@ -1424,9 +1439,10 @@ mod tests {
             "mirroring is off: device.mirror_trust_dir is not set\n"
         );
         let data = json!({
-            "enabled": true, "me": "b", "scope": "next-active",
-            "offered": 603, "refresh_skipped": 3, "offer_errors": 0,
-            "senders": [{"traffic_group": "tg-2", "peer": "c", "port": 1030, "state": "lagging",
+            "enabled": true, "me": "b", "scope": "next-active", "persistence_scope": "all-peers",
+            "offered": 603, "refresh_skipped": 3, "offer_errors": 0, "unsynced": ["tg-1"],
+            "senders": [{"traffic_group": "tg-2", "peer": "c", "carries": "all", "port": 1030,
+                "state": "lagging",
                 "last_sent": 603, "last_acked": 590, "lag_ms": 42, "queued": 13, "unacked": 13,
                 "records": {"persistence": 600, "udp_flows": 1, "tcp_connections": 50}}],
             "receivers": [{"traffic_group": "tg-1", "peer": "a", "port": 1029, "connected": true,
@@ -1435,17 +1451,23 @@ mod tests {
         });
         let out = render(&cmd, &data, 0);
         assert!(
-            out.starts_with("device b, scope next-active; updates offered 603"),
+            out.starts_with(
+                "device b, connections to next-active, persistence to all-peers; updates offered 603"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("not in sync for tg-1: an auto-failback to this device waits for it\n"),
             "{out}"
         );
         let row = out.lines().find(|l| l.contains("tg-2")).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cells,
-            ["tg-2", "c", "1030", "lagging", "600/1/50", "603", "590", "42", "13"],
+            ["tg-2", "c", "all", "1030", "lagging", "600/1/50", "603", "590", "42", "13"],
             "{out}"
         );
-        let row = out.lines().find(|l| l.contains("tg-1")).unwrap();
+        let row = out.lines().find(|l| l.starts_with("  tg-1")).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cells,
@@ -1454,8 +1476,10 @@ mod tests {
         );
         // No sender: said so.
         let data = json!({"enabled": true, "me": "c", "scope": "next-active",
-            "senders": [], "receivers": []});
-        assert!(render(&cmd, &data, 0).contains("sending: nothing"));
+            "senders": [], "receivers": [], "unsynced": []});
+        let out = render(&cmd, &data, 0);
+        assert!(out.contains("sending: nothing"), "{out}");
+        assert!(out.contains("in sync: holds the mirrored state"), "{out}");
     }
 
     #[test]

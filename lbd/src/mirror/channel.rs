@@ -472,12 +472,19 @@ impl Sender {
 }
 
 /// Where a receiver keeps what it applies (the standby's tables).
+///
+/// A resync replaces the state of a traffic group without a gap: what the store holds of it
+/// stays usable (a lookup still finds a client's record, a takeover still finds its flows)
+/// while the resync's records arrive, and only what the resync did not carry goes at its end.
 pub trait Store {
     /// Inserts or replaces the record under its key.
     fn upsert(&mut self, r: Record);
     fn delete(&mut self, key: &RecordKey);
-    /// Drops every record of traffic group `tg` (a resync begins).
-    fn clear_group(&mut self, tg: &str);
+    /// A resync of traffic group `tg` begins: note what the store holds of it now.
+    fn resync_begin(&mut self, tg: &str);
+    /// The resync of `tg` is complete: drop every record of `tg` noted at its beginning that
+    /// it did not carry (upsert) since.
+    fn resync_end(&mut self, tg: &str);
 }
 
 /// When a receiver acknowledges.
@@ -618,7 +625,7 @@ impl Receiver {
                 if conn.resync.is_some() {
                     return Err(ChannelError::Unexpected("resync-begin inside a resync"));
                 }
-                store.clear_group(&self.traffic_group);
+                store.resync_begin(&self.traffic_group);
                 self.synced = None;
                 self.last_applied = 0;
                 conn.resync = Some((records, 0));
@@ -669,6 +676,7 @@ impl Receiver {
                 if announced != carried {
                     return Err(ChannelError::ResyncCount { announced, carried });
                 }
+                store.resync_end(&self.traffic_group);
                 self.last_applied = self.last_applied.max(last_id);
                 self.synced = Some(epoch);
                 conn.out.push_back(Message::Ack {

@@ -439,8 +439,11 @@ impl Store for DynStore<'_> {
     fn delete(&mut self, key: &RecordKey) {
         self.0.delete(key)
     }
-    fn clear_group(&mut self, tg: &str) {
-        self.0.clear_group(tg)
+    fn resync_begin(&mut self, tg: &str) {
+        self.0.resync_begin(tg)
+    }
+    fn resync_end(&mut self, tg: &str) {
+        self.0.resync_end(tg)
     }
 }
 

@@ -10,9 +10,15 @@
 //!   standby records until a takeover needs them. A traffic group active here ignores what
 //!   others mirror for it (a stale sender must not overwrite the owner's state).
 //! - **Senders.** Every [`RECONCILE`] the service compares the traffic groups active here with
-//!   the channels it runs: one sender per such traffic group toward its next-active device (or,
-//!   with `mirror_scope = "all-peers"`, toward every other device). A new next-active device
-//!   gets a new channel, which starts with a full resync.
+//!   the channels it runs: per such traffic group one sender toward each device that receives
+//!   some of its state. Persistence records go to every other device
+//!   (`persistence_mirror_scope = "all-peers"`, the default: ECMP with a hash on ports spreads
+//!   a client's connections over every device, and each must send it to the same member) or
+//!   to the next-active device only (`"next-active"`); UDP flows and TCP connections go to the
+//!   next-active device, the only one that takes them over (`mirror_scope = "next-active"`,
+//!   the default) or to every device (`"all-peers"`). A channel carries what its peer is to
+//!   receive and nothing else; when that changes (a new next-active device), the channel is
+//!   replaced by a new one, which starts with a full resync.
 //! - **What is offered.** The data path offers a persistence record of a profile with
 //!   `mirror = true` when it is created and when a lookup refreshes it by at least
 //!   [`refresh_step`] (so a busy record costs one update per step, not one per connection; the
@@ -25,7 +31,12 @@
 //!   the channels deliver them in.
 //! - **Failback gate.** The traffic groups this device is not active for and whose receiver is
 //!   not in sync (no complete state, or no sender connected) are its *unsynced* set; the
-//!   device group carries it in heartbeats, so auto-failback to this device waits for it.
+//!   device group carries it in heartbeats, so auto-failback to this device waits for it (with
+//!   persistence going to every device: until it is empty, so a device that starts or
+//!   restarts holds every traffic group's records before it takes one back).
+//! - **Resyncs replace, never empty.** A resync of a traffic group keeps what this device held
+//!   of it until the resync is complete, then drops what it did not carry: a client whose
+//!   record is being resent still finds it meanwhile.
 //!
 //! This module must never block the data path: offers are O(1) calls into the channels'
 //! bounded queues, and nothing here holds a lock across an await.
@@ -108,9 +119,44 @@ pub fn refresh_step(timeout: Duration) -> u64 {
     (timeout.as_millis() as u64 / 8).max(1000)
 }
 
+/// What a channel carries to its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Carries {
+    /// Persistence records.
+    persistence: bool,
+    /// UDP flows and TCP connections.
+    flows: bool,
+}
+
+impl Carries {
+    fn kind(&self, kind: &RecordKind) -> bool {
+        match kind {
+            RecordKind::Persistence { .. } => self.persistence,
+            RecordKind::UdpFlow { .. } | RecordKind::TcpConn { .. } => self.flows,
+        }
+    }
+
+    fn key(&self, key: &RecordKey) -> bool {
+        match key {
+            RecordKey::Persistence { .. } => self.persistence,
+            RecordKey::UdpFlow { .. } | RecordKey::TcpConn { .. } => self.flows,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match (self.persistence, self.flows) {
+            (true, true) => "all",
+            (true, false) => "persistence",
+            (false, true) => "connections",
+            (false, false) => "nothing",
+        }
+    }
+}
+
 /// One running sender channel; its task ends when it is dropped.
 struct SenderEntry {
     peer: String,
+    carries: Carries,
     handle: SenderHandle,
     task: JoinHandle<()>,
 }
@@ -216,6 +262,7 @@ impl Mirroring {
             shared: Arc::downgrade(shared),
             active: active.clone(),
             standby: standby.clone(),
+            resyncs: BTreeMap::new(),
         }));
         let peers: Vec<String> = group
             .devices
@@ -301,48 +348,58 @@ impl Mirroring {
             self.active.store(Arc::new(here.clone()));
         }
         let st = cluster.driver.status().await;
-        let mut want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let others: Vec<String> = self
+            .group
+            .devices
+            .iter()
+            .filter(|d| d.name != self.me)
+            .map(|d| d.name.clone())
+            .collect();
+        let scope = &self.group.group;
+        let mut want: BTreeMap<String, BTreeMap<String, Carries>> = BTreeMap::new();
         for t in &st.traffic_groups {
             if !here.contains(&t.name) {
                 continue;
             }
-            let peers: BTreeSet<String> = match self.group.group.mirror_scope {
-                MirrorScope::NextActive => t
-                    .next_active
-                    .iter()
-                    .filter(|p| **p != self.me)
-                    .cloned()
-                    .collect(),
-                MirrorScope::AllPeers => self
-                    .group
-                    .devices
-                    .iter()
-                    .filter(|d| d.name != self.me)
-                    .map(|d| d.name.clone())
-                    .collect(),
-            };
+            let next = t.next_active.as_deref().filter(|p| *p != self.me);
+            let peers = others
+                .iter()
+                .map(|p| {
+                    let to =
+                        |s: MirrorScope| s == MirrorScope::AllPeers || Some(p.as_str()) == next;
+                    let c = Carries {
+                        persistence: to(scope.persistence_mirror_scope),
+                        flows: to(scope.mirror_scope),
+                    };
+                    (p.clone(), c)
+                })
+                .filter(|(_, c)| c.persistence || c.flows)
+                .collect();
             want.insert(t.name.clone(), peers);
         }
         let current = self.senders.load_full();
         let same = want.len() == current.len()
             && want.iter().all(|(tg, peers)| {
                 current.get(tg).is_some_and(|v| {
-                    v.len() == peers.len() && v.iter().all(|e| peers.contains(&e.peer))
+                    v.len() == peers.len()
+                        && v.iter().all(|e| peers.get(&e.peer) == Some(&e.carries))
                 })
             });
         if !same {
             let mut next: Senders = BTreeMap::new();
             for (tg, peers) in &want {
                 let mut list = Vec::new();
-                for peer in peers {
-                    let existing = current
-                        .get(tg)
-                        .and_then(|v| v.iter().find(|e| &e.peer == peer).cloned());
+                for (peer, carries) in peers {
+                    let existing = current.get(tg).and_then(|v| {
+                        v.iter()
+                            .find(|e| &e.peer == peer && e.carries == *carries)
+                            .cloned()
+                    });
                     let entry = match existing {
                         Some(e) => e,
-                        None => match self.spawn_sender(tg, peer, &shared) {
+                        None => match self.spawn_sender(tg, peer, *carries, &shared) {
                             Ok(e) => {
-                                info!(traffic_group = %tg, peer = %peer,
+                                info!(traffic_group = %tg, peer = %peer, carries = carries.name(),
                                     "mirroring: channel started");
                                 Arc::new(e)
                             }
@@ -359,8 +416,9 @@ impl Mirroring {
             }
             for (tg, list) in current.iter() {
                 for e in list {
-                    if !want.get(tg).is_some_and(|p| p.contains(&e.peer)) {
-                        info!(traffic_group = %tg, peer = %e.peer, "mirroring: channel stopped");
+                    if want.get(tg).and_then(|p| p.get(&e.peer)) != Some(&e.carries) {
+                        info!(traffic_group = %tg, peer = %e.peer, carries = e.carries.name(),
+                            "mirroring: channel stopped");
                     }
                 }
             }
@@ -387,6 +445,7 @@ impl Mirroring {
         &self,
         tg: &str,
         peer: &str,
+        carries: Carries,
         shared: &Arc<Shared>,
     ) -> Result<SenderEntry, MirrorError> {
         let dev = self.group.devices.iter().find(|d| d.name == peer);
@@ -431,22 +490,24 @@ impl Mirroring {
         let source = Arc::new(Snapshots {
             shared: Arc::downgrade(shared),
             flows: self.flows.clone(),
+            carries,
         });
         let (handle, task) = link::spawn_sender(cfg, source)?;
         Ok(SenderEntry {
             peer: peer.to_string(),
+            carries,
             handle,
             task,
         })
     }
 
-    /// Offers `kind` to every channel of `tg` (O(1) each; never waits).
+    /// Offers `kind` to every channel of `tg` that carries it (O(1) each; never waits).
     pub fn offer(&self, tg: &str, kind: RecordKind) {
         let senders = self.senders.load();
         let Some(list) = senders.get(tg) else {
             return;
         };
-        for e in list {
+        for e in list.iter().filter(|e| e.carries.kind(&kind)) {
             let record = Record {
                 update_id: 0,
                 traffic_group: tg.to_string(),
@@ -460,11 +521,11 @@ impl Mirroring {
         }
     }
 
-    /// Offers the deletion of `key` to every channel of `tg`.
+    /// Offers the deletion of `key` to every channel of `tg` that carries its kind.
     pub fn offer_delete(&self, tg: &str, key: RecordKey) {
         let senders = self.senders.load();
         if let Some(list) = senders.get(tg) {
-            for e in list {
+            for e in list.iter().filter(|e| e.carries.key(&key)) {
                 e.handle.offer_delete(key.clone());
             }
         }
@@ -623,6 +684,7 @@ impl Mirroring {
                     json!({
                         "traffic_group": tg,
                         "peer": e.peer,
+                        "carries": e.carries.name(),
                         "port": self.ports.get(tg),
                         "state": state_name(s.state),
                         "last_sent": s.last_sent,
@@ -630,7 +692,7 @@ impl Mirroring {
                         "lag_ms": s.lag_ms,
                         "queued": s.queued,
                         "unacked": s.unacked,
-                        "records": counts(tg, None),
+                        "records": carried(counts(tg, None), e.carries),
                     })
                 })
             })
@@ -658,6 +720,8 @@ impl Mirroring {
             "enabled": true,
             "me": self.me,
             "scope": self.group.group.mirror_scope.to_string(),
+            "persistence_scope": self.group.group.persistence_mirror_scope.to_string(),
+            "unsynced": self.unsynced(&here),
             "senders": senders,
             "receivers": receivers,
             "offered": self.counters.offered.load(Ordering::Relaxed),
@@ -731,6 +795,18 @@ pub struct ChannelFigures {
     pub lag_ms: u64,
 }
 
+/// `counts` with the kinds a channel does not carry set to 0.
+fn carried(mut counts: Value, c: Carries) -> Value {
+    if !c.persistence {
+        counts["persistence"] = 0.into();
+    }
+    if !c.flows {
+        counts["udp_flows"] = 0.into();
+        counts["tcp_connections"] = 0.into();
+    }
+    counts
+}
+
 fn in_sync(s: &ReceiverStatus, connected: bool) -> bool {
     connected && s.synced && !s.resyncing
 }
@@ -784,10 +860,12 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     s.listen(64)
 }
 
-/// What a channel's resync carries: the traffic group's mirrored state here.
+/// What a channel's resync carries: the traffic group's mirrored state here, of the kinds the
+/// channel carries.
 struct Snapshots {
     shared: Weak<Shared>,
     flows: Arc<dashmap::DashMap<RecordKey, Record>>,
+    carries: Carries,
 }
 
 impl SnapshotSource for Snapshots {
@@ -796,6 +874,7 @@ impl SnapshotSource for Snapshots {
             return Vec::new();
         };
         let rt = shared.runtime.load();
+        let persistence = self.carries.persistence;
         let mirrored: BTreeSet<&str> = rt
             .config
             .persistence
@@ -807,7 +886,8 @@ impl SnapshotSource for Snapshots {
         let mut out: Vec<Record> = shared
             .persist
             .records(|r| {
-                r.traffic_group.as_deref() == Some(traffic_group)
+                persistence
+                    && r.traffic_group.as_deref() == Some(traffic_group)
                     && r.expiry_ms > now
                     && mirrored.contains(r.profile.as_str())
             })
@@ -822,7 +902,7 @@ impl SnapshotSource for Snapshots {
         out.extend(
             self.flows
                 .iter()
-                .filter(|e| e.value().traffic_group == traffic_group)
+                .filter(|e| self.carries.flows && e.value().traffic_group == traffic_group)
                 .map(|e| e.value().clone()),
         );
         out.sort_by_key(Record::key);
@@ -835,6 +915,10 @@ struct MirrorStore {
     shared: Weak<Shared>,
     active: Arc<ArcSwap<BTreeSet<String>>>,
     standby: Arc<Mutex<Standby>>,
+    /// Per traffic group with a resync in progress: the last persistence update id given out
+    /// when it began (mirrored records of the group with an id at or below it, not replaced
+    /// by the resync, are dropped at its end), and the standby keys it has not carried yet.
+    resyncs: BTreeMap<String, (u64, BTreeSet<RecordKey>)>,
 }
 
 impl MirrorStore {
@@ -875,6 +959,9 @@ impl Store for MirrorStore {
                 });
             }
             RecordKind::UdpFlow { .. } | RecordKind::TcpConn { .. } => {
+                if let Some((_, stale)) = self.resyncs.get_mut(&r.traffic_group) {
+                    stale.remove(&r.key());
+                }
                 lock(&self.standby)
                     .records
                     .entry(r.traffic_group.clone())
@@ -905,16 +992,31 @@ impl Store for MirrorStore {
         }
     }
 
-    fn clear_group(&mut self, tg: &str) {
+    fn resync_begin(&mut self, tg: &str) {
+        let mark = self.shared.upgrade().map_or(0, |s| s.ids.last());
+        let stale = lock(&self.standby)
+            .records
+            .get(tg)
+            .map(|recs| recs.keys().cloned().collect())
+            .unwrap_or_default();
+        self.resyncs.insert(tg.to_string(), (mark, stale));
+    }
+
+    fn resync_end(&mut self, tg: &str) {
+        let Some((mark, stale)) = self.resyncs.remove(tg) else {
+            return;
+        };
         if self.ours(tg) {
             return;
         }
         if let Some(shared) = self.shared.upgrade() {
-            shared
-                .persist
-                .delete(|r| r.mirrored && r.traffic_group.as_deref() == Some(tg));
+            shared.persist.delete(|r| {
+                r.mirrored && r.traffic_group.as_deref() == Some(tg) && r.update_id <= mark
+            });
         }
-        lock(&self.standby).records.remove(tg);
+        if let Some(recs) = lock(&self.standby).records.get_mut(tg) {
+            recs.retain(|k, _| !stale.contains(k));
+        }
     }
 }
 
@@ -978,6 +1080,7 @@ mirror = true
             shared: Arc::downgrade(&shared),
             active: active.clone(),
             standby: standby.clone(),
+            resyncs: BTreeMap::new(),
         };
         let far = now_ms() + 60_000;
         store.upsert(persist("tg-2", "10.0.0.1/32", "127.0.0.1:18081", far));
@@ -991,9 +1094,7 @@ mirror = true
         assert_eq!(recs[0].traffic_group.as_deref(), Some("tg-2"));
         assert_eq!(lock(&standby).records["tg-2"].len(), 1);
         assert!(!lock(&standby).records.contains_key("tg-3"));
-        store.clear_group("tg-3");
-        // A record of this device's own in tg-2 survives a resync of tg-2 (only mirrored ones
-        // go); the mirrored one and the flow go.
+        // Deletes: a flow by its key, a persistence record only when mirrored.
         shared.persist.insert(PersistRecord {
             profile: "src".into(),
             scope: "web".into(),
@@ -1002,25 +1103,83 @@ mirror = true
             member: "127.0.0.1:18081".parse().unwrap(),
             virtual_server: "web".into(),
             traffic_group: Some("tg-2".into()),
-            update_id: 1,
+            update_id: shared.ids.next(),
             expiry_ms: far,
             mirrored: false,
         });
-        store.clear_group("tg-2");
-        let left = shared.persist.records(|_| true);
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].key, "10.0.0.9/32");
-        assert!(!lock(&standby).records.contains_key("tg-2"));
-        // Deletes: a flow by its key, a persistence record only when mirrored.
-        store.upsert(flow("tg-2", 1000));
-        store.delete(&flow("tg-2", 1000).key());
-        assert!(lock(&standby).records["tg-2"].is_empty());
+        store.upsert(flow("tg-2", 1001));
+        store.delete(&flow("tg-2", 1001).key());
+        assert_eq!(lock(&standby).records["tg-2"].len(), 1);
         store.delete(&persist("tg-2", "10.0.0.9/32", "127.0.0.1:18081", 0).key());
         assert_eq!(
             shared.persist.len(),
-            1,
+            2,
             "an own record is not deleted by a peer"
         );
+    }
+
+    /// A resync replaces a group's mirrored state without a gap: while it runs, every record
+    /// held before still serves (a client's next connection finds its record); at its end what
+    /// it did not carry is gone, and a record of this device's own stays.
+    #[test]
+    fn a_resync_replaces_the_mirrored_state_without_emptying_it_first() {
+        let shared = Shared::new(Config::from_toml(CFG, "t").unwrap(), None, 1);
+        let standby = Arc::new(Mutex::new(Standby::default()));
+        let mut store = MirrorStore {
+            shared: Arc::downgrade(&shared),
+            active: Arc::new(ArcSwap::from_pointee(BTreeSet::new())),
+            standby: standby.clone(),
+            resyncs: BTreeMap::new(),
+        };
+        let far = now_ms() + 60_000;
+        for i in 0..3 {
+            store.upsert(persist(
+                "tg-2",
+                &format!("10.0.0.{i}/32"),
+                "127.0.0.1:18081",
+                far,
+            ));
+            store.upsert(flow("tg-2", 1000 + i));
+        }
+        store.upsert(persist("tg-1", "10.0.1.1/32", "127.0.0.1:18081", far));
+        shared.persist.insert(PersistRecord {
+            profile: "src".into(),
+            scope: "web".into(),
+            key: "10.0.0.9/32".into(),
+            pool: "web".into(),
+            member: "127.0.0.1:18081".parse().unwrap(),
+            virtual_server: "web".into(),
+            traffic_group: Some("tg-2".into()),
+            update_id: shared.ids.next(),
+            expiry_ms: far,
+            mirrored: false,
+        });
+        store.resync_begin("tg-2");
+        assert_eq!(shared.persist.len(), 5, "nothing goes when a resync begins");
+        assert_eq!(lock(&standby).records["tg-2"].len(), 3);
+        // The resync carries 10.0.0.1 and 10.0.0.7, and flow 1001.
+        store.upsert(persist("tg-2", "10.0.0.1/32", "127.0.0.1:18082", far));
+        assert_eq!(shared.persist.len(), 5);
+        store.upsert(persist("tg-2", "10.0.0.7/32", "127.0.0.1:18081", far));
+        store.upsert(flow("tg-2", 1001));
+        store.resync_end("tg-2");
+        let keys: BTreeSet<String> = shared
+            .persist
+            .records(|_| true)
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["10.0.0.1/32", "10.0.0.7/32", "10.0.0.9/32", "10.0.1.1/32"]
+                .map(String::from)
+                .into()
+        );
+        let flows: Vec<RecordKey> = lock(&standby).records["tg-2"].keys().cloned().collect();
+        assert_eq!(flows, vec![flow("tg-2", 1001).key()]);
+        // An end without a beginning (or a second one) drops nothing.
+        store.resync_end("tg-2");
+        assert_eq!(shared.persist.len(), 4);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Simulated-time tests of the channel: a sender and a receiver joined by a lossless in-memory
 //! pipe that carries every message through the codec.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use super::*;
@@ -12,19 +12,29 @@ const TG: &str = "tg-2";
 #[derive(Default)]
 struct MapStore {
     map: BTreeMap<(String, RecordKey), Record>,
+    /// Resyncs begun.
     clears: usize,
+    /// Keys held when the current resync began and not carried by it yet.
+    stale: BTreeSet<(String, RecordKey)>,
 }
 
 impl Store for MapStore {
     fn upsert(&mut self, r: Record) {
-        self.map.insert((r.traffic_group.clone(), r.key()), r);
+        let k = (r.traffic_group.clone(), r.key());
+        self.stale.remove(&k);
+        self.map.insert(k, r);
     }
     fn delete(&mut self, key: &RecordKey) {
         self.map.retain(|(_, k), _| k != key);
     }
-    fn clear_group(&mut self, tg: &str) {
+    fn resync_begin(&mut self, tg: &str) {
         self.clears += 1;
-        self.map.retain(|(g, _), _| g != tg);
+        self.stale = self.map.keys().filter(|(g, _)| g == tg).cloned().collect();
+    }
+    fn resync_end(&mut self, tg: &str) {
+        let stale = std::mem::take(&mut self.stale);
+        self.map
+            .retain(|(g, k), _| g != tg || !stale.contains(&(g.clone(), k.clone())));
     }
 }
 

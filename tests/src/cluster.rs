@@ -10,7 +10,7 @@
 //! The servers have no default route (they know only 10.1.1.0/24): an answer proves SNAT.
 //! Everything is bounded in time; the [`Lab`] tears it all down on drop (also on panic).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +67,12 @@ pub struct ClusterOptions {
     pub failback_sync_max_wait: Option<String>,
     /// The group's `mirror_scope` ("next-active" or "all-peers"); None leaves lbd's default.
     pub mirror_scope: Option<String>,
+    /// The group's `persistence_mirror_scope`; None leaves lbd's default.
+    pub persistence_mirror_scope: Option<String>,
+    /// A second failover (heartbeat) and mirror address per device, its static internal self
+    /// IP, as the seed does with its HA VLAN plus another address: cutting the HA segment
+    /// then splits nothing.
+    pub second_failover_path: bool,
 }
 
 /// The masquerade MAC of tg-`k` when [`ClusterOptions::mac_masquerade`] is on.
@@ -93,6 +99,24 @@ impl Default for ClusterOptions {
             plugins: Vec::new(),
             failback_sync_max_wait: None,
             mirror_scope: None,
+            persistence_mirror_scope: None,
+            second_failover_path: false,
+        }
+    }
+}
+
+/// One of a device's two daemons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Bgpd,
+    Lbd,
+}
+
+impl Daemon {
+    pub fn name(self) -> &'static str {
+        match self {
+            Daemon::Bgpd => "bgpd",
+            Daemon::Lbd => "lbd",
         }
     }
 }
@@ -556,6 +580,99 @@ timeout = "{mi}"
             _ => {}
         }
         Ok(())
+    }
+
+    /// Sends `sig` to one of `dev`'s daemons (SIGKILL reaps it, and the device counts as
+    /// not live until [`start_device`](Self::start_device) starts it again).
+    pub fn signal_daemon(&self, dev: &str, which: Daemon, sig: i32) -> Result<()> {
+        let d = self.device(dev);
+        let mut p = lock(&d.procs);
+        let slot = match which {
+            Daemon::Bgpd => &mut p.bgpd,
+            Daemon::Lbd => &mut p.lbd,
+        };
+        if let Some(proc) = slot.as_ref() {
+            proc.signal(sig)?;
+            if sig == libc::SIGKILL || sig == libc::SIGTERM {
+                if proc.wait_timeout(Duration::from_secs(5)).is_none() {
+                    proc.kill();
+                }
+                // Keep the log of the process that ended (lab dir), drop the handle.
+                *slot = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts (`up = false`) or restores every device's link to the HA segment, at the switch.
+    pub fn set_ha_link(&self, up: bool) -> Result<()> {
+        let seg = self
+            .segments
+            .get("ha")
+            .ok_or_else(|| LabError::Invalid("no ha segment".into()))?;
+        for d in &self.devices {
+            seg.set_port(&d.ns, "ha0", up)?;
+        }
+        Ok(())
+    }
+
+    /// r1's kernel route for the VIP as `ip route show` prints it: its nexthop group id and
+    /// next hops, one string (for "did anything change").
+    pub fn r1_route(&self) -> String {
+        self.r1
+            .ip(&["-4", "route", "show", VIP])
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The VIP's paths in r1's BGP table: (neighbor, next hop) of each.
+    pub fn r1_vip_paths(&self) -> std::result::Result<BTreeSet<(String, String)>, String> {
+        let v = self
+            .frr
+            .vtysh_json(&format!("show bgp ipv4 unicast {VIP}/32 json"))
+            .map_err(|e| e.to_string())?;
+        let Some(paths) = v["paths"].as_array() else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(paths
+            .iter()
+            .map(|p| {
+                let peer = p["peer"]["peerId"].as_str().unwrap_or("?").to_string();
+                let nh = p["nexthops"][0]["ip"].as_str().unwrap_or("?").to_string();
+                (peer, nh)
+            })
+            .collect())
+    }
+
+    /// The (neighbor, next hop) pairs r1 has when every device in `announcing` announces
+    /// every traffic group's path (L2 mode).
+    pub fn all_paths_from(&self, announcing: &[&str]) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for d in self.devices.iter().filter(|d| announcing.contains(&d.name)) {
+            for t in &self.devices {
+                out.insert((d.static_ext.clone(), t.addrs.floating_ext.to_string()));
+            }
+        }
+        out
+    }
+
+    /// Waits until r1's BGP table has exactly `want` for the VIP.
+    pub fn wait_vip_paths(
+        &self,
+        want: &BTreeSet<(String, String)>,
+        timeout: Duration,
+    ) -> std::result::Result<(), String> {
+        wait_until_dbg(timeout, &format!("r1's paths {want:?}"), || {
+            let got = self.r1_vip_paths()?;
+            if &got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        })
+        .map_err(|e| e.to_string())
     }
 
     /// Runs `lbctl --socket SOCK --json ARGS` in `dev`'s namespace (5 s bound) and parses its
@@ -1026,6 +1143,9 @@ pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
     if let Some(scope) = &opts.mirror_scope {
         c.push_str(&format!("mirror_scope = \"{scope}\"\n"));
     }
+    if let Some(scope) = &opts.persistence_mirror_scope {
+        c.push_str(&format!("persistence_mirror_scope = \"{scope}\"\n"));
+    }
     if opts.route_mode_key {
         c.push_str(&format!(
             "route_mode = \"{}\"\n",
@@ -1033,10 +1153,14 @@ pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
         ));
     }
     for d in DEVICES {
+        let addrs = if opts.second_failover_path {
+            format!("[\"{}\", \"{}\"]", d.ha, d.static_int)
+        } else {
+            format!("[\"{}\"]", d.ha)
+        };
         c.push_str(&format!(
-            "\n[[devices]]\nname = \"{}\"\nfailover_addresses = [\"{ha}\"]\nmirror_addresses = [\"{ha}\"]\n",
+            "\n[[devices]]\nname = \"{}\"\nfailover_addresses = {addrs}\nmirror_addresses = {addrs}\n",
             d.name,
-            ha = d.ha
         ));
     }
     let ext_len = if opts.routed { 32 } else { 24 };

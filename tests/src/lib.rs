@@ -6,6 +6,7 @@
 //!
 //! Nothing here sends traffic outside the lab's namespaces.
 
+pub mod chaos;
 pub mod cluster;
 pub mod control;
 pub mod mirror;

@@ -32,8 +32,7 @@ impl RouteWatch {
         let ids: Vec<String> = nexthop_ids(&self.start);
         let log = self.proc.log();
         let mut out = Vec::new();
-        let mut lines = log.lines().peekable();
-        while let Some(l) = lines.next() {
+        for l in log.lines() {
             // `ip -timestamp monitor` writes "Timestamp: …" on a line of its own, then the event.
             if l.starts_with("Timestamp:") {
                 continue;

@@ -343,8 +343,9 @@ impl PersistTable {
     /// (the key was used there after it was used here). A tie keeps the record here: copies of
     /// one record travel between devices with their expiry unchanged (a record re-homed to
     /// this device's traffic group, or adopted at a takeover, keeps it), so a stale copy must
-    /// not take back a record this device made its own. Returns whether it was applied.
-    pub fn insert_mirrored(&self, record: PersistRecord) -> bool {
+    /// not take back a record this device made its own. Returns the record kept when it was
+    /// not applied (the caller tells the peers when that one is newer and its own).
+    pub fn insert_mirrored(&self, record: PersistRecord) -> Result<(), PersistRecord> {
         use dashmap::mapref::entry::Entry;
         let k = (
             record.profile.clone(),
@@ -354,16 +355,16 @@ impl PersistTable {
         match self.map.entry(k) {
             Entry::Vacant(v) => {
                 v.insert(record);
-                true
+                Ok(())
             }
             Entry::Occupied(mut o) => {
                 let old = o.get();
                 let same_source = old.mirrored && old.traffic_group == record.traffic_group;
                 if same_source || record.expiry_ms > old.expiry_ms {
                     o.insert(record);
-                    true
+                    Ok(())
                 } else {
-                    false
+                    Err(old.clone())
                 }
             }
         }
@@ -404,6 +405,20 @@ impl PersistTable {
                 |_, r| filter(r),
             )
             .map(|(_, r)| r)
+    }
+
+    /// This device's own records of traffic group `tg` become mirrored ones (it gave the
+    /// traffic group up: they are its new holder's now, and that holder's resync replaces
+    /// them); returns how many.
+    pub fn disown(&self, tg: &str) -> usize {
+        let mut n = 0;
+        for mut r in self.map.iter_mut() {
+            if !r.mirrored && r.traffic_group.as_deref() == Some(tg) {
+                r.mirrored = true;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The records of traffic group `tg` mirrored from a peer become this device's own (it
@@ -578,12 +593,13 @@ mod tests {
         let mut stale = record("10.0.0.0/24", "10.1.1.51:80", 1_500);
         stale.traffic_group = Some("tg-1".into());
         stale.mirrored = true;
-        assert!(!t.insert_mirrored(stale.clone()));
+        let kept = t.insert_mirrored(stale.clone()).unwrap_err();
+        assert_eq!((kept.expiry_ms, kept.mirrored), (2_000, false));
         assert_eq!(t.records(|_| true)[0].member.port(), 80);
         assert_eq!(t.records(|_| true)[0].expiry_ms, 2_000);
         // A copy as old as this device's own record: kept here (tg-2, not mirrored).
         stale.expiry_ms = 2_000;
-        assert!(!t.insert_mirrored(stale.clone()));
+        assert!(t.insert_mirrored(stale.clone()).is_err());
         let here = &t.records(|_| true)[0];
         assert_eq!(
             (here.traffic_group.as_deref(), here.mirrored),
@@ -591,12 +607,18 @@ mod tests {
         );
         // Newer: applied.
         stale.expiry_ms = 2_500;
-        assert!(t.insert_mirrored(stale.clone()));
+        assert!(t.insert_mirrored(stale.clone()).is_ok());
         assert_eq!(t.records(|_| true)[0].expiry_ms, 2_500);
         // From the same source, an update always applies (e.g. a new member, same expiry).
         stale.expiry_ms = 2_400;
-        assert!(t.insert_mirrored(stale));
+        assert!(t.insert_mirrored(stale).is_ok());
         assert_eq!(t.records(|_| true)[0].expiry_ms, 2_400);
+        // Given up: this device's own records of the group become mirrored ones.
+        let mut own = record("10.0.9.0/24", "10.1.1.50:80", 3_000);
+        own.traffic_group = Some("tg-2".into());
+        t.insert(own);
+        assert_eq!(t.disown("tg-2"), 1);
+        assert!(t.records(|_| true).iter().all(|r| r.mirrored));
     }
 
     #[test]

@@ -560,8 +560,8 @@ timeout = "{mi}"
         Ok(started)
     }
 
-    /// Sends `sig` to `dev`'s lbd and bgpd (SIGSTOP marks the device not live until SIGCONT;
-    /// SIGKILL reaps them).
+    /// Sends `sig` to `dev`'s lbd and bgpd at once (SIGSTOP marks the device not live until
+    /// SIGCONT; SIGKILL and SIGTERM wait for both to end, SIGKILL after 8 s).
     pub fn signal_device(&self, dev: &str, sig: i32) -> Result<()> {
         let d = self.device(dev);
         let p = lock(&d.procs);
@@ -571,9 +571,11 @@ timeout = "{mi}"
         match sig {
             libc::SIGSTOP => d.paused.store(true, Ordering::Relaxed),
             libc::SIGCONT => d.paused.store(false, Ordering::Relaxed),
-            libc::SIGKILL => {
+            libc::SIGKILL | libc::SIGTERM => {
                 for proc in [&p.lbd, &p.bgpd].into_iter().flatten() {
-                    proc.wait_timeout(Duration::from_secs(5));
+                    if proc.wait_timeout(Duration::from_secs(8)).is_none() {
+                        proc.kill();
+                    }
                 }
                 d.paused.store(false, Ordering::Relaxed);
             }

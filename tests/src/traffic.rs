@@ -337,8 +337,28 @@ fn read_line(c: &mut TcpStream, deadline: Instant) -> Result<String, String> {
 /// One connection to `addr` with the first-line exchange, all within `timeout`. The caller
 /// must be in the client namespace. Returns the open stream and the answer.
 pub fn connect_once(addr: SocketAddr, timeout: Duration) -> Result<(TcpStream, Answer), String> {
+    connect_from(None, addr, timeout)
+}
+
+/// [`connect_once`] from source address `from` (any port), or the default source.
+pub fn connect_from(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(TcpStream, Answer), String> {
     let deadline = Instant::now() + timeout;
-    let mut c = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    let mut c = match from {
+        None => TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?,
+        Some(ip) => {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .map_err(|e| format!("socket: {e}"))?;
+            s.bind(&SocketAddr::new(ip, 0).into())
+                .map_err(|e| format!("bind {ip}: {e}"))?;
+            s.connect_timeout(&addr.into(), timeout)
+                .map_err(|e| format!("connect from {ip}: {e}"))?;
+            s.into()
+        }
+    };
     let _ = c.set_nodelay(true);
     c.write_all(b"hello\n").map_err(|e| format!("write: {e}"))?;
     let line = read_line(&mut c, deadline)?;
@@ -434,18 +454,32 @@ impl LongLived {
     /// of the `wanted` devices (others are closed at once); gives up after `20 * n_wanted + 50`
     /// attempts or 30 s.
     pub fn open(client: &Ns, n_wanted: usize, wanted: &[&str]) -> Result<LongLived, String> {
+        LongLived::open_from(client, n_wanted, wanted, &[])
+    }
+
+    /// [`open`](Self::open), each attempt from the next of `sources` (any port; the default
+    /// source when empty): with a router hashing on addresses only, a flow's path depends on
+    /// its source address.
+    pub fn open_from(
+        client: &Ns,
+        n_wanted: usize,
+        wanted: &[&str],
+        sources: &[IpAddr],
+    ) -> Result<LongLived, String> {
         let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+        let sources = sources.to_vec();
         let addr = vip_tcp();
         let opened = client
             .run_in(move || {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 let mut keep = Vec::new();
                 let mut seen = Vec::new();
-                for _ in 0..(20 * n_wanted + 50) {
+                for attempt in 0..(20 * n_wanted + 50) {
                     if keep.len() >= n_wanted || Instant::now() >= deadline {
                         break;
                     }
-                    match connect_once(addr, Duration::from_secs(2)) {
+                    let from = (!sources.is_empty()).then(|| sources[attempt % sources.len()]);
+                    match connect_from(from, addr, Duration::from_secs(2)) {
                         Ok((c, a)) => match a.device() {
                             Some(d) if wanted.iter().any(|w| w == d) => keep.push((c, a, d)),
                             d => seen.push(format!("{d:?}")),

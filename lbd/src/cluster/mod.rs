@@ -81,6 +81,10 @@ pub struct Claim {
     pub traffic_group: String,
     /// 0 from senders that do not carry generations (heartbeat versions 1 and 2).
     pub generation: u64,
+    /// The sender took the traffic group by a manual failover order: auto-failback does not
+    /// bring it back to devices that were already up then (`placement`, rule 2).
+    #[serde(default)]
+    pub ordered: bool,
 }
 
 impl Claim {
@@ -88,6 +92,7 @@ impl Claim {
         Claim {
             traffic_group: traffic_group.into(),
             generation,
+            ordered: false,
         }
     }
 }

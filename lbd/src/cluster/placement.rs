@@ -16,7 +16,9 @@
 //!   `eligible`; this device is usable while [`Input::Eligible`] last said so (true at start).
 //!   Each device's *usable since* is when it last became usable (for a peer: the first heartbeat
 //!   after it was dead, ineligible or restarted with a new epoch, or the later start the peer
-//!   reports itself in its heartbeats' `usable_ms`).
+//!   reports itself in its heartbeats' `usable_ms`). A device that hears a peer again after it
+//!   was dead or restarted counts itself usable from then on too (to that peer it was gone as
+//!   well): the devices on both sides of a healed partition agree when each came back.
 //! - **Holder.** The devices that claim a traffic group (the `active` list of their heartbeats,
 //!   or this device's own active set) and are usable are its *claimants*; the *holder* is the
 //!   claimant with the newest claim (the highest [`Claim`](super::Claim) generation), and among
@@ -34,11 +36,12 @@
 //! - **Placement** ([`place`]), per traffic group, first match wins:
 //!   1. the newest order for the TG, if it names a usable device: that device;
 //!   2. the holder — unless `auto_failback` is on and the first usable device earlier in HA
-//!      order that *became usable no earlier than the holder took the TG* (it came back after
-//!      losing it) has been usable for at least `failback_delay`: that device (while it has
-//!      not, the failback waits for it, even if a device after it is ready). So after a manual
-//!      failover the order's target is the holder and nothing fails back to devices that were
-//!      already up when the order moved it. With mirroring on (the TG's `sync_wait` is
+//!      order has been usable for at least `failback_delay`: that device (while it has not,
+//!      the failback waits for it, even if a device after it is ready). When the holder took
+//!      the TG by a manual order (its claim says so), only a device that *became usable no
+//!      earlier than the holder took the TG* (it came back after losing it) counts: the
+//!      order's target keeps the TG and nothing fails back to devices that were already up
+//!      when the order moved it. With mirroring on (the TG's `sync_wait` is
 //!      `Some(max)`), such a device qualifies only once it no longer lists the TG as *unsynced*
 //!      (its heartbeats' `unsynced`, or [`Input::Unsynced`] for this device: it does not hold
 //!      the TG's mirrored session state yet) — with `sync_all_groups` (persistence records go
@@ -47,7 +50,11 @@
 //!      (the maximum wait is over: it fails back anyway, and the reason says so). Until then
 //!      the holder keeps the TG and the status names the device as *waiting for sync*. With
 //!      `sync_wait` None the unsynced lists are ignored;
-//!   3. the first usable device in HA order;
+//!   3. the first usable device in HA order — with mirroring on, the first one that holds the
+//!      TG's mirrored state (that does not list it, or with `sync_all_groups` anything, as
+//!      unsynced), if any does: a device that restarted faster than `dead_after` (its old claims gone with its
+//!      old process) does not take its TG back with an empty table, its next-active device
+//!      stands in and auto-failback returns the TG once the device is in sync;
 //!   4. nobody.
 //!
 //!   **Next-active** is the placement computed with the active device taken away (not usable,
@@ -195,6 +202,8 @@ pub struct DeviceView {
     pub holds: BTreeMap<String, Duration>,
     /// The generation of each claim in `holds` (missing: 0).
     pub generations: BTreeMap<String, u64>,
+    /// The claims in `holds` it took by a manual failover order.
+    pub ordered: BTreeSet<String>,
     /// Traffic groups whose mirror is not in sync on it (see rule 2).
     pub unsynced: BTreeSet<String>,
 }
@@ -280,16 +289,18 @@ fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule, Op
         let mut waiting = None;
         if tg.auto_failback {
             let held_for = h.holds[&tg.name];
-            // The first device earlier in HA order that came back after the holder took the
-            // TG; the failback waits for it even while a later one is ready (devices count
-            // each other's return a network delay apart: no two may fail back at once).
+            let ordered = h.ordered.contains(&tg.name);
+            // The first usable device earlier in HA order (after a manual order: that came
+            // back after the holder took the TG); the failback waits for it even while a later
+            // one is ready (devices count each other's return a network delay apart: no two
+            // may fail back at once).
             let back = order
                 .iter()
                 .take(rank(&h.name).min(order.len()))
                 .find_map(|name| {
-                    view.devices
-                        .iter()
-                        .find(|d| &d.name == name && d.usable && d.usable_for <= held_for)
+                    view.devices.iter().find(|d| {
+                        &d.name == name && d.usable && (!ordered || d.usable_for <= held_for)
+                    })
                 });
             if let Some(back) = back.filter(|d| d.usable_for >= tg.failback_delay) {
                 if sync_done(tg, back) {
@@ -306,8 +317,18 @@ fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule, Op
         }
         return (Some(h.name.clone()), Rule::Holder, waiting);
     }
-    match order.iter().find(|n| usable(n)) {
-        Some(first) => (Some(first.clone()), Rule::First, None),
+    // Nobody holds it: the first usable device in HA order that holds the TG's mirrored state
+    // (with mirroring on), else the first usable one.
+    let usable_in_order: Vec<&DeviceView> = order
+        .iter()
+        .filter_map(|n| view.devices.iter().find(|d| &d.name == n && d.usable))
+        .collect();
+    let first = usable_in_order
+        .iter()
+        .find(|d| tg.sync_wait.is_none() || !unsynced_for(tg, d))
+        .or(usable_in_order.first());
+    match first {
+        Some(d) => (Some(d.name.clone()), Rule::First, None),
         None => (None, Rule::Nobody, None),
     }
 }
@@ -431,6 +452,8 @@ struct Peer {
     holds: BTreeMap<String, Instant>,
     /// The generation of each claim.
     generations: BTreeMap<String, u64>,
+    /// The claims it took by a manual order.
+    ordered: BTreeSet<String>,
     /// TGs its mirror is not in sync for (its last heartbeat).
     unsynced: BTreeSet<String>,
     /// Virtual addresses not available on it (its last heartbeat).
@@ -478,6 +501,8 @@ pub struct Placement {
     active: BTreeMap<String, Instant>,
     /// The generation of this device's claim of each TG active here.
     generations: BTreeMap<String, u64>,
+    /// The TGs active here that it took by a manual order.
+    ordered: BTreeSet<String>,
     /// Per TG, the highest claim generation heard from any device or given here.
     known_generation: BTreeMap<String, u64>,
     /// When the last heartbeat went out.
@@ -533,6 +558,7 @@ impl Placement {
             unavailable: BTreeSet::new(),
             active: BTreeMap::new(),
             generations: BTreeMap::new(),
+            ordered: BTreeSet::new(),
             known_generation: BTreeMap::new(),
             last_sent: None,
             peers: BTreeMap::new(),
@@ -778,6 +804,7 @@ impl Placement {
                             .map(|(tg, t)| (tg.clone(), since(Some(*t))))
                             .collect(),
                         generations: self.generations.clone(),
+                        ordered: self.ordered.clone(),
                         unsynced: self.unsynced.clone(),
                     }
                 } else {
@@ -798,6 +825,7 @@ impl Placement {
                                     .map(|(tg, t)| (tg.clone(), since(Some(*t))))
                                     .collect(),
                                 generations: p.generations.clone(),
+                                ordered: p.ordered.clone(),
                                 unsynced: p.unsynced.clone(),
                             }
                         }
@@ -807,6 +835,7 @@ impl Placement {
                             usable_for: Duration::ZERO,
                             holds: BTreeMap::new(),
                             generations: BTreeMap::new(),
+                            ordered: BTreeSet::new(),
                             unsynced: BTreeSet::new(),
                         },
                     }
@@ -860,6 +889,12 @@ impl Placement {
             }
         }
         let old = self.peers.remove(&hb.device);
+        // A peer that was gone to this device (dead, or restarted) counts it usable from now
+        // on (it was gone to the peer too, or the peer's new process does not know it): so
+        // does this device, and its heartbeats' usable_ms tell the others.
+        if fresh && old.is_some() && self.usable_since.is_some() && !self.resuming() {
+            self.usable_since = Some(now);
+        }
         let (was_usable_since, old_holds) = match (&old, fresh) {
             (Some(p), false) => (p.usable_since.filter(|_| p.eligible), p.holds.clone()),
             _ => (None, BTreeMap::new()),
@@ -892,6 +927,12 @@ impl Placement {
             .active
             .iter()
             .map(|c| (c.traffic_group.clone(), c.generation))
+            .collect();
+        let ordered = hb
+            .active
+            .iter()
+            .filter(|c| c.ordered)
+            .map(|c| c.traffic_group.clone())
             .collect();
         for c in &hb.active {
             if self.tgs.contains_key(&c.traffic_group) {
@@ -926,6 +967,7 @@ impl Placement {
                 usable_since,
                 holds,
                 generations,
+                ordered,
                 unsynced: hb.unsynced.iter().cloned().collect(),
                 unavailable: hb.unavailable.iter().copied().collect(),
             },
@@ -1078,7 +1120,10 @@ impl Placement {
                 active: self
                     .active
                     .keys()
-                    .map(|tg| Claim::new(tg.clone(), self.generation(tg)))
+                    .map(|tg| Claim {
+                        ordered: self.ordered.contains(tg),
+                        ..Claim::new(tg.clone(), self.generation(tg))
+                    })
                     .collect(),
                 orders: self.orders.values().cloned().collect(),
                 unsynced: self.unsynced.iter().cloned().collect(),
@@ -1133,6 +1178,9 @@ impl Placement {
                 let generation = known.saturating_add(1).max(self.clock_ms(now));
                 self.generations.insert(tg.name.clone(), generation);
                 self.known_generation.insert(tg.name.clone(), generation);
+                if matches!(d.rule, Rule::Order { .. }) {
+                    self.ordered.insert(tg.name.clone());
+                }
                 self.moved(now, &tg.name, reason.clone());
                 out.push(Output::Activate {
                     traffic_group: tg.name.clone(),
@@ -1203,6 +1251,7 @@ impl Placement {
     fn release(&mut self, now: Instant, tg: &str, reason: String, out: &mut Vec<Output>) {
         if self.active.remove(tg).is_some() {
             self.generations.remove(tg);
+            self.ordered.remove(tg);
             self.moved(now, tg, reason.clone());
             out.push(Output::Release {
                 traffic_group: tg.to_string(),

@@ -30,7 +30,9 @@
 //!   For one key the newest record (the latest expiry) wins on every device, whatever order
 //!   the channels deliver them in.
 //! - **Failback gate.** The traffic groups this device is not active for and whose receiver is
-//!   not in sync (no complete state, or no sender connected) are its *unsynced* set; the
+//!   not in sync (no complete state, or no sender connected while a device holds the traffic
+//!   group; when none does, because its holder just died, a complete copy is as good as it
+//!   gets) are its *unsynced* set; the
 //!   device group carries it in heartbeats, so auto-failback to this device waits for it (with
 //!   persistence going to every device: until it is empty, so a device that starts or
 //!   restarts holds every traffic group's records before it takes one back).
@@ -206,6 +208,8 @@ pub struct Mirroring {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Epochs of new senders: strictly increasing within this process.
     last_epoch: AtomicU64,
+    /// The unsynced set the last reconcile told the device group.
+    last_unsynced: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Mirroring {
@@ -316,6 +320,8 @@ impl Mirroring {
             releases: dashmap::DashMap::new(),
             tasks: Mutex::new(tasks),
             last_epoch: AtomicU64::new(0),
+            // Nothing is known to be in sync at start (as the device group assumes).
+            last_unsynced: Mutex::new(group.mirror_ports().into_keys().collect()),
         }))
     }
 
@@ -424,18 +430,45 @@ impl Mirroring {
             }
             self.senders.store(Arc::new(next));
         }
-        cluster.driver.set_unsynced(self.unsynced(&here)).await;
+        // With persistence mirrored to every device, every traffic group not active here is
+        // mirrored here; otherwise only those this device is the next-active of.
+        let all = scope.persistence_mirror_scope == MirrorScope::AllPeers;
+        let expected: BTreeMap<&str, bool> = st
+            .traffic_groups
+            .iter()
+            .filter(|t| all || t.next_active.as_deref() == Some(self.me.as_str()))
+            .map(|t| (t.name.as_str(), t.active.is_some()))
+            .collect();
+        let unsynced = self.unsynced(&here, &expected);
+        *lock(&self.last_unsynced) = unsynced.clone();
+        cluster.driver.set_unsynced(unsynced).await;
     }
 
     /// Traffic groups not active here whose receiver holds no complete, live state.
-    fn unsynced(&self, here: &BTreeSet<String>) -> BTreeSet<String> {
+    /// The `expected` traffic groups (name → some device holds it) not active here whose
+    /// state this device does not hold: in sync with the holder's channel when a device holds
+    /// the traffic group; when none does (its holder just died), a complete copy, however old
+    /// (nobody has a newer one).
+    fn unsynced(
+        &self,
+        here: &BTreeSet<String>,
+        expected: &BTreeMap<&str, bool>,
+    ) -> BTreeSet<String> {
         self.receivers
             .iter()
             .filter(|(tg, _)| !here.contains(tg))
             .filter(|(tg, h)| {
-                !h.status()
-                    .iter()
-                    .any(|(t, s, connected)| t == tg && in_sync(s, *connected))
+                let Some(held) = expected.get(tg.as_str()) else {
+                    return false;
+                };
+                !h.status().iter().any(|(t, s, connected)| {
+                    t == tg
+                        && if *held {
+                            in_sync(s, *connected)
+                        } else {
+                            s.synced
+                        }
+                })
             })
             .map(|(tg, _)| tg.clone())
             .collect()
@@ -560,7 +593,8 @@ impl Mirroring {
 
     /// This device is giving `tg` up: its mirrored connections of `tg` end silently (they
     /// live on the new owner), its mirrored flows of `tg` are no longer this device's to
-    /// mirror, and it accepts `tg`'s state from others again.
+    /// mirror, its persistence records of `tg` are the new owner's (mirrored ones here, which
+    /// the new owner's resync replaces), and it accepts `tg`'s state from others again.
     pub fn released(&self, tg: &str) {
         if let Some(tx) = self.releases.get(tg) {
             tx.send_modify(|n| *n += 1);
@@ -569,6 +603,9 @@ impl Mirroring {
         let mut set = (**self.active.load()).clone();
         if set.remove(tg) {
             self.active.store(Arc::new(set));
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared.persist.disown(tg);
         }
     }
 
@@ -721,7 +758,7 @@ impl Mirroring {
             "me": self.me,
             "scope": self.group.group.mirror_scope.to_string(),
             "persistence_scope": self.group.group.persistence_mirror_scope.to_string(),
-            "unsynced": self.unsynced(&here),
+            "unsynced": *lock(&self.last_unsynced),
             "senders": senders,
             "receivers": receivers,
             "offered": self.counters.offered.load(Ordering::Relaxed),
@@ -945,7 +982,7 @@ impl Store for MirrorStore {
                 let Some(shared) = self.shared.upgrade() else {
                     return;
                 };
-                shared.persist.insert_mirrored(PersistRecord {
+                let refused = shared.persist.insert_mirrored(PersistRecord {
                     profile: profile.clone(),
                     scope: scope.clone(),
                     key: key.clone(),
@@ -957,6 +994,17 @@ impl Store for MirrorStore {
                     expiry_ms: *expiry_ms,
                     mirrored: true,
                 });
+                // This device's own record is newer (used here since, the refresh not sent
+                // yet): the peers must have it, or they would keep the older copy under
+                // another traffic group, which that group's next resync may drop.
+                if let Err(kept) = refused {
+                    let active_here = kept.traffic_group.as_deref().is_some_and(|t| self.ours(t));
+                    if !kept.mirrored && active_here {
+                        if let Some(m) = shared.mirror.get() {
+                            m.offer_persist(&kept);
+                        }
+                    }
+                }
             }
             RecordKind::UdpFlow { .. } | RecordKind::TcpConn { .. } => {
                 if let Some((_, stale)) = self.resyncs.get_mut(&r.traffic_group) {

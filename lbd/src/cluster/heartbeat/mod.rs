@@ -41,7 +41,8 @@
 //! | usable_ms: u64                                |     8   usable for (version 3)
 //! +---------------+-------------------------------+
 //! | active count  | count x ( traffic group: name,|     2+  traffic groups held, each
-//! |               |           generation: u64 )   |         with its claim's generation
+//! |               |           generation: u64,    |         with its claim's generation
+//! |               |           claim flags: u8 )   |         (bit 0: by a manual order)
 //! +---------------+-------------------------------+
 //! | order count   | count x ( id: u64,            |     2+  manual placement orders
 //! |               |           traffic group: name,|
@@ -248,6 +249,7 @@ pub fn encode(hb: &Heartbeat, key: &GroupKey) -> Result<Vec<u8>, HeartbeatError>
     for claim in &hb.active {
         put_name(&mut out, &claim.traffic_group, "active traffic group")?;
         out.extend_from_slice(&claim.generation.to_be_bytes());
+        out.push(u8::from(claim.ordered));
     }
     put_count(&mut out, hb.orders.len())?;
     for order in &hb.orders {
@@ -363,14 +365,21 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
     let mut active = Vec::with_capacity(usize::from(count).min(r.rest.len() / 2));
     for _ in 0..count {
         let traffic_group = r.name("active traffic group")?;
-        let generation = if version >= VERSION {
-            r.u64("claim generation")?
+        let (generation, ordered) = if version >= VERSION {
+            let g = r.u64("claim generation")?;
+            let ordered = match r.u8("claim flags")? {
+                0 => false,
+                1 => true,
+                _ => return Err(HeartbeatError::Malformed("claim flags")),
+            };
+            (g, ordered)
         } else {
-            0
+            (0, false)
         };
         active.push(Claim {
             traffic_group,
             generation,
+            ordered,
         });
     }
     let count = r.u16("order count")?;

@@ -15,7 +15,10 @@ fn sample() -> Heartbeat {
         usable_ms: 4_000,
         active: vec![
             Claim::new("tg-1", 1_700_000_000_100),
-            Claim::new("tg-2", 1_700_000_000_101),
+            Claim {
+                ordered: true,
+                ..Claim::new("tg-2", 1_700_000_000_101)
+            },
         ],
         orders: vec![Order {
             id: 1_700_000_000_000_001,
@@ -343,6 +346,7 @@ fn versions_1_and_2_decode_with_generation_0_and_empty_lists() {
     let zero = |mut h: Heartbeat| {
         for c in &mut h.active {
             c.generation = 0;
+            c.ordered = false;
         }
         h.usable_ms = u64::MAX;
         h
@@ -375,6 +379,23 @@ fn versions_1_and_2_decode_with_generation_0_and_empty_lists() {
         decode(&sealed(&as_v3), &key()),
         Err(HeartbeatError::Malformed(_))
     ));
+}
+
+#[test]
+fn claim_flags_other_than_0_or_1_are_rejected() {
+    let body = sample_body();
+    // The first claim's flags: after eligible, usable_ms, the count, "tg-1" and its generation.
+    let at = 6 + 5 + 24 + 1 + 8 + 2 + 5 + 8;
+    assert_eq!(body[at], 0);
+    assert_eq!(body[at + 5 + 8 + 1], 1, "the second claim is ordered");
+    for bad in [2u8, 0x80, 0xff] {
+        let mut b = body.clone();
+        b[at] = bad;
+        assert!(matches!(
+            decode(&sealed(&b), &key()),
+            Err(HeartbeatError::Malformed("claim flags"))
+        ));
+    }
 }
 
 #[test]
@@ -672,10 +693,13 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
         any::<u64>(),
         any::<u64>(),
         (any::<bool>(), any::<u64>()),
-        // At most 109 + 8 * 73 + 3 * 138 + 2 + 2 * 65 + 2 + 4 * 17 = 1309 bytes with the
+        // At most 109 + 8 * 74 + 3 * 138 + 2 + 2 * 65 + 2 + 4 * 17 = 1317 bytes with the
         // list counts and the tag: always within MAX_DATAGRAM.
         prop::collection::vec(
-            (name(), any::<u64>()).prop_map(|(t, g)| Claim::new(t, g)),
+            (name(), any::<u64>(), any::<bool>()).prop_map(|(t, g, ordered)| Claim {
+                ordered,
+                ..Claim::new(t, g)
+            }),
             0..=8,
         ),
         prop::collection::vec(order, 0..=3),

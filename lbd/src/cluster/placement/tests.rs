@@ -287,6 +287,7 @@ fn dev(name: &str, usable: bool, usable_for: u64, holds: &[(&str, u64)]) -> Devi
         usable_for: ms(usable_for),
         holds: holds.iter().map(|(t, d)| (t.to_string(), ms(*d))).collect(),
         generations: BTreeMap::new(),
+        ordered: BTreeSet::new(),
         unsynced: BTreeSet::new(),
     }
 }
@@ -332,9 +333,16 @@ fn place_holder_keeps_it_until_failback_is_due() {
         ..t.clone()
     };
     assert_eq!(place(&off, &view).active.as_deref(), Some("C"));
-    // No failback to a device that was already up when the holder took it.
+    // A device that was already up when the holder took it gets it back too (the holder took
+    // it while that device could not: unsynced, say)…
     view.devices[1].usable_for = ms(5000);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    // …but not from a holder that took it by a manual order.
+    view.devices[2].ordered.insert("tg-2".into());
     assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+    // One that came back after the order moved it does.
+    view.devices[1].usable_for = ms(2000);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
 }
 
 #[test]
@@ -1366,10 +1374,111 @@ fn failback_waits_for_the_first_returning_device_in_ha_order() {
         orders: BTreeMap::new(),
     };
     assert_eq!(place(&t, &view).active.as_deref(), Some("A"));
-    // B was up before A took it (it does not count as returning): C's turn.
+    // A took it by a manual order and B was up before (it does not count as returning): C's
+    // turn.
     let mut v = view.clone();
+    v.devices[0].ordered.insert("tg-2".into());
     v.devices[1].usable_for = ms(70_000);
     assert_eq!(place(&t, &v).active.as_deref(), Some("C"));
+}
+
+/// Nobody holds a TG (its holder restarted faster than dead_after): with mirroring on it goes
+/// to the first usable device in HA order that holds its mirrored state, not to the restarted
+/// one with an empty table; when none does, to the first usable one.
+#[test]
+fn place_first_prefers_a_device_in_sync() {
+    let t = TrafficGroupSpec {
+        sync_wait: Some(ms(SYNC)),
+        sync_all_groups: true,
+        ..tg("tg-1", ["A", "B", "C"], true)
+    };
+    let mut view = View {
+        devices: vec![
+            dev("A", true, 10, &[]),
+            dev("B", true, 90_000, &[("tg-2", 60_000)]),
+            dev("C", true, 90_000, &[("tg-3", 60_000)]),
+        ],
+        orders: BTreeMap::new(),
+    };
+    view.devices[0].unsynced = set(&["tg-1", "tg-2", "tg-3"]);
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("B"), &Rule::First));
+    view.devices[1].unsynced = set(&["tg-3"]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+    view.devices[2].unsynced = set(&["tg-2"]);
+    assert_eq!(
+        place(&t, &view).active.as_deref(),
+        Some("A"),
+        "none in sync"
+    );
+    // Mirroring off: the first usable.
+    let off = TrafficGroupSpec {
+        sync_wait: None,
+        ..t.clone()
+    };
+    view.devices[1].unsynced.clear();
+    assert_eq!(place(&off, &view).active.as_deref(), Some("A"));
+}
+
+/// A device that restarts faster than dead_after (its old claim simply vanishes) does not
+/// take its TG back with an empty mirror: its next-active device takes it at once, and the
+/// failback comes after the delay, once the restarted device reports itself in sync.
+#[test]
+fn a_fast_restart_leaves_the_tg_to_its_next_active_until_in_sync() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::new_sync(&all, &all, Some(ms(SYNC)));
+    for n in all {
+        net.feed(n, Input::Unsynced(BTreeSet::new()));
+        net.feed(n, Input::Start);
+    }
+    net.run(ms(2000));
+    net.assert_steady();
+    // A's process is replaced within 20 ms: nothing in sync in the new one (the default).
+    net.nodes.get_mut("A").unwrap().hung = true;
+    net.run(ms(20));
+    net.nodes.insert(
+        "A".into(),
+        Node {
+            p: Placement::new(spec_sync("A", &all, Some(ms(SYNC))), 2_000),
+            hung: false,
+            holds: BTreeSet::new(),
+        },
+    );
+    let t = net.now;
+    net.feed("A", Input::Start);
+    net.run(ms(DEAD + 3 * INTERVAL));
+    assert_eq!(net.holders("tg-1"), vec!["B".to_string()], "B stands in");
+    let act = net
+        .events_since(t)
+        .into_iter()
+        .find(|e| activate("B", "tg-1")(e))
+        .expect("B takes tg-1");
+    assert!(
+        net.events.iter().any(|e| e.device == "B"
+            && e.at <= t + ms(INTERVAL)
+            && matches!(&e.out, Output::Activate { traffic_group, .. } if traffic_group == "tg-1")),
+        "at once: {act:?}"
+    );
+    net.run(ms(3000));
+    assert_eq!(
+        net.holders("tg-1"),
+        vec!["B".to_string()],
+        "A is not in sync"
+    );
+    let synced = net.now;
+    net.feed("A", Input::Unsynced(BTreeSet::new()));
+    net.run(ms(2 * INTERVAL));
+    assert_eq!(net.holders("tg-1"), vec!["A".to_string()]);
+    let back = net
+        .events_since(synced)
+        .into_iter()
+        .find(|e| activate("A", "tg-1")(e))
+        .expect("A takes tg-1 back");
+    assert!(
+        reason(&back.1).starts_with("auto-failback to A from B"),
+        "{back:?}"
+    );
+    net.assert_steady();
 }
 
 /// Claims carry generations: a device's new claim is newer than every one it heard, and the

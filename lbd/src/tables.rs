@@ -226,6 +226,15 @@ pub struct PersistRecord {
     pub mirrored: bool,
 }
 
+impl PersistRecord {
+    /// Whether this record is newer than `other` (the same key): it expires later, or at the
+    /// same millisecond and names the greater traffic group. A total order, the same on every
+    /// device, so that copies of one key converge whatever order they arrive in.
+    pub fn newer(&self, other: &PersistRecord) -> bool {
+        (self.expiry_ms, &self.traffic_group) > (other.expiry_ms, &other.traffic_group)
+    }
+}
+
 type PersistKey = (String, String, String);
 
 /// Persistence records by (profile, scope, key).
@@ -339,12 +348,12 @@ impl PersistTable {
     }
 
     /// Applies a record a peer mirrored: it replaces the record under its key if that one is
-    /// a mirrored record of the same traffic group (the same source), or if it expires later
-    /// (the key was used there after it was used here). A tie keeps the record here: copies of
-    /// one record travel between devices with their expiry unchanged (a record re-homed to
-    /// this device's traffic group, or adopted at a takeover, keeps it), so a stale copy must
-    /// not take back a record this device made its own. Returns the record kept when it was
-    /// not applied (the caller tells the peers when that one is newer and its own).
+    /// a mirrored record of the same traffic group (the same source), or if it is newer by
+    /// [`PersistRecord::newer`] (the key was used there after it was used here). That order is
+    /// the same on every device, so two devices that used one key within the same millisecond
+    /// end up with the same record everywhere, whichever copy arrives first. Returns the record
+    /// kept when it was not applied (the caller tells the peers when that one is newer and
+    /// its own).
     pub fn insert_mirrored(&self, record: PersistRecord) -> Result<(), PersistRecord> {
         use dashmap::mapref::entry::Entry;
         let k = (
@@ -360,7 +369,7 @@ impl PersistTable {
             Entry::Occupied(mut o) => {
                 let old = o.get();
                 let same_source = old.mirrored && old.traffic_group == record.traffic_group;
-                if same_source || record.expiry_ms > old.expiry_ms {
+                if same_source || record.newer(old) {
                     o.insert(record);
                     Ok(())
                 } else {
@@ -597,9 +606,21 @@ mod tests {
         assert_eq!((kept.expiry_ms, kept.mirrored), (2_000, false));
         assert_eq!(t.records(|_| true)[0].member.port(), 80);
         assert_eq!(t.records(|_| true)[0].expiry_ms, 2_000);
-        // A copy as old as this device's own record: kept here (tg-2, not mirrored).
+        // A copy as old as this device's own record: the greater traffic group wins, here as
+        // on every other device (tg-2 over tg-1, whichever arrived first).
         stale.expiry_ms = 2_000;
         assert!(t.insert_mirrored(stale.clone()).is_err());
+        let mut other = t.records(|_| true)[0].clone();
+        other.mirrored = true;
+        other.traffic_group = Some("tg-3".into());
+        assert!(t.insert_mirrored(other).is_ok());
+        assert_eq!(
+            t.records(|_| true)[0].traffic_group.as_deref(),
+            Some("tg-3")
+        );
+        let mut mine = record("10.0.0.0/24", "10.1.1.50:80", 2_000);
+        mine.traffic_group = Some("tg-2".into());
+        t.insert(mine);
         let here = &t.records(|_| true)[0];
         assert_eq!(
             (here.traffic_group.as_deref(), here.mirrored),

@@ -286,9 +286,9 @@ const CONVERGE: Duration = Duration::from_secs(45);
 
 /// A persisted client: its address and the member it stuck to.
 #[derive(Debug, Clone)]
-struct Client {
-    ip: IpAddr,
-    member: String,
+pub struct Client {
+    pub ip: IpAddr,
+    pub member: String,
 }
 
 /// Runs the chaos rounds on `lab` (built by [`chaos_lab`]), printing one line per round.
@@ -359,6 +359,9 @@ pub fn run(lab: &ClusterLab, opts: &ChaosOptions) -> ChaosSummary {
                 .as_ref()
                 .map_or(String::new(), |m| format!(" MOVED: {m}")),
         );
+        if !r.survivor_disturbed.is_empty() {
+            println!("chaos: disturbed: {:?}", r.survivor_disturbed);
+        }
     }
     sum.route_events = watch.events();
     println!(
@@ -371,8 +374,9 @@ pub fn run(lab: &ClusterLab, opts: &ChaosOptions) -> ChaosSummary {
 }
 
 /// Makes each client's session (one connection from its address, any port) and notes its
-/// member; says how many each device made.
-fn persist_clients(lab: &ClusterLab, n: usize) -> Vec<Client> {
+/// member; says how many each device made (`chaos: …` line). The clients' addresses must be
+/// in place ([`add_client_addrs`]).
+pub fn persist_clients(lab: &ClusterLab, n: usize) -> Vec<Client> {
     let dst = vip_tcp();
     let made = lab.ok(
         lab.client.run_in(move || {
@@ -404,7 +408,7 @@ fn persist_clients(lab: &ClusterLab, n: usize) -> Vec<Client> {
         clients.push(c);
     }
     per.sort();
-    println!("chaos: {n} persisted clients, made through {per:?}");
+    println!("{n} persisted clients, made through {per:?}");
     lab.check(
         DEVICES
             .iter()
@@ -418,7 +422,7 @@ fn persist_clients(lab: &ClusterLab, n: usize) -> Vec<Client> {
 
 /// Each client connects twice (any port: with the five-tuple hash, any device): a connection
 /// that reaches another member than the client's, or none in three tries, is a lost record.
-fn check_persistence(lab: &ClusterLab, clients: &[Client]) -> (usize, Vec<String>) {
+pub fn check_persistence(lab: &ClusterLab, clients: &[Client]) -> (usize, Vec<String>) {
     let dst = vip_tcp();
     let work = clients.to_vec();
     let lost = lab.ok(

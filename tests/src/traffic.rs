@@ -797,3 +797,86 @@ impl Drop for Prober {
         self.stop();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Idle connections
+
+/// Connections opened through one device and then left idle (so that connection mirroring
+/// snapshots them), to be tried once later.
+pub struct IdleFlows {
+    conns: Vec<(usize, TcpStream)>,
+}
+
+impl IdleFlows {
+    /// Opens `n` connections through device `via` (others are closed at once; at most
+    /// `30 * n + 50` attempts or 30 s) and leaves them idle after the first exchange.
+    pub fn open(client: &Ns, n: usize, via: &str) -> Result<IdleFlows, String> {
+        let via = via.to_string();
+        let addr = vip_tcp();
+        let (conns, seen) = client
+            .run_in(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut keep = Vec::new();
+                let mut seen = Vec::new();
+                for _ in 0..(30 * n + 50) {
+                    if keep.len() >= n || Instant::now() >= deadline {
+                        break;
+                    }
+                    match connect_once(addr, Duration::from_secs(2)) {
+                        Ok((c, a)) if a.device() == Some(via.as_str()) => {
+                            keep.push((keep.len(), c))
+                        }
+                        Ok(_) => {}
+                        Err(e) => seen.push(e),
+                    }
+                }
+                (keep, seen)
+            })
+            .map_err(|e| e.to_string())?;
+        if conns.len() < n {
+            return Err(format!(
+                "opened only {} of {n} idle connections; errors: {:?}",
+                conns.len(),
+                &seen[..seen.len().min(10)]
+            ));
+        }
+        Ok(IdleFlows { conns })
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Each connection sends one line and must get it echoed within 5 s (from the client
+    /// namespace, in parallel); the errors of those that did not.
+    pub fn exchange(self, client: &Ns) -> Result<Vec<String>, String> {
+        client
+            .run_in(move || {
+                let handles: Vec<_> = self
+                    .conns
+                    .into_iter()
+                    .map(|(i, mut c)| {
+                        std::thread::spawn(move || {
+                            let msg = format!("idle flow {i} still here");
+                            c.write_all(format!("{msg}\n").as_bytes())
+                                .map_err(|e| format!("flow {i}: write: {e}"))?;
+                            match read_line(&mut c, Instant::now() + Duration::from_secs(5)) {
+                                Ok(l) if l == msg => Ok(()),
+                                Ok(l) => Err(format!("flow {i}: wrong echo `{l}`")),
+                                Err(e) => Err(format!("flow {i}: {e}")),
+                            }
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())).err())
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+}

@@ -629,6 +629,10 @@ impl Mirroring {
         profile: &crate::config::Persistence,
         tg: Option<&str>,
     ) {
+        // No traffic group active here (between a release and a takeover): the record stays
+        // whose it is.
+        let Some(tg) = tg else { return };
+        let tg = Some(tg);
         if r.mirrored || r.traffic_group.as_deref() != tg {
             r.mirrored = false;
             r.traffic_group = tg.map(str::to_string);
@@ -982,7 +986,7 @@ impl Store for MirrorStore {
                 let Some(shared) = self.shared.upgrade() else {
                     return;
                 };
-                let refused = shared.persist.insert_mirrored(PersistRecord {
+                let incoming = PersistRecord {
                     profile: profile.clone(),
                     scope: scope.clone(),
                     key: key.clone(),
@@ -993,13 +997,15 @@ impl Store for MirrorStore {
                     update_id: shared.ids.next(),
                     expiry_ms: *expiry_ms,
                     mirrored: true,
-                });
+                };
+                let refused = shared.persist.insert_mirrored(incoming.clone());
                 // This device's own record is newer (used here since, the refresh not sent
                 // yet): the peers must have it, or they would keep the older copy under
-                // another traffic group, which that group's next resync may drop.
+                // another traffic group, which that group's next resync may drop. Only when
+                // strictly newer: the peer then takes it, so this cannot go back and forth.
                 if let Err(kept) = refused {
                     let active_here = kept.traffic_group.as_deref().is_some_and(|t| self.ours(t));
-                    if !kept.mirrored && active_here {
+                    if !kept.mirrored && active_here && kept.newer(&incoming) {
                         if let Some(m) = shared.mirror.get() {
                             m.offer_persist(&kept);
                         }

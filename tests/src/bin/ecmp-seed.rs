@@ -1,18 +1,24 @@
 //! The seed's three-device cluster as a demo (the README's main job): builds the L2 cluster
-//! lab (FRR router r1, devices A, B, C running bgpd + lbd in one device group, servers
-//! s1–s3), shows r1's ECMP route for the VIP and each device's traffic groups, spreads 300
-//! client connections, then hangs B (`kill -STOP`) under load, shows the failover of tg-2,
-//! resumes B and shows the failback.
+//! lab (FRR router r1 hashing the five-tuple, devices A, B, C running bgpd + lbd in one device
+//! group with connection and persistence mirroring on, servers s1–s3), shows r1's ECMP route
+//! for the VIP (every device announces every traffic group's path) and each device's traffic
+//! groups, spreads 300 client connections, makes persisted clients and idle connections
+//! through B, then hangs B (`kill -STOP`) under load and shows the failover of tg-2: the
+//! idle connections through B carry on through C, every persisted client keeps its member.
+//! Then it resumes B (failback), kills A's lbd (`kill -9`) and counts the flows through B and
+//! C that it disturbed.
 //!
-//! Ends the failover part with exactly one line
-//! `failover: tg-2 B->C gap_ms=N failed_connections=M disturbed_flows_on_survivors=K`.
+//! Ends with exactly one line
+//! `failover: tg-2 B->C gap_ms=N failed_connections=M disturbed_flows_on_survivors=K flows_through_B_kept=I/I persistence_kept=P/P`.
 //! Exit status 1 if something failed. `--keep` leaves the lab running.
 
 use std::time::{Duration, Instant};
 
-use spanlb_tests::cluster::{ClusterLab, ClusterOptions, TOOLS};
+use spanlb_tests::chaos::{check_persistence, persist_clients, RouteWatch};
+use spanlb_tests::cluster::{ClusterLab, ClusterOptions, Daemon, TOOLS};
+use spanlb_tests::mirror::{add_client_addrs, five_tuple_hash, receiver, src_persistence_opts};
 use spanlb_tests::topology::{self, VIP};
-use spanlb_tests::traffic::{per_device, short_connections, LongLived, Prober};
+use spanlb_tests::traffic::{per_device, short_connections, IdleFlows, LongLived, Prober};
 
 type Res<T> = Result<T, String>;
 
@@ -22,7 +28,11 @@ fn main() {
         eprintln!("ecmp-seed: {e}");
         std::process::exit(1);
     }
-    let mut lab = match ClusterLab::build("ecmp_seed", ClusterOptions::default()) {
+    let opts = ClusterOptions {
+        web_extra: "persistence = \"src\"\nmirror = true\nidle_timeout = \"600s\"".into(),
+        ..src_persistence_opts()
+    };
+    let mut lab = match ClusterLab::build("ecmp_seed", opts) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("ecmp-seed: building the lab: {e}");
@@ -52,6 +62,10 @@ fn up(d: &str) -> String {
     d.to_uppercase()
 }
 
+/// Persisted clients the demo makes, and idle connections through B.
+const CLIENTS: usize = 60;
+const IDLE: usize = 20;
+
 fn run(lab: &ClusterLab) -> Res<()> {
     let t0 = Instant::now();
     println!("== lab {} ({})", lab.lab.prefix(), lab.lab.dir().display());
@@ -69,13 +83,23 @@ fn run(lab: &ClusterLab) -> Res<()> {
             d.floating_int
         );
     }
-    println!("   VIP {VIP}: tcp/80 -> servers :8080, udp/53 -> servers :5353 (SNAT automap)");
-    lab.wait_steady(Duration::from_secs(60))?;
     println!(
-        "\n== steady state after {:.1} s",
+        "   VIP {VIP}: tcp/80 -> servers :8080 (source-address persistence, connection \
+         mirroring), udp/53 -> servers :5353 (SNAT automap); mirroring: persistence to every \
+         device, connections to the next-active"
+    );
+    lab.wait_steady(Duration::from_secs(60))?;
+    five_tuple_hash(lab);
+    add_client_addrs(lab, CLIENTS);
+    println!(
+        "\n== steady state after {:.1} s (r1 hashes the five-tuple: a client's connections reach every device)",
         t0.elapsed().as_secs_f64()
     );
-    println!("\n== r1: show bgp ipv4 unicast {VIP}");
+    let every = lab.all_paths_from(&["a", "b", "c"]);
+    lab.wait_vip_paths(&every, Duration::from_secs(30))?;
+    println!(
+        "\n== r1: show bgp ipv4 unicast {VIP} (every device announces every traffic group's path)"
+    );
     print!(
         "{}",
         lab.frr
@@ -84,12 +108,13 @@ fn run(lab: &ClusterLab) -> Res<()> {
     );
     let nh = lab.r1_nexthops();
     println!(
-        "ecmp: {VIP}/32 via {} next hops ({}) in r1's kernel, {:.1} s after start",
+        "ecmp: {VIP}/32 via {} next hops ({}) in r1's kernel, from {} paths, {:.1} s after start",
         nh.len(),
         nh.iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
             .join(", "),
+        every.len(),
         t0.elapsed().as_secs_f64()
     );
     println!("\n== r1 kernel: ip route show {VIP}");
@@ -112,10 +137,35 @@ fn run(lab: &ClusterLab) -> Res<()> {
         println!("   {}: {n}", d.map_or("failed/unknown".to_string(), up));
     }
 
+    println!("\n== persisted clients and idle connections");
+    let clients = persist_clients(lab, CLIENTS);
+    let idle = IdleFlows::open(&lab.client, IDLE, "b")?;
+    // B mirrors the idle connections to C once they have been quiet for 100 ms.
+    let mirrored = spanlb_lab::wait_until_dbg(
+        Duration::from_secs(15),
+        "c holds b's idle connections",
+        || {
+            let m = lab.lbctl("c", &["show", "mirroring"])?;
+            let r = receiver(&m, "tg-2");
+            let tcp = r["records"]["tcp_connections"].as_u64().unwrap_or(0);
+            if r["in_sync"] == true && tcp >= IDLE as u64 {
+                Ok(tcp)
+            } else {
+                Err(format!("{r}"))
+            }
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "   {IDLE} idle connections through B; C holds {mirrored} of B's connections (TCP_REPAIR state)"
+    );
+    println!("\n== B: lbctl show mirroring");
+    print!("{}", lab.lbctl_text("b", &["show", "mirroring"]));
+
     println!("\n== hang B under load");
     let ll = LongLived::open(&lab.client, 30, &["a", "c"])?;
-    let llb = LongLived::open(&lab.client, 6, &["b"])?;
-    println!("   long-lived flows: {} (+6 through B)", ll.summary());
+    println!("   long-lived flows: {}", ll.summary());
+    let watch = RouteWatch::start(&lab.r1).map_err(|e| e.to_string())?;
     let mut prober =
         Prober::start(&lab.client, Duration::from_secs(60)).map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(500));
@@ -138,6 +188,10 @@ fn run(lab: &ClusterLab) -> Res<()> {
     let st = prober.stats(event);
     let disturbed = ll.disturbed(&["a", "c"]);
     let nh_after = lab.r1_nexthops();
+    let idle_lost = idle.exchange(&lab.client)?;
+    let idle_kept = IDLE - idle_lost.len();
+    let (checks, lost) = check_persistence(lab, &clients);
+    let kept = checks - lost.len();
     println!(
         "   tg-2 active on {} after {} ms (as seen by every live device)",
         up(&owner),
@@ -158,23 +212,18 @@ fn run(lab: &ClusterLab) -> Res<()> {
         ll.summary()
     );
     println!(
-        "   flows that went through B: {} of {} reset or timed out (tg-2 moved to {} without \
-         their state: connection mirroring is still to come)",
-        llb.disturbed(&[]).len(),
-        llb.flows.len(),
-        up(&owner)
+        "   idle connections through B: {idle_kept} of {IDLE} carry on through {} (rebuilt from B's mirrored TCP state){}",
+        up(&owner),
+        if idle_lost.is_empty() { String::new() } else { format!("; lost: {idle_lost:?}") }
+    );
+    println!(
+        "   persisted clients: {kept} of {checks} connections (two per client, any path) reached their member{}",
+        if lost.is_empty() { String::new() } else { format!("; lost: {lost:?}") }
     );
     for d in ["a", "c"] {
         println!("\n== {}: lbctl show traffic-groups", up(d));
         print!("{}", lab.lbctl_text(d, &["show", "traffic-groups"]));
     }
-    println!(
-        "\nfailover: tg-2 B->{} gap_ms={} failed_connections={} disturbed_flows_on_survivors={}",
-        up(&owner),
-        st.gap_ms,
-        st.failed,
-        disturbed.len()
-    );
     let mut problems = Vec::new();
     if nh_after != nh_before {
         problems.push(format!(
@@ -187,8 +236,14 @@ fn run(lab: &ClusterLab) -> Res<()> {
     if !disturbed.is_empty() {
         problems.push(format!("disturbed flows {disturbed:?}"));
     }
+    if !idle_lost.is_empty() {
+        problems.push(format!("idle connections through B lost: {idle_lost:?}"));
+    }
+    if !lost.is_empty() {
+        problems.push(format!("persisted clients lost: {lost:?}"));
+    }
 
-    println!("\n== resume B (kill -CONT): tg-2 fails back after the failback delay");
+    println!("\n== resume B (kill -CONT): tg-2 fails back after the failback delay, once B's mirror is in sync");
     let event = Instant::now();
     lab.signal_device("b", libc::SIGCONT)
         .map_err(|e| e.to_string())?;
@@ -197,16 +252,60 @@ fn run(lab: &ClusterLab) -> Res<()> {
         Duration::from_secs(20),
     )?;
     println!("   tg-2 back on B after {} ms", event.elapsed().as_millis());
-    std::thread::sleep(Duration::from_millis(1000));
-    let answers = short_connections(&lab.client, 60).map_err(|e| e.to_string())?;
+    println!("\n== B: lbctl show traffic-groups");
+    print!("{}", lab.lbctl_text("b", &["show", "traffic-groups"]));
+
+    println!("\n== kill -9 A's lbd (its bgpd withdraws what lbd announced; B and C still announce every path)");
+    drop(ll);
+    let ll = LongLived::open(&lab.client, 30, &["b", "c"])?;
+    let lla = LongLived::open(&lab.client, 6, &["a"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let event = Instant::now();
+    lab.signal_daemon("a", Daemon::Lbd, libc::SIGKILL)
+        .map_err(|e| e.to_string())?;
+    let owner_a = spanlb_lab::wait_until_dbg(Duration::from_secs(10), "tg-1 taken over", || {
+        let p = lab.placement()?;
+        match p.get("tg-1").cloned().flatten() {
+            Some(d) if d != "a" => Ok(d),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let took_a = event.elapsed();
+    std::thread::sleep(Duration::from_millis(2000));
+    let disturbed_a = ll.disturbed(&["b", "c"]);
     println!(
-        "   60 new connections by device: {:?}",
-        per_device(&answers)
+        "   tg-1 active on {} after {} ms; flows through B and C: {} disturbed of {}; flows through A: {} of {} reset (lbd's sockets closed with it)",
+        up(&owner_a),
+        took_a.as_millis(),
+        disturbed_a.len(),
+        ll.flows.len(),
+        lla.disturbed(&[]).len(),
+        lla.flows.len()
     );
+    lab.start_device("a").map_err(|e| e.to_string())?;
+    lab.wait_placement(
+        &[("tg-1", "a"), ("tg-2", "b"), ("tg-3", "c")],
+        Duration::from_secs(30),
+    )?;
+    let events = watch.events();
     println!(
-        "   long-lived flows through A and C: {} disturbed of {}",
-        ll.disturbed(&["a", "c"]).len(),
-        ll.flows.len()
+        "   A's lbd restarted: tg-1 back on A after {} ms; r1's kernel route for the VIP changed {} times in all of this",
+        event.elapsed().as_millis(),
+        events.len()
+    );
+    if !disturbed_a.is_empty() {
+        problems.push(format!("flows disturbed by A's crash: {disturbed_a:?}"));
+    }
+    if !events.is_empty() {
+        problems.push(format!("r1's route changed: {events:?}"));
+    }
+    println!(
+        "\nfailover: tg-2 B->{} gap_ms={} failed_connections={} disturbed_flows_on_survivors={} flows_through_B_kept={idle_kept}/{IDLE} persistence_kept={kept}/{checks}",
+        up(&owner),
+        st.gap_ms,
+        st.failed,
+        disturbed.len() + disturbed_a.len(),
     );
     if problems.is_empty() {
         Ok(())

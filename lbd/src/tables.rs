@@ -354,7 +354,7 @@ impl PersistTable {
     /// end up with the same record everywhere, whichever copy arrives first. Returns the record
     /// kept when it was not applied (the caller tells the peers when that one is newer and
     /// its own).
-    pub fn insert_mirrored(&self, record: PersistRecord) -> Result<(), PersistRecord> {
+    pub fn insert_mirrored(&self, record: PersistRecord) -> Result<(), Box<PersistRecord>> {
         use dashmap::mapref::entry::Entry;
         let k = (
             record.profile.clone(),
@@ -373,7 +373,7 @@ impl PersistTable {
                     o.insert(record);
                     Ok(())
                 } else {
-                    Err(old.clone())
+                    Err(Box::new(old.clone()))
                 }
             }
         }

@@ -7,14 +7,16 @@
 //! member, SNAT address and port) to C, tg-2's next-active. B hangs (`kill -STOP`) in the
 //! middle of the calls; C rebinds the flow's SNAT port before it takes tg-2's floating
 //! addresses, so the BYEs and their answers pass through C: SIPp must report 50 successful
-//! calls and 0 failed.
+//! calls and 0 failed. The same when B's lbd is killed (`kill -9`, its bgpd keeps running)
+//! instead of hung: B's kernel closes lbd's sockets, but the flow's state is on C, which
+//! takes tg-2 over `dead_after` later; the calls' next datagrams pass through C.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
+use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions, Daemon};
 use spanlb_tests::topology::{SERVERS, VIP};
 
 const CALLS: usize = 50;
@@ -65,6 +67,23 @@ fn receiver(m: &Value, tg: &str) -> Value {
 
 #[test]
 fn sip_calls_survive_a_hung_device() {
+    sip_calls_survive("mirror_udp", Fault::Hang);
+}
+
+#[test]
+fn sip_calls_survive_a_crashed_lbd() {
+    sip_calls_survive("mirror_udp_crash", Fault::KillLbd);
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGSTOP of B's bgpd and lbd.
+    Hang,
+    /// SIGKILL of B's lbd (its bgpd withdraws lbd's routes; the other devices announce them).
+    KillLbd,
+}
+
+fn sip_calls_survive(name: &str, fault: Fault) {
     if !prereqs() || spanlb_lab::require_root_and_tools(&["sipp"]).is_err() {
         return;
     }
@@ -91,7 +110,7 @@ members = [{}]
         ),
         ..ClusterOptions::default()
     };
-    let lab = ClusterLab::build("mirror_udp", opts).expect("building the lab");
+    let lab = ClusterLab::build(name, opts).expect("building the lab");
     lab.ok(
         lab.r1.sysctl("net.ipv4.fib_multipath_hash_fields", "55"),
         "r1 hash fields",
@@ -182,7 +201,14 @@ members = [{}]
     println!("{}", lab.lbctl_text("b", &["show", "mirroring"]));
     let uac_addr: SocketAddr = format!("{CLIENT}:{uac_port}").parse().unwrap();
     let on_b = flow_on(&lab, "b", uac_addr);
-    lab.ok(lab.signal_device("b", libc::SIGSTOP), "SIGSTOP b");
+    match fault {
+        Fault::Hang => lab.ok(lab.signal_device("b", libc::SIGSTOP), "SIGSTOP b"),
+        Fault::KillLbd => lab.ok(
+            lab.signal_daemon("b", Daemon::Lbd, libc::SIGKILL),
+            "SIGKILL b's lbd",
+        ),
+    }
+    println!("{fault:?} on b");
     let r = lab.wait_placement(&[("tg-2", "c")], Duration::from_secs(10));
     lab.ok(r, "tg-2 on c");
     println!("tg-2 on c {:?} after the UAC started", started.elapsed());

@@ -17,14 +17,17 @@
 //!
 //! The task feeds [`Input::Start`] once, then loops on `tokio::select!` over three sources:
 //!
-//! 1. **A datagram**: [`decode`] (tag first), then [`ReplayGuard::check`], then
-//!    [`Input::Heartbeat`]. A rejected datagram (bad tag, malformed, replayed, unknown device)
-//!    is counted, logged at debug, and warned about at most once per [`WARN_EVERY`] per reason;
-//!    it never stops the task and never reaches the placement.
+//! 1. **A datagram**: it and every datagram queued behind it (non-blocking, at most
+//!    [`DRAIN_MAX`]) are checked — [`decode`] (tag first), then [`ReplayGuard::check`] — and
+//!    the accepted ones fed together ([`Input::Heartbeats`]; one alone as
+//!    [`Input::Heartbeat`]). After a pause (SIGSTOP, a starved thread) the socket holds every
+//!    peer's backlog: a decision taken on one datagram alone would see the other peers' last
+//!    heartbeats as stale, and the peers as dead. A rejected datagram (bad tag, malformed,
+//!    replayed, unknown device) is counted, logged at debug, and warned about at most once
+//!    per [`WARN_EVERY`] per reason; it never stops the task and never reaches the placement.
 //! 2. **The timer** ([`Placement::poll_timeout`]): first every datagram already queued on the
-//!    socket is read (non-blocking, at most [`DRAIN_MAX`]) and fed as above, then
-//!    [`Input::Timer`]. After a stall (SIGSTOP, a long pause) the socket holds a backlog: it
-//!    goes in first, so the placement acts on the newest state, not on what it knew before.
+//!    socket is read and fed as above, then [`Input::Timer`]: the placement acts on the
+//!    newest state, not on what it knew before.
 //! 3. **A command**: the socket is drained the same way, then the command is fed
 //!    ([`Input::Failover`], [`Input::Eligible`], [`Input::Unsynced`], [`Input::Unavailable`])
 //!    or answered (status).
@@ -495,7 +498,7 @@ impl Driver {
                     self.feed(Input::Timer);
                 }
                 r = self.sock.recv_from(&mut self.buf) => match r {
-                    Ok((n, from)) => self.datagram(n, from),
+                    Ok((n, from)) => self.received(n, from),
                     Err(e) => {
                         debug!(device = %self.spec.me, "heartbeat receive: {e}");
                         self.warn_limited("receive", format_args!("heartbeat receive: {e}"));
@@ -561,11 +564,19 @@ impl Driver {
         }
     }
 
-    /// Reads and feeds every datagram already queued, without waiting.
+    /// Reads every datagram already queued, without waiting, and feeds the accepted ones
+    /// as one batch.
     fn drain(&mut self) {
+        let mut batch = Vec::new();
+        self.drain_into(&mut batch);
+        self.feed_batch(batch);
+    }
+
+    /// Reads every datagram already queued (at most [`DRAIN_MAX`]) into `batch`, checked.
+    fn drain_into(&mut self, batch: &mut Vec<super::Heartbeat>) {
         for _ in 0..DRAIN_MAX {
             match self.sock.try_recv_from(&mut self.buf) {
-                Ok((n, from)) => self.datagram(n, from),
+                Ok((n, from)) => self.datagram(n, from, batch),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     debug!(device = %self.spec.me, "heartbeat receive: {e}");
@@ -575,8 +586,26 @@ impl Driver {
         }
     }
 
-    /// One datagram of `n` bytes in `self.buf`: checked, then fed if accepted.
-    fn datagram(&mut self, n: usize, from: SocketAddr) {
+    /// One received datagram, then whatever else is queued, fed together: after a pause the
+    /// socket holds every peer's backlog, and a decision taken on the first datagram alone
+    /// would see the other peers' last heartbeats as stale (and them as dead).
+    fn received(&mut self, n: usize, from: SocketAddr) {
+        let mut batch = Vec::new();
+        self.datagram(n, from, &mut batch);
+        self.drain_into(&mut batch);
+        self.feed_batch(batch);
+    }
+
+    fn feed_batch(&mut self, mut batch: Vec<super::Heartbeat>) {
+        match batch.len() {
+            0 => {}
+            1 => self.feed(Input::Heartbeat(batch.remove(0))),
+            _ => self.feed(Input::Heartbeats(batch)),
+        }
+    }
+
+    /// One datagram of `n` bytes in `self.buf`: checked, and added to `batch` if accepted.
+    fn datagram(&mut self, n: usize, from: SocketAddr, batch: &mut Vec<super::Heartbeat>) {
         let hb = match decode(&self.buf[..n], &self.key) {
             Ok(hb) => hb,
             Err(e) => return self.rejected(&e, from),
@@ -585,7 +614,7 @@ impl Driver {
             return self.rejected(&e, from);
         }
         bump(&self.counters.received);
-        self.feed(Input::Heartbeat(hb));
+        batch.push(hb);
     }
 
     fn rejected(&mut self, e: &HeartbeatError, from: SocketAddr) {

@@ -149,6 +149,10 @@ pub enum Input {
     Timer,
     /// An authenticated, non-replayed heartbeat from a peer (checked by the caller).
     Heartbeat(Heartbeat),
+    /// Several such heartbeats read at once (a socket's backlog), in the order received:
+    /// taken in together before anything is decided, so that no decision sees one peer's
+    /// latest heartbeat and another's stale one.
+    Heartbeats(Vec<Heartbeat>),
     /// This device's own eligibility changed (links up/down — fail-safe; `lbctl standby`/`release`).
     Eligible(bool),
     /// The traffic groups whose mirrored session state this device does not hold in sync (it
@@ -618,6 +622,11 @@ impl Placement {
         match input {
             Input::Start | Input::Timer => {}
             Input::Heartbeat(hb) => self.heard(now, hb),
+            Input::Heartbeats(hbs) => {
+                for hb in hbs {
+                    self.heard(now, hb);
+                }
+            }
             Input::Eligible(e) => {
                 if e != self.eligible {
                     self.eligible = e;

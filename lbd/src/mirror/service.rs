@@ -210,6 +210,8 @@ pub struct Mirroring {
     last_epoch: AtomicU64,
     /// The unsynced set the last reconcile told the device group.
     last_unsynced: Mutex<BTreeSet<String>>,
+    /// What each channel should carry, as the last reconcile saw it.
+    last_want: Mutex<BTreeMap<String, BTreeMap<String, Carries>>>,
 }
 
 impl std::fmt::Debug for Mirroring {
@@ -322,6 +324,7 @@ impl Mirroring {
             last_epoch: AtomicU64::new(0),
             // Nothing is known to be in sync at start (as the device group assumes).
             last_unsynced: Mutex::new(group.mirror_ports().into_keys().collect()),
+            last_want: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -384,6 +387,24 @@ impl Mirroring {
             want.insert(t.name.clone(), peers);
         }
         let current = self.senders.load_full();
+        // A channel that should carry something else is replaced only when the previous
+        // reconcile wanted the same: right after a move, the next-active device as this device
+        // sees it can change within one tick, and each replacement costs a full resync.
+        let last = std::mem::replace(&mut *lock(&self.last_want), want.clone());
+        for (tg, peers) in want.iter_mut() {
+            for (peer, carries) in peers.iter_mut() {
+                let running = current
+                    .get(tg)
+                    .and_then(|v| v.iter().find(|e| &e.peer == peer));
+                if let Some(e) = running {
+                    if e.carries != *carries
+                        && last.get(tg).and_then(|p| p.get(peer)) != Some(carries)
+                    {
+                        *carries = e.carries;
+                    }
+                }
+            }
+        }
         let same = want.len() == current.len()
             && want.iter().all(|(tg, peers)| {
                 current.get(tg).is_some_and(|v| {

@@ -178,6 +178,9 @@ impl Net {
             self.now += ms(1);
             let now = self.now;
             let mut later = VecDeque::new();
+            // What is due for each device arrives together, as the driver reads a socket's
+            // backlog: one batch.
+            let mut due: BTreeMap<String, Vec<Heartbeat>> = BTreeMap::new();
             while let Some((at, to, hb)) = self.queue.pop_front() {
                 if at > now {
                     later.push_back((at, to, hb));
@@ -187,12 +190,19 @@ impl Net {
                     continue;
                 }
                 if !self.nodes[&to].hung {
-                    self.feed(&to, Input::Heartbeat(hb));
+                    due.entry(to).or_default().push(hb);
                 } else if self.backlog {
                     later.push_back((at, to, hb));
                 }
             }
             self.queue = later;
+            for (to, mut hbs) in due {
+                if hbs.len() == 1 {
+                    self.feed(&to, Input::Heartbeat(hbs.remove(0)));
+                } else {
+                    self.feed(&to, Input::Heartbeats(hbs));
+                }
+            }
             let names: Vec<String> = self.nodes.keys().cloned().collect();
             for n in names {
                 let node = &self.nodes[&n];
@@ -1152,7 +1162,9 @@ fn hang_b_for(hang: u64, offset: u64, backlog: bool) -> (Net, Instant) {
     let all = ["A", "B", "C"];
     let mut net = Net::new_sync(&all, &all, Some(ms(SYNC)));
     net.backlog = backlog;
-    for n in all {
+    // Devices start (and so send their heartbeats) out of phase, as real ones do.
+    for (n, phase) in all.into_iter().zip([0, 37, 71]) {
+        net.run(ms(phase) - (net.now - net.t0).min(ms(phase)));
         net.feed(n, Input::Unsynced(BTreeSet::new()));
         net.feed(n, Input::Start);
     }
@@ -1513,4 +1525,32 @@ fn the_newer_claim_holds() {
     let s = net.tg_status("C", "tg-1");
     assert_eq!(s.active.as_deref(), Some("B"));
     assert!(s.generation.unwrap() > a_gen, "{s:?} vs {a_gen}");
+}
+
+/// A pause of about `dead_after` with the peers' heartbeats waiting in the socket (read as one
+/// batch on resume): the paused device never takes its peers' traffic groups — their queued
+/// heartbeats show them alive — whether or not its peers declared it dead meanwhile.
+#[test]
+fn a_paused_device_never_takes_its_live_peers_traffic_groups() {
+    for pause in [400, 440, 450, 480, 520, 560] {
+        for offset in [0, 20, 45, 70, 95] {
+            let ctx = format!("pause {pause} ms at offset {offset}");
+            let (mut net, resumed) = hang_b_for(pause, offset, true);
+            net.run(ms(FAILBACK + 3 * INTERVAL + DEAD));
+            for e in net.events_since(resumed) {
+                assert!(
+                    !activate("B", "tg-1")(&e) && !activate("B", "tg-3")(&e),
+                    "{ctx}: {e:?}"
+                );
+            }
+            assert!(
+                net.overlap.values().all(|o| *o <= ms(INTERVAL)),
+                "{ctx}: {:?}",
+                net.overlap
+            );
+            net.feed("B", Input::Unsynced(BTreeSet::new()));
+            net.run(ms(FAILBACK + 3 * INTERVAL));
+            net.assert_steady();
+        }
+    }
 }

@@ -680,3 +680,40 @@ async fn the_heartbeat_thread_runs_real_time_when_asked() {
         "(rt_priority, policy)"
     );
 }
+
+/// A device paused just under `dead_after` (its peers' heartbeats wait in its socket) must
+/// read that backlog before it decides anything: it never takes a live peer's traffic group.
+/// Pauses from `dead_after` - 2 intervals up to `dead_after` + 1 interval, repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_device_never_takes_a_live_peers_traffic_group() {
+    let mut c = Cluster::new(BTreeMap::new());
+    let stall = c.spawn_stallable("B", false);
+    c.spawn("A").await;
+    c.spawn("C").await;
+    c.wait_placed(&DEVICES, &STEADY).await;
+    let start = Instant::now();
+    let pauses = [
+        DEAD_AFTER - INTERVAL * 2,
+        DEAD_AFTER - INTERVAL / 2,
+        DEAD_AFTER - INTERVAL / 5,
+        DEAD_AFTER,
+        DEAD_AFTER + INTERVAL / 5,
+        DEAD_AFTER + INTERVAL,
+    ];
+    for (i, pause) in pauses.iter().cycle().take(18).enumerate() {
+        // Start the pauses at different points of B's heartbeat interval.
+        tokio::time::sleep(INTERVAL * 3 + INTERVAL * (i as u32 % 7) / 7).await;
+        stall.send(*pause).unwrap();
+        tokio::time::sleep(*pause + INTERVAL).await;
+        let taken: Vec<Event> = c
+            .events_since(start)
+            .into_iter()
+            .filter(|e| e.dev == "B" && e.what == "activate" && e.tg != "tg-2")
+            .collect();
+        assert!(taken.is_empty(), "pause {pause:?}: {taken:#?}");
+        // Whatever moved (tg-2, if A and C declared B dead) comes home before the next pause.
+        c.wait_placed(&DEVICES, &STEADY).await;
+    }
+    drop(stall);
+    c.shutdown();
+}

@@ -2,7 +2,7 @@
 # bgp-announce.sh — how fast do bgpd (spanlb) and gobgpd (Debian) announce and withdraw
 # 100,000 /32 prefixes to an FRR router?
 #
-# Usage: sudo topologies/bench/bgp-announce.sh        (env: COUNT=100000, KEEP=1 keeps the work dir)
+# Usage (as root): topologies/bench/bgp-announce.sh        (env: COUNT=100000, KEEP=1 keeps the work dir)
 #
 # Topology (created by this script, removed on exit, also on error or Ctrl-C):
 #

@@ -3,7 +3,7 @@
 # the same nginx, driven by the same wrk, on loopback: new connections per second, keep-alive
 # requests per second, bulk throughput, p99 latency, proxy CPU.
 #
-# Usage: sudo topologies/bench/lb-vs-haproxy.sh [options]
+# Usage (as root): topologies/bench/lb-vs-haproxy.sh [options]
 #   --rounds N         rounds; every row of the table is the median of N runs   (default 5)
 #   --duration S       seconds per wrk run                                       (default 10)
 #   --pause S          idle seconds before every run (lets TIME_WAIT/softirq settle; default 1)

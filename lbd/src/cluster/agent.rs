@@ -511,9 +511,10 @@ impl Cluster {
     /// Gives up every traffic group (as standby does) and waits, at most `limit`, until their
     /// routes are withdrawn and addresses removed here.
     ///
-    /// It then also waits (within the same limit) until a peer holds each of them: bgpd drops
-    /// our routes as soon as lbd's connection closes, and the new holder's paths should be
-    /// there first so that the routers' next-hop set never shrinks.
+    /// It then also waits (within the same limit) until a peer holds each of them, so that
+    /// their floating addresses are answered again before this lbd exits (the routes stay:
+    /// every device announces every traffic group's path; bgpd drops only this device's
+    /// duplicates when lbd's connection closes).
     pub async fn shutdown(&self, limit: Duration) {
         let held: Vec<String> = self.local_status().active_here.into_keys().collect();
         self.standby.store(true, Ordering::Relaxed);

@@ -454,6 +454,20 @@ async fn start(
     ))
 }
 
+/// One datagram from `sock` if one is queued (`WouldBlock` if none), read with the system call
+/// whatever tokio believes about the socket's readiness.
+fn recv_now(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    // SAFETY: `buf` is initialized memory; viewing it as possibly-uninitialized bytes is
+    // sound, and recv_from only writes into it.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    // tokio made the socket non-blocking: an empty queue is WouldBlock.
+    let (n, from) = socket2::SockRef::from(sock).recv_from(uninit)?;
+    let from = from
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("heartbeat from a non-IP address"))?;
+    Ok((n, from))
+}
+
 /// The task's state. Dropping it (task ended or aborted) leaves its last status behind.
 struct Driver {
     spec: GroupSpec,
@@ -573,9 +587,13 @@ impl Driver {
     }
 
     /// Reads every datagram already queued (at most [`DRAIN_MAX`]) into `batch`, checked.
+    ///
+    /// Reads the socket itself (non-blocking), not through tokio's readiness: right after a
+    /// pause the runtime may run the expired timer before it has polled the socket's
+    /// readiness, and `try_recv_from` would then say "nothing queued" over a full backlog.
     fn drain_into(&mut self, batch: &mut Vec<super::Heartbeat>) {
         for _ in 0..DRAIN_MAX {
-            match self.sock.try_recv_from(&mut self.buf) {
+            match recv_now(&self.sock, &mut self.buf) {
                 Ok((n, from)) => self.datagram(n, from, batch),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {

@@ -1,5 +1,5 @@
 #!/bin/bash
-# A seed-lab device (DESIGN.md §6): sets its static self IPs from the node's environment
+# A seed-lab device (docs/design.md, "The lab"): sets its static self IPs from the node's environment
 # (ecmp-seed.clab.yml), then starts bgpd, waits for its control socket, and starts lbd.
 # The container ends when either daemon ends, so `docker ps` shows a failed device.
 #

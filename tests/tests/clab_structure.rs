@@ -387,9 +387,11 @@ fn lbd_files_load_and_match_the_topology() {
             .iter()
             .find(|x| x.name == d.name)
             .expect("device");
+        // The HA segment, then a second path on the internal segment.
         let ha: std::net::IpAddr = d.ha.parse().unwrap();
-        assert_eq!(dev.failover_addresses, vec![ha], "{}", d.name);
-        assert_eq!(dev.mirror_addresses, vec![ha], "{}", d.name);
+        let int: std::net::IpAddr = d.static_int.parse().unwrap();
+        assert_eq!(dev.failover_addresses, vec![ha, int], "{}", d.name);
+        assert_eq!(dev.mirror_addresses, vec![ha, int], "{}", d.name);
         let tg = cfg
             .traffic_groups
             .iter()

@@ -591,13 +591,7 @@ fn apply(lab: &ClusterLab, fault: Fault, dev: &str, res: &mut RoundResult) {
             let tg = format!("tg-{}", lab.device(dev).addrs.tg);
             let r = lab.lbctl(dev, &["failover", &tg]);
             lab.ok(r, "lbctl failover");
-            let r = spanlb_lab::wait_until_dbg(Duration::from_secs(10), "moved away", || {
-                let p = lab.placement()?;
-                match p.get(&tg).cloned().flatten() {
-                    Some(d) if d != dev => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            });
+            let r = lab.wait_moved_off(&tg, dev, Duration::from_secs(10));
             lab.ok(r, "the failover order moved the traffic group");
             std::thread::sleep(Duration::from_millis(1000));
             let r = lab.lbctl(dev, &["failover", &tg, "--to", dev]);

@@ -606,6 +606,18 @@ timeout = "{mi}"
         Ok(())
     }
 
+    /// Waits until every live device agrees that `tg` is active on a device other than
+    /// `from`; returns that device.
+    pub fn wait_moved_off(&self, tg: &str, from: &str, timeout: Duration) -> Result<String> {
+        wait_until_dbg(timeout, &format!("{tg} taken over from {from}"), || {
+            let p = self.placement()?;
+            match p.get(tg).cloned().flatten() {
+                Some(d) if d != from => Ok(d),
+                other => Err(format!("{other:?}")),
+            }
+        })
+    }
+
     /// Cuts (`up = false`) or restores every device's link to the HA segment, at the switch.
     pub fn set_ha_link(&self, up: bool) -> Result<()> {
         let seg = self

@@ -65,13 +65,7 @@ fn a_crashed_device_changes_nothing_for_the_router_or_the_survivors() {
             );
         }
         let tg = format!("tg-{}", lab.device(victim).addrs.tg);
-        let r = spanlb_lab::wait_until_dbg(Duration::from_secs(10), "taken over", || {
-            let p = lab.placement()?;
-            match p.get(&tg).cloned().flatten() {
-                Some(d) if d != victim => Ok(d),
-                other => Err(format!("{other:?}")),
-            }
-        });
+        let r = lab.wait_moved_off(&tg, victim, Duration::from_secs(10));
         let to = lab.ok(r, "the victim's traffic group taken over");
         let took = t0.elapsed();
         // r1 keeps the paths of the devices that stay, and loses the victim's.

@@ -251,20 +251,8 @@ impl DriverHandle {
     /// group mirroring covers (nothing is known to be in sync). Does nothing once the driver
     /// has stopped.
     pub async fn set_unsynced(&self, set: BTreeSet<String>) {
-        let mut last = self.unsynced.lock().await;
-        if *last == set {
-            return;
-        }
-        let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Command::Unsynced(set.clone(), reply))
-            .await
-            .is_ok()
-        {
-            *last = set;
-            let _ = rx.await;
-        }
+        self.send_if_changed(&self.unsynced, set, Command::Unsynced)
+            .await;
     }
 
     /// The virtual addresses route health says not to advertise here: carried in heartbeats,
@@ -272,18 +260,26 @@ impl DriverHandle {
     /// whole set each time; sent to the placement only when it changed. Does nothing once the
     /// driver has stopped.
     pub async fn set_unavailable(&self, set: BTreeSet<IpAddr>) {
-        let mut last = self.unavailable.lock().await;
-        if *last == set {
+        self.send_if_changed(&self.unavailable, set, Command::Unavailable)
+            .await;
+    }
+
+    /// Sends `value` as `command` unless it equals `last` (held while sending, so that values
+    /// from several clones reach the task in the order they were recorded), then waits for the
+    /// task to have taken it.
+    async fn send_if_changed<T: Clone + PartialEq>(
+        &self,
+        last: &tokio::sync::Mutex<T>,
+        value: T,
+        command: impl FnOnce(T, oneshot::Sender<()>) -> Command,
+    ) {
+        let mut last = last.lock().await;
+        if *last == value {
             return;
         }
         let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Command::Unavailable(set.clone(), reply))
-            .await
-            .is_ok()
-        {
-            *last = set;
+        if self.tx.send(command(value.clone(), reply)).await.is_ok() {
+            *last = value;
             let _ = rx.await;
         }
     }

@@ -1146,6 +1146,22 @@ mirror = true
         }
     }
 
+    /// A record of this device's own.
+    fn own(shared: &Shared, tg: &str, key: &str, expiry_ms: u64) -> PersistRecord {
+        PersistRecord {
+            profile: "src".into(),
+            scope: "web".into(),
+            key: key.into(),
+            pool: "web".into(),
+            member: "127.0.0.1:18081".parse().unwrap(),
+            virtual_server: "web".into(),
+            traffic_group: Some(tg.into()),
+            update_id: shared.ids.next(),
+            expiry_ms,
+            mirrored: false,
+        }
+    }
+
     #[test]
     fn the_store_applies_peers_state_but_not_for_groups_active_here() {
         let shared = Shared::new(Config::from_toml(CFG, "t").unwrap(), None, 1);
@@ -1170,18 +1186,9 @@ mirror = true
         assert_eq!(lock(&standby).records["tg-2"].len(), 1);
         assert!(!lock(&standby).records.contains_key("tg-3"));
         // Deletes: a flow by its key, a persistence record only when mirrored.
-        shared.persist.insert(PersistRecord {
-            profile: "src".into(),
-            scope: "web".into(),
-            key: "10.0.0.9/32".into(),
-            pool: "web".into(),
-            member: "127.0.0.1:18081".parse().unwrap(),
-            virtual_server: "web".into(),
-            traffic_group: Some("tg-2".into()),
-            update_id: shared.ids.next(),
-            expiry_ms: far,
-            mirrored: false,
-        });
+        shared
+            .persist
+            .insert(own(&shared, "tg-2", "10.0.0.9/32", far));
         store.upsert(flow("tg-2", 1001));
         store.delete(&flow("tg-2", 1001).key());
         assert_eq!(lock(&standby).records["tg-2"].len(), 1);
@@ -1217,18 +1224,9 @@ mirror = true
             store.upsert(flow("tg-2", 1000 + i));
         }
         store.upsert(persist("tg-1", "10.0.1.1/32", "127.0.0.1:18081", far));
-        shared.persist.insert(PersistRecord {
-            profile: "src".into(),
-            scope: "web".into(),
-            key: "10.0.0.9/32".into(),
-            pool: "web".into(),
-            member: "127.0.0.1:18081".parse().unwrap(),
-            virtual_server: "web".into(),
-            traffic_group: Some("tg-2".into()),
-            update_id: shared.ids.next(),
-            expiry_ms: far,
-            mirrored: false,
-        });
+        shared
+            .persist
+            .insert(own(&shared, "tg-2", "10.0.0.9/32", far));
         store.resync_begin("tg-2");
         assert_eq!(shared.persist.len(), 5, "nothing goes when a resync begins");
         assert_eq!(lock(&standby).records["tg-2"].len(), 3);

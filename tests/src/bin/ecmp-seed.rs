@@ -174,14 +174,9 @@ fn run(lab: &ClusterLab) -> Res<()> {
     lab.signal_device("b", libc::SIGSTOP)
         .map_err(|e| e.to_string())?;
     println!("   kill -STOP B's bgpd and lbd; prober: a new connection every 10 ms");
-    let owner = spanlb_lab::wait_until_dbg(Duration::from_secs(10), "tg-2 taken over", || {
-        let p = lab.placement()?;
-        match p.get("tg-2").cloned().flatten() {
-            Some(d) if d != "b" => Ok(d),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .map_err(|e| e.to_string())?;
+    let owner = lab
+        .wait_moved_off("tg-2", "b", Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
     let took = event.elapsed();
     std::thread::sleep(Duration::from_millis(2500));
     prober.stop();
@@ -263,14 +258,9 @@ fn run(lab: &ClusterLab) -> Res<()> {
     let event = Instant::now();
     lab.signal_daemon("a", Daemon::Lbd, libc::SIGKILL)
         .map_err(|e| e.to_string())?;
-    let owner_a = spanlb_lab::wait_until_dbg(Duration::from_secs(10), "tg-1 taken over", || {
-        let p = lab.placement()?;
-        match p.get("tg-1").cloned().flatten() {
-            Some(d) if d != "a" => Ok(d),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .map_err(|e| e.to_string())?;
+    let owner_a = lab
+        .wait_moved_off("tg-1", "a", Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
     let took_a = event.elapsed();
     std::thread::sleep(Duration::from_millis(2000));
     let disturbed_a = ll.disturbed(&["b", "c"]);

@@ -56,7 +56,7 @@ enum Cmd {
     Member {
         /// Pool name.
         pool: String,
-        /// The member, ADDR:PORT ([ADDR]:PORT for IPv6).
+        /// The member, ADDR:PORT (`[ADDR]:PORT` for IPv6).
         member: std::net::SocketAddr,
         action: MemberAction,
     },

@@ -21,7 +21,7 @@
 //!   well): the devices on both sides of a healed partition agree when each came back.
 //! - **Holder.** The devices that claim a traffic group (the `active` list of their heartbeats,
 //!   or this device's own active set) and are usable are its *claimants*; the *holder* is the
-//!   claimant with the newest claim (the highest [`Claim`](super::Claim) generation), and among
+//!   claimant with the newest claim (the highest [`Claim`] generation), and among
 //!   claims of one generation the one earliest in the effective HA order (the TG's `ha_order`,
 //!   or the group's device list when that is empty; devices outside it rank last, by name).
 //!   A device that activates a TG gives its claim a generation above every generation it has
@@ -52,9 +52,10 @@
 //!      `sync_wait` None the unsynced lists are ignored;
 //!   3. the first usable device in HA order — with mirroring on, the first one that holds the
 //!      TG's mirrored state (that does not list it, or with `sync_all_groups` anything, as
-//!      unsynced), if any does: a device that restarted faster than `dead_after` (its old claims gone with its
-//!      old process) does not take its TG back with an empty table, its next-active device
-//!      stands in and auto-failback returns the TG once the device is in sync;
+//!      unsynced), if any does: a device that restarted faster than `dead_after` (its old
+//!      claims gone with its old process) does not take its TG back with an empty table, its
+//!      next-active device stands in and auto-failback returns the TG once the device is in
+//!      sync;
 //!   4. nobody.
 //!
 //!   **Next-active** is the placement computed with the active device taken away (not usable,
@@ -99,8 +100,10 @@
 //!   the device has listened after its start or a stall: what it knew before is kept).
 //! - **Heartbeats.** [`Output::SendHeartbeat`] at start, then every `heartbeat_interval`, plus one
 //!   at once whenever the active set, the eligibility, the unsynced set, the unavailable set or
-//!   the known orders change. `seq` starts at 1 and increases by one per heartbeat; `sent_ms` is the clock set
-//!   by [`Placement::set_clock_ms`], or else `epoch` taken as the Unix ms at [`Input::Start`].
+//!   the known orders change. `seq` starts at 1 and increases by one per heartbeat; `sent_ms`
+//!   is the clock set by [`Placement::set_clock_ms`], or else `epoch` taken as the Unix ms at
+//!   [`Input::Start`]. A heartbeat carries each claim with its generation and whether an order
+//!   made it, and `usable_ms`: how long this device has been usable.
 //!
 //! This module must not do I/O, read the clock, or panic on any input sequence.
 

@@ -25,10 +25,11 @@
 //!   peer's copy may expire up to one step early), and its deletion by `lbctl`. Expiry needs no
 //!   message: records carry their absolute expiry. A record mirrored here by a peer (or one
 //!   of another traffic group) that a connection here uses becomes this device's own, in that
-//!   connection's traffic group, and is offered at once: ECMP spreads a client's connections over every device, so the
-//!   device that takes a traffic group over must know every client its connections stuck.
-//!   For one key the newest record (the latest expiry) wins on every device, whatever order
-//!   the channels deliver them in.
+//!   connection's traffic group, and is offered at once: ECMP spreads a client's connections
+//!   over every device, so the device that takes a traffic group over must know every client
+//!   its connections stuck. For one key the newest record (the latest expiry, then the
+//!   greater traffic group name) wins on every device, whatever order the channels deliver
+//!   them in.
 //! - **Failback gate.** The traffic groups this device is not active for and whose receiver is
 //!   not in sync (no complete state, or no sender connected while a device holds the traffic
 //!   group; when none does, because its holder just died, a complete copy is as good as it

@@ -466,38 +466,7 @@ impl LongLived {
         wanted: &[&str],
         sources: &[IpAddr],
     ) -> Result<LongLived, String> {
-        let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
-        let sources = sources.to_vec();
-        let addr = vip_tcp();
-        let opened = client
-            .run_in(move || {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                let mut keep = Vec::new();
-                let mut seen = Vec::new();
-                for attempt in 0..(20 * n_wanted + 50) {
-                    if keep.len() >= n_wanted || Instant::now() >= deadline {
-                        break;
-                    }
-                    let from = (!sources.is_empty()).then(|| sources[attempt % sources.len()]);
-                    match connect_from(from, addr, Duration::from_secs(2)) {
-                        Ok((c, a)) => match a.device() {
-                            Some(d) if wanted.iter().any(|w| w == d) => keep.push((c, a, d)),
-                            d => seen.push(format!("{d:?}")),
-                        },
-                        Err(e) => seen.push(e),
-                    }
-                }
-                (keep, seen)
-            })
-            .map_err(|e| e.to_string())?;
-        let (conns, seen) = opened;
-        if conns.len() < n_wanted {
-            return Err(format!(
-                "opened only {} of {n_wanted} connections through the wanted devices; others: {:?}",
-                conns.len(),
-                &seen[..seen.len().min(20)]
-            ));
-        }
+        let conns = open_through(client, n_wanted, wanted, sources, 20 * n_wanted + 50)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut flows = Vec::new();
         let mut threads = Vec::new();
@@ -798,6 +767,52 @@ impl Drop for Prober {
     }
 }
 
+/// Opens connections from the client namespace (after the first exchange) until `n` of them
+/// went through one of the `wanted` devices; the others are closed at once. Each attempt comes
+/// from the next of `sources` (any port; the default source when empty). At most `attempts`
+/// attempts or 30 s.
+fn open_through(
+    client: &Ns,
+    n: usize,
+    wanted: &[&str],
+    sources: &[IpAddr],
+    attempts: usize,
+) -> Result<Vec<(TcpStream, Answer, &'static str)>, String> {
+    let named = wanted.join(", ");
+    let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+    let sources = sources.to_vec();
+    let addr = vip_tcp();
+    let (conns, seen) = client
+        .run_in(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut keep = Vec::new();
+            let mut seen = Vec::new();
+            for attempt in 0..attempts {
+                if keep.len() >= n || Instant::now() >= deadline {
+                    break;
+                }
+                let from = (!sources.is_empty()).then(|| sources[attempt % sources.len()]);
+                match connect_from(from, addr, Duration::from_secs(2)) {
+                    Ok((c, a)) => match a.device() {
+                        Some(d) if wanted.iter().any(|w| w == d) => keep.push((c, a, d)),
+                        d => seen.push(format!("{d:?}")),
+                    },
+                    Err(e) => seen.push(e),
+                }
+            }
+            (keep, seen)
+        })
+        .map_err(|e| e.to_string())?;
+    if conns.len() < n {
+        return Err(format!(
+            "opened only {} of {n} connections through {named}; others: {:?}",
+            conns.len(),
+            &seen[..seen.len().min(20)]
+        ));
+    }
+    Ok(conns)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Idle connections
 
@@ -811,35 +826,11 @@ impl IdleFlows {
     /// Opens `n` connections through device `via` (others are closed at once; at most
     /// `30 * n + 50` attempts or 30 s) and leaves them idle after the first exchange.
     pub fn open(client: &Ns, n: usize, via: &str) -> Result<IdleFlows, String> {
-        let via = via.to_string();
-        let addr = vip_tcp();
-        let (conns, seen) = client
-            .run_in(move || {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                let mut keep = Vec::new();
-                let mut seen = Vec::new();
-                for _ in 0..(30 * n + 50) {
-                    if keep.len() >= n || Instant::now() >= deadline {
-                        break;
-                    }
-                    match connect_once(addr, Duration::from_secs(2)) {
-                        Ok((c, a)) if a.device() == Some(via.as_str()) => {
-                            keep.push((keep.len(), c))
-                        }
-                        Ok(_) => {}
-                        Err(e) => seen.push(e),
-                    }
-                }
-                (keep, seen)
-            })
-            .map_err(|e| e.to_string())?;
-        if conns.len() < n {
-            return Err(format!(
-                "opened only {} of {n} idle connections; errors: {:?}",
-                conns.len(),
-                &seen[..seen.len().min(10)]
-            ));
-        }
+        let conns = open_through(client, n, &[via], &[], 30 * n + 50)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (c, _, _))| (i, c))
+            .collect();
         Ok(IdleFlows { conns })
     }
 

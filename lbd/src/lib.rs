@@ -15,15 +15,14 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod app;
 pub mod cluster;
 pub mod config;
-pub mod control;
-pub mod daemon;
-pub mod metrics;
 pub mod mirror;
 pub mod monitor;
 pub mod plugins;
 pub mod proxy;
 pub mod select;
 pub mod state;
+pub mod sys;
 pub mod tables;

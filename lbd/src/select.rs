@@ -21,6 +21,7 @@
 //!   flow hash goes to the same member, and a change in the member set moves few flows.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Size of the lookup table a Maglev [`Selector`] builds. Prime (the paper requires it, so that
@@ -271,6 +272,23 @@ fn splitmix64_mix(mut z: u64) -> u64 {
 /// across an upgrade; the known values in the tests are there to notice that.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
     fmix64(fnv1a(FNV_OFFSET_BASIS, bytes))
+}
+
+/// Rendezvous (highest random weight) hashing: of `candidates` (index, member address), the
+/// index whose [`stable_hash`] of `key` followed by the address's text is greatest. Every
+/// device picks the same member for a key while the candidates are the same, and removing
+/// one candidate remaps only the keys it had.
+pub fn rendezvous(
+    key: &[u8],
+    candidates: impl Iterator<Item = (usize, SocketAddr)>,
+) -> Option<usize> {
+    candidates
+        .max_by_key(|(_, addr)| {
+            let mut b = key.to_vec();
+            b.extend_from_slice(addr.to_string().as_bytes());
+            stable_hash(&b)
+        })
+        .map(|(i, _)| i)
 }
 
 /// The second, independent hash of a Maglev key, for its skip: FNV-1a from another basis, then

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{AdminState, Advertise, Config, Persistence, Protocol, Snat, VirtualServer};
 use crate::monitor::Health;
 use crate::select::{stable_hash, Candidate, Method, Selector};
-use crate::tables::now_ms;
+use crate::tables::{now_ms, ConnTable, PersistTable, UpdateIds};
 
 /// Traffic counters of a virtual server, a pool member or a pool.
 #[derive(Debug, Default)]
@@ -577,6 +577,32 @@ impl Runtime {
                 }
             })
             .collect()
+    }
+}
+
+/// The live state every subsystem shares: the running configuration (swapped whole on
+/// reload), the connection and persistence tables and the update ids. Plain data with short
+/// locks of its own: the data path, mirroring, the control socket and the metrics read it;
+/// only the app swaps the runtime.
+#[derive(Debug)]
+pub struct Live {
+    pub runtime: ArcSwap<Runtime>,
+    pub conns: ConnTable,
+    pub persist: PersistTable,
+    pub ids: UpdateIds,
+    /// When this lbd started (Unix ms).
+    pub started_ms: u64,
+}
+
+impl Live {
+    pub fn new(runtime: Runtime) -> Live {
+        Live {
+            runtime: ArcSwap::from_pointee(runtime),
+            conns: ConnTable::default(),
+            persist: PersistTable::default(),
+            ids: UpdateIds::default(),
+            started_ms: now_ms(),
+        }
     }
 }
 

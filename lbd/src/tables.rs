@@ -10,21 +10,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Persistence, PersistenceType, Protocol};
 
-/// Milliseconds since the Unix epoch (the clock records carry: absolute, comparable between
-/// devices whose clocks are synchronized).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::sys::now_ms;
 
 /// A source of update ids: strictly increasing per device, shared by every table.
 #[derive(Debug, Default)]
@@ -233,6 +226,31 @@ impl PersistRecord {
     pub fn newer(&self, other: &PersistRecord) -> bool {
         (self.expiry_ms, &self.traffic_group) > (other.expiry_ms, &other.traffic_group)
     }
+
+    /// The ownership rule for a record a connection here just used, the connection belonging
+    /// to traffic group `tg` (None: no traffic group is active here, between a release and a
+    /// takeover; the record then stays whose it is). A record a peer mirrored here, or one of
+    /// another traffic group (this device holds several while it stands in for a failed one),
+    /// becomes this device's record in `tg`: the client's flows reach every device, so the
+    /// device that would take `tg` over must know where the client sticks. Returns whether
+    /// the record changed hands (it must then go to `tg`'s peers at once).
+    pub fn take_for(&mut self, tg: Option<&str>) -> bool {
+        let Some(tg) = tg else { return false };
+        if self.mirrored || self.traffic_group.as_deref() != Some(tg) {
+            self.mirrored = false;
+            self.traffic_group = Some(tg.to_string());
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The smallest expiry extension worth telling a peer about: an eighth of the profile's
+/// timeout, at least one second (a busy record costs one mirror update per step, not one per
+/// connection; the peer's copy may expire up to one step early).
+pub fn refresh_step(timeout: Duration) -> u64 {
+    (timeout.as_millis() as u64 / 8).max(1000)
 }
 
 type PersistKey = (String, String, String);

@@ -1,4 +1,4 @@
-//! lbctl against a real control socket: lbd's `Shared` (never started: no listener, no monitor)
+//! lbctl against a real control socket: lbd's `App` (never started: no listener, no monitor)
 //! served by `control::serve` on a Unix socket in a temporary directory, and the lbctl binary
 //! run as an operator would, checking its output and exit codes.
 
@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lbd::app::{App, Daemon as Lbd};
 use lbd::config::{AdminState, Config};
-use lbd::daemon::Shared;
 
 // The members are in TEST-NET-1 and are never contacted.
 const CFG: &str = r#"
@@ -23,7 +23,7 @@ members = [{ address = "192.0.2.50:80" }, { address = "192.0.2.51:80" }]
 "#;
 
 struct Daemon {
-    shared: Arc<Shared>,
+    shared: Arc<App>,
     sock: PathBuf,
     /// Runs the control socket while the test lasts.
     _rt: tokio::runtime::Runtime,
@@ -36,14 +36,14 @@ impl Daemon {
             .enable_all()
             .build()
             .unwrap();
-        let shared = Shared::new(Config::from_toml(CFG, "test").unwrap(), None, 1);
+        let shared = App::standalone(Lbd::new(Config::from_toml(CFG, "test").unwrap(), None));
         let sock = std::env::temp_dir().join(format!("lbctl-{name}-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&sock);
         let listener = {
             let _g = rt.enter();
             tokio::net::UnixListener::bind(&sock).unwrap()
         };
-        rt.spawn(lbd::control::serve(listener, shared.clone()));
+        rt.spawn(lbd::app::control::serve(listener, shared.clone()));
         Daemon {
             shared,
             sock,
@@ -125,7 +125,7 @@ fn operator_session() {
         r.stdout,
         "pool web member 192.0.2.50:80: enabled -> disabled (status disabled); 1/2 members available\n"
     );
-    let rt = d.shared.runtime.load();
+    let rt = d.shared.live().runtime.load();
     assert_eq!(rt.pools["web"].members[0].admin(), AdminState::Disabled);
 
     let r = lbctl(&["-s", s, "show", "pools", "web"], None);

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lbd::app::Daemon;
 use lbd::config::Config;
-use lbd::daemon::Shared;
 use lbd::state::CounterValues;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
@@ -101,18 +101,20 @@ fn config(text: &str) -> Config {
     Config::from_toml(text, "test.toml").unwrap()
 }
 
-async fn daemon(text: &str) -> Arc<Shared> {
-    let shared = Shared::new(config(text), None, 1);
+async fn daemon(text: &str) -> Arc<Daemon> {
+    let shared = Daemon::new(config(text), None);
     shared.start().await.unwrap();
     shared
 }
 
-fn vs_counters(shared: &Shared, vs: &str) -> CounterValues {
-    shared.runtime.load().virtual_servers[vs].counters.values()
+fn vs_counters(shared: &Daemon, vs: &str) -> CounterValues {
+    shared.dp.runtime.load().virtual_servers[vs]
+        .counters
+        .values()
 }
 
-fn member_counters(shared: &Shared, pool: &str, i: usize) -> CounterValues {
-    shared.runtime.load().pools[pool].members[i]
+fn member_counters(shared: &Daemon, pool: &str, i: usize) -> CounterValues {
+    shared.dp.runtime.load().pools[pool].members[i]
         .counters
         .values()
 }
@@ -180,7 +182,7 @@ async fn datagrams_reach_a_member_through_snat_and_replies_come_from_the_vip() {
     assert_eq!(peers[0].ip().to_string(), "127.0.0.2");
 
     // The connection table holds the flow as it is.
-    let recs = shared.conns.records(10, |_| true);
+    let recs = shared.dp.conns.records(10, |_| true);
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     assert_eq!(r.protocol, lbd::config::Protocol::Udp);
@@ -219,7 +221,7 @@ async fn round_robin_spreads_flows_and_each_flow_sticks_to_its_member() {
             assert_eq!(&who(c, vip, payload.as_bytes()).await, first);
         }
     }
-    assert_eq!(shared.conns.len(), 4);
+    assert_eq!(shared.dp.conns.len(), 4);
     let v = vs_counters(&shared, "dns");
     assert_eq!((v.current, v.total), (4, 4));
     assert_eq!(member_counters(&shared, "p", 0).current, 2);
@@ -245,17 +247,17 @@ async fn idle_flows_expire_and_the_next_datagram_makes_a_new_flow() {
         sleep(Duration::from_millis(100)).await;
         assert_eq!(who(&c, vip, b"keep").await, first);
     }
-    assert_eq!(shared.conns.len(), 1);
+    assert_eq!(shared.dp.conns.len(), 1);
 
     // Idle: it goes, with its current counts.
-    until("the idle flow expires", || shared.conns.is_empty()).await;
+    until("the idle flow expires", || shared.dp.conns.is_empty()).await;
     let v = vs_counters(&shared, "dns");
     assert_eq!((v.current, v.total), (0, 1));
 
     // The same client now makes a new flow: round-robin takes the other member.
     let second = who(&c, vip, b"2").await;
     assert_ne!(first, second);
-    assert_eq!(shared.conns.len(), 1);
+    assert_eq!(shared.dp.conns.len(), 1);
     assert_eq!(vs_counters(&shared, "dns").total, 2);
     shared.stop().await;
 }
@@ -282,7 +284,7 @@ async fn the_connection_limit_counts_live_flows() {
     assert_eq!(a.peers.lock().unwrap().len(), 2);
 
     // Once it has expired, the second client gets its flow.
-    until("the first flow expires", || shared.conns.is_empty()).await;
+    until("the first flow expires", || shared.dp.conns.is_empty()).await;
     assert_eq!(who(&c2, vip, b"two").await, "a");
     assert_eq!(vs_counters(&shared, "dns").total, 2);
     shared.stop().await;
@@ -316,14 +318,14 @@ members = {}
         member_counters(&shared, "p", 0).connect_failures == 1
     })
     .await;
-    until("the flow ends", || shared.conns.is_empty()).await;
+    until("the flow ends", || shared.dp.conns.is_empty()).await;
     // The next datagram makes a new flow (choosing again), which fails the same way.
     c.send_to(b"anyone now?", vip).await.unwrap();
     until("a second connect failure", || {
         member_counters(&shared, "p", 0).connect_failures == 2
     })
     .await;
-    until("the second flow ends", || shared.conns.is_empty()).await;
+    until("the second flow ends", || shared.dp.conns.is_empty()).await;
     let v = vs_counters(&shared, "dns");
     assert_eq!((v.current, v.total), (0, 2));
 
@@ -385,7 +387,7 @@ async fn byte_counters_match_what_was_sent_and_received() {
     );
     assert_eq!(m0.bytes_in + m1.bytes_in, sent);
     assert_eq!(m0.bytes_out + m1.bytes_out, received);
-    let recs = shared.conns.records(10, |_| true);
+    let recs = shared.dp.conns.records(10, |_| true);
     assert_eq!(recs.len(), 2);
     assert_eq!(recs.iter().map(|r| r.bytes_in).sum::<u64>(), sent);
     assert_eq!(recs.iter().map(|r| r.bytes_out).sum::<u64>(), received);
@@ -408,7 +410,7 @@ async fn a_reload_changes_new_flows_only_and_removing_the_listener_ends_its_flow
     // The established flow keeps its member; a new one gets the new pool's.
     assert_eq!(who(&c1, vip, b"after").await, "a");
     assert_eq!(who(&c2, vip, b"after").await, "b");
-    assert_eq!(shared.conns.len(), 2);
+    assert_eq!(shared.dp.conns.len(), 2);
 
     // A configuration without the virtual server stops the listener and its flows.
     let without = format!(
@@ -418,7 +420,7 @@ async fn a_reload_changes_new_flows_only_and_removing_the_listener_ends_its_flow
     let summary = shared.apply(config(&without)).await.unwrap();
     assert_eq!(summary.listeners_removed.len(), 1);
     until("the removed listener's flows end", || {
-        shared.conns.is_empty()
+        shared.dp.conns.is_empty()
     })
     .await;
     no_reply(&c1, vip, b"gone", Duration::from_millis(200)).await;
@@ -436,11 +438,11 @@ async fn stopping_ends_every_flow() {
         assert_eq!(who(&c, vip, b"hi").await, "a");
         clients.push(c);
     }
-    assert_eq!(shared.conns.len(), 3);
+    assert_eq!(shared.dp.conns.len(), 3);
     assert_eq!(vs_counters(&shared, "dns").current, 3);
     shared.stop().await;
     until("every flow is gone", || {
-        shared.conns.is_empty()
+        shared.dp.conns.is_empty()
             && vs_counters(&shared, "dns").current == 0
             && member_counters(&shared, "p", 0).current == 0
     })

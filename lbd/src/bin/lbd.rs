@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     // The control plane (monitors, control socket, metrics, UDP) runs here; the TCP data path
-    // runs on worker threads of its own (see daemon::Shared::spawn_workers).
+    // runs on worker threads of its own (see proxy::DataPath::spawn_workers).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
                 _ = int.recv() => {}
             }
         };
-        lbd::daemon::run(config, Some(args.config), shutdown).await?;
+        lbd::app::run(config, Some(args.config), shutdown).await?;
         anyhow::Ok(())
     });
     // Connections still open at shutdown are not waited for.

@@ -11,7 +11,9 @@
 //! through [`DriverHandle::set_unsynced`], which traffic groups this device is not ready to
 //! take back; route health, through [`DriverHandle::set_unavailable`], which virtual
 //! addresses are not available here. [`DriverHandle::paths`] watches where every traffic
-//! group's path leads ([`Placement::paths`]), which the routes every device announces follow.
+//! group's path leads ([`Placement::paths`]), which the routes every device announces follow;
+//! [`DriverHandle::roles`] each traffic group's holder and next-active device
+//! ([`Placement::roles`]), which mirroring's channels follow.
 //!
 //! # Order of operations
 //!
@@ -37,7 +39,8 @@
 //! the order given: [`Output::SendHeartbeat`] is signed ([`encode`]) and sent to every address
 //! of every peer (a failed send is counted and logged, never fatal);
 //! [`Output::Activate`] / [`Output::Release`] call [`Actions`] and are logged at info with
-//! their reason. Then [`Placement::paths`] is published to the paths watch when it changed.
+//! their reason. Then [`Placement::roles`] and [`Placement::paths`] are published to their
+//! watches when they changed.
 //!
 //! Liveness is the placement's business and is judged by when an accepted heartbeat was
 //! *received* (the instant the driver feeds it), never by the sender's `sent_ms`.
@@ -55,7 +58,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
@@ -64,7 +67,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::heartbeat::{decode, encode, GroupKey, HeartbeatError, ReplayGuard, MAX_DATAGRAM};
-use super::placement::{GroupSpec, GroupStatus, Input, Output, PathOwner, Placement};
+use super::placement::{GroupSpec, GroupStatus, Input, Output, PathOwner, Placement, Role};
 
 /// The most datagrams read in one drain before a timer or a command is fed.
 pub const DRAIN_MAX: usize = 1024;
@@ -186,6 +189,7 @@ pub struct DriverHandle {
     /// The same for the unavailable set.
     unavailable: Arc<tokio::sync::Mutex<BTreeSet<IpAddr>>>,
     paths: watch::Receiver<Paths>,
+    roles: watch::Receiver<Vec<Role>>,
 }
 
 impl std::fmt::Debug for DriverHandle {
@@ -290,6 +294,11 @@ impl DriverHandle {
         self.paths.clone()
     }
 
+    /// Watches each traffic group's holder and next-active device ([`Placement::roles`]).
+    pub fn roles(&self) -> watch::Receiver<Vec<Role>> {
+        self.roles.clone()
+    }
+
     /// The counters now (they keep their last values once the driver has stopped).
     pub fn counters(&self) -> DriverCounters {
         self.counters.snapshot()
@@ -300,7 +309,7 @@ impl DriverHandle {
 /// in this process (two drivers started within one ms, or a clock step back).
 fn next_epoch() -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = unix_ms();
+    let now = crate::sys::now_ms();
     let mut prev = LAST.load(Ordering::Relaxed);
     loop {
         let epoch = now.max(prev + 1);
@@ -309,12 +318,6 @@ fn next_epoch() -> u64 {
             Err(p) => prev = p,
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Starts a thread of its own (`lbd-heartbeat`, a single-threaded runtime) that ends with the
@@ -328,7 +331,7 @@ fn heartbeat_runtime(
     done: oneshot::Receiver<()>,
     realtime_priority: u8,
 ) -> Result<tokio::runtime::Handle, DriverError> {
-    crate::daemon::runtime_thread("lbd-heartbeat".into(), move |rt| {
+    crate::sys::runtime_thread("lbd-heartbeat".into(), move |rt| {
         if realtime_priority > 0 {
             match set_realtime(realtime_priority) {
                 Ok(()) => info!(
@@ -417,8 +420,10 @@ async fn start(
     let unsynced = Arc::new(tokio::sync::Mutex::new(placement.unsynced().clone()));
     let unavailable = Arc::new(tokio::sync::Mutex::new(BTreeSet::new()));
     let (paths_tx, paths_rx) = watch::channel(None);
+    let (roles_tx, roles_rx) = watch::channel(Vec::new());
     let driver = Driver {
         paths: paths_tx,
+        roles: roles_tx,
         placement,
         spec: cfg.spec,
         key: cfg.key,
@@ -445,6 +450,7 @@ async fn start(
             unsynced,
             unavailable,
             paths: paths_rx,
+            roles: roles_rx,
         },
         task,
     ))
@@ -480,6 +486,7 @@ struct Driver {
     /// One byte more than the largest datagram, so that an oversized one is seen as such.
     buf: Vec<u8>,
     paths: watch::Sender<Paths>,
+    roles: watch::Sender<Vec<Role>>,
 }
 
 impl Drop for Driver {
@@ -670,7 +677,7 @@ impl Driver {
     /// Sets the clock, processes `input`, applies the outputs in order.
     fn feed(&mut self, input: Input) {
         let now = Instant::now();
-        self.placement.set_clock_ms(now, unix_ms());
+        self.placement.set_clock_ms(now, crate::sys::now_ms());
         for out in self.placement.process(now, input) {
             match out {
                 Output::SendHeartbeat(hb) => self.send(&hb),
@@ -692,6 +699,12 @@ impl Driver {
                 }
             }
         }
+        let roles = self.placement.roles(now);
+        self.roles.send_if_modified(|r| {
+            let changed = *r != roles;
+            *r = roles;
+            changed
+        });
         let paths = self.placement.paths(now);
         self.paths.send_if_modified(|p| {
             if *p == paths {

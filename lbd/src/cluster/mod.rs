@@ -11,6 +11,9 @@
 //!   traffic groups, heartbeat timing, route mode).
 //! - `agent`: the device group inside lbd: carries out activations and releases in order
 //!   (addresses, announcements, routes through bgpd), route health, the link fail-safe.
+//! - `bgpd`: lbd's client of bgpd's control socket.
+//! - `ports`: what the device group asks of the rest of lbd (a takeover, a release,
+//!   attribution, route health); the app implements them.
 
 use std::net::IpAddr;
 
@@ -109,8 +112,10 @@ pub struct Order {
 }
 
 pub mod agent;
+pub mod bgpd;
 pub mod config;
 pub mod driver;
 pub mod heartbeat;
 pub mod netaddr;
 pub mod placement;
+pub mod ports;

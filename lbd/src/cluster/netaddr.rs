@@ -619,20 +619,7 @@ fn socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
 }
 
 fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live `T` of the length given.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::setsockopt(fd.as_raw_fd(), level, name, value)
 }
 
 /// `sendto`, checking that the whole frame went.

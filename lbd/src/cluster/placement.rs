@@ -232,6 +232,17 @@ pub struct PathOwner {
     pub unavailable: BTreeSet<IpAddr>,
 }
 
+/// Who holds a traffic group and who would take it next (see [`Placement::roles`]): what
+/// mirroring needs to know to run its channels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Role {
+    pub traffic_group: String,
+    /// The device believed active (the holder), if any.
+    pub holder: Option<String>,
+    /// The device that would take it over next.
+    pub next_active: Option<String>,
+}
+
 /// Which rule put a traffic group where [`place`] says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "rule")]
@@ -703,6 +714,21 @@ impl Placement {
                 })
                 .collect(),
         )
+    }
+
+    /// Each traffic group's holder and next-active device, as [`Placement::status`] shows
+    /// them (in every phase).
+    pub fn roles(&self, now: Instant) -> Vec<Role> {
+        let view = self.view(now);
+        self.spec
+            .traffic_groups
+            .iter()
+            .map(|tg| Role {
+                traffic_group: tg.name.clone(),
+                holder: holder(tg, &view),
+                next_active: place(tg, &view).next_active,
+            })
+            .collect()
     }
 
     pub fn status(&self, now: Instant) -> GroupStatus {

@@ -23,11 +23,12 @@
 //! anything from a peer that the trust layer refused, and must not touch the daemon's
 //! configuration (`service` wires it into lbd).
 
+use crate::sys::now_ms;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -116,13 +117,6 @@ pub struct ReceiverLink {
     pub acks: AckPolicy,
     /// Handshake, first-message and write timeout.
     pub io_timeout: Duration,
-}
-
-/// The current time, Unix milliseconds (the clock records and channels use).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {

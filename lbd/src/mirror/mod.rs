@@ -20,6 +20,7 @@
 //!   [`proto::TcpRepair`], rebuild it on the new owner before it takes the floating addresses,
 //!   and close the old owner's copy without a FIN or RST.
 //!
+//! - `tap`: the port the data path mirrors through ([`tap::MirrorTap`]).
 //! - `service`: mirroring inside lbd — receivers per traffic group, senders toward each active
 //!   traffic group's next-active device, what the data path offers, the takeover hand-over
 //!   and `lbctl show mirroring`.
@@ -38,4 +39,5 @@ pub mod link;
 pub mod proto;
 pub mod repair;
 pub mod service;
+pub mod tap;
 pub mod trust;

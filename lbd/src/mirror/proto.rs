@@ -24,6 +24,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::tables::PersistRecord;
+
 /// The frame magic: "SLMR" (spanlb mirror).
 pub const MAGIC: [u8; 4] = *b"SLMR";
 /// The protocol version this codec speaks.
@@ -174,7 +176,61 @@ pub enum RecordKey {
     },
 }
 
+impl From<&PersistRecord> for RecordKind {
+    /// A persistence record as it travels (its traffic group goes in the [`Record`]).
+    fn from(r: &PersistRecord) -> RecordKind {
+        RecordKind::Persistence {
+            profile: r.profile.clone(),
+            scope: r.scope.clone(),
+            key: r.key.clone(),
+            pool: r.pool.clone(),
+            member: r.member,
+            virtual_server: r.virtual_server.clone(),
+            expiry_ms: r.expiry_ms,
+        }
+    }
+}
+
+impl From<&PersistRecord> for RecordKey {
+    fn from(r: &PersistRecord) -> RecordKey {
+        RecordKey::Persistence {
+            profile: r.profile.clone(),
+            scope: r.scope.clone(),
+            key: r.key.clone(),
+        }
+    }
+}
+
 impl Record {
+    /// The persistence record a peer mirrored here, as this device stores it (marked
+    /// `mirrored`, with this device's `update_id`); None for the other kinds.
+    pub fn to_persist(&self, update_id: u64) -> Option<PersistRecord> {
+        let RecordKind::Persistence {
+            profile,
+            scope,
+            key,
+            pool,
+            member,
+            virtual_server,
+            expiry_ms,
+        } = &self.kind
+        else {
+            return None;
+        };
+        Some(PersistRecord {
+            profile: profile.clone(),
+            scope: scope.clone(),
+            key: key.clone(),
+            pool: pool.clone(),
+            member: *member,
+            virtual_server: virtual_server.clone(),
+            traffic_group: Some(self.traffic_group.clone()),
+            update_id,
+            expiry_ms: *expiry_ms,
+            mirrored: true,
+        })
+    }
+
     /// The key this record is stored under.
     pub fn key(&self) -> RecordKey {
         match &self.kind {

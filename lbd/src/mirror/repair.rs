@@ -168,22 +168,7 @@ fn setopt<T>(
     val: &T,
     step: &'static str,
 ) -> Result<(), RepairError> {
-    // SAFETY: `val` points to a live, initialised `T` of exactly the length passed; the kernel
-    // only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (val as *const T).cast::<c_void>(),
-            mem::size_of::<T>() as socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(RepairError::last(step))
-    }
+    crate::sys::setsockopt(fd, level, name, val).map_err(|source| RepairError::Os { step, source })
 }
 
 fn set_int(

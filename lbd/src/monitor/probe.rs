@@ -111,7 +111,7 @@ async fn bounded(
 
 /// IP_BIND_ADDRESS_NO_PORT (see [`crate::proxy::bind_address_no_port`]); best effort.
 fn bind_address_no_port<S: AsRawFd>(sock: &S) {
-    if let Err(e) = crate::proxy::bind_address_no_port(sock) {
+    if let Err(e) = crate::sys::bind_address_no_port(sock) {
         debug!("IP_BIND_ADDRESS_NO_PORT: {}", io_text(&e));
     }
 }

@@ -39,12 +39,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::datapath::DataPath;
 use super::relay::{relay, RelayEnd, Sinks};
 use crate::config::Protocol;
-use crate::daemon::Shared;
 use crate::mirror::proto::{Record, RecordKey, RecordKind, TcpRepair};
 use crate::mirror::repair;
-use crate::mirror::service::Mirroring;
+use crate::mirror::tap::MirrorTap;
 use crate::state::{CurrentGuard, MemberState, VsState};
 use crate::tables::{now_ms, LiveConn, NewConn};
 
@@ -98,7 +98,7 @@ pub enum Mirrored {
 /// (see the module documentation).
 #[allow(clippy::too_many_arguments)]
 pub async fn relay_mirrored(
-    m: &Mirroring,
+    m: &dyn MirrorTap,
     tg: &str,
     ends: Ends,
     client: &mut TcpStream,
@@ -178,8 +178,8 @@ fn kind(ends: &Ends, client_side: TcpRepair, server_side: TcpRepair) -> RecordKi
 /// Rebuilds the mirrored TCP connections of `records` (traffic group `tg`, which this device
 /// is taking over) and relays them again; returns how many were rebuilt. Runs before the
 /// floating addresses are added.
-pub fn restore(shared: &Arc<Shared>, tg: &str, records: Vec<Record>) -> usize {
-    let rt = shared.runtime.load();
+pub fn restore(dp: &Arc<DataPath>, tg: &str, records: Vec<Record>) -> usize {
+    let rt = dp.runtime.load();
     let mut n = 0;
     for (i, r) in records.into_iter().enumerate() {
         let RecordKind::TcpConn {
@@ -230,10 +230,10 @@ pub fn restore(shared: &Arc<Shared>, tg: &str, records: Vec<Record>) -> usize {
             snat,
         };
         let member = vs.pool.members[idx].clone();
-        let shared2 = shared.clone();
+        let dp2 = dp.clone();
         let tg2: Arc<str> = tg.into();
-        shared.spawn_on_worker(i, async move {
-            if let Err(e) = rebuilt_conn(&shared2, &vs, member, c, s, ends, &tg2).await {
+        dp.spawn_on_worker(i, async move {
+            if let Err(e) = rebuilt_conn(&dp2, &vs, member, c, s, ends, &tg2).await {
                 debug!(client = %ends.client, "rebuilt connection ended: {e}");
             }
         });
@@ -251,7 +251,7 @@ pub fn restore(shared: &Arc<Shared>, tg: &str, records: Vec<Record>) -> usize {
 
 /// Relays a rebuilt connection until it ends (mirrored onward as any other).
 async fn rebuilt_conn(
-    shared: &Shared,
+    dp: &DataPath,
     vs: &VsState,
     member: Arc<MemberState>,
     c: std::net::TcpStream,
@@ -265,7 +265,7 @@ async fn rebuilt_conn(
     let _ = server.set_nodelay(true);
     let _vs_current = CurrentGuard::new(vs.counters.clone());
     let _member_current = CurrentGuard::new(member.counters.clone());
-    let guard = shared.conns.insert(
+    let guard = dp.conns.insert(
         NewConn {
             protocol: Protocol::Tcp,
             virtual_server: &vs.name,
@@ -277,12 +277,12 @@ async fn rebuilt_conn(
             traffic_group: Some(tg),
             idle: vs.cfg.idle_timeout(),
         },
-        &shared.ids,
+        &dp.ids,
     );
     let live = &guard.conn;
     let (up, down) = Sinks::for_conn(&vs.counters, &member.counters, live);
     let idle = vs.cfg.idle_timeout();
-    let res = match shared.mirror.get() {
+    let res = match dp.mirror.as_deref() {
         Some(m) => {
             match relay_mirrored(m, tg, ends, &mut client, &mut server, up, down, live, idle).await
             {

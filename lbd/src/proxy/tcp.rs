@@ -22,13 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::{debug, warn};
 
+use super::datapath::DataPath;
 use super::mirrored::{relay_mirrored, Ends, Mirrored};
 use super::relay::{relay, RelayEnd, Sinks};
-use super::{choose, learn, remember, upstream_socket, Hint, NoMember};
+use super::{choose, learn, remember, Hint, NoMember};
 use crate::config::Protocol;
-use crate::daemon::Shared;
 use crate::plugins::{Decision, ProfilePlugin};
 use crate::state::{CurrentGuard, VsState};
+use crate::sys::upstream_socket;
 use crate::tables::NewConn;
 
 /// Reads `stream`'s first bytes into `head` (at most the plugin's maximum, within the virtual
@@ -73,7 +74,7 @@ pub const MAX_ATTEMPTS: usize = 4;
 /// Accepts connections for the TCP virtual server on `key` until aborted. The listener is
 /// registered with the runtime this runs on.
 pub async fn accept_loop(
-    shared: Arc<Shared>,
+    dp: Arc<DataPath>,
     key: (SocketAddr, Protocol),
     listener: std::net::TcpListener,
 ) {
@@ -88,7 +89,7 @@ pub async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(handle(shared.clone(), key, stream, peer));
+                tokio::spawn(handle(dp.clone(), key, stream, peer));
             }
             Err(e) => {
                 // EMFILE / ENFILE / ENOBUFS: back off briefly rather than spin; warn at most
@@ -109,12 +110,12 @@ fn reset(s: &TcpStream) {
 }
 
 async fn handle(
-    shared: Arc<Shared>,
+    dp: Arc<DataPath>,
     key: (SocketAddr, Protocol),
     client: TcpStream,
     peer: SocketAddr,
 ) {
-    let Some(vs) = shared.runtime.load().listeners.get(&key).cloned() else {
+    let Some(vs) = dp.runtime.load().listeners.get(&key).cloned() else {
         reset(&client);
         return; // the listener is being removed by a reload
     };
@@ -137,7 +138,7 @@ async fn handle(
     } else {
         key.0
     };
-    if let Err(e) = proxy(&shared, &vs, client, peer, vip).await {
+    if let Err(e) = proxy(&dp, &vs, client, peer, vip).await {
         debug!(virtual_server = %vs.name, client = %peer, "connection ended: {e}");
     }
 }
@@ -162,7 +163,7 @@ async fn connect(
 }
 
 async fn proxy(
-    shared: &Shared,
+    dp: &DataPath,
     vs: &VsState,
     mut client: TcpStream,
     peer: SocketAddr,
@@ -173,7 +174,7 @@ async fn proxy(
     let ingress = if vs.attribution.get().by_ingress.is_empty() {
         None
     } else {
-        crate::proxy::ingress_ifindex(&client)
+        crate::sys::ingress_ifindex(&client)
     };
     // A plugin-backed persistence profile: the client's first bytes decide.
     let mut first = Vec::new();
@@ -193,7 +194,7 @@ async fn proxy(
         None => Hint::default(),
     };
     let (choice, mut server) = loop {
-        let choice = match choose(shared, vs, (peer, vip, ingress), &tried, &hint) {
+        let choice = match choose(dp, vs, (peer, vip, ingress), &tried, &hint) {
             Ok(c) => c,
             Err(why) => {
                 vs.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -227,12 +228,12 @@ async fn proxy(
         }
     };
     let _ = server.set_nodelay(true);
-    remember(shared, vs, (peer, vip, ingress), &choice, &hint);
+    remember(dp, vs, (peer, vip, ingress), &choice, &hint);
     let member = &choice.member;
     let _member_current = CurrentGuard::new(member.counters.clone());
     let snat = server.local_addr().unwrap_or(vip);
     let traffic_group = vs.snat_for_ingress(member.addr, ingress).1;
-    let guard = shared.conns.insert(
+    let guard = dp.conns.insert(
         NewConn {
             protocol: Protocol::Tcp,
             virtual_server: &vs.name,
@@ -244,7 +245,7 @@ async fn proxy(
             traffic_group: traffic_group.as_deref(),
             idle: vs.cfg.idle_timeout(),
         },
-        &shared.ids,
+        &dp.ids,
     );
     let live = &guard.conn;
     let (up, down) = Sinks::for_conn(&vs.counters, &member.counters, live);
@@ -267,7 +268,7 @@ async fn proxy(
             )
             .await;
             if let Decision::Key(key) = d {
-                learn(shared, vs, &key, member.addr, ingress);
+                learn(dp, vs, &key, member.addr, ingress);
             }
             if !answer.is_empty() {
                 client.write_all(&answer).await?;
@@ -282,11 +283,7 @@ async fn proxy(
         return Err(e);
     }
     let idle = vs.cfg.idle_timeout();
-    let mirror = shared
-        .mirror
-        .get()
-        .filter(|_| vs.cfg.mirror)
-        .zip(traffic_group.as_deref());
+    let mirror = dp.mirror_if(vs.cfg.mirror).zip(traffic_group.as_deref());
     let res = match mirror {
         Some((m, tg)) => {
             let ends = Ends {
@@ -295,7 +292,18 @@ async fn proxy(
                 member: member.addr,
                 snat,
             };
-            match relay_mirrored(m, tg, ends, &mut client, &mut server, up, down, live, idle).await
+            match relay_mirrored(
+                m.as_ref(),
+                tg,
+                ends,
+                &mut client,
+                &mut server,
+                up,
+                down,
+                live,
+                idle,
+            )
+            .await
             {
                 Mirrored::Ended(r) => r,
                 // Both sockets are silenced: the connection lives on the new owner now.

@@ -59,11 +59,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, trace};
 
+use super::datapath::DataPath;
+use super::datapath::Restore;
+use super::{choose, remember, Choice, Hint};
 use crate::config::Protocol;
-use crate::daemon::Shared;
 use crate::mirror::proto::{Record, RecordKey, RecordKind};
-use crate::proxy::{choose, remember, upstream_socket, Choice, Hint};
 use crate::state::{CurrentGuard, MemberState, VsState};
+use crate::sys::upstream_socket;
 use crate::tables::{now_ms, LiveConn, NewConn};
 use plugin_api::Direction;
 use tokio::sync::mpsc::UnboundedSender;
@@ -197,7 +199,7 @@ impl Flow {
 
 /// Owned by the flow task: ends the flow however the task ends (return or abort).
 struct FlowEnd {
-    shared: Arc<Shared>,
+    dp: Arc<DataPath>,
     flows: Flows,
     flow: Arc<Flow>,
     reason: &'static str,
@@ -211,8 +213,8 @@ impl Drop for FlowEnd {
             .flows
             .remove_if(&flow.key, |_, f| Arc::ptr_eq(f, flow))
             .is_some();
-        self.shared.conns.remove(flow.conn.id());
-        if let (true, Some(tg), Some(m)) = (current, &flow.mirror_tg, self.shared.mirror.get()) {
+        self.dp.conns.remove(flow.conn.id());
+        if let (true, Some(tg), Some(m)) = (current, &flow.mirror_tg, self.dp.mirror.as_ref()) {
             m.flow_down(tg, flow.record_key());
         }
         debug!(
@@ -368,9 +370,9 @@ async fn run_flow(vip: Arc<UdpSocket>, mut end: FlowEnd) {
     }
 }
 
-/// One listener's state, shared by nothing: the serve task owns it.
+/// One listener's state, dp by nothing: the serve task owns it.
 struct Listener {
-    shared: Arc<Shared>,
+    dp: Arc<DataPath>,
     key: (SocketAddr, Protocol),
     socket: Arc<UdpSocket>,
     flows: Flows,
@@ -382,7 +384,7 @@ impl Listener {
     fn datagram(&mut self, client: SocketAddr, data: &[u8]) {
         // A persistence plugin routes each datagram by its own key.
         let hint = {
-            let rt = self.shared.runtime.load();
+            let rt = self.dp.runtime.load();
             match rt.listeners.get(&self.key).and_then(|v| v.plugin.as_ref()) {
                 Some(p) => Hint::from(p.inspect(
                     Protocol::Udp,
@@ -427,7 +429,7 @@ impl Listener {
     ) {
         let pinned = *hint != Hint::default();
         let vip = self.key.0;
-        let Some(vs) = self.shared.runtime.load().listeners.get(&self.key).cloned() else {
+        let Some(vs) = self.dp.runtime.load().listeners.get(&self.key).cloned() else {
             trace!(listener = %vip, "udp datagram dropped: listener being removed");
             return;
         };
@@ -447,7 +449,7 @@ impl Listener {
                 trace!(virtual_server = %vs.name, %client, "udp flow refused: connection limit");
                 return;
             }
-            let choice = match choose(&self.shared, &vs, (client, vip, None), &tried, hint) {
+            let choice = match choose(&self.dp, &vs, (client, vip, None), &tried, hint) {
                 Ok(c) => c,
                 Err(why) => {
                     vs.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -461,7 +463,7 @@ impl Listener {
                 if let Some(flow) = existing.filter(|f| !f.is_dead()) {
                     match forward(&flow, data) {
                         Forwarded::Sent | Forwarded::Dropped => {
-                            remember(&self.shared, &vs, (client, vip, None), &choice, hint);
+                            remember(&self.dp, &vs, (client, vip, None), &choice, hint);
                             return;
                         }
                         Forwarded::MemberFailed => {
@@ -515,7 +517,7 @@ impl Listener {
         let s = upstream_socket(member, source, Type::DGRAM)?;
         s.connect(&member.into())?;
         let flow = self.adopt(vs, key, choice.member.clone(), s, traffic_group)?;
-        remember(&self.shared, vs, (key.0, self.key.0, None), choice, hint);
+        remember(&self.dp, vs, (key.0, self.key.0, None), choice, hint);
         debug!(
             virtual_server = %vs.name,
             client = %key.0,
@@ -543,7 +545,7 @@ impl Listener {
             .ok_or_else(|| io::Error::other("upstream socket has no IP address"))?;
         let upstream = UdpSocket::from_std(s.into())?;
         // Nothing fails from here on: the guard that undoes it all exists before the task does.
-        let conn = self.shared.conns.insert_shared(
+        let conn = self.dp.conns.insert_shared(
             NewConn {
                 protocol: Protocol::Udp,
                 virtual_server: &vs.name,
@@ -555,9 +557,9 @@ impl Listener {
                 traffic_group: traffic_group.as_deref(),
                 idle: vs.cfg.idle_timeout(),
             },
-            &self.shared.ids,
+            &self.dp.ids,
         );
-        let mirror = self.shared.mirror.get().filter(|_| vs.cfg.mirror);
+        let mirror = self.dp.mirror_if(vs.cfg.mirror);
         let flow = Arc::new(Flow {
             key,
             client,
@@ -577,7 +579,7 @@ impl Listener {
             dropped: AtomicU64::new(0),
         });
         let end = FlowEnd {
-            shared: self.shared.clone(),
+            dp: self.dp.clone(),
             flows: self.flows.clone(),
             flow: flow.clone(),
             reason: "listener stopped",
@@ -596,7 +598,7 @@ impl Listener {
     /// each gets its upstream socket bound to its SNAT address and port — not local yet, the
     /// floating address comes next — and connected to its member. Returns how many.
     fn restore(&mut self, records: Vec<Record>) -> usize {
-        let Some(vs) = self.shared.runtime.load().listeners.get(&self.key).cloned() else {
+        let Some(vs) = self.dp.runtime.load().listeners.get(&self.key).cloned() else {
             return 0;
         };
         let mut n = 0;
@@ -648,23 +650,16 @@ fn bound_socket(member: SocketAddr, snat: SocketAddr) -> io::Result<socket2::Soc
         Type::DGRAM.nonblocking(),
         Some(socket2::Protocol::UDP),
     )?;
-    super::set_transparent(&s, &snat)?;
+    crate::sys::set_transparent(&s, &snat)?;
     s.set_reuse_address(true)?;
     s.bind(&snat.into())?;
     s.connect(&member.into())?;
     Ok(s)
 }
 
-/// Asks a UDP listener to rebuild mirrored flows (see [`restore_flows`]).
-#[derive(Debug)]
-pub struct Restore {
-    pub records: Vec<Record>,
-    pub done: tokio::sync::oneshot::Sender<usize>,
-}
-
 /// Rebuilds the mirrored UDP flows of `records` on their listeners; returns how many were
 /// rebuilt. Waits at most `limit` for each listener.
-pub async fn restore_flows(shared: &Shared, records: Vec<Record>, limit: Duration) -> usize {
+pub async fn restore_flows(dp: &DataPath, records: Vec<Record>, limit: Duration) -> usize {
     let mut by_listener: std::collections::BTreeMap<SocketAddr, Vec<Record>> = Default::default();
     for r in records {
         if let RecordKind::UdpFlow { vip, .. } = &r.kind {
@@ -673,7 +668,7 @@ pub async fn restore_flows(shared: &Shared, records: Vec<Record>, limit: Duratio
     }
     let mut n = 0;
     for (vip, records) in by_listener {
-        let Some(tx) = shared
+        let Some(tx) = dp
             .udp_restore
             .get(&(vip, Protocol::Udp))
             .map(|e| e.value().clone())
@@ -695,16 +690,12 @@ pub async fn restore_flows(shared: &Shared, records: Vec<Record>, limit: Duratio
 
 /// Serves the UDP virtual server listening on `key` with `socket` until aborted. Aborting it
 /// ends every flow it created (their tasks are in its `JoinSet`).
-pub async fn serve(
-    shared: Arc<Shared>,
-    key: (SocketAddr, Protocol),
-    socket: tokio::net::UdpSocket,
-) {
+pub async fn serve(dp: Arc<DataPath>, key: (SocketAddr, Protocol), socket: tokio::net::UdpSocket) {
     let (tx, mut restores) = tokio::sync::mpsc::unbounded_channel();
-    shared.udp_restore.insert(key, tx.clone());
+    dp.udp_restore.insert(key, tx.clone());
     // Unregisters this listener's restore channel however the task ends.
     struct Unregister(
-        Arc<Shared>,
+        Arc<DataPath>,
         (SocketAddr, Protocol),
         UnboundedSender<Restore>,
     );
@@ -715,9 +706,9 @@ pub async fn serve(
                 .remove_if(&self.1, |_, tx| tx.same_channel(&self.2));
         }
     }
-    let _unregister = Unregister(shared.clone(), key, tx);
+    let _unregister = Unregister(dp.clone(), key, tx);
     let mut l = Listener {
-        shared,
+        dp,
         key,
         socket: Arc::new(socket),
         flows: Arc::new(DashMap::new()),

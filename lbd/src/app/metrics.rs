@@ -1,6 +1,6 @@
 //! lbd's Prometheus endpoint: `GET /metrics` answers the OpenMetrics text of the running state.
 //!
-//! Every value is read from [`Shared`] when scraped, by a collector registered once: the
+//! Every value is read from [`App`] when scraped, by a collector registered once: the
 //! counters the data path already keeps, the runtime's availability, the table sizes. Metrics
 //! (prefix `lbd_`; counters end in `_total` on the wire):
 //!
@@ -52,7 +52,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use crate::daemon::Shared;
+use super::App;
 use crate::monitor::Health;
 
 /// Longest request head read.
@@ -65,7 +65,7 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 
 /// Reads lbd's state at scrape time.
 struct StateCollector {
-    shared: Weak<Shared>,
+    app: Weak<App>,
 }
 
 impl fmt::Debug for StateCollector {
@@ -122,10 +122,10 @@ type MemberLabel = [(&'static str, String); 2];
 
 impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(app) = self.app.upgrade() else {
             return Ok(());
         };
-        let rt = shared.runtime.load_full();
+        let rt = app.live().runtime.load_full();
         let e = &mut enc;
 
         let vss: Vec<(VsLabel, crate::state::CounterValues, bool)> = rt
@@ -318,16 +318,17 @@ impl Collector for StateCollector {
             e,
             "connection_table_entries",
             "Connections and UDP flows in the connection table",
-            shared.conns.len() as i64,
+            app.live().conns.len() as i64,
         )?;
         single(
             e,
             "persistence_records",
             "Records in the persistence table",
-            shared.persist.len() as i64,
+            app.live().persist.len() as i64,
         )?;
         {
-            let plugins = shared
+            let plugins = app
+                .daemon
                 .plugins
                 .lock()
                 .map(|r| r.status())
@@ -373,7 +374,7 @@ impl Collector for StateCollector {
                 }),
             )?;
         }
-        if let Some(c) = shared.cluster.get() {
+        if let Some(c) = app.cluster.as_ref() {
             let local = c.local_status();
             family(
                 e,
@@ -425,7 +426,7 @@ impl Collector for StateCollector {
                 i64::from(local.bgpd.connected),
             )?;
         }
-        if let Some(m) = shared.mirror.get() {
+        if let Some(m) = app.mirror.as_ref() {
             let chans = m.channel_figures();
             type ChanLabel = [(&'static str, String); 3];
             let label = |c: &crate::mirror::service::ChannelFigures| -> ChanLabel {
@@ -490,9 +491,9 @@ impl Collector for StateCollector {
             e,
             "start_time_seconds",
             "When lbd started, in Unix time",
-            (shared.started_ms / 1000) as i64,
+            (app.live().started_ms / 1000) as i64,
         )?;
-        let last = shared.last_reload();
+        let last = app.daemon.last_reload();
         family(
             e,
             "last_reload_timestamp_seconds",
@@ -511,11 +512,11 @@ impl Collector for StateCollector {
     }
 }
 
-/// The registry of lbd's metrics over `shared` (it holds no strong reference).
-pub fn registry(shared: &Arc<Shared>) -> Registry {
+/// The registry of lbd's metrics over `app` (it holds no strong reference).
+pub fn registry(app: &Arc<App>) -> Registry {
     let mut r = Registry::with_prefix("lbd");
     r.register_collector(Box::new(StateCollector {
-        shared: Arc::downgrade(shared),
+        app: Arc::downgrade(app),
     }));
     r
 }
@@ -531,9 +532,9 @@ pub fn render(registry: &Registry) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let registry = Arc::new(registry(&shared));
-    drop(shared);
+pub async fn serve(listener: TcpListener, app: Arc<App>) {
+    let registry = Arc::new(registry(&app));
+    drop(app);
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
     loop {
         let sock = match listener.accept().await {
@@ -687,12 +688,15 @@ type = "http"
     #[tokio::test]
     async fn scrape_reads_the_shared_state() {
         tokio::time::timeout(Duration::from_secs(20), async {
-            let shared = Shared::new(Config::from_toml(CFG, "t").unwrap(), None, 1);
+            let app = App::standalone(crate::app::Daemon::new(
+                Config::from_toml(CFG, "t").unwrap(),
+                None,
+            ));
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let task = tokio::spawn(serve(listener, shared.clone()));
+            let task = tokio::spawn(serve(listener, app.clone()));
 
-            let rt = shared.runtime.load_full();
+            let rt = app.live().runtime.load_full();
             let pool = rt.pools["web"].clone();
             let m0 = &pool.members[0];
             m0.counters.total.fetch_add(7, Ordering::Relaxed);
@@ -757,7 +761,7 @@ type = "http"
             has(body, "lbd_persistence_records 0");
             has(
                 body,
-                &format!("lbd_start_time_seconds {}", shared.started_ms / 1000),
+                &format!("lbd_start_time_seconds {}", app.live().started_ms / 1000),
             );
             assert!(
                 !body.lines().any(|l| l.starts_with("lbd_last_reload")),
@@ -816,10 +820,13 @@ type = "http"
 
     #[test]
     fn nothing_is_rendered_once_the_daemon_is_gone() {
-        let shared = Shared::new(Config::from_toml(CFG, "t").unwrap(), None, 1);
-        let r = registry(&shared);
+        let app = App::standalone(crate::app::Daemon::new(
+            Config::from_toml(CFG, "t").unwrap(),
+            None,
+        ));
+        let r = registry(&app);
         assert!(render(&r).contains("lbd_member_up"));
-        drop(shared);
+        drop(app);
         assert_eq!(render(&r), "# EOF\n");
     }
 }

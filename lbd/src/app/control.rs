@@ -45,8 +45,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use super::{App, ReloadSummary};
 use crate::config::AdminState;
-use crate::daemon::{ReloadSummary, Shared};
+use crate::mirror::tap::MirrorTap;
 use crate::state::{MemberState, PoolState, Runtime, VsState};
 use crate::tables::now_ms;
 
@@ -113,7 +114,7 @@ pub enum Request {
 }
 
 /// Accepts control clients until the task is dropped.
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+pub async fn serve(listener: UnixListener, app: Arc<App>) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let sock = match listener.accept().await {
@@ -127,9 +128,9 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
         };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                let shared = shared.clone();
+                let app = app.clone();
                 tokio::spawn(async move {
-                    session(sock, &shared).await;
+                    session(sock, &app).await;
                     drop(permit);
                 });
             }
@@ -146,7 +147,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
 }
 
 /// One client: requests in, responses out, until it hangs up, idles or misbehaves.
-async fn session(sock: UnixStream, shared: &Shared) {
+async fn session(sock: UnixStream, app: &App) {
     let (rd, mut wr) = sock.into_split();
     let mut rd = BufReader::new(rd);
     let mut line = Vec::new();
@@ -178,7 +179,7 @@ async fn session(sock: UnixStream, shared: &Shared) {
             return;
         }
         let resp = match parse(&line) {
-            Ok(req) => match handle(req, shared).await {
+            Ok(req) => match handle(req, app).await {
                 Ok(data) => json!({"ok": true, "data": data}),
                 Err(e) => failure(e),
             },
@@ -219,17 +220,17 @@ async fn send<W: AsyncWrite + Unpin>(wr: &mut W, v: &Value) -> std::io::Result<(
 }
 
 /// Carries out one request: the `data` of the response, or the error line.
-pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
+pub async fn handle(req: Request, app: &App) -> Result<Value, String> {
     match req {
-        Request::Status => Ok(status(shared)),
+        Request::Status => Ok(status(app)),
         Request::ShowVirtualServers { name } => {
-            let rt = shared.runtime.load();
+            let rt = app.live().runtime.load();
             let list = select(&rt.virtual_servers, name.as_deref(), "virtual server")?;
             Ok(Value::Array(list.into_iter().map(vs_json).collect()))
         }
-        Request::ShowVirtualAddresses => to_json(&shared.runtime.load().virtual_addresses()),
+        Request::ShowVirtualAddresses => to_json(&app.live().runtime.load().virtual_addresses()),
         Request::ShowPools { name } => {
-            let rt = shared.runtime.load();
+            let rt = app.live().runtime.load();
             let list = select(&rt.pools, name.as_deref(), "pool")?;
             Ok(Value::Array(
                 list.into_iter().map(|p| pool_json(&rt, p)).collect(),
@@ -240,20 +241,21 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
             limit,
         } => {
             let vs = virtual_server.map(|v| v.to_lowercase());
-            let mut records = shared.conns.records(usize::MAX, |r| {
+            let mut records = app.live().conns.records(usize::MAX, |r| {
                 vs.as_ref().is_none_or(|v| *v == r.virtual_server)
             });
             let total = records.len();
             records.truncate(limit.unwrap_or(DEFAULT_CONNECTION_LIMIT));
             Ok(json!({
                 "total": total,
-                "table_entries": shared.conns.len(),
+                "table_entries": app.live().conns.len(),
                 "connections": to_json(&records)?,
             }))
         }
         Request::ShowPersistence { profile } => {
             let profile = profile.map(|p| p.to_lowercase());
-            let records = shared
+            let records = app
+                .live()
                 .persist
                 .records(|r| profile.as_ref().is_none_or(|p| *p == r.profile));
             to_json(&records)
@@ -265,13 +267,13 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
         } => {
             let member = member.as_deref().map(parse_member).transpose()?;
             let profile = profile.map(|p| p.to_lowercase());
-            let gone = shared.persist.delete(|r| {
+            let gone = app.live().persist.delete(|r| {
                 profile.as_ref().is_none_or(|p| *p == r.profile)
                     && key.as_ref().is_none_or(|k| *k == r.key)
                     && member.is_none_or(|m| m == r.member)
             });
-            if let Some(m) = shared.mirror.get() {
-                let rt = shared.runtime.load();
+            if let Some(m) = app.mirror.as_ref() {
+                let rt = app.live().runtime.load();
                 for r in &gone {
                     if rt
                         .config
@@ -297,20 +299,18 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
             pool,
             member,
             state,
-        } => set_member(shared, &pool, &member, &state),
-        Request::Reload => match shared.reload().await {
+        } => set_member(app, &pool, &member, &state),
+        Request::Reload => match app.reload().await {
             Ok(summary) => to_json(&summary),
             Err(e) => Err(e.to_string()),
         },
-        Request::ShowDeviceGroup => {
-            Ok(json!({"device_group": cluster(shared)?.device_group().await}))
-        }
-        Request::ShowTrafficGroups => Ok(cluster(shared)?.traffic_groups().await),
-        Request::ShowMirroring => Ok(match shared.mirror.get() {
+        Request::ShowDeviceGroup => Ok(json!({"device_group": cluster(app)?.device_group().await})),
+        Request::ShowTrafficGroups => Ok(cluster(app)?.traffic_groups().await),
+        Request::ShowMirroring => Ok(match app.mirror.as_ref() {
             Some(m) => m.status(),
             None => json!({
                 "enabled": false,
-                "reason": if shared.cluster.get().is_some() {
+                "reason": if app.cluster.as_ref().is_some() {
                     "device.mirror_trust_dir is not set"
                 } else {
                     "no device group (device.device_group is not set)"
@@ -318,7 +318,7 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
             }),
         }),
         Request::Failover { traffic_group, to } => {
-            let c = cluster(shared)?;
+            let c = cluster(app)?;
             c.driver
                 .failover(&traffic_group, to.as_deref())
                 .await
@@ -331,22 +331,22 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
             Ok(json!({}))
         }
         Request::Standby => {
-            cluster(shared)?.set_standby(true).await;
+            cluster(app)?.set_standby(true).await;
             Ok(json!({}))
         }
         Request::Release => {
-            cluster(shared)?.set_standby(false).await;
+            cluster(app)?.set_standby(false).await;
             Ok(json!({}))
         }
         Request::ShowPlugins => {
-            let reg = shared.plugins.lock().expect("plugin registry lock");
+            let reg = app.daemon.plugins.lock().expect("plugin registry lock");
             let failed: Vec<Value> = reg
                 .tried
                 .iter()
                 .filter_map(|(f, e)| e.as_ref().map(|e| json!({"file": f, "error": e})))
                 .collect();
             Ok(json!({
-                "plugin_dir": shared.runtime.load().config.device.plugin_dir,
+                "plugin_dir": app.live().runtime.load().config.device.plugin_dir,
                 "plugins": to_json(&reg.status())?,
                 "failed": failed,
             }))
@@ -354,10 +354,9 @@ pub async fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
     }
 }
 
-fn cluster(shared: &Shared) -> Result<&Arc<crate::cluster::agent::Cluster>, String> {
-    shared
-        .cluster
-        .get()
+fn cluster(app: &App) -> Result<&Arc<crate::cluster::agent::Cluster>, String> {
+    app.cluster
+        .as_ref()
         .ok_or_else(|| "no device group configured (set device.device_group)".to_string())
 }
 
@@ -386,26 +385,26 @@ fn select<'a, T>(
     }
 }
 
-fn status(shared: &Shared) -> Value {
-    let rt = shared.runtime.load();
+fn status(app: &App) -> Value {
+    let rt = app.live().runtime.load();
     let now = now_ms();
-    let last_reload = shared.last_reload().map(|(at_ms, res)| match res {
+    let last_reload = app.daemon.last_reload().map(|(at_ms, res)| match res {
         Ok(summary) => json!({"at_ms": at_ms, "ok": true, "summary": summary_json(&summary)}),
         Err(error) => json!({"at_ms": at_ms, "ok": false, "error": error}),
     });
     json!({
         "device": rt.config.device.name,
         "version": env!("CARGO_PKG_VERSION"),
-        "started_ms": shared.started_ms,
-        "uptime_s": now.saturating_sub(shared.started_ms) / 1000,
-        "config_file": shared.config_path.as_ref().map(|p| p.display().to_string()),
-        "workers": shared.workers,
+        "started_ms": app.live().started_ms,
+        "uptime_s": now.saturating_sub(app.live().started_ms) / 1000,
+        "config_file": app.daemon.config_path.as_ref().map(|p| p.display().to_string()),
+        "workers": app.daemon.dp.workers(),
         "virtual_servers": rt.virtual_servers.len(),
         "virtual_servers_available": rt.virtual_servers.values().filter(|v| v.available()).count(),
         "pools": rt.pools.len(),
         "members": rt.pools.values().map(|p| p.members.len()).sum::<usize>(),
-        "connections": shared.conns.len(),
-        "persistence_records": shared.persist.len(),
+        "connections": app.live().conns.len(),
+        "persistence_records": app.live().persist.len(),
         "last_reload": last_reload,
     })
 }
@@ -473,10 +472,10 @@ fn vs_availability(rt: &Runtime, pool: &str) -> Vec<(String, bool)> {
 }
 
 /// Sets a member's admin state in the running runtime.
-fn set_member(shared: &Shared, pool: &str, member: &str, state: &str) -> Result<Value, String> {
+fn set_member(app: &App, pool: &str, member: &str, state: &str) -> Result<Value, String> {
     let state: AdminState = state.parse()?;
     let addr = parse_member(member)?;
-    let rt = shared.runtime.load_full();
+    let rt = app.live().runtime.load_full();
     let pname = pool.to_lowercase();
     let p = rt
         .pools
@@ -493,7 +492,7 @@ fn set_member(shared: &Shared, pool: &str, member: &str, state: &str) -> Result<
     p.refresh();
     // A reload may have swapped the runtime meanwhile: the member object is the same one, but
     // the new pool's selector was built before the change.
-    let current = shared.runtime.load();
+    let current = app.live().runtime.load();
     if let Some(p2) = current.pools.get(&pname) {
         if !Arc::ptr_eq(p2, p) {
             p2.refresh();
@@ -580,9 +579,9 @@ members = [{ address = "127.0.0.1:9001" }]
         std::env::temp_dir().join(format!("lbd-ctl-{}-{n}.{what}", std::process::id()))
     }
 
-    /// A control socket served over a `Shared` that was never started.
+    /// A control socket served over a `App` that was never started.
     struct Harness {
-        shared: Arc<Shared>,
+        app: Arc<App>,
         sock: PathBuf,
         file: Option<PathBuf>,
         task: tokio::task::JoinHandle<()>,
@@ -590,12 +589,15 @@ members = [{ address = "127.0.0.1:9001" }]
 
     impl Harness {
         fn new(text: &str, file: Option<PathBuf>) -> Harness {
-            let shared = Shared::new(Config::from_toml(text, "test").unwrap(), file.clone(), 1);
+            let app = App::standalone(crate::app::Daemon::new(
+                Config::from_toml(text, "test").unwrap(),
+                file.clone(),
+            ));
             let sock = temp_path("sock");
             let listener = UnixListener::bind(&sock).unwrap();
-            let task = tokio::spawn(serve(listener, shared.clone()));
+            let task = tokio::spawn(serve(listener, app.clone()));
             Harness {
-                shared,
+                app,
                 sock,
                 file,
                 task,
@@ -737,7 +739,7 @@ members = [{ address = "127.0.0.1:9001" }]
             let h = Harness::new(CFG, None);
             let mut c = h.client().await;
             // A monitor verdict shows up in show-pools.
-            let rt = h.shared.runtime.load_full();
+            let rt = h.app.live().runtime.load_full();
             let web = rt.pools["web"].clone();
             web.members[0].set_verdict("tcp", crate::monitor::Health::Up, "connected");
             web.refresh();
@@ -881,7 +883,7 @@ members = [{ address = "127.0.0.1:9001" }]
     async fn connections_and_persistence_records() {
         bounded(async {
             let h = Harness::new(CFG, None);
-            let s = &h.shared;
+            let s = h.app.live();
             let new = |vs: &'static str, port: u16| NewConn {
                 protocol: Protocol::Tcp,
                 virtual_server: vs,

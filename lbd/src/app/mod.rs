@@ -1,0 +1,330 @@
+//! The app: the one place that knows every subsystem and wires them together.
+//!
+//! [`run`] builds, in this order: the plugins and the live state (runtime and tables);
+//! mirroring, when the device group has it on (its receivers listen before anything is
+//! announced); the data path with mirroring as its tap; the daemon (listeners and monitors);
+//! the device group, with the app's [`Host`] as its takeover and route-health ports; then
+//! mirroring's reconciler on the device group's placement watches, and the unsynced set back
+//! into the device group. The control socket and the metrics endpoint serve [`App`].
+//!
+//! Who may call whom (`docs/architecture.md`): `app` → `cluster`, `mirror`, `proxy`,
+//! `monitor`, `plugins`, `state`, `tables`, `config`; `cluster` knows the rest of lbd only
+//! through `cluster::ports`; `proxy` knows mirroring only through `mirror::tap`; `mirror`
+//! reads placement from the watches `app` hands it.
+
+pub mod control;
+pub mod daemon;
+pub mod metrics;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::net::{TcpListener, UnixListener};
+use tracing::{info, warn};
+
+use crate::cluster::agent::{Cluster, ClusterError, Local};
+use crate::cluster::config::GroupConfig;
+use crate::cluster::ports::{RouteHealth, Takeover};
+use crate::config::{Config, ConfigError};
+use crate::mirror::service::{MirrorError, Mirroring};
+use crate::mirror::tap::MirrorTap;
+use crate::proxy::DataPath;
+use crate::state::{AttributionState, Live, Runtime};
+use crate::tables::now_ms;
+pub use daemon::{Daemon, DaemonError, ReloadSummary};
+
+/// Errors that stop lbd at start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Daemon(#[from] DaemonError),
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metrics listener {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start worker threads: {source}")]
+    Workers { source: std::io::Error },
+    #[error("device group: {0}")]
+    Cluster(#[from] ClusterError),
+    #[error("device group: {0}")]
+    GroupFile(#[from] ConfigError),
+    #[error("{0}")]
+    Mirror(#[from] MirrorError),
+}
+
+/// lbd running: the daemon (data path, listeners, monitors), and the device group and
+/// mirroring when configured. What the control socket and the metrics see.
+pub struct App {
+    pub daemon: Arc<Daemon>,
+    pub cluster: Option<Arc<Cluster>>,
+    pub mirror: Option<Arc<Mirroring>>,
+}
+
+impl App {
+    /// An app of just `daemon` (no device group): for tests and tools.
+    pub fn standalone(daemon: Arc<Daemon>) -> Arc<App> {
+        Arc::new(App {
+            daemon,
+            cluster: None,
+            mirror: None,
+        })
+    }
+
+    /// The live state (runtime and tables).
+    pub fn live(&self) -> &Arc<Live> {
+        self.daemon.live()
+    }
+
+    /// Reads the configuration file again and applies it (SIGHUP, `lbctl reload`); the device
+    /// group adds the spanning virtual addresses the new configuration has.
+    pub async fn reload(&self) -> Result<ReloadSummary, DaemonError> {
+        let summary = self.daemon.reload().await?;
+        if let Some(c) = &self.cluster {
+            let rt = self.live().runtime.load();
+            if Local::from_config(&rt.config).as_ref() != Some(&c.local) {
+                warn!("device-group settings in [device] changed: they take effect at the next restart");
+            }
+            drop(rt);
+            c.refresh_virtual_addresses().await;
+        }
+        Ok(summary)
+    }
+}
+
+/// The rest of lbd as the device group sees it (`cluster::ports`).
+struct Host {
+    dp: Arc<DataPath>,
+    mirror: Option<Arc<Mirroring>>,
+}
+
+impl Takeover for Host {
+    fn adopt<'a>(&'a self, tg: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(m) = &self.mirror {
+                let standby = m.take_over(tg);
+                crate::proxy::takeover::restore_mirrored(&self.dp, tg, standby).await;
+            }
+        })
+    }
+
+    fn release(&self, tg: &str) {
+        if let Some(m) = &self.mirror {
+            m.released(tg);
+        }
+    }
+
+    fn set_attribution(&self, attribution: AttributionState) {
+        self.dp.runtime.load().attribution.set(attribution);
+    }
+}
+
+impl RouteHealth for Host {
+    fn spanning(&self) -> Vec<(IpAddr, bool)> {
+        self.dp
+            .runtime
+            .load()
+            .virtual_addresses()
+            .into_iter()
+            .filter(|v| v.spanning)
+            .map(|v| (v.address, v.advertised))
+            .collect()
+    }
+}
+
+/// Runs lbd until `shutdown` resolves (see the module documentation for the order things
+/// start in). Unlike bgpd, lbd binds its control socket and metrics listener itself, last:
+/// once the control socket exists, every virtual server listens and the device group runs
+/// (scripts and tests wait for the socket).
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let control_path = config.device.control_socket.clone();
+    let metrics_addr = config.device.metrics;
+    let workers = config.device.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let mut registry = crate::plugins::Registry::default();
+    let instances = crate::plugins::prepare(&config, &mut registry).map_err(DaemonError::from)?;
+    let local = Local::from_config(&config);
+    let live = Arc::new(Live::new(Runtime::build_with(
+        Arc::new(config),
+        None,
+        &instances,
+    )));
+    let group = match &local {
+        Some(l) => Some(GroupConfig::load(&l.group_file)?),
+        None => None,
+    };
+    let mirror = match (&local, &group) {
+        (Some(l), Some(g)) => match &l.mirror_trust_dir {
+            Some(dir) => Some(Mirroring::start(&l.me, g, dir, &live).await?),
+            None => None,
+        },
+        _ => None,
+    };
+    if mirror.is_none() {
+        warn_mirror_off(&live);
+    }
+    let handles =
+        DataPath::spawn_workers(workers).map_err(|source| AppError::Workers { source })?;
+    let tap = mirror.clone().map(|m| m as Arc<dyn MirrorTap>);
+    let dp = Arc::new(DataPath::new(live.clone(), tap, handles));
+    let daemon = Daemon::with(dp.clone(), config_path, registry);
+    // Listeners first: once the control socket answers, every virtual server is listening
+    // (scripts and tests wait for the control socket).
+    daemon.start().await?;
+    let cluster = match (local, group) {
+        (Some(local), Some(group)) => {
+            let host = Arc::new(Host {
+                dp: dp.clone(),
+                mirror: mirror.clone(),
+            });
+            let c = Cluster::start(local, group, host.clone(), host).await?;
+            if let Some(m) = &mirror {
+                m.spawn_reconciler(c.roles(), c.here());
+                tokio::spawn(forward_unsynced(m.unsynced(), c.clone()));
+            }
+            Some(c)
+        }
+        _ => None,
+    };
+    let app = Arc::new(App {
+        daemon,
+        cluster,
+        mirror,
+    });
+    let control = bind_control(&control_path)?;
+    let metrics = match metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let control_task = tokio::spawn(control::serve(control, app.clone()));
+    let metrics_task = metrics.map(|l| {
+        info!(
+            "metrics on http://{}/metrics",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(metrics::serve(l, app.clone()))
+    });
+    let sweeper = {
+        let live = live.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                live.persist.sweep(now_ms());
+            }
+        })
+    };
+    let rt = live.runtime.load();
+    info!(
+        device = %rt.config.device.name,
+        virtual_servers = rt.virtual_servers.len(),
+        pools = rt.pools.len(),
+        workers,
+        "lbd running"
+    );
+    drop(rt);
+    let hup = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Ok(mut sig) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while sig.recv().await.is_some() {
+                info!("SIGHUP: reloading");
+                let _ = app.reload().await;
+            }
+        })
+    };
+    shutdown.await;
+    info!("shutting down");
+    if let Some(c) = &app.cluster {
+        // Hand the traffic groups over: routes withdrawn, floating addresses removed, so that
+        // this device's kernel does not keep answering for them.
+        c.shutdown(Duration::from_secs(3)).await;
+    }
+    hup.abort();
+    sweeper.abort();
+    control_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    app.daemon.stop().await;
+    let _ = std::fs::remove_file(&control_path);
+    Ok(())
+}
+
+/// Hands mirroring's unsynced set to the device group as it changes (heartbeats carry it).
+async fn forward_unsynced(
+    mut unsynced: tokio::sync::watch::Receiver<BTreeSet<String>>,
+    c: Arc<Cluster>,
+) {
+    loop {
+        let set = unsynced.borrow_and_update().clone();
+        c.driver.set_unsynced(set).await;
+        if unsynced.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Mirroring is off: say so for every object that asks for it.
+fn warn_mirror_off(live: &Live) {
+    let rt = live.runtime.load();
+    let vss = rt.config.virtual_servers.iter().filter(|(_, v)| v.mirror);
+    let profiles = rt.config.persistence.iter().filter(|(_, p)| p.mirror);
+    for name in vss
+        .map(|(n, _)| format!("virtual server {n}"))
+        .chain(profiles.map(|(n, _)| format!("persistence profile {n}")))
+    {
+        warn!(
+            "{name} has mirror = true, but mirroring is off (it needs device.device_group and \
+             device.mirror_trust_dir): nothing is mirrored"
+        );
+    }
+}
+
+/// Binds the control socket, replacing a stale one (a socket nobody answers on).
+pub fn bind_control(path: &Path) -> Result<UnixListener, AppError> {
+    let err = |source| AppError::Control {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another lbd is running on it",
+            )));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    UnixListener::bind(path).map_err(err)
+}

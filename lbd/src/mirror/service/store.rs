@@ -1,0 +1,342 @@
+//! The receiving side of mirroring: [`MirrorStore`] applies what peers mirror here (into the
+//! persistence table, or as standby flows and connections), and [`Snapshots`] gives a
+//! channel's resync this device's state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::super::channel::Store;
+use super::super::link::SnapshotSource;
+use super::super::proto::{Record, RecordKey, RecordKind};
+use super::lock;
+use super::senders::{Carries, Outbox};
+use crate::state::Live;
+use crate::tables::now_ms;
+
+/// Standby UDP flows and TCP connections, by traffic group and key.
+#[derive(Debug, Default)]
+pub(super) struct Standby {
+    pub records: BTreeMap<String, BTreeMap<RecordKey, Record>>,
+}
+
+/// What a channel's resync carries: the traffic group's mirrored state here, of the kinds the
+/// channel carries.
+pub(super) struct Snapshots {
+    pub live: Arc<Live>,
+    pub flows: Arc<dashmap::DashMap<RecordKey, Record>>,
+    pub carries: Carries,
+}
+
+impl SnapshotSource for Snapshots {
+    fn snapshot(&self, traffic_group: &str) -> Vec<Record> {
+        let rt = self.live.runtime.load();
+        let persistence = self.carries.persistence;
+        let mirrored: BTreeSet<&str> = rt
+            .config
+            .persistence
+            .iter()
+            .filter(|(_, p)| p.mirror)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let now = now_ms();
+        let mut out: Vec<Record> = self
+            .live
+            .persist
+            .records(|r| {
+                persistence
+                    && r.traffic_group.as_deref() == Some(traffic_group)
+                    && r.expiry_ms > now
+                    && mirrored.contains(r.profile.as_str())
+            })
+            .iter()
+            .map(|r| Record {
+                update_id: 0,
+                traffic_group: traffic_group.to_string(),
+                kind: RecordKind::from(r),
+            })
+            .collect();
+        drop(rt);
+        out.extend(
+            self.flows
+                .iter()
+                .filter(|e| self.carries.flows && e.value().traffic_group == traffic_group)
+                .map(|e| e.value().clone()),
+        );
+        out.sort_by_key(Record::key);
+        out
+    }
+}
+
+/// Applies what peers mirror (see the module documentation).
+pub(super) struct MirrorStore {
+    pub live: Arc<Live>,
+    /// Where a record of this device's own that is newer than a peer's copy goes back out.
+    pub outbox: Arc<Outbox>,
+    pub active: Arc<ArcSwap<BTreeSet<String>>>,
+    pub standby: Arc<Mutex<Standby>>,
+    /// Per traffic group with a resync in progress: the last persistence update id given out
+    /// when it began (mirrored records of the group with an id at or below it, not replaced
+    /// by the resync, are dropped at its end), and the standby keys it has not carried yet.
+    pub resyncs: BTreeMap<String, (u64, BTreeSet<RecordKey>)>,
+}
+
+impl MirrorStore {
+    fn ours(&self, tg: &str) -> bool {
+        self.active.load().contains(tg)
+    }
+}
+
+impl Store for MirrorStore {
+    fn upsert(&mut self, r: Record) {
+        if self.ours(&r.traffic_group) {
+            return;
+        }
+        match &r.kind {
+            RecordKind::Persistence { .. } => {
+                let Some(incoming) = r.to_persist(self.live.ids.next()) else {
+                    return;
+                };
+                let refused = self.live.persist.insert_mirrored(incoming.clone());
+                // This device's own record is newer (used here since, the refresh not sent
+                // yet): the peers must have it, or they would keep the older copy under
+                // another traffic group, which that group's next resync may drop. Only when
+                // strictly newer: the peer then takes it, so this cannot go back and forth.
+                if let Err(kept) = refused {
+                    let active_here = kept.traffic_group.as_deref().is_some_and(|t| self.ours(t));
+                    if !kept.mirrored && active_here && kept.newer(&incoming) {
+                        self.outbox.offer_persist(&kept);
+                    }
+                }
+            }
+            RecordKind::UdpFlow { .. } | RecordKind::TcpConn { .. } => {
+                if let Some((_, stale)) = self.resyncs.get_mut(&r.traffic_group) {
+                    stale.remove(&r.key());
+                }
+                lock(&self.standby)
+                    .records
+                    .entry(r.traffic_group.clone())
+                    .or_default()
+                    .insert(r.key(), r);
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &RecordKey) {
+        match key {
+            RecordKey::Persistence {
+                profile,
+                scope,
+                key,
+            } => {
+                self.live
+                    .persist
+                    .remove_if(profile, scope, key, |r| r.mirrored);
+            }
+            RecordKey::UdpFlow { .. } | RecordKey::TcpConn { .. } => {
+                for recs in lock(&self.standby).records.values_mut() {
+                    recs.remove(key);
+                }
+            }
+        }
+    }
+
+    fn resync_begin(&mut self, tg: &str) {
+        let mark = self.live.ids.last();
+        let stale = lock(&self.standby)
+            .records
+            .get(tg)
+            .map(|recs| recs.keys().cloned().collect())
+            .unwrap_or_default();
+        self.resyncs.insert(tg.to_string(), (mark, stale));
+    }
+
+    fn resync_end(&mut self, tg: &str) {
+        let Some((mark, stale)) = self.resyncs.remove(tg) else {
+            return;
+        };
+        if self.ours(tg) {
+            return;
+        }
+        self.live.persist.delete(|r| {
+            r.mirrored && r.traffic_group.as_deref() == Some(tg) && r.update_id <= mark
+        });
+        if let Some(recs) = lock(&self.standby).records.get_mut(tg) {
+            recs.retain(|k, _| !stale.contains(k));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::state::Runtime;
+    use crate::tables::{refresh_step, PersistRecord};
+    use std::time::Duration;
+
+    fn live() -> Arc<Live> {
+        let config = Config::from_toml(CFG, "t").unwrap();
+        Arc::new(Live::new(Runtime::build(Arc::new(config), None)))
+    }
+
+    const CFG: &str = r#"
+[device]
+name = "c"
+[virtual_servers.web]
+destination = "127.0.0.1:18080"
+pool = "web"
+snat = "none"
+persistence = "src"
+[pools.web]
+members = [{ address = "127.0.0.1:18081" }]
+[persistence.src]
+type = "source-address"
+mirror = true
+"#;
+
+    fn persist(tg: &str, key: &str, member: &str, expiry_ms: u64) -> Record {
+        Record {
+            update_id: 0,
+            traffic_group: tg.into(),
+            kind: RecordKind::Persistence {
+                profile: "src".into(),
+                scope: "web".into(),
+                key: key.into(),
+                pool: "web".into(),
+                member: member.parse().unwrap(),
+                virtual_server: "web".into(),
+                expiry_ms,
+            },
+        }
+    }
+
+    fn flow(tg: &str, port: u16) -> Record {
+        Record {
+            update_id: 0,
+            traffic_group: tg.into(),
+            kind: RecordKind::UdpFlow {
+                client: format!("192.0.2.1:{port}").parse().unwrap(),
+                vip: "30.1.1.10:5060".parse().unwrap(),
+                member: "10.1.1.50:5060".parse().unwrap(),
+                snat: "10.1.1.3:40000".parse().unwrap(),
+                last_seen_ms: 1,
+                key: None,
+            },
+        }
+    }
+
+    /// A record of this device's own.
+    fn own(live: &Live, tg: &str, key: &str, expiry_ms: u64) -> PersistRecord {
+        PersistRecord {
+            profile: "src".into(),
+            scope: "web".into(),
+            key: key.into(),
+            pool: "web".into(),
+            member: "127.0.0.1:18081".parse().unwrap(),
+            virtual_server: "web".into(),
+            traffic_group: Some(tg.into()),
+            update_id: live.ids.next(),
+            expiry_ms,
+            mirrored: false,
+        }
+    }
+
+    #[test]
+    fn the_store_applies_peers_state_but_not_for_groups_active_here() {
+        let live = live();
+        let active = Arc::new(ArcSwap::from_pointee(BTreeSet::from(["tg-3".to_string()])));
+        let standby = Arc::new(Mutex::new(Standby::default()));
+        let mut store = MirrorStore {
+            live: live.clone(),
+            outbox: Arc::default(),
+            active: active.clone(),
+            standby: standby.clone(),
+            resyncs: BTreeMap::new(),
+        };
+        let far = now_ms() + 60_000;
+        store.upsert(persist("tg-2", "10.0.0.1/32", "127.0.0.1:18081", far));
+        store.upsert(flow("tg-2", 1000));
+        // A group active here: ignored (a stale sender must not overwrite the owner's state).
+        store.upsert(persist("tg-3", "10.0.0.3/32", "127.0.0.1:18081", far));
+        store.upsert(flow("tg-3", 1003));
+        let recs = live.persist.records(|_| true);
+        assert_eq!(recs.len(), 1);
+        assert!(recs[0].mirrored);
+        assert_eq!(recs[0].traffic_group.as_deref(), Some("tg-2"));
+        assert_eq!(lock(&standby).records["tg-2"].len(), 1);
+        assert!(!lock(&standby).records.contains_key("tg-3"));
+        // Deletes: a flow by its key, a persistence record only when mirrored.
+        live.persist.insert(own(&live, "tg-2", "10.0.0.9/32", far));
+        store.upsert(flow("tg-2", 1001));
+        store.delete(&flow("tg-2", 1001).key());
+        assert_eq!(lock(&standby).records["tg-2"].len(), 1);
+        store.delete(&persist("tg-2", "10.0.0.9/32", "127.0.0.1:18081", 0).key());
+        assert_eq!(
+            live.persist.len(),
+            2,
+            "an own record is not deleted by a peer"
+        );
+    }
+
+    /// A resync replaces a group's mirrored state without a gap: while it runs, every record
+    /// held before still serves (a client's next connection finds its record); at its end what
+    /// it did not carry is gone, and a record of this device's own stays.
+    #[test]
+    fn a_resync_replaces_the_mirrored_state_without_emptying_it_first() {
+        let live = live();
+        let standby = Arc::new(Mutex::new(Standby::default()));
+        let mut store = MirrorStore {
+            live: live.clone(),
+            outbox: Arc::default(),
+            active: Arc::new(ArcSwap::from_pointee(BTreeSet::new())),
+            standby: standby.clone(),
+            resyncs: BTreeMap::new(),
+        };
+        let far = now_ms() + 60_000;
+        for i in 0..3 {
+            store.upsert(persist(
+                "tg-2",
+                &format!("10.0.0.{i}/32"),
+                "127.0.0.1:18081",
+                far,
+            ));
+            store.upsert(flow("tg-2", 1000 + i));
+        }
+        store.upsert(persist("tg-1", "10.0.1.1/32", "127.0.0.1:18081", far));
+        live.persist.insert(own(&live, "tg-2", "10.0.0.9/32", far));
+        store.resync_begin("tg-2");
+        assert_eq!(live.persist.len(), 5, "nothing goes when a resync begins");
+        assert_eq!(lock(&standby).records["tg-2"].len(), 3);
+        // The resync carries 10.0.0.1 and 10.0.0.7, and flow 1001.
+        store.upsert(persist("tg-2", "10.0.0.1/32", "127.0.0.1:18082", far));
+        assert_eq!(live.persist.len(), 5);
+        store.upsert(persist("tg-2", "10.0.0.7/32", "127.0.0.1:18081", far));
+        store.upsert(flow("tg-2", 1001));
+        store.resync_end("tg-2");
+        let keys: BTreeSet<String> = live
+            .persist
+            .records(|_| true)
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["10.0.0.1/32", "10.0.0.7/32", "10.0.0.9/32", "10.0.1.1/32"]
+                .map(String::from)
+                .into()
+        );
+        let flows: Vec<RecordKey> = lock(&standby).records["tg-2"].keys().cloned().collect();
+        assert_eq!(flows, vec![flow("tg-2", 1001).key()]);
+        // An end without a beginning (or a second one) drops nothing.
+        store.resync_end("tg-2");
+        assert_eq!(live.persist.len(), 4);
+    }
+
+    #[test]
+    fn refresh_step_is_an_eighth_of_the_timeout_at_least_a_second() {
+        assert_eq!(refresh_step(Duration::from_secs(300)), 37_500);
+        assert_eq!(refresh_step(Duration::from_secs(4)), 1000);
+    }
+}

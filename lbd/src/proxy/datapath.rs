@@ -1,0 +1,110 @@
+//! What the data path works with, as one value: [`DataPath`] — the live state (runtime,
+//! connection and persistence tables, update ids), the optional mirror tap, the worker
+//! runtimes, and the UDP listeners' restore channels. The app builds it once and hands an
+//! `Arc` of it to every accept loop and UDP listener; nothing in the data path reaches
+//! further.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+use crate::config::Protocol;
+use crate::mirror::proto::Record;
+use crate::mirror::tap::MirrorTap;
+use crate::state::Live;
+
+/// A listener: what it listens on and the protocol.
+pub type ListenerKey = (SocketAddr, Protocol);
+
+/// Asks a UDP listener to rebuild mirrored flows (a takeover; see
+/// [`super::takeover::restore_mirrored`]).
+#[derive(Debug)]
+pub struct Restore {
+    pub records: Vec<Record>,
+    pub done: tokio::sync::oneshot::Sender<usize>,
+}
+
+/// The data path's view of lbd (see the module documentation). Dereferences to the [`Live`]
+/// state it shares with the rest of lbd.
+pub struct DataPath {
+    pub live: Arc<Live>,
+    /// Mirroring, when the device group has it on.
+    pub mirror: Option<Arc<dyn MirrorTap>>,
+    /// Data-path runtimes (one thread each); when empty, tasks run on the caller's runtime.
+    workers: Vec<tokio::runtime::Handle>,
+    /// Each UDP listener's channel for rebuilding mirrored flows.
+    pub(crate) udp_restore: DashMap<ListenerKey, UnboundedSender<Restore>>,
+}
+
+impl std::fmt::Debug for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPath")
+            .field("mirror", &self.mirror.is_some())
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for DataPath {
+    type Target = Live;
+    fn deref(&self) -> &Live {
+        &self.live
+    }
+}
+
+impl DataPath {
+    pub fn new(
+        live: Arc<Live>,
+        mirror: Option<Arc<dyn MirrorTap>>,
+        workers: Vec<tokio::runtime::Handle>,
+    ) -> DataPath {
+        DataPath {
+            live,
+            mirror,
+            workers,
+            udp_restore: DashMap::new(),
+        }
+    }
+
+    /// Runs the data path on `n` threads of their own, each with a single-threaded runtime
+    /// (and, per TCP listener, its own SO_REUSEPORT socket): a connection is accepted,
+    /// proxied and closed on one thread, with no cross-thread wake-ups.
+    pub fn spawn_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
+        (0..n)
+            .map(|i| {
+                // Runs the tasks spawned onto this runtime for the life of the process.
+                crate::sys::runtime_thread(format!("lbd-worker-{i}"), |rt| {
+                    rt.block_on(std::future::pending::<()>())
+                })
+            })
+            .collect()
+    }
+
+    /// How many worker runtimes there are (at least one: the caller's).
+    pub fn workers(&self) -> usize {
+        self.workers.len().max(1)
+    }
+
+    /// Spawns `f` on worker `i` (modulo the number of workers), or on the caller's runtime
+    /// when there are none.
+    pub fn spawn_on_worker<F>(&self, i: usize, f: F) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.workers.len() {
+            0 => tokio::spawn(f),
+            n => self.workers[i % n].spawn(f),
+        }
+    }
+
+    /// The mirror tap, when mirroring is on and `enabled` (the virtual server or profile has
+    /// `mirror = true`).
+    pub fn mirror_if(&self, enabled: bool) -> Option<&Arc<dyn MirrorTap>> {
+        self.mirror.as_ref().filter(|_| enabled)
+    }
+}

@@ -45,7 +45,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use super::{App, ReloadSummary};
+use super::context::App;
+use super::daemon::ReloadSummary;
 use crate::config::AdminState;
 use crate::mirror::tap::MirrorTap;
 use crate::state::{MemberState, PoolState, Runtime, VsState};

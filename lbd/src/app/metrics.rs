@@ -52,7 +52,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use super::App;
+use super::context::App;
 use crate::monitor::Health;
 
 /// Longest request head read.

@@ -12,30 +12,30 @@
 //! through `cluster::ports`; `proxy` knows mirroring only through `mirror::tap`; `mirror`
 //! reads placement from the watches `app` hands it.
 
+mod context;
 pub mod control;
 pub mod daemon;
 pub mod metrics;
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
 
 use crate::cluster::agent::{Cluster, ClusterError, Local};
 use crate::cluster::config::GroupConfig;
-use crate::cluster::ports::{RouteHealth, Takeover};
 use crate::config::{Config, ConfigError};
 use crate::mirror::service::{MirrorError, Mirroring};
 use crate::mirror::tap::MirrorTap;
 use crate::proxy::DataPath;
-use crate::state::{AttributionState, Live, Runtime};
+use crate::state::{Live, Runtime};
 use crate::tables::now_ms;
+pub use context::App;
+use context::Host;
 pub use daemon::{Daemon, DaemonError, ReloadSummary};
 
 /// Errors that stop lbd at start.
@@ -61,85 +61,6 @@ pub enum AppError {
     GroupFile(#[from] ConfigError),
     #[error("{0}")]
     Mirror(#[from] MirrorError),
-}
-
-/// lbd running: the daemon (data path, listeners, monitors), and the device group and
-/// mirroring when configured. What the control socket and the metrics see.
-pub struct App {
-    pub daemon: Arc<Daemon>,
-    pub cluster: Option<Arc<Cluster>>,
-    pub mirror: Option<Arc<Mirroring>>,
-}
-
-impl App {
-    /// An app of just `daemon` (no device group): for tests and tools.
-    pub fn standalone(daemon: Arc<Daemon>) -> Arc<App> {
-        Arc::new(App {
-            daemon,
-            cluster: None,
-            mirror: None,
-        })
-    }
-
-    /// The live state (runtime and tables).
-    pub fn live(&self) -> &Arc<Live> {
-        self.daemon.live()
-    }
-
-    /// Reads the configuration file again and applies it (SIGHUP, `lbctl reload`); the device
-    /// group adds the spanning virtual addresses the new configuration has.
-    pub async fn reload(&self) -> Result<ReloadSummary, DaemonError> {
-        let summary = self.daemon.reload().await?;
-        if let Some(c) = &self.cluster {
-            let rt = self.live().runtime.load();
-            if Local::from_config(&rt.config).as_ref() != Some(&c.local) {
-                warn!("device-group settings in [device] changed: they take effect at the next restart");
-            }
-            drop(rt);
-            c.refresh_virtual_addresses().await;
-        }
-        Ok(summary)
-    }
-}
-
-/// The rest of lbd as the device group sees it (`cluster::ports`).
-struct Host {
-    dp: Arc<DataPath>,
-    mirror: Option<Arc<Mirroring>>,
-}
-
-impl Takeover for Host {
-    fn adopt<'a>(&'a self, tg: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if let Some(m) = &self.mirror {
-                let standby = m.take_over(tg);
-                crate::proxy::takeover::restore_mirrored(&self.dp, tg, standby).await;
-            }
-        })
-    }
-
-    fn release(&self, tg: &str) {
-        if let Some(m) = &self.mirror {
-            m.released(tg);
-        }
-    }
-
-    fn set_attribution(&self, attribution: AttributionState) {
-        self.dp.runtime.load().attribution.set(attribution);
-    }
-}
-
-impl RouteHealth for Host {
-    fn spanning(&self) -> Vec<(IpAddr, bool)> {
-        self.dp
-            .runtime
-            .load()
-            .virtual_addresses()
-            .into_iter()
-            .filter(|v| v.spanning)
-            .map(|v| (v.address, v.advertised))
-            .collect()
-    }
 }
 
 /// Runs lbd until `shutdown` resolves (see the module documentation for the order things

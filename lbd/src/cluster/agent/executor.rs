@@ -19,9 +19,9 @@ use super::super::driver::{Actions, DriverHandle, Paths};
 use super::super::netaddr::{self, NetAddr};
 use super::super::placement::PathOwner;
 use super::super::ports::{RouteHealth, Takeover};
+use super::local::TICK;
 use super::local::{Local, LocalStatus};
 use super::routes::{attribution, desired_routes, external_link};
-use super::TICK;
 use crate::tables::now_ms;
 
 pub(super) enum Step {

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 use super::super::driver::DriverHandle;
 use super::super::netaddr::NetAddr;
 use super::local::LocalStatus;
-use super::TICK;
+use super::local::TICK;
 
 /// Whether this device may hold traffic groups: not in standby and its links up.
 pub(super) struct Eligibility {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -11,6 +12,9 @@ use super::super::bgpd::RouteIntent;
 use super::super::placement::PathOwner;
 use crate::config::Config;
 use crate::state::AttributionState;
+
+/// How often route health, the bgpd connection and the links are checked.
+pub const TICK: Duration = Duration::from_millis(100);
 
 /// Device-local settings of the device group (lbd's `[device]` section).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -85,11 +85,8 @@ use super::ports::{RouteHealth, Takeover};
 use crate::config::ConfigError;
 use executor::{Executor, Sink};
 use links::Eligibility;
-pub use local::{BgpdStatus, Local, LocalStatus};
+pub use local::{BgpdStatus, Local, LocalStatus, TICK};
 pub use routes::{attribution, desired_routes, external_link};
-
-/// How often route health, the bgpd connection and the links are checked.
-pub const TICK: Duration = Duration::from_millis(100);
 
 /// Why the device group could not start.
 #[derive(Debug, thiserror::Error)]

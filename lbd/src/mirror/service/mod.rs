@@ -60,7 +60,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::channel::{AckPolicy, Store, Timers};
+use super::channel::{AckPolicy, ReceiverStatus, Store, Timers};
 use super::link::{self, LinkError, ReceiverHandle, SenderLink};
 use super::proto::{Record, RecordKey, RecordKind};
 use super::tap::MirrorTap;
@@ -70,9 +70,7 @@ use crate::cluster::placement::Role;
 use crate::state::Live;
 use crate::tables::{now_ms, refresh_step, PersistRecord};
 use senders::{wanted, Carries, Outbox, SenderEntry, Senders};
-use status::in_sync;
-pub use status::ChannelFigures;
-use store::{MirrorStore, Snapshots, Standby};
+use store::{lock, MirrorStore, Snapshots, Standby};
 
 /// How often the senders are reconciled with the traffic groups active here.
 pub const RECONCILE: Duration = Duration::from_millis(100);
@@ -171,8 +169,22 @@ impl Drop for Mirroring {
     }
 }
 
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// One channel's figures (metrics).
+#[derive(Debug, Clone)]
+pub struct ChannelFigures {
+    pub traffic_group: String,
+    pub peer: String,
+    pub role: &'static str,
+    pub state: &'static str,
+    pub in_sync: bool,
+    pub last_id: u64,
+    pub acked_id: u64,
+    pub lag_ms: u64,
+}
+
+/// A receiver holds the live state of its traffic group: connected, synced, not resyncing.
+fn in_sync(s: &ReceiverStatus, connected: bool) -> bool {
+    connected && s.synced && !s.resyncing
 }
 
 fn timers() -> Timers {

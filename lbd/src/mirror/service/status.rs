@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use super::super::channel::{ReceiverStatus, SenderStatus, State};
 use super::super::proto::{Record, RecordKind};
 use super::senders::Carries;
-use super::{lock, Mirroring};
+use super::store::lock;
+use super::{in_sync, ChannelFigures, Mirroring};
 
 impl Mirroring {
     /// `lbctl show mirroring`.
@@ -144,19 +145,6 @@ impl Mirroring {
     }
 }
 
-/// One channel's figures (metrics).
-#[derive(Debug, Clone)]
-pub struct ChannelFigures {
-    pub traffic_group: String,
-    pub peer: String,
-    pub role: &'static str,
-    pub state: &'static str,
-    pub in_sync: bool,
-    pub last_id: u64,
-    pub acked_id: u64,
-    pub lag_ms: u64,
-}
-
 /// `counts` with the kinds a channel does not carry set to 0.
 fn carried(mut counts: Value, c: Carries) -> Value {
     if !c.persistence {
@@ -167,10 +155,6 @@ fn carried(mut counts: Value, c: Carries) -> Value {
         counts["tcp_connections"] = 0.into();
     }
     counts
-}
-
-pub(super) fn in_sync(s: &ReceiverStatus, connected: bool) -> bool {
-    connected && s.synced && !s.resyncing
 }
 
 fn receiver_state(s: &ReceiverStatus, connected: bool, active_here: bool) -> &'static str {

@@ -10,7 +10,6 @@ use arc_swap::ArcSwap;
 use super::super::channel::Store;
 use super::super::link::SnapshotSource;
 use super::super::proto::{Record, RecordKey, RecordKind};
-use super::lock;
 use super::senders::{Carries, Outbox};
 use crate::state::Live;
 use crate::tables::now_ms;
@@ -19,6 +18,10 @@ use crate::tables::now_ms;
 #[derive(Debug, Default)]
 pub(super) struct Standby {
     pub records: BTreeMap<String, BTreeMap<RecordKey, Record>>,
+}
+
+pub(super) fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a channel's resync carries: the traffic group's mirrored state here, of the kinds the

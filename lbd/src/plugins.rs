@@ -1,5 +1,5 @@
 //! Plugins in lbd: the directory of `.so` files, one instance per plugin-backed persistence
-//! profile, and what the data path does with a plugin's answer (DESIGN.md §4).
+//! profile, and what the data path does with a plugin's answer (docs/architecture.md, "Plugins").
 //!
 //! - [`Registry::scan`] loads every `*.so` of the plugin directory not tried before (at start
 //!   and on reload: new files are loaded, loaded ones kept, nothing is ever unloaded). A file

@@ -1,8 +1,8 @@
 //! The connection and persistence tables.
 //!
 //! Records are plain, serializable data — owning traffic group, update id, absolute expiry in
-//! Unix milliseconds — so that mirroring can ship them to a peer device as they are (DESIGN.md
-//! §5). The live side of a connection (byte counters, last activity) is kept in atomics next to
+//! Unix milliseconds — so that mirroring can ship them to a peer device as they are
+//! (docs/architecture.md, "Mirroring"). The live side of a connection (byte counters, last activity) is kept in atomics next to
 //! its record and folded in when a record is taken.
 //!
 //! This module does no I/O.

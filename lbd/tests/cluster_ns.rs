@@ -1,5 +1,5 @@
 //! lbd with a device group, in a network namespace, against a recording stand-in for bgpd's
-//! control socket: the order of operations DESIGN.md §2 asks for, route health injection, the
+//! control socket: the order of operations docs/design.md, "ECMP and failover" asks for, route health injection, the
 //! link fail-safe, standby/release, and re-announcing after bgpd comes back.
 //!
 //! Device `a` runs in namespace A (interfaces ext0 and int0, a veth pair each to namespace N,

@@ -1,4 +1,4 @@
-//! The plugin ABI of lbd (DESIGN.md §4): what a protocol/persistence plugin `.so` exports and
+//! The plugin ABI of lbd (docs/architecture.md, "Plugins"): what a protocol/persistence plugin `.so` exports and
 //! how lbd loads it. This is the only crate of the workspace that touches `abi_stable`.
 //!
 //! # For plugin authors

@@ -1,4 +1,4 @@
-//! The crash and chaos tests (issue 11) on the [`cluster`](crate::cluster) lab: a watch on
+//! The crash and chaos tests on the [`cluster`](crate::cluster) lab: a watch on
 //! r1's kernel route for the VIP ([`RouteWatch`]), and the chaos run ([`run`]): rounds of
 //! faults (hangs about `dead_after` and longer, killed or terminated daemons and their
 //! restart, bgpd restarted alone, a manual failover and back, a cut HA link), each on a random

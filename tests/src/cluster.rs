@@ -1,4 +1,4 @@
-//! The seed's three-device cluster lab (DESIGN.md §2, §6) in network namespaces, built from
+//! The seed's three-device cluster lab (docs/design.md, "ECMP and failover"; docs/design.md, "The lab") in network namespaces, built from
 //! the tables in [`crate::topology`]: a client, FRR router `r1`, devices A, B, C running
 //! bgpd + lbd in one device group, and servers s1–s3 behind them.
 //!

@@ -1,4 +1,4 @@
-//! Helpers of the mirroring tests (issue 6) on the [`cluster`](crate::cluster) lab: many
+//! Helpers of the mirroring tests on the [`cluster`](crate::cluster) lab: many
 //! client addresses, client connections that keep a chosen source port (so r1's five-tuple
 //! hash sends them through a chosen traffic group's path), and readers of `lbctl show
 //! mirroring` and `show persistence`.

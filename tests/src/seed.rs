@@ -1,4 +1,4 @@
-//! The seed's three-device ECMP lab (DESIGN.md §6), for tests, the demo and benchmarks:
+//! The seed's three-device ECMP lab (docs/design.md, "The lab"), for tests, the demo and benchmarks:
 //! FRR router `r1` (AS 65000, 20.1.1.1) and devices A, B, C (AS 65001, 20.1.1.6–.8) on one
 //! external segment, each device running our bgpd and announcing the VIP 30.1.1.10/32 with
 //! ADD-PATH path id k and NEXT_HOP = the floating self IP of traffic group k (20.1.1.2–.4).

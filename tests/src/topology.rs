@@ -1,4 +1,4 @@
-//! The seed lab's nodes, links and addresses (DESIGN.md §6) as data: the network-namespace lab
+//! The seed lab's nodes, links and addresses (docs/design.md, "The lab") as data: the network-namespace lab
 //! ([`crate::cluster`]) is built from these tables, and the containerlab file
 //! (`topologies/ecmp-seed/clab/`) is checked against them, so both describe the same lab.
 //!
@@ -239,7 +239,7 @@ pub fn routed_links() -> Vec<Segment> {
         .collect()
 }
 
-/// One device's addresses (DESIGN.md §6 table).
+/// One device's addresses (docs/design.md, "The lab" table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceAddrs {
     pub name: &'static str,

@@ -1,4 +1,4 @@
-//! bgpd against BIRD 2 (Debian's `bird2`) as the upstream router instead of FRR (DESIGN.md §6):
+//! bgpd against BIRD 2 (Debian's `bird2`) as the upstream router instead of FRR (docs/design.md, "The lab"):
 //! the session comes up, and the VIP arrives with the third-party NEXT_HOP (floating self IP),
 //! a real AS_SEQUENCE with the prepend visible, MED, communities and the large community; a
 //! `next_hop = "self"` route arrives with the session address; a withdraw on bgpd's control

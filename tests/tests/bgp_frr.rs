@@ -1,4 +1,4 @@
-//! bgpd against FRR 8.4 in the seed's lab (DESIGN.md §6): three devices announce the VIP with
+//! bgpd against FRR 8.4 in the seed's lab (docs/design.md, "The lab"): three devices announce the VIP with
 //! path id k and NEXT_HOP = floating self IP k; r1's kernel must hold a three-way ECMP route.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The containerlab seed lab (`topologies/ecmp-seed/clab/`) describes the same lab as
-//! `spanlb_tests::topology` (DESIGN.md §6): the same nodes, every segment's ports on the right
+//! `spanlb_tests::topology` (docs/design.md, "The lab"): the same nodes, every segment's ports on the right
 //! bridge or link, the devices' addresses in the node environment and in the configuration
 //! files, lbd's and bgpd's files accepted by their own loaders, and r1 peering with the three
 //! devices. Reads files only: needs neither root nor containerlab.
@@ -459,7 +459,7 @@ fn r1_peers_with_the_three_devices() {
         .collect();
     let devices: BTreeSet<&str> = DEVICES.iter().map(|d| d.static_ext).collect();
     assert_eq!(peers, devices);
-    // One client's flows spread over the paths (DESIGN.md §2).
+    // One client's flows spread over the paths (docs/design.md, "ECMP and failover").
     let exec = clab().strings("r1", "exec");
     assert!(
         exec.iter()

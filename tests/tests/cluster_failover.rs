@@ -1,4 +1,4 @@
-//! The seed's three-device cluster (DESIGN.md §2, §6) in L2 mode: steady state, a hung
+//! The seed's three-device cluster (docs/design.md, "ECMP and failover"; docs/design.md, "The lab") in L2 mode: steady state, a hung
 //! device (SIGSTOP) and its auto-failback, and manual failover / standby / release.
 //!
 //! Devices A, B, C run bgpd + lbd in one device group; tg-k is at home on the k-th device and

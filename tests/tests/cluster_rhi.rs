@@ -1,7 +1,7 @@
 //! Route health injection in the cluster lab: when every pool member is down *for device A
 //! only* (the servers cannot answer A's monitor probes from its static internal address), the
 //! VIP is not available on A, the device tg-1 is placed on — so *every* device withdraws
-//! path 1 (issue 11: every device announces every traffic group's path while the VIP is
+//! path 1 (every device announces every traffic group's path while the VIP is
 //! available where that group is placed; A's heartbeats carry its route health) while A keeps
 //! announcing paths 2 and 3 for B and C. r1 drops path 1 although tg-1 stays active on A, and
 //! gets it from all three devices again once the members come back. The UDP pool has no

@@ -1,4 +1,4 @@
-//! Routed mode (DESIGN.md §2): no shared external segment; each device also announces its
+//! Routed mode (docs/design.md, "ECMP and failover"): no shared external segment; each device also announces its
 //! traffic groups' floating external self IPs as /32s and r1 resolves the VIP's next hops
 //! recursively. After a device dies its traffic group moves to the next-active device, but
 //! FRR collapses the recursive next hops to distinct device addresses (3 → 2), so the kernel

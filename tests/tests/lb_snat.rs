@@ -1,5 +1,5 @@
 //! lbd in a namespace topology: client namespace → lbd device namespace → three server
-//! namespaces on an internal bridge, with SNAT automap (DESIGN.md §6 addresses).
+//! namespaces on an internal bridge, with SNAT automap (docs/design.md, "The lab" addresses).
 //!
 //! The servers know only the internal segment (no route back to the client), so an answer
 //! proves the translation; each server reports the source address it saw, which must be the

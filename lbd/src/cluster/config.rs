@@ -46,7 +46,7 @@ pub struct Group {
     /// declared dead well within one second.
     #[serde(default = "default_dead_after", with = "humantime_serde")]
     pub dead_after: Duration,
-    /// How the routers reach the floating external self IPs (DESIGN.md §2).
+    /// How the routers reach the floating external self IPs (docs/design.md, "ECMP and failover").
     #[serde(default)]
     pub route_mode: RouteMode,
     /// TCP port of the first traffic group's mirroring channel; traffic group number k (in
@@ -193,7 +193,7 @@ pub struct Device {
     pub name: String,
     /// Heartbeat addresses: the HA segment, and optionally a second path.
     pub failover_addresses: Vec<IpAddr>,
-    /// Mirroring addresses, primary then secondary (used by mirroring, issue 6).
+    /// Mirroring addresses, primary then secondary (used by mirroring).
     #[serde(default)]
     pub mirror_addresses: Vec<IpAddr>,
 }
@@ -482,7 +482,7 @@ impl GroupConfig {
 mod tests {
     use super::*;
 
-    /// The seed's group (DESIGN.md §6).
+    /// The seed's group (docs/design.md, "The lab").
     const SEED: &str = r#"
 [group]
 name = "seed"

@@ -1,4 +1,4 @@
-//! Traffic-group placement: the sans-IO failover state machine of one device (DESIGN.md §1, §2).
+//! Traffic-group placement: the sans-IO failover state machine of one device (docs/design.md, "The model"; docs/design.md, "ECMP and failover").
 //!
 //! [`Placement::process`] takes the current time and one [`Input`] (start, timer, a peer's
 //! heartbeat, this device's eligibility, the traffic groups whose mirror is not in sync here,
@@ -7,7 +7,7 @@
 //! are data: [`Placement::poll_timeout`] says when the core next needs [`Input::Timer`]. Where
 //! a traffic group goes is decided by [`place`], a pure function of a [`View`], so every device
 //! that has the same view computes the same placement; [`Placement::paths`] turns that into
-//! where each traffic group's path leads, which every device announces (DESIGN.md §2).
+//! where each traffic group's path leads, which every device announces (docs/design.md, "ECMP and failover").
 //!
 //! # Rules
 //!
@@ -684,7 +684,7 @@ impl Placement {
 
     /// Where each traffic group's path leads now: the device [`place`] puts it on, with the
     /// virtual addresses not available there. Every device computes the same from the same
-    /// view, so every device announces the same paths (DESIGN.md §2). None until this device
+    /// view, so every device announces the same paths (docs/design.md, "ECMP and failover"). None until this device
     /// has listened after its start, and while it resumes from a stall: it does not know yet.
     pub fn paths(&self, now: Instant) -> Option<Vec<PathOwner>> {
         if self.phase != Phase::Running {

@@ -3,7 +3,7 @@
 //! families, limits). Every error names the file, the key and the problem, in one line.
 //!
 //! The object model follows BIG-IP's: virtual addresses, virtual servers, pools with members,
-//! monitors and persistence profiles (DESIGN.md §1). Durations are written the way operators
+//! monitors and persistence profiles (docs/design.md, "The model"). Durations are written the way operators
 //! write them: `"5s"`, `"200ms"`, `"3m"`.
 //!
 //! This module does no I/O beyond reading the file.
@@ -151,7 +151,7 @@ impl fmt::Display for Advertise {
 #[serde(deny_unknown_fields)]
 pub struct VirtualAddress {
     pub address: IpAddr,
-    /// Spanning: served by every device of the group (DESIGN.md §1).
+    /// Spanning: served by every device of the group (docs/design.md, "The model").
     #[serde(default = "yes")]
     pub spanning: bool,
     #[serde(default)]

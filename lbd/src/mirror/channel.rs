@@ -1,4 +1,4 @@
-//! The mirroring channel state machines, sans-IO (DESIGN.md §5, §7.1; issue 6).
+//! The mirroring channel state machines, sans-IO (docs/architecture.md, "Mirroring"; docs/architecture.md, "Conventions").
 //!
 //! One channel per traffic group: a [`Sender`] on the device the group is active on, a
 //! [`Receiver`] on its next-active device. The task that owns the socket feeds them decoded
@@ -25,7 +25,7 @@
 //! the receiver holds a complete state of the sender's epoch and the sender still retains every
 //! update after the receiver's last applied id; otherwise the channel resyncs.
 //!
-//! Back-pressure (issue 6): the sender retains at most `capacity` unacknowledged updates.
+//! Back-pressure: the sender retains at most `capacity` unacknowledged updates.
 //! Offering never blocks: on overflow the queue is dropped, the channel reports
 //! [`State::Lagging`], and a full resync is asked of the caller ([`Sender::wants_snapshot`]).
 //!
@@ -77,7 +77,7 @@ impl Default for Timers {
     }
 }
 
-/// A sender's state, as `lbctl show mirroring` reports it (issue 6, "Visibility").
+/// A sender's state, as `lbctl show mirroring` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// No connection, or waiting for the peer's hello.

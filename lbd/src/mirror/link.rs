@@ -1,4 +1,4 @@
-//! The I/O drivers of the mirroring channels (DESIGN.md §5, §7; issue 6): the tasks that own a
+//! The I/O drivers of the mirroring channels (docs/architecture.md, "Mirroring"; docs/architecture.md, "Conventions"): the tasks that own a
 //! channel's socket and drive the sans-IO state machines of [`super::channel`].
 //!
 //! - [`spawn_sender`]: one task per traffic group on its active device. It connects to the

@@ -2,7 +2,7 @@
 //!
 //! For each traffic group, the device it is active on streams the group's mirrored state —
 //! persistence records of profiles with `mirror = true`, UDP flows, and the repair state of
-//! mirrored TCP connections — to the group's next-active device over one channel (DESIGN.md §1,
+//! mirrored TCP connections — to the group's next-active device over one channel (docs/design.md, "The model",
 //! §5). A channel starts with a full resync of the current state, then carries incremental
 //! updates with strictly increasing update ids; the receiver acknowledges the last id it applied,
 //! so the sender can report "in sync" and its lag, and a reconnect can resume instead of
@@ -27,7 +27,7 @@
 //!
 //! Apart from `trust` (which reads and writes certificate files), `repair` (socket options on
 //! the sockets it is given) and the I/O layers `link` and `service`, this module must not do
-//! I/O, read clocks or spawn tasks (DESIGN.md §7.1): bytes and the
+//! I/O, read clocks or spawn tasks (docs/architecture.md, "Conventions"): bytes and the
 //! current time are passed in, messages and timer deadlines come out. It must never block the
 //! data path: offering an update is O(1) and, when the bounded queue is full, the channel drops
 //! to "lagging" and schedules a resync rather than waiting. Sockets and TLS belong to the task

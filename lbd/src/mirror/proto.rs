@@ -1,4 +1,4 @@
-//! The mirror wire protocol (DESIGN.md §5, issue 6): messages and their binary codec.
+//! The mirror wire protocol (docs/architecture.md, "Mirroring"): messages and their binary codec.
 //!
 //! Every message travels in one frame:
 //!
@@ -79,7 +79,7 @@ pub enum ProtoError {
     UnknownRecordKind(u8),
 }
 
-/// TCP repair state of one socket: what `TCP_REPAIR` needs to rebuild it (DESIGN.md §5).
+/// TCP repair state of one socket: what `TCP_REPAIR` needs to rebuild it (docs/architecture.md, "Mirroring").
 /// Data only here; `mirror::repair` takes and applies it. The window fields are those of the
 /// kernel's `struct tcp_repair_window` (linux/tcp.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,7 +118,7 @@ pub struct Record {
     pub kind: RecordKind,
 }
 
-/// The kinds of mirrored state (issue 6, "What is mirrored").
+/// The kinds of mirrored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordKind {
     /// A persistence record; the fields of `tables::PersistRecord`, with an absolute expiry.

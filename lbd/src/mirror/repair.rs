@@ -1,5 +1,5 @@
 //! TCP connection repair: snapshot a live, quiescent TCP socket into a [`TcpRepair`] and rebuild
-//! an equivalent socket from one, on this device or another (DESIGN.md §5, TCP connection
+//! an equivalent socket from one, on this device or another (docs/architecture.md, "Mirroring", TCP connection
 //! mirroring).
 //!
 //! This is the only place in lbd that uses the kernel's `TCP_REPAIR` socket options

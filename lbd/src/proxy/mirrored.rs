@@ -1,4 +1,4 @@
-//! TCP connection mirroring (issue 6; DESIGN.md §5): the relay of a virtual server with
+//! TCP connection mirroring (docs/architecture.md, "Mirroring"): the relay of a virtual server with
 //! `mirror = true`, and the rebuilding of mirrored connections on the device that takes their
 //! traffic group over.
 //!

@@ -1,4 +1,4 @@
-//! The `ssl` spanlb plugin: persistence on the TLS session id (DESIGN.md §4, "Where the keys
+//! The `ssl` spanlb plugin: persistence on the TLS session id (docs/architecture.md, "Plugins", "Where the keys
 //! live"; BIG-IP's SSL persistence).
 //!
 //! * Client to server: the session id the client offers in its ClientHello (RFC 5246

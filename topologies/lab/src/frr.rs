@@ -1,4 +1,4 @@
-//! FRR (zebra + bgpd) inside a lab namespace, started as DESIGN.md §2 prescribes:
+//! FRR (zebra + bgpd) inside a lab namespace, started as docs/design.md, "ECMP and failover" prescribes:
 //!
 //! ```text
 //! ip netns exec NS /usr/lib/frr/zebra -d -N NS -i DIR/zebra.pid --vty_socket DIR -f DIR/frr.conf -z DIR/zserv.api

@@ -1,5 +1,5 @@
 //! spanlb-lab — the network-namespace lab harness for spanlb's topology tests, the demo and
-//! the benchmark scripts (DESIGN.md §6).
+//! the benchmark scripts (docs/design.md, "The lab").
 //!
 //! A [`Lab`] gets a short unique prefix (`sl<pid base36>-<counter base36>`) and makes
 //! namespaces `<prefix>-<short>` ([`Lab::ns`]), veth links ([`Lab::veth`]), L2 segments

@@ -138,7 +138,7 @@ impl Executor {
 
     async fn activate(&mut self, name: &str) {
         let Some(tg) = self.tg(name) else { return };
-        // Mirrored state first (DESIGN.md §5): the sessions' sockets must exist before the
+        // Mirrored state first (docs/architecture.md, "Mirroring"): the sessions' sockets must exist before the
         // floating addresses arrive, or the kernel answers their next segments with RST.
         self.takeover.adopt(name).await;
         let k = self.group.path_ids()[name];
@@ -197,7 +197,7 @@ impl Executor {
     async fn release(&mut self, name: &str) {
         let Some(tg) = self.tg(name) else { return };
         // Mirrored connections first: they live on the new owner, and nothing may go out
-        // from here for them (DESIGN.md §5).
+        // from here for them (docs/architecture.md, "Mirroring").
         self.takeover.release(name);
         if let Some(t) = self.announcing.remove(name) {
             t.abort();

@@ -1,5 +1,5 @@
 //! The device group inside lbd: what happens on this device when a traffic group becomes
-//! active here or leaves (DESIGN.md §2), and the routes lbd asks bgpd to announce.
+//! active here or leaves (docs/design.md, "ECMP and failover"), and the routes lbd asks bgpd to announce.
 //!
 //! [`Cluster::start`] takes the device-group file (loaded by the app) and the group key, removes floating
 //! addresses a previous run may have left behind, adds the spanning virtual addresses to the
@@ -24,7 +24,7 @@
 //!   device with either down (or in `lbctl standby`) is not eligible and gives up its traffic
 //!   groups (fail-safe).
 //!
-//! # Routes (DESIGN.md §2)
+//! # Routes (docs/design.md, "ECMP and failover")
 //!
 //! **Every device announces every traffic group's path.** For each traffic group *k* that
 //! placement puts on some device *D* (whether *D* is this device or a peer), and each spanning

@@ -345,7 +345,7 @@ fn encode_refuses_what_decode_would_reject() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Property tests (issue 6, test 6: no input panics or allocates without bound).
+// Property tests: no input panics or allocates without bound.
 
 fn arb_addr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![

@@ -1,5 +1,5 @@
 //! Mirroring inside lbd: the channels of [`super::link`] wired to the daemon's tables and to
-//! the device group (issue 6, DESIGN.md §1, §5).
+//! the device group (docs/design.md, "The model"; docs/architecture.md, "Mirroring").
 //!
 //! - **Receivers.** At start, one receiver per traffic group listens on this device's mirror
 //!   addresses (primary and secondary), on the group's port for that traffic group

@@ -478,12 +478,9 @@ impl GroupConfig {
     }
 }
 
+/// The seed's group (docs/design.md, "The lab"), for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The seed's group (docs/design.md, "The lab").
-    const SEED: &str = r#"
+pub(crate) const SEED: &str = r#"
 [group]
 name = "seed"
 key_file = "/etc/spanlb/group.key"
@@ -516,6 +513,10 @@ ha_order = ["C", "A", "B"]
 external_floating = "20.1.1.4/24"
 internal_floating = "10.1.1.4/24"
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn key() -> Arc<GroupKey> {
         Arc::new(GroupKey::from_hex("00112233445566778899aabbccddeeff").unwrap())

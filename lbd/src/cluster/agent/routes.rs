@@ -124,35 +124,7 @@ mod tests {
     use crate::cluster::config::GroupConfig;
     use std::collections::BTreeMap;
 
-    const GROUP: &str = r#"
-[group]
-name = "seed"
-key_file = "/nonexistent"
-[[devices]]
-name = "a"
-failover_addresses = ["192.168.100.6"]
-[[devices]]
-name = "b"
-failover_addresses = ["192.168.100.7"]
-[[devices]]
-name = "c"
-failover_addresses = ["192.168.100.8"]
-[[traffic_groups]]
-name = "tg-1"
-ha_order = ["a", "b", "c"]
-external_floating = "20.1.1.2/24"
-internal_floating = "10.1.1.2/24"
-[[traffic_groups]]
-name = "tg-2"
-ha_order = ["b", "c", "a"]
-external_floating = "20.1.1.3/24"
-internal_floating = "10.1.1.3/24"
-[[traffic_groups]]
-name = "tg-3"
-ha_order = ["c", "a", "b"]
-external_floating = "20.1.1.4/24"
-internal_floating = "10.1.1.4/24"
-"#;
+    use crate::cluster::config::SEED as GROUP;
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
@@ -178,9 +150,9 @@ internal_floating = "10.1.1.4/24"
         let vip: IpAddr = "30.1.1.10".parse().unwrap();
         let v6: IpAddr = "2001:db8::10".parse().unwrap();
         let paths = [
-            owner("tg-1", Some("c"), &[]),
-            owner("tg-2", Some("b"), &[]),
-            owner("tg-3", Some("c"), &[]),
+            owner("tg-1", Some("C"), &[]),
+            owner("tg-2", Some("B"), &[]),
+            owner("tg-3", Some("C"), &[]),
         ];
         // What is active here does not matter in L2 mode: the same three paths everywhere.
         for here in [set(&[]), set(&["tg-1", "tg-3"])] {
@@ -197,8 +169,8 @@ internal_floating = "10.1.1.4/24"
         // every device; a traffic group placed nowhere has no path; no paths known, none.
         let paths = [
             owner("tg-1", None, &[]),
-            owner("tg-2", Some("b"), &[]),
-            owner("tg-3", Some("c"), &["30.1.1.10"]),
+            owner("tg-2", Some("B"), &[]),
+            owner("tg-3", Some("C"), &["30.1.1.10"]),
         ];
         assert_eq!(
             routes(&desired_routes(&g, &paths, &set(&[]), &[vip])),
@@ -212,16 +184,16 @@ internal_floating = "10.1.1.4/24"
     fn routed_mode_adds_the_floating_host_route_of_what_is_held_here() {
         let text = GROUP
             .replace(
-                "key_file = \"/nonexistent\"",
-                "key_file = \"/nonexistent\"\nroute_mode = \"routed\"",
+                "key_file = \"/etc/spanlb/group.key\"",
+                "key_file = \"/etc/spanlb/group.key\"\nroute_mode = \"routed\"",
             )
             .replace("/24\"\ninternal", "/32\"\ninternal");
         let g = GroupConfig::from_toml(&text, "g").unwrap();
         let vip: IpAddr = "30.1.1.10".parse().unwrap();
         let paths = [
-            owner("tg-1", Some("a"), &[]),
-            owner("tg-2", Some("b"), &[]),
-            owner("tg-3", Some("c"), &[]),
+            owner("tg-1", Some("A"), &[]),
+            owner("tg-2", Some("B"), &[]),
+            owner("tg-3", Some("C"), &[]),
         ];
         let r: Vec<RouteIntent> = desired_routes(&g, &paths, &set(&["tg-1"]), &[vip])
             .into_iter()
@@ -240,24 +212,24 @@ internal_floating = "10.1.1.4/24"
     fn connections_belong_to_the_home_traffic_group_first() {
         let g = GroupConfig::from_toml(GROUP, "g").unwrap();
         let none = BTreeMap::new();
-        let a = attribution(&g, "c", &set(&["tg-2", "tg-3"]), &none);
+        let a = attribution(&g, "C", &set(&["tg-2", "tg-3"]), &none);
         assert_eq!(a.traffic_group.as_deref(), Some("tg-3"));
         assert_eq!(a.automap_v4, Some("10.1.1.4".parse().unwrap()));
-        let a = attribution(&g, "c", &set(&["tg-2", "tg-1"]), &none);
+        let a = attribution(&g, "C", &set(&["tg-2", "tg-1"]), &none);
         assert_eq!(a.traffic_group.as_deref(), Some("tg-1"));
         assert_eq!(
-            attribution(&g, "c", &set(&[]), &none),
+            attribution(&g, "C", &set(&[]), &none),
             AttributionState::default()
         );
         // MAC masquerade: tg-2's macvlan names tg-2 for what arrives on it, while active.
         let masq = BTreeMap::from([("tg-2".to_string(), (9, "tg2".to_string()))]);
-        let a = attribution(&g, "c", &set(&["tg-2", "tg-3"]), &masq);
+        let a = attribution(&g, "C", &set(&["tg-2", "tg-3"]), &masq);
         assert_eq!(a.traffic_group.as_deref(), Some("tg-3"));
         assert_eq!(
             a.resolve(Some(9)),
             (Some("tg-2".into()), Some("10.1.1.3".parse().unwrap()), None)
         );
-        assert!(attribution(&g, "c", &set(&["tg-3"]), &masq)
+        assert!(attribution(&g, "C", &set(&["tg-3"]), &masq)
             .by_ingress
             .is_empty());
     }

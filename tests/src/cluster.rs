@@ -265,10 +265,11 @@ impl ClusterLab {
         if !opts.plugins.is_empty() {
             let pdir = dir.join("plugins");
             std::fs::create_dir_all(&pdir).map_err(io("creating the plugin directory"))?;
-            for pkg in &opts.plugins {
-                let so = build_cdylib(pkg)?;
+            // The release profile when this code is a release build (e.g. a benchmark).
+            let profile = (!cfg!(debug_assertions)).then_some("release");
+            for so in spanlb_lab::build_cdylibs(&opts.plugins, profile)?.values() {
                 let name = so.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-                std::fs::copy(&so, pdir.join(name)).map_err(io("copying a plugin"))?;
+                std::fs::copy(so, pdir.join(name)).map_err(io("copying a plugin"))?;
             }
         }
 
@@ -1094,38 +1095,6 @@ fn addr_of(node: &str, seg: &str, links: &[topology::Segment]) -> Result<String>
         .and_then(|p| p.addrs.first())
         .map(|a| a.split('/').next().unwrap_or(a).to_string())
         .ok_or_else(|| LabError::Invalid(format!("{node} has no address on segment {seg}")))
-}
-
-/// Builds the cdylib of package `pkg` (cargo; the release profile when this code is a release
-/// build, e.g. a benchmark, else the dev profile) and returns its `.so`.
-pub fn build_cdylib(pkg: &str) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["build", "--quiet", "--message-format=json", "-p", pkg];
-    if !cfg!(debug_assertions) {
-        args.push("--release");
-    }
-    let out = std::process::Command::new(cargo)
-        .args(&args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .map_err(io("running cargo build"))?;
-    if !out.status.success() {
-        return Err(LabError::Invalid(format!(
-            "cargo build -p {pkg}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"compiler-artifact\""))
-        .flat_map(|l| {
-            l.split('"')
-                .filter(|s| s.ends_with(".so"))
-                .map(PathBuf::from)
-                .collect::<Vec<_>>()
-        })
-        .next_back()
-        .ok_or_else(|| LabError::Invalid(format!("no .so in cargo's output for {pkg}")))
 }
 
 /// The lab's device trust: the group CA (`seed`) and one certificate per device, naming its

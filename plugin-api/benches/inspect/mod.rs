@@ -160,7 +160,8 @@ pub fn run(name: &str, native: fn(&str) -> Native) {
         .into_iter()
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no bench case `{name}`"));
-    let built = common::build_cdylibs(&[case.pkg], Some("bench"));
+    let built =
+        spanlb_lab::build_cdylibs(&[case.pkg], Some("bench")).unwrap_or_else(|e| panic!("{e}"));
     let dir = common::TempDir::new(&format!("bench-plugin-{name}"));
     let so = dir.install(&built[case.pkg], &format!("lib{name}.so"));
     let lib = plugin_api::load(&so).expect("load the plugin .so");

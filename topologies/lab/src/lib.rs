@@ -22,6 +22,7 @@
 //! [`wait_until`] / [`wait_until_dbg`], never fixed sleeps.
 
 mod bin;
+mod cdylib;
 mod error;
 pub mod frr;
 mod lab;
@@ -31,6 +32,7 @@ mod util;
 mod wait;
 
 pub use bin::{bin_dir, cargo_bin, try_cargo_bin};
+pub use cdylib::{build_cdylib, build_cdylibs};
 pub use error::{LabError, Result};
 pub use frr::Frr;
 pub use lab::{

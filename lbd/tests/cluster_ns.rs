@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use spanlb_lab::seed::{GroupToml, DEVICES};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -182,37 +183,24 @@ impl Device {
         // Left over from an earlier run: lbd must remove it at start.
         ip(&["-n", &ns, "addr", "add", "20.1.1.3/24", "dev", "ext0"]);
         std::fs::write(dir.join("key"), "00112233445566778899aabbccddeeff\n").unwrap();
-        std::fs::write(
-            dir.join("group.toml"),
-            format!(
-                r#"
-[group]
-name = "t"
-key_file = "{key}"
-heartbeat_interval = "50ms"
-dead_after = "300ms"
-[[devices]]
-name = "a"
-failover_addresses = ["192.168.100.6"]
-[[devices]]
-name = "b"
-failover_addresses = ["192.168.100.7"]
-[[traffic_groups]]
-name = "tg-1"
-ha_order = ["a", "b"]
-external_floating = "20.1.1.2/24"
-internal_floating = "10.1.1.2/24"
-[[traffic_groups]]
-name = "tg-2"
-ha_order = ["b", "a"]
-external_floating = "20.1.1.3/24"
-internal_floating = "10.1.1.3/24"
-{tg2_extra}
-"#,
-                key = dir.join("key").display()
-            ),
-        )
-        .unwrap();
+        // The seed group's devices a and b, their traffic groups tg-1 and tg-2, fast timers,
+        // lbd's defaults for everything else.
+        let key = dir.join("key");
+        let group = GroupToml {
+            name: "t",
+            devices: &DEVICES[..2],
+            heartbeat_interval: "50ms",
+            dead_after: "300ms",
+            route_mode: None,
+            second_failover_path: false,
+            mirror_addresses: false,
+            auto_failback: None,
+            failback_delay: None,
+            path_id: false,
+            tg_extra: &[("tg-2", tg2_extra)],
+            ..GroupToml::seed(&key)
+        };
+        std::fs::write(dir.join("group.toml"), group.render()).unwrap();
         let sock = dir.join("bgpd.sock");
         std::fs::write(
             dir.join("lbd.toml"),

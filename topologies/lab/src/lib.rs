@@ -28,6 +28,7 @@ pub mod frr;
 mod lab;
 mod ping;
 mod prereq;
+pub mod seed;
 mod util;
 mod wait;
 

@@ -2,7 +2,7 @@
 //! the benchmark scripts (DESIGN.md §6).
 //!
 //! A [`Lab`] gets a short unique prefix (`sl<pid base36>-<counter base36>`) and makes
-//! namespaces `<prefix>-<short>` ([`Lab::ns`]), veth links ([`Lab::veth`]), L2 segments
+//! namespaces `<prefix>-<short>` ([`Lab::ns`]), veth links ([`Lab::veth`], [`Lab::veth_macs`]), L2 segments
 //! (bridges in a per-lab switch namespace, [`Lab::bridge_segment`]), processes running inside
 //! namespaces ([`Ns::spawn`]) and FRR instances ([`Lab::frr`]). Dropping the lab — also while a
 //! test panics — SIGKILLs every process it started or that is still inside its namespaces,

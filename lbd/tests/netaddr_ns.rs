@@ -95,6 +95,23 @@ where
     .unwrap();
 }
 
+/// Makes `ns`'s neighbour entry for `addr` on `dev` say MAC_OLD_TEXT, stale (what a neighbour
+/// believes before an announcement: the address is at a device that is gone).
+fn stale_neigh(ns: &Ns, addr: &str, dev: &str) {
+    ns.ip(&[
+        "neigh",
+        "replace",
+        addr,
+        "lladdr",
+        MAC_OLD_TEXT,
+        "dev",
+        dev,
+        "nud",
+        "stale",
+    ])
+    .unwrap();
+}
+
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
@@ -174,20 +191,7 @@ fn link_up_follows_the_link_and_mac_is_read() {
 fn gratuitous_arp_moves_the_neighbours_entry() {
     lab_prereqs!([]);
     let segment = Segment::new();
-    segment
-        .b
-        .ip(&[
-            "neigh",
-            "replace",
-            "20.1.1.3",
-            "lladdr",
-            MAC_OLD_TEXT,
-            "dev",
-            "vethb",
-            "nud",
-            "stale",
-        ])
-        .unwrap();
+    stale_neigh(&segment.b, "20.1.1.3", "vethb");
     assert!(segment.neigh_b("20.1.1.3").contains(MAC_OLD_TEXT));
     segment.run_in(&segment.a.clone(), || async {
         let na = NetAddr::new().await.unwrap();
@@ -203,21 +207,7 @@ fn gratuitous_arp_moves_the_neighbours_entry() {
 fn unsolicited_na_moves_the_neighbours_entry() {
     lab_prereqs!([]);
     let segment = Segment::new();
-    segment
-        .b
-        .ip(&[
-            "-6",
-            "neigh",
-            "replace",
-            "fd00:20::3",
-            "lladdr",
-            MAC_OLD_TEXT,
-            "dev",
-            "vethb",
-            "nud",
-            "stale",
-        ])
-        .unwrap();
+    stale_neigh(&segment.b, "fd00:20::3", "vethb");
     assert!(segment.neigh_b("fd00:20::3").contains(MAC_OLD_TEXT));
     segment.run_in(&segment.a.clone(), || async {
         let na = NetAddr::new().await.unwrap();
@@ -235,20 +225,7 @@ fn announce_repeats_for_both_families() {
     lab_prereqs!([]);
     let segment = Segment::new();
     for addr in ["20.1.1.3", "fd00:20::3"] {
-        segment
-            .b
-            .ip(&[
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                MAC_OLD_TEXT,
-                "dev",
-                "vethb",
-                "nud",
-                "stale",
-            ])
-            .unwrap();
+        stale_neigh(&segment.b, addr, "vethb");
     }
     segment.run_in(&segment.a.clone(), || async {
         let na = NetAddr::new().await.unwrap();
@@ -444,19 +421,7 @@ fn masquerade_takeover_teaches_the_peer_the_mac_and_release_goes_quiet() {
     lab_prereqs!([]);
     let lab = Bridged::new();
     // What b thinks before the takeover: the address is at a device that is gone.
-    lab.b
-        .ip(&[
-            "neigh",
-            "replace",
-            "20.1.1.2",
-            "lladdr",
-            MAC_OLD_TEXT,
-            "dev",
-            "br0",
-            "nud",
-            "stale",
-        ])
-        .unwrap();
+    stale_neigh(&lab.b, "20.1.1.2", "br0");
     // Takeover: up, address, announce from the masquerade MAC.
     lab.run_in_a(|| async {
         let na = NetAddr::new().await.unwrap();

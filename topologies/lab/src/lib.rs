@@ -2,11 +2,12 @@
 //! the benchmark scripts (DESIGN.md §6).
 //!
 //! A [`Lab`] gets a short unique prefix (`sl<pid base36>-<counter base36>`) and makes
-//! namespaces `<prefix>-<short>` ([`Lab::ns`]), veth links ([`Lab::veth`], [`Lab::veth_macs`]), L2 segments
-//! (bridges in a per-lab switch namespace, [`Lab::bridge_segment`]), processes running inside
-//! namespaces ([`Ns::spawn`]) and FRR instances ([`Lab::frr`]). Dropping the lab — also while a
-//! test panics — SIGKILLs every process it started or that is still inside its namespaces,
-//! kills FRR by its pid files and deletes every namespace; the lab directory with configs and
+//! namespaces `<prefix>-<short>` ([`Lab::ns`]), veth links ([`Lab::veth`],
+//! [`Lab::veth_macs`]), L2 segments (bridges in a per-lab switch namespace,
+//! [`Lab::bridge_segment`]), processes running inside namespaces ([`Ns::spawn`]) and FRR
+//! instances ([`Lab::frr`]). Dropping the lab — also while a test panics — SIGKILLs every
+//! process it started or that is still inside its namespaces, kills FRR by its pid files and
+//! deletes every namespace; the lab directory with configs and
 //! logs is deleted on success and kept (path printed) when the test panicked. A new lab first
 //! sweeps namespaces of earlier labs whose owner process is dead (markers in
 //! [`MARKER_DIR`], owner pid also encoded in the name).

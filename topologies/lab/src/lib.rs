@@ -7,10 +7,10 @@
 //! [`Lab::bridge_segment`]), processes running inside namespaces ([`Ns::spawn`]) and FRR
 //! instances ([`Lab::frr`]). Dropping the lab — also while a test panics — SIGKILLs every
 //! process it started or that is still inside its namespaces, kills FRR by its pid files and
-//! deletes every namespace; the lab directory with configs and
-//! logs is deleted on success and kept (path printed) when the test panicked. A new lab first
-//! sweeps namespaces of earlier labs whose owner process is dead (markers in
-//! [`MARKER_DIR`], owner pid also encoded in the name).
+//! deletes every namespace; the lab directory with configs and logs is deleted on success and
+//! kept (path printed) when the test panicked. A new lab first sweeps namespaces of earlier
+//! labs whose owner process is dead (markers in [`MARKER_DIR`], owner pid also encoded in the
+//! name).
 //!
 //! What it must not do: touch the root namespace's addresses, routes, links or sysctls. Links
 //! are created directly inside lab namespaces (`ip -n NS link add ... netns PEER`), addresses

@@ -15,38 +15,15 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use spanlb_lab::seed::{GroupToml, DEVICES};
+use spanlb_lab::{lab_prereqs, Lab, Ns, Proc};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if root {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("cluster namespace test cannot run under CI: not root");
-    }
-    eprintln!("skipping cluster namespace test: not root");
-    false
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// One recorded request: the request, and the addresses A had on ext0 and int0 then.
 #[derive(Debug, Clone)]
@@ -63,7 +40,7 @@ struct FakeBgpd {
 }
 
 impl FakeBgpd {
-    fn start(path: &PathBuf, ns: String) -> FakeBgpd {
+    fn start(path: &PathBuf, ns: Ns) -> FakeBgpd {
         let l = UnixListener::bind(path).expect("bind fake bgpd socket");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let conns: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
@@ -78,7 +55,7 @@ impl FakeBgpd {
                     for line in BufReader::new(s).lines().take(10_000) {
                         let Ok(line) = line else { return };
                         let req: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                        let addrs = ip(&["-n", &ns, "-o", "addr", "show"]);
+                        let addrs = ns.ip(&["-o", "addr", "show"]).unwrap_or_default();
                         s3.lock().unwrap().push(Seen { req, addrs });
                         if w.write_all(b"{\"ok\":true}\n").is_err() {
                             return;
@@ -131,24 +108,14 @@ fn routes_with(req: &Value, cmd: &str, path_id: u64) -> bool {
 }
 
 struct Device {
-    ns: String,
-    peer: String,
+    /// Device a's namespace, and its neighbour's (the far ends of ext0 and int0: p0, p1).
+    ns: Ns,
+    peer: Ns,
     dir: PathBuf,
-    lbd: Option<Child>,
+    lbd: Proc,
     fake: FakeBgpd,
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.lbd.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in [&self.ns, &self.peer] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// Kills lbd and deletes the namespaces on drop (also on panic).
+    _lab: Lab,
 }
 
 impl Device {
@@ -158,61 +125,40 @@ impl Device {
 
     /// `tg2_extra`: lines added to tg-2 in the group file.
     fn with_group_extra(tg2_extra: &str) -> Device {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = format!("lbdcl-{}-{n}", std::process::id());
-        let (ns, peer) = (format!("{base}-a"), format!("{base}-n"));
-        let dir = std::env::temp_dir().join(&base);
-        std::fs::create_dir_all(&dir).unwrap();
-        ip(&["netns", "add", &ns]);
-        ip(&["netns", "add", &peer]);
+        let lab = Lab::new("cluster_ns").unwrap();
+        let (ns, peer) = (lab.ns("a").unwrap(), lab.ns("n").unwrap());
+        let dir = lab.dir().to_path_buf();
         for (i, ifname) in ["ext0", "int0"].iter().enumerate() {
-            let p = format!("p{i}");
-            ip(&[
-                "link", "add", ifname, "netns", &ns, "type", "veth", "peer", "name", &p, "netns",
-                &peer,
-            ]);
-            ip(&["-n", &ns, "link", "set", ifname, "up"]);
-            ip(&["-n", &peer, "link", "set", &p, "up"]);
+            lab.veth((&ns, ifname), (&peer, &format!("p{i}"))).unwrap();
         }
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&["-n", &ns, "addr", "add", "20.1.1.6/24", "dev", "ext0"]);
-        ip(&["-n", &ns, "addr", "add", "192.168.100.6/24", "dev", "ext0"]);
-        ip(&["-n", &ns, "addr", "add", "10.1.1.6/24", "dev", "int0"]);
-        // Left over from an earlier run: lbd must remove it at start.
-        ip(&["-n", &ns, "addr", "add", "20.1.1.3/24", "dev", "ext0"]);
+        for (ifname, cidr) in [
+            ("ext0", "20.1.1.6/24"),
+            ("ext0", "192.168.100.6/24"),
+            ("int0", "10.1.1.6/24"),
+            // Left over from an earlier run: lbd must remove it at start.
+            ("ext0", "20.1.1.3/24"),
+        ] {
+            ns.add_addr(ifname, cidr).unwrap();
+        }
         std::fs::write(dir.join("key"), "00112233445566778899aabbccddeeff\n").unwrap();
-        std::fs::write(
-            dir.join("group.toml"),
-            format!(
-                r#"
-[group]
-name = "t"
-key_file = "{key}"
-heartbeat_interval = "50ms"
-dead_after = "300ms"
-[[devices]]
-name = "a"
-failover_addresses = ["192.168.100.6"]
-[[devices]]
-name = "b"
-failover_addresses = ["192.168.100.7"]
-[[traffic_groups]]
-name = "tg-1"
-ha_order = ["a", "b"]
-external_floating = "20.1.1.2/24"
-internal_floating = "10.1.1.2/24"
-[[traffic_groups]]
-name = "tg-2"
-ha_order = ["b", "a"]
-external_floating = "20.1.1.3/24"
-internal_floating = "10.1.1.3/24"
-{tg2_extra}
-"#,
-                key = dir.join("key").display()
-            ),
-        )
-        .unwrap();
+        // The seed group's devices a and b, their traffic groups tg-1 and tg-2, fast timers,
+        // lbd's defaults for everything else.
+        let key = dir.join("key");
+        let group = GroupToml {
+            name: "t",
+            devices: &DEVICES[..2],
+            heartbeat_interval: "50ms",
+            dead_after: "300ms",
+            route_mode: None,
+            second_failover_path: false,
+            mirror_addresses: false,
+            auto_failback: None,
+            failback_delay: None,
+            path_id: false,
+            tg_extra: &[("tg-2", tg2_extra)],
+            ..GroupToml::seed(&key)
+        };
+        std::fs::write(dir.join("group.toml"), group.render()).unwrap();
         let sock = dir.join("bgpd.sock");
         std::fs::write(
             dir.join("lbd.toml"),
@@ -243,35 +189,23 @@ members = [{{ address = "10.1.1.50:8080" }}]
         )
         .unwrap();
         let fake = FakeBgpd::start(&sock, ns.clone());
-        let mut d = Device {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbd"));
+        cmd.arg("--config")
+            .arg(dir.join("lbd.toml"))
+            .env("RUST_LOG", "info,lbd=debug");
+        let lbd = ns.spawn_cmd(cmd, "lbd.log").unwrap();
+        Device {
             ns,
             peer,
             dir,
-            lbd: None,
+            lbd,
             fake,
-        };
-        let log = std::fs::File::create(d.dir.join("lbd.log")).unwrap();
-        d.lbd = Some(
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &d.ns,
-                    env!("CARGO_BIN_EXE_lbd"),
-                    "--config",
-                ])
-                .arg(d.dir.join("lbd.toml"))
-                .env("RUST_LOG", "info,lbd=debug")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start lbd"),
-        );
-        d
+            _lab: lab,
+        }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("lbd.log")).unwrap_or_default()
+        self.lbd.log()
     }
 
     fn lbctl(&self, args: &[&str]) -> Value {
@@ -298,7 +232,7 @@ members = [{{ address = "10.1.1.50:8080" }}]
     }
 
     fn addrs(&self) -> String {
-        ip(&["-n", &self.ns, "-o", "addr", "show"])
+        self.ns.ip(&["-o", "addr", "show"]).unwrap()
     }
 }
 
@@ -308,9 +242,7 @@ fn has(addrs: &str, a: &str) -> bool {
 
 #[test]
 fn takeover_adds_addresses_before_routes_and_release_withdraws_before_removing() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let d = Device::new();
     // Takes both traffic groups (b never speaks) after listening.
     let (i1, s1) = d
@@ -385,9 +317,7 @@ fn takeover_adds_addresses_before_routes_and_release_withdraws_before_removing()
 
 #[test]
 fn route_health_bgpd_restart_and_link_fail_safe() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let d = Device::new();
     let (i, _) = d
         .fake
@@ -421,7 +351,7 @@ fn route_health_bgpd_restart_and_link_fail_safe() {
     );
 
     // Fail-safe: ext0 down → every traffic group released.
-    ip(&["-n", &d.ns, "link", "set", "int0", "down"]);
+    d.ns.link_down("int0").unwrap();
     d.fake
         .wait_for(k2, "fail-safe withdraw", |r| r["cmd"] == "withdraw");
     let deadline = Instant::now() + WAIT;
@@ -445,37 +375,38 @@ fn route_health_bgpd_restart_and_link_fail_safe() {
 
 #[test]
 fn mac_masquerade_moves_the_mac_and_names_the_traffic_group_of_what_arrives_on_it() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let d = Device::with_group_extra("mac_masquerade = \"02:00:5e:00:01:02\"");
     d.fake
         .wait_for(0, "announce path 2", |r| routes_with(r, "announce", 2));
     // tg-2's floating external address lives on its macvlan, with the masquerade MAC.
-    let link = ip(&["-n", &d.ns, "-o", "link", "show", "tg2"]);
+    let link = d.ns.ip(&["-o", "link", "show", "tg2"]).unwrap();
     assert!(link.contains("02:00:5e:00:01:02"), "{link}");
-    let on_tg2 = ip(&["-n", &d.ns, "-o", "addr", "show", "dev", "tg2"]);
+    let on_tg2 = d.ns.ip(&["-o", "addr", "show", "dev", "tg2"]).unwrap();
     assert!(on_tg2.contains(" 20.1.1.3/24"), "{on_tg2}");
     // The neighbour learned the masquerade MAC for it from the announcement.
-    ip(&["-n", &d.peer, "addr", "add", "20.1.1.1/24", "dev", "p0"]);
-    ip(&["-n", &d.peer, "addr", "add", "10.1.1.50/24", "dev", "p1"]);
+    d.peer.add_addr("p0", "20.1.1.1/24").unwrap();
+    d.peer.add_addr("p1", "10.1.1.50/24").unwrap();
     // A member in the neighbour namespace (behind int0), and the VIP routed via Ek.
-    let server = Command::new("ip")
-        .args(["netns", "exec", &d.peer, "python3", "-c"])
-        .arg(
+    let server = d.peer.spawn(
+        &[
+            "python3",
+            "-c",
             "import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
              s.bind(('10.1.1.50',8080));s.listen(16)\nc=[]\nwhile True:\n c.append(s.accept()[0])",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(mut server) = server else {
+        ],
+        "server.log",
+    );
+    let Ok(server) = server else {
         panic!("python3 is needed for this test");
     };
     let via = |ek: &str| -> String {
-        ip(&["-n", &d.peer, "route", "replace", "30.1.1.10/32", "via", ek]);
-        let mut client = Command::new("ip")
-            .args(["netns", "exec", &d.peer, "python3", "-c"])
+        d.peer
+            .route(&format!("replace 30.1.1.10/32 via {ek}"))
+            .unwrap();
+        let mut client = d
+            .peer
+            .command(&["python3", "-c"])
             .arg(
                 "import socket,time\nfor i in range(50):\n try:\n  s=socket.create_connection(('30.1.1.10',80),timeout=2);break\n except OSError: time.sleep(0.1)\ntime.sleep(1.5)",
             )
@@ -504,10 +435,8 @@ fn mac_masquerade_moves_the_mac_and_names_the_traffic_group_of_what_arrives_on_i
     let neigh_seen = {
         let deadline = Instant::now() + WAIT;
         loop {
-            let _ = Command::new("ip")
-                .args(["netns", "exec", &d.peer, "ping", "-c1", "-W1", "20.1.1.3"])
-                .output();
-            let n = ip(&["-n", &d.peer, "neigh", "show", "20.1.1.3"]);
+            let _ = d.peer.command(&["ping", "-c1", "-W1", "20.1.1.3"]).output();
+            let n = d.peer.ip(&["neigh", "show", "20.1.1.3"]).unwrap();
             if n.contains("02:00:5e:00:01:02") || Instant::now() > deadline {
                 break n;
             }
@@ -516,7 +445,6 @@ fn mac_masquerade_moves_the_mac_and_names_the_traffic_group_of_what_arrives_on_i
     };
     assert!(neigh_seen.contains("02:00:5e:00:01:02"), "{neigh_seen}");
     let via_tg2 = via("20.1.1.3");
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill();
     assert!(via_tg2.starts_with("tg-2 10.1.1.3:"), "{via_tg2}");
 }

@@ -6,13 +6,12 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use lbd::cluster::netaddr::{self, NetAddr, NetAddrError};
+use spanlb_lab::{lab_prereqs, Lab, Ns};
 
 /// The MAC of `vetha` in namespace a (the device taking over).
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
@@ -22,104 +21,39 @@ const MAC_OLD_TEXT: &str = "02:00:00:00:00:99";
 /// How long a test waits for the kernel to do something.
 const WAIT: Duration = Duration::from_secs(2);
 
-/// True if the test can run; false (after one line saying why) if it must be skipped.
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ip = Command::new("ip").arg("-V").output().is_ok();
-    if root && ip {
-        return true;
-    }
-    let why = if root {
-        "`ip` (iproute2) not found"
-    } else {
-        "not root"
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("netaddr namespace test cannot run under CI: {why}");
-    }
-    eprintln!("skipping netaddr namespace test: {why}");
-    false
-}
-
-/// Runs `ip ARGS`, panicking with its stderr if it fails; returns stdout.
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Two namespaces `a` and `b` joined by `vetha` (in a, MAC_A) and `vethb` (in b), both up,
-/// b holding 20.1.1.2/24 and fd00:20::2/64; deleted on drop.
+/// b holding 20.1.1.2/24 and fd00:20::2/64; deleted with the lab on drop.
 struct Segment {
-    a: String,
-    b: String,
+    a: Ns,
+    b: Ns,
+    _lab: Lab,
 }
 
 impl Segment {
     fn new() -> Segment {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = format!("lbdna-{}-{n}", std::process::id());
-        let segment = Segment {
-            a: format!("{base}-a"),
-            b: format!("{base}-b"),
-        };
-        // The guard exists before anything is made, so a failure half-way still cleans up.
-        ip(&["netns", "add", &segment.a]);
-        ip(&["netns", "add", &segment.b]);
-        let (a, b) = (segment.a.as_str(), segment.b.as_str());
-        // Made directly inside the namespaces: the names never meet in the host's namespace.
-        ip(&[
-            "link",
-            "add",
-            "vetha",
-            "netns",
-            a,
-            "address",
-            MAC_A_TEXT,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vethb",
-            "netns",
-            b,
-            "address",
-            "02:00:00:00:00:0b",
-        ]);
-        for ns in [a, b] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&["-n", a, "link", "set", "vetha", "up"]);
-        ip(&["-n", b, "link", "set", "vethb", "up"]);
-        ip(&["-n", b, "addr", "add", "20.1.1.2/24", "dev", "vethb"]);
-        ip(&[
-            "-n",
-            b,
-            "addr",
-            "add",
-            "fd00:20::2/64",
-            "dev",
-            "vethb",
-            "nodad",
-        ]);
-        segment
+        let lab = Lab::new("netaddr_ns").unwrap();
+        let (a, b) = (lab.ns("a").unwrap(), lab.ns("b").unwrap());
+        // The lab turns IPv6 DAD off; a keeps the kernel's default, so that an address NetAddr
+        // adds without NODAD would show up tentative.
+        a.sysctl("net.ipv6.conf.default.accept_dad", "1").unwrap();
+        lab.veth_macs(
+            (&a, "vetha", Some(MAC_A_TEXT)),
+            (&b, "vethb", Some("02:00:00:00:00:0b")),
+        )
+        .unwrap();
+        b.add_addr("vethb", "20.1.1.2/24").unwrap();
+        b.add_addr("vethb", "fd00:20::2/64").unwrap();
+        Segment { a, b, _lab: lab }
     }
 
     /// `ip -n a -o addr show dev vetha`.
     fn addrs_a(&self) -> String {
-        ip(&["-n", &self.a, "-o", "addr", "show", "dev", "vetha"])
+        self.a.ip(&["-o", "addr", "show", "dev", "vetha"]).unwrap()
     }
 
     /// b's neighbour entry for `addr` on vethb, as `ip neigh` prints it.
     fn neigh_b(&self, addr: &str) -> String {
-        ip(&["-n", &self.b, "neigh", "show", addr, "dev", "vethb"])
+        self.b.ip(&["neigh", "show", addr, "dev", "vethb"]).unwrap()
     }
 
     /// Waits (bounded) until b's entry for `addr` names `mac`; returns the last entry seen.
@@ -135,7 +69,7 @@ impl Segment {
     }
 
     /// Runs `body` inside namespace `ns` (see [`run_in`]).
-    fn run_in<F, Fut>(&self, ns: &str, body: F)
+    fn run_in<F, Fut>(&self, ns: &Ns, body: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()>,
@@ -146,36 +80,36 @@ impl Segment {
 
 /// Runs `body` on a thread that has entered namespace `ns`, on a current-thread tokio
 /// runtime there; a panic in `body` is the test's.
-fn run_in<F, Fut>(ns: &str, body: F)
+fn run_in<F, Fut>(ns: &Ns, body: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    let path = format!("/var/run/netns/{ns}");
-    let result = std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open the namespace");
-        // SAFETY: a valid namespace descriptor; only this thread changes namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+    ns.run_in(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         runtime.block_on(body());
     })
-    .join();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    .unwrap();
 }
 
-impl Drop for Segment {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes the veth end in it, and so the pair.
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
+/// Makes `ns`'s neighbour entry for `addr` on `dev` say MAC_OLD_TEXT, stale (what a neighbour
+/// believes before an announcement: the address is at a device that is gone).
+fn stale_neigh(ns: &Ns, addr: &str, dev: &str) {
+    ns.ip(&[
+        "neigh",
+        "replace",
+        addr,
+        "lladdr",
+        MAC_OLD_TEXT,
+        "dev",
+        dev,
+        "nud",
+        "stale",
+    ])
+    .unwrap();
 }
 
 fn net(s: &str) -> IpNet {
@@ -184,9 +118,7 @@ fn net(s: &str) -> IpNet {
 
 #[test]
 fn add_has_remove_are_idempotent() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let segment = Segment::new();
     segment.run_in(&segment.a.clone(), || async {
         let na = NetAddr::new().await.unwrap();
@@ -231,9 +163,7 @@ fn add_has_remove_are_idempotent() {
 
 #[test]
 fn link_up_follows_the_link_and_mac_is_read() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let segment = Segment::new();
     segment.run_in(&segment.a.clone(), || async {
         let na = NetAddr::new().await.unwrap();
@@ -250,7 +180,7 @@ fn link_up_follows_the_link_and_mac_is_read() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    ip(&["-n", &segment.a, "link", "set", "vetha", "down"]);
+    segment.a.link_down("vetha").unwrap();
     segment.run_in(&segment.a.clone(), || async {
         let na = NetAddr::new().await.unwrap();
         assert!(!na.link_up("vetha").await.unwrap());
@@ -259,23 +189,9 @@ fn link_up_follows_the_link_and_mac_is_read() {
 
 #[test]
 fn gratuitous_arp_moves_the_neighbours_entry() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let segment = Segment::new();
-    ip(&[
-        "-n",
-        &segment.b,
-        "neigh",
-        "replace",
-        "20.1.1.3",
-        "lladdr",
-        MAC_OLD_TEXT,
-        "dev",
-        "vethb",
-        "nud",
-        "stale",
-    ]);
+    stale_neigh(&segment.b, "20.1.1.3", "vethb");
     assert!(segment.neigh_b("20.1.1.3").contains(MAC_OLD_TEXT));
     segment.run_in(&segment.a.clone(), || async {
         let na = NetAddr::new().await.unwrap();
@@ -289,24 +205,9 @@ fn gratuitous_arp_moves_the_neighbours_entry() {
 
 #[test]
 fn unsolicited_na_moves_the_neighbours_entry() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let segment = Segment::new();
-    ip(&[
-        "-n",
-        &segment.b,
-        "-6",
-        "neigh",
-        "replace",
-        "fd00:20::3",
-        "lladdr",
-        MAC_OLD_TEXT,
-        "dev",
-        "vethb",
-        "nud",
-        "stale",
-    ]);
+    stale_neigh(&segment.b, "fd00:20::3", "vethb");
     assert!(segment.neigh_b("fd00:20::3").contains(MAC_OLD_TEXT));
     segment.run_in(&segment.a.clone(), || async {
         let na = NetAddr::new().await.unwrap();
@@ -321,24 +222,10 @@ fn unsolicited_na_moves_the_neighbours_entry() {
 
 #[test]
 fn announce_repeats_for_both_families() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let segment = Segment::new();
     for addr in ["20.1.1.3", "fd00:20::3"] {
-        ip(&[
-            "-n",
-            &segment.b,
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            MAC_OLD_TEXT,
-            "dev",
-            "vethb",
-            "nud",
-            "stale",
-        ]);
+        stale_neigh(&segment.b, addr, "vethb");
     }
     segment.run_in(&segment.a.clone(), || async {
         let na = NetAddr::new().await.unwrap();
@@ -385,66 +272,45 @@ const MAC_TG_TEXT: &str = "02:00:5e:00:00:01";
 /// `br0` holding 20.1.1.1/24, with `vethb`, a's peer, as its port), deleted on drop. b's
 /// bridge forwarding table shows which source MACs a has sent from.
 struct Bridged {
-    a: String,
-    b: String,
+    a: Ns,
+    b: Ns,
+    _lab: Lab,
 }
 
 impl Bridged {
     fn new() -> Bridged {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = format!("lbdmv-{}-{n}", std::process::id());
-        let bridged = Bridged {
-            a: format!("{base}-a"),
-            b: format!("{base}-b"),
-        };
-        // The guard exists before anything is made, so a failure half-way still cleans up.
-        ip(&["netns", "add", &bridged.a]);
-        ip(&["netns", "add", &bridged.b]);
-        let (a, b) = (bridged.a.as_str(), bridged.b.as_str());
-        ip(&[
-            "link", "add", "vetha", "netns", a, "address", MAC_A_TEXT, "type", "veth", "peer",
-            "name", "vethb", "netns", b,
-        ]);
+        let lab = Lab::new("netaddr_ns_bridged").unwrap();
+        let (a, b) = (lab.ns("a").unwrap(), lab.ns("b").unwrap());
+        lab.veth_macs((&a, "vetha", Some(MAC_A_TEXT)), (&b, "vethb", None))
+            .unwrap();
         // No STP: the port forwards (and learns) at once.
-        ip(&[
-            "-n",
-            b,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-        ]);
-        ip(&["-n", b, "link", "set", "vethb", "master", "br0"]);
-        for (ns, dev) in [(a, "lo"), (b, "lo"), (a, "vetha"), (b, "vethb"), (b, "br0")] {
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-        }
-        ip(&["-n", a, "addr", "add", "20.1.1.6/24", "dev", "vetha"]);
-        ip(&["-n", b, "addr", "add", "20.1.1.1/24", "dev", "br0"]);
+        b.ip(&["link", "add", "br0", "type", "bridge", "stp_state", "0"])
+            .unwrap();
+        b.ip(&["link", "set", "vethb", "master", "br0"]).unwrap();
+        b.link_up("br0").unwrap();
+        a.add_addr("vetha", "20.1.1.6/24").unwrap();
+        b.add_addr("br0", "20.1.1.1/24").unwrap();
         // The external interface's settings a masquerade needs (module documentation): the
         // parent neither answers ARP for the macvlan's address nor uses it as the source of
         // its own ARP requests; replies leave by the parent, so no strict reverse-path check.
-        for setting in [
-            "net.ipv4.conf.vetha.arp_ignore=1",
-            "net.ipv4.conf.vetha.arp_announce=2",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
+        for (key, value) in [
+            ("net.ipv4.conf.vetha.arp_ignore", "1"),
+            ("net.ipv4.conf.vetha.arp_announce", "2"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
         ] {
-            ip(&["netns", "exec", a, "sysctl", "-qw", setting]);
+            a.sysctl(key, value).unwrap();
         }
         // Until the kernel has turned a link's carrier on (linkwatch), what is sent through it
         // is dropped: wait (bounded) for all three, as a device's long-up external interface.
         let deadline = Instant::now() + WAIT;
-        for (ns, dev) in [(a, "vetha"), (b, "vethb"), (b, "br0")] {
-            while !ip(&["-n", ns, "link", "show", dev]).contains("state UP") {
+        for (ns, dev) in [(&a, "vetha"), (&b, "vethb"), (&b, "br0")] {
+            while !ns.ip(&["link", "show", dev]).unwrap().contains("state UP") {
                 assert!(Instant::now() < deadline, "{dev} never came up");
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        bridged
+        Bridged { a, b, _lab: lab }
     }
 
     /// Runs `body` inside namespace a (see [`run_in`]).
@@ -459,35 +325,34 @@ impl Bridged {
     /// b's bridge forwarding entries learned on vethb.
     fn fdb_b(&self) -> String {
         Command::new("bridge")
-            .args(["-n", &self.b, "fdb", "show", "br", "br0", "brport", "vethb"])
+            .args([
+                "-n",
+                self.b.name(),
+                "fdb",
+                "show",
+                "br",
+                "br0",
+                "brport",
+                "vethb",
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .expect("run bridge")
     }
 
     fn neigh_b(&self, addr: &str) -> String {
-        ip(&["-n", &self.b, "neigh", "show", addr, "dev", "br0"])
+        self.b.ip(&["neigh", "show", addr, "dev", "br0"]).unwrap()
     }
 
     /// `ip -d link show NAME` in a.
     fn link_a(&self, name: &str) -> String {
-        ip(&["-n", &self.a, "-d", "link", "show", name])
-    }
-}
-
-impl Drop for Bridged {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
+        self.a.ip(&["-d", "link", "show", name]).unwrap()
     }
 }
 
 #[test]
 fn macvlan_is_created_down_with_its_mac_and_ensure_is_idempotent() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let lab = Bridged::new();
     lab.run_in_a(|| async {
         let na = NetAddr::new().await.unwrap();
@@ -553,24 +418,10 @@ fn macvlan_is_created_down_with_its_mac_and_ensure_is_idempotent() {
 
 #[test]
 fn masquerade_takeover_teaches_the_peer_the_mac_and_release_goes_quiet() {
-    if !can_run() {
-        return;
-    }
+    lab_prereqs!([]);
     let lab = Bridged::new();
     // What b thinks before the takeover: the address is at a device that is gone.
-    ip(&[
-        "-n",
-        &lab.b,
-        "neigh",
-        "replace",
-        "20.1.1.2",
-        "lladdr",
-        MAC_OLD_TEXT,
-        "dev",
-        "br0",
-        "nud",
-        "stale",
-    ]);
+    stale_neigh(&lab.b, "20.1.1.2", "br0");
     // Takeover: up, address, announce from the masquerade MAC.
     lab.run_in_a(|| async {
         let na = NetAddr::new().await.unwrap();
@@ -603,13 +454,12 @@ fn masquerade_takeover_teaches_the_peer_the_mac_and_release_goes_quiet() {
     let fdb = lab.fdb_b();
     assert!(fdb.contains(MAC_TG_TEXT), "{fdb}");
     // No IPv6 address of its own on the macvlan (address generation off).
-    let addrs = ip(&["-n", &lab.a, "-o", "addr", "show", "dev", "tg1"]);
+    let addrs = lab.a.ip(&["-o", "addr", "show", "dev", "tg1"]).unwrap();
     assert!(!addrs.contains("inet6"), "{addrs}");
     // Traffic to the address reaches the macvlan: b pings it.
-    let ping = Command::new("ip")
-        .args([
-            "netns", "exec", &lab.b, "ping", "-c", "1", "-W", "2", "20.1.1.2",
-        ])
+    let ping = lab
+        .b
+        .command(&["ping", "-c", "1", "-W", "2", "20.1.1.2"])
         .output()
         .expect("run ping");
     assert!(
@@ -632,7 +482,7 @@ fn masquerade_takeover_teaches_the_peer_the_mac_and_release_goes_quiet() {
     let _ = Command::new("bridge")
         .args([
             "-n",
-            &lab.b,
+            lab.b.name(),
             "fdb",
             "del",
             MAC_TG_TEXT,
@@ -641,14 +491,13 @@ fn masquerade_takeover_teaches_the_peer_the_mac_and_release_goes_quiet() {
             "master",
         ])
         .output();
-    ip(&["-n", &lab.b, "neigh", "flush", "dev", "br0"]);
+    lab.b.ip(&["neigh", "flush", "dev", "br0"]).unwrap();
     assert!(!lab.fdb_b().contains(MAC_TG_TEXT));
     // b asks for the address (ARP broadcast, reaching a); nothing answers from the
     // masquerade MAC, and the bridge never learns it again.
-    let ping = Command::new("ip")
-        .args([
-            "netns", "exec", &lab.b, "ping", "-c", "2", "-i", "0.3", "-W", "1", "20.1.1.2",
-        ])
+    let ping = lab
+        .b
+        .command(&["ping", "-c", "2", "-i", "0.3", "-W", "1", "20.1.1.2"])
         .output()
         .expect("run ping");
     assert!(!ping.status.success(), "a released address answered");

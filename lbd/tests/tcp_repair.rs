@@ -8,36 +8,14 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use lbd::mirror::proto::TcpRepair;
 use lbd::mirror::repair::{self, RepairError};
+use spanlb_lab::{lab_prereqs, Lab};
 
 /// How long any single read or connect may wait.
 const WAIT: Duration = Duration::from_secs(5);
-
-/// True if the test can run; false (after one line saying why) if it must be skipped.
-fn can_run(needs_ip: bool) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ip = !needs_ip || Command::new("ip").arg("-V").output().is_ok();
-    if root && ip {
-        return true;
-    }
-    let why = if root {
-        "`ip` (iproute2) not found"
-    } else {
-        "not root (TCP_REPAIR needs CAP_NET_ADMIN)"
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("tcp repair test cannot run under CI: {why}");
-    }
-    eprintln!("skipping tcp repair test: {why}");
-    false
-}
 
 /// FNV-1a, to compare streams by checksum as well as byte for byte.
 fn checksum(b: &[u8]) -> u64 {
@@ -120,9 +98,8 @@ fn loopback_pair() -> (TcpStream, TcpStream, TcpListener) {
 
 #[test]
 fn loopback_connection_survives_snapshot_and_restore() {
-    if !can_run(false) {
-        return;
-    }
+    // Root: TCP_REPAIR needs CAP_NET_ADMIN.
+    lab_prereqs!([]);
     let (mut client, mut server, _listener) = loopback_pair();
     carry(&client, &mut server, &pattern(1, 10_000));
     carry(&server, &mut client, &pattern(2, 10_000));
@@ -175,9 +152,8 @@ fn loopback_connection_survives_snapshot_and_restore() {
 
 #[test]
 fn stale_snapshot_ends_in_bounded_time_without_wrong_bytes() {
-    if !can_run(false) {
-        return;
-    }
+    // Root: TCP_REPAIR needs CAP_NET_ADMIN.
+    lab_prereqs!([]);
     let (mut client, mut server, _listener) = loopback_pair();
     carry(&client, &mut server, &pattern(1, 1_000));
     carry(&server, &mut client, &pattern(2, 1_000));
@@ -247,62 +223,6 @@ fn stale_snapshot_ends_in_bounded_time_without_wrong_bytes() {
     );
 }
 
-/// Network namespaces made for one test, deleted on drop.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn new(roles: &[&str]) -> Namespaces {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mut made = Namespaces { names: Vec::new() };
-        for role in roles {
-            let name = format!("lbdrp-{}-{n}-{role}", std::process::id());
-            ip(&["netns", "add", &name]);
-            made.names.push(name);
-        }
-        made
-    }
-
-    fn name(&self, i: usize) -> &str {
-        &self.names[i]
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-/// Runs `ip ARGS`, panicking with its stderr if it fails.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs `f` on a thread inside namespace `ns`: sockets it makes belong to that namespace.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    let result = std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open the namespace");
-        // SAFETY: a valid namespace descriptor; only this thread changes namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join();
-    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
 /// The failover: client namespace `c` (10.77.0.1 on lo) reaches 10.77.0.2 through veth `c1`
 /// to device `l1`, which owns it; `l1` snapshots the connection and drops its socket
 /// silently, then goes dark; device `l2` (veth `c2`) restores the socket while 10.77.0.2 is
@@ -310,40 +230,29 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
 /// client's next bytes reach the restored socket, and its answers reach the client.
 #[test]
 fn connection_moves_to_another_namespace_that_takes_the_address_after_restore() {
-    if !can_run(true) {
-        return;
+    lab_prereqs!([]);
+    // Deleted, with everything in them, when the lab is dropped (also on panic).
+    let lab = Lab::new("tcp_repair").unwrap();
+    let (c, l1, l2) = (
+        lab.ns("c").unwrap(),
+        lab.ns("l1").unwrap(),
+        lab.ns("l2").unwrap(),
+    );
+    for (dev, lb) in [("c1", &l1), ("c2", &l2)] {
+        lab.veth((&c, dev), (lb, "eth0")).unwrap();
+        lb.route("add 10.77.0.1/32 dev eth0").unwrap();
     }
-    let ns = Namespaces::new(&["c", "l1", "l2"]);
-    let (c, l1, l2) = (ns.name(0), ns.name(1), ns.name(2));
-    for (dev, lb) in [("c1", l1), ("c2", l2)] {
-        ip(&[
-            "link", "add", dev, "netns", c, "type", "veth", "peer", "name", "eth0", "netns", lb,
-        ]);
-        ip(&["-n", lb, "link", "set", "lo", "up"]);
-        ip(&["-n", lb, "link", "set", "eth0", "up"]);
-        ip(&["-n", c, "link", "set", dev, "up"]);
-        ip(&["-n", lb, "route", "add", "10.77.0.1/32", "dev", "eth0"]);
-    }
-    ip(&["-n", c, "link", "set", "lo", "up"]);
-    ip(&["-n", c, "addr", "add", "10.77.0.1/32", "dev", "lo"]);
-    ip(&[
-        "-n",
-        c,
-        "route",
-        "add",
-        "10.77.0.2/32",
-        "dev",
-        "c1",
-        "src",
-        "10.77.0.1",
-    ]);
-    ip(&["-n", l1, "addr", "add", "10.77.0.2/32", "dev", "eth0"]);
+    c.add_addr("lo", "10.77.0.1/32").unwrap();
+    c.route("add 10.77.0.2/32 dev c1 src 10.77.0.1").unwrap();
+    l1.add_addr("eth0", "10.77.0.2/32").unwrap();
 
     let vip: SocketAddr = "10.77.0.2:7000".parse().unwrap();
-    let listener = in_ns(l1, move || TcpListener::bind(vip).expect("bind in l1"));
-    let client = in_ns(c, move || {
-        TcpStream::connect_timeout(&vip, WAIT).expect("connect from c")
-    });
+    let listener = l1
+        .run_in(move || TcpListener::bind(vip).expect("bind in l1"))
+        .unwrap();
+    let client = c
+        .run_in(move || TcpStream::connect_timeout(&vip, WAIT).expect("connect from c"))
+        .unwrap();
     let mut client = bounded(client);
     let (server, _) = listener.accept().unwrap();
     let mut server = bounded(server);
@@ -356,44 +265,31 @@ fn connection_moves_to_another_namespace_that_takes_the_address_after_restore() 
     assert_eq!(local, vip);
     repair::drop_silently(server).unwrap();
     drop(listener);
-    ip(&["-n", l1, "link", "set", "eth0", "down"]);
+    l1.link_down("eth0").unwrap();
 
     // l2 rebuilds the socket before it owns the address, then takes it.
-    let restored = in_ns(l2, move || repair::restore(&state, local, remote));
+    let restored = l2
+        .run_in(move || repair::restore(&state, local, remote))
+        .unwrap();
     let mut restored = bounded(restored.expect("restore in l2 without the address"));
-    ip(&["-n", l2, "addr", "add", "10.77.0.2/32", "dev", "eth0"]);
-    ip(&[
-        "-n",
-        c,
-        "route",
-        "replace",
-        "10.77.0.2/32",
-        "dev",
-        "c2",
-        "src",
-        "10.77.0.1",
-    ]);
+    l2.add_addr("eth0", "10.77.0.2/32").unwrap();
+    c.route("replace 10.77.0.2/32 dev c2 src 10.77.0.1")
+        .unwrap();
 
     probe_is_answered(&restored, || {
         let mut out = String::new();
-        for n in [c, l2] {
+        for n in [&c, &l2] {
             for args in [
-                vec!["ip", "-n", n, "neigh", "show"],
-                vec!["ip", "-n", n, "route", "show"],
-                vec![
-                    "ip", "netns", "exec", n, "nstat", "-az", "Tcp*", "TcpExt*", "Ip*",
-                ],
+                vec!["ip", "neigh", "show"],
+                vec!["ip", "route", "show"],
+                vec!["nstat", "-az", "Tcp*", "TcpExt*", "Ip*"],
             ] {
-                let o = Command::new(args[0]).args(&args[1..]).output();
-                let text = o.map_or_else(
-                    |e| e.to_string(),
-                    |o| String::from_utf8_lossy(&o.stdout).into_owned(),
-                );
+                let text = n.exec_ok(&args).unwrap_or_else(|e| e.to_string());
                 let text: Vec<&str> = text
                     .lines()
                     .filter(|l| l.split_whitespace().nth(1).is_none_or(|v| v != "0"))
                     .collect();
-                out += &format!("{n}: {}\n{}\n", args[1..].join(" "), text.join("\n"));
+                out += &format!("{n:?}: {}\n{}\n", args.join(" "), text.join("\n"));
             }
         }
         out

@@ -97,7 +97,8 @@ fn main() {
         .output_directory(&out)
         .configure_from_args();
     // The same profile as this bench (so both sides are optimised alike).
-    let so = common::build_cdylibs(&["spanlb-plugin-template"], Some("bench"))
+    let so = spanlb_lab::build_cdylibs(&["spanlb-plugin-template"], Some("bench"))
+        .unwrap_or_else(|e| panic!("{e}"))
         .remove("spanlb-plugin-template")
         .unwrap();
     boundary(&mut c, &so);

@@ -6,7 +6,7 @@ use plugin_api::{Key, Outcome};
 
 #[test]
 fn the_template_loads_and_answers_through_the_abi() {
-    let so = common::build_cdylib("spanlb-plugin-template");
+    let so = spanlb_lab::build_cdylib("spanlb-plugin-template").unwrap_or_else(|e| panic!("{e}"));
     let dir = common::TempDir::new("load-template");
     let copy = dir.install(&so, "libfirst.so");
     let lib = plugin_api::load(&copy).expect("load");

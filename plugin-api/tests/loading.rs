@@ -22,7 +22,7 @@ const LAYOUT_MISMATCH: &str = "spanlb-fixture-layout-mismatch";
 fn fixture(pkg: &str) -> PathBuf {
     static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        common::build_cdylibs(
+        spanlb_lab::build_cdylibs(
             &[
                 TEMPLATE,
                 NOT_A_PLUGIN,
@@ -32,6 +32,7 @@ fn fixture(pkg: &str) -> PathBuf {
             ],
             None,
         )
+        .unwrap_or_else(|e| panic!("{e}"))
     })[pkg]
         .clone()
 }

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use spanlb_lab::seed::GroupToml;
 use spanlb_lab::{cargo_bin, wait_until_dbg, Frr, Lab, LabError, Ns, Proc, Result, Segment};
 
 use crate::topology::{
@@ -76,9 +77,7 @@ pub struct ClusterOptions {
 }
 
 /// The masquerade MAC of tg-`k` when [`ClusterOptions::mac_masquerade`] is on.
-pub fn masquerade_mac(k: u32) -> String {
-    format!("02:00:5e:00:01:{k:02x}")
-}
+pub use spanlb_lab::seed::masquerade_mac;
 
 impl Default for ClusterOptions {
     fn default() -> Self {
@@ -265,10 +264,11 @@ impl ClusterLab {
         if !opts.plugins.is_empty() {
             let pdir = dir.join("plugins");
             std::fs::create_dir_all(&pdir).map_err(io("creating the plugin directory"))?;
-            for pkg in &opts.plugins {
-                let so = build_cdylib(pkg)?;
+            // The release profile when this code is a release build (e.g. a benchmark).
+            let profile = (!cfg!(debug_assertions)).then_some("release");
+            for so in spanlb_lab::build_cdylibs(&opts.plugins, profile)?.values() {
                 let name = so.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-                std::fs::copy(&so, pdir.join(name)).map_err(io("copying a plugin"))?;
+                std::fs::copy(so, pdir.join(name)).map_err(io("copying a plugin"))?;
             }
         }
 
@@ -1096,38 +1096,6 @@ fn addr_of(node: &str, seg: &str, links: &[topology::Segment]) -> Result<String>
         .ok_or_else(|| LabError::Invalid(format!("{node} has no address on segment {seg}")))
 }
 
-/// Builds the cdylib of package `pkg` (cargo; the release profile when this code is a release
-/// build, e.g. a benchmark, else the dev profile) and returns its `.so`.
-pub fn build_cdylib(pkg: &str) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["build", "--quiet", "--message-format=json", "-p", pkg];
-    if !cfg!(debug_assertions) {
-        args.push("--release");
-    }
-    let out = std::process::Command::new(cargo)
-        .args(&args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .map_err(io("running cargo build"))?;
-    if !out.status.success() {
-        return Err(LabError::Invalid(format!(
-            "cargo build -p {pkg}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"compiler-artifact\""))
-        .flat_map(|l| {
-            l.split('"')
-                .filter(|s| s.ends_with(".so"))
-                .map(PathBuf::from)
-                .collect::<Vec<_>>()
-        })
-        .next_back()
-        .ok_or_else(|| LabError::Invalid(format!("no .so in cargo's output for {pkg}")))
-}
-
 /// The lab's device trust: the group CA (`seed`) and one certificate per device, naming its
 /// HA address (its mirror address), as `lbctl trust init` and `issue` would write them.
 pub fn write_trust(dir: &std::path::Path) -> Result<()> {
@@ -1145,64 +1113,27 @@ pub fn write_trust(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The device-group file every device reads.
+/// The device-group file every device reads: the seed group ([`GroupToml::seed`]) with the
+/// lab's options.
 pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
-    let mut c = format!(
-        "[group]\nname = \"seed\"\nkey_file = \"{}\"\nheartbeat_port = 1026\n\
-         heartbeat_interval = \"{}\"\ndead_after = \"{}\"\n",
-        key_file.display(),
-        opts.heartbeat_interval,
-        opts.dead_after
-    );
-    if let Some(scope) = &opts.mirror_scope {
-        c.push_str(&format!("mirror_scope = \"{scope}\"\n"));
+    GroupToml {
+        heartbeat_port: Some(1026),
+        heartbeat_interval: &opts.heartbeat_interval,
+        dead_after: &opts.dead_after,
+        route_mode: opts
+            .route_mode_key
+            .then_some(if opts.routed { "routed" } else { "l2" }),
+        mirror_scope: opts.mirror_scope.as_deref(),
+        persistence_mirror_scope: opts.persistence_mirror_scope.as_deref(),
+        second_failover_path: opts.second_failover_path,
+        external_prefix_len: if opts.routed { 32 } else { 24 },
+        auto_failback: Some(opts.auto_failback),
+        failback_delay: Some(&opts.failback_delay),
+        failback_sync_max_wait: opts.failback_sync_max_wait.as_deref(),
+        mac_masquerade: opts.mac_masquerade,
+        ..GroupToml::seed(key_file)
     }
-    if let Some(scope) = &opts.persistence_mirror_scope {
-        c.push_str(&format!("persistence_mirror_scope = \"{scope}\"\n"));
-    }
-    if opts.route_mode_key {
-        c.push_str(&format!(
-            "route_mode = \"{}\"\n",
-            if opts.routed { "routed" } else { "l2" }
-        ));
-    }
-    for d in DEVICES {
-        let addrs = if opts.second_failover_path {
-            format!("[\"{}\", \"{}\"]", d.ha, d.static_int)
-        } else {
-            format!("[\"{}\"]", d.ha)
-        };
-        c.push_str(&format!(
-            "\n[[devices]]\nname = \"{}\"\nfailover_addresses = {addrs}\nmirror_addresses = {addrs}\n",
-            d.name,
-        ));
-    }
-    let ext_len = if opts.routed { 32 } else { 24 };
-    for d in DEVICES {
-        // HA order: the home device first, then the next ones round the list.
-        let i = DEVICES.iter().position(|x| x.name == d.name).unwrap_or(0);
-        let order: Vec<String> = (0..DEVICES.len())
-            .map(|k| format!("\"{}\"", DEVICES[(i + k) % DEVICES.len()].name))
-            .collect();
-        c.push_str(&format!(
-            "\n[[traffic_groups]]\nname = \"tg-{tg}\"\nha_order = [{order}]\n\
-             external_floating = \"{ext}/{ext_len}\"\ninternal_floating = \"{int}/24\"\n\
-             auto_failback = {fb}\nfailback_delay = \"{delay}\"\npath_id = {tg}\n",
-            tg = d.tg,
-            order = order.join(", "),
-            ext = d.floating_ext,
-            int = d.floating_int,
-            fb = opts.auto_failback,
-            delay = opts.failback_delay,
-        ));
-        if opts.mac_masquerade {
-            c.push_str(&format!("mac_masquerade = \"{}\"\n", masquerade_mac(d.tg)));
-        }
-        if let Some(w) = &opts.failback_sync_max_wait {
-            c.push_str(&format!("failback_sync_max_wait = \"{w}\"\n"));
-        }
-    }
-    c
+    .render()
 }
 
 /// r1's FRR configuration: eBGP (AS 65000) to the three devices (AS 65001), ECMP over their

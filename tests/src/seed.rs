@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use spanlb_lab::seed::DEVICES;
 use spanlb_lab::{cargo_bin, wait_until_dbg, Frr, Lab, Ns, Proc, Result};
 
 use crate::control::ControlClient;
@@ -82,8 +83,8 @@ pub fn frr_config(opts: &SeedOptions) -> String {
     for l in &opts.frr_neighbor_extra {
         c.push_str(&format!(" neighbor DEV {l}\n"));
     }
-    for ip in ["20.1.1.6", "20.1.1.7", "20.1.1.8"] {
-        c.push_str(&format!(" neighbor {ip} peer-group DEV\n"));
+    for d in DEVICES {
+        c.push_str(&format!(" neighbor {} peer-group DEV\n", d.static_ext));
     }
     if opts.ipv6 {
         c.push_str(" neighbor DEV6 peer-group\n neighbor DEV6 remote-as 65001\n neighbor DEV6 timers 3 9\n");
@@ -106,14 +107,9 @@ impl SeedLab {
     pub fn build(test: &str, opts: SeedOptions) -> Result<SeedLab> {
         let lab = Lab::new(test)?;
         let r1 = lab.ns("r1")?;
-        let names: [(&'static str, &'static str, &'static str, u32); 3] = [
-            ("a", "20.1.1.6", "20.1.1.2", 1),
-            ("b", "20.1.1.7", "20.1.1.3", 2),
-            ("c", "20.1.1.8", "20.1.1.4", 3),
-        ];
         let mut nss = Vec::new();
-        for (n, ..) in names {
-            nss.push(lab.ns(n)?);
+        for d in DEVICES {
+            nss.push(lab.ns(d.name)?);
         }
         for ns in std::iter::once(&r1).chain(nss.iter()) {
             // No DAD delays and IPv6 on everywhere in the lab.
@@ -131,9 +127,12 @@ impl SeedLab {
             "eth0",
             r1_addrs.iter().map(|s| s.to_string()).collect(),
         )];
-        for (i, (_, ext, floating, _)) in names.iter().enumerate() {
+        for (i, d) in DEVICES.iter().enumerate() {
             // The floating address sits on the device holding its traffic group.
-            let mut a = vec![format!("{ext}/24"), format!("{floating}/24")];
+            let mut a = vec![
+                format!("{}/24", d.static_ext),
+                format!("{}/24", d.floating_ext),
+            ];
             if opts.ipv6 {
                 a.push(format!("2001:db8:20::{}/64", 6 + i));
                 a.push(format!("2001:db8:20::{}/64", 2 + i));
@@ -152,14 +151,14 @@ impl SeedLab {
         lab.bridge_segment("ext", &spec)?;
         let frr = lab.frr(&r1, &frr_config(&opts))?;
         let mut devices = Vec::new();
-        for ((n, ext, floating, tg), ns) in names.into_iter().zip(nss) {
-            let dir = lab.dir().to_path_buf();
+        for (d, ns) in DEVICES.iter().zip(nss) {
+            let (dir, n, tg) = (lab.dir().to_path_buf(), d.name, d.tg);
             devices.push(Device {
                 name: n,
                 ns,
-                ext,
+                ext: d.static_ext,
                 ext6: format!("2001:db8:20::{}", 5 + tg),
-                floating,
+                floating: d.floating_ext,
                 floating6: format!("2001:db8:20::{}", 1 + tg),
                 tg,
                 bgpd: None,
@@ -283,9 +282,9 @@ impl SeedLab {
                 .vtysh_json("show bgp summary json")
                 .map_err(|e| e.to_string())?;
             let peers = &v["ipv4Unicast"]["peers"];
-            let up = ["20.1.1.6", "20.1.1.7", "20.1.1.8"]
+            let up = DEVICES
                 .iter()
-                .filter(|p| peers[**p]["state"] == "Established")
+                .filter(|d| peers[d.static_ext]["state"] == "Established")
                 .count();
             if up == 3 {
                 Ok(())

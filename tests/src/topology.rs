@@ -239,48 +239,9 @@ pub fn routed_links() -> Vec<Segment> {
         .collect()
 }
 
-/// One device's addresses (docs/design.md, "The lab" table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceAddrs {
-    pub name: &'static str,
-    /// Its traffic group, `tg-<n>`, whose HA order starts with it.
-    pub tg: u32,
-    pub static_ext: &'static str,
-    pub floating_ext: &'static str,
-    pub static_int: &'static str,
-    pub floating_int: &'static str,
-    pub ha: &'static str,
-}
-
-pub const DEVICES: &[DeviceAddrs] = &[
-    DeviceAddrs {
-        name: "a",
-        tg: 1,
-        static_ext: "20.1.1.6",
-        floating_ext: "20.1.1.2",
-        static_int: "10.1.1.6",
-        floating_int: "10.1.1.2",
-        ha: "192.168.100.6",
-    },
-    DeviceAddrs {
-        name: "b",
-        tg: 2,
-        static_ext: "20.1.1.7",
-        floating_ext: "20.1.1.3",
-        static_int: "10.1.1.7",
-        floating_int: "10.1.1.3",
-        ha: "192.168.100.7",
-    },
-    DeviceAddrs {
-        name: "c",
-        tg: 3,
-        static_ext: "20.1.1.8",
-        floating_ext: "20.1.1.4",
-        static_int: "10.1.1.8",
-        floating_int: "10.1.1.4",
-        ha: "192.168.100.8",
-    },
-];
+/// The devices' addresses (docs/design.md, "The lab" table), shared with the device-group file
+/// ([`spanlb_lab::seed`]).
+pub use spanlb_lab::seed::{DeviceAddrs, DEVICES};
 
 /// The spanning virtual address, and the virtual servers' ports on it.
 pub const VIP: &str = "30.1.1.10";

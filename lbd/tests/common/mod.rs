@@ -329,30 +329,9 @@ pub fn read_line(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Builds package `pkg` and returns its cdylib, from cargo's JSON messages.
+/// Builds package `pkg` and returns its cdylib (`spanlb_lab::build_cdylib`).
 pub fn build_cdylib(pkg: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--quiet", "--message-format=json", "-p", pkg])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"compiler-artifact\""))
-        .flat_map(|l| {
-            l.split('"')
-                .filter(|s| s.ends_with(".so"))
-                .map(PathBuf::from)
-                .collect::<Vec<_>>()
-        })
-        .next_back()
-        .expect("a .so in cargo's output")
+    spanlb_lab::build_cdylib(pkg).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The configuration tables (after the `[device]` keys) of one virtual server `name` on

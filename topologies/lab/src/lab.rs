@@ -232,18 +232,26 @@ impl Lab {
     /// A veth pair: `if_a` inside `a`, `if_b` inside `b`, both up. Created directly inside the
     /// namespaces (`ip -n A link add ... peer ... netns B`), never in the root namespace.
     pub fn veth(&self, (a, if_a): (&Ns, &str), (b, if_b): (&Ns, &str)) -> Result<()> {
+        self.veth_macs((a, if_a, None), (b, if_b, None))
+    }
+
+    /// Like [`veth`](Self::veth), each end with the MAC address given (`02:00:...`), if any,
+    /// from its creation on (before it is up).
+    pub fn veth_macs(
+        &self,
+        (a, if_a, mac_a): (&Ns, &str, Option<&str>),
+        (b, if_b, mac_b): (&Ns, &str, Option<&str>),
+    ) -> Result<()> {
         valid_ifname(if_a)?;
         valid_ifname(if_b)?;
-        if a.name == b.name {
-            ip(&[
-                "-n", &a.name, "link", "add", if_a, "type", "veth", "peer", "name", if_b,
-            ])?;
-        } else {
-            ip(&[
-                "-n", &a.name, "link", "add", if_a, "type", "veth", "peer", "name", if_b, "netns",
-                &b.name,
-            ])?;
+        let mut args = vec!["-n", &a.name, "link", "add", if_a];
+        args.extend(mac_a.iter().flat_map(|m| ["address", *m]));
+        args.extend(["type", "veth", "peer", "name", if_b]);
+        if a.name != b.name {
+            args.extend(["netns", b.name.as_str()]);
         }
+        args.extend(mac_b.iter().flat_map(|m| ["address", *m]));
+        ip(&args)?;
         a.link_up(if_a)?;
         b.link_up(if_b)
     }

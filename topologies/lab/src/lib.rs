@@ -2,14 +2,15 @@
 //! the benchmark scripts (docs/design.md, "The lab").
 //!
 //! A [`Lab`] gets a short unique prefix (`sl<pid base36>-<counter base36>`) and makes
-//! namespaces `<prefix>-<short>` ([`Lab::ns`]), veth links ([`Lab::veth`]), L2 segments
-//! (bridges in a per-lab switch namespace, [`Lab::bridge_segment`]), processes running inside
-//! namespaces ([`Ns::spawn`]) and FRR instances ([`Lab::frr`]). Dropping the lab — also while a
-//! test panics — SIGKILLs every process it started or that is still inside its namespaces,
-//! kills FRR by its pid files and deletes every namespace; the lab directory with configs and
-//! logs is deleted on success and kept (path printed) when the test panicked. A new lab first
-//! sweeps namespaces of earlier labs whose owner process is dead (markers in
-//! [`MARKER_DIR`], owner pid also encoded in the name).
+//! namespaces `<prefix>-<short>` ([`Lab::ns`]), veth links ([`Lab::veth`],
+//! [`Lab::veth_macs`]), L2 segments (bridges in a per-lab switch namespace,
+//! [`Lab::bridge_segment`]), processes running inside namespaces ([`Ns::spawn`]) and FRR
+//! instances ([`Lab::frr`]). Dropping the lab — also while a test panics — SIGKILLs every
+//! process it started or that is still inside its namespaces, kills FRR by its pid files and
+//! deletes every namespace; the lab directory with configs and logs is deleted on success and
+//! kept (path printed) when the test panicked. A new lab first sweeps namespaces of earlier
+//! labs whose owner process is dead (markers in [`MARKER_DIR`], owner pid also encoded in the
+//! name).
 //!
 //! What it must not do: touch the root namespace's addresses, routes, links or sysctls. Links
 //! are created directly inside lab namespaces (`ip -n NS link add ... netns PEER`), addresses
@@ -22,15 +23,18 @@
 //! [`wait_until`] / [`wait_until_dbg`], never fixed sleeps.
 
 mod bin;
+mod cdylib;
 mod error;
 pub mod frr;
 mod lab;
 mod ping;
 mod prereq;
+pub mod seed;
 mod util;
 mod wait;
 
 pub use bin::{bin_dir, cargo_bin, try_cargo_bin};
+pub use cdylib::{build_cdylib, build_cdylibs};
 pub use error::{LabError, Result};
 pub use frr::Frr;
 pub use lab::{

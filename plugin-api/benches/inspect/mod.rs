@@ -1,18 +1,21 @@
-//! `inspect` of each shipped plugin on a representative message, in ns per call: called
-//! natively (the plugin crate linked in) and through its `.so` loaded with `plugin_api::load`
-//! (built here with the bench profile), as lbd calls it. Prints a table with the difference,
-//! the ABI's cost per call for real plugin work.
+//! `inspect` of a shipped plugin on a representative message, in ns per call: called natively
+//! (the plugin crate linked in) and through its `.so` loaded with `plugin_api::load` (built here
+//! with the bench profile), as lbd calls it; then a line with the difference, the ABI's cost per
+//! call for real plugin work.
 //!
-//! `cargo bench -p spanlb-plugin-api --bench plugins -- --warm-up-time 1 --measurement-time 3`
-
-#[path = "../tests/common/mod.rs"]
-mod common;
+//! Shared by the `plugin_<name>` bench binaries, one per plugin: every plugin crate exports the
+//! plugin's C symbols (`spanlb_plugin_abi_version`, abi_stable's root module), so a binary can
+//! link one plugin crate, not two.
+//!
+//! `cargo bench -p spanlb-plugin-api --bench 'plugin_*' -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::Criterion;
 use plugin_api::{Direction, Flow, Instance, Outcome, Plugin, Transport};
+
+use crate::common;
 
 fn flow(transport: Transport, vip: &str) -> Flow {
     Flow {
@@ -97,7 +100,13 @@ fn http_request() -> Vec<u8> {
 }
 
 /// A plugin called natively.
-type Native = Box<dyn Fn(&Flow, &[u8]) -> Outcome>;
+pub type Native = Box<dyn Fn(&Flow, &[u8]) -> Outcome>;
+
+/// Plugin `P` called natively, configured with `config`.
+pub fn native<P: Plugin>(config: &str) -> Native {
+    let p = P::new(config).unwrap();
+    Box::new(move |f, b| p.inspect(f, b))
+}
 
 struct Case {
     name: &'static str,
@@ -105,12 +114,6 @@ struct Case {
     config: &'static str,
     flow: Flow,
     bytes: Vec<u8>,
-    native: Native,
-}
-
-fn native<P: Plugin>(config: &str) -> Native {
-    let p = P::new(config).unwrap();
-    Box::new(move |f, b| p.inspect(f, b))
 }
 
 fn cases() -> Vec<Case> {
@@ -121,7 +124,6 @@ fn cases() -> Vec<Case> {
             config: "",
             flow: flow(Transport::Udp, "30.1.1.10:5060"),
             bytes: sip_invite(),
-            native: native::<spanlb_plugin_sip::Sip>(""),
         },
         Case {
             name: "msrdp",
@@ -129,7 +131,6 @@ fn cases() -> Vec<Case> {
             config: "",
             flow: flow(Transport::Tcp, "30.1.1.10:3389"),
             bytes: rdp_request(),
-            native: native::<spanlb_plugin_msrdp::MsRdp>(""),
         },
         Case {
             name: "ssl",
@@ -137,7 +138,6 @@ fn cases() -> Vec<Case> {
             config: "",
             flow: flow(Transport::Tcp, "30.1.1.10:443"),
             bytes: client_hello(),
-            native: native::<spanlb_plugin_ssl::Ssl>(""),
         },
         Case {
             name: "hash",
@@ -145,55 +145,50 @@ fn cases() -> Vec<Case> {
             config: r"regex:session=(\w+)",
             flow: flow(Transport::Tcp, "30.1.1.10:80"),
             bytes: http_request(),
-            native: native::<spanlb_plugin_hash::Hash>(r"regex:session=(\w+)"),
         },
     ]
 }
 
-fn main() {
+/// Benchmarks plugin `name` (of [`cases`]) called natively through `native` (its plugin type's
+/// [`native`]) and through its `.so`, then prints the line of the difference.
+pub fn run(name: &str, native: fn(&str) -> Native) {
     let out = common::criterion_dir();
     let mut c = Criterion::default()
         .output_directory(&out)
         .configure_from_args();
-    let cases = cases();
-    let pkgs: Vec<&str> = cases.iter().map(|c| c.pkg).collect();
-    let built = common::build_cdylibs(&pkgs, Some("bench"));
-    let dir = common::TempDir::new("bench-plugins");
-    let mut rows = Vec::new();
-    for case in &cases {
-        let so = dir.install(&built[case.pkg], &format!("lib{}.so", case.name));
-        let lib = plugin_api::load(&so).expect("load the plugin .so");
-        let loaded: Instance = lib.instantiate(case.config).unwrap();
-        let want = (case.native)(&case.flow, &case.bytes);
-        assert!(matches!(want, Outcome::Key(_)), "{}: {want:?}", case.name);
-        assert_eq!(
-            loaded.inspect(&case.flow, &case.bytes),
-            want,
-            "{}",
-            case.name
-        );
-        let group = format!("plugin_{}", case.name);
-        let mut g = c.benchmark_group(&group);
-        g.bench_function("native", |b| {
-            b.iter(|| (case.native)(black_box(&case.flow), black_box(&case.bytes)))
-        });
-        g.bench_function("so", |b| {
-            b.iter(|| loaded.inspect(black_box(&case.flow), black_box(&case.bytes)))
-        });
-        g.finish();
-        rows.push((case.name, group, case.bytes.len()));
-    }
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no bench case `{name}`"));
+    let built =
+        spanlb_lab::build_cdylibs(&[case.pkg], Some("bench")).unwrap_or_else(|e| panic!("{e}"));
+    let dir = common::TempDir::new(&format!("bench-plugin-{name}"));
+    let so = dir.install(&built[case.pkg], &format!("lib{name}.so"));
+    let lib = plugin_api::load(&so).expect("load the plugin .so");
+    let loaded: Instance = lib.instantiate(case.config).unwrap();
+    let native = native(case.config);
+    let want = native(&case.flow, &case.bytes);
+    assert!(matches!(want, Outcome::Key(_)), "{name}: {want:?}");
+    assert_eq!(loaded.inspect(&case.flow, &case.bytes), want, "{name}");
+    let group = format!("plugin_{name}");
+    let mut g = c.benchmark_group(&group);
+    g.bench_function("native", |b| {
+        b.iter(|| native(black_box(&case.flow), black_box(&case.bytes)))
+    });
+    g.bench_function("so", |b| {
+        b.iter(|| loaded.inspect(black_box(&case.flow), black_box(&case.bytes)))
+    });
+    g.finish();
     c.final_summary();
-    println!("\ninspect per message: native, through the .so, and the difference");
-    for (name, group, len) in rows {
-        if let (Some(n), Some(s)) = (
-            common::estimate(&out, &group, "native"),
-            common::estimate(&out, &group, "so"),
-        ) {
-            println!(
-                "  {name:<6} {len:>4} B   native {n:>8.1} ns   .so {s:>8.1} ns   {:>+6.1} ns",
-                s - n
-            );
-        }
+    if let (Some(n), Some(s)) = (
+        common::estimate(&out, &group, "native"),
+        common::estimate(&out, &group, "so"),
+    ) {
+        println!("\ninspect per message: native, through the .so, and the difference");
+        println!(
+            "  {name:<6} {:>4} B   native {n:>8.1} ns   .so {s:>8.1} ns   {:>+6.1} ns",
+            case.bytes.len(),
+            s - n
+        );
     }
 }

@@ -52,9 +52,15 @@ pub enum NextHop {
 
 impl Serialize for NextHop {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for NextHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NextHop::Self_ => s.serialize_str("self"),
-            NextHop::Addr(a) => s.collect_str(a),
+            NextHop::Self_ => f.write_str("self"),
+            NextHop::Addr(a) => a.fmt(f),
         }
     }
 }

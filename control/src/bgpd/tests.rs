@@ -227,3 +227,16 @@ fn typed_answers_round_trip() {
         serde_json::from_value::<Response>(serde_json::to_value(Response::ok(&routes)).unwrap());
     assert_eq!(r.unwrap().data::<RouteList>(), Ok(routes));
 }
+
+#[test]
+fn community_text_round_trips() {
+    for s in ["65000:1", "graceful-shutdown", "0:0", "65535:65535"] {
+        let c: Community = s.parse().unwrap();
+        let back = c.to_string();
+        assert_eq!(back.parse::<Community>().unwrap(), c);
+    }
+    assert_eq!(
+        "graceful-shutdown".parse::<Community>().unwrap().0,
+        GRACEFUL_SHUTDOWN
+    );
+}

@@ -100,6 +100,18 @@ pub enum Request {
     ShowPlugins,
 }
 
+impl Request {
+    /// `member`: sets `member` (`ADDR:PORT`) of `pool` to `state` (`enabled`, `disabled` or
+    /// `forced-offline`).
+    pub fn member(pool: &str, member: impl ToString, state: &str) -> Request {
+        Request::Member {
+            member: member.to_string(),
+            pool: pool.into(),
+            state: state.into(),
+        }
+    }
+}
+
 impl ControlRequest for Request {
     type Response = Response;
     const DAEMON: &'static str = "lbd";

@@ -1,26 +1,7 @@
 //! The control socket lbctl talks to: a Unix socket speaking JSON lines.
 //!
-//! A client sends one request object per line and reads one response object per line, as many
-//! as it likes on one connection. A response is `{"ok":true,"data":...}` or
-//! `{"ok":false,"error":"one line"}`.
-//!
-//! | request | data |
-//! |---|---|
-//! | `{"cmd":"status"}` | device, uptime, configuration file, object counts, last reload |
-//! | `{"cmd":"show-virtual-servers","name":N?}` | virtual servers with settings, availability and counters |
-//! | `{"cmd":"show-virtual-addresses"}` | virtual addresses and whether they should be advertised |
-//! | `{"cmd":"show-pools","name":N?}` | pools and their members: admin state, health, monitor verdicts, counters |
-//! | `{"cmd":"show-connections","virtual_server":VS?,"limit":N?}` | `{total, table_entries, connections}` (at most `limit`, default 1000) |
-//! | `{"cmd":"show-persistence","profile":P?}` | persistence records |
-//! | `{"cmd":"delete-persistence","profile":P?,"key":K?,"member":"ADDR:PORT"?}` | `{deleted}` |
-//! | `{"cmd":"member","pool":P,"member":"ADDR:PORT","state":"enabled"\|"disabled"\|"forced-offline"}` | the member's new state |
-//! | `{"cmd":"reload"}` | what the reload did, or the reason it was rejected as the error |
-//! | `{"cmd":"show-device-group"}` | `{device_group}`: devices (liveness, TGs held, TGs not in sync), counters, links, bgpd, attribution |
-//! | `{"cmd":"show-traffic-groups"}` | `{me, traffic_groups}`: active device, next-active, state, since, why, a failback waiting for sync |
-//! | `{"cmd":"failover","traffic_group":TG,"to":DEV?}` | `{}`: a manual placement order (to its next-active without `to`) |
-//! | `{"cmd":"show-mirroring"}` | mirroring channels: senders (peer, state, last sent/acked id, lag, records) and receivers (peer, in sync, last applied, records); `{enabled: false}` when off |
-//! | `{"cmd":"show-plugins"}` | loaded plugins: name, version, file, ABI, calls, keys, panics, state; files that failed |
-//! | `{"cmd":"standby"}` / `{"cmd":"release"}` | `{}`: this device gives up its traffic groups and takes none / may take them again |
+//! The requests, the response envelope and the framing are `spanlb_control`'s:
+//! [`spanlb_control::lbd`] documents the wire format (every request and what its data is).
 //!
 //! The device-group requests answer with an error when lbd runs without a device group.
 //!
@@ -38,9 +19,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use spanlb_control::framing::{self, End, Limits, WRITE_TIMEOUT};
+use spanlb_control::lbd::Response;
+use spanlb_control::Envelope;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
@@ -50,67 +33,16 @@ use crate::daemon::{ReloadSummary, Shared};
 use crate::state::{MemberState, PoolState, Runtime, VsState};
 use crate::tables::now_ms;
 
+/// The control request type (defined with the wire format in `spanlb_control`).
+pub use spanlb_control::lbd::Request;
 /// Longest request line accepted, newline excluded.
-pub const MAX_LINE: usize = 1024 * 1024;
+pub use spanlb_control::lbd::MAX_LINE;
 /// Control connections served at once; more are told so and closed.
 pub const MAX_CLIENTS: usize = 64;
 /// A client that sends no complete request for this long is disconnected.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// A response the client does not read within this long ends the connection.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections shown when the request names no limit.
 pub const DEFAULT_CONNECTION_LIMIT: usize = 1000;
-
-/// A control request (`cmd` names the variant in kebab-case).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Request {
-    Status,
-    ShowVirtualServers {
-        #[serde(default)]
-        name: Option<String>,
-    },
-    ShowVirtualAddresses,
-    ShowPools {
-        #[serde(default)]
-        name: Option<String>,
-    },
-    ShowConnections {
-        #[serde(default)]
-        virtual_server: Option<String>,
-        #[serde(default)]
-        limit: Option<usize>,
-    },
-    ShowPersistence {
-        #[serde(default)]
-        profile: Option<String>,
-    },
-    DeletePersistence {
-        #[serde(default)]
-        profile: Option<String>,
-        #[serde(default)]
-        key: Option<String>,
-        #[serde(default)]
-        member: Option<String>,
-    },
-    Member {
-        pool: String,
-        member: String,
-        state: String,
-    },
-    Reload,
-    ShowDeviceGroup,
-    ShowTrafficGroups,
-    ShowMirroring,
-    Failover {
-        traffic_group: String,
-        #[serde(default)]
-        to: Option<String>,
-    },
-    Standby,
-    Release,
-    ShowPlugins,
-}
 
 /// Accepts control clients until the task is dropped.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
@@ -138,7 +70,8 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
                 tokio::spawn(async move {
                     let mut sock = sock;
                     let msg = format!("too many control connections ({MAX_CLIENTS})");
-                    let _ = send(&mut sock, &failure(msg)).await;
+                    let _ = framing::write_line(&mut sock, &Response::failure(msg), WRITE_TIMEOUT)
+                        .await;
                 });
             }
         }
@@ -147,74 +80,19 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
 
 /// One client: requests in, responses out, until it hangs up, idles or misbehaves.
 async fn session(sock: UnixStream, shared: &Shared) {
-    let (rd, mut wr) = sock.into_split();
-    let mut rd = BufReader::new(rd);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let limit = MAX_LINE as u64 + 1;
-        let read = tokio::time::timeout(
-            IDLE_TIMEOUT,
-            (&mut rd).take(limit).read_until(b'\n', &mut line),
-        )
-        .await;
-        let n = match read {
-            Err(_) => {
-                debug!("control client idle for {IDLE_TIMEOUT:?}: closing");
-                return;
-            }
-            Ok(Err(e)) => {
-                debug!("control client read error: {e}");
-                return;
-            }
-            Ok(Ok(n)) => n,
-        };
-        if n == 0 {
-            return;
-        }
-        if line.last() != Some(&b'\n') && line.len() > MAX_LINE {
-            let msg = format!("request longer than {MAX_LINE} bytes; closing the connection");
-            let _ = send(&mut wr, &failure(msg)).await;
-            return;
-        }
-        let resp = match parse(&line) {
-            Ok(req) => match handle(req, shared).await {
-                Ok(data) => json!({"ok": true, "data": data}),
-                Err(e) => failure(e),
-            },
-            Err(e) => failure(e),
-        };
-        if send(&mut wr, &resp).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn parse(line: &[u8]) -> Result<Request, String> {
-    let text = line.strip_suffix(b"\n").unwrap_or(line);
-    let text = text.strip_suffix(b"\r").unwrap_or(text);
-    if text.iter().all(u8::is_ascii_whitespace) {
-        return Err("empty request".into());
-    }
-    let v: Value = serde_json::from_slice(text).map_err(|e| format!("bad request: {e}"))?;
-    if !v.is_object() {
-        return Err("bad request: not a JSON object".into());
-    }
-    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
-}
-
-fn failure(e: impl std::fmt::Display) -> Value {
-    // One line, whatever the message.
-    let text = e.to_string().replace(['\n', '\r'], " ");
-    json!({"ok": false, "error": text})
-}
-
-async fn send<W: AsyncWrite + Unpin>(wr: &mut W, v: &Value) -> std::io::Result<()> {
-    let mut out = serde_json::to_vec(v).map_err(std::io::Error::other)?;
-    out.push(b'\n');
-    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    let limits = Limits {
+        max_line: MAX_LINE,
+        idle: Some(IDLE_TIMEOUT),
+        write_timeout: WRITE_TIMEOUT,
+    };
+    let end = framing::serve(sock, limits, |req| async move {
+        Response::from_result(handle(req, shared).await)
+    })
+    .await;
+    match end {
+        End::Idle => debug!("control client idle for {IDLE_TIMEOUT:?}: closing"),
+        End::ReadFailed(e) => debug!("control client read error: {e}"),
+        End::Closed | End::TooLong | End::WriteFailed(_) => {}
     }
 }
 
@@ -529,7 +407,7 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
     use super::*;

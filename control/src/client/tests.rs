@@ -113,27 +113,27 @@ fn blocking_client_failures_name_the_daemon_and_socket() {
             .starts_with(&format!("cannot reach lbd at {}: ", path.display())),
         "{e}"
     );
-    let path = raw_server("");
-    let mut c = Client::<lbd::Request>::connect(&path).unwrap();
-    let e = c.call(&lbd::Request::Status).unwrap_err();
+    // What a status request gets from a server that answers `answer`.
+    let status = |answer: &'static str| {
+        let path = raw_server(answer);
+        let mut c = Client::<lbd::Request>::connect(&path).unwrap();
+        (
+            path.display().to_string(),
+            c.request(&lbd::Request::Status).unwrap_err(),
+        )
+    };
+    let (at, e) = status("");
     assert_eq!(
         e.to_string(),
-        format!(
-            "lbd at {} closed the connection without answering",
-            path.display()
-        )
+        format!("lbd at {at} closed the connection without answering")
     );
-    let path = raw_server("<html>\n");
-    let mut c = Client::<lbd::Request>::connect(&path).unwrap();
-    let e = c.call(&lbd::Request::Status).unwrap_err();
+    let (at, e) = status("<html>\n");
+    let text = e.to_string();
     assert!(
-        e.to_string()
-            .starts_with(&format!("lbd at {} answered nonsense: ", path.display())),
+        text.starts_with(&format!("lbd at {at} answered nonsense: ")),
         "{e}"
     );
-    let path = raw_server("{\"ok\":false,\"error\":\"no pool named `x`\"}\n");
-    let mut c = Client::<lbd::Request>::connect(&path).unwrap();
-    let e = c.request(&lbd::Request::Status).unwrap_err();
+    let (_, e) = status("{\"ok\":false,\"error\":\"no pool named `x`\"}\n");
     assert!(e.is_daemon());
     assert_eq!(e.to_string(), "no pool named `x`");
 }

@@ -5,10 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Family, LargeCommunity, Origin, GRACEFUL_SHUTDOWN};
+use crate::wire::Family;
+
+/// The route types are the control protocol's: a `[[route]]` table is what an `announce`
+/// request carries.
+pub use spanlb_control::bgpd::{Community, LargeCommunityText, NextHop, RouteConfig};
 
 /// Configuration errors: one line, naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -176,188 +179,6 @@ impl NeighborConfig {
     }
 }
 
-/// A route as configured or sent on the control socket.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    pub prefix: IpNet,
-    /// ADD-PATH path id (RFC 7911); one device announces a VIP once per traffic group it holds.
-    /// Toward peers without ADD-PATH only the route with the lowest path id of a prefix is sent.
-    #[serde(default)]
-    pub path_id: Option<u32>,
-    /// `"self"` (the session's local address) or an address: a third-party next hop on the shared
-    /// segment such as a floating self IP (RFC 4271 §5.1.3).
-    #[serde(default)]
-    pub next_hop: NextHop,
-    #[serde(default)]
-    pub origin: Origin,
-    /// How many extra times our AS is prepended (RFC 4271 §9.2.2.2 ordering aside, a plain
-    /// AS_SEQUENCE prepend).
-    #[serde(default)]
-    pub as_path_prepend: u8,
-    #[serde(default)]
-    pub med: Option<u32>,
-    /// Communities as `"ASN:VALUE"` or well-known names (`graceful-shutdown`, `no-export`, …).
-    #[serde(default)]
-    pub communities: Vec<Community>,
-    /// Large communities as `"A:B:C"` (RFC 8092).
-    #[serde(default)]
-    pub large_communities: Vec<LargeCommunityText>,
-    /// LOCAL_PREF toward iBGP peers (default 100).
-    #[serde(default)]
-    pub local_pref: Option<u32>,
-}
-
-/// NEXT_HOP choice of a route.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum NextHop {
-    #[default]
-    Self_,
-    Addr(IpAddr),
-}
-
-impl Serialize for NextHop {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            NextHop::Self_ => s.serialize_str("self"),
-            NextHop::Addr(a) => s.collect_str(a),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for NextHop {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s == "self" {
-            return Ok(NextHop::Self_);
-        }
-        s.parse().map(NextHop::Addr).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "next_hop `{s}` is neither \"self\" nor an IP address"
-            ))
-        })
-    }
-}
-
-/// A standard community (RFC 1997), written `ASN:VALUE` or a well-known name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Community(pub u32);
-
-const WELL_KNOWN: &[(&str, u32)] = &[
-    ("graceful-shutdown", GRACEFUL_SHUTDOWN),
-    ("blackhole", 0xFFFF_029A),
-    ("no-export", 0xFFFF_FF01),
-    ("no-advertise", 0xFFFF_FF02),
-    ("no-export-subconfed", 0xFFFF_FF03),
-    ("no-peer", 0xFFFF_FF04),
-];
-
-impl std::str::FromStr for Community {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some((_, v)) = WELL_KNOWN.iter().find(|(n, _)| *n == s) {
-            return Ok(Community(*v));
-        }
-        let (a, b) = s
-            .split_once(':')
-            .ok_or_else(|| format!("community `{s}` is not ASN:VALUE or a well-known name"))?;
-        let a: u16 = a
-            .parse()
-            .map_err(|_| format!("community `{s}`: `{a}` is not a number 0-65535"))?;
-        let b: u16 = b
-            .parse()
-            .map_err(|_| format!("community `{s}`: `{b}` is not a number 0-65535"))?;
-        Ok(Community(((a as u32) << 16) | b as u32))
-    }
-}
-
-impl std::fmt::Display for Community {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some((n, _)) = WELL_KNOWN.iter().find(|(_, v)| *v == self.0) {
-            return f.write_str(n);
-        }
-        write!(f, "{}:{}", self.0 >> 16, self.0 & 0xFFFF)
-    }
-}
-
-impl Serialize for Community {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Community {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// A large community written `A:B:C`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LargeCommunityText(pub LargeCommunity);
-
-impl std::str::FromStr for LargeCommunityText {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split(':').collect();
-        let nums: Result<Vec<u32>, _> = parts.iter().map(|p| p.parse::<u32>()).collect();
-        match nums {
-            Ok(n) if n.len() == 3 => Ok(LargeCommunityText(LargeCommunity(n[0], n[1], n[2]))),
-            _ => Err(format!(
-                "large community `{s}` is not A:B:C with 32-bit numbers"
-            )),
-        }
-    }
-}
-
-impl Serialize for LargeCommunityText {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let LargeCommunity(a, b, c) = self.0;
-        s.collect_str(&format_args!("{a}:{b}:{c}"))
-    }
-}
-
-impl<'de> Deserialize<'de> for LargeCommunityText {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl RouteConfig {
-    /// Checks what serde cannot; `key` is where this route sits (for messages).
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.prefix != self.prefix.trunc() {
-            return Err((
-                "prefix".into(),
-                format!(
-                    "{} has host bits set (did you mean {}?)",
-                    self.prefix,
-                    self.prefix.trunc()
-                ),
-            ));
-        }
-        if let NextHop::Addr(a) = self.next_hop {
-            if a.is_ipv4() != self.prefix.addr().is_ipv4() {
-                return Err((
-                    "next_hop".into(),
-                    format!("{a} is not of the prefix's address family"),
-                ));
-            }
-            if a.is_unspecified() || a.is_multicast() {
-                return Err(("next_hop".into(), format!("{a} cannot be a next hop")));
-            }
-        }
-        if self.path_id == Some(0) {
-            return Err(("path_id".into(), "path ids start at 1".into()));
-        }
-        Ok(())
-    }
-}
-
 impl Config {
     /// Reads and validates the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -494,6 +315,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::LargeCommunity;
 
     const GOOD: &str = r#"
         router_id = "20.1.1.6"
@@ -582,18 +404,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "/nonexistent/bgpd.toml: no such file");
-    }
-
-    #[test]
-    fn community_text_round_trips() {
-        for s in ["65000:1", "graceful-shutdown", "0:0", "65535:65535"] {
-            let c: Community = s.parse().unwrap();
-            let back = c.to_string();
-            assert_eq!(back.parse::<Community>().unwrap(), c);
-        }
-        assert_eq!(
-            "graceful-shutdown".parse::<Community>().unwrap().0,
-            GRACEFUL_SHUTDOWN
-        );
     }
 }

@@ -1,97 +1,34 @@
 //! The local control socket: a Unix socket speaking JSON lines, used by lbd and bgpctl.
 //!
-//! One request per line, one response per line (`{"ok":true,...}` or
-//! `{"ok":false,"error":"..."}`). Requests:
-//!
-//! | request | effect |
-//! |---|---|
-//! | `{"cmd":"announce","routes":[ROUTE,...],"persistent":false}` | add or replace routes |
-//! | `{"cmd":"withdraw","routes":[{"prefix":P,"path_id":N},...],"graceful":false}` | remove routes (graceful: announce with GRACEFUL_SHUTDOWN for the linger time first) |
-//! | `{"cmd":"withdraw-all-mine"}` | remove every route this client added |
-//! | `{"cmd":"routes"}` | the route table with owners |
-//! | `{"cmd":"neighbors"}` | neighbor status |
-//! | `{"cmd":"adj-rib-out","neighbor":ADDR}` | what was sent to a neighbor (all when absent) |
-//!
-//! ROUTE is the `[[route]]` table of the configuration in JSON. Fate sharing: the routes a
-//! client announced without `persistent` are withdrawn when its connection closes.
+//! The requests, the answers and the framing are `spanlb_control`'s ([`spanlb_control::bgpd`]
+//! documents the wire format): one request per line, one response per line, lines of at most
+//! [`MAX_LINE`] bytes. Fate sharing: the routes a client announced without `persistent` are
+//! withdrawn when its connection closes; an idle connection is never closed.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use spanlb_control::framing::{self, End, Limits};
+use spanlb_control::Envelope;
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::config::RouteConfig;
 use crate::daemon::Shared;
 use crate::peer::{PeerCmd, PeerStatus};
 use crate::rib::{Owner, RouteKey};
-use crate::wire::{Nlri, PathAttrs};
 
-/// Longest request line accepted (a batch of many routes fits easily).
-pub const MAX_LINE: usize = 64 * 1024 * 1024;
+pub use spanlb_control::bgpd::{
+    AdjRibOut, Announced, Neighbors, Request, Response, RibOut, RouteInfo, RouteList, RouteRef,
+    Withdrawing, Withdrawn, MAX_LINE,
+};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Request {
-    Announce {
-        routes: Vec<RouteConfig>,
-        #[serde(default)]
-        persistent: bool,
-    },
-    Withdraw {
-        routes: Vec<RouteRef>,
-        #[serde(default)]
-        graceful: bool,
-    },
-    WithdrawAllMine,
-    Routes,
-    Neighbors,
-    AdjRibOut {
-        #[serde(default)]
-        neighbor: Option<IpAddr>,
-    },
-}
-
-/// Names a route to withdraw.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteRef {
-    pub prefix: IpNet,
-    #[serde(default)]
-    pub path_id: Option<u32>,
-}
-
-/// A route as `routes` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RouteInfo {
-    pub route: RouteConfig,
-    pub owner: String,
-    pub graceful_shutdown: bool,
-}
-
-/// One neighbor's Adj-RIB-Out.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RibOut {
-    pub neighbor: IpAddr,
-    pub routes: Vec<(Nlri, PathAttrs)>,
-}
-
-fn ok(v: serde_json::Value) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("ok".into(), true.into());
-    if let serde_json::Value::Object(o) = v {
-        m.extend(o);
-    }
-    serde_json::Value::Object(m)
-}
-
-fn err(e: impl std::fmt::Display) -> serde_json::Value {
-    serde_json::json!({"ok": false, "error": e.to_string()})
-}
+/// How a control connection is bounded: no idle limit (a client's routes live as long as its
+/// connection).
+const LIMITS: Limits = Limits {
+    max_line: MAX_LINE,
+    idle: None,
+    write_timeout: framing::WRITE_TIMEOUT,
+};
 
 /// Accepts control clients until the task is dropped.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
@@ -114,42 +51,11 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
 
 async fn client(id: u64, sock: UnixStream, shared: Arc<Shared>) {
     shared.metrics.control_clients.inc();
-    let (rd, mut wr) = sock.into_split();
-    let mut rd = BufReader::new(rd);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = match (&mut rd)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                warn!("control client read error: {e}");
-                break;
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        let resp = if line.len() > MAX_LINE {
-            let r = err(format!("request longer than {MAX_LINE} bytes"));
-            let mut out = serde_json::to_vec(&r).unwrap_or_default();
-            out.push(b'\n');
-            let _ = wr.write_all(&out).await;
-            break;
-        } else {
-            match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => handle(id, req, &shared).await,
-                Err(e) => err(format!("bad request: {e}")),
-            }
-        };
-        let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-        out.push(b'\n');
-        if wr.write_all(&out).await.is_err() {
-            break;
-        }
+    let end = framing::serve(sock, LIMITS, |req| handle(id, req, &shared)).await;
+    match end {
+        End::ReadFailed(e) => warn!("control client read error: {e}"),
+        End::TooLong => warn!("control client sent a request over {MAX_LINE} bytes: closed"),
+        End::Closed | End::Idle | End::WriteFailed(_) => {}
     }
     shared.metrics.control_clients.dec();
     let n = shared
@@ -163,12 +69,12 @@ async fn client(id: u64, sock: UnixStream, shared: Arc<Shared>) {
 }
 
 /// Carries out one request.
-pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::Value {
+pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> Response {
     match req {
         Request::Announce { routes, persistent } => {
             for (i, r) in routes.iter().enumerate() {
                 if let Err((key, msg)) = r.validate() {
-                    return err(format!("routes[{i}].{key}: {msg}"));
+                    return Response::failure(format!("routes[{i}].{key}: {msg}"));
                 }
             }
             let n = shared
@@ -176,7 +82,7 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::
                 .lock()
                 .expect("route table lock")
                 .announce(routes, Owner::Client { id, persistent });
-            ok(serde_json::json!({ "announced": n }))
+            Response::ok(&Announced { announced: n })
         }
         Request::Withdraw { routes, graceful } => {
             let keys: Vec<RouteKey> = routes
@@ -205,11 +111,14 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::
                         .collect();
                     t.withdraw(&still);
                 });
-                ok(serde_json::json!({ "withdrawing": n, "linger_ms": linger.as_millis() as u64 }))
+                Response::ok(&Withdrawing {
+                    withdrawing: n,
+                    linger_ms: linger.as_millis() as u64,
+                })
             } else {
                 let mut t = shared.table.lock().expect("route table lock");
                 let n = t.withdraw(&keys);
-                ok(serde_json::json!({ "withdrawn": n }))
+                Response::ok(&Withdrawn { withdrawn: n })
             }
         }
         Request::WithdrawAllMine => {
@@ -220,7 +129,7 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::
                 .map(|(k, _)| *k)
                 .collect();
             let n = t.withdraw(&keys);
-            ok(serde_json::json!({ "withdrawn": n }))
+            Response::ok(&Withdrawn { withdrawn: n })
         }
         Request::Routes => {
             let t = shared.table.lock().expect("route table lock");
@@ -242,7 +151,7 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::
                     graceful_shutdown: e.graceful_shutdown,
                 })
                 .collect();
-            ok(serde_json::json!({ "routes": routes }))
+            Response::ok(&RouteList { routes })
         }
         Request::Neighbors => {
             let list: Vec<PeerStatus> = shared
@@ -250,7 +159,7 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::
                 .iter()
                 .map(|p| p.status.lock().expect("status lock").clone())
                 .collect();
-            ok(serde_json::json!({ "neighbors": list }))
+            Response::ok(&Neighbors { neighbors: list })
         }
         Request::AdjRibOut { neighbor } => {
             let mut out = Vec::new();
@@ -272,10 +181,10 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> serde_json::
             }
             if let Some(n) = neighbor {
                 if out.is_empty() {
-                    return err(format!("no neighbor {n}"));
+                    return Response::failure(format!("no neighbor {n}"));
                 }
             }
-            ok(serde_json::json!({ "adj_rib_out": out }))
+            Response::ok(&AdjRibOut { adj_rib_out: out })
         }
     }
 }

@@ -5,42 +5,28 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bgpd::config::Config;
+use bgpd::config::{Config, NextHop, RouteConfig};
+use bgpd::control::Request;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use spanlb_control::client::AsyncClient;
+use tokio::io::AsyncWriteExt;
 
-struct Client {
-    rd: BufReader<tokio::net::unix::OwnedReadHalf>,
-    wr: tokio::net::unix::OwnedWriteHalf,
-}
+/// A control client answering with the whole response object.
+struct Client(AsyncClient<Request>);
 
 impl Client {
     async fn connect(p: &Path) -> Client {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match UnixStream::connect(p).await {
-                Ok(s) => {
-                    let (rd, wr) = s.into_split();
-                    return Client {
-                        rd: BufReader::new(rd),
-                        wr,
-                    };
-                }
-                Err(e) if Instant::now() > deadline => {
-                    panic!("control socket {}: {e}", p.display())
-                }
+            match AsyncClient::connect(p).await {
+                Ok(c) => return Client(c),
+                Err(e) if Instant::now() > deadline => panic!("control socket: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
     }
-    async fn call(&mut self, v: Value) -> Value {
-        let mut line = serde_json::to_vec(&v).unwrap();
-        line.push(b'\n');
-        self.wr.write_all(&line).await.unwrap();
-        let mut answer = String::new();
-        self.rd.read_line(&mut answer).await.unwrap();
-        serde_json::from_str(&answer).unwrap()
+    async fn call(&mut self, req: &Request) -> Value {
+        serde_json::to_value(self.0.call(req).await.unwrap()).unwrap()
     }
 }
 
@@ -101,7 +87,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 async fn wait_for(what: &str, c: &mut Client, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let v = c.call(json!({"cmd": "neighbors"})).await;
+        let v = c.call(&Request::Neighbors).await;
         if f(&v["neighbors"][0]) {
             return v;
         }
@@ -159,10 +145,19 @@ async fn two_speakers_exchange_routes_and_fate_sharing_withdraws() {
     .await;
 
     // A control client announces three paths of a VIP; B receives all three (ADD-PATH).
-    let routes: Vec<Value> = (1..=3)
-        .map(|k| json!({"prefix": "30.1.1.20/32", "path_id": k, "next_hop": format!("20.1.1.{}", k + 1)}))
+    let routes: Vec<RouteConfig> = (1..=3)
+        .map(|k| {
+            let mut r = RouteConfig::new("30.1.1.20/32".parse().unwrap());
+            r.path_id = Some(k);
+            r.next_hop = NextHop::Addr(format!("20.1.1.{}", k + 1).parse().unwrap());
+            r
+        })
         .collect();
-    let r = ca.call(json!({"cmd": "announce", "routes": routes})).await;
+    let announce = Request::Announce {
+        persistent: false,
+        routes,
+    };
+    let r = ca.call(&announce).await;
     assert_eq!(r["ok"], true, "{r}");
     let v = wait_for("three more paths", &mut cb, |n| n["prefixes_received"] == 4).await;
     assert_eq!(
@@ -186,7 +181,7 @@ async fn two_speakers_exchange_routes_and_fate_sharing_withdraws() {
         "{text}"
     );
 
-    let out = ca.call(json!({"cmd": "adj-rib-out"})).await;
+    let out = ca.call(&Request::AdjRibOut { neighbor: None }).await;
     assert_eq!(
         out["adj_rib_out"][0]["routes"].as_array().unwrap().len(),
         4,
@@ -194,17 +189,23 @@ async fn two_speakers_exchange_routes_and_fate_sharing_withdraws() {
     );
 
     // Bad requests get one-line errors and the connection stays usable.
+    let mut wrong = RouteConfig::new("30.1.1.0/24".parse().unwrap());
+    wrong.next_hop = NextHop::Addr("2001:db8::1".parse().unwrap());
     let r = ca
-        .call(json!({"cmd": "announce", "routes": [{"prefix": "30.1.1.0/24", "next_hop": "2001:db8::1"}]}))
+        .call(&Request::Announce {
+            persistent: false,
+            routes: vec![wrong],
+        })
         .await;
     assert_eq!(r["ok"], false);
     assert!(
         r["error"].as_str().unwrap().contains("address family"),
         "{r}"
     );
-    let r = ca.call(json!({"cmd": "frobnicate"})).await;
+    let r = ca.0.call_line(b"{\"cmd\":\"frobnicate\"}").await.unwrap();
+    let r = serde_json::to_value(r).unwrap();
     assert_eq!(r["ok"], false);
-    let r = ca.call(json!({"cmd": "routes"})).await;
+    let r = ca.call(&Request::Routes).await;
     assert_eq!(r["routes"].as_array().unwrap().len(), 4, "{r}");
 
     // Fate sharing: the client goes away, its routes go; the static one stays.

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bgpd::config::Config;
+use bgpd::control::Request;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use spanlb_control::client::AsyncClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 const T: Duration = Duration::from_secs(10);
@@ -110,12 +112,8 @@ async fn read_msg(s: &mut TcpStream) -> Option<Vec<u8>> {
 }
 
 async fn neighbor(sock: &Path) -> Value {
-    let s = UnixStream::connect(sock).await.unwrap();
-    let (rd, mut wr) = s.into_split();
-    wr.write_all(b"{\"cmd\":\"neighbors\"}\n").await.unwrap();
-    let mut line = String::new();
-    BufReader::new(rd).read_line(&mut line).await.unwrap();
-    let v: Value = serde_json::from_str(&line).unwrap();
+    let mut c = AsyncClient::<Request>::connect(sock).await.unwrap();
+    let v = serde_json::to_value(c.call(&Request::Neighbors).await.unwrap()).unwrap();
     v["neighbors"][0].clone()
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use common::{build_cdylib, connect, free_port, persistent_vs, read_line, Behaviour, Lbd, Server};
 use serde_json::{json, Value};
+use spanlb_control::lbd::Request;
 
 /// A fresh plugin directory holding the given packages' `.so` files.
 fn plugin_dir(tag: &str, pkgs: &[&str]) -> PathBuf {
@@ -90,7 +91,7 @@ fn a_plugin_key_persists_and_a_stray_file_is_skipped() {
     let used: BTreeSet<&String> = seen.values().flatten().collect();
     assert!(used.len() >= 2, "every line on one member: {seen:?}");
 
-    let plugins = lbd.ok(json!({"cmd": "show-plugins"}));
+    let plugins = lbd.ok(&Request::ShowPlugins);
     let p = &plugins["plugins"][0];
     assert_eq!(p["name"], "first-line", "{plugins}");
     assert_eq!(p["state"], "enabled");
@@ -106,7 +107,7 @@ fn a_plugin_key_persists_and_a_stray_file_is_skipped() {
     );
     assert_eq!(plugins["plugins"].as_array().unwrap().len(), 1);
     // Records are there, keyed by the line.
-    let recs = lbd.ok(json!({"cmd": "show-persistence"}));
+    let recs = lbd.ok(&Request::ShowPersistence { profile: None });
     assert!(recs.to_string().contains("LOGIN alice"), "{recs}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -183,8 +184,8 @@ fn udp_datagrams_from_one_address_spread_and_stick_per_call_id_after_a_reload_ad
             "type = \"sip\"\ntimeout = \"5m\""
         )
     ));
-    lbd.ok(json!({"cmd": "reload"}));
-    let plugins = lbd.ok(json!({"cmd": "show-plugins"}));
+    lbd.ok(&Request::Reload);
+    let plugins = lbd.ok(&Request::ShowPlugins);
     let names: Vec<&str> = plugins["plugins"]
         .as_array()
         .unwrap()
@@ -223,7 +224,10 @@ fn udp_datagrams_from_one_address_spread_and_stick_per_call_id_after_a_reload_ad
         3,
         "12 dialogs from one address use every member: {seen:?}"
     );
-    let v: Value = lbd.ok(json!({"cmd": "show-connections"}));
+    let v: Value = lbd.ok(&Request::ShowConnections {
+        limit: None,
+        virtual_server: None,
+    });
     assert!(
         v["total"].as_u64().unwrap() >= 3,
         "one flow per (client, member): {v}"
@@ -308,7 +312,7 @@ fn a_panicking_plugin_is_counted_then_disabled_while_lbd_keeps_serving() {
         let got = ask(vip, &format!("boom {i}"));
         assert!(got.starts_with('p'), "connection {i} not served: {got:?}");
     }
-    let p = &lbd.ok(json!({"cmd": "show-plugins"}))["plugins"][0];
+    let p = &lbd.ok(&Request::ShowPlugins)["plugins"][0];
     assert_eq!(p["name"], "panicky");
     assert_eq!(p["panics"], 3, "{p}");
     assert_eq!(p["calls"], 3, "a disabled plugin is not called: {p}");
@@ -355,12 +359,12 @@ fn consistent_hashing_keeps_no_records_and_moves_only_the_keys_of_a_member_that_
     assert_eq!(place(), before, "every key sticks");
     let used: BTreeSet<&String> = before.values().collect();
     assert_eq!(used.len(), 3, "{before:?}");
-    let recs = lbd.ok(json!({"cmd": "show-persistence"}));
+    let recs = lbd.ok(&Request::ShowPersistence { profile: None });
     assert_eq!(recs, json!([]), "consistent hashing keeps no records");
 
     // h2 goes away: only its keys move.
     let h2 = servers[1].addr.to_string();
-    lbd.ok(json!({"cmd": "member", "pool": "users", "member": h2, "state": "forced-offline"}));
+    lbd.ok(&Request::member("users", h2, "forced-offline"));
     let after = place();
     for (u, m) in &before {
         if m == "h2" {

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{build_cdylib, free_port, persistent_vs, try_connect, wait_for, Lbd};
-use serde_json::{json, Value};
+use serde_json::Value;
+use spanlb_control::lbd::Request;
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites, processes, plugins
@@ -158,7 +159,7 @@ fn free_udp_port() -> u16 {
 
 /// Persistence records as `show-persistence` returns them.
 fn records(lbd: &Lbd) -> Vec<Value> {
-    let d = lbd.ok(json!({"cmd": "show-persistence"}));
+    let d = lbd.ok(&Request::ShowPersistence { profile: None });
     let list = if d.is_array() { &d } else { &d["records"] };
     list.as_array().cloned().unwrap_or_default()
 }

@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use spanlb_control::lbd::Request;
 
 fn vs_body(port: u16, members: &[SocketAddr], extra_vs: &str, extra_pool: &str) -> String {
     let members: Vec<String> = members
@@ -169,7 +169,7 @@ fn a_reload_keeps_a_live_connection_and_applies_the_new_pool() {
     assert_eq!(read_line(&mut live), "still there?");
     // A bad config is rejected with its reason; the running one stays.
     lbd.write_config(&vs_body(port, &[b.addr], "pool = \"nope\"", ""));
-    let r = lbd.control(json!({"cmd": "reload"}));
+    let r = lbd.control(&Request::Reload);
     assert_eq!(r["ok"], false, "{r}");
     let err = r["error"].as_str().unwrap();
     assert!(err.contains("virtual_servers.web"), "{err}");
@@ -248,7 +248,10 @@ fn ten_thousand_connections_leave_the_descriptor_count_where_it_started() {
     let vs = lbd.virtual_server("web");
     assert_eq!(vs["counters"]["total"], 10_001);
     assert_eq!(vs["counters"]["current"], 0);
-    let conns = lbd.ok(json!({"cmd": "show-connections"}));
+    let conns = lbd.ok(&Request::ShowConnections {
+        limit: None,
+        virtual_server: None,
+    });
     assert_eq!(conns["total"], 0, "{conns}");
 }
 
@@ -328,7 +331,7 @@ fn source_address_persistence_sticks_a_client_to_one_member_until_it_is_deleted(
     for _ in 0..6 {
         assert_eq!(read_line(&mut connect(vip(port))), first);
     }
-    let recs = lbd.ok(json!({"cmd": "show-persistence"}));
+    let recs = lbd.ok(&Request::ShowPersistence { profile: None });
     let recs = recs.as_array().unwrap();
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["key"], "127.0.0.0/24");
@@ -336,20 +339,20 @@ fn source_address_persistence_sticks_a_client_to_one_member_until_it_is_deleted(
     let member = if first == "a" { a.addr } else { b.addr };
     assert_eq!(recs[0]["member"], member.to_string());
     // A disabled member still takes its persisted clients; a forced-offline one does not.
-    lbd.ok(
-        json!({"cmd": "member", "pool": "web", "member": member.to_string(), "state": "disabled"}),
-    );
+    lbd.ok(&Request::member("web", member, "disabled"));
     assert_eq!(read_line(&mut connect(vip(port))), first);
-    lbd.ok(json!({"cmd": "member", "pool": "web", "member": member.to_string(), "state": "forced-offline"}));
+    lbd.ok(&Request::member("web", member, "forced-offline"));
     let other = read_line(&mut connect(vip(port)));
     assert_ne!(other, first);
-    lbd.ok(
-        json!({"cmd": "member", "pool": "web", "member": member.to_string(), "state": "enabled"}),
-    );
+    lbd.ok(&Request::member("web", member, "enabled"));
     // The new connection made a new record pointing at the other member; deleting it lets
     // the method choose again.
     assert_eq!(read_line(&mut connect(vip(port))), other);
-    let d = lbd.ok(json!({"cmd": "delete-persistence", "profile": "src"}));
+    let d = lbd.ok(&Request::DeletePersistence {
+        key: None,
+        member: None,
+        profile: Some("src".into()),
+    });
     assert_eq!(d["deleted"], 1, "{d}");
     let names: Vec<String> = (0..2).map(|_| read_line(&mut connect(vip(port)))).collect();
     assert!(names.contains(&first), "{names:?}");

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::json;
 use spanlb_lab::{wait_until_dbg, Proc};
+use spanlb_tests::control::withdraw;
 use spanlb_tests::peers::{
     PeerLab, PeerOptions, DEVICE, DEVICE_AS, FLOATING, FLOATING2, MED, MED2, ROUTER, ROUTER_AS,
     VIP, VIP_SELF,
@@ -245,7 +245,7 @@ fn bird_receives_the_vip_with_next_hop_as_path_med_and_communities() {
 
     // Withdraw through the control socket: the VIP disappears, the other route stays.
     let mut c = lab.control().unwrap();
-    let r = c.call(json!({"cmd": "withdraw", "routes": [{"prefix": VIP, "path_id": 1}]}));
+    let r = c.call(&withdraw(VIP, 1, false));
     assert_eq!(r["withdrawn"], 1, "{r}");
     wait_paths(&lab, &bird, VIP, 0);
     assert_eq!(bird.routes(VIP_SELF).len(), 1, "{}", ctx());
@@ -309,7 +309,7 @@ fn bird_with_add_paths_rx_receives_both_path_ids_of_the_vip() {
 
     // Withdrawing path 1 leaves exactly path 2.
     let mut c = lab.control().unwrap();
-    let r = c.call(json!({"cmd": "withdraw", "routes": [{"prefix": VIP, "path_id": 1}]}));
+    let r = c.call(&withdraw(VIP, 1, false));
     assert_eq!(r["withdrawn"], 1, "{r}");
     let left = wait_paths(&lab, &bird, VIP, 1);
     assert_eq!(
@@ -319,7 +319,7 @@ fn bird_with_add_paths_rx_receives_both_path_ids_of_the_vip() {
         left[0],
         ctx()
     );
-    let r = c.call(json!({"cmd": "withdraw", "routes": [{"prefix": VIP, "path_id": 2}]}));
+    let r = c.call(&withdraw(VIP, 2, false));
     assert_eq!(r["withdrawn"], 1, "{r}");
     wait_paths(&lab, &bird, VIP, 0);
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use spanlb_control::bgpd::Request;
+use spanlb_tests::control::{announce, withdraw};
 use spanlb_tests::seed::{SeedLab, SeedOptions, VIP};
 
 const T: Duration = Duration::from_secs(30);
@@ -44,7 +45,7 @@ fn three_devices_give_r1_a_three_way_ecmp_route_that_survives_a_path_move() {
     // r1 sends the VIP (learned from B and C) back to A: A counts it but it never keeps A's
     // own announcement alive (checked by the withdraw below).
     let got_back = spanlb_lab::wait_until_dbg(T, "A receives the VIP back from r1", || {
-        let n = ca.call(json!({"cmd": "neighbors"}));
+        let n = ca.call(&Request::Neighbors);
         if n["neighbors"][0]["prefixes_received"] == 1 {
             Ok(())
         } else {
@@ -54,14 +55,14 @@ fn three_devices_give_r1_a_three_way_ecmp_route_that_survives_a_path_move() {
     got_back.unwrap();
 
     // ROUTE-REFRESH (RFC 2918): r1 asks A to re-send; A answers with its Adj-RIB-Out.
-    let before = ca.call(json!({"cmd": "neighbors"}))["neighbors"][0]["updates_out"]
+    let before = ca.call(&Request::Neighbors)["neighbors"][0]["updates_out"]
         .as_u64()
         .unwrap();
     lab.frr
         .vtysh_cmds(&["clear bgp ipv4 unicast 20.1.1.6 soft in"])
         .unwrap();
     spanlb_lab::wait_until_dbg(T, "A re-sends its routes after a route refresh", || {
-        let n = ca.call(json!({"cmd": "neighbors"}));
+        let n = ca.call(&Request::Neighbors);
         if n["neighbors"][0]["updates_out"].as_u64().unwrap() > before {
             Ok(())
         } else {
@@ -71,11 +72,11 @@ fn three_devices_give_r1_a_three_way_ecmp_route_that_survives_a_path_move() {
     .unwrap();
     assert_eq!(lab.kernel_nexthops(VIP).len(), 3);
 
-    let r = ca.call(json!({"cmd": "withdraw", "routes": [{"prefix": VIP, "path_id": 1}]}));
+    let r = ca.call(&withdraw(VIP, 1, false));
     assert_eq!(r["withdrawn"], 1, "{r}");
     lab.wait_nexthops(VIP, &["20.1.1.3", "20.1.1.4"], T)
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
-    let r = cb.call(json!({"cmd": "announce", "routes": [{"prefix": VIP, "path_id": 1, "next_hop": "20.1.1.2"}]}));
+    let r = cb.call(&announce(VIP, 1, "20.1.1.2"));
     assert_eq!(r["announced"], 1, "{r}");
     lab.wait_nexthops(VIP, &["20.1.1.2", "20.1.1.3", "20.1.1.4"], T)
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.dump()));
@@ -248,9 +249,7 @@ fn graceful_shutdown_community_is_announced_for_the_linger_time_then_withdrawn()
 
     // A planned withdraw through the control socket (RFC 8326).
     let mut ca = lab.control(0).unwrap();
-    let r = ca.call(
-        json!({"cmd": "withdraw", "graceful": true, "routes": [{"prefix": VIP, "path_id": 1}]}),
-    );
+    let r = ca.call(&withdraw(VIP, 1, true));
     assert_eq!(r["withdrawing"], 1, "{r}");
     spanlb_lab::wait_until_dbg(T, "r1 sees A's path with graceful-shutdown", || {
         match path_communities(&lab, "20.1.1.6") {

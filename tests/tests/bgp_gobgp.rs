@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use spanlb_lab::{wait_until_dbg, Proc};
+use spanlb_tests::control::withdraw;
 use spanlb_tests::peers::{
     PeerLab, PeerOptions, AS_PATH, COMMUNITIES, DEVICE, DEVICE_AS, FLOATING, FLOATING2,
     LARGE_COMMUNITY, MED, MED2, ROUTER, ROUTER_AS, VIP, VIP_SELF,
@@ -312,7 +313,7 @@ fn gobgp_receives_the_vip_with_next_hop_as_path_med_and_communities() {
 
     // Withdraw through the control socket: the VIP disappears, the other route stays.
     let mut c = lab.control().unwrap();
-    let r = c.call(json!({"cmd": "withdraw", "routes": [{"prefix": VIP, "path_id": 1}]}));
+    let r = c.call(&withdraw(VIP, 1, false));
     assert_eq!(r["withdrawn"], 1, "{r}");
     g.wait_paths(VIP, 0);
     assert_eq!(g.paths(VIP_SELF).len(), 1, "{}", g.dump());
@@ -361,7 +362,7 @@ fn gobgp_with_add_paths_receive_gets_both_path_ids_of_the_vip() {
     );
 
     let mut c = lab.control().unwrap();
-    let r = c.call(json!({"cmd": "withdraw", "routes": [{"prefix": VIP, "path_id": 1}]}));
+    let r = c.call(&withdraw(VIP, 1, false));
     assert_eq!(r["withdrawn"], 1, "{r}");
     let left = g.wait_paths(VIP, 1);
     assert_eq!(
@@ -371,7 +372,7 @@ fn gobgp_with_add_paths_receive_gets_both_path_ids_of_the_vip() {
         left[0],
         g.dump()
     );
-    let r = c.call(json!({"cmd": "withdraw", "routes": [{"prefix": VIP, "path_id": 2}]}));
+    let r = c.call(&withdraw(VIP, 2, false));
     assert_eq!(r["withdrawn"], 1, "{r}");
     g.wait_paths(VIP, 0);
 }

@@ -1,12 +1,17 @@
 //! `bgpctl`: talks to bgpd's control socket. Every show command takes `--json`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use serde_json::{json, Value};
+use serde_json::Value;
+use spanlb_control::bgpd::{
+    AdjRibOut, AsSegment, Neighbors, PathAttrs, Request, Response, RouteConfig, RouteList, RouteRef,
+};
+use spanlb_control::client::Client;
+use spanlb_control::table::{Align, Table};
+use spanlb_control::Envelope;
 
 #[derive(Parser, Debug)]
 #[command(name = "bgpctl", version, about = "Control and inspect spanlb's bgpd")]
@@ -68,79 +73,17 @@ enum Cmd {
     },
 }
 
-fn request(socket: &PathBuf, req: Value) -> Result<Value, String> {
-    let mut s = UnixStream::connect(socket)
-        .map_err(|e| format!("cannot reach bgpd at {}: {e}", socket.display()))?;
-    let mut line = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    s.write_all(&line)
-        .map_err(|e| format!("write to bgpd: {e}"))?;
-    let mut answer = String::new();
-    BufReader::new(&s)
-        .read_line(&mut answer)
-        .map_err(|e| format!("read from bgpd: {e}"))?;
-    let v: Value =
-        serde_json::from_str(&answer).map_err(|e| format!("bad answer from bgpd: {e}"))?;
-    if v["ok"] == json!(true) {
-        Ok(v)
-    } else {
-        Err(v["error"].as_str().unwrap_or("unknown error").to_string())
-    }
-}
-
-fn fmt_attrs(a: &Value) -> String {
-    let mut parts = vec![format!("nh {}", a["next_hop"].as_str().unwrap_or("-"))];
-    let path: Vec<String> = a["as_path"]
-        .as_array()
-        .map(|segs| {
-            segs.iter()
-                .map(|s| {
-                    let asns: Vec<String> = s["asns"]
-                        .as_array()
-                        .map(|v| v.iter().map(|x| x.to_string()).collect())
-                        .unwrap_or_default();
-                    if s["type"] == "set" {
-                        format!("{{{}}}", asns.join(","))
-                    } else {
-                        asns.join(" ")
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    parts.push(format!("path [{}]", path.join(" ")));
-    if let Some(m) = a["med"].as_u64() {
-        parts.push(format!("med {m}"));
-    }
-    if let Some(c) = a["communities"].as_array().filter(|c| !c.is_empty()) {
-        let cs: Vec<String> = c
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| format!("{}:{}", x >> 16, x & 0xffff))
-            .collect();
-        parts.push(format!("comm {}", cs.join(" ")));
-    }
-    if let Some(c) = a["large_communities"].as_array().filter(|c| !c.is_empty()) {
-        let cs: Vec<String> = c
-            .iter()
-            .map(|x| format!("{}:{}:{}", x[0], x[1], x[2]))
-            .collect();
-        parts.push(format!("large {}", cs.join(" ")));
-    }
-    parts.join("  ")
-}
-
-fn main() {
-    let args = Args::parse();
-    let req = match &args.cmd {
-        Cmd::Neighbors => json!({"cmd": "neighbors"}),
+/// The control request for a command; an argument bgpd would refuse is an error here.
+fn request(cmd: &Cmd) -> Result<Request, String> {
+    Ok(match cmd {
+        Cmd::Neighbors => Request::Neighbors,
         Cmd::Routes {
             neighbor: Some(n), ..
-        } => json!({"cmd": "adj-rib-out", "neighbor": n}),
+        } => Request::AdjRibOut { neighbor: Some(*n) },
         Cmd::Routes {
             adj_rib_out: true, ..
-        } => json!({"cmd": "adj-rib-out"}),
-        Cmd::Routes { .. } => json!({"cmd": "routes"}),
+        } => Request::AdjRibOut { neighbor: None },
+        Cmd::Routes { .. } => Request::Routes,
         Cmd::Announce {
             prefix,
             path_id,
@@ -151,114 +94,183 @@ fn main() {
             large_communities,
             origin,
         } => {
-            let mut r = json!({
-                "prefix": prefix, "next_hop": next_hop, "as_path_prepend": prepend,
-                "communities": communities, "large_communities": large_communities, "origin": origin,
-            });
-            if let Some(p) = path_id {
-                r["path_id"] = json!(p);
+            let mut r = RouteConfig::new(*prefix);
+            r.path_id = *path_id;
+            r.next_hop = next_hop.parse()?;
+            r.med = *med;
+            r.as_path_prepend = *prepend;
+            r.communities = parse_all(communities)?;
+            r.large_communities = parse_all(large_communities)?;
+            r.origin = origin.parse()?;
+            Request::Announce {
+                persistent: true,
+                routes: vec![r],
             }
-            if let Some(m) = med {
-                r["med"] = json!(m);
-            }
-            json!({"cmd": "announce", "persistent": true, "routes": [r]})
         }
         Cmd::Withdraw {
             prefix,
             path_id,
             graceful,
-        } => {
-            json!({"cmd": "withdraw", "graceful": graceful, "routes": [{"prefix": prefix, "path_id": path_id}]})
-        }
-    };
-    let v = match request(&args.socket, req) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("bgpctl: {e}");
-            std::process::exit(1);
-        }
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return;
+        } => Request::Withdraw {
+            graceful: *graceful,
+            routes: vec![RouteRef::new(*prefix, *path_id)],
+        },
+    })
+}
+
+fn parse_all<T: std::str::FromStr<Err = String>>(texts: &[String]) -> Result<Vec<T>, String> {
+    texts.iter().map(|t| t.parse()).collect()
+}
+
+fn fmt_attrs(a: &PathAttrs) -> String {
+    let nh = a
+        .next_hop
+        .map_or_else(|| "-".to_string(), |n| n.to_string());
+    let mut parts = vec![format!("nh {nh}")];
+    let path: Vec<String> = a
+        .as_path
+        .iter()
+        .map(|s| match s {
+            AsSegment::Set(asns) => format!("{{{}}}", join(asns, ",")),
+            AsSegment::Sequence(asns) => join(asns, " "),
+        })
+        .collect();
+    parts.push(format!("path [{}]", path.join(" ")));
+    if let Some(m) = a.med {
+        parts.push(format!("med {m}"));
     }
-    match &args.cmd {
+    if !a.communities.is_empty() {
+        let cs: Vec<String> = a
+            .communities
+            .iter()
+            .map(|x| format!("{}:{}", x >> 16, x & 0xffff))
+            .collect();
+        parts.push(format!("comm {}", cs.join(" ")));
+    }
+    if !a.large_communities.is_empty() {
+        let cs: Vec<String> = a
+            .large_communities
+            .iter()
+            .map(|c| format!("{}:{}:{}", c.0, c.1, c.2))
+            .collect();
+        parts.push(format!("large {}", cs.join(" ")));
+    }
+    parts.join("  ")
+}
+
+fn join(asns: &[u32], sep: &str) -> String {
+    asns.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// What bgpctl prints for a command's answer.
+fn render(cmd: &Cmd, r: Response) -> Result<String, String> {
+    use Align::{Left as L, Right as R};
+    Ok(match cmd {
         Cmd::Neighbors => {
-            println!(
-                "{:<18} {:>8} {:<12} {:>6} {:>6} {:>8} {:>8}  LAST",
-                "NEIGHBOR", "AS", "STATE", "ADV", "RCV", "MSG-IN", "MSG-OUT"
-            );
-            for n in v["neighbors"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<18} {:>8} {:<12} {:>6} {:>6} {:>8} {:>8}  {}",
-                    n["address"].as_str().unwrap_or("?"),
+            let mut t = Table::new(&[
+                ("NEIGHBOR", L),
+                ("AS", R),
+                ("STATE", L),
+                ("ADV", R),
+                ("RCV", R),
+                ("MSG-IN", R),
+                ("MSG-OUT", R),
+                ("LAST", L),
+            ]);
+            for n in r.data::<Neighbors>()?.neighbors {
+                t.row(vec![
+                    n["address"].as_str().unwrap_or("?").into(),
                     n["remote_as"].to_string(),
-                    n["state"].as_str().unwrap_or("?"),
+                    n["state"].as_str().unwrap_or("?").into(),
                     n["prefixes_advertised"].to_string(),
                     n["prefixes_received"].to_string(),
                     n["messages_in"].to_string(),
                     n["messages_out"].to_string(),
-                    n["last_reason"].as_str().unwrap_or(""),
-                );
+                    n["last_reason"].as_str().unwrap_or("").into(),
+                ]);
             }
+            t.render("")
         }
         Cmd::Routes {
             neighbor: None,
             adj_rib_out: false,
         } => {
-            println!(
-                "{:<24} {:>7} {:<18} {:<20} FLAGS",
-                "PREFIX", "PATH-ID", "NEXT-HOP", "OWNER"
-            );
-            for r in v["routes"].as_array().into_iter().flatten() {
-                let route = &r["route"];
-                println!(
-                    "{:<24} {:>7} {:<18} {:<20} {}",
-                    route["prefix"].as_str().unwrap_or("?"),
-                    route["path_id"]
-                        .as_u64()
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    route["next_hop"].as_str().unwrap_or("?"),
-                    r["owner"].as_str().unwrap_or("?"),
-                    if r["graceful_shutdown"] == json!(true) {
+            let mut t = Table::new(&[
+                ("PREFIX", L),
+                ("PATH-ID", R),
+                ("NEXT-HOP", L),
+                ("OWNER", L),
+                ("FLAGS", L),
+            ]);
+            for r in r.data::<RouteList>()?.routes {
+                t.row(vec![
+                    r.route.prefix.to_string(),
+                    r.route
+                        .path_id
+                        .map_or_else(|| "-".into(), |p| p.to_string()),
+                    r.route.next_hop.to_string(),
+                    r.owner,
+                    if r.graceful_shutdown {
                         "graceful-shutdown"
                     } else {
                         ""
-                    },
-                );
+                    }
+                    .into(),
+                ]);
             }
+            t.render("")
         }
         Cmd::Routes { .. } => {
-            for n in v["adj_rib_out"].as_array().into_iter().flatten() {
-                let routes = n["routes"].as_array().cloned().unwrap_or_default();
-                println!(
-                    "neighbor {} ({} paths)",
-                    n["neighbor"].as_str().unwrap_or("?"),
-                    routes.len()
-                );
-                for r in routes {
-                    let nlri = &r[0];
-                    let id = nlri["path_id"]
-                        .as_u64()
-                        .map(|p| format!(" id {p}"))
-                        .unwrap_or_default();
-                    println!(
-                        "  {}{}  {}",
-                        nlri["prefix"].as_str().unwrap_or("?"),
-                        id,
-                        fmt_attrs(&r[1])
-                    );
+            let mut out = String::new();
+            for n in r.data::<AdjRibOut>()?.adj_rib_out {
+                out += &format!("neighbor {} ({} paths)\n", n.neighbor, n.routes.len());
+                for (nlri, attrs) in &n.routes {
+                    let id = nlri.path_id.map(|p| format!(" id {p}")).unwrap_or_default();
+                    out += &format!("  {}{id}  {}\n", nlri.prefix, fmt_attrs(attrs));
                 }
             }
+            out
         }
-        Cmd::Announce { .. } => println!("announced {}", v["announced"]),
+        Cmd::Announce { .. } => format!("announced {}\n", field(r, "announced")?),
         Cmd::Withdraw { graceful: true, .. } => {
-            println!(
-                "withdrawing {} after {} ms with graceful-shutdown",
-                v["withdrawing"], v["linger_ms"]
-            )
+            let (n, linger) = (field(r.clone(), "withdrawing")?, field(r, "linger_ms")?);
+            format!("withdrawing {n} after {linger} ms with graceful-shutdown\n")
         }
-        Cmd::Withdraw { .. } => println!("withdrew {}", v["withdrawn"]),
+        Cmd::Withdraw { .. } => format!("withdrew {}\n", field(r, "withdrawn")?),
+    })
+}
+
+/// One field of a success answer, `null` when absent (printed as JSON).
+fn field(r: Response, key: &str) -> Result<Value, String> {
+    Ok(r.into_result()?.remove(key).unwrap_or(Value::Null))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bgpctl: {e}");
+            ExitCode::from(1)
+        }
     }
+}
+
+fn run(args: &Args) -> Result<String, String> {
+    let req = request(&args.cmd)?;
+    let mut bgpd = Client::<Request>::connect(&args.socket).map_err(|e| e.to_string())?;
+    let r = bgpd.call(&req).map_err(|e| e.to_string())?;
+    if let Response::Err(e) = r {
+        return Err(e);
+    }
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&r).unwrap_or_default() + "\n");
+    }
+    render(&args.cmd, r)
 }

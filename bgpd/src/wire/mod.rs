@@ -10,8 +10,12 @@
 mod codec;
 
 pub use codec::{decode, encode, encode_updates, frame_len};
+/// Path attributes and NLRI as the control socket shows them (`adj-rib-out`), defined with it.
+pub use spanlb_control::bgpd::{
+    AsSegment, LargeCommunity, Nlri, Origin, PathAttrs, GRACEFUL_SHUTDOWN,
+};
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -22,9 +26,6 @@ pub const HEADER_LEN: usize = 19;
 pub const MAX_MESSAGE_LEN: usize = 4096;
 /// AS_TRANS (RFC 6793 §9).
 pub const AS_TRANS: u32 = 23456;
-/// GRACEFUL_SHUTDOWN well-known community 65535:0 (RFC 8326 §5).
-pub const GRACEFUL_SHUTDOWN: u32 = 0xFFFF_0000;
-
 /// Address families bgpd speaks (AFI/SAFI, RFC 4760).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -86,52 +87,6 @@ pub struct Open {
     pub hold_time: u16,
     pub bgp_id: Ipv4Addr,
     pub capabilities: Capabilities,
-}
-
-/// ORIGIN attribute values (RFC 4271 §5.1.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    #[default]
-    Igp,
-    Egp,
-    Incomplete,
-}
-
-/// One AS_PATH segment (RFC 4271 §4.3), always with 4-octet AS numbers here; the codec narrows
-/// them toward 2-octet peers and adds AS4_PATH (RFC 6793 §4.2.2).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "type", content = "asns")]
-pub enum AsSegment {
-    Sequence(Vec<u32>),
-    Set(Vec<u32>),
-}
-
-/// A large community (RFC 8092).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct LargeCommunity(pub u32, pub u32, pub u32);
-
-/// The path attributes bgpd sends and understands.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PathAttrs {
-    pub origin: Origin,
-    pub as_path: Vec<AsSegment>,
-    /// IPv4 next hop (NEXT_HOP attribute) or IPv6 global next hop (MP_REACH_NLRI). `None` in an
-    /// UPDATE that only withdraws.
-    pub next_hop: Option<IpAddr>,
-    /// IPv6 link-local next hop (RFC 2545 §3), only for IPv6.
-    pub next_hop_local: Option<Ipv6Addr>,
-    pub med: Option<u32>,
-    pub local_pref: Option<u32>,
-    pub communities: Vec<u32>,
-    pub large_communities: Vec<LargeCommunity>,
-}
-
-/// A prefix with its ADD-PATH path identifier (RFC 7911 §3), if the session uses one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Nlri {
-    pub prefix: IpNet,
-    pub path_id: Option<u32>,
 }
 
 /// An UPDATE message (RFC 4271 §4.3, RFC 4760 §3–4), families merged: IPv4 prefixes travel in

@@ -1,26 +1,7 @@
 //! The control socket lbctl talks to: a Unix socket speaking JSON lines.
 //!
-//! A client sends one request object per line and reads one response object per line, as many
-//! as it likes on one connection. A response is `{"ok":true,"data":...}` or
-//! `{"ok":false,"error":"one line"}`.
-//!
-//! | request | data |
-//! |---|---|
-//! | `{"cmd":"status"}` | device, uptime, configuration file, object counts, last reload |
-//! | `{"cmd":"show-virtual-servers","name":N?}` | virtual servers with settings, availability and counters |
-//! | `{"cmd":"show-virtual-addresses"}` | virtual addresses and whether they should be advertised |
-//! | `{"cmd":"show-pools","name":N?}` | pools and their members: admin state, health, monitor verdicts, counters |
-//! | `{"cmd":"show-connections","virtual_server":VS?,"limit":N?}` | `{total, table_entries, connections}` (at most `limit`, default 1000) |
-//! | `{"cmd":"show-persistence","profile":P?}` | persistence records |
-//! | `{"cmd":"delete-persistence","profile":P?,"key":K?,"member":"ADDR:PORT"?}` | `{deleted}` |
-//! | `{"cmd":"member","pool":P,"member":"ADDR:PORT","state":"enabled"\|"disabled"\|"forced-offline"}` | the member's new state |
-//! | `{"cmd":"reload"}` | what the reload did, or the reason it was rejected as the error |
-//! | `{"cmd":"show-device-group"}` | `{device_group}`: devices (liveness, TGs held, TGs not in sync), counters, links, bgpd, attribution |
-//! | `{"cmd":"show-traffic-groups"}` | `{me, traffic_groups}`: active device, next-active, state, since, why, a failback waiting for sync |
-//! | `{"cmd":"failover","traffic_group":TG,"to":DEV?}` | `{}`: a manual placement order (to its next-active without `to`) |
-//! | `{"cmd":"show-mirroring"}` | mirroring channels: senders (peer, state, last sent/acked id, lag, records) and receivers (peer, in sync, last applied, records); `{enabled: false}` when off |
-//! | `{"cmd":"show-plugins"}` | loaded plugins: name, version, file, ABI, calls, keys, panics, state; files that failed |
-//! | `{"cmd":"standby"}` / `{"cmd":"release"}` | `{}`: this device gives up its traffic groups and takes none / may take them again |
+//! The requests, the response envelope and the framing are `spanlb_control`'s:
+//! [`spanlb_control::lbd`] documents the wire format (every request and what its data is).
 //!
 //! The device-group requests answer with an error when lbd runs without a device group.
 //!
@@ -38,9 +19,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use spanlb_control::framing::{self, End, Limits, WRITE_TIMEOUT};
+use spanlb_control::lbd::Response;
+use spanlb_control::Envelope;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
@@ -52,67 +35,16 @@ use crate::mirror::tap::MirrorTap;
 use crate::state::{MemberState, PoolState, Runtime, VsState};
 use crate::tables::now_ms;
 
+/// The control request type (defined with the wire format in `spanlb_control`).
+pub use spanlb_control::lbd::Request;
 /// Longest request line accepted, newline excluded.
-pub const MAX_LINE: usize = 1024 * 1024;
+pub use spanlb_control::lbd::MAX_LINE;
 /// Control connections served at once; more are told so and closed.
 pub const MAX_CLIENTS: usize = 64;
 /// A client that sends no complete request for this long is disconnected.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// A response the client does not read within this long ends the connection.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections shown when the request names no limit.
 pub const DEFAULT_CONNECTION_LIMIT: usize = 1000;
-
-/// A control request (`cmd` names the variant in kebab-case).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Request {
-    Status,
-    ShowVirtualServers {
-        #[serde(default)]
-        name: Option<String>,
-    },
-    ShowVirtualAddresses,
-    ShowPools {
-        #[serde(default)]
-        name: Option<String>,
-    },
-    ShowConnections {
-        #[serde(default)]
-        virtual_server: Option<String>,
-        #[serde(default)]
-        limit: Option<usize>,
-    },
-    ShowPersistence {
-        #[serde(default)]
-        profile: Option<String>,
-    },
-    DeletePersistence {
-        #[serde(default)]
-        profile: Option<String>,
-        #[serde(default)]
-        key: Option<String>,
-        #[serde(default)]
-        member: Option<String>,
-    },
-    Member {
-        pool: String,
-        member: String,
-        state: String,
-    },
-    Reload,
-    ShowDeviceGroup,
-    ShowTrafficGroups,
-    ShowMirroring,
-    Failover {
-        traffic_group: String,
-        #[serde(default)]
-        to: Option<String>,
-    },
-    Standby,
-    Release,
-    ShowPlugins,
-}
 
 /// Accepts control clients until the task is dropped.
 pub async fn serve(listener: UnixListener, app: Arc<App>) {
@@ -140,7 +72,8 @@ pub async fn serve(listener: UnixListener, app: Arc<App>) {
                 tokio::spawn(async move {
                     let mut sock = sock;
                     let msg = format!("too many control connections ({MAX_CLIENTS})");
-                    let _ = send(&mut sock, &failure(msg)).await;
+                    let _ = framing::write_line(&mut sock, &Response::failure(msg), WRITE_TIMEOUT)
+                        .await;
                 });
             }
         }
@@ -149,74 +82,19 @@ pub async fn serve(listener: UnixListener, app: Arc<App>) {
 
 /// One client: requests in, responses out, until it hangs up, idles or misbehaves.
 async fn session(sock: UnixStream, app: &App) {
-    let (rd, mut wr) = sock.into_split();
-    let mut rd = BufReader::new(rd);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let limit = MAX_LINE as u64 + 1;
-        let read = tokio::time::timeout(
-            IDLE_TIMEOUT,
-            (&mut rd).take(limit).read_until(b'\n', &mut line),
-        )
-        .await;
-        let n = match read {
-            Err(_) => {
-                debug!("control client idle for {IDLE_TIMEOUT:?}: closing");
-                return;
-            }
-            Ok(Err(e)) => {
-                debug!("control client read error: {e}");
-                return;
-            }
-            Ok(Ok(n)) => n,
-        };
-        if n == 0 {
-            return;
-        }
-        if line.last() != Some(&b'\n') && line.len() > MAX_LINE {
-            let msg = format!("request longer than {MAX_LINE} bytes; closing the connection");
-            let _ = send(&mut wr, &failure(msg)).await;
-            return;
-        }
-        let resp = match parse(&line) {
-            Ok(req) => match handle(req, app).await {
-                Ok(data) => json!({"ok": true, "data": data}),
-                Err(e) => failure(e),
-            },
-            Err(e) => failure(e),
-        };
-        if send(&mut wr, &resp).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn parse(line: &[u8]) -> Result<Request, String> {
-    let text = line.strip_suffix(b"\n").unwrap_or(line);
-    let text = text.strip_suffix(b"\r").unwrap_or(text);
-    if text.iter().all(u8::is_ascii_whitespace) {
-        return Err("empty request".into());
-    }
-    let v: Value = serde_json::from_slice(text).map_err(|e| format!("bad request: {e}"))?;
-    if !v.is_object() {
-        return Err("bad request: not a JSON object".into());
-    }
-    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
-}
-
-fn failure(e: impl std::fmt::Display) -> Value {
-    // One line, whatever the message.
-    let text = e.to_string().replace(['\n', '\r'], " ");
-    json!({"ok": false, "error": text})
-}
-
-async fn send<W: AsyncWrite + Unpin>(wr: &mut W, v: &Value) -> std::io::Result<()> {
-    let mut out = serde_json::to_vec(v).map_err(std::io::Error::other)?;
-    out.push(b'\n');
-    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    let limits = Limits {
+        max_line: MAX_LINE,
+        idle: Some(IDLE_TIMEOUT),
+        write_timeout: WRITE_TIMEOUT,
+    };
+    let end = framing::serve(sock, limits, |req| async move {
+        Response::from_result(handle(req, app).await)
+    })
+    .await;
+    match end {
+        End::Idle => debug!("control client idle for {IDLE_TIMEOUT:?}: closing"),
+        End::ReadFailed(e) => debug!("control client read error: {e}"),
+        End::Closed | End::TooLong | End::WriteFailed(_) => {}
     }
 }
 
@@ -529,7 +407,7 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
     use super::*;
@@ -641,21 +519,28 @@ members = [{ address = "127.0.0.1:9001" }]
             (n > 0).then(|| serde_json::from_str(&line).expect("a JSON line"))
         }
 
-        async fn call(&mut self, req: Value) -> Value {
-            let mut line = serde_json::to_vec(&req).unwrap();
+        async fn call(&mut self, req: &Request) -> Value {
+            let mut line = serde_json::to_vec(req).unwrap();
             line.push(b'\n');
             self.send_raw(&line).await.expect("an answer")
         }
 
-        async fn data(&mut self, req: Value) -> Value {
-            let v = self.call(req.clone()).await;
-            assert_eq!(v["ok"], true, "{req} -> {v}");
+        async fn data(&mut self, req: &Request) -> Value {
+            let v = self.call(req).await;
+            assert_eq!(v["ok"], true, "{req:?} -> {v}");
             v["data"].clone()
         }
 
-        async fn error(&mut self, req: Value) -> String {
-            let v = self.call(req.clone()).await;
-            assert_eq!(v["ok"], false, "{req} -> {v}");
+        async fn error(&mut self, req: &Request) -> String {
+            let v = self.call(req).await;
+            assert_eq!(v["ok"], false, "{req:?} -> {v}");
+            v["error"].as_str().unwrap().to_string()
+        }
+
+        /// The error a line that is no request gets.
+        async fn error_raw(&mut self, line: &str) -> String {
+            let v = self.send_raw(format!("{line}\n").as_bytes()).await.unwrap();
+            assert_eq!(v["ok"], false, "{line} -> {v}");
             v["error"].as_str().unwrap().to_string()
         }
     }
@@ -672,7 +557,7 @@ members = [{ address = "127.0.0.1:9001" }]
         bounded(async {
             let h = Harness::new(CFG, None);
             let mut c = h.client().await;
-            let s = c.data(json!({"cmd": "status"})).await;
+            let s = c.data(&Request::Status).await;
             assert_eq!(s["device"], "lb-a");
             assert_eq!(s["virtual_servers"], 2);
             assert_eq!(s["virtual_servers_available"], 2);
@@ -684,7 +569,7 @@ members = [{ address = "127.0.0.1:9001" }]
             assert_eq!(s["last_reload"], Value::Null);
             assert!(s["uptime_s"].is_u64());
 
-            let vss = c.data(json!({"cmd": "show-virtual-servers"})).await;
+            let vss = c.data(&Request::ShowVirtualServers { name: None }).await;
             let names: Vec<&str> = vss
                 .as_array()
                 .unwrap()
@@ -693,7 +578,9 @@ members = [{ address = "127.0.0.1:9001" }]
                 .collect();
             assert_eq!(names, ["api", "web"]);
             let web = c
-                .data(json!({"cmd": "show-virtual-servers", "name": "WEB"}))
+                .data(&Request::ShowVirtualServers {
+                    name: Some("WEB".into()),
+                })
                 .await;
             let web = &web[0];
             assert_eq!(web["destination"], "198.51.100.10:80");
@@ -705,16 +592,22 @@ members = [{ address = "127.0.0.1:9001" }]
             assert_eq!(web["available"], true);
             assert_eq!(web["counters"]["total"], 0);
             let e = c
-                .error(json!({"cmd": "show-virtual-servers", "name": "nope"}))
+                .error(&Request::ShowVirtualServers {
+                    name: Some("nope".into()),
+                })
                 .await;
             assert_eq!(e, "no virtual server named `nope`");
 
-            let vas = c.data(json!({"cmd": "show-virtual-addresses"})).await;
+            let vas = c.data(&Request::ShowVirtualAddresses).await;
             assert_eq!(vas[0]["address"], "198.51.100.10");
             assert_eq!(vas[0]["advertised"], true);
             assert_eq!(vas[0]["virtual_servers"], json!(["api", "web"]));
 
-            let pools = c.data(json!({"cmd": "show-pools", "name": "web"})).await;
+            let pools = c
+                .data(&Request::ShowPools {
+                    name: Some("web".into()),
+                })
+                .await;
             let web = &pools[0];
             assert_eq!(web["method"], "least-connections");
             assert_eq!(web["monitors"], json!(["tcp"]));
@@ -745,7 +638,7 @@ members = [{ address = "127.0.0.1:9001" }]
             web.members[0].set_verdict("tcp", crate::monitor::Health::Up, "connected");
             web.refresh();
             let r = c
-                .data(json!({"cmd": "member", "pool": "web", "member": "192.0.2.50:80", "state": "disabled"}))
+                .data(&Request::member("web", "192.0.2.50:80", "disabled"))
                 .await;
             assert_eq!(r["previous"], "enabled");
             assert_eq!(r["admin"], "disabled");
@@ -753,7 +646,11 @@ members = [{ address = "127.0.0.1:9001" }]
             assert_eq!(r["available"], 1);
             assert_eq!(web.members[0].admin(), AdminState::Disabled);
             assert_eq!(web.available(), 1);
-            let pools = c.data(json!({"cmd": "show-pools", "name": "web"})).await;
+            let pools = c
+                .data(&Request::ShowPools {
+                    name: Some("web".into()),
+                })
+                .await;
             assert_eq!(pools[0]["available"], 1);
             let m = &pools[0]["members"][0];
             assert_eq!(m["status"], "disabled");
@@ -763,36 +660,40 @@ members = [{ address = "127.0.0.1:9001" }]
             assert!(m["monitors"]["tcp"]["since_ms"].as_u64().unwrap() > 0);
 
             // The last one: the virtual server becomes unavailable, and the address with it.
-            c.data(json!({"cmd": "member", "pool": "WEB", "member": " 192.0.2.51:80", "state": "forced-offline"}))
+            c.data(&Request::member("WEB", " 192.0.2.51:80", "forced-offline"))
                 .await;
             assert_eq!(web.available(), 0);
-            let vs = c.data(json!({"cmd": "show-virtual-servers", "name": "web"})).await;
+            let vs = c
+                .data(&Request::ShowVirtualServers {
+                    name: Some("web".into()),
+                })
+                .await;
             assert_eq!(vs[0]["available"], false);
-            let vas = c.data(json!({"cmd": "show-virtual-addresses"})).await;
+            let vas = c.data(&Request::ShowVirtualAddresses).await;
             assert_eq!(vas[0]["advertised"], false);
-            let s = c.data(json!({"cmd": "status"})).await;
+            let s = c.data(&Request::Status).await;
             assert_eq!(s["virtual_servers_available"], 1);
-            c.data(json!({"cmd": "member", "pool": "web", "member": "192.0.2.51:80", "state": "enabled"}))
+            c.data(&Request::member("web", "192.0.2.51:80", "enabled"))
                 .await;
             assert_eq!(web.available(), 1);
 
             let e = c
-                .error(json!({"cmd": "member", "pool": "web", "member": "192.0.2.99:80", "state": "disabled"}))
+                .error(&Request::member("web", "192.0.2.99:80", "disabled"))
                 .await;
             assert_eq!(e, "pool web has no member 192.0.2.99:80");
             let e = c
-                .error(json!({"cmd": "member", "pool": "nope", "member": "192.0.2.50:80", "state": "disabled"}))
+                .error(&Request::member("nope", "192.0.2.50:80", "disabled"))
                 .await;
             assert_eq!(e, "no pool named `nope`");
             let e = c
-                .error(json!({"cmd": "member", "pool": "web", "member": "192.0.2.50", "state": "disabled"}))
+                .error(&Request::member("web", "192.0.2.50", "disabled"))
                 .await;
             assert!(e.contains("not ADDR:PORT"), "{e}");
             let e = c
-                .error(json!({"cmd": "member", "pool": "web", "member": "192.0.2.50:80", "state": "off"}))
+                .error(&Request::member("web", "192.0.2.50:80", "off"))
                 .await;
             assert!(e.contains("not enabled, disabled or forced-offline"), "{e}");
-            let e = c.error(json!({"cmd": "member", "pool": "web"})).await;
+            let e = c.error_raw(r#"{"cmd":"member","pool":"web"}"#).await;
             assert!(e.contains("missing field `member`"), "{e}");
             // Nothing of that changed anything.
             assert_eq!(web.members[0].admin(), AdminState::Disabled);
@@ -808,17 +709,17 @@ members = [{ address = "127.0.0.1:9001" }]
             let v = c.send_raw(b"{not json\n").await.unwrap();
             assert_eq!(v["ok"], false);
             assert!(v["error"].as_str().unwrap().starts_with("bad request: "));
-            let e = c.error(json!({"cmd": "frobnicate"})).await;
+            let e = c.error_raw(r#"{"cmd":"frobnicate"}"#).await;
             assert!(e.contains("unknown variant `frobnicate`"), "{e}");
-            let e = c.error(json!({"nocmd": 1})).await;
+            let e = c.error_raw(r#"{"nocmd":1}"#).await;
             assert!(e.contains("missing field `cmd`"), "{e}");
-            let e = c.error(json!({"cmd": "show-pools", "nmae": "web"})).await;
+            let e = c.error_raw(r#"{"cmd":"show-pools","nmae":"web"}"#).await;
             assert!(e.contains("unknown field `nmae`"), "{e}");
             let e = c
-                .error(json!({"cmd": "show-connections", "limit": -1}))
+                .error_raw(r#"{"cmd":"show-connections","limit":-1}"#)
                 .await;
             assert!(e.starts_with("bad request"), "{e}");
-            let e = c.error(json!(["status"])).await;
+            let e = c.error_raw(r#"["status"]"#).await;
             assert_eq!(e, "bad request: not a JSON object");
             let v = c.send_raw(b"\n").await.unwrap();
             assert_eq!(v["error"], "empty request");
@@ -828,7 +729,7 @@ members = [{ address = "127.0.0.1:9001" }]
                 .unwrap();
             assert_eq!(c.answer().await.unwrap()["data"]["device"], "lb-a");
             assert_eq!(c.answer().await.unwrap()["ok"], true);
-            let s = c.data(json!({"cmd": "status"})).await;
+            let s = c.data(&Request::Status).await;
             assert_eq!(s["device"], "lb-a");
 
             // Over 1 MiB without a newline: an error, then the connection is closed.
@@ -842,7 +743,7 @@ members = [{ address = "127.0.0.1:9001" }]
             assert!(c.answer().await.is_none(), "closed after an over-long line");
             // The server still serves others.
             let mut c2 = h.client().await;
-            c2.data(json!({"cmd": "status"})).await;
+            c2.data(&Request::Status).await;
         })
         .await;
     }
@@ -854,7 +755,7 @@ members = [{ address = "127.0.0.1:9001" }]
             let mut held = Vec::new();
             for _ in 0..MAX_CLIENTS {
                 let mut c = h.client().await;
-                c.data(json!({"cmd": "status"})).await; // surely accepted and counted
+                c.data(&Request::Status).await; // surely accepted and counted
                 held.push(c);
             }
             let mut extra = h.client().await;
@@ -868,7 +769,7 @@ members = [{ address = "127.0.0.1:9001" }]
             let mut ok = false;
             for _ in 0..100 {
                 let mut c = h.client().await;
-                let v = c.call(json!({"cmd": "status"})).await;
+                let v = c.call(&Request::Status).await;
                 if v["ok"] == true {
                     ok = true;
                     break;
@@ -917,11 +818,19 @@ members = [{ address = "127.0.0.1:9001" }]
                 });
             }
             let mut c = h.client().await;
-            let all = c.data(json!({"cmd": "show-connections"})).await;
+            let all = c
+                .data(&Request::ShowConnections {
+                    limit: None,
+                    virtual_server: None,
+                })
+                .await;
             assert_eq!(all["total"], 3);
             assert_eq!(all["connections"].as_array().unwrap().len(), 3);
             let web = c
-                .data(json!({"cmd": "show-connections", "virtual_server": "web", "limit": 1}))
+                .data(&Request::ShowConnections {
+                    limit: Some(1),
+                    virtual_server: Some("web".into()),
+                })
                 .await;
             assert_eq!(
                 (web["total"].clone(), web["table_entries"].clone()),
@@ -931,34 +840,52 @@ members = [{ address = "127.0.0.1:9001" }]
             assert_eq!(list.len(), 1);
             assert_eq!(list[0]["client"], "203.0.113.7:1000");
             assert_eq!(list[0]["member"], "192.0.2.50:80");
-            let st = c.data(json!({"cmd": "status"})).await;
+            let st = c.data(&Request::Status).await;
             assert_eq!(
                 (st["connections"].clone(), st["persistence_records"].clone()),
                 (json!(3), json!(3))
             );
 
-            let p = c.data(json!({"cmd": "show-persistence"})).await;
+            let p = c.data(&Request::ShowPersistence { profile: None }).await;
             assert_eq!(p.as_array().unwrap().len(), 3);
             assert_eq!(p[0]["key"], "203.0.0.0/24");
             let none = c
-                .data(json!({"cmd": "show-persistence", "profile": "other"}))
+                .data(&Request::ShowPersistence {
+                    profile: Some("other".into()),
+                })
                 .await;
             assert_eq!(none, json!([]));
             let d = c
-                .data(json!({"cmd": "delete-persistence", "member": "192.0.2.51:80"}))
+                .data(&Request::DeletePersistence {
+                    key: None,
+                    member: Some("192.0.2.51:80".into()),
+                    profile: None,
+                })
                 .await;
             assert_eq!(d["deleted"], 2);
             let d = c
-                .data(json!({"cmd": "delete-persistence", "key": "203.0.9.0/24"}))
+                .data(&Request::DeletePersistence {
+                    key: Some("203.0.9.0/24".into()),
+                    member: None,
+                    profile: None,
+                })
                 .await;
             assert_eq!(d["deleted"], 0);
             let e = c
-                .error(json!({"cmd": "delete-persistence", "member": "nonsense"}))
+                .error(&Request::DeletePersistence {
+                    key: None,
+                    member: Some("nonsense".into()),
+                    profile: None,
+                })
                 .await;
             assert!(e.contains("not ADDR:PORT"), "{e}");
             assert_eq!(s.persist.len(), 1);
             let d = c
-                .data(json!({"cmd": "delete-persistence", "profile": "SRC"}))
+                .data(&Request::DeletePersistence {
+                    key: None,
+                    member: None,
+                    profile: Some("SRC".into()),
+                })
                 .await;
             assert_eq!(d["deleted"], 1);
             assert!(s.persist.is_empty());
@@ -971,9 +898,9 @@ members = [{ address = "127.0.0.1:9001" }]
         bounded(async {
             let h = Harness::new(CFG, None);
             let mut c = h.client().await;
-            let e = c.error(json!({"cmd": "reload"})).await;
+            let e = c.error(&Request::Reload).await;
             assert_eq!(e, "no configuration file to reload from");
-            let s = c.data(json!({"cmd": "status"})).await;
+            let s = c.data(&Request::Status).await;
             assert_eq!(s["last_reload"], Value::Null);
         })
         .await;
@@ -987,7 +914,7 @@ members = [{ address = "127.0.0.1:9001" }]
             let h = Harness::new(RELOADABLE, Some(file.clone()));
             let mut c = h.client().await;
             // A runtime state survives a reload that does not touch the member in the file.
-            c.data(json!({"cmd": "member", "pool": "app", "member": "127.0.0.1:9001", "state": "disabled"}))
+            c.data(&Request::member("app", "127.0.0.1:9001", "disabled"))
                 .await;
             std::fs::write(
                 &file,
@@ -997,31 +924,42 @@ members = [{ address = "127.0.0.1:9001" }]
                 ),
             )
             .unwrap();
-            let r = c.data(json!({"cmd": "reload"})).await;
+            let r = c.data(&Request::Reload).await;
             assert_eq!(r["pools"], 1);
             assert_eq!(r["virtual_servers"], 0);
-            let pools = c.data(json!({"cmd": "show-pools", "name": "app"})).await;
+            let pools = c
+                .data(&Request::ShowPools {
+                    name: Some("app".into()),
+                })
+                .await;
             let members = pools[0]["members"].as_array().unwrap();
             assert_eq!(members.len(), 2);
             assert_eq!(members[0]["address"], "127.0.0.1:9002");
             assert_eq!(members[0]["ratio"], 3);
             assert_eq!(members[1]["status"], "disabled");
             assert_eq!(pools[0]["available"], 1);
-            let s = c.data(json!({"cmd": "status"})).await;
+            let s = c.data(&Request::Status).await;
             assert_eq!(s["config_file"], file.display().to_string());
             assert_eq!(s["last_reload"]["ok"], true);
             assert_eq!(s["last_reload"]["summary"]["pools"], 1);
 
             // A bad file: rejected with its reason, the running configuration stays.
             std::fs::write(&file, RELOADABLE.replace("127.0.0.1:9001", "127.0.0.1:0")).unwrap();
-            let e = c.error(json!({"cmd": "reload"})).await;
+            let e = c.error(&Request::Reload).await;
             assert!(e.contains("port 0 is not a member port"), "{e}");
             assert!(e.contains(&file.display().to_string()), "{e}");
-            let pools = c.data(json!({"cmd": "show-pools", "name": "app"})).await;
+            let pools = c
+                .data(&Request::ShowPools {
+                    name: Some("app".into()),
+                })
+                .await;
             assert_eq!(pools[0]["members"].as_array().unwrap().len(), 2);
-            let s = c.data(json!({"cmd": "status"})).await;
+            let s = c.data(&Request::Status).await;
             assert_eq!(s["last_reload"]["ok"], false);
-            assert!(s["last_reload"]["error"].as_str().unwrap().contains("port 0"));
+            assert!(s["last_reload"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("port 0"));
             assert!(s["last_reload"]["at_ms"].as_u64().unwrap() > 0);
         })
         .await;

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use spanlb_control::client::Client;
+use spanlb_control::lbd::Request;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough between test processes).
 pub fn free_port() -> u16 {
@@ -135,27 +137,25 @@ impl Lbd {
     }
 
     /// One control request; returns the whole response object.
-    pub fn control(&self, req: Value) -> Value {
-        let mut s = UnixStream::connect(&self.socket).expect("control socket");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut line = req.to_string();
-        line.push('\n');
-        s.write_all(line.as_bytes()).unwrap();
-        let mut out = String::new();
-        BufReader::new(s).read_line(&mut out).unwrap();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad response {out:?}: {e}"))
+    pub fn control(&self, req: &Request) -> Value {
+        let mut c = Client::<Request>::connect(&self.socket).expect("control socket");
+        c.set_timeouts(Some(Duration::from_secs(10)), None).unwrap();
+        let r = c.call(req).unwrap_or_else(|e| panic!("{req:?}: {e}"));
+        serde_json::to_value(r).unwrap()
     }
 
     /// A control request that must succeed; returns its data.
-    pub fn ok(&self, req: Value) -> Value {
-        let r = self.control(req.clone());
-        assert_eq!(r["ok"], true, "{req} -> {r}");
+    pub fn ok(&self, req: &Request) -> Value {
+        let r = self.control(req);
+        assert_eq!(r["ok"], true, "{req:?} -> {r}");
         r["data"].clone()
     }
 
     /// The member `addr` of `pool` as `show-pools` returns it.
     pub fn member(&self, pool: &str, addr: &str) -> Value {
-        let pools = self.ok(serde_json::json!({"cmd": "show-pools", "name": pool}));
+        let pools = self.ok(&Request::ShowPools {
+            name: Some(pool.into()),
+        });
         let pools = pools.as_array().cloned().unwrap_or_default();
         let p = pools
             .iter()
@@ -171,7 +171,9 @@ impl Lbd {
     }
 
     pub fn virtual_server(&self, name: &str) -> Value {
-        let v = self.ok(serde_json::json!({"cmd": "show-virtual-servers", "name": name}));
+        let v = self.ok(&Request::ShowVirtualServers {
+            name: Some(name.into()),
+        });
         v.as_array()
             .and_then(|a| a.iter().find(|x| x["name"] == name).cloned())
             .unwrap_or_else(|| panic!("no virtual server {name}: {v}"))

@@ -1,0 +1,223 @@
+//! bgpd's control socket (lbd's cluster agent, `bgpctl`).
+//!
+//! One request per line, one response per line. A response is the request's fields beside
+//! `"ok":true` (`{"announced":1,"ok":true}`), or `{"error":"...","ok":false}` ([`Response`]).
+//! Requests ([`Request`]):
+//!
+//! | request | effect | answer |
+//! |---|---|---|
+//! | `{"cmd":"announce","routes":[ROUTE,...],"persistent":false}` | add or replace routes | `{announced}` ([`Announced`]) |
+//! | `{"cmd":"withdraw","routes":[{"prefix":P,"path_id":N},...],"graceful":false}` | remove routes (graceful: announce with GRACEFUL_SHUTDOWN for the linger time first) | `{withdrawn}` ([`Withdrawn`]), graceful: `{withdrawing, linger_ms}` ([`Withdrawing`]) |
+//! | `{"cmd":"withdraw-all-mine"}` | remove every route this client added | `{withdrawn}` |
+//! | `{"cmd":"routes"}` | the route table with owners | `{routes}` ([`RouteList`]) |
+//! | `{"cmd":"neighbors"}` | neighbor status | `{neighbors}` ([`Neighbors`]) |
+//! | `{"cmd":"adj-rib-out","neighbor":ADDR}` | what was sent to a neighbor (all when absent) | `{adj_rib_out}` ([`AdjRibOut`]) |
+//!
+//! ROUTE is the `[[route]]` table of the configuration in JSON ([`RouteConfig`]): `prefix`,
+//! and optionally `path_id`, `next_hop` (`"self"` or an address), `origin`, `as_path_prepend`,
+//! `med`, `communities`, `large_communities`, `local_pref`. `persistent`, `graceful` and a
+//! route's `path_id` may be left out. Fate sharing: the routes a client announced without
+//! `persistent` are withdrawn when its connection closes, so a client keeps its connection
+//! open as long as its routes should stay (bgpd never closes an idle one).
+//!
+//! Request lines are at most [`MAX_LINE`] bytes (a batch of many routes fits easily): a longer
+//! one is answered with an error and the connection is closed (withdrawing that client's
+//! routes). A bad request only gets an error.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::{ControlRequest, Envelope, NO_MESSAGE};
+
+mod route;
+
+pub use route::{
+    AsSegment, Community, LargeCommunity, LargeCommunityText, NextHop, Nlri, Origin, PathAttrs,
+    RouteConfig, GRACEFUL_SHUTDOWN,
+};
+
+/// Longest request line bgpd accepts, newline excluded.
+pub const MAX_LINE: usize = 64 * 1024 * 1024;
+
+/// A control request (`cmd` names the variant in kebab-case).
+///
+/// Fields are declared in alphabetical order, so that a request serializes to the bytes
+/// `serde_json::json!` (sorted maps) wrote before these types existed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Announce {
+        /// Keep the routes after this client's connection closes (bgpctl's routes).
+        #[serde(default)]
+        persistent: bool,
+        routes: Vec<RouteConfig>,
+    },
+    Withdraw {
+        /// Announce with GRACEFUL_SHUTDOWN for the linger time first (RFC 8326).
+        #[serde(default)]
+        graceful: bool,
+        routes: Vec<RouteRef>,
+    },
+    WithdrawAllMine,
+    Routes,
+    Neighbors,
+    AdjRibOut {
+        /// Only this neighbor's; every neighbor's when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        neighbor: Option<IpAddr>,
+    },
+}
+
+impl ControlRequest for Request {
+    type Response = Response;
+    const DAEMON: &'static str = "bgpd";
+}
+
+/// Names a route to withdraw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRef {
+    #[serde(default)]
+    pub path_id: Option<u32>,
+    pub prefix: IpNet,
+}
+
+impl RouteRef {
+    pub fn new(prefix: IpNet, path_id: Option<u32>) -> RouteRef {
+        RouteRef { path_id, prefix }
+    }
+}
+
+/// A route as `routes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    pub route: RouteConfig,
+    /// `config`, `client N` or `client N (persistent)`.
+    pub owner: String,
+    pub graceful_shutdown: bool,
+}
+
+/// One neighbor's Adj-RIB-Out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RibOut {
+    pub neighbor: IpAddr,
+    pub routes: Vec<(Nlri, PathAttrs)>,
+}
+
+/// The answer to `announce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announced {
+    pub announced: usize,
+}
+
+/// The answer to `withdraw` (not graceful) and `withdraw-all-mine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawn {
+    pub withdrawn: usize,
+}
+
+/// The answer to a graceful `withdraw`: how many routes go after how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawing {
+    pub withdrawing: usize,
+    pub linger_ms: u64,
+}
+
+/// The answer to `routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteList {
+    pub routes: Vec<RouteInfo>,
+}
+
+/// The answer to `neighbors`: bgpd's neighbor status objects (address, remote_as, state,
+/// counters, last notifications, …); clients read them as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbors<N = Value> {
+    pub neighbors: Vec<N>,
+}
+
+/// The answer to `adj-rib-out`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjRibOut {
+    pub adj_rib_out: Vec<RibOut>,
+}
+
+/// bgpd's answer: the payload's fields beside `"ok":true`, or `{"error":"...","ok":false}`.
+///
+/// `Ok` holds the fields (without `ok`); [`Response::data`] reads them as one of the typed
+/// answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    Ok(Map<String, Value>),
+    Err(String),
+}
+
+impl Response {
+    /// A success carrying `payload`'s fields (a payload that is not an object adds none).
+    pub fn ok<T: Serialize>(payload: &T) -> Response {
+        match serde_json::to_value(payload) {
+            Ok(Value::Object(m)) => Response::Ok(m),
+            Ok(_) => Response::Ok(Map::new()),
+            Err(e) => Response::Err(format!("internal error: {e}")),
+        }
+    }
+
+    /// A success's fields as `T` (an error answer is `Err` with its message).
+    pub fn data<T: DeserializeOwned>(self) -> Result<T, String> {
+        let m = self.into_result()?;
+        serde_json::from_value(Value::Object(m)).map_err(|e| format!("unexpected answer: {e}"))
+    }
+}
+
+impl Envelope for Response {
+    type Data = Map<String, Value>;
+
+    fn into_result(self) -> Result<Map<String, Value>, String> {
+        match self {
+            Response::Ok(m) => Ok(m),
+            Response::Err(e) => Err(e),
+        }
+    }
+
+    fn failure(message: impl std::fmt::Display) -> Response {
+        Response::Err(message.to_string())
+    }
+}
+
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // One map, keys in the order bgpd has always written them in (sorted).
+        let mut m = Map::new();
+        match self {
+            Response::Ok(fields) => {
+                m.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+                m.insert("ok".into(), true.into());
+            }
+            Response::Err(e) => {
+                m.insert("ok".into(), false.into());
+                m.insert("error".into(), e.as_str().into());
+            }
+        }
+        m.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Response {
+    /// Any JSON: anything but `"ok": true` is a failure.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Object(mut m) if m.get("ok") == Some(&Value::Bool(true)) => {
+                m.remove("ok");
+                Response::Ok(m)
+            }
+            v => Response::Err(v["error"].as_str().unwrap_or(NO_MESSAGE).to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

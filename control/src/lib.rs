@@ -1,0 +1,62 @@
+//! spanlb's control protocols: what `lbctl` and the cluster agent say to lbd, and what lbd and
+//! `bgpctl` say to bgpd, over each daemon's Unix control socket.
+//!
+//! Both sockets speak JSON lines: a client writes one request object per line and reads one
+//! response object per line, as many as it likes on one connection. A request names its
+//! command in `cmd` (kebab-case) and carries its arguments as fields; an unknown field of a
+//! request with arguments is rejected (serde ignores extra fields of one without). The wire
+//! format of each daemon is documented with its types:
+//!
+//! - [`lbd`]: lbd's requests ([`lbd::Request`]) and its envelope
+//!   `{"data":...,"ok":true}` / `{"error":"...","ok":false}` ([`lbd::Response`]);
+//! - [`bgpd`]: bgpd's requests ([`bgpd::Request`], with [`bgpd::RouteConfig`] and
+//!   [`bgpd::RouteRef`]) and its envelope, whose fields sit beside `ok`
+//!   ([`bgpd::Response`]), with typed payloads ([`bgpd::Announced`], [`bgpd::RouteList`], …).
+//!
+//! Around them:
+//!
+//! - [`client`]: a JSON-lines client, blocking ([`client::Client`]) and async
+//!   ([`client::AsyncClient`]), generic over the request type ([`ControlRequest`]);
+//! - [`framing`]: the server side both daemons share: bounded request lines, parsing, one
+//!   response line with a write timeout, and a whole connection's loop ([`framing::serve`]);
+//! - [`table`]: the plain-text tables `lbctl` and `bgpctl` print.
+//!
+//! Every failure of the client is an [`Error`].
+//!
+//! This crate does no logging and spawns nothing: the daemons keep their own policies (how
+//! many clients, what to log) and call into it.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub mod bgpd;
+pub mod client;
+pub mod framing;
+pub mod lbd;
+pub mod table;
+
+mod error;
+
+pub use error::Error;
+
+/// A request type of one daemon's control socket: how it answers, and what it is called in
+/// messages.
+pub trait ControlRequest: Serialize {
+    /// The response envelope the daemon answers with.
+    type Response: Envelope;
+    /// The daemon's name in messages (`lbd`, `bgpd`).
+    const DAEMON: &'static str;
+}
+
+/// A response envelope: a success with its payload, or the daemon's error line.
+pub trait Envelope: Serialize + DeserializeOwned {
+    /// What a success carries.
+    type Data;
+    /// The payload, or the daemon's error message.
+    fn into_result(self) -> Result<Self::Data, String>;
+    /// A failure answer carrying `message` (servers; the envelope decides how it is cleaned).
+    fn failure(message: impl std::fmt::Display) -> Self;
+}
+
+/// What an answer without an error message is reported as.
+pub(crate) const NO_MESSAGE: &str = "error without a message";

@@ -205,7 +205,10 @@ mod tests {
             next_hop: None
         }));
         assert!(!r.iter().any(|r| r.prefix.to_string() == "20.1.1.3/32"));
-        assert_eq!(r[0].json()["next_hop"], "self");
+        assert_eq!(
+            serde_json::to_value(r[0].config()).unwrap()["next_hop"],
+            "self"
+        );
     }
 
     #[test]

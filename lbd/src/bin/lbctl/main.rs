@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use serde_json::Value;
@@ -76,7 +75,7 @@ fn main() -> ExitCode {
             let text = if args.json {
                 serde_json::to_string_pretty(&data).unwrap_or_default() + "\n"
             } else {
-                render::render(&args.cmd, &data, now_ms())
+                render::render(&args.cmd, &data, lbd::sys::now_ms())
             };
             print!("{text}");
             ExitCode::SUCCESS
@@ -90,13 +89,6 @@ fn main() -> ExitCode {
             ExitCode::from(3)
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod configsync;
 pub mod mirror;
 pub mod monitor;
 pub mod plugins;

@@ -499,6 +499,7 @@ async fn forged_and_replayed_heartbeats_change_nothing() {
         unsynced: Vec::new(),
         usable_ms: 0,
         unavailable: Vec::new(),
+        config: None,
     };
     // Replayer: A's captured heartbeat, once B has heard newer ones from A.
     tokio::time::sleep(INTERVAL * 3).await;

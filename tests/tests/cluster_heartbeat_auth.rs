@@ -127,6 +127,7 @@ fn forged_and_replayed_heartbeats_change_nothing() {
             unsynced: vec![],
             usable_ms: 0,
             unavailable: vec![],
+            config: None,
         },
         Heartbeat {
             device: "b".into(),
@@ -143,6 +144,7 @@ fn forged_and_replayed_heartbeats_change_nothing() {
             unsynced: vec![],
             usable_ms: 0,
             unavailable: vec![],
+            config: None,
         },
     ];
     let mut wrong_key: Vec<Vec<u8>> = forged.iter().map(|h| encode(h, &wrong).unwrap()).collect();
@@ -159,6 +161,7 @@ fn forged_and_replayed_heartbeats_change_nothing() {
         unsynced: vec![],
         usable_ms: 0,
         unavailable: vec![],
+        config: None,
     };
     let old_right = encode(&old, &right).unwrap();
     let targets: Vec<SocketAddr> = DEVICES

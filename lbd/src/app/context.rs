@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use tracing::warn;
 
 use super::daemon::{Daemon, DaemonError, ReloadSummary};
+use super::sync::ConfigSync;
 use crate::cluster::agent::{Cluster, Local};
 use crate::cluster::ports::{RouteHealth, Takeover};
 use crate::mirror::service::Mirroring;
@@ -20,6 +21,8 @@ pub struct App {
     pub daemon: Arc<Daemon>,
     pub cluster: Option<Arc<Cluster>>,
     pub mirror: Option<Arc<Mirroring>>,
+    /// Config sync, with the device group.
+    pub sync: Option<Arc<ConfigSync>>,
 }
 
 impl App {
@@ -29,6 +32,7 @@ impl App {
             daemon,
             cluster: None,
             mirror: None,
+            sync: None,
         })
     }
 
@@ -46,8 +50,12 @@ impl App {
             if Local::from_config(&rt.config).as_ref() != Some(&c.local) {
                 warn!("device-group settings in [device] changed: they take effect at the next restart");
             }
+            let config = rt.config.clone();
             drop(rt);
             c.refresh_virtual_addresses().await;
+            if let Some(s) = &self.sync {
+                s.committed(&config).await;
+            }
         }
         Ok(summary)
     }

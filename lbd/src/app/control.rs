@@ -185,6 +185,10 @@ pub async fn handle(req: Request, app: &App) -> Result<Value, String> {
         },
         Request::ShowDeviceGroup => Ok(json!({"device_group": cluster(app)?.device_group().await})),
         Request::ShowTrafficGroups => Ok(cluster(app)?.traffic_groups().await),
+        Request::ConfigStatus => match &app.sync {
+            Some(s) => Ok(s.status()),
+            None => Err("no device group configured (set device.device_group)".to_string()),
+        },
         Request::ShowMirroring => Ok(match app.mirror.as_ref() {
             Some(m) => m.status(),
             None => json!({

@@ -16,6 +16,7 @@ mod context;
 pub mod control;
 pub mod daemon;
 pub mod metrics;
+pub mod sync;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -61,6 +62,8 @@ pub enum AppError {
     GroupFile(#[from] ConfigError),
     #[error("{0}")]
     Mirror(#[from] MirrorError),
+    #[error("config sync: {0}")]
+    Sync(#[from] crate::configsync::DocumentError),
 }
 
 /// Runs lbd until `shutdown` resolves (see the module documentation for the order things
@@ -124,10 +127,18 @@ pub async fn run(
         }
         _ => None,
     };
+    let sync = match &cluster {
+        Some(c) => Some(sync::ConfigSync::start(
+            c.clone(),
+            &live.runtime.load().config,
+        )?),
+        None => None,
+    };
     let app = Arc::new(App {
         daemon,
         cluster,
         mirror,
+        sync,
     });
     let control = bind_control(&control_path)?;
     let metrics = match metrics_addr {

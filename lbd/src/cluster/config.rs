@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::driver::DriverConfig;
 use super::heartbeat::GroupKey;
 use super::placement::{GroupSpec, TrafficGroupSpec};
-use crate::config::{invalid, parse_toml, read_file, ConfigError};
+use crate::config::{invalid, parse_json, parse_toml, read_file, ConfigError};
 
 /// The whole device-group file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -254,6 +254,15 @@ impl GroupConfig {
     /// Parses and validates TOML text; `name` stands for the file name in errors.
     pub fn from_toml(text: &str, name: &str) -> Result<GroupConfig, ConfigError> {
         let cfg: GroupConfig = parse_toml(text, name)?;
+        cfg.validate().map_err(|e| invalid(name, e))?;
+        Ok(cfg)
+    }
+
+    /// Validates a device group received as JSON (config sync), as [`GroupConfig::from_toml`]
+    /// does a file.
+    pub fn from_value(v: serde_json::Value) -> Result<GroupConfig, ConfigError> {
+        let name = "synced device group";
+        let cfg: GroupConfig = parse_json(v, name)?;
         cfg.validate().map_err(|e| invalid(name, e))?;
         Ok(cfg)
     }

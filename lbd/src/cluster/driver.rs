@@ -67,7 +67,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::heartbeat::{decode, encode, GroupKey, HeartbeatError, ReplayGuard, MAX_DATAGRAM};
-use super::placement::{GroupSpec, GroupStatus, Input, Output, PathOwner, Placement, Role};
+use super::placement::{
+    GroupSpec, GroupStatus, Input, Output, PathOwner, PeerConfig, Placement, Role,
+};
+use super::ConfigMark;
 
 /// The most datagrams read in one drain before a timer or a command is fed.
 pub const DRAIN_MAX: usize = 1024;
@@ -170,6 +173,7 @@ enum Command {
     Eligible(bool, oneshot::Sender<()>),
     Unsynced(BTreeSet<String>, oneshot::Sender<()>),
     Unavailable(BTreeSet<IpAddr>, oneshot::Sender<()>),
+    Config(Option<ConfigMark>, oneshot::Sender<()>),
 }
 
 /// Where every traffic group's path leads ([`Placement::paths`]); None while unknown.
@@ -188,8 +192,11 @@ pub struct DriverHandle {
     unsynced: Arc<tokio::sync::Mutex<BTreeSet<String>>>,
     /// The same for the unavailable set.
     unavailable: Arc<tokio::sync::Mutex<BTreeSet<IpAddr>>>,
+    /// The same for the configuration mark.
+    config: Arc<tokio::sync::Mutex<Option<ConfigMark>>>,
     paths: watch::Receiver<Paths>,
     roles: watch::Receiver<Vec<Role>>,
+    peer_configs: watch::Receiver<Vec<PeerConfig>>,
 }
 
 impl std::fmt::Debug for DriverHandle {
@@ -268,6 +275,14 @@ impl DriverHandle {
             .await;
     }
 
+    /// This device's group configuration (config sync): carried in heartbeats, so that every
+    /// device sees within one heartbeat interval whether the group holds the same. Sent to the
+    /// placement only when it changed.
+    pub async fn set_config(&self, mark: Option<ConfigMark>) {
+        self.send_if_changed(&self.config, mark, Command::Config)
+            .await;
+    }
+
     /// Sends `value` as `command` unless it equals `last` (held while sending, so that values
     /// from several clones reach the task in the order they were recorded), then waits for the
     /// task to have taken it.
@@ -297,6 +312,12 @@ impl DriverHandle {
     /// Watches each traffic group's holder and next-active device ([`Placement::roles`]).
     pub fn roles(&self) -> watch::Receiver<Vec<Role>> {
         self.roles.clone()
+    }
+
+    /// Watches each peer's group configuration mark and liveness
+    /// ([`Placement::peer_configs`]), for config sync.
+    pub fn peer_configs(&self) -> watch::Receiver<Vec<PeerConfig>> {
+        self.peer_configs.clone()
     }
 
     /// The counters now (they keep their last values once the driver has stopped).
@@ -419,11 +440,14 @@ async fn start(
     let placement = Placement::new(cfg.spec.clone(), epoch);
     let unsynced = Arc::new(tokio::sync::Mutex::new(placement.unsynced().clone()));
     let unavailable = Arc::new(tokio::sync::Mutex::new(BTreeSet::new()));
+    let config = Arc::new(tokio::sync::Mutex::new(None));
     let (paths_tx, paths_rx) = watch::channel(None);
     let (roles_tx, roles_rx) = watch::channel(Vec::new());
+    let (configs_tx, configs_rx) = watch::channel(Vec::new());
     let driver = Driver {
         paths: paths_tx,
         roles: roles_tx,
+        peer_configs: configs_tx,
         placement,
         spec: cfg.spec,
         key: cfg.key,
@@ -449,8 +473,10 @@ async fn start(
             last,
             unsynced,
             unavailable,
+            config,
             paths: paths_rx,
             roles: roles_rx,
+            peer_configs: configs_rx,
         },
         task,
     ))
@@ -487,6 +513,7 @@ struct Driver {
     buf: Vec<u8>,
     paths: watch::Sender<Paths>,
     roles: watch::Sender<Vec<Role>>,
+    peer_configs: watch::Sender<Vec<PeerConfig>>,
 }
 
 impl Drop for Driver {
@@ -559,6 +586,10 @@ impl Driver {
             Command::Unsynced(set, reply) => {
                 info!(device = %self.spec.me, unsynced = ?set, "mirror sync state set");
                 self.feed(Input::Unsynced(set));
+                let _ = reply.send(());
+            }
+            Command::Config(mark, reply) => {
+                self.feed(Input::Config(mark));
                 let _ = reply.send(());
             }
             Command::Unavailable(set, reply) => {
@@ -703,6 +734,12 @@ impl Driver {
         self.roles.send_if_modified(|r| {
             let changed = *r != roles;
             *r = roles;
+            changed
+        });
+        let configs = self.placement.peer_configs(now);
+        self.peer_configs.send_if_modified(|c| {
+            let changed = *c != configs;
+            *c = configs;
             changed
         });
         let paths = self.placement.paths(now);

@@ -58,6 +58,25 @@ pub struct Heartbeat {
     /// senders (everything available).
     #[serde(default)]
     pub unavailable: Vec<IpAddr>,
+    /// The sender's group configuration (config sync): the generation it holds and whether it
+    /// holds a change it has not synced. None from old senders and from devices that hold no
+    /// group configuration yet.
+    #[serde(default)]
+    pub config: Option<ConfigMark>,
+}
+
+/// A device's group configuration as its heartbeats carry it: so a difference between
+/// devices shows within one heartbeat interval (`configsync`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigMark {
+    /// The generation: the device that committed the change, its counter, when (Unix ms), and
+    /// the SHA-256 digest of the canonical group configuration.
+    pub origin: String,
+    pub counter: u64,
+    pub time_ms: u64,
+    pub digest: [u8; 32],
+    /// The sender committed a change it has not synced to the group.
+    pub dirty: bool,
 }
 
 fn unknown_usable() -> u64 {

@@ -113,7 +113,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{Claim, Heartbeat, Order};
+use super::{Claim, ConfigMark, Heartbeat, Order};
 
 /// One traffic group's failover settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +164,8 @@ pub enum Input {
     /// The spanning virtual addresses route health says not to advertise on this device. The
     /// whole set, not a change.
     Unavailable(BTreeSet<IpAddr>),
+    /// This device's group configuration (config sync), carried in its heartbeats.
+    Config(Option<ConfigMark>),
     /// `lbctl failover TG [--to DEV]` issued on this device (to = None: its next-active).
     Failover {
         traffic_group: String,
@@ -241,6 +243,15 @@ pub struct Role {
     pub holder: Option<String>,
     /// The device that would take it over next.
     pub next_active: Option<String>,
+}
+
+/// A peer's group configuration as its last heartbeat carried it, and whether it is alive
+/// (see [`Placement::peer_configs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub device: String,
+    pub alive: bool,
+    pub config: Option<ConfigMark>,
 }
 
 /// Which rule put a traffic group where [`place`] says.
@@ -435,6 +446,9 @@ pub struct DeviceStatus {
     /// Virtual addresses its route health says not to advertise (its last heartbeat; this
     /// device's own set).
     pub unavailable: Vec<IpAddr>,
+    /// Its group configuration (its last heartbeat; this device's own), for config sync.
+    #[serde(skip)]
+    pub config: Option<ConfigMark>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -476,6 +490,8 @@ struct Peer {
     unsynced: BTreeSet<String>,
     /// Virtual addresses not available on it (its last heartbeat).
     unavailable: BTreeSet<IpAddr>,
+    /// Its group configuration (its last heartbeat).
+    config: Option<ConfigMark>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -515,6 +531,8 @@ pub struct Placement {
     unsynced: BTreeSet<String>,
     /// Virtual addresses not available here ([`Input::Unavailable`]).
     unavailable: BTreeSet<IpAddr>,
+    /// This device's group configuration ([`Input::Config`]).
+    config: Option<ConfigMark>,
     /// TGs active here and since when.
     active: BTreeMap<String, Instant>,
     /// The generation of this device's claim of each TG active here.
@@ -574,6 +592,7 @@ impl Placement {
             usable_since: None,
             unsynced,
             unavailable: BTreeSet::new(),
+            config: None,
             active: BTreeMap::new(),
             generations: BTreeMap::new(),
             ordered: BTreeSet::new(),
@@ -653,6 +672,10 @@ impl Placement {
                 changed = set != self.unavailable;
                 self.unavailable = set;
             }
+            Input::Config(mark) => {
+                changed = mark != self.config;
+                self.config = mark;
+            }
             Input::Failover { traffic_group, to } => {
                 changed = self.failover(now, &traffic_group, to);
             }
@@ -731,6 +754,24 @@ impl Placement {
             .collect()
     }
 
+    /// Each peer's group configuration (its last heartbeat) and whether it is alive: what
+    /// config sync compares this device's configuration with.
+    pub fn peer_configs(&self, now: Instant) -> Vec<PeerConfig> {
+        self.spec
+            .devices
+            .iter()
+            .filter(|d| **d != self.spec.me)
+            .map(|d| {
+                let p = self.peers.get(d);
+                PeerConfig {
+                    device: d.clone(),
+                    alive: p.is_some_and(|p| self.alive(p, now)),
+                    config: p.and_then(|p| p.config.clone()),
+                }
+            })
+            .collect()
+    }
+
     pub fn status(&self, now: Instant) -> GroupStatus {
         let view = self.view(now);
         let ms_ago = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
@@ -748,6 +789,7 @@ impl Placement {
                         active: self.active.keys().cloned().collect(),
                         unsynced: self.unsynced.iter().cloned().collect(),
                         unavailable: self.unavailable.iter().copied().collect(),
+                        config: self.config.clone(),
                     }
                 } else {
                     let p = self.peers.get(name);
@@ -765,6 +807,7 @@ impl Placement {
                         unavailable: p
                             .map(|p| p.unavailable.iter().copied().collect())
                             .unwrap_or_default(),
+                        config: p.and_then(|p| p.config.clone()),
                     }
                 }
             })
@@ -1008,6 +1051,7 @@ impl Placement {
                 ordered,
                 unsynced: hb.unsynced.iter().cloned().collect(),
                 unavailable: hb.unavailable.iter().copied().collect(),
+                config: hb.config.clone(),
             },
         );
     }
@@ -1166,6 +1210,7 @@ impl Placement {
                 orders: self.orders.values().cloned().collect(),
                 unsynced: self.unsynced.iter().cloned().collect(),
                 unavailable: self.unavailable.iter().copied().collect(),
+                config: self.config.clone(),
             }));
         }
     }

@@ -587,6 +587,19 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Deserializes a configuration received as JSON (config sync); `origin` stands for the file
+/// name in errors.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+    origin: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(v).map_err(|e| ConfigError::Invalid {
+        file: origin.into(),
+        key: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
+}
+
 /// A validation failure (key, message) as the error naming `file`.
 pub fn invalid(file: &str, (key, message): (String, String)) -> ConfigError {
     ConfigError::Invalid {
@@ -606,6 +619,16 @@ impl Config {
     /// Parses and validates TOML text; `name` stands for the file name in errors.
     pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
         let mut cfg: Config = parse_toml(text, name)?;
+        cfg.normalize_names();
+        cfg.validate().map_err(|e| invalid(name, e))?;
+        Ok(cfg)
+    }
+
+    /// Validates a configuration received as JSON (config sync: this device's `[device]` with
+    /// the group configuration), as [`Config::from_toml`] does a file.
+    pub fn from_value(v: serde_json::Value) -> Result<Config, ConfigError> {
+        let name = "synced configuration";
+        let mut cfg: Config = parse_json(v, name)?;
         cfg.normalize_names();
         cfg.validate().map_err(|e| invalid(name, e))?;
         Ok(cfg)
@@ -928,4 +951,4 @@ fn valid_ifname(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,6 +1,6 @@
 use super::*;
 
-const FULL: &str = r#"
+pub(crate) const FULL: &str = r#"
 [device]
 name = "A"
 internal_address = "10.1.1.6"

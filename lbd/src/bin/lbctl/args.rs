@@ -65,10 +65,20 @@ pub enum Cmd {
     /// End standby: this device may hold traffic groups again (auto-failback brings back those
     /// that prefer it).
     Release,
+    /// Config sync: the group configuration this device holds, and whether the group does.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Device trust for the mirroring channels: the group CA and device certificates. Runs
     /// locally on files (no daemon): exit 0 done, 1 error, 2 usage.
     #[command(subcommand)]
     Trust(TrustCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// This device's sync status (in-sync, changes-pending, awaiting-initial-sync,
+    /// disconnected, sync-failed) and each device's generation, as heartbeats carry them.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +240,7 @@ pub fn request(cmd: &Cmd) -> Option<Request> {
         },
         Cmd::Standby => Request::Standby,
         Cmd::Release => Request::Release,
+        Cmd::Config(ConfigCmd::Status) => Request::ConfigStatus,
         Cmd::Trust(_) => return None,
     })
 }

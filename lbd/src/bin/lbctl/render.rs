@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use spanlb_control::table::{Align, Table};
 
-use crate::args::{Cmd, PersistenceCmd, Show};
+use crate::args::{Cmd, ConfigCmd, PersistenceCmd, Show};
 
 mod fmt;
 
@@ -36,7 +36,68 @@ pub fn render(cmd: &Cmd, data: &Value, now: u64) -> String {
         ),
         Cmd::Standby => "standby: this device gives up its traffic groups and takes none until `lbctl release`\n".into(),
         Cmd::Release => "released: this device may hold traffic groups again\n".into(),
+        Cmd::Config(ConfigCmd::Status) => config_status(data, now),
         Cmd::Trust(_) => String::new(),
+    }
+}
+
+/// `lbctl config status`.
+fn config_status(data: &Value, now: u64) -> String {
+    let generation = |g: &Value| -> String {
+        if g.is_null() {
+            return "-".into();
+        }
+        let digest = g["digest"].as_str().unwrap_or("");
+        format!(
+            "{}:{} {}, {}",
+            text(&g["origin"]),
+            text(&g["counter"]),
+            &digest[..digest.len().min(12)],
+            when(num(&g["time_ms"]), now)
+        )
+    };
+    let mut out = format!("{}: {}\n", text(&data["me"]), text(&data["status"]));
+    let detail = &data["detail"];
+    if detail["status"] == "changes-pending" {
+        out.push_str(&format!(
+            "  changes held by: {}; behind: {}\n",
+            names(&detail["holders"]),
+            names(&detail["behind"])
+        ));
+    }
+    if !data["overwritten"].is_null() {
+        out.push_str(&format!(
+            "  this device's change {} was overwritten by {}\n",
+            generation(&data["overwritten"]["ours"]),
+            generation(&data["overwritten"]["by"])
+        ));
+    }
+    let mut t = Table::new(&[
+        ("DEVICE", L),
+        ("ALIVE", L),
+        ("GENERATION", L),
+        ("UNSYNCED", L),
+        ("SAME", L),
+    ]);
+    for d in list(&data["devices"]) {
+        t.row(vec![
+            text(&d["name"]),
+            yes_no(&d["alive"]),
+            generation(&d["generation"]),
+            yes_no(&d["dirty"]),
+            yes_no(&d["same_as_me"]),
+        ]);
+    }
+    out.push_str(&t.render(""));
+    out
+}
+
+fn names(v: &Value) -> String {
+    let n: Vec<String> = list(v).iter().map(text).collect();
+    if n.is_empty() {
+        "-".into()
+    } else {
+        n.join(", ")
     }
 }
 fn show_plugins(data: &Value) -> String {

@@ -17,7 +17,7 @@
 //! decide anything about liveness or placement (that is `placement`'s job), and it does not
 //! encrypt: heartbeats are authenticated, not secret.
 //!
-//! # Wire format (version 3; versions 1 and 2 are read)
+//! # Wire format (version 4; versions 1 to 3 are read)
 //!
 //! Integers are big-endian. A `name` is a `u8` length (1..=64) followed by that many bytes of
 //! UTF-8. The whole datagram is at most [`MAX_DATAGRAM`] (1400) bytes, so it fits in one
@@ -52,7 +52,11 @@
 //! +---------------+-------------------------------+         (mirroring)
 //! | unavail. count| count x ( family: u8 (4 | 6), |     2+  spanning virtual addresses
 //! |               |   address: 4 | 16 bytes )     |         not available here
-//! +---------------+-------------------------------+
+//! +-------+-------+-------------------------------+
+//! |config | 0: none; 1: origin: name,             |     1+  the group configuration
+//! |       |   counter: u64, time_ms: u64,         |         held (version 4; config
+//! |       |   digest: 32 bytes, dirty: u8 (0 | 1) |         sync)
+//! +-------+---------------------------------------+
 //! | tag: 32 bytes                                 |     32  HMAC-SHA256(group key,
 //! +-----------------------------------------------+         every byte above)
 //! ```
@@ -60,9 +64,10 @@
 //! Version 1 had no `usable_ms`, no generations (the active list is names only), no unsynced
 //! and no unavailable list; version 2 added the unsynced list (written only when not empty).
 //! Version 3 adds `usable_ms`, the claims' generations and the unavailable addresses, and
-//! always carries both lists. [`decode`] reads all three (a missing generation is 0, a missing
-//! `usable_ms` is `u64::MAX`, missing lists are empty);
-//! [`encode`] writes version 3, so every device of a group must run a release that reads it.
+//! always carries both lists; version 4 adds the configuration mark. [`decode`] reads all four
+//! (a missing generation is 0, a missing `usable_ms` is `u64::MAX`, missing lists are empty,
+//! a missing mark is none); [`encode`] writes version 4, so every device of a group must run
+//! a release that reads it.
 //!
 //! `flags` is reserved: senders write 0 and receivers reject anything else, so that a later
 //! meaning of a flag is never silently ignored (a new meaning comes with a new version).
@@ -92,7 +97,7 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{Claim, Heartbeat, Order};
+use super::{Claim, ConfigMark, Heartbeat, Order};
 
 #[cfg(test)]
 mod tests;
@@ -105,9 +110,10 @@ pub const MAGIC: [u8; 4] = *b"SLHB";
 pub const VERSION_1: u8 = 1;
 /// Version 1 plus the unsynced list (non-empty).
 pub const VERSION_UNSYNCED: u8 = 2;
-/// The version [`encode`] writes: claims with generations, the unsynced and the unavailable
-/// lists.
-pub const VERSION: u8 = 3;
+/// Claims with generations, the unsynced and the unavailable lists.
+pub const VERSION_3: u8 = 3;
+/// The version [`encode`] writes: version 3 plus the configuration mark.
+pub const VERSION: u8 = 4;
 /// The largest datagram [`encode`] produces and [`decode`] accepts, tag included.
 pub const MAX_DATAGRAM: usize = 1400;
 /// The longest name (device or traffic group), in bytes of UTF-8.
@@ -281,6 +287,17 @@ pub fn encode(hb: &Heartbeat, key: &GroupKey) -> Result<Vec<u8>, HeartbeatError>
             return Err(HeartbeatError::TooLarge(out.len() + TAG_LEN));
         }
     }
+    match &hb.config {
+        None => out.push(0),
+        Some(m) => {
+            out.push(1);
+            put_name(&mut out, &m.origin, "config origin")?;
+            out.extend_from_slice(&m.counter.to_be_bytes());
+            out.extend_from_slice(&m.time_ms.to_be_bytes());
+            out.extend_from_slice(&m.digest);
+            out.push(u8::from(m.dirty));
+        }
+    }
     seal(out, key)
 }
 
@@ -355,7 +372,7 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
         1 => true,
         _ => return Err(HeartbeatError::Malformed("eligible")),
     };
-    let usable_ms = if version >= VERSION {
+    let usable_ms = if version >= VERSION_3 {
         r.u64("usable_ms")?
     } else {
         u64::MAX
@@ -365,7 +382,7 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
     let mut active = Vec::with_capacity(usize::from(count).min(r.rest.len() / 2));
     for _ in 0..count {
         let traffic_group = r.name("active traffic group")?;
-        let (generation, ordered) = if version >= VERSION {
+        let (generation, ordered) = if version >= VERSION_3 {
             let g = r.u64("claim generation")?;
             let ordered = match r.u8("claim flags")? {
                 0 => false,
@@ -407,7 +424,7 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
         }
     }
     let mut unavailable = Vec::new();
-    if version >= VERSION {
+    if version >= VERSION_3 {
         let count = r.u16("unavailable count")?;
         // Each entry takes at least 5 bytes.
         unavailable.reserve(usize::from(count).min(r.rest.len() / 5));
@@ -420,6 +437,25 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
             unavailable.push(a);
         }
     }
+    let config = if version >= VERSION {
+        match r.u8("config")? {
+            0 => None,
+            1 => Some(ConfigMark {
+                origin: r.name("config origin")?,
+                counter: r.u64("config counter")?,
+                time_ms: r.u64("config time")?,
+                digest: r.array::<32>("config digest")?,
+                dirty: match r.u8("config dirty")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(HeartbeatError::Malformed("config dirty")),
+                },
+            }),
+            _ => return Err(HeartbeatError::Malformed("config")),
+        }
+    } else {
+        None
+    };
     if !r.rest.is_empty() {
         return Err(HeartbeatError::TrailingBytes(r.rest.len()));
     }
@@ -434,6 +470,7 @@ pub fn decode(datagram: &[u8], key: &GroupKey) -> Result<Heartbeat, HeartbeatErr
         orders,
         unsynced,
         unavailable,
+        config,
     })
 }
 

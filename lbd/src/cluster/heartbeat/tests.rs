@@ -27,6 +27,20 @@ fn sample() -> Heartbeat {
         }],
         unsynced: vec![],
         unavailable: vec![],
+        config: None,
+    }
+}
+
+fn sample_config() -> Heartbeat {
+    Heartbeat {
+        config: Some(ConfigMark {
+            origin: "lb-b".into(),
+            counter: 7,
+            time_ms: 1_700_000_003_000,
+            digest: [0xab; 32],
+            dirty: true,
+        }),
+        ..sample()
     }
 }
 
@@ -77,10 +91,12 @@ fn round_trip_empty_lists_and_extremes() {
         orders: vec![],
         unsynced: vec![],
         unavailable: vec![],
+        config: None,
     };
     let d = encode(&h, &key()).unwrap();
-    // Header, name, three u64, eligible, usable_ms, and four empty lists.
-    assert_eq!(d.len(), HEADER_LEN + 2 + 24 + 1 + 8 + 4 * 2 + TAG_LEN);
+    // Header, name, three u64, eligible, usable_ms, four empty lists and no configuration
+    // mark.
+    assert_eq!(d.len(), HEADER_LEN + 2 + 24 + 1 + 8 + 4 * 2 + 1 + TAG_LEN);
     assert_eq!(decode(&d, &key()).unwrap(), h);
 }
 
@@ -232,8 +248,8 @@ fn authenticated_but_malformed_is_rejected() {
     };
     assert!(matches!(with(0, b'X'), Err(HeartbeatError::BadMagic)));
     assert!(matches!(
-        with(4, 4),
-        Err(HeartbeatError::UnsupportedVersion(4))
+        with(4, 5),
+        Err(HeartbeatError::UnsupportedVersion(5))
     ));
     assert!(matches!(
         with(4, 0),
@@ -374,11 +390,39 @@ fn versions_1_and_2_decode_with_generation_0_and_empty_lists() {
     ));
     // A version-1 body read as version 3 runs short of the generations.
     let mut as_v3 = v1;
-    as_v3[4] = VERSION;
+    as_v3[4] = VERSION_3;
     assert!(matches!(
         decode(&sealed(&as_v3), &key()),
         Err(HeartbeatError::Malformed(_))
     ));
+}
+
+#[test]
+fn version_4_carries_the_configuration_mark_and_3_has_none() {
+    for h in [sample(), sample_config()] {
+        let d = encode(&h, &key()).unwrap();
+        assert_eq!(d[4], VERSION);
+        assert_eq!(decode(&d, &key()).unwrap(), h);
+    }
+    // The mark is the last field: without it and as version 3, the same heartbeat, no mark.
+    let d = encode(&sample(), &key()).unwrap();
+    let mut v3 = d[..d.len() - TAG_LEN - 1].to_vec();
+    v3[4] = VERSION_3;
+    assert_eq!(decode(&sealed(&v3), &key()).unwrap(), sample());
+    // A dirty flag or a presence byte other than 0 or 1 is refused.
+    let d = encode(&sample_config(), &key()).unwrap();
+    let body = &d[..d.len() - TAG_LEN];
+    for (at, field) in [
+        (body.len() - 1, "config dirty"),
+        (body.len() - 1 - 32 - 16 - 5 - 1, "config"),
+    ] {
+        let mut b = body.to_vec();
+        b[at] = 2;
+        assert!(
+            matches!(decode(&sealed(&b), &key()), Err(HeartbeatError::Malformed(f)) if f == field),
+            "{field}"
+        );
+    }
 }
 
 #[test]
@@ -406,8 +450,9 @@ fn malformed_unavailable_list_is_rejected() {
     };
     let d = encode(&h, &key()).unwrap();
     let body = d[..d.len() - TAG_LEN].to_vec();
-    // The family byte is the fifth from the end (4 address bytes follow it).
-    let family_at = body.len() - 5;
+    // The family byte is the sixth from the end (4 address bytes and the configuration
+    // mark's presence byte follow it).
+    let family_at = body.len() - 6;
     assert_eq!(body[family_at], 4);
     for bad in [0u8, 5, 7, 255] {
         let mut b = body.clone();
@@ -426,7 +471,7 @@ fn malformed_unavailable_list_is_rejected() {
     ));
     // A count beyond what is there.
     let mut b = body;
-    let count_at = b.len() - 7;
+    let count_at = b.len() - 8;
     b[count_at] = 0x7f;
     assert!(matches!(
         decode(&sealed(&b), &key()),
@@ -457,8 +502,9 @@ fn malformed_unsynced_list_is_rejected() {
         Err(HeartbeatError::Malformed("unsynced traffic group"))
     ));
     let mut long = body.clone();
-    // The last name's length byte: before "tg-3" and the empty unavailable list.
-    let at = long.len() - 7;
+    // The last name's length byte: before "tg-3", the empty unavailable list and the
+    // configuration mark's presence byte.
+    let at = long.len() - 8;
     assert_eq!(long[at], 4);
     long[at] = 65;
     assert!(matches!(
@@ -693,14 +739,14 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
         any::<u64>(),
         any::<u64>(),
         (any::<bool>(), any::<u64>()),
-        // At most 109 + 8 * 74 + 3 * 138 + 2 + 2 * 65 + 2 + 4 * 17 = 1317 bytes with the
-        // list counts and the tag: always within MAX_DATAGRAM.
+        // At most 109 + 7 * 74 + 3 * 138 + 2 + 2 * 65 + 2 + 4 * 17 + 115 = 1358 bytes with
+        // the list counts, the configuration mark and the tag: always within MAX_DATAGRAM.
         prop::collection::vec(
             (name(), any::<u64>(), any::<bool>()).prop_map(|(t, g, ordered)| Claim {
                 ordered,
                 ..Claim::new(t, g)
             }),
-            0..=8,
+            0..=7,
         ),
         prop::collection::vec(order, 0..=3),
         prop::collection::vec(name(), 0..=2),
@@ -710,6 +756,22 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
                 any::<[u8; 16]>().prop_map(IpAddr::from),
             ],
             0..=4,
+        ),
+        prop::option::of(
+            (
+                name(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<[u8; 32]>(),
+                any::<bool>(),
+            )
+                .prop_map(|(origin, counter, time_ms, digest, dirty)| ConfigMark {
+                    origin,
+                    counter,
+                    time_ms,
+                    digest,
+                    dirty,
+                }),
         ),
     )
         .prop_map(
@@ -723,6 +785,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
                 orders,
                 unsynced,
                 unavailable,
+                config,
             )| {
                 Heartbeat {
                     device,
@@ -735,6 +798,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
                     orders,
                     unsynced,
                     unavailable,
+                    config,
                 }
             },
         )
@@ -751,7 +815,7 @@ proptest! {
         tail in prop::collection::vec(any::<u8>(), 0..1300)
     ) {
         // Past the tag check: a valid header followed by arbitrary bytes.
-        for version in [VERSION_1, VERSION_UNSYNCED, VERSION] {
+        for version in [VERSION_1, VERSION_UNSYNCED, VERSION_3, VERSION] {
             let mut body = b"SLHB".to_vec();
             body.extend_from_slice(&[version, 0]);
             body.extend_from_slice(&tail);

@@ -682,6 +682,7 @@ fn same_view_same_placement() {
         orders: vec![],
         unsynced: vec![],
         unavailable: vec![],
+        config: None,
     };
     for p in [&mut x, &mut y] {
         p.process(t0, Input::Start);

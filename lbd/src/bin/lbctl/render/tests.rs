@@ -387,3 +387,41 @@ fn odd_answers_do_not_panic() {
         }
     }
 }
+
+#[test]
+fn config_status_names_the_holders_and_each_devices_generation() {
+    let cmd = parse(&["config", "status"]).unwrap().cmd;
+    assert_eq!(request(&cmd), Some(Request::ConfigStatus));
+    let gen = |origin: &str, counter: u64, digest: char| {
+        json!({"origin": origin, "counter": counter, "time_ms": 1_000,
+               "digest": digest.to_string().repeat(64)})
+    };
+    let data = json!({
+    "me": "c", "status": "changes-pending", "dirty": true,
+    "detail": {"status": "changes-pending", "holders": ["a", "c"], "behind": ["b"]},
+    "generation": gen("c", 5, 'c'),
+    "overwritten": null,
+    "devices": [
+        {"name": "c", "alive": true, "generation": gen("c", 5, 'c'), "dirty": true, "same_as_me": true},
+        {"name": "a", "alive": true, "generation": gen("a", 5, 'a'), "dirty": true, "same_as_me": false},
+        {"name": "b", "alive": false, "generation": null, "dirty": false, "same_as_me": false},
+    ]});
+    let out = render(&cmd, &data, 61_000);
+    assert!(out.starts_with("c: changes-pending\n"), "{out}");
+    assert!(out.contains("changes held by: a, c; behind: b"), "{out}");
+    let a = out.lines().find(|l| l.starts_with("a ")).unwrap();
+    assert!(
+        a.contains("a:5 aaaaaaaaaaaa") && a.contains("1m00s ago"),
+        "{a}"
+    );
+    let b = out.lines().find(|l| l.starts_with("b ")).unwrap();
+    assert!(b.contains("no") && b.contains(" - "), "{b}");
+    let over = json!({"ours": gen("c", 5, 'c'), "by": gen("a", 5, 'a')});
+    let data = json!({"me": "c", "status": "in-sync", "detail": {"status": "in-sync"},
+        "overwritten": over, "devices": []});
+    let out = render(&cmd, &data, 61_000);
+    assert!(
+        out.contains("this device's change c:5 cccccccccccc") && out.contains("overwritten by a:5"),
+        "{out}"
+    );
+}

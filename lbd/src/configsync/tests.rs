@@ -1,0 +1,260 @@
+use std::path::Path;
+
+use super::*;
+use crate::cluster::config::SEED;
+use crate::config::tests::FULL;
+
+fn config(text: &str) -> Config {
+    Config::from_toml(text, "lbd.toml").unwrap()
+}
+
+fn doc(text: &str) -> GroupDocument {
+    let group = GroupConfig::from_toml(SEED, "group.toml").unwrap();
+    GroupDocument::from_parts(&config(text), Some(&group)).unwrap()
+}
+
+/// FULL with its sections in another order and another layout.
+fn reordered() -> String {
+    let (device, rest) = FULL.split_at(FULL.find("[[virtual_addresses]]").unwrap());
+    let mut blocks: Vec<&str> = rest.split("\n\n").collect();
+    blocks.reverse();
+    format!("{device}{}\n", blocks.join("\n\n\n"))
+}
+
+#[test]
+fn the_digest_is_the_configuration_not_the_file() {
+    let a = doc(FULL);
+    assert_eq!(a.digest(), doc(&reordered()).digest());
+    // Device-local settings are not part of it.
+    let other_device = FULL
+        .replace("name = \"A\"", "name = \"B\"")
+        .replace("workers = 2", "workers = 4")
+        .replace("10.1.1.6", "10.1.1.7");
+    assert_eq!(a.digest(), doc(&other_device).digest());
+    // Neither is the group key's path.
+    let group = GroupConfig::from_toml(
+        &SEED.replace("/etc/spanlb/group.key", "/elsewhere/key"),
+        "g",
+    )
+    .unwrap();
+    let b = GroupDocument::from_parts(&config(FULL), Some(&group)).unwrap();
+    assert_eq!(a.digest(), b.digest());
+    assert!(!a.to_json().contains("key_file"));
+    // A changed member is.
+    let changed = FULL.replace("ratio = 3", "ratio = 4");
+    assert_ne!(a.digest(), doc(&changed).digest());
+    // And the device group.
+    let none = GroupDocument::from_parts(&config(FULL), None).unwrap();
+    assert_ne!(a.digest(), none.digest());
+}
+
+#[test]
+fn a_document_becomes_this_devices_configuration_again() {
+    let a = doc(FULL);
+    let received = GroupDocument::from_json(&a.to_json()).unwrap();
+    assert_eq!(received.digest(), a.digest());
+    // Device B's own [device] with A's group configuration.
+    let local_b = config(&FULL.replace("name = \"A\"", "name = \"B\""));
+    let cfg = received.to_config(&local_b).unwrap();
+    assert_eq!(cfg.device.name, "B");
+    assert_eq!(cfg.virtual_servers, config(FULL).virtual_servers);
+    assert_eq!(cfg.pools, config(FULL).pools);
+    assert_eq!(cfg.monitors, config(FULL).monitors);
+    assert_eq!(cfg.persistence, config(FULL).persistence);
+    assert_eq!(cfg.virtual_addresses, config(FULL).virtual_addresses);
+    let group = received
+        .to_group(Path::new("/etc/spanlb/group.key"))
+        .unwrap();
+    assert_eq!(group, Some(GroupConfig::from_toml(SEED, "g").unwrap()));
+}
+
+#[test]
+fn a_received_document_is_checked_like_a_file() {
+    assert!(matches!(
+        GroupDocument::from_json(r#"{"device":{"name":"x"}}"#),
+        Err(DocumentError::Section(s)) if s == "device"
+    ));
+    assert!(GroupDocument::from_json("[1]").is_err());
+    // A pool that names a monitor nobody defines is refused whole, with the key.
+    let mut v: Value = serde_json::from_str(&doc(FULL).to_json()).unwrap();
+    v["pools"]["web"]["monitors"] = serde_json::json!(["nonexistent"]);
+    let bad = GroupDocument::from_json(&v.to_string()).unwrap();
+    let e = bad.to_config(&config(FULL)).unwrap_err().to_string();
+    assert!(e.contains("nonexistent"), "{e}");
+}
+
+#[test]
+fn a_delta_carries_the_changed_objects_and_checks_both_ends() {
+    let a = doc(FULL);
+    let text = FULL
+        .replace("ratio = 3", "ratio = 4")
+        .replace("[pools.web6]\nmembers = [{ address = \"[fd00:10::50]:80\" }]\n", "")
+        .replace(
+            "[virtual_servers.web6]\ndestination = \"[fd00:30::10]:80\"\npool = \"web6\"\nsnat = \"none\"\n",
+            "",
+        )
+        .replace("advertise = \"all\"", "advertise = \"any\"");
+    let b = doc(&text);
+    let d = Delta::between(&a, &b);
+    let ops: Vec<String> = d
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::Put { section, name, .. } => format!("put {section}.{name}"),
+            Change::Remove { section, name } => format!("remove {section}.{name}"),
+            Change::Section { section, .. } => format!("section {section}"),
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "remove virtual_servers.web6",
+            "put pools.web",
+            "remove pools.web6",
+            "section virtual_addresses"
+        ]
+    );
+    assert_eq!(d.apply(&a).unwrap(), b);
+    assert!(d.encoded_len() < a.canonical().len());
+    // Onto another document it refuses (a full sync is needed).
+    assert!(matches!(d.apply(&b), Err(DeltaError::Base { .. })));
+    let mut wrong = d.clone();
+    wrong.target = a.digest();
+    assert!(matches!(wrong.apply(&a), Err(DeltaError::Target { .. })));
+    let mut foreign = d;
+    foreign.changes.push(Change::Section {
+        section: "device".into(),
+        value: Value::Null,
+    });
+    assert!(matches!(foreign.apply(&a), Err(DeltaError::Section(_))));
+    // Nothing changed, nothing carried.
+    assert!(Delta::between(&a, &doc(&reordered())).changes.is_empty());
+}
+
+fn digest(n: u8) -> Digest {
+    Digest([n; 32])
+}
+
+fn mark(g: &Generation, dirty: bool) -> PeerMark {
+    PeerMark {
+        generation: Some(g.clone()),
+        dirty,
+        alive: true,
+    }
+}
+
+fn state(me: &str, current: &Generation) -> SyncState {
+    let peers = ["A", "B", "C"].map(String::from);
+    SyncState::new(me, peers, Some(current.clone()))
+}
+
+#[test]
+fn concurrent_changes_are_pending_on_both_until_one_is_synced_to_the_group() {
+    let base = Generation {
+        origin: "A".into(),
+        counter: 4,
+        time_ms: 1_000,
+        digest: digest(4),
+    };
+    let mut a = state("A", &base);
+    let mut c = state("C", &base);
+    for s in [&mut a, &mut c] {
+        for p in ["A", "B", "C"] {
+            s.peer(p, mark(&base, false));
+        }
+        assert_eq!(s.status(), SyncStatus::InSync);
+    }
+    // A and C change their configurations at the same time.
+    let ga = a.commit(digest(5), 2_000).unwrap();
+    let gc = c.commit(digest(6), 2_001).unwrap();
+    assert_eq!((ga.counter, gc.counter), (5, 5));
+    assert_eq!(a.commit(digest(5), 2_500), None, "no change, no generation");
+    a.peer("C", mark(&gc, true));
+    c.peer("A", mark(&ga, true));
+    let pending = SyncStatus::ChangesPending {
+        holders: vec!["A".into(), "C".into()],
+        behind: vec!["B".into()],
+    };
+    assert_eq!(a.status(), pending);
+    assert_eq!(c.status(), pending);
+    assert_eq!(a.out_of_date(), ["B", "C"]);
+    // A is synced to the group: C's change goes, and C says so.
+    assert_eq!(c.applied(ga.clone()), Some(gc.clone()));
+    assert_eq!(c.overwritten(), Some(&(gc, ga.clone())));
+    assert!(!c.dirty());
+    for s in [&mut a, &mut c] {
+        for p in ["A", "B", "C"] {
+            s.peer(p, mark(&ga, p == "A" && s.me() != "A"));
+        }
+    }
+    assert_eq!(a.status(), SyncStatus::InSync);
+    assert!(!a.dirty(), "every live device holds A's change");
+    assert_eq!(c.status(), SyncStatus::InSync);
+    // The next change here counts on from what the group has seen.
+    assert_eq!(c.commit(digest(7), 3_000).unwrap().counter, 6);
+}
+
+#[test]
+fn a_device_that_was_away_is_behind_the_newest_generation() {
+    let old = Generation {
+        origin: "B".into(),
+        counter: 2,
+        time_ms: 1_000,
+        digest: digest(2),
+    };
+    let new = Generation {
+        origin: "A".into(),
+        counter: 3,
+        time_ms: 2_000,
+        digest: digest(3),
+    };
+    let mut c = state("C", &old);
+    c.peer("A", mark(&new, false));
+    c.peer("B", mark(&new, false));
+    assert_eq!(
+        c.status(),
+        SyncStatus::ChangesPending {
+            holders: vec!["A".into(), "B".into()],
+            behind: vec!["C".into()],
+        }
+    );
+    // Brought up to date by a sync (it had no change of its own to lose).
+    assert_eq!(c.applied(new.clone()), None);
+    assert_eq!(c.status(), SyncStatus::InSync);
+}
+
+#[test]
+fn the_other_statuses() {
+    let g = Generation {
+        origin: "A".into(),
+        counter: 1,
+        time_ms: 1,
+        digest: digest(1),
+    };
+    let fresh = SyncState::new("D", ["A".to_string(), "D".to_string()], None);
+    assert_eq!(fresh.status(), SyncStatus::AwaitingInitialSync);
+    assert_eq!(fresh.status().to_string(), "awaiting-initial-sync");
+    let mut a = state("A", &g);
+    assert_eq!(a.status(), SyncStatus::Disconnected, "no peer heard yet");
+    a.peer("B", mark(&g, false));
+    assert_eq!(a.status(), SyncStatus::InSync);
+    a.peer("B", PeerMark::default());
+    assert_eq!(a.status(), SyncStatus::Disconnected, "B went away");
+    a.peer("B", mark(&g, false));
+    a.failed("C refused it: cannot listen on tcp 30.1.1.10:80".into());
+    assert_eq!(
+        a.status().to_string(),
+        "sync-failed: C refused it: cannot listen on tcp 30.1.1.10:80"
+    );
+    // The next commit starts over.
+    a.commit(digest(9), 5);
+    assert!(matches!(a.status(), SyncStatus::ChangesPending { .. }));
+    // Devices of no membership are ignored.
+    a.peer("Z", mark(&g, true));
+    assert!(a.view().iter().all(|v| v.name != "Z"));
+    assert_eq!(
+        "00".repeat(32).parse::<Digest>().unwrap(),
+        Digest::default()
+    );
+    assert!("xyz".parse::<Digest>().is_err());
+}

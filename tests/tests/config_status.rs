@@ -1,0 +1,105 @@
+//! Config sync status in the cluster lab (docs/design.md, "Config sync"): the three devices
+//! start with the same group configuration (each with its own `[device]`) and each device's
+//! `lbctl config status` says `in-sync`, with one digest. A pool changed on A (file edited,
+//! `lbctl reload`) makes A hold a change the group does not: within a few heartbeats every
+//! device shows `changes-pending` with A as the holder and B and C behind. A change of
+//! device-local settings only (`[device]`) changes nothing. Pushing the change to the group is
+//! the next part of config sync; until then the test puts A's file back and the group is in
+//! sync again.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
+
+const T: Duration = Duration::from_secs(45);
+
+fn status(lab: &ClusterLab, dev: &str) -> Result<Value, String> {
+    lab.lbctl(dev, &["config", "status"])
+}
+
+/// Waits until every device's status is `want` and, for `in-sync`, they hold one digest.
+fn wait_all(lab: &ClusterLab, want: &str) -> Result<Vec<Value>, String> {
+    spanlb_lab::wait_until_dbg(Duration::from_secs(10), want, || {
+        let all: Vec<Value> = ["a", "b", "c"]
+            .iter()
+            .map(|d| status(lab, d))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let digests: std::collections::BTreeSet<String> = all
+            .iter()
+            .map(|s| s["generation"]["digest"].to_string())
+            .collect();
+        let ok =
+            all.iter().all(|s| s["status"] == want) && (want != "in-sync" || digests.len() == 1);
+        if ok {
+            Ok(all)
+        } else {
+            Err(format!("{all:?}"))
+        }
+    })
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn status_shows_in_sync_then_the_device_holding_a_change() {
+    if !prereqs() {
+        return;
+    }
+    let lab = ClusterLab::build("config_status", ClusterOptions::default()).expect("building");
+    let r = lab.wait_steady(T);
+    lab.ok(r, "steady state");
+    let r = wait_all(&lab, "in-sync");
+    let all = lab.ok(r, "every device in sync at start");
+    for s in &all {
+        lab.check(
+            s["devices"]
+                .as_array()
+                .is_some_and(|d| d.len() == 3 && d.iter().all(|d| d["same_as_me"] == true)),
+            format!("every device holds the same: {s}"),
+        );
+    }
+    let a = lab.device("a");
+    let original = std::fs::read_to_string(&a.lbd_config).expect("a's file");
+
+    // Device-local only: more workers on A is not a group change.
+    let local = original.replace("workers = 1", "workers = 2");
+    assert_ne!(local, original);
+    std::fs::write(&a.lbd_config, &local).expect("writing");
+    let r = lab.lbctl("a", &["reload"]);
+    lab.ok(r, "reload a (device-local change)");
+    std::thread::sleep(Duration::from_millis(500));
+    let r = wait_all(&lab, "in-sync");
+    lab.ok(r, "still in sync after a device-local change");
+
+    // A group change on A: another method for the dns pool.
+    let changed = local.replacen("[pools.dns]\n", "[pools.dns]\nmethod = \"ratio\"\n", 1);
+    assert_ne!(changed, local);
+    std::fs::write(&a.lbd_config, &changed).expect("writing");
+    let r = lab.lbctl("a", &["reload"]);
+    lab.ok(r, "reload a (group change)");
+    let r = wait_all(&lab, "changes-pending");
+    let all = lab.ok(r, "every device sees the pending change");
+    for s in &all {
+        let detail = &s["detail"];
+        lab.check(
+            detail["holders"] == serde_json::json!(["a"])
+                && detail["behind"]
+                    .as_array()
+                    .is_some_and(|b| b.len() == 2 && !b.contains(&Value::from("a"))),
+            format!("a holds the change, b and c are behind: {s}"),
+        );
+    }
+    let text = lab.lbctl_text("b", &["config", "status"]);
+    lab.check(
+        text.contains("b: changes-pending") && text.contains("changes held by: a"),
+        format!("lbctl's table: {text}"),
+    );
+
+    // A's file back: the group holds one configuration again.
+    std::fs::write(&a.lbd_config, &original).expect("writing");
+    let r = lab.lbctl("a", &["reload"]);
+    lab.ok(r, "reload a (back)");
+    let r = wait_all(&lab, "in-sync");
+    lab.ok(r, "in sync again");
+}

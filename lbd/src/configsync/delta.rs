@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Digest, GroupDocument, OBJECT_SECTIONS, WHOLE_SECTIONS};
+use super::document::{GroupDocument, OBJECT_SECTIONS, WHOLE_SECTIONS};
+use super::generation::Digest;
 
 /// One change of a delta.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,11 @@
 use std::path::Path;
 
+use serde_json::Value;
+
 use super::*;
-use crate::cluster::config::SEED;
+use crate::cluster::config::{GroupConfig, SEED};
 use crate::config::tests::FULL;
+use crate::config::Config;
 
 fn config(text: &str) -> Config {
     Config::from_toml(text, "lbd.toml").unwrap()
@@ -257,4 +260,80 @@ fn the_other_statuses() {
         Digest::default()
     );
     assert!("xyz".parse::<Digest>().is_err());
+}
+
+fn gen_of(doc: &GroupDocument, origin: &str, counter: u64) -> Generation {
+    Generation {
+        origin: origin.into(),
+        counter,
+        time_ms: 0,
+        digest: doc.digest(),
+    }
+}
+
+#[test]
+fn a_push_is_a_delta_from_what_the_peer_holds_or_the_whole_document() {
+    let old = doc(FULL);
+    let new = doc(&FULL.replace("ratio = 3", "ratio = 4"));
+    let g = gen_of(&new, "A", 2);
+    let mut history = History::default();
+    history.push(old.clone());
+    history.push(new.clone());
+    // The peer holds the old document, which A still has: a delta, which it applies.
+    let push = plan(&new, &g, Some(old.digest()), &history, MAX_INCREMENTAL);
+    assert!(matches!(push.payload, Payload::Delta { .. }));
+    assert_eq!(receive(Some(&old), &push).unwrap(), new);
+    // Through JSON, as it travels.
+    let wire: Push = serde_json::from_str(&serde_json::to_string(&push).unwrap()).unwrap();
+    assert_eq!(wire, push);
+    // A peer that holds something else asks for the whole document.
+    let other = doc(&FULL.replace("mask = 24", "mask = 16"));
+    assert_eq!(
+        receive(Some(&other), &push),
+        Err(Answer::NeedFull {
+            have: Some(other.digest())
+        })
+    );
+    assert_eq!(receive(None, &push), Err(Answer::NeedFull { have: None }));
+    // Unknown to A, or too large a delta: the whole document, which anyone applies.
+    for (has, max) in [
+        (Some(other.digest()), MAX_INCREMENTAL),
+        (Some(old.digest()), 10),
+    ] {
+        let push = plan(&new, &g, has, &history, max);
+        assert!(matches!(push.payload, Payload::Full { .. }));
+        assert_eq!(receive(Some(&other), &push).unwrap(), new);
+        assert_eq!(receive(None, &push).unwrap(), new);
+    }
+    // A document that is not what its generation says is refused whole.
+    let lying = Push {
+        generation: gen_of(&old, "A", 3),
+        ..plan(&new, &g, None, &history, MAX_INCREMENTAL)
+    };
+    assert!(matches!(receive(None, &lying), Err(Answer::Refused { .. })));
+    let junk = Push {
+        generation: g,
+        payload: Payload::Full {
+            document: "{\"device\": {}}".into(),
+        },
+    };
+    assert!(
+        matches!(receive(None, &junk), Err(Answer::Refused { reason }) if reason.contains("device"))
+    );
+}
+
+#[test]
+fn the_history_keeps_the_newest_documents() {
+    let mut h = History::default();
+    let docs: Vec<GroupDocument> = (0..=HISTORY)
+        .map(|i| doc(&FULL.replace("ratio = 3", &format!("ratio = {}", i + 3))))
+        .collect();
+    for d in &docs {
+        h.push(d.clone());
+    }
+    assert!(h.get(docs[0].digest()).is_none(), "the oldest is gone");
+    assert!(docs[1..].iter().all(|d| h.get(d.digest()).is_some()));
+    // The same document again is not kept twice.
+    h.push(docs[1].clone());
+    assert!(h.get(docs[2].digest()).is_some());
 }

@@ -22,8 +22,8 @@ use spanlb_lab::seed::GroupToml;
 use spanlb_lab::{cargo_bin, wait_until_dbg, Frr, Lab, LabError, Ns, Proc, Result, Segment};
 
 use crate::topology::{
-    self, DeviceAddrs, Role, DEVICES, DEVICE_AS, NODES, ROUTED_EXTERNAL, ROUTER_AS, SERVERS,
-    SERVER_TCP_PORT, SERVER_UDP_PORT, VIP, VIP_TCP_PORT, VIP_UDP_PORT,
+    self, DeviceAddrs, Role, DEVICES, NODES, ROUTED_EXTERNAL, SERVERS, SERVER_TCP_PORT,
+    SERVER_UDP_PORT, VIP, VIP_TCP_PORT, VIP_UDP_PORT,
 };
 use crate::traffic::Servers;
 
@@ -376,15 +376,11 @@ impl ClusterLab {
     /// bgpd's configuration of `d` (no static routes: lbd announces; in plain mode the VIP
     /// with path id k and next hop = the floating external self IP of tg-k).
     pub fn bgpd_toml(&self, d: &Device) -> String {
-        let mut c = format!(
-            "router_id = \"{ext}\"\nlocal_as = {DEVICE_AS}\nlisten = [\"0.0.0.0:179\"]\n\
-             control_socket = \"{sock}\"\n\n\
-             [[neighbor]]\naddress = \"{router}\"\nremote_as = {ROUTER_AS}\nlocal_address = \"{ext}\"\n\
-             hold_time = 9\nconnect_retry = 1\nidle_hold = 1\nadd_path_send = [\"ipv4-unicast\"]\n\
-             families = [\"ipv4-unicast\"]\n\n",
-            ext = d.static_ext,
-            sock = d.bgpd_socket.display(),
-            router = d.router,
+        let mut c = crate::topology::device_bgpd_toml(
+            &d.static_ext.to_string(),
+            &d.bgpd_socket,
+            &d.router.to_string(),
+            "",
         );
         if self.opts.plain {
             c.push_str(&format!(

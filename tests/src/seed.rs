@@ -178,16 +178,8 @@ impl SeedLab {
     /// bgpd's configuration for device `i`.
     pub fn bgpd_config(&self, i: usize) -> String {
         let d = &self.devices[i];
-        let mut c = format!(
-            "router_id = \"{ext}\"\nlocal_as = {DEVICE_AS}\nlisten = [\"0.0.0.0:179\"]\n\
-             control_socket = \"{sock}\"\n\n\
-             [[neighbor]]\naddress = \"{ROUTER}\"\nremote_as = {ROUTER_AS}\nlocal_address = \"{ext}\"\n\
-             hold_time = 9\nconnect_retry = 1\nidle_hold = 1\nadd_path_send = [\"ipv4-unicast\"]\n\
-             families = [\"ipv4-unicast\"]\n{extra}\n",
-            ext = d.ext,
-            sock = d.socket.display(),
-            extra = self.opts.neighbor_extra,
-        );
+        let mut c =
+            crate::topology::device_bgpd_toml(d.ext, &d.socket, ROUTER, &self.opts.neighbor_extra);
         if self.opts.ipv6 {
             c.push_str(&format!(
                 "[[neighbor]]\naddress = \"{ROUTER6}\"\nremote_as = {ROUTER_AS}\nlocal_address = \"{}\"\n\

@@ -260,6 +260,25 @@ pub const ROUTER: &str = "20.1.1.1";
 pub const ROUTER_AS: u32 = 65000;
 pub const DEVICE_AS: u32 = 65001;
 
+/// The start of a device's bgpd configuration in the labs: its router id and session address
+/// `ext`, its control socket, and one neighbor (`router`, ADD-PATH send on IPv4 unicast) with
+/// `neighbor_extra` lines appended to the neighbor's table.
+pub fn device_bgpd_toml(
+    ext: &str,
+    sock: &std::path::Path,
+    router: &str,
+    neighbor_extra: &str,
+) -> String {
+    format!(
+        "router_id = \"{ext}\"\nlocal_as = {DEVICE_AS}\nlisten = [\"0.0.0.0:179\"]\n\
+         control_socket = \"{sock}\"\n\n\
+         [[neighbor]]\naddress = \"{router}\"\nremote_as = {ROUTER_AS}\nlocal_address = \"{ext}\"\n\
+         hold_time = 9\nconnect_retry = 1\nidle_hold = 1\nadd_path_send = [\"ipv4-unicast\"]\n\
+         families = [\"ipv4-unicast\"]\n{neighbor_extra}\n",
+        sock = sock.display(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

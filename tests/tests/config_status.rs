@@ -5,7 +5,7 @@
 //! device shows `changes-pending` with A as the holder and B and C behind. A change of
 //! device-local settings only (`[device]`) changes nothing. Pushing the change to the group is
 //! the next part of config sync; until then the test puts A's file back and the group is in
-//! sync again.
+//! sync again. A restart of B's lbd resumes the generation B saved.
 
 use std::time::Duration;
 
@@ -101,5 +101,20 @@ fn status_shows_in_sync_then_the_device_holding_a_change() {
     let r = lab.lbctl("a", &["reload"]);
     lab.ok(r, "reload a (back)");
     let r = wait_all(&lab, "in-sync");
-    lab.ok(r, "in sync again");
+    let all = lab.ok(r, "in sync again");
+
+    // A restart of B's lbd resumes the generation it saved: the same one, still in sync.
+    let before = all[1]["generation"].clone();
+    lab.check(
+        before["origin"].is_string(),
+        format!("b's generation: {before}"),
+    );
+    let r = lab.restart_lbd("b");
+    lab.ok(r, "restarting b's lbd");
+    let r = wait_all(&lab, "in-sync");
+    let all = lab.ok(r, "in sync after b's restart");
+    lab.check(
+        all[1]["generation"] == before,
+        format!("b resumed {before}, holds {}", all[1]["generation"]),
+    );
 }

@@ -131,6 +131,7 @@ pub async fn run(
         Some(c) => Some(sync::ConfigSync::start(
             c.clone(),
             &live.runtime.load().config,
+            daemon.config_path.as_deref(),
         )?),
         None => None,
     };

@@ -1,7 +1,10 @@
 //! Config sync inside lbd, as far as it goes today (docs/design.md, "Config sync"): this
 //! device's generation, which its heartbeats carry, what the peers' heartbeats say of theirs,
-//! and the status `lbctl config status` shows. Pushing a configuration to the group comes next.
+//! and the status `lbctl config status` shows. The generation survives a restart: it is saved
+//! next to the configuration file (`FILE.sync.json`), atomically, whenever it changes. Pushing
+//! a configuration to the group comes next.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -12,13 +15,54 @@ use crate::cluster::agent::Cluster;
 use crate::cluster::placement::PeerConfig;
 use crate::cluster::ConfigMark;
 use crate::config::Config;
-use crate::configsync::{Digest, DocumentError, Generation, GroupDocument, PeerMark, SyncState};
+use crate::configsync::{
+    Digest, DocumentError, Generation, GroupDocument, PeerMark, Saved, SyncState,
+};
 use crate::tables::now_ms;
 
 /// This device's side of config sync.
 pub struct ConfigSync {
     state: Mutex<SyncState>,
     cluster: Arc<Cluster>,
+    /// Where the generation is saved (None: the configuration was not read from a file).
+    saved: Option<PathBuf>,
+}
+
+/// Where the generation of the configuration in `config_file` is saved.
+pub fn saved_path(config_file: &Path) -> PathBuf {
+    let mut name = config_file.as_os_str().to_owned();
+    name.push(".sync.json");
+    PathBuf::from(name)
+}
+
+fn load(path: &Path) -> Option<Saved> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warn!("config sync: cannot read {}: {e}", path.display());
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!("config sync: ignoring {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// Writes `saved` to `path` atomically (a new file renamed over the old one).
+fn store(path: &Path, saved: &Saved) -> std::io::Result<()> {
+    let tmp = {
+        let mut n = path.as_os_str().to_owned();
+        n.push(".tmp");
+        PathBuf::from(n)
+    };
+    let text = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn generation(m: &ConfigMark) -> Generation {
@@ -41,25 +85,48 @@ fn mark(st: &SyncState) -> Option<ConfigMark> {
 }
 
 impl ConfigSync {
-    /// Starts config sync for `cluster`, holding the group configuration of `config`: a
-    /// commit of this device (a restart does not remember generations yet), which settles as
-    /// soon as every live device is heard to hold the same.
-    pub fn start(cluster: Arc<Cluster>, config: &Config) -> Result<Arc<ConfigSync>, DocumentError> {
+    /// Starts config sync for `cluster`, holding the group configuration of `config` (read
+    /// from `config_file`): the generation saved by the last run when the configuration is
+    /// the same, else a new one of this device's.
+    pub fn start(
+        cluster: Arc<Cluster>,
+        config: &Config,
+        config_file: Option<&Path>,
+    ) -> Result<Arc<ConfigSync>, DocumentError> {
         let doc = GroupDocument::from_parts(config, Some(&cluster.group))?;
         let devices = cluster.group.devices.iter().map(|d| d.name.clone());
-        let mut state = SyncState::new(&cluster.local.me, devices, None);
-        let g = state.commit(doc.digest(), now_ms());
-        info!(generation = ?g, "config sync: holding the group configuration");
+        let saved = config_file.map(saved_path);
+        let state = SyncState::resume(
+            &cluster.local.me,
+            devices,
+            saved.as_deref().and_then(load),
+            doc.digest(),
+            now_ms(),
+        );
+        if let Some(g) = state.current() {
+            info!(generation = %g, unsynced = state.dirty(), "config sync: holding the group configuration");
+        }
         let sync = Arc::new(ConfigSync {
             state: Mutex::new(state),
             cluster: cluster.clone(),
+            saved,
         });
+        sync.save(&sync.lock());
         tokio::spawn(sync.clone().follow(cluster.driver.peer_configs()));
         Ok(sync)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Saves what a restart resumes from (failures are logged: the next change tries again).
+    fn save(&self, st: &SyncState) {
+        if let (Some(path), Some(saved)) = (&self.saved, st.saved()) {
+            if let Err(e) = store(path, &saved) {
+                warn!("config sync: cannot save {}: {e}", path.display());
+            }
+        }
     }
 
     /// Takes in what the peers' heartbeats say, and hands this device's mark to the device
@@ -70,6 +137,7 @@ impl ConfigSync {
             let (m, status) = {
                 let mut st = self.lock();
                 let before = st.status();
+                let before_dirty = st.current().map(|_| st.dirty());
                 for p in list {
                     st.peer(
                         &p.device,
@@ -81,7 +149,11 @@ impl ConfigSync {
                     );
                 }
                 let now = st.status();
-                (mark(&st), (before != now).then_some(now))
+                let m = mark(&st);
+                if m.as_ref().map(|m| m.dirty) != before_dirty {
+                    self.save(&st);
+                }
+                (m, (before != now).then_some(now))
             };
             if let Some(s) = status {
                 info!(status = %s, "config sync: status");
@@ -107,6 +179,7 @@ impl ConfigSync {
             let mut st = self.lock();
             if let Some(g) = st.commit(doc.digest(), now_ms()) {
                 info!(generation = %g, "config sync: group configuration changed here (not synced)");
+                self.save(&st);
             }
             mark(&st)
         };

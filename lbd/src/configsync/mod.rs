@@ -28,7 +28,7 @@ pub use delta::{Change, Delta, DeltaError};
 pub use document::{DocumentError, GroupDocument, OBJECT_SECTIONS, WHOLE_SECTIONS};
 pub use generation::{Digest, Generation};
 pub use proto::{plan, receive, Answer, History, Payload, Push, HISTORY, MAX_INCREMENTAL};
-pub use status::{DeviceView, PeerMark, SyncState, SyncStatus};
+pub use status::{DeviceView, PeerMark, Saved, SyncState, SyncStatus};
 
 #[cfg(test)]
 mod tests;

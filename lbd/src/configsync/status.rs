@@ -63,6 +63,14 @@ impl fmt::Display for SyncStatus {
     }
 }
 
+/// What a device keeps across restarts: the generation it holds and whether it holds a change
+/// it has not synced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Saved {
+    pub generation: Generation,
+    pub dirty: bool,
+}
+
 /// One device as this device sees it, for `lbctl config status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceView {
@@ -110,6 +118,43 @@ impl SyncState {
             failed: None,
             overwritten: None,
         }
+    }
+
+    /// A device `me` of a group with `peers` that held `saved` when it last ran, and now holds
+    /// a configuration with `digest` (read from its files at `now_ms`): the saved generation
+    /// when the configuration is the same, else a new one of its own, counted on from the
+    /// saved one (its files changed while it was down: a change the group does not have).
+    pub fn resume(
+        me: &str,
+        peers: impl IntoIterator<Item = String>,
+        saved: Option<Saved>,
+        digest: Digest,
+        now_ms: u64,
+    ) -> SyncState {
+        let mut st = SyncState::new(me, peers, None);
+        match saved {
+            Some(s) if s.generation.digest == digest => {
+                st.max_counter = s.generation.counter;
+                st.current = Some(s.generation);
+                st.dirty = s.dirty;
+            }
+            Some(s) => {
+                st.max_counter = s.generation.counter;
+                st.commit(digest, now_ms);
+            }
+            None => {
+                st.commit(digest, now_ms);
+            }
+        }
+        st
+    }
+
+    /// What to save so that a restart resumes where this device is.
+    pub fn saved(&self) -> Option<Saved> {
+        self.current.clone().map(|generation| Saved {
+            generation,
+            dirty: self.dirty,
+        })
     }
 
     pub fn me(&self) -> &str {

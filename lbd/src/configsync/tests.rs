@@ -337,3 +337,35 @@ fn the_history_keeps_the_newest_documents() {
     h.push(docs[1].clone());
     assert!(h.get(docs[2].digest()).is_some());
 }
+
+#[test]
+fn a_restart_resumes_the_saved_generation_or_counts_on_from_it() {
+    let peers = || ["A", "B"].map(String::from);
+    let mut a = SyncState::new("A", peers(), None);
+    let g = a.commit(digest(1), 10).unwrap();
+    let saved = a.saved().unwrap();
+    assert_eq!(
+        saved,
+        Saved {
+            generation: g.clone(),
+            dirty: true
+        }
+    );
+    let text = serde_json::to_string(&saved).unwrap();
+    let saved: Saved = serde_json::from_str(&text).unwrap();
+    // Same files: the same generation, still unsynced.
+    let same = SyncState::resume("A", peers(), Some(saved.clone()), digest(1), 20);
+    assert_eq!(same.current(), Some(&g));
+    assert!(same.dirty());
+    // Files changed while it was down: a new generation of its own, counted on.
+    let moved = SyncState::resume("A", peers(), Some(saved), digest(2), 20);
+    let c = moved.current().unwrap();
+    assert_eq!(
+        (c.origin.as_str(), c.counter, c.digest),
+        ("A", 2, digest(2))
+    );
+    assert!(moved.dirty());
+    // Nothing saved: the first generation.
+    let fresh = SyncState::resume("A", peers(), None, digest(3), 20);
+    assert_eq!(fresh.current().unwrap().counter, 1);
+}

@@ -21,6 +21,7 @@
 //! | `{"cmd":"show-mirroring"}` | mirroring channels: senders (peer, state, last sent/acked id, lag, records) and receivers (peer, in sync, last applied, records); `{enabled: false}` when off |
 //! | `{"cmd":"show-plugins"}` | loaded plugins: name, version, file, ABI, calls, keys, panics, state; files that failed |
 //! | `{"cmd":"standby"}` / `{"cmd":"release"}` | `{}`: this device gives up its traffic groups and takes none / may take them again |
+//! | `{"cmd":"config-sync"}` | `{generation, synced}`: this device's configuration pushed to every live device that does not hold it; an error naming each device that refused it and why |
 //! | `{"cmd":"config-status"}` | config sync: `{me, status, detail, generation, dirty, overwritten, devices}` (each device's generation, liveness, and whether it holds this device's configuration) |
 //!
 //! A field marked `?` may be absent or `null`. The device-group requests answer with an error
@@ -100,6 +101,7 @@ pub enum Request {
     Release,
     ShowPlugins,
     ConfigStatus,
+    ConfigSync,
 }
 
 impl Request {
@@ -273,6 +275,7 @@ mod tests {
             (Request::Release, json!({"cmd": "release"})),
             (Request::ShowPlugins, json!({"cmd": "show-plugins"})),
             (Request::ConfigStatus, json!({"cmd": "config-status"})),
+            (Request::ConfigSync, json!({"cmd": "config-sync"})),
         ]
     }
 

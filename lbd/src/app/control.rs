@@ -189,6 +189,31 @@ pub async fn handle(req: Request, app: &App) -> Result<Value, String> {
             Some(s) => Ok(s.status()),
             None => Err("no device group configured (set device.device_group)".to_string()),
         },
+        Request::ConfigSync => match &app.sync {
+            Some(s) => {
+                let r = s.sync_to_group().await;
+                if let Some(e) = r.get("error") {
+                    return Err(format!("config sync: {}", e.as_str().unwrap_or("failed")));
+                }
+                let failed = r["failed"].as_array().cloned().unwrap_or_default();
+                if failed.is_empty() {
+                    Ok(r)
+                } else {
+                    Err(failed
+                        .iter()
+                        .map(|f| {
+                            format!(
+                                "{} refused it: {}",
+                                f["device"].as_str().unwrap_or("?"),
+                                f["reason"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "))
+                }
+            }
+            None => Err("no device group configured (set device.device_group)".to_string()),
+        },
         Request::ShowMirroring => Ok(match app.mirror.as_ref() {
             Some(m) => m.status(),
             None => json!({

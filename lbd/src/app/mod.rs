@@ -17,6 +17,7 @@ pub mod control;
 pub mod daemon;
 pub mod metrics;
 pub mod sync;
+mod syncnet;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -127,12 +128,17 @@ pub async fn run(
         }
         _ => None,
     };
+    let config = live.runtime.load_full().config.clone();
     let sync = match &cluster {
-        Some(c) => Some(sync::ConfigSync::start(
-            c.clone(),
-            &live.runtime.load().config,
-            daemon.config_path.as_deref(),
-        )?),
+        Some(c) => Some(
+            sync::ConfigSync::start(
+                c.clone(),
+                daemon.clone(),
+                &config,
+                daemon.config_path.as_deref(),
+            )
+            .await?,
+        ),
         None => None,
     };
     let app = Arc::new(App {

@@ -11,19 +11,23 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::daemon::Daemon;
 use crate::cluster::agent::Cluster;
 use crate::cluster::placement::PeerConfig;
 use crate::cluster::ConfigMark;
 use crate::config::Config;
 use crate::configsync::{
-    Digest, DocumentError, Generation, GroupDocument, PeerMark, Saved, SyncState,
+    Digest, DocumentError, Generation, GroupDocument, History, PeerMark, Saved, SyncState,
 };
 use crate::tables::now_ms;
 
 /// This device's side of config sync.
 pub struct ConfigSync {
     state: Mutex<SyncState>,
-    cluster: Arc<Cluster>,
+    pub(super) cluster: Arc<Cluster>,
+    daemon: Arc<Daemon>,
+    /// The documents this device held lately (deltas are made from them).
+    history: Mutex<History>,
     /// Where the generation is saved (None: the configuration was not read from a file).
     saved: Option<PathBuf>,
 }
@@ -53,15 +57,20 @@ fn load(path: &Path) -> Option<Saved> {
     }
 }
 
-/// Writes `saved` to `path` atomically (a new file renamed over the old one).
+/// Writes `saved` to `path` atomically.
 fn store(path: &Path, saved: &Saved) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
+    write_atomically(path, &text)
+}
+
+/// Writes `bytes` to `path` atomically: a new file beside it, renamed over it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = {
         let mut n = path.as_os_str().to_owned();
         n.push(".tmp");
         PathBuf::from(n)
     };
-    let text = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
+    std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -88,8 +97,9 @@ impl ConfigSync {
     /// Starts config sync for `cluster`, holding the group configuration of `config` (read
     /// from `config_file`): the generation saved by the last run when the configuration is
     /// the same, else a new one of this device's.
-    pub fn start(
+    pub async fn start(
         cluster: Arc<Cluster>,
+        daemon: Arc<Daemon>,
         config: &Config,
         config_file: Option<&Path>,
     ) -> Result<Arc<ConfigSync>, DocumentError> {
@@ -106,12 +116,17 @@ impl ConfigSync {
         if let Some(g) = state.current() {
             info!(generation = %g, unsynced = state.dirty(), "config sync: holding the group configuration");
         }
+        let mut history = History::default();
+        history.push(doc);
         let sync = Arc::new(ConfigSync {
             state: Mutex::new(state),
             cluster: cluster.clone(),
+            daemon,
+            history: Mutex::new(history),
             saved,
         });
         sync.save(&sync.lock());
+        sync.listen().await;
         tokio::spawn(sync.clone().follow(cluster.driver.peer_configs()));
         Ok(sync)
     }
@@ -175,15 +190,80 @@ impl ConfigSync {
                 return;
             }
         };
+        let digest = doc.digest();
+        self.history().push(doc);
         let m = {
             let mut st = self.lock();
-            if let Some(g) = st.commit(doc.digest(), now_ms()) {
+            if let Some(g) = st.commit(digest, now_ms()) {
                 info!(generation = %g, "config sync: group configuration changed here (not synced)");
                 self.save(&st);
             }
             mark(&st)
         };
         self.cluster.driver.set_config(m).await;
+    }
+
+    pub(super) fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The group configuration this device runs.
+    pub(super) fn document(&self) -> Result<GroupDocument, DocumentError> {
+        let rt = self.daemon.dp.runtime.load();
+        GroupDocument::from_parts(&rt.config, Some(&self.cluster.group))
+    }
+
+    /// The peers a sync to the group goes to (with the digest each holds), and this device's
+    /// generation.
+    pub(super) fn targets(&self) -> (Vec<(String, Option<Digest>)>, Option<Generation>) {
+        let st = self.lock();
+        (st.targets(), st.current().cloned())
+    }
+
+    /// Validates `doc` as this device's configuration, applies it through the reload path and
+    /// saves it to the configuration file; the reason when it does not validate or apply.
+    pub(super) async fn apply(&self, doc: &GroupDocument) -> Result<(), String> {
+        let have = self.document().map_err(|e| e.to_string())?;
+        if doc.section("device_group") != have.section("device_group") {
+            return Err(
+                "its device group (devices, traffic groups) differs from this device's: \
+                changing the group's membership by config sync is not supported yet"
+                    .into(),
+            );
+        }
+        let current = self.daemon.dp.runtime.load().config.clone();
+        let cfg = doc.to_config(&current).map_err(|e| e.to_string())?;
+        let text = toml::to_string(&cfg).map_err(|e| e.to_string())?;
+        self.daemon.apply(cfg).await.map_err(|e| e.to_string())?;
+        self.cluster.refresh_virtual_addresses().await;
+        if let Some(path) = &self.daemon.config_path {
+            if let Err(e) = write_atomically(path, text.as_bytes()) {
+                warn!(
+                    "config sync: applied, but cannot save {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A sync from another device was applied: this device holds `g` (`doc`). Returns this
+    /// device's own unsynced change it replaced.
+    pub(super) fn applied(&self, g: Generation, doc: GroupDocument) -> Option<Generation> {
+        self.history().push(doc);
+        let mut st = self.lock();
+        let lost = st.applied(g);
+        self.save(&st);
+        let m = mark(&st);
+        drop(st);
+        let driver = self.cluster.driver.clone();
+        tokio::spawn(async move { driver.set_config(m).await });
+        lost
+    }
+
+    /// A sync to or from this device failed.
+    pub(super) fn failed(&self, reason: String) {
+        self.lock().failed(reason);
     }
 
     /// `lbctl config status`.

@@ -68,6 +68,14 @@ pub struct Group {
     /// 0 (the default) leaves it an ordinary thread.
     #[serde(default)]
     pub heartbeat_realtime_priority: u8,
+    /// TCP port of config sync (mutual TLS with the mirroring trust), on each device's
+    /// config-sync address.
+    #[serde(default = "default_config_sync_port")]
+    pub config_sync_port: u16,
+}
+
+fn default_config_sync_port() -> u16 {
+    1028
 }
 
 fn default_mirror_port() -> u16 {
@@ -196,6 +204,18 @@ pub struct Device {
     /// Mirroring addresses, primary then secondary (used by mirroring).
     #[serde(default)]
     pub mirror_addresses: Vec<IpAddr>,
+    /// Where config sync reaches this device (BIG-IP: its internal static self IP); default:
+    /// its first mirroring address.
+    #[serde(default)]
+    pub config_sync_address: Option<IpAddr>,
+}
+
+impl Device {
+    /// The address config sync reaches this device on, if it has one.
+    pub fn sync_address(&self) -> Option<IpAddr> {
+        self.config_sync_address
+            .or_else(|| self.mirror_addresses.first().copied())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

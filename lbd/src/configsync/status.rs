@@ -337,6 +337,15 @@ impl SyncState {
             .collect()
     }
 
+    /// The same, each with the digest it holds (a delta can be made from it).
+    pub fn targets(&self) -> Vec<(String, Option<Digest>)> {
+        let mine = Self::digest_of(&self.current);
+        self.alive_peers()
+            .map(|(n, m)| (n.clone(), Self::digest_of(&m.generation)))
+            .filter(|(_, d)| *d != mine)
+            .collect()
+    }
+
     /// The live peers that do not hold this device's configuration: where a sync of it to
     /// the group goes.
     pub fn out_of_date(&self) -> Vec<String> {

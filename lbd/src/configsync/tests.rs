@@ -369,3 +369,13 @@ fn a_restart_resumes_the_saved_generation_or_counts_on_from_it() {
     let fresh = SyncState::resume("A", peers(), None, digest(3), 20);
     assert_eq!(fresh.current().unwrap().counter, 1);
 }
+
+#[test]
+fn a_configuration_is_saved_as_toml_that_reads_back_the_same() {
+    let cfg = config(FULL);
+    let text = toml::to_string(&cfg).unwrap();
+    assert_eq!(Config::from_toml(&text, "saved.toml").unwrap(), cfg);
+    let group = GroupConfig::from_toml(SEED, "g").unwrap();
+    let text = toml::to_string(&group).unwrap();
+    assert_eq!(GroupConfig::from_toml(&text, "saved.toml").unwrap(), group);
+}

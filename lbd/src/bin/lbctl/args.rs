@@ -79,6 +79,14 @@ pub enum ConfigCmd {
     /// This device's sync status (in-sync, changes-pending, awaiting-initial-sync,
     /// disconnected, sync-failed) and each device's generation, as heartbeats carry them.
     Status,
+    /// Push this device's group configuration to every live device that does not hold it
+    /// (BIG-IP's "Sync Device to Group"). Each receiver validates it, applies it as a reload
+    /// does and saves it to its configuration file; one that refuses it changes nothing.
+    Sync {
+        /// To the group (the only direction there is; required, so that it is said).
+        #[arg(long, required = true)]
+        to_group: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -241,6 +249,7 @@ pub fn request(cmd: &Cmd) -> Option<Request> {
         Cmd::Standby => Request::Standby,
         Cmd::Release => Request::Release,
         Cmd::Config(ConfigCmd::Status) => Request::ConfigStatus,
+        Cmd::Config(ConfigCmd::Sync { .. }) => Request::ConfigSync,
         Cmd::Trust(_) => return None,
     })
 }

@@ -37,6 +37,13 @@ pub fn render(cmd: &Cmd, data: &Value, now: u64) -> String {
         Cmd::Standby => "standby: this device gives up its traffic groups and takes none until `lbctl release`\n".into(),
         Cmd::Release => "released: this device may hold traffic groups again\n".into(),
         Cmd::Config(ConfigCmd::Status) => config_status(data, now),
+        Cmd::Config(ConfigCmd::Sync { .. }) => {
+            if list(&data["synced"]).is_empty() {
+                "every live device already holds this configuration\n".into()
+            } else {
+                format!("synced to {}\n", names(&data["synced"]))
+            }
+        }
         Cmd::Trust(_) => String::new(),
     }
 }

@@ -1,0 +1,273 @@
+//! Config sync between devices: the listener that takes a peer's push, and the sync of this
+//! device's configuration to the group (`lbctl config sync --to-group`).
+//!
+//! One TCP port per device (`config_sync_port`, default 1028) on its config-sync address
+//! (`config_sync_address`, default its first mirroring address), mutual TLS 1.3 with the
+//! mirroring trust: only devices of the group, by their certificates, get in, either way. A
+//! connection carries one push and its answer, each one JSON line ([`MAX_MESSAGE`] at most).
+//! A receiver validates what it gets as it would a file, applies it through the reload path
+//! (established connections and flows continue) and saves it to its configuration file
+//! atomically; anything wrong refuses the push whole, and both sides report
+//! `sync-failed: REASON`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{info, warn};
+
+use super::sync::ConfigSync;
+use crate::configsync::{plan, receive, Answer, Payload, Push, MAX_INCREMENTAL};
+use crate::mirror::service::TrustFiles;
+use crate::mirror::trust;
+
+/// The longest message (one JSON line).
+pub const MAX_MESSAGE: u64 = 16 * 1024 * 1024;
+/// Connect, handshake, each message, the answer (which includes applying it).
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn read_msg<T: DeserializeOwned, R: AsyncRead + Unpin>(rd: R) -> Result<T, String> {
+    let mut line = Vec::new();
+    let n = tokio::time::timeout(
+        IO_TIMEOUT,
+        BufReader::new(rd)
+            .take(MAX_MESSAGE + 1)
+            .read_until(b'\n', &mut line),
+    )
+    .await
+    .map_err(|_| "no message in time".to_string())?
+    .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err("the connection closed".into());
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(format!("message longer than {MAX_MESSAGE} bytes"));
+    }
+    serde_json::from_slice(&line).map_err(|e| format!("bad message: {e}"))
+}
+
+async fn write_msg<T: Serialize, W: AsyncWrite + Unpin>(wr: &mut W, m: &T) -> Result<(), String> {
+    let mut out = serde_json::to_vec(m).map_err(|e| e.to_string())?;
+    out.push(b'\n');
+    tokio::time::timeout(IO_TIMEOUT, wr.write_all(&out))
+        .await
+        .map_err(|_| "write timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = wr.flush().await;
+    Ok(())
+}
+
+impl ConfigSync {
+    fn trust(&self, dir: &Path) -> TrustFiles {
+        TrustFiles::in_dir(dir, &self.cluster.local.me)
+    }
+
+    /// Binds the config-sync listener and serves it until the app ends. Without a trust
+    /// directory or an address for this device there is none (logged).
+    pub(super) async fn listen(self: &Arc<Self>) {
+        let me = &self.cluster.local.me;
+        let (Some(dir), Some(addr)) = (
+            self.cluster.local.mirror_trust_dir.clone(),
+            self.cluster
+                .group
+                .devices
+                .iter()
+                .find(|d| &d.name == me)
+                .and_then(|d| d.sync_address()),
+        ) else {
+            warn!("config sync: no listener (it needs device.mirror_trust_dir and a config-sync or mirror address for this device)");
+            return;
+        };
+        let files = self.trust(&dir);
+        let peers: Vec<String> = self.peer_names();
+        let tls = match trust::server_config(&files.ca, &files.cert, &files.key, &peers) {
+            Ok(c) => TlsAcceptor::from(c),
+            Err(e) => {
+                warn!("config sync: no listener: {e}");
+                return;
+            }
+        };
+        let addr = SocketAddr::new(addr, self.cluster.group.group.config_sync_port);
+        let listener = match bind(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("config sync: cannot listen on {addr}: {e}");
+                return;
+            }
+        };
+        info!(%addr, "config sync: listening");
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, from)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let Some(s) = me.upgrade() else { return };
+                let tls = tls.clone();
+                tokio::spawn(async move { s.serve_one(tcp, from, &tls).await });
+            }
+        });
+    }
+
+    fn peer_names(&self) -> Vec<String> {
+        self.cluster
+            .group
+            .devices
+            .iter()
+            .filter(|d| d.name != self.cluster.local.me)
+            .map(|d| d.name.clone())
+            .collect()
+    }
+
+    async fn serve_one(&self, tcp: TcpStream, from: SocketAddr, tls: &TlsAcceptor) {
+        let stream = match tokio::time::timeout(IO_TIMEOUT, tls.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                warn!(peer = %from, reason = %e, "config sync: refused connection (tls)");
+                return;
+            }
+            Err(_) => return,
+        };
+        let group = &self.cluster.group.group.name;
+        let device = match trust::peer_device(stream.get_ref().1, group, &self.peer_names()) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(peer = %from, reason = %e, "config sync: refused connection (trust)");
+                return;
+            }
+        };
+        let (rd, mut wr) = tokio::io::split(stream);
+        let push: Push = match read_msg(rd).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(%device, "config sync: {e}");
+                return;
+            }
+        };
+        let answer = self.take(&device, push).await;
+        let _ = write_msg(&mut wr, &answer).await;
+    }
+
+    /// Applies `push` from `device` if it validates here, else refuses it whole.
+    async fn take(&self, device: &str, push: Push) -> Answer {
+        let have = self.document().ok();
+        let doc = match receive(have.as_ref(), &push) {
+            Ok(doc) => doc,
+            Err(answer) => return answer,
+        };
+        match self.apply(&doc).await {
+            Ok(()) => {
+                let lost = self.applied(push.generation.clone(), doc);
+                info!(from = device, generation = %push.generation, "config sync: applied");
+                if let Some(ours) = lost {
+                    warn!(ours = %ours, by = %push.generation,
+                        "config sync: this device's unsynced change was overwritten");
+                }
+                Answer::Applied {
+                    generation: push.generation,
+                }
+            }
+            Err(reason) => {
+                warn!(from = device, %reason, "config sync: refused");
+                self.failed(format!("refused {device}'s configuration: {reason}"));
+                Answer::Refused { reason }
+            }
+        }
+    }
+
+    /// Syncs this device's configuration to every live device that does not hold it.
+    pub async fn sync_to_group(&self) -> Value {
+        let Some(dir) = self.cluster.local.mirror_trust_dir.clone() else {
+            return json!({"error": "config sync needs device.mirror_trust_dir"});
+        };
+        let (targets, g) = self.targets();
+        let Some(g) = g else {
+            return json!({"error": "this device holds no group configuration"});
+        };
+        let doc = match self.document() {
+            Ok(d) => d,
+            Err(e) => return json!({"error": e.to_string()}),
+        };
+        let files = self.trust(&dir);
+        let tls = match trust::client_config(&files.ca, &files.cert, &files.key) {
+            Ok(c) => TlsConnector::from(c),
+            Err(e) => return json!({"error": e.to_string()}),
+        };
+        let mut synced = Vec::new();
+        let mut failed = Vec::new();
+        for (peer, has) in targets {
+            let push = plan(&doc, &g, has, &self.history(), MAX_INCREMENTAL);
+            let mut res = self.push_to(&tls, &peer, &push).await;
+            if let Ok(Answer::NeedFull { .. }) = res {
+                let full = plan(&doc, &g, None, &self.history(), MAX_INCREMENTAL);
+                res = self.push_to(&tls, &peer, &full).await;
+            }
+            match res {
+                Ok(Answer::Applied { .. }) => {
+                    info!(%peer, generation = %g, "config sync: synced");
+                    synced.push(peer);
+                }
+                Ok(Answer::Refused { reason }) => failed.push((peer, reason)),
+                Ok(Answer::NeedFull { .. }) => {
+                    failed.push((peer, "asked twice for the whole configuration".into()))
+                }
+                Err(e) => failed.push((peer, e)),
+            }
+        }
+        if let Some((peer, reason)) = failed.first() {
+            self.failed(format!("{peer} refused it: {reason}"));
+        }
+        json!({
+            "generation": g,
+            "synced": synced,
+            "failed": failed.iter().map(|(p, r)| json!({"device": p, "reason": r})).collect::<Vec<_>>(),
+        })
+    }
+
+    async fn push_to(&self, tls: &TlsConnector, peer: &str, push: &Push) -> Result<Answer, String> {
+        let addr = self
+            .cluster
+            .group
+            .devices
+            .iter()
+            .find(|d| d.name == peer)
+            .and_then(|d| d.sync_address())
+            .ok_or_else(|| format!("{peer} has no config-sync address"))?;
+        let addr = SocketAddr::new(addr, self.cluster.group.group.config_sync_port);
+        let name = trust::device_server_name(&self.cluster.group.group.name, peer)
+            .map_err(|e| e.to_string())?;
+        let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("{addr}: connect timed out"))?
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let stream = tokio::time::timeout(IO_TIMEOUT, tls.connect(name, tcp))
+            .await
+            .map_err(|_| format!("{addr}: handshake timed out"))?
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let (rd, mut wr) = tokio::io::split(stream);
+        write_msg(&mut wr, push).await?;
+        if let Payload::Delta { .. } = push.payload {
+            info!(%peer, "config sync: incremental");
+        }
+        read_msg(rd).await
+    }
+}
+
+/// The config-sync listener (address reuse, so a restarted lbd binds at once).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(16)
+}

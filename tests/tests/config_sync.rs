@@ -1,0 +1,148 @@
+//! Config sync in the cluster lab (docs/design.md, "Config sync"), over mutual TLS with the
+//! group's device certificates:
+//!
+//! 1. A pool changed on A (`method = "ratio"` for `dns`), `lbctl config sync --to-group` on A:
+//!    B and C run it (`lbctl show pools` on each) and have saved it to their files, and every
+//!    device is `in-sync` with one digest. The latency from the sync command to the last
+//!    device in sync is printed.
+//! 2. Concurrent changes on A and C: both `changes-pending`, A and C holding. A is synced to
+//!    the group: C's change goes, C names it as overwritten, C's file holds A's.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
+
+const T: Duration = Duration::from_secs(45);
+
+/// Waits until every device's status is `want` (for `in-sync`: with one digest).
+fn wait_all(lab: &ClusterLab, want: &str) -> Result<Vec<Value>, String> {
+    spanlb_lab::wait_until_dbg(Duration::from_secs(10), want, || {
+        let all: Vec<Value> = ["a", "b", "c"]
+            .iter()
+            .map(|d| lab.lbctl(d, &["config", "status"]))
+            .collect::<Result<_, _>>()?;
+        let digests: std::collections::BTreeSet<String> = all
+            .iter()
+            .map(|s| s["generation"]["digest"].to_string())
+            .collect();
+        if all.iter().all(|s| s["status"] == want) && (want != "in-sync" || digests.len() == 1) {
+            Ok(all)
+        } else {
+            Err(format!("{all:?}"))
+        }
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// `dev`'s running method of pool `dns`.
+fn dns_method(lab: &ClusterLab, dev: &str) -> String {
+    let v = lab.ok(lab.lbctl(dev, &["show", "pools", "dns"]), "show pools");
+    let pools = v.get("pools").cloned().unwrap_or(v);
+    let pool = pools
+        .as_array()
+        .and_then(|p| p.first().cloned())
+        .unwrap_or(pools);
+    pool["method"].as_str().unwrap_or("?").to_string()
+}
+
+/// Edits `dev`'s file (as lbd or config sync wrote it): pool `dns` gets `method`, and
+/// reloads.
+fn set_method(lab: &ClusterLab, dev: &str, method: &str) {
+    let d = lab.device(dev);
+    let text = std::fs::read_to_string(&d.lbd_config).expect("reading");
+    let at = text.find("[pools.dns]\n").expect("pool dns") + "[pools.dns]\n".len();
+    let end = text[at..].find("\n[").map_or(text.len(), |e| at + e + 1);
+    let body: String = text[at..end]
+        .lines()
+        .filter(|l| !l.starts_with("method ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let changed = format!(
+        "{}method = \"{method}\"\n{body}{}",
+        &text[..at],
+        &text[end..]
+    );
+    assert_ne!(changed, text);
+    std::fs::write(&d.lbd_config, changed).expect("writing");
+    let r = lab.lbctl(dev, &["reload"]);
+    lab.ok(r, "reload");
+}
+
+#[test]
+fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one() {
+    if !prereqs() {
+        return;
+    }
+    let opts = ClusterOptions {
+        mirroring: true,
+        ..ClusterOptions::default()
+    };
+    let lab = ClusterLab::build("config_sync", opts).expect("building");
+    let r = lab.wait_steady(T);
+    lab.ok(r, "steady state");
+    let r = wait_all(&lab, "in-sync");
+    lab.ok(r, "in sync at start");
+    let start_method = dns_method(&lab, "b");
+    lab.check(
+        start_method != "ratio",
+        format!("b's dns method at start: {start_method}"),
+    );
+
+    // 1. Change on A, sync to the group.
+    set_method(&lab, "a", "ratio");
+    let r = wait_all(&lab, "changes-pending");
+    lab.ok(r, "a's change is pending");
+    let t0 = Instant::now();
+    let r = lab.lbctl("a", &["config", "sync", "--to-group"]);
+    let out = lab.ok(r, "config sync --to-group on a");
+    lab.check(
+        out["synced"].as_array().is_some_and(|s| s.len() == 2),
+        format!("synced to b and c: {out}"),
+    );
+    let r = wait_all(&lab, "in-sync");
+    lab.ok(r, "in sync after the sync");
+    eprintln!(
+        "config sync: change on a to every device in sync: {} ms",
+        t0.elapsed().as_millis()
+    );
+    for dev in ["b", "c"] {
+        lab.check(
+            dns_method(&lab, dev) == "ratio",
+            format!("{dev} runs a's pool"),
+        );
+        let file = std::fs::read_to_string(&lab.device(dev).lbd_config).expect("file");
+        lab.check(
+            file.contains("ratio") && file.contains(&format!("name = \"{dev}\"")),
+            format!("{dev} saved a's pool with its own [device]: {file}"),
+        );
+    }
+
+    // 2. Concurrent changes on A and C; A wins.
+    set_method(&lab, "c", "maglev");
+    set_method(&lab, "a", "least-connections");
+    let r = wait_all(&lab, "changes-pending");
+    let all = lab.ok(r, "both pending");
+    lab.check(
+        all[0]["detail"]["holders"] == serde_json::json!(["a", "c"]),
+        format!("a and c hold changes: {}", all[0]),
+    );
+    let r = lab.lbctl("a", &["config", "sync", "--to-group"]);
+    lab.ok(r, "sync a again");
+    let r = wait_all(&lab, "in-sync");
+    let all = lab.ok(r, "in sync after a wins");
+    lab.check(
+        all[2]["overwritten"]["ours"]["origin"] == "c"
+            && all[2]["overwritten"]["by"]["origin"] == "a",
+        format!("c names its overwritten change: {}", all[2]),
+    );
+    lab.check(
+        dns_method(&lab, "c") == "least-connections",
+        "c runs a's configuration",
+    );
+    let text = lab.lbctl_text("c", &["config", "status"]);
+    lab.check(
+        text.contains("overwritten by a:"),
+        format!("c's status says so: {text}"),
+    );
+}

@@ -62,6 +62,8 @@ pub struct ClusterOptions {
     pub web_extra: String,
     /// Extra TOML appended to every lbd configuration (profiles, virtual servers, pools).
     pub lbd_extra: String,
+    /// Extra lines of the device group's `[group]` table (e.g. `auto_sync = true\n`).
+    pub group_extra: String,
     /// Plugin packages built and copied into `LAB/plugins`, every lbd's `plugin_dir`.
     pub plugins: Vec<&'static str>,
     /// `failback_sync_max_wait` of every traffic group (e.g. "8s"); None leaves lbd's default.
@@ -95,6 +97,7 @@ impl Default for ClusterOptions {
             mirroring: false,
             web_extra: String::new(),
             lbd_extra: String::new(),
+            group_extra: String::new(),
             plugins: Vec::new(),
             failback_sync_max_wait: None,
             mirror_scope: None,
@@ -1127,6 +1130,7 @@ pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
         failback_delay: Some(&opts.failback_delay),
         failback_sync_max_wait: opts.failback_sync_max_wait.as_deref(),
         mac_masquerade: opts.mac_masquerade,
+        group_extra: &opts.group_extra,
         ..GroupToml::seed(key_file)
     }
     .render()

@@ -146,3 +146,93 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
         format!("c's status says so: {text}"),
     );
 }
+
+/// 3. `auto_sync = true`: a reload on B reaches A and C by itself. A configuration B accepts
+///    but C cannot apply (a virtual server on a port another process holds on C) is refused
+///    whole by C: C runs and keeps its previous configuration, and both B and C show
+///    `sync-failed` with the reason; A, which could apply it, runs it.
+#[test]
+fn auto_sync_reaches_the_group_and_a_refusal_changes_nothing() {
+    if !prereqs() {
+        return;
+    }
+    let opts = ClusterOptions {
+        mirroring: true,
+        group_extra: "auto_sync = true\n".into(),
+        ..ClusterOptions::default()
+    };
+    let lab = ClusterLab::build("config_autosync", opts).expect("building");
+    let r = lab.wait_steady(T);
+    lab.ok(r, "steady state");
+    let r = wait_all(&lab, "in-sync");
+    lab.ok(r, "in sync at start");
+
+    set_method(&lab, "b", "ratio");
+    let r = wait_all(&lab, "in-sync");
+    lab.ok(r, "b's reload reached the group by itself");
+    for dev in ["a", "c"] {
+        lab.check(
+            dns_method(&lab, dev) == "ratio",
+            format!("{dev} runs b's pool"),
+        );
+    }
+
+    // Port 9999 of the VIP is taken on C by another process.
+    let c = lab.device("c");
+    let mut hold = std::process::Command::new("python3");
+    hold.args([
+        "-c",
+        "import socket,time\ns=socket.socket()\ns.bind(('30.1.1.10',9999))\ns.listen()\ntime.sleep(120)",
+    ]);
+    let holder = lab.ok(c.ns.spawn_cmd(hold, "holder-c.log"), "port holder on c");
+    let r = spanlb_lab::wait_until_dbg(Duration::from_secs(5), "port 9999 held on c", || {
+        let out = c.ns.command(&["ss", "-Htln", "sport = :9999"]).output();
+        match out {
+            Ok(o) if !o.stdout.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    lab.ok(r, "holder listening");
+    let b = lab.device("b");
+    let text = std::fs::read_to_string(&b.lbd_config).expect("b's file");
+    let blocked = "\n[virtual_servers.blocked]\ndestination = \"30.1.1.10:9999\"\nprotocol = \"tcp\"\npool = \"web\"\n";
+    std::fs::write(&b.lbd_config, format!("{text}{blocked}")).expect("writing");
+    let r = lab.lbctl("b", &["reload"]);
+    lab.ok(r, "b accepts it");
+    let r = spanlb_lab::wait_until_dbg(
+        Duration::from_secs(10),
+        "b and c report sync-failed",
+        || {
+            let sb = lab.lbctl("b", &["config", "status"])?;
+            let sc = lab.lbctl("c", &["config", "status"])?;
+            let failed = |s: &Value| {
+                s["status"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("sync-failed"))
+            };
+            if failed(&sb) && failed(&sc) {
+                Ok((sb, sc))
+            } else {
+                Err(format!("b: {sb}\nc: {sc}"))
+            }
+        },
+    );
+    let (sb, sc) = lab.ok(r, "the refusal is reported on both sides");
+    let (tb, tc) = (sb["status"].to_string(), sc["status"].to_string());
+    lab.check(
+        tb.contains("c refused it") && tb.contains("9999"),
+        format!("b names c and why: {tb}"),
+    );
+    lab.check(tc.contains("9999"), format!("c says why: {tc}"));
+    let on_a = lab.lbctl("a", &["show", "virtual-servers", "blocked"]);
+    lab.check(on_a.is_ok(), format!("a runs it: {on_a:?}"));
+    let on_c = lab.lbctl("c", &["show", "virtual-servers", "blocked"]);
+    lab.check(on_c.is_err(), format!("c does not: {on_c:?}"));
+    let file_c = std::fs::read_to_string(&c.lbd_config).expect("c's file");
+    lab.check(!file_c.contains("blocked"), "c's file is unchanged");
+    lab.check(
+        dns_method(&lab, "c") == "ratio",
+        "c still runs the previous configuration",
+    );
+    drop(holder);
+}

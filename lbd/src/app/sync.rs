@@ -182,7 +182,7 @@ impl ConfigSync {
 
     /// A reload here committed `config`: a new generation when the group configuration
     /// changed.
-    pub async fn committed(&self, config: &Config) {
+    pub async fn committed(self: &Arc<Self>, config: &Config) {
         let doc = match GroupDocument::from_parts(config, Some(&self.cluster.group)) {
             Ok(d) => d,
             Err(e) => {
@@ -194,13 +194,22 @@ impl ConfigSync {
         self.history().push(doc);
         let m = {
             let mut st = self.lock();
-            if let Some(g) = st.commit(digest, now_ms()) {
+            let g = st.commit(digest, now_ms());
+            if let Some(g) = &g {
                 info!(generation = %g, "config sync: group configuration changed here (not synced)");
                 self.save(&st);
             }
-            mark(&st)
+            (mark(&st), g.is_some())
         };
+        let (m, changed) = m;
         self.cluster.driver.set_config(m).await;
+        if changed && self.cluster.group.group.auto_sync {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = me.sync_to_group().await;
+                info!(result = %r, "config sync: automatic sync to the group");
+            });
+        }
     }
 
     pub(super) fn history(&self) -> std::sync::MutexGuard<'_, History> {

@@ -72,6 +72,10 @@ pub struct Group {
     /// config-sync address.
     #[serde(default = "default_config_sync_port")]
     pub config_sync_port: u16,
+    /// Push every configuration a reload commits here to the group (BIG-IP's automatic sync);
+    /// off: `lbctl config sync --to-group` does.
+    #[serde(default)]
+    pub auto_sync: bool,
 }
 
 fn default_config_sync_port() -> u16 {

@@ -65,6 +65,8 @@ pub struct GroupToml<'a> {
     pub devices: &'a [DeviceAddrs],
     pub key_file: &'a Path,
     pub heartbeat_port: Option<u16>,
+    /// TOML lines added to the `[group]` table (e.g. `auto_sync = true`).
+    pub group_extra: &'a str,
     pub heartbeat_interval: &'a str,
     pub dead_after: &'a str,
     /// `l2` or `routed`.
@@ -99,6 +101,7 @@ impl GroupToml<'_> {
             devices: DEVICES,
             key_file,
             heartbeat_port: None,
+            group_extra: "",
             heartbeat_interval: "100ms",
             dead_after: "500ms",
             route_mode: Some("l2"),
@@ -133,6 +136,7 @@ impl GroupToml<'_> {
             "heartbeat_interval = \"{}\"\ndead_after = \"{}\"\n",
             self.heartbeat_interval, self.dead_after
         );
+        c.push_str(self.group_extra);
         for (key, v) in [
             ("route_mode", self.route_mode),
             ("mirror_scope", self.mirror_scope),

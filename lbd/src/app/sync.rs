@@ -275,6 +275,11 @@ impl ConfigSync {
         self.lock().failed(reason);
     }
 
+    /// A sync from this device reached every device it went to.
+    pub(super) fn succeeded(&self) {
+        self.lock().sync_succeeded();
+    }
+
     /// `lbctl config status`.
     pub fn status(&self) -> Value {
         let st = self.lock();

@@ -222,8 +222,9 @@ impl ConfigSync {
                 Err(e) => failed.push((peer, e)),
             }
         }
-        if let Some((peer, reason)) = failed.first() {
-            self.failed(format!("{peer} refused it: {reason}"));
+        match failed.first() {
+            Some((peer, reason)) => self.failed(format!("{peer} refused it: {reason}")),
+            None => self.succeeded(),
         }
         json!({
             "generation": g,

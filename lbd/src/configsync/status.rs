@@ -227,6 +227,11 @@ impl SyncState {
         self.failed = Some(reason);
     }
 
+    /// A sync from this device reached every device it went to: an earlier failure is over.
+    pub fn sync_succeeded(&mut self) {
+        self.failed = None;
+    }
+
     /// Every live device holds this device's configuration: nothing of it is pending.
     fn settle(&mut self) {
         if self.dirty && self.alive_peers().next().is_some() && self.everyone_has_mine() {

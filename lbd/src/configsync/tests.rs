@@ -249,6 +249,13 @@ fn the_other_statuses() {
         a.status().to_string(),
         "sync-failed: C refused it: cannot listen on tcp 30.1.1.10:80"
     );
+    a.sync_succeeded();
+    assert_eq!(
+        a.status(),
+        SyncStatus::InSync,
+        "a later sync that went through"
+    );
+    a.failed("again".into());
     // The next commit starts over.
     a.commit(digest(9), 5);
     assert!(matches!(a.status(), SyncStatus::ChangesPending { .. }));

@@ -753,6 +753,28 @@ timeout = "{mi}"
         }
     }
 
+    /// Waits (10 s at most) until `lbctl config status` says `want` on every device and, for
+    /// `in-sync`, every device holds one digest; returns each device's status (a, b, c).
+    pub fn wait_config_status(&self, want: &str) -> std::result::Result<Vec<Value>, String> {
+        wait_until_dbg(Duration::from_secs(10), want, || {
+            let all: Vec<Value> = ["a", "b", "c"]
+                .iter()
+                .map(|d| self.lbctl(d, &["config", "status"]))
+                .collect::<std::result::Result<_, _>>()?;
+            let digests: BTreeSet<String> = all
+                .iter()
+                .map(|s| s["generation"]["digest"].to_string())
+                .collect();
+            if all.iter().all(|s| s["status"] == want) && (want != "in-sync" || digests.len() == 1)
+            {
+                Ok(all)
+            } else {
+                Err(format!("{all:?}"))
+            }
+        })
+        .map_err(|e| e.to_string())
+    }
+
     /// `dev`'s view of the traffic groups.
     pub fn traffic_groups(&self, dev: &str) -> std::result::Result<Vec<TgView>, String> {
         let v = self.lbctl(dev, &["show", "traffic-groups"])?;

@@ -14,33 +14,6 @@ use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
 
 const T: Duration = Duration::from_secs(45);
 
-fn status(lab: &ClusterLab, dev: &str) -> Result<Value, String> {
-    lab.lbctl(dev, &["config", "status"])
-}
-
-/// Waits until every device's status is `want` and, for `in-sync`, they hold one digest.
-fn wait_all(lab: &ClusterLab, want: &str) -> Result<Vec<Value>, String> {
-    spanlb_lab::wait_until_dbg(Duration::from_secs(10), want, || {
-        let all: Vec<Value> = ["a", "b", "c"]
-            .iter()
-            .map(|d| status(lab, d))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        let digests: std::collections::BTreeSet<String> = all
-            .iter()
-            .map(|s| s["generation"]["digest"].to_string())
-            .collect();
-        let ok =
-            all.iter().all(|s| s["status"] == want) && (want != "in-sync" || digests.len() == 1);
-        if ok {
-            Ok(all)
-        } else {
-            Err(format!("{all:?}"))
-        }
-    })
-    .map_err(|e| e.to_string())
-}
-
 #[test]
 fn status_shows_in_sync_then_the_device_holding_a_change() {
     if !prereqs() {
@@ -49,7 +22,7 @@ fn status_shows_in_sync_then_the_device_holding_a_change() {
     let lab = ClusterLab::build("config_status", ClusterOptions::default()).expect("building");
     let r = lab.wait_steady(T);
     lab.ok(r, "steady state");
-    let r = wait_all(&lab, "in-sync");
+    let r = lab.wait_config_status("in-sync");
     let all = lab.ok(r, "every device in sync at start");
     for s in &all {
         lab.check(
@@ -69,7 +42,7 @@ fn status_shows_in_sync_then_the_device_holding_a_change() {
     let r = lab.lbctl("a", &["reload"]);
     lab.ok(r, "reload a (device-local change)");
     std::thread::sleep(Duration::from_millis(500));
-    let r = wait_all(&lab, "in-sync");
+    let r = lab.wait_config_status("in-sync");
     lab.ok(r, "still in sync after a device-local change");
 
     // A group change on A: another method for the dns pool.
@@ -78,7 +51,7 @@ fn status_shows_in_sync_then_the_device_holding_a_change() {
     std::fs::write(&a.lbd_config, &changed).expect("writing");
     let r = lab.lbctl("a", &["reload"]);
     lab.ok(r, "reload a (group change)");
-    let r = wait_all(&lab, "changes-pending");
+    let r = lab.wait_config_status("changes-pending");
     let all = lab.ok(r, "every device sees the pending change");
     for s in &all {
         let detail = &s["detail"];
@@ -100,7 +73,7 @@ fn status_shows_in_sync_then_the_device_holding_a_change() {
     std::fs::write(&a.lbd_config, &original).expect("writing");
     let r = lab.lbctl("a", &["reload"]);
     lab.ok(r, "reload a (back)");
-    let r = wait_all(&lab, "in-sync");
+    let r = lab.wait_config_status("in-sync");
     let all = lab.ok(r, "in sync again");
 
     // A restart of B's lbd resumes the generation it saved: the same one, still in sync.
@@ -111,7 +84,7 @@ fn status_shows_in_sync_then_the_device_holding_a_change() {
     );
     let r = lab.restart_lbd("b");
     lab.ok(r, "restarting b's lbd");
-    let r = wait_all(&lab, "in-sync");
+    let r = lab.wait_config_status("in-sync");
     let all = lab.ok(r, "in sync after b's restart");
     lab.check(
         all[1]["generation"] == before,

@@ -15,26 +15,6 @@ use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
 
 const T: Duration = Duration::from_secs(45);
 
-/// Waits until every device's status is `want` (for `in-sync`: with one digest).
-fn wait_all(lab: &ClusterLab, want: &str) -> Result<Vec<Value>, String> {
-    spanlb_lab::wait_until_dbg(Duration::from_secs(10), want, || {
-        let all: Vec<Value> = ["a", "b", "c"]
-            .iter()
-            .map(|d| lab.lbctl(d, &["config", "status"]))
-            .collect::<Result<_, _>>()?;
-        let digests: std::collections::BTreeSet<String> = all
-            .iter()
-            .map(|s| s["generation"]["digest"].to_string())
-            .collect();
-        if all.iter().all(|s| s["status"] == want) && (want != "in-sync" || digests.len() == 1) {
-            Ok(all)
-        } else {
-            Err(format!("{all:?}"))
-        }
-    })
-    .map_err(|e| e.to_string())
-}
-
 /// `dev`'s running method of pool `dns`.
 fn dns_method(lab: &ClusterLab, dev: &str) -> String {
     let v = lab.ok(lab.lbctl(dev, &["show", "pools", "dns"]), "show pools");
@@ -81,7 +61,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
     let lab = ClusterLab::build("config_sync", opts).expect("building");
     let r = lab.wait_steady(T);
     lab.ok(r, "steady state");
-    let r = wait_all(&lab, "in-sync");
+    let r = lab.wait_config_status("in-sync");
     lab.ok(r, "in sync at start");
     let start_method = dns_method(&lab, "b");
     lab.check(
@@ -91,7 +71,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
 
     // 1. Change on A, sync to the group.
     set_method(&lab, "a", "ratio");
-    let r = wait_all(&lab, "changes-pending");
+    let r = lab.wait_config_status("changes-pending");
     lab.ok(r, "a's change is pending");
     let t0 = Instant::now();
     let r = lab.lbctl("a", &["config", "sync", "--to-group"]);
@@ -100,7 +80,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
         out["synced"].as_array().is_some_and(|s| s.len() == 2),
         format!("synced to b and c: {out}"),
     );
-    let r = wait_all(&lab, "in-sync");
+    let r = lab.wait_config_status("in-sync");
     lab.ok(r, "in sync after the sync");
     eprintln!(
         "config sync: change on a to every device in sync: {} ms",
@@ -121,7 +101,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
     // 2. Concurrent changes on A and C; A wins.
     set_method(&lab, "c", "maglev");
     set_method(&lab, "a", "least-connections");
-    let r = wait_all(&lab, "changes-pending");
+    let r = lab.wait_config_status("changes-pending");
     let all = lab.ok(r, "both pending");
     lab.check(
         all[0]["detail"]["holders"] == serde_json::json!(["a", "c"]),
@@ -129,7 +109,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
     );
     let r = lab.lbctl("a", &["config", "sync", "--to-group"]);
     lab.ok(r, "sync a again");
-    let r = wait_all(&lab, "in-sync");
+    let r = lab.wait_config_status("in-sync");
     let all = lab.ok(r, "in sync after a wins");
     lab.check(
         all[2]["overwritten"]["ours"]["origin"] == "c"
@@ -164,11 +144,11 @@ fn auto_sync_reaches_the_group_and_a_refusal_changes_nothing() {
     let lab = ClusterLab::build("config_autosync", opts).expect("building");
     let r = lab.wait_steady(T);
     lab.ok(r, "steady state");
-    let r = wait_all(&lab, "in-sync");
+    let r = lab.wait_config_status("in-sync");
     lab.ok(r, "in sync at start");
 
     set_method(&lab, "b", "ratio");
-    let r = wait_all(&lab, "in-sync");
+    let r = lab.wait_config_status("in-sync");
     lab.ok(r, "b's reload reached the group by itself");
     for dev in ["a", "c"] {
         lab.check(

@@ -1,8 +1,9 @@
-//! Config sync inside lbd, as far as it goes today (docs/design.md, "Config sync"): this
-//! device's generation, which its heartbeats carry, what the peers' heartbeats say of theirs,
-//! and the status `lbctl config status` shows. The generation survives a restart: it is saved
-//! next to the configuration file (`FILE.sync.json`), atomically, whenever it changes. Pushing
-//! a configuration to the group comes next.
+//! Config sync inside lbd (docs/design.md, "Config sync"): this device's generation, which its
+//! heartbeats carry, what the peers' heartbeats say of theirs, the status `lbctl config
+//! status` shows, and applying a configuration a peer pushed (validated, applied through the
+//! reload path, saved). The generation survives a restart: it is saved next to the
+//! configuration file (`FILE.sync.json`), atomically, whenever it changes. The network side
+//! (the listener, `lbctl config sync --to-group`) is `syncnet`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

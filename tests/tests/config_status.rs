@@ -63,6 +63,11 @@ fn status_shows_in_sync_then_the_device_holding_a_change() {
             format!("a holds the change, b and c are behind: {s}"),
         );
     }
+    let dg = lab.lbctl_text("c", &["show", "device-group"]);
+    lab.check(
+        dg.contains("config sync: changes-pending"),
+        format!("show device-group says so too: {dg}"),
+    );
     let text = lab.lbctl_text("b", &["config", "status"]);
     lab.check(
         text.contains("b: changes-pending") && text.contains("changes held by: a"),

@@ -183,7 +183,13 @@ pub async fn handle(req: Request, app: &App) -> Result<Value, String> {
             Ok(summary) => to_json(&summary),
             Err(e) => Err(e.to_string()),
         },
-        Request::ShowDeviceGroup => Ok(json!({"device_group": cluster(app)?.device_group().await})),
+        Request::ShowDeviceGroup => {
+            let mut g = cluster(app)?.device_group().await;
+            if let (Some(s), Value::Object(o)) = (&app.sync, &mut g) {
+                o.insert("config_sync".into(), s.status()["status"].clone());
+            }
+            Ok(json!({ "device_group": g }))
+        }
         Request::ShowTrafficGroups => Ok(cluster(app)?.traffic_groups().await),
         Request::ConfigStatus => match &app.sync {
             Some(s) => Ok(s.status()),

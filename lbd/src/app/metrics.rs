@@ -26,6 +26,8 @@
 //! | `heartbeats_sent_total`, `heartbeats_received_total` | `group` | heartbeat datagrams sent / accepted |
 //! | `heartbeats_rejected_total` | `reason` (`bad-tag`, `replayed`, `unknown-device`, `malformed`) | heartbeats ignored |
 //! | `bgpd_connected` | | 1 while the connection to bgpd's control socket is up |
+//! | `config_sync_status` | `status` (`in-sync`, `changes-pending`, `awaiting-initial-sync`, `disconnected`, `sync-failed`) | 1 for this device's config-sync status, 0 for the others |
+//! | `config_sync_generation` | | the counter of the group configuration's generation held here |
 //! | `mirror_channel_in_sync`, `mirror_channel_last_update_id`, `mirror_channel_acked_update_id`, `mirror_channel_lag_milliseconds` | `traffic_group`, `peer`, `role` (`sender`/`receiver`) | mirroring channels (mirroring on only, as the rest of this block) |
 //! | `mirror_updates_offered_total`, `mirror_refreshes_not_sent_total`, `mirror_offers_refused_total` | | what the data path offered to mirroring |
 //! | `last_reload_timestamp_seconds`, `last_reload_success` | | the last reload, once there was one |
@@ -424,6 +426,29 @@ impl Collector for StateCollector {
                 "bgpd_connected",
                 "1 while lbd's connection to bgpd's control socket is up",
                 i64::from(local.bgpd.connected),
+            )?;
+        }
+        if let Some(s) = app.sync.as_ref() {
+            let (now, counter) = s.figures();
+            family(
+                e,
+                "config_sync_status",
+                "1 for this device's config-sync status, 0 for the others",
+                Kind::Gauge,
+                [
+                    "in-sync",
+                    "changes-pending",
+                    "awaiting-initial-sync",
+                    "disconnected",
+                    "sync-failed",
+                ]
+                .map(|st| ([("status", st.to_string())], u64::from(st == now))),
+            )?;
+            single(
+                e,
+                "config_sync_generation",
+                "The counter of the group configuration's generation held here",
+                counter as i64,
             )?;
         }
         if let Some(m) = app.mirror.as_ref() {

@@ -19,6 +19,7 @@ use crate::cluster::ConfigMark;
 use crate::config::Config;
 use crate::configsync::{
     Digest, DocumentError, Generation, GroupDocument, History, PeerMark, Saved, SyncState,
+    SyncStatus,
 };
 use crate::tables::now_ms;
 
@@ -279,6 +280,20 @@ impl ConfigSync {
     /// A sync from this device reached every device it went to.
     pub(super) fn succeeded(&self) {
         self.lock().sync_succeeded();
+    }
+
+    /// The status's name (`in-sync`, `changes-pending`, `awaiting-initial-sync`,
+    /// `disconnected`, `sync-failed`) and the counter of the generation held (metrics).
+    pub fn figures(&self) -> (&'static str, u64) {
+        let st = self.lock();
+        let name = match st.status() {
+            SyncStatus::InSync => "in-sync",
+            SyncStatus::ChangesPending { .. } => "changes-pending",
+            SyncStatus::AwaitingInitialSync => "awaiting-initial-sync",
+            SyncStatus::Disconnected => "disconnected",
+            SyncStatus::SyncFailed { .. } => "sync-failed",
+        };
+        (name, st.current().map_or(0, |g| g.counter))
     }
 
     /// `lbctl config status`.

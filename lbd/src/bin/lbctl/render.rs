@@ -299,6 +299,12 @@ fn show_device_group(g: &Value) -> String {
         num(&g["heartbeat_interval_ms"]),
         num(&g["dead_after_ms"]),
     );
+    if !g["config_sync"].is_null() {
+        out.push_str(&format!(
+            "config sync: {} (`lbctl config status`)\n",
+            text(&g["config_sync"])
+        ));
+    }
     let mut t = Table::new(&[
         ("DEVICE", L),
         ("ALIVE", L),

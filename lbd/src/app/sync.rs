@@ -19,7 +19,6 @@ use crate::cluster::ConfigMark;
 use crate::config::Config;
 use crate::configsync::{
     Digest, DocumentError, Generation, GroupDocument, History, PeerMark, Saved, SyncState,
-    SyncStatus,
 };
 use crate::tables::now_ms;
 
@@ -286,14 +285,7 @@ impl ConfigSync {
     /// `disconnected`, `sync-failed`) and the counter of the generation held (metrics).
     pub fn figures(&self) -> (&'static str, u64) {
         let st = self.lock();
-        let name = match st.status() {
-            SyncStatus::InSync => "in-sync",
-            SyncStatus::ChangesPending { .. } => "changes-pending",
-            SyncStatus::AwaitingInitialSync => "awaiting-initial-sync",
-            SyncStatus::Disconnected => "disconnected",
-            SyncStatus::SyncFailed { .. } => "sync-failed",
-        };
-        (name, st.current().map_or(0, |g| g.counter))
+        (st.status().name(), st.current().map_or(0, |g| g.counter))
     }
 
     /// `lbctl config status`.

@@ -51,14 +51,24 @@ pub enum SyncStatus {
     },
 }
 
+impl SyncStatus {
+    /// The status's name, without detail.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SyncStatus::InSync => "in-sync",
+            SyncStatus::ChangesPending { .. } => "changes-pending",
+            SyncStatus::AwaitingInitialSync => "awaiting-initial-sync",
+            SyncStatus::Disconnected => "disconnected",
+            SyncStatus::SyncFailed { .. } => "sync-failed",
+        }
+    }
+}
+
 impl fmt::Display for SyncStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SyncStatus::InSync => f.write_str("in-sync"),
-            SyncStatus::ChangesPending { .. } => f.write_str("changes-pending"),
-            SyncStatus::AwaitingInitialSync => f.write_str("awaiting-initial-sync"),
-            SyncStatus::Disconnected => f.write_str("disconnected"),
             SyncStatus::SyncFailed { reason } => write!(f, "sync-failed: {reason}"),
+            other => f.write_str(other.name()),
         }
     }
 }

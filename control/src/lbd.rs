@@ -102,6 +102,25 @@ pub enum Request {
     ShowPlugins,
     ConfigStatus,
     ConfigSync,
+    /// Add a device to the device group (live) and sync the whole configuration to it.
+    DeviceGroupAdd {
+        name: String,
+        /// Its heartbeat addresses (one or two).
+        failover_addresses: Vec<String>,
+        /// Its mirroring addresses (none, one or two).
+        #[serde(default)]
+        mirror_addresses: Vec<String>,
+        /// Where config sync reaches it (default: its first mirroring address).
+        #[serde(default)]
+        config_sync_address: Option<String>,
+        /// Its HA capacity (default 1).
+        #[serde(default)]
+        ha_capacity: Option<u32>,
+    },
+    /// Move a device's traffic groups away, then remove it from the device group (live).
+    DeviceGroupRemove {
+        name: String,
+    },
 }
 
 impl Request {
@@ -277,6 +296,24 @@ mod tests {
             (Request::ConfigStatus, json!({"cmd": "config-status"})),
             (Request::ConfigSync, json!({"cmd": "config-sync"})),
         ]
+    }
+
+    #[test]
+    fn membership_requests_are_named_as_documented() {
+        let add = Request::DeviceGroupAdd {
+            name: "d".into(),
+            failover_addresses: vec!["192.168.100.9".into()],
+            mirror_addresses: vec![],
+            config_sync_address: None,
+            ha_capacity: Some(2),
+        };
+        let v = serde_json::to_value(&add).unwrap();
+        assert_eq!(v["cmd"], "device-group-add");
+        assert_eq!(v["failover_addresses"][0], "192.168.100.9");
+        assert_eq!(serde_json::from_value::<Request>(v).unwrap(), add);
+        let remove: Request =
+            serde_json::from_value(json!({"cmd": "device-group-remove", "name": "d"})).unwrap();
+        assert_eq!(remove, Request::DeviceGroupRemove { name: "d".into() });
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn receiver_cfg(dir: &TempDir) -> ReceiverLink {
     ReceiverLink {
         device: "b".into(),
         group: "g".into(),
-        group_devices: vec!["a".into(), "b".into()],
+        admitted: mt::Admitted::devices(&["a".into(), "b".into()]),
         traffic_groups: vec![TG.into()],
         ca: dir.path().join("ca.crt"),
         cert: dir.crt("b"),

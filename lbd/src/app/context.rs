@@ -10,6 +10,8 @@ use tracing::warn;
 use super::daemon::{Daemon, DaemonError, ReloadSummary};
 use super::sync::ConfigSync;
 use crate::cluster::agent::{Cluster, Local};
+use crate::cluster::config::GroupConfig;
+use crate::cluster::membership;
 use crate::cluster::ports::{RouteHealth, Takeover};
 use crate::mirror::service::Mirroring;
 use crate::proxy::DataPath;
@@ -43,7 +45,25 @@ impl App {
 
     /// Reads the configuration file again and applies it (SIGHUP, `lbctl reload`); the device
     /// group adds the spanning virtual addresses the new configuration has.
+    ///
+    /// The device-group file is read again too: a change that a running lbd takes
+    /// (`cluster::membership`) is taken live after the rest; one that needs a restart refuses
+    /// the whole reload, before anything changed.
     pub async fn reload(&self) -> Result<ReloadSummary, DaemonError> {
+        let group = match &self.cluster {
+            Some(c) => {
+                let g = GroupConfig::load(&c.local.group_file)?;
+                let running = c.group();
+                if *running != g {
+                    membership::check_live(&running, &g, &c.local.me)
+                        .map_err(DaemonError::DeviceGroup)?;
+                    Some(g)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
         let summary = self.daemon.reload().await?;
         if let Some(c) = &self.cluster {
             let rt = self.live().runtime.load();
@@ -54,6 +74,11 @@ impl App {
             drop(rt);
             c.refresh_virtual_addresses().await;
             if let Some(s) = &self.sync {
+                if let Some(g) = group {
+                    s.take_group(g, false)
+                        .await
+                        .map_err(DaemonError::DeviceGroup)?;
+                }
                 s.committed(&config).await;
             }
         }

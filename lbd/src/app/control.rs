@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::context::App;
 use super::daemon::ReloadSummary;
+use super::regroup::{device_from, sync_result};
 use crate::config::AdminState;
 use crate::mirror::tap::MirrorTap;
 use crate::state::{MemberState, PoolState, Runtime, VsState};
@@ -218,6 +219,29 @@ pub async fn handle(req: Request, app: &App) -> Result<Value, String> {
                         .join("; "))
                 }
             }
+            None => Err("no device group configured (set device.device_group)".to_string()),
+        },
+        Request::DeviceGroupAdd {
+            name,
+            failover_addresses,
+            mirror_addresses,
+            config_sync_address,
+            ha_capacity,
+        } => {
+            let Some(s) = &app.sync else {
+                return Err("no device group configured (set device.device_group)".to_string());
+            };
+            let device = device_from(
+                name,
+                &failover_addresses,
+                &mirror_addresses,
+                config_sync_address.as_deref(),
+                ha_capacity,
+            )?;
+            sync_result(s.add_device(device).await)
+        }
+        Request::DeviceGroupRemove { name } => match &app.sync {
+            Some(s) => sync_result(s.remove_device(&name).await),
             None => Err("no device group configured (set device.device_group)".to_string()),
         },
         Request::ShowMirroring => Ok(match app.mirror.as_ref() {

@@ -38,6 +38,8 @@ pub enum DaemonError {
     NoFile,
     #[error("{0}")]
     Plugin(#[from] PluginError),
+    #[error("device group: {0}")]
+    DeviceGroup(String),
 }
 
 /// What a reload did.

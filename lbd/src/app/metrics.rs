@@ -383,7 +383,7 @@ impl Collector for StateCollector {
                 "traffic_group_active",
                 "1 when the traffic group's addresses and routes are in place on this device",
                 Kind::Gauge,
-                c.group.traffic_groups.iter().map(|t| {
+                c.group().traffic_groups.iter().map(|t| {
                     (
                         [("traffic_group", t.name.clone())],
                         u64::from(local.active_here.contains_key(&t.name)),
@@ -396,7 +396,7 @@ impl Collector for StateCollector {
                 "heartbeats_sent",
                 "Heartbeat datagrams sent (one per peer address)",
                 Kind::Counter,
-                [([("group", c.group.group.name.clone())], k.heartbeats_sent)],
+                [([("group", c.group().group.name.clone())], k.heartbeats_sent)],
             )?;
             family(
                 e,
@@ -404,7 +404,7 @@ impl Collector for StateCollector {
                 "Heartbeats accepted",
                 Kind::Counter,
                 [(
-                    [("group", c.group.group.name.clone())],
+                    [("group", c.group().group.name.clone())],
                     k.heartbeats_received,
                 )],
             )?;

@@ -16,6 +16,7 @@ mod context;
 pub mod control;
 pub mod daemon;
 pub mod metrics;
+pub mod regroup;
 pub mod sync;
 mod syncnet;
 
@@ -134,6 +135,7 @@ pub async fn run(
             sync::ConfigSync::start(
                 c.clone(),
                 daemon.clone(),
+                mirror.clone(),
                 &config,
                 daemon.config_path.as_deref(),
             )

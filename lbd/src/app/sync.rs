@@ -14,12 +14,15 @@ use tracing::{info, warn};
 
 use super::daemon::Daemon;
 use crate::cluster::agent::Cluster;
+use crate::cluster::membership;
 use crate::cluster::placement::PeerConfig;
 use crate::cluster::ConfigMark;
 use crate::config::Config;
 use crate::configsync::{
     Digest, DocumentError, Generation, GroupDocument, History, PeerMark, Saved, SyncState,
 };
+use crate::mirror::service::Mirroring;
+use crate::mirror::trust;
 use crate::tables::now_ms;
 
 /// This device's side of config sync.
@@ -27,6 +30,11 @@ pub struct ConfigSync {
     state: Mutex<SyncState>,
     pub(super) cluster: Arc<Cluster>,
     daemon: Arc<Daemon>,
+    /// Mirroring, which follows a live membership change.
+    pub(super) mirror: Option<Arc<Mirroring>>,
+    /// The devices the config-sync listener admits (any device the group CA certified while
+    /// this device awaits its initial sync).
+    pub(super) admitted: trust::Admitted,
     /// The documents this device held lately (deltas are made from them).
     history: Mutex<History>,
     /// Where the generation is saved (None: the configuration was not read from a file).
@@ -65,7 +73,7 @@ fn store(path: &Path, saved: &Saved) -> std::io::Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically: a new file beside it, renamed over it.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = {
         let mut n = path.as_os_str().to_owned();
         n.push(".tmp");
@@ -98,21 +106,34 @@ impl ConfigSync {
     /// Starts config sync for `cluster`, holding the group configuration of `config` (read
     /// from `config_file`): the generation saved by the last run when the configuration is
     /// the same, else a new one of this device's.
+    ///
+    /// A device whose device group names only itself and no traffic group, and that saved no
+    /// generation, is a new device waiting to be added (`lbctl device-group add` on a member):
+    /// it holds no generation (`awaiting-initial-sync`) and its listener admits any device
+    /// the group CA certified, until the first sync reaches it.
     pub async fn start(
         cluster: Arc<Cluster>,
         daemon: Arc<Daemon>,
+        mirror: Option<Arc<Mirroring>>,
         config: &Config,
         config_file: Option<&Path>,
     ) -> Result<Arc<ConfigSync>, DocumentError> {
-        let doc = GroupDocument::from_parts(config, Some(&cluster.group))?;
-        let devices = cluster.group.devices.iter().map(|d| d.name.clone());
+        let doc = GroupDocument::from_parts(config, Some(&*cluster.group()))?;
+        let group = cluster.group();
+        let devices = group.devices.iter().map(|d| d.name.clone());
         let saved = config_file.map(saved_path);
-        let state = SyncState::resume(
-            &cluster.local.me,
-            devices,
-            saved.as_deref().and_then(load),
-            doc.digest(),
-            now_ms(),
+        let previous = saved.as_deref().and_then(load);
+        let joining = previous.is_none() && super::regroup::awaits_initial_sync(&group);
+        let state = if joining {
+            info!("config sync: a device group of this device alone, never synced: awaiting the initial sync from a member (lbctl device-group add there)");
+            SyncState::new(&cluster.local.me, devices, None)
+        } else {
+            SyncState::resume(&cluster.local.me, devices, previous, doc.digest(), now_ms())
+        };
+        let admitted = trust::Admitted::default();
+        admitted.set(
+            &super::regroup::peer_names(&group, &cluster.local.me),
+            joining,
         );
         if let Some(g) = state.current() {
             info!(generation = %g, unsynced = state.dirty(), "config sync: holding the group configuration");
@@ -123,6 +144,8 @@ impl ConfigSync {
             state: Mutex::new(state),
             cluster: cluster.clone(),
             daemon,
+            mirror,
+            admitted,
             history: Mutex::new(history),
             saved,
         });
@@ -132,7 +155,7 @@ impl ConfigSync {
         Ok(sync)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -184,7 +207,7 @@ impl ConfigSync {
     /// A reload here committed `config`: a new generation when the group configuration
     /// changed.
     pub async fn committed(self: &Arc<Self>, config: &Config) {
-        let doc = match GroupDocument::from_parts(config, Some(&self.cluster.group)) {
+        let doc = match GroupDocument::from_parts(config, Some(&*self.cluster.group())) {
             Ok(d) => d,
             Err(e) => {
                 warn!("config sync: {e}");
@@ -204,7 +227,7 @@ impl ConfigSync {
         };
         let (m, changed) = m;
         self.cluster.driver.set_config(m).await;
-        if changed && self.cluster.group.group.auto_sync {
+        if changed && self.cluster.group().group.auto_sync {
             let me = self.clone();
             tokio::spawn(async move {
                 let r = me.sync_to_group().await;
@@ -217,10 +240,15 @@ impl ConfigSync {
         self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// lbd's configuration as it runs.
+    pub(super) fn daemon_config(&self) -> Config {
+        (*self.daemon.dp.runtime.load().config).clone()
+    }
+
     /// The group configuration this device runs.
     pub(super) fn document(&self) -> Result<GroupDocument, DocumentError> {
         let rt = self.daemon.dp.runtime.load();
-        GroupDocument::from_parts(&rt.config, Some(&self.cluster.group))
+        GroupDocument::from_parts(&rt.config, Some(&*self.cluster.group()))
     }
 
     /// The peers a sync to the group goes to (with the digest each holds), and this device's
@@ -232,19 +260,28 @@ impl ConfigSync {
 
     /// Validates `doc` as this device's configuration, applies it through the reload path and
     /// saves it to the configuration file; the reason when it does not validate or apply.
+    /// A changed device group is checked first (`cluster::membership`: what a running lbd
+    /// takes live) and taken after the rest applied.
     pub(super) async fn apply(&self, doc: &GroupDocument) -> Result<(), String> {
         let have = self.document().map_err(|e| e.to_string())?;
-        if doc.section("device_group") != have.section("device_group") {
-            return Err(
-                "its device group (devices, traffic groups) differs from this device's: \
-                changing the group's membership by config sync is not supported yet"
-                    .into(),
-            );
-        }
+        let group = if doc.section("device_group") != have.section("device_group") {
+            let running = self.cluster.group();
+            let g = doc
+                .to_group(&running.group.key_file)
+                .map_err(|e| e.to_string())?
+                .ok_or("it has no device group")?;
+            membership::check_live(&running, &g, &self.cluster.local.me)?;
+            Some(g)
+        } else {
+            None
+        };
         let current = self.daemon.dp.runtime.load().config.clone();
         let cfg = doc.to_config(&current).map_err(|e| e.to_string())?;
         let text = toml::to_string(&cfg).map_err(|e| e.to_string())?;
         self.daemon.apply(cfg).await.map_err(|e| e.to_string())?;
+        if let Some(g) = group {
+            self.take_group(g, true).await?;
+        }
         self.cluster.refresh_virtual_addresses().await;
         if let Some(path) = &self.daemon.config_path {
             if let Err(e) = write_atomically(path, text.as_bytes()) {

@@ -24,6 +24,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{info, warn};
 
 use super::sync::ConfigSync;
+use crate::cluster::config::GroupConfig;
 use crate::configsync::{plan, receive, Answer, Payload, Push, MAX_INCREMENTAL};
 use crate::mirror::service::TrustFiles;
 use crate::mirror::trust;
@@ -76,7 +77,7 @@ impl ConfigSync {
         let (Some(dir), Some(addr)) = (
             self.cluster.local.mirror_trust_dir.clone(),
             self.cluster
-                .group
+                .group()
                 .devices
                 .iter()
                 .find(|d| &d.name == me)
@@ -86,15 +87,19 @@ impl ConfigSync {
             return;
         };
         let files = self.trust(&dir);
-        let peers: Vec<String> = self.peer_names();
-        let tls = match trust::server_config(&files.ca, &files.cert, &files.key, &peers) {
+        let tls = match trust::server_config_admitting(
+            &files.ca,
+            &files.cert,
+            &files.key,
+            self.admitted.clone(),
+        ) {
             Ok(c) => TlsAcceptor::from(c),
             Err(e) => {
                 warn!("config sync: no listener: {e}");
                 return;
             }
         };
-        let addr = SocketAddr::new(addr, self.cluster.group.group.config_sync_port);
+        let addr = SocketAddr::new(addr, self.cluster.group().group.config_sync_port);
         let listener = match bind(addr) {
             Ok(l) => l,
             Err(e) => {
@@ -117,16 +122,6 @@ impl ConfigSync {
         });
     }
 
-    fn peer_names(&self) -> Vec<String> {
-        self.cluster
-            .group
-            .devices
-            .iter()
-            .filter(|d| d.name != self.cluster.local.me)
-            .map(|d| d.name.clone())
-            .collect()
-    }
-
     async fn serve_one(&self, tcp: TcpStream, from: SocketAddr, tls: &TlsAcceptor) {
         let stream = match tokio::time::timeout(IO_TIMEOUT, tls.accept(tcp)).await {
             Ok(Ok(s)) => s,
@@ -136,8 +131,8 @@ impl ConfigSync {
             }
             Err(_) => return,
         };
-        let group = &self.cluster.group.group.name;
-        let device = match trust::peer_device(stream.get_ref().1, group, &self.peer_names()) {
+        let group = &self.cluster.group().group.name;
+        let device = match trust::admitted_peer(stream.get_ref().1, group, &self.admitted) {
             Ok(d) => d,
             Err(e) => {
                 warn!(peer = %from, reason = %e, "config sync: refused connection (trust)");
@@ -185,10 +180,22 @@ impl ConfigSync {
 
     /// Syncs this device's configuration to every live device that does not hold it.
     pub async fn sync_to_group(&self) -> Value {
+        self.sync_to(&[], &self.cluster.group()).await
+    }
+
+    /// The same, and to the devices `also` (a device just added, which sends no heartbeats
+    /// to this one yet, or one just removed, which must learn it), whose addresses are in
+    /// `via`; they get the whole configuration.
+    pub(super) async fn sync_to(&self, also: &[String], via: &GroupConfig) -> Value {
         let Some(dir) = self.cluster.local.mirror_trust_dir.clone() else {
             return json!({"error": "config sync needs device.mirror_trust_dir"});
         };
-        let (targets, g) = self.targets();
+        let (mut targets, g) = self.targets();
+        for name in also {
+            if !targets.iter().any(|(t, _)| t == name) {
+                targets.push((name.clone(), None));
+            }
+        }
         let Some(g) = g else {
             return json!({"error": "this device holds no group configuration"});
         };
@@ -205,10 +212,10 @@ impl ConfigSync {
         let mut failed = Vec::new();
         for (peer, has) in targets {
             let push = plan(&doc, &g, has, &self.history(), MAX_INCREMENTAL);
-            let mut res = self.push_to(&tls, &peer, &push).await;
+            let mut res = self.push_to(&tls, &peer, &push, via).await;
             if let Ok(Answer::NeedFull { .. }) = res {
                 let full = plan(&doc, &g, None, &self.history(), MAX_INCREMENTAL);
-                res = self.push_to(&tls, &peer, &full).await;
+                res = self.push_to(&tls, &peer, &full, via).await;
             }
             match res {
                 Ok(Answer::Applied { .. }) => {
@@ -233,17 +240,21 @@ impl ConfigSync {
         })
     }
 
-    async fn push_to(&self, tls: &TlsConnector, peer: &str, push: &Push) -> Result<Answer, String> {
-        let addr = self
-            .cluster
-            .group
+    async fn push_to(
+        &self,
+        tls: &TlsConnector,
+        peer: &str,
+        push: &Push,
+        via: &GroupConfig,
+    ) -> Result<Answer, String> {
+        let addr = via
             .devices
             .iter()
             .find(|d| d.name == peer)
             .and_then(|d| d.sync_address())
             .ok_or_else(|| format!("{peer} has no config-sync address"))?;
-        let addr = SocketAddr::new(addr, self.cluster.group.group.config_sync_port);
-        let name = trust::device_server_name(&self.cluster.group.group.name, peer)
+        let addr = SocketAddr::new(addr, self.cluster.group().group.config_sync_port);
+        let name = trust::device_server_name(&self.cluster.group().group.name, peer)
             .map_err(|e| e.to_string())?;
         let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
             .await

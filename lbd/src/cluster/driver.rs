@@ -174,6 +174,11 @@ enum Command {
     Unsynced(BTreeSet<String>, oneshot::Sender<()>),
     Unavailable(BTreeSet<IpAddr>, oneshot::Sender<()>),
     Config(Option<ConfigMark>, oneshot::Sender<()>),
+    Reconfigure(
+        GroupSpec,
+        BTreeMap<String, Vec<SocketAddr>>,
+        oneshot::Sender<()>,
+    ),
 }
 
 /// Where every traffic group's path leads ([`Placement::paths`]); None while unknown.
@@ -281,6 +286,23 @@ impl DriverHandle {
     pub async fn set_config(&self, mark: Option<ConfigMark>) {
         self.send_if_changed(&self.config, mark, Command::Config)
             .await;
+    }
+
+    /// The device group changed live (config sync applied a new device-group file): the
+    /// placement takes the new devices and traffic groups ([`Input::Reconfigure`]) and
+    /// heartbeats go to the new peers from now on. The group key, the heartbeat port and the
+    /// listening address stay what they were (the caller refuses changes to them). Does
+    /// nothing once the driver has stopped.
+    pub async fn reconfigure(&self, spec: GroupSpec, peers: BTreeMap<String, Vec<SocketAddr>>) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::Reconfigure(spec, peers, reply))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
     }
 
     /// Sends `value` as `command` unless it equals `last` (held while sending, so that values
@@ -595,6 +617,16 @@ impl Driver {
             Command::Unavailable(set, reply) => {
                 info!(device = %self.spec.me, unavailable = ?set, "route health set");
                 self.feed(Input::Unavailable(set));
+                let _ = reply.send(());
+            }
+            Command::Reconfigure(spec, peers, reply) => {
+                info!(device = %self.spec.me, devices = ?spec.devices,
+                    traffic_groups = ?spec.traffic_groups.iter().map(|t| &t.name).collect::<Vec<_>>(),
+                    "device group reconfigured");
+                self.guard.set_devices(&spec.devices);
+                self.peers = peers;
+                self.spec = spec.clone();
+                self.feed(Input::Reconfigure(spec));
                 let _ = reply.send(());
             }
         }

@@ -11,6 +11,8 @@
 //!   traffic groups, heartbeat timing, route mode).
 //! - `agent`: the device group inside lbd: carries out activations and releases in order
 //!   (addresses, announcements, routes through bgpd), route health, the link fail-safe.
+//! - `membership`: which device-group changes a running lbd takes live (config sync), and
+//!   what the driver is given for one.
 //! - `bgpd`: lbd's client of bgpd's control socket.
 //! - `ports`: what the device group asks of the rest of lbd (a takeover, a release,
 //!   attribution, route health); the app implements them.
@@ -135,6 +137,7 @@ pub mod bgpd;
 pub mod config;
 pub mod driver;
 pub mod heartbeat;
+pub mod membership;
 pub mod netaddr;
 pub mod placement;
 pub mod ports;

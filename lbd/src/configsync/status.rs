@@ -215,6 +215,18 @@ impl SyncState {
         self.settle();
     }
 
+    /// The group's membership changed: the peers are now `peers` (what is known of those that
+    /// stay is kept).
+    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = String>) {
+        let mut next = BTreeMap::new();
+        for p in peers.into_iter().filter(|p| *p != self.me) {
+            let mark = self.peers.remove(&p).unwrap_or_default();
+            next.insert(p, mark);
+        }
+        self.peers = next;
+        self.settle();
+    }
+
     /// A sync from another device was applied here: this device now holds `g`. Returns this
     /// device's own unsynced change it replaced, if any (to be logged).
     pub fn applied(&mut self, g: Generation) -> Option<Generation> {

@@ -106,8 +106,9 @@ pub struct ReceiverLink {
     pub device: String,
     /// The device group (the CA's name).
     pub group: String,
-    /// The devices of the group admitted as senders.
-    pub group_devices: Vec<String>,
+    /// The devices of the group admitted as senders (shared: a live membership change
+    /// reaches a running receiver).
+    pub admitted: trust::Admitted,
     /// The traffic groups this device is next-active for: one channel each.
     pub traffic_groups: Vec<String>,
     pub ca: PathBuf,
@@ -472,7 +473,7 @@ pub fn spawn_receiver(
     cfg: ReceiverLink,
     store: Arc<Mutex<dyn Store + Send>>,
 ) -> Result<(ReceiverHandle, JoinHandle<()>), LinkError> {
-    let tls = trust::server_config(&cfg.ca, &cfg.cert, &cfg.key, &cfg.group_devices)?;
+    let tls = trust::server_config_admitting(&cfg.ca, &cfg.cert, &cfg.key, cfg.admitted.clone())?;
     let acceptor = TlsAcceptor::from(tls);
     let slots = cfg
         .traffic_groups
@@ -565,7 +566,7 @@ async fn receiver_conn(
             return Ok(());
         }
     };
-    let device = match trust::peer_device(tls.get_ref().1, &cfg.group, &cfg.group_devices) {
+    let device = match trust::admitted_peer(tls.get_ref().1, &cfg.group, &cfg.admitted) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(peer = %addr, reason = %e, "mirror: refused connection (trust)");

@@ -361,6 +361,65 @@ fn check_own_chain(
     Ok(())
 }
 
+/// The devices a listener admits, shared with the listener's TLS verifier so that a live
+/// membership change (config sync) reaches listeners already running.
+#[derive(Debug, Clone, Default)]
+pub struct Admitted(Arc<std::sync::RwLock<Admit>>);
+
+#[derive(Debug, Clone, Default)]
+struct Admit {
+    devices: Vec<String>,
+    /// Any device of the group that the group CA certified (a device awaiting its initial
+    /// config sync knows no other device yet).
+    any: bool,
+}
+
+impl Admitted {
+    /// Admits exactly `devices`.
+    pub fn devices(devices: &[String]) -> Admitted {
+        let a = Admitted::default();
+        a.set(devices, false);
+        a
+    }
+
+    /// From now on admits `devices`, or with `any` every device the group CA certified.
+    pub fn set(&self, devices: &[String], any: bool) {
+        let mut w = self.0.write().unwrap_or_else(|e| e.into_inner());
+        w.devices = devices.to_vec();
+        w.any = any;
+    }
+
+    /// The device of `group` that a certificate names, if admitted.
+    fn device_of(&self, der: &[u8], group: &str) -> Result<String, TrustError> {
+        let a = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if a.any {
+            let names = dns_names(der).map_err(TrustError::BadPeerCertificate)?;
+            let tail = format!(".{}", device_dns_name(group, "").trim_start_matches('.'));
+            if let Some(d) = names.iter().find_map(|n| {
+                n.strip_suffix(&tail)
+                    .filter(|d| !d.is_empty() && !d.contains('.'))
+            }) {
+                return Ok(d.to_string());
+            }
+        }
+        device_of(der, group, &a.devices)
+    }
+}
+
+/// After a handshake: the device of `group` the peer's certificate names, refused unless
+/// `admitted` admits it (the chain was verified against the group CA in the handshake).
+pub fn admitted_peer(
+    conn: &CommonState,
+    group: &str,
+    admitted: &Admitted,
+) -> Result<String, TrustError> {
+    let certs = conn
+        .peer_certificates()
+        .ok_or(TrustError::NoPeerCertificate)?;
+    let ee = certs.first().ok_or(TrustError::NoPeerCertificate)?;
+    admitted.device_of(ee, group)
+}
+
 /// The mirror listener's TLS configuration: our certificate, and client certificates required,
 /// signed by the group CA in `ca` and naming one of `group_devices`.
 pub fn server_config(
@@ -368,6 +427,16 @@ pub fn server_config(
     my_cert: &Path,
     my_key: &Path,
     group_devices: &[String],
+) -> Result<Arc<ServerConfig>, TrustError> {
+    server_config_admitting(ca, my_cert, my_key, Admitted::devices(group_devices))
+}
+
+/// The same, admitting the devices `admitted` names when a client connects.
+pub fn server_config_admitting(
+    ca: &Path,
+    my_cert: &Path,
+    my_key: &Path,
+    admitted: Admitted,
 ) -> Result<Arc<ServerConfig>, TrustError> {
     let (store, group) = roots(ca)?;
     let chain = load_certs(my_cert)?;
@@ -379,7 +448,7 @@ pub fn server_config(
     let verifier = Arc::new(GroupVerifier {
         inner,
         group,
-        devices: group_devices.to_vec(),
+        admitted,
     });
     let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -458,7 +527,7 @@ pub fn peer_device(
 struct GroupVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     group: String,
-    devices: Vec<String>,
+    admitted: Admitted,
 }
 
 impl ClientCertVerifier for GroupVerifier {
@@ -480,11 +549,13 @@ impl ClientCertVerifier for GroupVerifier {
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        device_of(end_entity, &self.group, &self.devices).map_err(|e| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-                Arc::new(e),
-            )))
-        })?;
+        self.admitted
+            .device_of(end_entity, &self.group)
+            .map_err(|e| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(e)),
+                ))
+            })?;
         Ok(ok)
     }
     fn verify_tls12_signature(

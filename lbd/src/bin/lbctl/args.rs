@@ -68,6 +68,9 @@ pub enum Cmd {
     /// Config sync: the group configuration this device holds, and whether the group does.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Live membership: add a device to the device group or remove one, while traffic flows.
+    #[command(subcommand, name = "device-group")]
+    DeviceGroup(DeviceGroupCmd),
     /// Device trust for the mirroring channels: the group CA and device certificates. Runs
     /// locally on files (no daemon): exit 0 done, 1 error, 2 usage.
     #[command(subcommand)]
@@ -87,6 +90,31 @@ pub enum ConfigCmd {
         #[arg(long, required = true)]
         to_group: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeviceGroupCmd {
+    /// Add device NAME (which runs lbd with a device-group file naming only itself) and sync
+    /// the whole configuration to it; it then starts heartbeats and mirroring. Run on any
+    /// member.
+    Add {
+        name: String,
+        /// Its heartbeat address; give it twice for a second path.
+        #[arg(long = "failover-address", required = true, value_name = "ADDR")]
+        failover_addresses: Vec<std::net::IpAddr>,
+        /// Its mirroring address; give it twice for a secondary.
+        #[arg(long = "mirror-address", value_name = "ADDR")]
+        mirror_addresses: Vec<std::net::IpAddr>,
+        /// Where config sync reaches it (default: its first mirroring address).
+        #[arg(long, value_name = "ADDR")]
+        config_sync_address: Option<std::net::IpAddr>,
+        /// Its HA capacity (load-aware placement; default 1).
+        #[arg(long)]
+        ha_capacity: Option<u32>,
+    },
+    /// Move every traffic group device NAME holds to its next-active device, then remove it
+    /// from the device group (and from every HA order) and sync that to the group and to it.
+    Remove { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,6 +278,22 @@ pub fn request(cmd: &Cmd) -> Option<Request> {
         Cmd::Release => Request::Release,
         Cmd::Config(ConfigCmd::Status) => Request::ConfigStatus,
         Cmd::Config(ConfigCmd::Sync { .. }) => Request::ConfigSync,
+        Cmd::DeviceGroup(DeviceGroupCmd::Add {
+            name,
+            failover_addresses,
+            mirror_addresses,
+            config_sync_address,
+            ha_capacity,
+        }) => Request::DeviceGroupAdd {
+            name: name.clone(),
+            failover_addresses: failover_addresses.iter().map(|a| a.to_string()).collect(),
+            mirror_addresses: mirror_addresses.iter().map(|a| a.to_string()).collect(),
+            config_sync_address: config_sync_address.map(|a| a.to_string()),
+            ha_capacity: *ha_capacity,
+        },
+        Cmd::DeviceGroup(DeviceGroupCmd::Remove { name }) => {
+            Request::DeviceGroupRemove { name: name.clone() }
+        }
         Cmd::Trust(_) => return None,
     })
 }

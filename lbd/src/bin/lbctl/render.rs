@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use spanlb_control::table::{Align, Table};
 
-use crate::args::{Cmd, ConfigCmd, PersistenceCmd, Show};
+use crate::args::{Cmd, ConfigCmd, DeviceGroupCmd, PersistenceCmd, Show};
 
 mod fmt;
 
@@ -37,6 +37,17 @@ pub fn render(cmd: &Cmd, data: &Value, now: u64) -> String {
         Cmd::Standby => "standby: this device gives up its traffic groups and takes none until `lbctl release`\n".into(),
         Cmd::Release => "released: this device may hold traffic groups again\n".into(),
         Cmd::Config(ConfigCmd::Status) => config_status(data, now),
+        Cmd::DeviceGroup(DeviceGroupCmd::Add { name, .. }) => {
+            format!("added {name}; synced to {}\n", names(&data["sync"]["synced"]))
+        }
+        Cmd::DeviceGroup(DeviceGroupCmd::Remove { name }) => {
+            let moved = names(&data["moved"]);
+            format!(
+                "removed {name} (moved first: {}); synced to {}\n",
+                moved,
+                names(&data["sync"]["synced"])
+            )
+        }
         Cmd::Config(ConfigCmd::Sync { .. }) => {
             if list(&data["synced"]).is_empty() {
                 "every live device already holds this configuration\n".into()

@@ -27,6 +27,10 @@ use crate::tables::now_ms;
 pub(super) enum Step {
     Activate(String),
     Release(String),
+    /// The device group changed live: the traffic groups' definitions from now on (sent
+    /// before the driver hears of the change, so an activation of a new traffic group finds
+    /// its definition here).
+    Group(GroupConfig),
 }
 
 pub(super) struct Sink(pub mpsc::UnboundedSender<Step>);
@@ -69,6 +73,9 @@ pub(super) struct Executor {
     pub last_connect_error: Option<String>,
     /// Traffic group → its MAC-masquerade macvlan (index, name).
     pub masquerade: BTreeMap<String, (u32, String)>,
+    /// Traffic groups removed from the device group while active here, with their definition
+    /// and path id, until they are released.
+    pub retired: BTreeMap<String, (TrafficGroup, u32)>,
 }
 
 impl Executor {
@@ -85,6 +92,7 @@ impl Executor {
                 step = rx.recv() => match step {
                     Some(Step::Activate(tg)) => self.activate(&tg).await,
                     Some(Step::Release(tg)) => self.release(&tg).await,
+                    Some(Step::Group(g)) => self.regroup(g).await,
                     None => return,
                 },
                 r = self.paths_rx.changed(), if paths_open => {
@@ -119,8 +127,30 @@ impl Executor {
         self.here.send_replace(self.active.clone());
     }
 
-    fn tg(&self, name: &str) -> Option<TrafficGroup> {
-        self.group.traffic_group(name).cloned()
+    /// A traffic group's definition and path id: from the running device group, or (removed
+    /// while active here) as it was.
+    fn tg(&self, name: &str) -> Option<(TrafficGroup, u32)> {
+        match self.group.traffic_group(name) {
+            Some(t) => Some((t.clone(), self.group.path_ids()[name])),
+            None => self.retired.get(name).cloned(),
+        }
+    }
+
+    /// The device group changed live (`membership`): traffic groups removed while active
+    /// here keep their definition until the driver releases them; the routes follow the new
+    /// group (a removed traffic group's paths are withdrawn, a new one's announced once
+    /// placement puts it somewhere).
+    async fn regroup(&mut self, group: GroupConfig) {
+        for name in &self.active {
+            if group.traffic_group(name).is_none() {
+                if let Some(def) = self.tg(name) {
+                    self.retired.insert(name.clone(), def);
+                }
+            }
+        }
+        self.group = group;
+        self.set_attribution();
+        self.sync_routes(false).await;
     }
 
     fn note_error(&self, msg: String) {
@@ -137,11 +167,16 @@ impl Executor {
     }
 
     async fn activate(&mut self, name: &str) {
-        let Some(tg) = self.tg(name) else { return };
+        let Some((tg, k)) = self.tg(name) else {
+            warn!(
+                traffic_group = name,
+                "activation of a traffic group this device does not know"
+            );
+            return;
+        };
         // Mirrored state first (docs/architecture.md, "Mirroring"): the sessions' sockets must exist before the
         // floating addresses arrive, or the kernel answers their next segments with RST.
         self.takeover.adopt(name).await;
-        let k = self.group.path_ids()[name];
         let ext = external_link(&tg, k, &self.local);
         let addrs = [
             (ext.clone(), tg.external_floating),
@@ -195,7 +230,7 @@ impl Executor {
     }
 
     async fn release(&mut self, name: &str) {
-        let Some(tg) = self.tg(name) else { return };
+        let Some((tg, k)) = self.tg(name) else { return };
         // Mirrored connections first: they live on the new owner, and nothing may go out
         // from here for them (docs/architecture.md, "Mirroring").
         self.takeover.release(name);
@@ -210,7 +245,7 @@ impl Executor {
         self.follow_latest();
         let graceful = self.group.group.route_mode == RouteMode::L2;
         self.sync_routes(graceful).await;
-        let k = self.group.path_ids()[name];
+        self.retired.remove(name);
         let ext = external_link(&tg, k, &self.local);
         for (ifname, addr) in [
             (ext.as_str(), tg.external_floating),

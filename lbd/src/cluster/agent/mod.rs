@@ -79,11 +79,13 @@ use tracing::{debug, error, info, warn};
 use super::config::GroupConfig;
 use super::driver::{self, DriverCounters, DriverError, DriverHandle};
 use super::heartbeat::GroupKey;
+use super::membership;
 use super::netaddr::{self, NetAddr};
 use super::placement::Role;
 use super::ports::{RouteHealth, Takeover};
 use crate::config::ConfigError;
-use executor::{Executor, Sink};
+use arc_swap::ArcSwap;
+use executor::{Executor, Sink, Step};
 use links::Eligibility;
 pub use local::{BgpdStatus, Local, LocalStatus, TICK};
 pub use routes::{attribution, desired_routes, external_link};
@@ -106,7 +108,13 @@ pub enum ClusterError {
 /// The running device group of this lbd.
 pub struct Cluster {
     pub local: Local,
-    pub group: GroupConfig,
+    /// The running device group (config sync may replace it: [`Cluster::reconfigure`]).
+    group: ArcSwap<GroupConfig>,
+    key: Arc<GroupKey>,
+    /// The executor's queue (a live membership change goes there first).
+    steps: mpsc::UnboundedSender<Step>,
+    /// Serialises membership changes.
+    regroup: tokio::sync::Mutex<()>,
     pub driver: DriverHandle,
     elig: Arc<Eligibility>,
     status: Arc<Mutex<LocalStatus>>,
@@ -149,9 +157,10 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, ClusterError> {
         let key = GroupKey::from_file(&group.group.key_file)
             .map_err(|e| ClusterError::Key(format!("{}: {e}", group.group.key_file.display())))?;
+        let key = Arc::new(key);
         // With mirroring on, auto-failback waits for a returning device's mirror to be in sync.
         let dcfg = group
-            .driver_config(&local.me, Arc::new(key), local.mirror_trust_dir.is_some())
+            .driver_config(&local.me, key.clone(), local.mirror_trust_dir.is_some())
             .map_err(ClusterError::Membership)?;
         let net = Arc::new(NetAddr::new().await?);
         for ifname in [&local.external_interface, &local.internal_interface] {
@@ -209,7 +218,8 @@ impl Cluster {
             },
             ..Default::default()
         }));
-        let (driver, driver_task) = driver::spawn_on_own_thread(dcfg, Arc::new(Sink(tx))).await?;
+        let (driver, driver_task) =
+            driver::spawn_on_own_thread(dcfg, Arc::new(Sink(tx.clone()))).await?;
         let (here_tx, here_rx) = watch::channel(BTreeSet::new());
         let elig = Arc::new(Eligibility {
             standby: AtomicBool::new(false),
@@ -218,7 +228,10 @@ impl Cluster {
         });
         let cluster = Arc::new(Cluster {
             local: local.clone(),
-            group: group.clone(),
+            group: ArcSwap::from_pointee(group.clone()),
+            key,
+            steps: tx,
+            regroup: tokio::sync::Mutex::new(()),
             driver,
             elig: elig.clone(),
             status: status.clone(),
@@ -250,6 +263,7 @@ impl Cluster {
             announced: BTreeSet::new(),
             last_connect_error: None,
             masquerade,
+            retired: BTreeMap::new(),
         };
         let exec_task = tokio::spawn(exec.run(rx));
         let links_task = tokio::spawn(links::watch_links(
@@ -263,9 +277,42 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend([exec_task, links_task]);
-        info!(device = %cluster.local.me, group = %cluster.group.group.name,
-            mode = %cluster.group.group.route_mode, "device group started");
+        info!(device = %cluster.local.me, group = %cluster.group().group.name,
+            mode = %cluster.group().group.route_mode, "device group started");
         Ok(cluster)
+    }
+
+    /// The running device group.
+    pub fn group(&self) -> Arc<GroupConfig> {
+        self.group.load_full()
+    }
+
+    /// Takes a new device-group file live (config sync; `membership` says what may change):
+    /// the executor learns the traffic groups' definitions first, then the driver the new
+    /// devices and traffic groups (it releases what was removed, activates what is new
+    /// here). Refuses, changing nothing, what needs a restart.
+    pub async fn reconfigure(&self, new: GroupConfig) -> Result<(), ClusterError> {
+        let _one = self.regroup.lock().await;
+        let old = self.group();
+        if *old == new {
+            return Ok(());
+        }
+        membership::check_live(&old, &new, &self.local.me).map_err(ClusterError::Membership)?;
+        let (spec, peers) = membership::driver_inputs(
+            &new,
+            &self.local.me,
+            &self.key,
+            self.local.mirror_trust_dir.is_some(),
+        );
+        let _ = self.steps.send(Step::Group(new.clone()));
+        self.driver.reconfigure(spec, peers).await;
+        let member = new.devices.iter().any(|d| d.name == self.local.me);
+        info!(device = %self.local.me, member,
+            devices = ?new.devices.iter().map(|d| &d.name).collect::<Vec<_>>(),
+            traffic_groups = ?new.traffic_groups.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            "device group changed live");
+        self.group.store(Arc::new(new));
+        Ok(())
     }
 
     /// Adds every spanning virtual address of the running configuration to the VIP interface

@@ -10,14 +10,15 @@ impl Cluster {
     /// `show traffic-groups`: the placement view with each traffic group's addresses.
     pub async fn traffic_groups(&self) -> Value {
         let st = self.driver.status().await;
-        let ids = self.group.path_ids();
+        let group = self.group();
+        let ids = group.path_ids();
         let local = self.local_status();
         let tgs: Vec<Value> = st
             .traffic_groups
             .iter()
             .map(|t| {
                 let mut v = serde_json::to_value(t).unwrap_or_default();
-                if let (Some(cfg), Value::Object(o)) = (self.group.traffic_group(&t.name), &mut v) {
+                if let (Some(cfg), Value::Object(o)) = (group.traffic_group(&t.name), &mut v) {
                     o.insert(
                         "external_floating".into(),
                         cfg.external_floating.to_string().into(),
@@ -26,7 +27,7 @@ impl Cluster {
                         "internal_floating".into(),
                         cfg.internal_floating.to_string().into(),
                     );
-                    o.insert("path_id".into(), ids[&t.name].into());
+                    o.insert("path_id".into(), ids.get(&t.name).copied().into());
                     o.insert("ha_order".into(), json!(cfg.ha_order));
                     o.insert("auto_failback".into(), cfg.auto_failback.into());
                     o.insert(
@@ -47,14 +48,15 @@ impl Cluster {
     /// `show device-group`.
     pub async fn device_group(&self) -> Value {
         let st: GroupStatus = self.driver.status().await;
+        let group = self.group();
         json!({
-            "name": self.group.group.name,
+            "name": group.group.name,
             "me": st.me,
             "epoch": st.epoch,
             "phase": st.phase,
-            "route_mode": self.group.group.route_mode,
-            "heartbeat_interval_ms": self.group.group.heartbeat_interval.as_millis() as u64,
-            "dead_after_ms": self.group.group.dead_after.as_millis() as u64,
+            "route_mode": group.group.route_mode,
+            "heartbeat_interval_ms": group.group.heartbeat_interval.as_millis() as u64,
+            "dead_after_ms": group.group.dead_after.as_millis() as u64,
             "standby": self.standby(),
             "devices": st.devices,
             "orders": st.orders,

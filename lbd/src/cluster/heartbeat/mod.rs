@@ -530,6 +530,9 @@ pub struct ReplayGuard {
     me: String,
     /// Every other device of the group, with the `(epoch, seq)` last accepted from it.
     last: HashMap<String, Option<(u64, u64)>>,
+    /// Devices that left the group (a live membership change), with the last accepted from
+    /// them: kept, so that one that comes back cannot be replayed its old heartbeats.
+    gone: HashMap<String, Option<(u64, u64)>>,
 }
 
 impl ReplayGuard {
@@ -543,6 +546,35 @@ impl ReplayGuard {
         ReplayGuard {
             me: me.to_owned(),
             last,
+            gone: HashMap::new(),
+        }
+    }
+
+    /// The group is now made of `devices` (a live membership change): heartbeats from the
+    /// devices that left are refused from now on; what was accepted from a device is kept
+    /// across its leaving and coming back.
+    pub fn set_devices(&mut self, devices: &[String]) {
+        let wanted: std::collections::HashSet<&str> = devices
+            .iter()
+            .map(String::as_str)
+            .filter(|d| *d != self.me)
+            .collect();
+        let leaving: Vec<String> = self
+            .last
+            .keys()
+            .filter(|d| !wanted.contains(d.as_str()))
+            .cloned()
+            .collect();
+        for d in leaving {
+            if let Some(v) = self.last.remove(&d) {
+                self.gone.insert(d, v);
+            }
+        }
+        for d in wanted {
+            if !self.last.contains_key(d) {
+                let v = self.gone.remove(d).flatten();
+                self.last.insert(d.to_string(), v);
+            }
         }
     }
 

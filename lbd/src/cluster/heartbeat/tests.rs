@@ -597,6 +597,30 @@ fn unknown_device_and_myself_are_rejected() {
 }
 
 #[test]
+fn membership_changes_admit_and_refuse_devices_and_keep_replay_state() {
+    let mut g = guard();
+    g.check(&hb("lb-a", 10, 5)).unwrap();
+    // lb-d joins, lb-a leaves.
+    g.set_devices(&["lb-b".into(), "lb-c".into(), "lb-d".into()]);
+    g.check(&hb("lb-d", 1, 1)).unwrap();
+    assert!(matches!(
+        g.check(&hb("lb-a", 10, 6)),
+        Err(HeartbeatError::UnknownDevice(_))
+    ));
+    // lb-a comes back: its old heartbeats stay replays.
+    g.set_devices(&["lb-a".into(), "lb-b".into(), "lb-c".into()]);
+    assert!(matches!(
+        g.check(&hb("lb-a", 10, 5)),
+        Err(HeartbeatError::Replayed { .. })
+    ));
+    g.check(&hb("lb-a", 10, 7)).unwrap();
+    assert!(matches!(
+        g.check(&hb("lb-d", 1, 2)),
+        Err(HeartbeatError::UnknownDevice(_))
+    ));
+}
+
+#[test]
 fn group_key_constructors() {
     assert!(matches!(
         GroupKey::from_bytes(&[0; 15]),

@@ -94,6 +94,55 @@ pub enum MirrorError {
     },
     #[error("mirroring: {0}")]
     Link(#[from] LinkError),
+    #[error("mirroring: no traffic group {0}")]
+    UnknownTrafficGroup(String),
+}
+
+/// The other devices of `group`.
+fn peer_names(group: &GroupConfig, me: &str) -> Vec<String> {
+    group
+        .devices
+        .iter()
+        .filter(|d| d.name != me)
+        .map(|d| d.name.clone())
+        .collect()
+}
+
+/// Binds traffic group `tg`'s receiver on `port` of each of this device's `addresses`.
+#[allow(clippy::too_many_arguments)]
+fn receiver(
+    me: &str,
+    group: &GroupConfig,
+    files: &TrustFiles,
+    addresses: &[std::net::IpAddr],
+    admitted: &trust::Admitted,
+    store: &Arc<Mutex<dyn Store + Send>>,
+    tg: &str,
+    port: u16,
+) -> Result<(ReceiverHandle, JoinHandle<()>), MirrorError> {
+    let mut listeners = Vec::new();
+    for ip in addresses {
+        let addr = SocketAddr::new(*ip, port);
+        let l = listen(addr).map_err(|source| MirrorError::Bind {
+            addr,
+            traffic_group: tg.to_string(),
+            source,
+        })?;
+        listeners.push(l);
+    }
+    let cfg = link::ReceiverLink {
+        device: me.to_string(),
+        group: group.group.name.clone(),
+        admitted: admitted.clone(),
+        traffic_groups: vec![tg.to_string()],
+        ca: files.ca.clone(),
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        timers: timers(),
+        acks: AckPolicy::default(),
+        io_timeout: Duration::from_secs(3),
+    };
+    Ok(link::spawn_receiver(listeners, cfg, store.clone())?)
 }
 
 /// The trust files of this device: `DIR/ca.crt`, `DIR/DEVICE.crt`, `DIR/DEVICE.key`.
@@ -127,13 +176,20 @@ impl TrustFiles {
 /// The mirroring of this lbd (see the module documentation).
 pub struct Mirroring {
     me: String,
-    group: GroupConfig,
+    /// The running device group (replaced by a live membership change: [`Mirroring::reconfigure`]).
+    group: ArcSwap<GroupConfig>,
     files: TrustFiles,
     live: Arc<Live>,
     /// Traffic group → its channel port.
-    ports: BTreeMap<String, u16>,
+    ports: ArcSwap<BTreeMap<String, u16>>,
     outbox: Arc<Outbox>,
-    receivers: Vec<(String, ReceiverHandle)>,
+    /// One receiver per traffic group, with its task.
+    receivers: Mutex<Vec<(String, ReceiverHandle, JoinHandle<()>)>>,
+    /// This device's mirror addresses (the receivers listen there).
+    addresses: Vec<std::net::IpAddr>,
+    /// The devices the receivers admit as senders.
+    admitted: trust::Admitted,
+    store: Arc<Mutex<dyn Store + Send>>,
     /// Traffic groups active here (receivers ignore what others mirror for them).
     active: Arc<ArcSwap<BTreeSet<String>>>,
     standby: Arc<Mutex<Standby>>,
@@ -164,6 +220,9 @@ impl std::fmt::Debug for Mirroring {
 impl Drop for Mirroring {
     fn drop(&mut self) {
         for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        for (_, _, t) in lock(&self.receivers).drain(..) {
             t.abort();
         }
     }
@@ -226,56 +285,30 @@ impl Mirroring {
             standby: standby.clone(),
             resyncs: BTreeMap::new(),
         }));
-        let peers: Vec<String> = group
-            .devices
-            .iter()
-            .filter(|d| d.name != me)
-            .map(|d| d.name.clone())
-            .collect();
+        let admitted = trust::Admitted::devices(&peer_names(group, me));
         let mut receivers = Vec::new();
-        let mut tasks = Vec::new();
         for (tg, port) in &ports {
-            let mut listeners = Vec::new();
-            for ip in &mine {
-                let addr = SocketAddr::new(*ip, *port);
-                let l = listen(addr).map_err(|source| MirrorError::Bind {
-                    addr,
-                    traffic_group: tg.clone(),
-                    source,
-                })?;
-                listeners.push(l);
-            }
-            let cfg = link::ReceiverLink {
-                device: me.to_string(),
-                group: group.group.name.clone(),
-                group_devices: peers.clone(),
-                traffic_groups: vec![tg.clone()],
-                ca: files.ca.clone(),
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-                timers: timers(),
-                acks: AckPolicy::default(),
-                io_timeout: Duration::from_secs(3),
-            };
-            let (handle, task) = link::spawn_receiver(listeners, cfg, store.clone())?;
-            receivers.push((tg.clone(), handle));
-            tasks.push(task);
+            let (handle, task) = receiver(me, group, &files, &mine, &admitted, &store, tg, *port)?;
+            receivers.push((tg.clone(), handle, task));
         }
         info!(device = me, addresses = ?mine, ports = ?ports, scope = %group.group.mirror_scope,
             "mirroring: receivers listening");
         Ok(Arc::new(Mirroring {
             me: me.to_string(),
-            group: group.clone(),
+            group: ArcSwap::from_pointee(group.clone()),
             files,
             live: live.clone(),
-            ports,
+            ports: ArcSwap::from_pointee(ports),
             outbox,
-            receivers,
+            receivers: Mutex::new(receivers),
+            addresses: mine,
+            admitted,
+            store,
             active,
             standby,
             flows: Arc::new(dashmap::DashMap::new()),
             releases: dashmap::DashMap::new(),
-            tasks: Mutex::new(tasks),
+            tasks: Mutex::new(Vec::new()),
             last_epoch: AtomicU64::new(0),
             // Nothing is known to be in sync at start (as the device group assumes).
             unsynced: tokio::sync::watch::channel(group.mirror_ports().into_keys().collect()).0,
@@ -313,6 +346,44 @@ impl Mirroring {
         lock(&self.tasks).push(task);
     }
 
+    /// The device group changed live (`cluster::membership` checked what may): the receivers
+    /// admit the new devices, a new traffic group gets its receiver, a removed one's receiver
+    /// stops (the reconciler replaces the senders as placement moves).
+    pub fn reconfigure(&self, group: &GroupConfig) -> Result<(), MirrorError> {
+        let ports = group.mirror_ports();
+        self.admitted.set(&peer_names(group, &self.me), false);
+        let mut receivers = lock(&self.receivers);
+        receivers.retain(|(tg, _, task)| {
+            let keep = ports.contains_key(tg);
+            if !keep {
+                info!(traffic_group = %tg, "mirroring: receiver stopped (traffic group removed)");
+                task.abort();
+            }
+            keep
+        });
+        for (tg, port) in &ports {
+            if receivers.iter().any(|(t, _, _)| t == tg) {
+                continue;
+            }
+            let (handle, task) = receiver(
+                &self.me,
+                group,
+                &self.files,
+                &self.addresses,
+                &self.admitted,
+                &self.store,
+                tg,
+                *port,
+            )?;
+            info!(traffic_group = %tg, port, "mirroring: receiver listening (traffic group added)");
+            receivers.push((tg.clone(), handle, task));
+        }
+        drop(receivers);
+        self.ports.store(Arc::new(ports));
+        self.group.store(Arc::new(group.clone()));
+        Ok(())
+    }
+
     /// The traffic groups this device is not in sync for, as they change.
     pub fn unsynced(&self) -> watch::Receiver<BTreeSet<String>> {
         self.unsynced.subscribe()
@@ -322,14 +393,9 @@ impl Mirroring {
         if **self.active.load() != *here {
             self.active.store(Arc::new(here.clone()));
         }
-        let others: Vec<String> = self
-            .group
-            .devices
-            .iter()
-            .filter(|d| d.name != self.me)
-            .map(|d| d.name.clone())
-            .collect();
-        let scope = &self.group.group;
+        let group = self.group.load();
+        let others = peer_names(&group, &self.me);
+        let scope = &group.group;
         let mut want = wanted(
             &self.me,
             &others,
@@ -429,10 +495,10 @@ impl Mirroring {
         here: &BTreeSet<String>,
         expected: &BTreeMap<&str, bool>,
     ) -> BTreeSet<String> {
-        self.receivers
+        lock(&self.receivers)
             .iter()
-            .filter(|(tg, _)| !here.contains(tg))
-            .filter(|(tg, h)| {
+            .filter(|(tg, _, _)| !here.contains(tg))
+            .filter(|(tg, h, _)| {
                 let Some(held) = expected.get(tg.as_str()) else {
                     return false;
                 };
@@ -445,7 +511,7 @@ impl Mirroring {
                         }
                 })
             })
-            .map(|(tg, _)| tg.clone())
+            .map(|(tg, _, _)| tg.clone())
             .collect()
     }
 
@@ -455,12 +521,15 @@ impl Mirroring {
         peer: &str,
         carries: Carries,
     ) -> Result<SenderEntry, MirrorError> {
-        let dev = self.group.devices.iter().find(|d| d.name == peer);
+        let group = self.group.load();
+        let dev = group.devices.iter().find(|d| d.name == peer);
         let addrs = dev.map(|d| d.mirror_addresses.clone()).unwrap_or_default();
         let Some(primary) = addrs.first() else {
             return Err(MirrorError::NoMirrorAddress(peer.to_string()));
         };
-        let port = self.ports[tg];
+        let Some(port) = self.ports.load().get(tg).copied() else {
+            return Err(MirrorError::UnknownTrafficGroup(tg.to_string()));
+        };
         let epoch = {
             let now = now_ms();
             let mut prev = self.last_epoch.load(Ordering::Relaxed);
@@ -479,7 +548,7 @@ impl Mirroring {
         };
         let cfg = SenderLink {
             device: self.me.clone(),
-            group: self.group.group.name.clone(),
+            group: group.group.name.clone(),
             peer_device: peer.to_string(),
             traffic_group: tg.to_string(),
             primary: SocketAddr::new(*primary, port),

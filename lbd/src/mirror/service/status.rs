@@ -13,6 +13,9 @@ use super::{in_sync, ChannelFigures, Mirroring};
 impl Mirroring {
     /// `lbctl show mirroring`.
     pub fn status(&self) -> Value {
+        let ports = self.ports.load_full();
+        let ports = &*ports;
+        let group = self.group.load();
         let counts = |tg: &str, mirrored: Option<bool>| -> Value {
             let persistence = self.live.persist.count(|r| {
                 r.traffic_group.as_deref() == Some(tg) && mirrored.is_none_or(|m| m == r.mirrored)
@@ -48,7 +51,7 @@ impl Mirroring {
                         "traffic_group": tg,
                         "peer": e.peer,
                         "carries": e.carries.name(),
-                        "port": self.ports.get(tg),
+                        "port": ports.get(tg),
                         "state": state_name(s.state),
                         "last_sent": s.last_sent,
                         "last_acked": s.last_acked,
@@ -61,15 +64,14 @@ impl Mirroring {
             })
             .collect::<Vec<_>>();
         let here = self.active.load();
-        let receivers: Vec<Value> = self
-            .receivers
+        let receivers: Vec<Value> = lock(&self.receivers)
             .iter()
-            .flat_map(|(_, h)| h.status())
+            .flat_map(|(_, h, _)| h.status())
             .map(|(tg, s, connected)| {
                 json!({
                     "traffic_group": tg,
                     "peer": s.peer,
-                    "port": self.ports.get(&tg),
+                    "port": ports.get(&tg),
                     "connected": connected,
                     "state": receiver_state(&s, connected, here.contains(&tg)),
                     "in_sync": in_sync(&s, connected),
@@ -82,8 +84,8 @@ impl Mirroring {
         json!({
             "enabled": true,
             "me": self.me,
-            "scope": self.group.group.mirror_scope.to_string(),
-            "persistence_scope": self.group.group.persistence_mirror_scope.to_string(),
+            "scope": group.group.mirror_scope.to_string(),
+            "persistence_scope": group.group.persistence_mirror_scope.to_string(),
             "unsynced": *self.unsynced.borrow(),
             "senders": senders,
             "receivers": receivers,
@@ -112,8 +114,12 @@ impl Mirroring {
                 });
             }
         }
-        for (_, h) in &self.receivers {
-            for (tg, s, connected) in h.status() {
+        let receivers: Vec<_> = lock(&self.receivers)
+            .iter()
+            .flat_map(|(_, h, _)| h.status())
+            .collect();
+        {
+            for (tg, s, connected) in receivers {
                 out.push(ChannelFigures {
                     traffic_group: tg,
                     peer: s.peer.clone().unwrap_or_default(),

@@ -9,6 +9,7 @@
 pub mod chaos;
 pub mod cluster;
 pub mod control;
+pub mod membership;
 pub mod mirror;
 pub mod peers;
 pub mod seed;

@@ -25,6 +25,7 @@ fn tg(name: &str, order: [&str; 3], auto_failback: bool) -> TrafficGroupSpec {
         failback_delay: ms(FAILBACK),
         sync_wait: None,
         sync_all_groups: false,
+        load_factor: 1,
     }
 }
 
@@ -48,6 +49,7 @@ fn spec_sync(me: &str, devices: &[&str], sync_wait: Option<Duration>) -> GroupSp
             .collect(),
         heartbeat_interval: ms(INTERVAL),
         dead_after: ms(DEAD),
+        capacity: BTreeMap::new(),
     }
 }
 
@@ -312,6 +314,7 @@ fn place_first_usable_in_ha_order() {
             dev("C", true, 5000, &[]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     let d = place(&t, &view);
     assert_eq!(d.active.as_deref(), Some("C"));
@@ -329,6 +332,7 @@ fn place_holder_keeps_it_until_failback_is_due() {
             dev("C", true, 9000, &[("tg-2", 3000)]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     let d = place(&t, &view);
     assert_eq!((d.active.as_deref(), &d.rule), (Some("C"), &Rule::Holder));
@@ -370,6 +374,7 @@ fn place_order_wins_when_its_target_is_usable() {
             dev("C", true, 9000, &[]),
         ],
         orders: [("tg-1".to_string(), order)].into(),
+        ..Default::default()
     };
     let d = place(&t, &view);
     assert_eq!(
@@ -390,6 +395,7 @@ fn place_conflict_goes_to_the_claimant_first_in_ha_order() {
             dev("C", false, 0, &[]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     assert_eq!(place(&t, &view).active.as_deref(), Some("A"));
 }
@@ -400,6 +406,7 @@ fn place_nobody_when_nobody_is_usable() {
     let view = View {
         devices: vec![dev("A", false, 0, &[]), dev("B", false, 0, &[("tg-1", 10)])],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     let d = place(&t, &view);
     assert_eq!(
@@ -908,6 +915,7 @@ fn place_failback_waits_for_sync_at_most_the_maximum() {
             dev("C", true, 90_000, &[("tg-2", 60_000)]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     view.devices[1].unsynced = set(&["tg-2"]);
     let d = place(&t, &view);
@@ -1359,6 +1367,7 @@ fn sync_all_groups_waits_for_every_traffic_group() {
             dev("C", true, 90_000, &[("tg-2", 60_000)]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     view.devices[1].unsynced = set(&["tg-1"]);
     let d = place(&t, &view);
@@ -1385,6 +1394,7 @@ fn failback_waits_for_the_first_returning_device_in_ha_order() {
             dev("C", true, FAILBACK + 5, &[]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     assert_eq!(place(&t, &view).active.as_deref(), Some("A"));
     // A took it by a manual order and B was up before (it does not count as returning): C's
@@ -1412,6 +1422,7 @@ fn place_first_prefers_a_device_in_sync() {
             dev("C", true, 90_000, &[("tg-3", 60_000)]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     view.devices[0].unsynced = set(&["tg-1", "tg-2", "tg-3"]);
     let d = place(&t, &view);
@@ -1506,6 +1517,7 @@ fn the_newer_claim_holds() {
             dev("C", false, 0, &[]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     view.devices[0].generations.insert("tg-3".into(), 7);
     view.devices[1].generations.insert("tg-3".into(), 9);
@@ -1554,4 +1566,322 @@ fn a_paused_device_never_takes_its_live_peers_traffic_groups() {
             net.assert_steady();
         }
     }
+}
+
+// ---- partial HA orders: the least loaded device (rule 4) ----
+
+/// `tg` with the HA order `order` (any devices).
+fn tg_order(name: &str, order: &[&str], auto_failback: bool) -> TrafficGroupSpec {
+    TrafficGroupSpec {
+        ha_order: order.iter().map(|s| s.to_string()).collect(),
+        ..tg(name, ["A", "B", "C"], auto_failback)
+    }
+}
+
+fn capacity(c: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    c.iter().map(|(d, n)| (d.to_string(), *n)).collect()
+}
+
+/// A view of A (not usable), B and C with what they hold; every TG's load factor 1 unless
+/// `load_factors` says.
+fn load_view(b: &[(&str, u64)], c: &[(&str, u64)], load_factors: &[(&str, u32)]) -> View {
+    View {
+        devices: vec![
+            dev("A", false, 0, &[]),
+            dev("B", true, 9000, b),
+            dev("C", true, 9000, c),
+        ],
+        capacity: BTreeMap::new(),
+        load_factors: ["tg-1", "tg-2", "tg-3", "tg-4"]
+            .into_iter()
+            .map(|t| {
+                let f = load_factors
+                    .iter()
+                    .find(|(n, _)| *n == t)
+                    .map_or(1, |f| f.1);
+                (t.to_string(), f)
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn place_partial_order_falls_back_to_the_least_loaded_device() {
+    let t = tg_order("tg-9", &["A"], true);
+    // B holds one TG, C none: C.
+    let view = load_view(&[("tg-1", 10)], &[], &[]);
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("C"), &Rule::Load));
+    // Nobody else usable after C: B.
+    assert_eq!(d.next_active.as_deref(), Some("B"));
+    // Equal loads: the first by name.
+    let view = load_view(&[("tg-1", 10)], &[("tg-2", 10)], &[]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    let view = load_view(&[], &[], &[]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    // Load factors: B's one TG weighs 5, C's two weigh 1 each.
+    let view = load_view(
+        &[("tg-1", 10)],
+        &[("tg-2", 10), ("tg-3", 10)],
+        &[("tg-1", 5)],
+    );
+    assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+    // A claim of a TG the view has no load factor for adds nothing.
+    let view = load_view(&[("tg-x", 10)], &[("tg-1", 10)], &[]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    // The order's device usable: rule 3 as always; a full order never reaches rule 4.
+    let mut view = load_view(&[], &[("tg-1", 10)], &[]);
+    view.devices[0].usable = true;
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("A"), &Rule::First));
+    assert_eq!(d.next_active.as_deref(), Some("B"), "least loaded");
+    view.devices[0].usable = false;
+    let full = tg_order("tg-9", &["A", "C", "B"], true);
+    assert_eq!(place(&full, &view).rule, Rule::First);
+    assert_eq!(place(&full, &view).active.as_deref(), Some("C"));
+    // Nobody usable at all: nobody.
+    for d in &mut view.devices {
+        d.usable = false;
+    }
+    assert_eq!(place(&t, &view).rule, Rule::Nobody);
+}
+
+#[test]
+fn place_capacity_decides_relative_load() {
+    let t = tg_order("tg-9", &["A"], false);
+    // B holds two TGs with capacity 2 (2/2), C one with capacity 1 (1/1): a tie, B by name.
+    let mut view = load_view(&[("tg-1", 10), ("tg-2", 10)], &[("tg-3", 10)], &[]);
+    view.capacity = capacity(&[("B", 2)]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    // Capacity 3: 2/3 < 1/1.
+    view.capacity = capacity(&[("B", 3)]);
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("B"), &Rule::Load));
+    // Capacity 1 (or missing, or 0): 2/1 > 1/1.
+    for c in [
+        capacity(&[("B", 1)]),
+        BTreeMap::new(),
+        capacity(&[("B", 0)]),
+    ] {
+        view.capacity = c;
+        assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+    }
+    // Exact fractions: 3/1000 against 1/333 (0.003 < 0.003003…).
+    let mut view = load_view(&[("tg-1", 10)], &[("tg-2", 10)], &[("tg-1", 3)]);
+    view.capacity = capacity(&[("B", 1000), ("C", 333)]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    view.capacity = capacity(&[("B", 999), ("C", 333)]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"), "a tie");
+    view.capacity = capacity(&[("B", 998), ("C", 333)]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+    // Huge values do not overflow.
+    let mut view = load_view(&[("tg-1", 10)], &[("tg-2", 10)], &[("tg-1", u32::MAX)]);
+    view.capacity = capacity(&[("B", u32::MAX), ("C", 1)]);
+    let big = TrafficGroupSpec {
+        load_factor: u32::MAX,
+        ..t.clone()
+    };
+    assert_eq!(place(&big, &view).active.as_deref(), Some("B"));
+}
+
+/// TGs that fall back at once (their device died) spread: each counts the ones placed before
+/// it in the pass; next-active says so beforehand.
+#[test]
+fn place_all_spreads_tgs_falling_back_at_once() {
+    let tgs = [
+        tg_order("tg-1", &["A"], true),
+        tg_order("tg-2", &["A"], true),
+        tg_order("tg-3", &["A"], true),
+        tg_order("tg-4", &["C"], false),
+    ];
+    let mut view = load_view(&[], &[("tg-4", 10)], &[]);
+    view.capacity = capacity(&[("C", 3)]);
+    let got = |view: &View| -> Vec<(Option<String>, Rule, Option<String>)> {
+        place_all(&tgs, view)
+            .into_iter()
+            .map(|d| (d.active, d.rule, d.next_active))
+            .collect()
+    };
+    let s = |x: &str| Some(x.to_string());
+    // B 0/1 and C 1/3: tg-1 on B; then B 1/1 and C 1/3: tg-2 on C; then B 1/1 and C 2/3:
+    // tg-3 on C.
+    assert_eq!(
+        got(&view),
+        vec![
+            (s("B"), Rule::Load, s("C")),
+            (s("C"), Rule::Load, s("B")),
+            (s("C"), Rule::Load, s("B")),
+            (s("C"), Rule::Holder, s("B")),
+        ]
+    );
+    // A holds them all: their next-active is where they go when A dies, spread the same way.
+    view.devices[0] = dev("A", true, 9000, &[("tg-1", 10), ("tg-2", 10), ("tg-3", 10)]);
+    assert_eq!(
+        got(&view),
+        vec![
+            (s("A"), Rule::Holder, s("B")),
+            (s("A"), Rule::Holder, s("C")),
+            (s("A"), Rule::Holder, s("C")),
+            // Without C, A holds three TGs and B none.
+            (s("C"), Rule::Holder, s("B")),
+        ]
+    );
+    // Once placed, a TG stays with its holder (rule 2): loads no longer move it.
+    let view = load_view(
+        &[("tg-1", 10), ("tg-2", 10), ("tg-3", 10)],
+        &[("tg-4", 10)],
+        &[],
+    );
+    let d = place_all(&tgs, &view);
+    assert!(d[..3]
+        .iter()
+        .all(|d| d.active == s("B") && d.rule == Rule::Holder));
+    // `place` of one TG agrees with the pass when nothing else moves.
+    for (t, d) in tgs.iter().zip(&d) {
+        assert_eq!(&place(t, &view), d, "{}", t.name);
+    }
+}
+
+/// A holder outside the HA order keeps the TG; auto-failback brings it back to a device of
+/// the order once that has been usable for the failback delay.
+#[test]
+fn place_failback_from_outside_the_ha_order() {
+    let on = tg_order("tg-1", &["A"], true);
+    let off = tg_order("tg-1", &["A"], false);
+    let mut view = load_view(&[], &[("tg-1", 5000)], &[]);
+    view.devices[0] = dev("A", true, FAILBACK - 1, &[]);
+    assert_eq!(place(&on, &view).active.as_deref(), Some("C"));
+    assert_eq!(place(&on, &view).rule, Rule::Holder);
+    view.devices[0].usable_for = ms(FAILBACK);
+    let d = place(&on, &view);
+    assert_eq!(
+        (d.active.as_deref(), &d.rule),
+        (Some("A"), &Rule::Failback { from: "C".into() })
+    );
+    assert_eq!(d.next_active.as_deref(), Some("C"), "C still holds it");
+    assert_eq!(place(&off, &view).active.as_deref(), Some("C"));
+}
+
+fn subset_spec(me: &str, auto_failback: bool) -> GroupSpec {
+    GroupSpec {
+        traffic_groups: vec![
+            tg_order("tg-1", &["A"], auto_failback),
+            tg_order("tg-2", &["A"], auto_failback),
+            tg_order("tg-3", &["C"], false),
+        ],
+        capacity: capacity(&[("C", 2)]),
+        ..spec(me, &["A", "B", "C"])
+    }
+}
+
+impl Net {
+    /// Devices `names` (the whole group) with the group `spec(name)` each, started.
+    fn with_spec(names: &[&str], spec: impl Fn(&str) -> GroupSpec) -> Net {
+        let mut net = Net::new(names, names);
+        for n in names {
+            net.nodes.get_mut(*n).unwrap().p = Placement::new(spec(n), 1_000);
+        }
+        for n in names {
+            net.feed(n, Input::Start);
+        }
+        net
+    }
+
+    fn next_active(&self, device: &str, tg: &str) -> Option<String> {
+        self.tg_status(device, tg).next_active
+    }
+}
+
+/// tg-1 and tg-2 prefer only A, tg-3 only C (capacity 2). When A hangs its two TGs go to B
+/// and C (one each: C holds tg-3 but counts half), as every device predicted; when A is back
+/// auto-failback returns them after the failback delay.
+#[test]
+fn partial_orders_fall_back_by_load_and_fail_back() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::with_spec(&all, |n| subset_spec(n, true));
+    net.run(ms(2000));
+    let one = |d: &str| vec![d.to_string()];
+    assert_eq!(net.holders("tg-1"), one("A"));
+    assert_eq!(net.holders("tg-2"), one("A"));
+    assert_eq!(net.holders("tg-3"), one("C"));
+    for d in all {
+        assert_eq!(
+            net.next_active(d, "tg-1").as_deref(),
+            Some("B"),
+            "as {d} sees it"
+        );
+        assert_eq!(
+            net.next_active(d, "tg-2").as_deref(),
+            Some("C"),
+            "as {d} sees it"
+        );
+        assert_eq!(
+            net.next_active(d, "tg-3").as_deref(),
+            Some("B"),
+            "as {d} sees it"
+        );
+    }
+    net.nodes.get_mut("A").unwrap().hung = true;
+    let hung = net.now;
+    net.run(ms(DEAD + INTERVAL));
+    assert_eq!(net.holders("tg-1"), vec!["A".to_string(), "B".to_string()]);
+    assert_eq!(net.holders("tg-2"), vec!["A".to_string(), "C".to_string()]);
+    for (d, t) in [("B", "tg-1"), ("C", "tg-2")] {
+        let e = net
+            .events_since(hung)
+            .into_iter()
+            .find(|e| activate(d, t)(e))
+            .unwrap_or_else(|| panic!("{d} takes {t}"));
+        assert!(
+            reason(&e.1).ends_with(&format!(
+                "no device of its HA order is usable, {d} is the least loaded"
+            )),
+            "{e:?}"
+        );
+        assert!(reason(&e.1).starts_with("A dead"), "{e:?}");
+    }
+    for d in ["B", "C"] {
+        let s = net.tg_status(d, "tg-1");
+        assert_eq!((s.active.as_deref(), &s.rule), (Some("B"), &Rule::Holder));
+        // A is dead: the next-active of tg-1 is the least loaded other device.
+        assert_eq!(s.next_active.as_deref(), Some("C"));
+    }
+    // A comes back: pre-empted, it releases both, and gets both back after the failback delay.
+    net.nodes.get_mut("A").unwrap().hung = false;
+    let back = net.now;
+    net.run(ms(2 * INTERVAL));
+    assert_eq!(net.holders("tg-1"), one("B"));
+    assert_eq!(net.holders("tg-2"), one("C"));
+    net.run(ms(FAILBACK + DEAD + 2 * INTERVAL));
+    assert_eq!(net.holders("tg-1"), one("A"));
+    assert_eq!(net.holders("tg-2"), one("A"));
+    assert_eq!(net.holders("tg-3"), one("C"));
+    let e = net
+        .events_since(back)
+        .into_iter()
+        .find(|e| activate("A", "tg-1")(e))
+        .unwrap();
+    assert!(
+        reason(&e.1).starts_with("auto-failback to A from B"),
+        "{e:?}"
+    );
+}
+
+/// Without auto-failback the device the load put a TG on keeps it.
+#[test]
+fn partial_orders_without_failback_stay_where_the_load_put_them() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::with_spec(&all, |n| subset_spec(n, false));
+    net.run(ms(2000));
+    net.nodes.get_mut("A").unwrap().hung = true;
+    net.run(ms(DEAD + INTERVAL));
+    net.nodes.get_mut("A").unwrap().hung = false;
+    net.run(ms(FAILBACK + DEAD + 5 * INTERVAL));
+    assert_eq!(net.holders("tg-1"), vec!["B".to_string()]);
+    assert_eq!(net.holders("tg-2"), vec!["C".to_string()]);
+    assert_eq!(net.tg_status("A", "tg-1").rule, Rule::Holder);
+    // The status says why, serialised.
+    let json = serde_json::to_string(&Rule::Load).unwrap();
+    assert_eq!(json, r#"{"rule":"load"}"#);
 }

@@ -73,7 +73,8 @@
 //!   **Next-active** is the placement computed with the active device taken away (not usable,
 //!   claiming nothing), in the same pass (rule 4 spreads the TGs of a device that dies).
 //!   `failback_delay` is raised to at least `dead_after` (a device returning from a restart
-//!   listens that long before it may claim, see below).
+//!   listens that long before it may claim, see below); `heartbeat_interval` and `dead_after`
+//!   are kept within 1ms and a day.
 //! - **Acting.** This device activates a TG when placement picks it and it is not active, and
 //!   releases a TG it holds at once when placement picks another device or nobody (this covers
 //!   conflicts: when a peer also claims a TG this device holds, both compute placement with both
@@ -1676,12 +1677,12 @@ impl Placement {
     }
 }
 
-/// What [`Placement::new`] and [`Input::Reconfigure`] make of a group: intervals of at least
-/// 1ms, failback delays of at least `dead_after`.
+/// What [`Placement::new`] and [`Input::Reconfigure`] make of a group: intervals of 1ms to a
+/// day (no instant overflows), failback delays of at least `dead_after`.
 fn normalise(spec: &mut GroupSpec) {
-    let min = Duration::from_millis(1);
-    spec.heartbeat_interval = spec.heartbeat_interval.max(min);
-    spec.dead_after = spec.dead_after.max(min);
+    let (min, max) = (Duration::from_millis(1), Duration::from_secs(86_400));
+    spec.heartbeat_interval = spec.heartbeat_interval.clamp(min, max);
+    spec.dead_after = spec.dead_after.clamp(min, max);
     for tg in &mut spec.traffic_groups {
         tg.failback_delay = tg.failback_delay.max(spec.dead_after);
     }

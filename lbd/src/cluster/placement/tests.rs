@@ -1885,3 +1885,484 @@ fn partial_orders_without_failback_stay_where_the_load_put_them() {
     let json = serde_json::to_string(&Rule::Load).unwrap();
     assert_eq!(json, r#"{"rule":"load"}"#);
 }
+
+// ---- a new device group live (Input::Reconfigure) ----
+
+/// The test group over `devices` only: every HA order without the other devices.
+fn group_of(me: &str, devices: &[&str]) -> GroupSpec {
+    let mut s = spec(me, devices);
+    for t in &mut s.traffic_groups {
+        t.ha_order.retain(|d| devices.contains(&d.as_str()));
+    }
+    s
+}
+
+impl Net {
+    /// Feeds each of `names`, in turn at this instant, its `Input::Reconfigure(group(name))`.
+    fn reconfigure(
+        &mut self,
+        names: &[&str],
+        group: impl Fn(&str) -> GroupSpec,
+    ) -> BTreeMap<String, Vec<Output>> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), self.feed(n, Input::Reconfigure(group(n)))))
+            .collect()
+    }
+
+    /// Heartbeats `device` sent at or after `t`.
+    fn heartbeats_since(&self, device: &str, t: Instant) -> usize {
+        self.events
+            .iter()
+            .filter(|e| e.at >= t && e.device == device)
+            .filter(|e| matches!(e.out, Output::SendHeartbeat(_)))
+            .count()
+    }
+}
+
+fn sends_heartbeat(outs: &[Output]) -> bool {
+    outs.iter().any(|o| matches!(o, Output::SendHeartbeat(_)))
+}
+
+/// A traffic group added live goes active on its first device in HA order at once (no
+/// listening: the device is running), only there; every device agrees on its next-active; it
+/// is new, so not unsynced anywhere.
+#[test]
+fn reconfigure_adds_a_traffic_group_live() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::new_sync(&all, &all, Some(ms(SYNC)));
+    for n in all {
+        net.feed(n, Input::Unsynced(BTreeSet::new()));
+        net.feed(n, Input::Start);
+    }
+    net.run(ms(2000));
+    net.assert_steady();
+    let with_tg4 = |me: &str| {
+        let mut s = spec_sync(me, &all, Some(ms(SYNC)));
+        s.traffic_groups.push(TrafficGroupSpec {
+            sync_wait: Some(ms(SYNC)),
+            ..tg("tg-4", ["B", "C", "A"], false)
+        });
+        s
+    };
+    let t = net.now;
+    // B first; A and C a little later (config sync reaches devices one by one).
+    let outs = net.reconfigure(&["B"], with_tg4);
+    assert!(
+        outs["B"]
+            .iter()
+            .any(|o| matches!(o, Output::Activate { traffic_group, reason }
+            if traffic_group == "tg-4" && reason == "first available in HA order")),
+        "{outs:?}"
+    );
+    assert!(sends_heartbeat(&outs["B"]), "{outs:?}");
+    assert!(!net.nodes["B"].p.unsynced().contains("tg-4"));
+    net.run(ms(50));
+    let outs = net.reconfigure(&["A", "C"], with_tg4);
+    for d in ["A", "C"] {
+        assert!(sends_heartbeat(&outs[d]), "the group changed: {outs:?}");
+        assert!(!net.nodes[d].p.unsynced().contains("tg-4"));
+    }
+    net.run(ms(2000));
+    assert_eq!(net.holders("tg-4"), vec!["B".to_string()]);
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    for d in all {
+        let roles = net.nodes[d].p.roles(net.now);
+        let r = roles.iter().find(|r| r.traffic_group == "tg-4").unwrap();
+        assert_eq!(r.holder.as_deref(), Some("B"), "as {d} sees it");
+        assert_eq!(r.next_active.as_deref(), Some("C"), "as {d} sees it");
+        assert_eq!(
+            net.nodes[d].p.paths(net.now).unwrap()[3].device.as_deref(),
+            Some("B")
+        );
+    }
+    net.assert_steady();
+}
+
+/// A traffic group removed from the group is released where it is active, once, and forgotten;
+/// added back, it goes active at once again.
+#[test]
+fn reconfigure_removes_a_traffic_group_held_here() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::three();
+    net.run(ms(2000));
+    let without = |me: &str| {
+        let mut s = spec(me, &all);
+        s.traffic_groups.retain(|t| t.name != "tg-1");
+        s
+    };
+    let t = net.now;
+    let outs = net.reconfigure(&all, without);
+    assert!(sends_heartbeat(&outs["A"]));
+    net.run(ms(2000));
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert!(release("A", "tg-1")(&moves[0]));
+    assert_eq!(reason(&moves[0].1), "removed from the device group");
+    assert!(net.holders("tg-1").is_empty());
+    for d in all {
+        let s = net.status(d);
+        assert!(s.traffic_groups.iter().all(|t| t.name != "tg-1"), "{d}");
+        assert_eq!(net.nodes[d].p.roles(net.now).len(), 2);
+    }
+    // The same group again: nothing but what a timer would do.
+    let p = net.nodes["A"].p.clone();
+    let (mut x, mut y) = (p.clone(), p);
+    assert_eq!(
+        x.process(net.now, Input::Reconfigure(without("A"))),
+        y.process(net.now, Input::Timer)
+    );
+    // Back again: A takes it at once.
+    let t = net.now;
+    net.reconfigure(&all, |me| spec(me, &all));
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert!(activate("A", "tg-1")(&moves[0]));
+    net.run(ms(1000));
+    net.assert_steady();
+}
+
+/// A device removed from the group no longer counts: the TG it held goes to the next device
+/// at once, and its heartbeats (it has not heard of its removal yet) are ignored.
+#[test]
+fn reconfigure_removes_a_peer_that_held_a_traffic_group() {
+    let mut net = Net::three();
+    net.run(ms(2000));
+    // C does not hear A and B (it would give tg-3 up to A's newer claim).
+    net.cut.insert(("A".into(), "C".into()));
+    net.cut.insert(("B".into(), "C".into()));
+    let t = net.now;
+    net.reconfigure(&["A", "B"], |me| group_of(me, &["A", "B"]));
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert!(activate("A", "tg-3")(&moves[0]));
+    assert_eq!(reason(&moves[0].1), "C was removed from the device group");
+    // C still runs the old group and claims tg-3: A and B do not hear it.
+    net.run(ms(2000));
+    assert_eq!(net.holders("tg-3"), vec!["A".to_string(), "C".to_string()]);
+    for d in ["A", "B"] {
+        let s = net.status(d);
+        let devices: Vec<_> = s.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(devices, ["A", "B"]);
+        let tg3 = s.traffic_groups.iter().find(|t| t.name == "tg-3").unwrap();
+        assert_eq!(tg3.active.as_deref(), Some("A"), "as {d} sees it");
+        assert_eq!(tg3.next_active.as_deref(), Some("B"), "as {d} sees it");
+    }
+    // (C, cut off, takes the others' TGs too: A and B do not care.)
+    let ab: Vec<_> = net
+        .events_since(t)
+        .into_iter()
+        .filter(|e| e.0 != "C")
+        .collect();
+    assert_eq!(ab.len(), 1, "{ab:?}");
+    assert_eq!(net.holders("tg-1"), vec!["A".to_string(), "C".to_string()]);
+}
+
+/// A device removed from the group releases everything and falls silent; named again, it
+/// starts over: listens for dead_after, then claims by the rules.
+#[test]
+fn reconfigure_removes_this_device_then_adds_it_back() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::three();
+    net.run(ms(2000));
+    let t = net.now;
+    let outs = net.reconfigure(&["C", "A", "B"], |me| group_of(me, &["A", "B"]));
+    assert_eq!(
+        outs["C"],
+        vec![Output::Release {
+            traffic_group: "tg-3".into(),
+            reason: "this device was removed from the device group".into(),
+        }]
+    );
+    let c = &net.nodes["C"].p;
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(c.paths(net.now), None);
+    assert!(c.roles(net.now).is_empty());
+    assert_eq!(c.status(net.now).phase, "removed");
+    net.run(ms(3000));
+    assert_eq!(net.heartbeats_since("C", t + ms(1)), 0);
+    assert_eq!(net.holders("tg-3"), vec!["A".to_string()]);
+    // Nothing it is told makes it take part.
+    for input in [
+        Input::Timer,
+        Input::Eligible(false),
+        Input::Eligible(true),
+        Input::Failover {
+            traffic_group: "tg-3".into(),
+            to: Some("C".into()),
+        },
+        Input::Reconfigure(group_of("C", &["A", "B"])),
+    ] {
+        assert!(net.feed("C", input).is_empty());
+    }
+    net.run(ms(1000));
+    assert_eq!(net.heartbeats_since("C", t + ms(1)), 0);
+
+    // Back in the group (tg-3 fails back to it now).
+    let back = |me: &str| {
+        let mut s = spec(me, &all);
+        s.traffic_groups[2].auto_failback = true;
+        s
+    };
+    let readd = net.now;
+    let outs = net.reconfigure(&["C"], back);
+    assert!(
+        matches!(&outs["C"][..], [Output::SendHeartbeat(hb)] if hb.active.is_empty()),
+        "{outs:?}"
+    );
+    assert_eq!(net.status("C").phase, "listening");
+    net.run(ms(20));
+    net.reconfigure(&["A", "B"], back);
+    net.run(ms(DEAD - 30));
+    assert!(net.events_since(readd).is_empty(), "C listens");
+    net.run(ms(FAILBACK + 3 * INTERVAL));
+    let e = net
+        .events_since(readd)
+        .into_iter()
+        .find(|e| activate("C", "tg-3")(e))
+        .expect("C takes tg-3 back");
+    assert!(
+        reason(&e.1).starts_with("auto-failback to C from A"),
+        "{e:?}"
+    );
+    net.assert_steady();
+}
+
+/// A new HA order applies to the TGs held at once, by the rules: with auto-failback a TG moves
+/// to the device now first in its order (usable long enough); without, the holder keeps it.
+#[test]
+fn reconfigure_reorders_ha_orders() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::three();
+    net.run(ms(2000));
+    let reordered = |me: &str| {
+        let mut s = spec(me, &all);
+        s.traffic_groups[0].ha_order = ["B", "A", "C"].map(String::from).to_vec();
+        s.traffic_groups[2].ha_order = ["A", "C", "B"].map(String::from).to_vec();
+        s
+    };
+    let t = net.now;
+    net.overlap.clear();
+    net.reconfigure(&all, reordered);
+    net.run(ms(2000));
+    assert_eq!(net.holders("tg-1"), vec!["B".to_string()]);
+    assert_eq!(net.holders("tg-2"), vec!["B".to_string()]);
+    assert_eq!(
+        net.holders("tg-3"),
+        vec!["C".to_string()],
+        "no auto-failback"
+    );
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert!(moves.iter().any(|e| release("A", "tg-1")(e)));
+    let act = moves.iter().find(|e| activate("B", "tg-1")(e)).unwrap();
+    assert!(
+        reason(&act.1).starts_with("auto-failback to B from A"),
+        "{act:?}"
+    );
+    assert!(net.overlap.get("tg-1").copied().unwrap_or_default() <= ms(INTERVAL));
+    for d in all {
+        let s = net.tg_status(d, "tg-1");
+        assert_eq!(s.next_active.as_deref(), Some("A"), "as {d} sees it");
+        let s = net.tg_status(d, "tg-3");
+        assert_eq!(
+            (s.active.as_deref(), s.next_active.as_deref()),
+            (Some("C"), Some("A")),
+            "as {d} sees it"
+        );
+    }
+}
+
+/// Heartbeat timing may change live; a reconfiguration before Start is taken as the group.
+#[test]
+fn reconfigure_timing_and_before_start() {
+    let all = ["A", "B", "C"];
+    let t0 = Instant::now();
+    let mut p = Placement::new(spec("A", &all), 1);
+    let slow = GroupSpec {
+        heartbeat_interval: ms(200),
+        dead_after: ms(1000),
+        ..group_of("A", &["A"])
+    };
+    assert!(p.process(t0, Input::Reconfigure(slow.clone())).is_empty());
+    // Alone in the group now: it takes everything at once.
+    let outs = p.process(t0, Input::Start);
+    let active: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Activate { traffic_group, .. } => Some(traffic_group.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(active, ["tg-1", "tg-2", "tg-3"]);
+    assert_eq!(p.poll_timeout(), Some(t0 + ms(200)));
+    // Back to 100ms heartbeats (and a peer): the next one after this one comes 100ms later.
+    let outs = p.process(t0 + ms(200), Input::Reconfigure(spec("A", &all)));
+    assert!(sends_heartbeat(&outs));
+    assert_eq!(p.poll_timeout(), Some(t0 + ms(300)));
+    // Removed before it started: Start leaves it silent.
+    let mut q = Placement::new(spec("C", &all), 1);
+    q.process(t0, Input::Reconfigure(group_of("C", &["A", "B"])));
+    assert!(q.process(t0, Input::Start).is_empty());
+    assert_eq!(q.poll_timeout(), None);
+    assert!(q.process(t0 + ms(10), Input::Timer).is_empty());
+}
+
+/// A small deterministic generator for the sequences below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+
+    fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
+        of[self.below(of.len() as u64) as usize]
+    }
+}
+
+/// Any group: devices and HA orders from a pool larger than the test network (orders may name
+/// devices outside the group), any traffic groups, odd timings, capacities and load factors.
+fn random_group(rng: &mut Rng, me: &str) -> GroupSpec {
+    let pool = ["A", "B", "C", "D"];
+    let devices: Vec<String> = pool
+        .iter()
+        .filter(|_| rng.percent(80))
+        .map(|d| d.to_string())
+        .collect();
+    let mut traffic_groups = Vec::new();
+    for name in ["tg-1", "tg-2", "tg-3", "tg-4", "tg-5"] {
+        if !rng.percent(70) {
+            continue;
+        }
+        let mut ha_order: Vec<String> = Vec::new();
+        for _ in 0..rng.below(5) {
+            let d = rng.pick(&pool).to_string();
+            if !ha_order.contains(&d) {
+                ha_order.push(d);
+            }
+        }
+        traffic_groups.push(TrafficGroupSpec {
+            name: name.to_string(),
+            ha_order,
+            auto_failback: rng.percent(50),
+            failback_delay: ms(rng.below(2000)),
+            sync_wait: rng.percent(30).then(|| ms(rng.below(3000))),
+            sync_all_groups: rng.percent(30),
+            load_factor: rng.below(4) as u32,
+        });
+    }
+    let mut capacity = BTreeMap::new();
+    for d in pool {
+        if rng.percent(50) {
+            capacity.insert(d.to_string(), rng.below(4) as u32);
+        }
+    }
+    let odd = rng.percent(10);
+    GroupSpec {
+        me: me.into(),
+        devices,
+        traffic_groups,
+        heartbeat_interval: ms(if odd { rng.below(300) } else { INTERVAL }),
+        dead_after: ms(if odd { rng.below(900) } else { DEAD }),
+        capacity,
+    }
+}
+
+/// Arbitrary sequences of inputs, reconfigurations among them, never panic nor activate or
+/// release out of turn (the network checks each output), and once every device runs the same
+/// group again each traffic group ends up on exactly one device.
+#[test]
+fn arbitrary_sequences_with_reconfigurations() {
+    let all = ["A", "B", "C"];
+    for seed in 1..=40u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut net = Net::three();
+        for _ in 0..120 {
+            let n = rng.pick(&all);
+            match rng.below(100) {
+                0..=39 => net.run(ms(1 + rng.below(300))),
+                40..=54 => {
+                    let g = random_group(&mut rng, n);
+                    net.feed(n, Input::Reconfigure(g));
+                }
+                55..=64 => {
+                    let g = random_group(&mut rng, "A");
+                    net.reconfigure(&all, |me| GroupSpec {
+                        me: me.into(),
+                        ..g.clone()
+                    });
+                }
+                65..=72 => {
+                    let e = rng.percent(60);
+                    net.feed(n, Input::Eligible(e));
+                }
+                73..=77 => {
+                    let traffic_group = rng.pick(&["tg-1", "tg-2", "tg-4", "tg-9"]).to_string();
+                    let to = rng
+                        .percent(70)
+                        .then(|| rng.pick(&["A", "B", "C", "D"]).to_string());
+                    net.feed(n, Input::Failover { traffic_group, to });
+                }
+                78..=87 => {
+                    let node = net.nodes.get_mut(n).unwrap();
+                    node.hung = !node.hung;
+                }
+                88..=94 => {
+                    let set: BTreeSet<String> = ["tg-1", "tg-2", "tg-3", "tg-4", "tg-5"]
+                        .iter()
+                        .filter(|_| rng.percent(30))
+                        .map(|t| t.to_string())
+                        .collect();
+                    net.feed(n, Input::Unsynced(set));
+                }
+                _ => {
+                    if !net.nodes[n].hung {
+                        net.feed(n, Input::Timer);
+                    }
+                }
+            }
+            for d in all {
+                let p = &net.nodes[d].p;
+                let _ = (p.status(net.now), p.roles(net.now), p.paths(net.now));
+            }
+        }
+        // Everyone back, in the same group.
+        for d in all {
+            net.nodes.get_mut(d).unwrap().hung = false;
+            net.feed(d, Input::Eligible(true));
+            net.feed(d, Input::Unsynced(BTreeSet::new()));
+        }
+        net.reconfigure(&all, |me| spec(me, &all));
+        net.run(ms(10 * DEAD + 3 * FAILBACK));
+        for t in ["tg-1", "tg-2", "tg-3"] {
+            assert_eq!(
+                net.holders(t).len(),
+                1,
+                "seed {seed}: {t} {:?}",
+                net.holders(t)
+            );
+        }
+        for d in all {
+            let extra: Vec<_> = net.nodes[d]
+                .holds
+                .iter()
+                .filter(|t| !["tg-1", "tg-2", "tg-3"].contains(&t.as_str()))
+                .collect();
+            assert!(extra.is_empty(), "seed {seed}: {d} holds {extra:?}");
+        }
+    }
+}

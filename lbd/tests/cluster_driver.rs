@@ -80,10 +80,12 @@ fn spec(me: &str) -> GroupSpec {
                 failback_delay: FAILBACK,
                 sync_wait: None,
                 sync_all_groups: false,
+                load_factor: 1,
             })
             .collect(),
         heartbeat_interval: INTERVAL,
         dead_after: DEAD_AFTER,
+        capacity: BTreeMap::new(),
     }
 }
 

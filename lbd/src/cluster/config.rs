@@ -212,6 +212,11 @@ pub struct Device {
     /// its first mirroring address.
     #[serde(default)]
     pub config_sync_address: Option<IpAddr>,
+    /// How much traffic-group load this device takes relative to the others (BIG-IP's HA
+    /// capacity), 1-1000, default 1: a traffic group none of whose HA order is usable goes to
+    /// the usable device with the lowest sum of `ha_load_factor` per capacity.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub ha_capacity: u32,
 }
 
 impl Device {
@@ -226,7 +231,10 @@ impl Device {
 #[serde(deny_unknown_fields)]
 pub struct TrafficGroup {
     pub name: String,
-    /// Devices in failover preference order; every device of the group must appear once.
+    /// Devices in failover preference order: any devices of the group, each at most once.
+    /// Empty: every device, by name. When none of the devices named is usable, the traffic
+    /// group goes to the least loaded usable device (see `ha_load_factor`, `ha_capacity`).
+    #[serde(default)]
     pub ha_order: Vec<String>,
     /// Floating external self IP with its prefix (the VIP's next hop in L2 mode).
     pub external_floating: IpNet,
@@ -250,7 +258,23 @@ pub struct TrafficGroup {
     /// attributed to this traffic group.
     #[serde(default)]
     pub mac_masquerade: Option<MacAddr>,
+    /// The load this traffic group puts on the device it is active on, relative to the other
+    /// traffic groups (BIG-IP's HA load factor), 1-1000, default 1 (see `ha_capacity`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub ha_load_factor: u32,
 }
+
+fn one() -> u32 {
+    1
+}
+
+// serde's skip_serializing_if passes a reference.
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// The largest `ha_capacity` and `ha_load_factor` accepted.
+pub const MAX_HA_WEIGHT: u32 = 1000;
 
 fn default_failback_delay() -> Duration {
     Duration::from_secs(5)
@@ -329,6 +353,12 @@ impl GroupConfig {
             if d.mirror_addresses.len() > 2 {
                 return Err(bad(key("mirror_addresses"), "give at most two addresses"));
             }
+            if !(1..=MAX_HA_WEIGHT).contains(&d.ha_capacity) {
+                return Err(bad(
+                    key("ha_capacity"),
+                    format!("{} is not 1-{MAX_HA_WEIGHT}", d.ha_capacity),
+                ));
+            }
         }
         if self.devices.is_empty() {
             return Err(bad("devices", "a device group needs at least one device"));
@@ -365,14 +395,19 @@ impl GroupConfig {
                     format!("`{}` is empty or listed twice", tg.name),
                 ));
             }
-            let order: BTreeSet<&str> = tg.ha_order.iter().map(String::as_str).collect();
-            if let Some(u) = tg.ha_order.iter().find(|d| !names.contains(d.as_str())) {
-                return Err(bad(key("ha_order"), format!("no device named `{u}`")));
+            let mut order = BTreeSet::new();
+            for d in &tg.ha_order {
+                if !names.contains(d.as_str()) {
+                    return Err(bad(key("ha_order"), format!("no device named `{d}`")));
+                }
+                if !order.insert(d.as_str()) {
+                    return Err(bad(key("ha_order"), format!("`{d}` is listed twice")));
+                }
             }
-            if order.len() != tg.ha_order.len() || order != names {
+            if !(1..=MAX_HA_WEIGHT).contains(&tg.ha_load_factor) {
                 return Err(bad(
-                    key("ha_order"),
-                    "must name every device of the group exactly once",
+                    key("ha_load_factor"),
+                    format!("{} is not 1-{MAX_HA_WEIGHT}", tg.ha_load_factor),
                 ));
             }
             for (k, a) in [
@@ -489,10 +524,16 @@ impl GroupConfig {
                         sync_wait: mirroring.then_some(t.failback_sync_max_wait),
                         sync_all_groups: self.group.persistence_mirror_scope
                             == MirrorScope::AllPeers,
+                        load_factor: t.ha_load_factor,
                     })
                     .collect(),
                 heartbeat_interval: self.group.heartbeat_interval,
                 dead_after: self.group.dead_after,
+                capacity: self
+                    .devices
+                    .iter()
+                    .map(|d| (d.name.clone(), d.ha_capacity))
+                    .collect(),
             },
             key,
             // With a second path, heartbeats arrive on either address: listen on both.
@@ -675,10 +716,67 @@ mod tests {
     }
 
     #[test]
+    fn ha_capacity_load_factor_and_partial_ha_orders() {
+        // Defaults: 1 each, every HA order as written.
+        let g = GroupConfig::from_toml(SEED, "group.toml").unwrap();
+        assert!(g.devices.iter().all(|d| d.ha_capacity == 1));
+        assert!(g.traffic_groups.iter().all(|t| t.ha_load_factor == 1));
+        let d = g.driver_config("A", key(), false).unwrap();
+        assert_eq!(
+            d.spec.capacity,
+            [("A", 1), ("B", 1), ("C", 1)]
+                .map(|(n, c)| (n.to_string(), c))
+                .into()
+        );
+        assert!(d.spec.traffic_groups.iter().all(|t| t.load_factor == 1));
+        // Defaults are not written out (a peer that does not know the keys takes the group).
+        let json = serde_json::to_value(&g).unwrap();
+        assert!(!json.to_string().contains("ha_capacity"), "{json}");
+        assert!(!json.to_string().contains("ha_load_factor"), "{json}");
+
+        let text = SEED
+            .replacen("name = \"C\"", "name = \"C\"\nha_capacity = 2", 1)
+            .replacen(
+                "ha_order = [\"B\", \"C\", \"A\"]",
+                "ha_order = [\"B\"]\nha_load_factor = 3",
+                1,
+            )
+            .replacen("ha_order = [\"C\", \"A\", \"B\"]", "ha_order = []", 1);
+        let g = GroupConfig::from_toml(&text, "group.toml").unwrap();
+        assert_eq!(g.devices[2].ha_capacity, 2);
+        assert_eq!(g.traffic_groups[1].ha_order, ["B"]);
+        assert_eq!(g.traffic_groups[1].ha_load_factor, 3);
+        assert!(g.traffic_groups[2].ha_order.is_empty());
+        let d = g.driver_config("B", key(), false).unwrap();
+        assert_eq!(d.spec.capacity["C"], 2);
+        assert_eq!(d.spec.capacity["A"], 1);
+        let tgs = &d.spec.traffic_groups;
+        assert_eq!(tgs[1].ha_order, ["B"]);
+        assert_eq!(tgs[1].load_factor, 3);
+        assert!(tgs[2].ha_order.is_empty());
+        // Written out when set, and read back the same (config sync).
+        let back = GroupConfig::from_value(serde_json::to_value(&g).unwrap()).unwrap();
+        assert_eq!(back, g);
+        // ha_order may be left out: every device by name.
+        let text = SEED.replacen("ha_order = [\"C\", \"A\", \"B\"]\n", "", 1);
+        let g = GroupConfig::from_toml(&text, "group.toml").unwrap();
+        assert!(g.traffic_groups[2].ha_order.is_empty());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases: &[(&str, &str, &str)] = &[
-            ("ha_order = [\"B\", \"C\", \"A\"]", "ha_order = [\"B\", \"C\"]",
-             "key `traffic_groups[1].ha_order`: must name every device of the group exactly once"),
+            ("ha_order = [\"B\", \"C\", \"A\"]", "ha_order = [\"B\", \"C\", \"B\"]",
+             "key `traffic_groups[1].ha_order`: `B` is listed twice"),
+            ("name = \"tg-3\"", "name = \"tg-3\"\nha_load_factor = 0",
+             "key `traffic_groups[2].ha_load_factor`: 0 is not 1-1000"),
+            ("name = \"tg-3\"", "name = \"tg-3\"\nha_load_factor = 1001",
+             "key `traffic_groups[2].ha_load_factor`: 1001 is not 1-1000"),
+            ("name = \"B\"", "name = \"B\"\nha_capacity = 0",
+             "key `devices[1].ha_capacity`: 0 is not 1-1000"),
+            ("name = \"C\"", "name = \"C\"\nha_capacity = 5000",
+             "key `devices[2].ha_capacity`: 5000 is not 1-1000"),
+            ("name = \"C\"", "name = \"C\"\nha_capacity = -1", "ha_capacity"),
             ("ha_order = [\"B\", \"C\", \"A\"]", "ha_order = [\"B\", \"C\", \"X\"]",
              "key `traffic_groups[1].ha_order`: no device named `X`"),
             ("internal_floating = \"10.1.1.4/24\"", "internal_floating = \"10.1.1.3/24\"",

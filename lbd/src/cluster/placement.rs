@@ -2,11 +2,12 @@
 //!
 //! [`Placement::process`] takes the current time and one [`Input`] (start, timer, a peer's
 //! heartbeat, this device's eligibility, the traffic groups whose mirror is not in sync here,
-//! the virtual addresses not available here, an `lbctl failover`) and returns what the caller
+//! the virtual addresses not available here, an `lbctl failover`, a new device group) and
+//! returns what the caller
 //! must do ([`Output`]s: activate or release a traffic group here, send a heartbeat). Timers
 //! are data: [`Placement::poll_timeout`] says when the core next needs [`Input::Timer`]. Where
-//! a traffic group goes is decided by [`place`], a pure function of a [`View`], so every device
-//! that has the same view computes the same placement; [`Placement::paths`] turns that into
+//! the traffic groups go is decided by [`place_all`], a pure function of a [`View`], so every
+//! device that has the same view computes the same placement; [`Placement::paths`] turns that into
 //! where each traffic group's path leads, which every device announces (docs/design.md, "ECMP and failover").
 //!
 //! # Rules
@@ -33,7 +34,7 @@
 //!   by auto-failback like any returning device (failback delay, mirror sync). *Held since* is
 //!   when this device first saw the holder claim it (a claim heard while listening after
 //!   start counts as older than this device's own return).
-//! - **Placement** ([`place`]), per traffic group, first match wins:
+//! - **Placement** ([`place_all`]; [`place`] for one TG), per traffic group, first match wins:
 //!   1. the newest order for the TG, if it names a usable device: that device;
 //!   2. the holder — unless `auto_failback` is on and the first usable device earlier in HA
 //!      order has been usable for at least `failback_delay`: that device (while it has not,
@@ -56,12 +57,24 @@
 //!      claims gone with its old process) does not take its TG back with an empty table, its
 //!      next-active device stands in and auto-failback returns the TG once the device is in
 //!      sync;
-//!   4. nobody.
+//!   4. **load** — the HA order names only some of the devices and none of them is usable:
+//!      the usable device with the lowest *relative load* (BIG-IP's HA load factor and HA
+//!      capacity): the sum of the `load_factor`s of the TGs placed on it divided by its
+//!      `capacity` (a device missing from [`GroupSpec::capacity`] counts 1), compared exactly
+//!      as fractions, ties to the first by name. The TGs of the group are placed in one pass in
+//!      the group's order: rules 1-3 and 5 first, then rule 4 for the TGs left, one after the
+//!      other, each counting every TG placed on a device so far in the pass (so TGs falling
+//!      back at once spread). Once it holds the TG, rule 2 keeps it there: auto-failback brings
+//!      it back to a device of its HA order (a holder outside the order ranks after every device
+//!      in it) and without auto-failback it stays;
+//!   5. nobody.
 //!
+//!   An empty HA order means every device of the group, by name.
 //!   **Next-active** is the placement computed with the active device taken away (not usable,
-//!   claiming nothing).
+//!   claiming nothing), in the same pass (rule 4 spreads the TGs of a device that dies).
 //!   `failback_delay` is raised to at least `dead_after` (a device returning from a restart
-//!   listens that long before it may claim, see below).
+//!   listens that long before it may claim, see below); `heartbeat_interval` and `dead_after`
+//!   are kept within 1ms and a day.
 //! - **Acting.** This device activates a TG when placement picks it and it is not active, and
 //!   releases a TG it holds at once when placement picks another device or nobody (this covers
 //!   conflicts: when a peer also claims a TG this device holds, both compute placement with both
@@ -98,9 +111,21 @@
 //!   to advertise on this device; carried in every heartbeat. [`Placement::paths`] gives, per
 //!   TG, the device placement puts it on and that device's unavailable addresses (None until
 //!   the device has listened after its start or a stall: what it knew before is kept).
+//! - **Reconfigure.** [`Input::Reconfigure`] replaces the group (normalised as by
+//!   [`Placement::new`]; `me` stays this device). A traffic group no longer in it is released
+//!   if active here ("removed from the device group") and everything known of it forgotten
+//!   (orders, generations, unsynced); a new one is placed by the rules at once (when this
+//!   device is running: no listening), and does not count as unsynced here (there is no state
+//!   to be out of sync with). Devices no longer in the group are forgotten as peers: their
+//!   claims and heartbeats no longer count. When the group no longer names this device, it
+//!   releases every TG it holds ("this device was removed from the device group"), then sends
+//!   nothing and claims nothing ([`Placement::paths`] None, [`Placement::roles`] empty) until
+//!   a reconfiguration names it again, which starts it afresh as [`Input::Start`] does
+//!   (listening for `dead_after`). A reconfiguration that changes the group sends a heartbeat
+//!   at once.
 //! - **Heartbeats.** [`Output::SendHeartbeat`] at start, then every `heartbeat_interval`, plus one
-//!   at once whenever the active set, the eligibility, the unsynced set, the unavailable set or
-//!   the known orders change. `seq` starts at 1 and increases by one per heartbeat; `sent_ms`
+//!   at once whenever the active set, the eligibility, the unsynced set, the unavailable set,
+//!   the known orders or the group change. `seq` starts at 1 and increases by one per heartbeat; `sent_ms`
 //!   is the clock set by [`Placement::set_clock_ms`], or else `epoch` taken as the Unix ms at
 //!   [`Input::Start`]. A heartbeat carries each claim with its generation and whether an order
 //!   made it, and `usable_ms`: how long this device has been usable.
@@ -130,6 +155,9 @@ pub struct TrafficGroupSpec {
     /// (persistence records are mirrored to every device: after the failback, clients of every
     /// TG reach it).
     pub sync_all_groups: bool,
+    /// How much load the TG puts on the device that holds it, relative to the others (BIG-IP's
+    /// HA load factor; rule 4). 0 counts as 1.
+    pub load_factor: u32,
 }
 
 /// The device group as this device sees it.
@@ -142,6 +170,9 @@ pub struct GroupSpec {
     pub traffic_groups: Vec<TrafficGroupSpec>,
     pub heartbeat_interval: Duration,
     pub dead_after: Duration,
+    /// Each device's HA capacity (BIG-IP's: how much load it takes relative to the others;
+    /// rule 4). A device missing, or with 0, counts 1.
+    pub capacity: BTreeMap<String, u32>,
 }
 
 /// Events the driver feeds the core.
@@ -173,6 +204,11 @@ pub enum Input {
         traffic_group: String,
         to: Option<String>,
     },
+    /// The device group changed (config sync applied a new device-group file): its devices,
+    /// traffic groups, HA orders, capacities, load factors or timing. `me` stays this device;
+    /// when the new group does not name it, this device was removed from the group (see the
+    /// module documentation, "Reconfigure").
+    Reconfigure(GroupSpec),
 }
 
 /// What the driver must do, in order.
@@ -199,6 +235,11 @@ pub struct View {
     pub devices: Vec<DeviceView>,
     /// The order in force per traffic group (the newest id).
     pub orders: BTreeMap<String, Order>,
+    /// Each device's HA capacity (rule 4); a device missing, or with 0, counts 1.
+    pub capacity: BTreeMap<String, u32>,
+    /// Each traffic group's load factor (rule 4), for the claims of TGs [`place_all`] is not
+    /// placing itself (0 counts as 1); claims of TGs missing here and not placed add no load.
+    pub load_factors: BTreeMap<String, u32>,
 }
 
 /// One device in a [`View`].
@@ -268,6 +309,9 @@ pub enum Rule {
     Failback { from: String },
     /// Nobody usable holds it: the first usable device in HA order.
     First,
+    /// Nobody usable holds it and no device of its (partial) HA order is usable: the usable
+    /// device with the lowest load relative to its capacity.
+    Load,
     /// No usable device.
     Nobody,
 }
@@ -284,35 +328,138 @@ pub struct Decision {
     pub waiting_for_sync: Option<String>,
 }
 
-/// The placement rules of the module documentation: a pure function of the view.
+/// The placement rules of the module documentation for one traffic group: a pure function of
+/// the view. For rule 4, the other traffic groups count with the claims of the view (and
+/// their `view.load_factors`); [`place_all`] places every TG of the group in one pass.
 pub fn place(tg: &TrafficGroupSpec, view: &View) -> Decision {
-    let (active, rule, waiting_for_sync) = place_active(tg, view);
-    let next_active = active.as_ref().and_then(|gone| {
-        let mut without = view.clone();
-        for d in without.devices.iter_mut().filter(|d| &d.name == gone) {
-            d.usable = false;
-            d.usable_for = Duration::ZERO;
-            d.holds.clear();
-        }
-        place_active(tg, &without).0
-    });
-    Decision {
-        active,
-        rule,
-        next_active,
-        waiting_for_sync,
-    }
+    place_all(std::slice::from_ref(tg), view)
+        .pop()
+        .unwrap_or(Decision {
+            active: None,
+            rule: Rule::Nobody,
+            next_active: None,
+            waiting_for_sync: None,
+        })
 }
 
-/// Where the TG goes and by which rule, and who a failback waits for (see [`Decision`]).
-fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule, Option<String>) {
+/// The placement of every traffic group of `tgs` (the group's, in its order) in one pass: a
+/// pure function of the view, so every device with the same view and group computes the same.
+/// Rules 1-3 and 5 decide each TG on its own; rule 4 then places the TGs left over one after
+/// the other in the order of `tgs`, each counting the ones placed before it in the pass (by
+/// any rule) into the loads, so that TGs falling back at once spread. Each TG's next-active is
+/// its placement in the same pass with its active device taken away.
+pub fn place_all(tgs: &[TrafficGroupSpec], view: &View) -> Vec<Decision> {
+    let placed = place_pass(tgs, view);
+    let mut without: BTreeMap<&str, Vec<Placed>> = BTreeMap::new();
+    for (active, _, _) in &placed {
+        if let Some(gone) = active.as_deref() {
+            if !without.contains_key(gone) {
+                without.insert(gone, place_pass(tgs, &view_without(view, gone)));
+            }
+        }
+    }
+    placed
+        .iter()
+        .enumerate()
+        .map(|(i, (active, rule, waiting_for_sync))| Decision {
+            active: active.clone(),
+            rule: rule.clone(),
+            next_active: active
+                .as_deref()
+                .and_then(|gone| without.get(gone))
+                .and_then(|p| p.get(i))
+                .and_then(|p| p.0.clone()),
+            waiting_for_sync: waiting_for_sync.clone(),
+        })
+        .collect()
+}
+
+/// Where a TG goes, by which rule, and who a failback waits for (see [`Decision`]).
+type Placed = (Option<String>, Rule, Option<String>);
+
+/// `view` with `gone` not usable and claiming nothing (for next-active).
+fn view_without(view: &View, gone: &str) -> View {
+    let mut without = view.clone();
+    for d in without.devices.iter_mut().filter(|d| d.name == gone) {
+        d.usable = false;
+        d.usable_for = Duration::ZERO;
+        d.holds.clear();
+    }
+    without
+}
+
+/// One placement pass over `tgs` (see [`place_all`]), without next-active.
+fn place_pass(tgs: &[TrafficGroupSpec], view: &View) -> Vec<Placed> {
+    let mut placed: Vec<Option<Placed>> = tgs.iter().map(|tg| place_by_order(tg, view)).collect();
+    if placed.iter().all(Option::is_some) {
+        return placed.into_iter().flatten().collect();
+    }
+    // Rule 4. Each usable device's load: the TGs of the pass placed on it, and its claims of
+    // TGs outside the pass.
+    let in_pass: BTreeSet<&str> = tgs.iter().map(|t| t.name.as_str()).collect();
+    let mut load: BTreeMap<&str, u64> = BTreeMap::new();
+    for d in view.devices.iter().filter(|d| d.usable) {
+        let outside = d
+            .holds
+            .keys()
+            .filter(|t| !in_pass.contains(t.as_str()))
+            .filter_map(|t| view.load_factors.get(t))
+            .fold(0u64, |sum, f| sum.saturating_add(u64::from((*f).max(1))));
+        load.insert(d.name.as_str(), outside);
+    }
+    let add = |load: &mut BTreeMap<&str, u64>, device: &str, tg: &TrafficGroupSpec| {
+        if let Some(l) = load.get_mut(device) {
+            *l = l.saturating_add(u64::from(tg.load_factor.max(1)));
+        }
+    };
+    for (tg, p) in tgs.iter().zip(&placed) {
+        if let Some((Some(device), _, _)) = p {
+            add(&mut load, device, tg);
+        }
+    }
+    for (tg, p) in tgs.iter().zip(placed.iter_mut()) {
+        if p.is_some() {
+            continue;
+        }
+        let capacity = |name: &str| u64::from(view.capacity.get(name).copied().unwrap_or(1).max(1));
+        let relative = |name: &str| (load.get(name).copied().unwrap_or(0), capacity(name));
+        // The lowest load / capacity, compared exactly (cross-multiplied); ties by name.
+        let best = view
+            .devices
+            .iter()
+            .filter(|d| d.usable)
+            .map(|d| d.name.as_str())
+            .min_by(|a, b| {
+                let ((la, ca), (lb, cb)) = (relative(a), relative(b));
+                (u128::from(la) * u128::from(cb))
+                    .cmp(&(u128::from(lb) * u128::from(ca)))
+                    .then_with(|| a.cmp(b))
+            });
+        *p = Some(match best {
+            Some(name) => {
+                let name = name.to_string();
+                add(&mut load, &name, tg);
+                (Some(name), Rule::Load, None)
+            }
+            None => (None, Rule::Nobody, None),
+        });
+    }
+    placed
+        .into_iter()
+        .map(|p| p.unwrap_or((None, Rule::Nobody, None)))
+        .collect()
+}
+
+/// Rules 1-3 and 5 for one TG; None when rule 4 decides (nobody usable holds it, no device of
+/// its HA order is usable, some other device is).
+fn place_by_order(tg: &TrafficGroupSpec, view: &View) -> Option<Placed> {
     let usable = |name: &str| view.devices.iter().any(|d| d.name == name && d.usable);
     let order = effective_order(tg, view);
     let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
 
     if let Some(o) = view.orders.get(&tg.name) {
         if usable(&o.to) {
-            return (Some(o.to.clone()), Rule::Order { id: o.id }, None);
+            return Some((Some(o.to.clone()), Rule::Order { id: o.id }, None));
         }
     }
     let holder = holder_of(tg, view, &order);
@@ -324,7 +471,7 @@ fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule, Op
             // The first usable device earlier in HA order (after a manual order: that came
             // back after the holder took the TG); the failback waits for it even while a later
             // one is ready (devices count each other's return a network delay apart: no two
-            // may fail back at once).
+            // may fail back at once). A holder outside the HA order (rule 4) ranks after all.
             let back = order
                 .iter()
                 .take(rank(&h.name).min(order.len()))
@@ -335,18 +482,18 @@ fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule, Op
                 });
             if let Some(back) = back.filter(|d| d.usable_for >= tg.failback_delay) {
                 if sync_done(tg, back) {
-                    return (
+                    return Some((
                         Some(back.name.clone()),
                         Rule::Failback {
                             from: h.name.clone(),
                         },
                         None,
-                    );
+                    ));
                 }
                 waiting = Some(back.name.clone());
             }
         }
-        return (Some(h.name.clone()), Rule::Holder, waiting);
+        return Some((Some(h.name.clone()), Rule::Holder, waiting));
     }
     // Nobody holds it: the first usable device in HA order that holds the TG's mirrored state
     // (with mirroring on), else the first usable one.
@@ -359,8 +506,9 @@ fn place_active(tg: &TrafficGroupSpec, view: &View) -> (Option<String>, Rule, Op
         .find(|d| tg.sync_wait.is_none() || !unsynced_for(tg, d))
         .or(usable_in_order.first());
     match first {
-        Some(d) => (Some(d.name.clone()), Rule::First, None),
-        None => (None, Rule::Nobody, None),
+        Some(d) => Some((Some(d.name.clone()), Rule::First, None)),
+        None if view.devices.iter().any(|d| d.usable) => None,
+        None => Some((None, Rule::Nobody, None)),
     }
 }
 
@@ -510,6 +658,9 @@ enum Phase {
         fresh_after: Instant,
     },
     Running,
+    /// This device is not in the group ([`Input::Reconfigure`] without it): it sends nothing
+    /// and claims nothing until a reconfiguration names it again.
+    Removed,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -564,12 +715,7 @@ pub struct Placement {
 
 impl Placement {
     pub fn new(mut spec: GroupSpec, epoch: u64) -> Self {
-        let min = Duration::from_millis(1);
-        spec.heartbeat_interval = spec.heartbeat_interval.max(min);
-        spec.dead_after = spec.dead_after.max(min);
-        for tg in &mut spec.traffic_groups {
-            tg.failback_delay = tg.failback_delay.max(spec.dead_after);
-        }
+        normalise(&mut spec);
         if !spec.devices.contains(&spec.me) {
             spec.devices.push(spec.me.clone());
         }
@@ -620,18 +766,29 @@ impl Placement {
 
     pub fn process(&mut self, now: Instant, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
-        if self.phase == Phase::NotStarted {
-            if let Input::Unsynced(set) = input {
-                self.set_unsynced(set);
-                return out;
-            }
-            if let Input::Unavailable(set) = input {
-                self.unavailable = set;
-                return out;
-            }
-            if input == Input::Start {
-                self.start(now, &mut out);
-                self.finish(now);
+        if matches!(self.phase, Phase::NotStarted | Phase::Removed) {
+            // Not taking part: keep what this device is told about itself, send nothing.
+            match input {
+                Input::Unsynced(set) => {
+                    self.set_unsynced(set);
+                }
+                Input::Unavailable(set) => self.unavailable = set,
+                Input::Config(mark) if self.phase == Phase::Removed => self.config = mark,
+                Input::Eligible(e) if self.phase == Phase::Removed => self.eligible = e,
+                Input::Start if self.phase == Phase::NotStarted => {
+                    self.start(now, &mut out);
+                    self.finish(now);
+                }
+                Input::Reconfigure(spec) => {
+                    let removed = self.phase == Phase::Removed;
+                    self.reconfigure(now, spec, &mut out);
+                    // Named again: it comes back as from a start.
+                    if removed && self.member() {
+                        self.start(now, &mut out);
+                        self.finish(now);
+                    }
+                }
+                _ => {}
             }
             return out;
         }
@@ -682,6 +839,12 @@ impl Placement {
             Input::Failover { traffic_group, to } => {
                 changed = self.failover(now, &traffic_group, to);
             }
+            Input::Reconfigure(spec) => {
+                changed = self.reconfigure(now, spec, &mut out);
+                if self.phase == Phase::Removed {
+                    return out;
+                }
+            }
         }
         self.reconcile(now, changed, &mut out);
         self.finish(now);
@@ -696,6 +859,65 @@ impl Placement {
         }
         self.unsynced = set;
         true
+    }
+
+    /// Whether the group names this device.
+    fn member(&self) -> bool {
+        self.spec.devices.contains(&self.spec.me)
+    }
+
+    /// Takes the new group (see the module documentation, "Reconfigure"); true if it changed.
+    /// When it no longer names this device, releases everything and stops taking part.
+    fn reconfigure(&mut self, now: Instant, mut spec: GroupSpec, out: &mut Vec<Output>) -> bool {
+        spec.me = self.spec.me.clone();
+        normalise(&mut spec);
+        let tgs: BTreeSet<String> = spec.traffic_groups.iter().map(|t| t.name.clone()).collect();
+        let gone: Vec<String> = self
+            .tgs
+            .keys()
+            .filter(|t| !tgs.contains(*t))
+            .cloned()
+            .collect();
+        for tg in &gone {
+            self.release(now, tg, "removed from the device group".into(), out);
+            self.tgs.remove(tg);
+            self.orders.remove(tg);
+            self.retired.remove(tg);
+            self.known_generation.remove(tg);
+            self.generations.remove(tg);
+            self.ordered.remove(tg);
+            self.unsynced.remove(tg);
+        }
+        // A new TG has no mirrored state to be out of sync with: not unsynced here.
+        for tg in tgs {
+            self.tgs.entry(tg).or_default();
+        }
+        // Devices no longer in the group: their claims, orders and heartbeats no longer count
+        // (heard() ignores devices outside the group; orders to them are dropped as to an
+        // unusable target).
+        self.peers.retain(|d, _| spec.devices.contains(d));
+        self.heard_fresh.retain(|d| spec.devices.contains(d));
+        let changed = spec != self.spec;
+        self.spec = spec;
+        if !self.member() && !matches!(self.phase, Phase::NotStarted | Phase::Removed) {
+            let held: Vec<String> = self.active.keys().cloned().collect();
+            for tg in held {
+                self.release(
+                    now,
+                    &tg,
+                    "this device was removed from the device group".into(),
+                    out,
+                );
+            }
+            self.phase = Phase::Removed;
+            self.peers.clear();
+            self.heard_fresh.clear();
+            self.usable_since = None;
+            self.next_heartbeat = None;
+            self.last_sent = None;
+            self.expected = None;
+        }
+        changed
     }
 
     /// This device's unsynced set: the traffic groups whose mirror is not in sync here.
@@ -721,8 +943,9 @@ impl Placement {
             self.spec
                 .traffic_groups
                 .iter()
-                .map(|tg| {
-                    let device = place(tg, &view).active;
+                .zip(self.decisions(&view))
+                .map(|(tg, d)| {
+                    let device = d.active;
                     let unavailable = match device.as_deref() {
                         Some(d) if d == self.spec.me => self.unavailable.clone(),
                         Some(d) => self
@@ -745,16 +968,41 @@ impl Placement {
     /// Each traffic group's holder and next-active device, as [`Placement::status`] shows
     /// them (in every phase).
     pub fn roles(&self, now: Instant) -> Vec<Role> {
+        if self.phase == Phase::Removed {
+            return Vec::new();
+        }
         let view = self.view(now);
         self.spec
             .traffic_groups
             .iter()
-            .map(|tg| Role {
+            .zip(self.decisions(&view))
+            .map(|(tg, d)| Role {
                 traffic_group: tg.name.clone(),
                 holder: holder(tg, &view),
-                next_active: place(tg, &view).next_active,
+                next_active: d.next_active,
             })
             .collect()
+    }
+
+    /// [`place_all`] over the group's traffic groups, in their order.
+    fn decisions(&self, view: &View) -> Vec<Decision> {
+        place_all(&self.spec.traffic_groups, view)
+    }
+
+    /// The decision for the traffic group `tg` of the group's pass.
+    fn decision(&self, tg: &str, view: &View) -> Decision {
+        self.spec
+            .traffic_groups
+            .iter()
+            .zip(self.decisions(view))
+            .find(|(t, _)| t.name == tg)
+            .map(|(_, d)| d)
+            .unwrap_or(Decision {
+                active: None,
+                rule: Rule::Nobody,
+                next_active: None,
+                waiting_for_sync: None,
+            })
     }
 
     /// Each peer's group configuration (its last heartbeat) and whether it is alive: what
@@ -819,8 +1067,8 @@ impl Placement {
             .spec
             .traffic_groups
             .iter()
-            .map(|tg| {
-                let d = place(tg, &view);
+            .zip(self.decisions(&view))
+            .map(|(tg, d)| {
                 let local = self.tgs.get(&tg.name).cloned().unwrap_or_default();
                 let holder = holder(tg, &view);
                 let generation = holder.as_ref().and_then(|h| {
@@ -855,6 +1103,7 @@ impl Placement {
                 Phase::Listening { .. } => "listening",
                 Phase::Resuming { .. } => "resuming",
                 Phase::Running => "running",
+                Phase::Removed => "removed",
             }
             .to_string(),
             devices,
@@ -929,6 +1178,13 @@ impl Placement {
         View {
             devices,
             orders: self.orders.clone(),
+            capacity: self.spec.capacity.clone(),
+            load_factors: self
+                .spec
+                .traffic_groups
+                .iter()
+                .map(|tg| (tg.name.clone(), tg.load_factor))
+                .collect(),
         }
     }
 
@@ -943,6 +1199,10 @@ impl Placement {
     fn start(&mut self, now: Instant, out: &mut Vec<Output>) {
         if self.clock.is_none() {
             self.clock = Some((now, self.epoch));
+        }
+        if !self.member() {
+            self.phase = Phase::Removed;
+            return;
         }
         self.usable_since = Some(now);
         let alone = self.spec.devices.iter().all(|d| *d == self.spec.me);
@@ -1094,7 +1354,7 @@ impl Placement {
         };
         let to = match to {
             Some(to) => to,
-            None => match place(&tg, &self.view(now)).next_active {
+            None => match self.decision(&tg.name, &self.view(now)).next_active {
                 Some(n) => n,
                 None => return false,
             },
@@ -1245,8 +1505,8 @@ impl Placement {
         let view = self.view(now);
         let me = self.spec.me.clone();
         let mut preempted = false;
-        for tg in self.spec.traffic_groups.clone() {
-            let d = place(&tg, &view);
+        let decisions = self.decisions(&view);
+        for (tg, d) in self.spec.traffic_groups.clone().into_iter().zip(decisions) {
             let mine = d.active.as_deref() == Some(me.as_str());
             let here = self.active.contains_key(&tg.name);
             if mine && !here {
@@ -1257,6 +1517,13 @@ impl Placement {
                         humantime::format_duration(tg.failback_delay),
                         sync_note(&tg, &view, &me)
                     ),
+                    Rule::Load => {
+                        let why = "no device of its HA order is usable";
+                        match self.previous_gone(now, &tg) {
+                            Some(prev) => format!("{prev}; {why}, {me} is the least loaded"),
+                            None => format!("{why}, {me} is the least loaded"),
+                        }
+                    }
                     Rule::First | Rule::Holder | Rule::Nobody => self.takeover_reason(now, &tg),
                 };
                 self.active.insert(tg.name.clone(), now);
@@ -1297,7 +1564,9 @@ impl Placement {
                             format!("{to} also active and keeps it")
                         }
                     }
-                    Rule::First | Rule::Nobody => format!("placement moved it to {to}"),
+                    Rule::First | Rule::Load | Rule::Nobody => {
+                        format!("placement moved it to {to}")
+                    }
                 };
                 self.release(now, &tg.name, reason, out);
             }
@@ -1316,22 +1585,28 @@ impl Placement {
 
     /// Why this device takes a TG nobody usable holds.
     fn takeover_reason(&self, now: Instant, tg: &TrafficGroupSpec) -> String {
+        self.previous_gone(now, tg)
+            .unwrap_or_else(|| "first available in HA order".into())
+    }
+
+    /// What became of the TG's last holder, a peer (None: none seen).
+    fn previous_gone(&self, now: Instant, tg: &TrafficGroupSpec) -> Option<String> {
         let prev = self
             .tgs
             .get(&tg.name)
             .and_then(|l| l.last_holder.clone())
-            .filter(|p| *p != self.spec.me);
-        let Some(prev) = prev else {
-            return "first available in HA order".into();
-        };
-        match self.peers.get(&prev) {
+            .filter(|p| *p != self.spec.me)?;
+        Some(match self.peers.get(&prev) {
             Some(p) if !self.alive(p, now) => format!(
                 "{prev} dead (no heartbeat for {}ms)",
                 now.saturating_duration_since(p.last_heard).as_millis()
             ),
             Some(p) if !p.eligible => format!("{prev} ineligible"),
+            None if !self.spec.devices.contains(&prev) => {
+                format!("{prev} was removed from the device group")
+            }
             _ => format!("{prev} released it"),
-        }
+        })
     }
 
     fn release(&mut self, now: Instant, tg: &str, reason: String, out: &mut Vec<Output>) {
@@ -1402,6 +1677,17 @@ impl Placement {
             }
         }
         self.expected = t;
+    }
+}
+
+/// What [`Placement::new`] and [`Input::Reconfigure`] make of a group: intervals of 1ms to a
+/// day (no instant overflows), failback delays of at least `dead_after`.
+fn normalise(spec: &mut GroupSpec) {
+    let (min, max) = (Duration::from_millis(1), Duration::from_secs(86_400));
+    spec.heartbeat_interval = spec.heartbeat_interval.clamp(min, max);
+    spec.dead_after = spec.dead_after.clamp(min, max);
+    for tg in &mut spec.traffic_groups {
+        tg.failback_delay = tg.failback_delay.max(spec.dead_after);
     }
 }
 

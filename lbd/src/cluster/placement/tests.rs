@@ -25,6 +25,7 @@ fn tg(name: &str, order: [&str; 3], auto_failback: bool) -> TrafficGroupSpec {
         failback_delay: ms(FAILBACK),
         sync_wait: None,
         sync_all_groups: false,
+        load_factor: 1,
     }
 }
 
@@ -48,6 +49,7 @@ fn spec_sync(me: &str, devices: &[&str], sync_wait: Option<Duration>) -> GroupSp
             .collect(),
         heartbeat_interval: ms(INTERVAL),
         dead_after: ms(DEAD),
+        capacity: BTreeMap::new(),
     }
 }
 
@@ -312,6 +314,7 @@ fn place_first_usable_in_ha_order() {
             dev("C", true, 5000, &[]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     let d = place(&t, &view);
     assert_eq!(d.active.as_deref(), Some("C"));
@@ -329,6 +332,7 @@ fn place_holder_keeps_it_until_failback_is_due() {
             dev("C", true, 9000, &[("tg-2", 3000)]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     let d = place(&t, &view);
     assert_eq!((d.active.as_deref(), &d.rule), (Some("C"), &Rule::Holder));
@@ -370,6 +374,7 @@ fn place_order_wins_when_its_target_is_usable() {
             dev("C", true, 9000, &[]),
         ],
         orders: [("tg-1".to_string(), order)].into(),
+        ..Default::default()
     };
     let d = place(&t, &view);
     assert_eq!(
@@ -390,6 +395,7 @@ fn place_conflict_goes_to_the_claimant_first_in_ha_order() {
             dev("C", false, 0, &[]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     assert_eq!(place(&t, &view).active.as_deref(), Some("A"));
 }
@@ -400,6 +406,7 @@ fn place_nobody_when_nobody_is_usable() {
     let view = View {
         devices: vec![dev("A", false, 0, &[]), dev("B", false, 0, &[("tg-1", 10)])],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     let d = place(&t, &view);
     assert_eq!(
@@ -908,6 +915,7 @@ fn place_failback_waits_for_sync_at_most_the_maximum() {
             dev("C", true, 90_000, &[("tg-2", 60_000)]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     view.devices[1].unsynced = set(&["tg-2"]);
     let d = place(&t, &view);
@@ -1359,6 +1367,7 @@ fn sync_all_groups_waits_for_every_traffic_group() {
             dev("C", true, 90_000, &[("tg-2", 60_000)]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     view.devices[1].unsynced = set(&["tg-1"]);
     let d = place(&t, &view);
@@ -1385,6 +1394,7 @@ fn failback_waits_for_the_first_returning_device_in_ha_order() {
             dev("C", true, FAILBACK + 5, &[]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     assert_eq!(place(&t, &view).active.as_deref(), Some("A"));
     // A took it by a manual order and B was up before (it does not count as returning): C's
@@ -1412,6 +1422,7 @@ fn place_first_prefers_a_device_in_sync() {
             dev("C", true, 90_000, &[("tg-3", 60_000)]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     view.devices[0].unsynced = set(&["tg-1", "tg-2", "tg-3"]);
     let d = place(&t, &view);
@@ -1506,6 +1517,7 @@ fn the_newer_claim_holds() {
             dev("C", false, 0, &[]),
         ],
         orders: BTreeMap::new(),
+        ..Default::default()
     };
     view.devices[0].generations.insert("tg-3".into(), 7);
     view.devices[1].generations.insert("tg-3".into(), 9);
@@ -1552,6 +1564,805 @@ fn a_paused_device_never_takes_its_live_peers_traffic_groups() {
             net.feed("B", Input::Unsynced(BTreeSet::new()));
             net.run(ms(FAILBACK + 3 * INTERVAL));
             net.assert_steady();
+        }
+    }
+}
+
+// ---- partial HA orders: the least loaded device (rule 4) ----
+
+/// `tg` with the HA order `order` (any devices).
+fn tg_order(name: &str, order: &[&str], auto_failback: bool) -> TrafficGroupSpec {
+    TrafficGroupSpec {
+        ha_order: order.iter().map(|s| s.to_string()).collect(),
+        ..tg(name, ["A", "B", "C"], auto_failback)
+    }
+}
+
+fn capacity(c: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    c.iter().map(|(d, n)| (d.to_string(), *n)).collect()
+}
+
+/// A view of A (not usable), B and C with what they hold; every TG's load factor 1 unless
+/// `load_factors` says.
+fn load_view(b: &[(&str, u64)], c: &[(&str, u64)], load_factors: &[(&str, u32)]) -> View {
+    View {
+        devices: vec![
+            dev("A", false, 0, &[]),
+            dev("B", true, 9000, b),
+            dev("C", true, 9000, c),
+        ],
+        capacity: BTreeMap::new(),
+        load_factors: ["tg-1", "tg-2", "tg-3", "tg-4"]
+            .into_iter()
+            .map(|t| {
+                let f = load_factors
+                    .iter()
+                    .find(|(n, _)| *n == t)
+                    .map_or(1, |f| f.1);
+                (t.to_string(), f)
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn place_partial_order_falls_back_to_the_least_loaded_device() {
+    let t = tg_order("tg-9", &["A"], true);
+    // B holds one TG, C none: C.
+    let view = load_view(&[("tg-1", 10)], &[], &[]);
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("C"), &Rule::Load));
+    // Nobody else usable after C: B.
+    assert_eq!(d.next_active.as_deref(), Some("B"));
+    // Equal loads: the first by name.
+    let view = load_view(&[("tg-1", 10)], &[("tg-2", 10)], &[]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    let view = load_view(&[], &[], &[]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    // Load factors: B's one TG weighs 5, C's two weigh 1 each.
+    let view = load_view(
+        &[("tg-1", 10)],
+        &[("tg-2", 10), ("tg-3", 10)],
+        &[("tg-1", 5)],
+    );
+    assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+    // A claim of a TG the view has no load factor for adds nothing.
+    let view = load_view(&[("tg-x", 10)], &[("tg-1", 10)], &[]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    // The order's device usable: rule 3 as always; a full order never reaches rule 4.
+    let mut view = load_view(&[], &[("tg-1", 10)], &[]);
+    view.devices[0].usable = true;
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("A"), &Rule::First));
+    assert_eq!(d.next_active.as_deref(), Some("B"), "least loaded");
+    view.devices[0].usable = false;
+    let full = tg_order("tg-9", &["A", "C", "B"], true);
+    assert_eq!(place(&full, &view).rule, Rule::First);
+    assert_eq!(place(&full, &view).active.as_deref(), Some("C"));
+    // Nobody usable at all: nobody.
+    for d in &mut view.devices {
+        d.usable = false;
+    }
+    assert_eq!(place(&t, &view).rule, Rule::Nobody);
+}
+
+#[test]
+fn place_capacity_decides_relative_load() {
+    let t = tg_order("tg-9", &["A"], false);
+    // B holds two TGs with capacity 2 (2/2), C one with capacity 1 (1/1): a tie, B by name.
+    let mut view = load_view(&[("tg-1", 10), ("tg-2", 10)], &[("tg-3", 10)], &[]);
+    view.capacity = capacity(&[("B", 2)]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    // Capacity 3: 2/3 < 1/1.
+    view.capacity = capacity(&[("B", 3)]);
+    let d = place(&t, &view);
+    assert_eq!((d.active.as_deref(), &d.rule), (Some("B"), &Rule::Load));
+    // Capacity 1 (or missing, or 0): 2/1 > 1/1.
+    for c in [
+        capacity(&[("B", 1)]),
+        BTreeMap::new(),
+        capacity(&[("B", 0)]),
+    ] {
+        view.capacity = c;
+        assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+    }
+    // Exact fractions: 3/1000 against 1/333 (0.003 < 0.003003…).
+    let mut view = load_view(&[("tg-1", 10)], &[("tg-2", 10)], &[("tg-1", 3)]);
+    view.capacity = capacity(&[("B", 1000), ("C", 333)]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"));
+    view.capacity = capacity(&[("B", 999), ("C", 333)]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("B"), "a tie");
+    view.capacity = capacity(&[("B", 998), ("C", 333)]);
+    assert_eq!(place(&t, &view).active.as_deref(), Some("C"));
+    // Huge values do not overflow.
+    let mut view = load_view(&[("tg-1", 10)], &[("tg-2", 10)], &[("tg-1", u32::MAX)]);
+    view.capacity = capacity(&[("B", u32::MAX), ("C", 1)]);
+    let big = TrafficGroupSpec {
+        load_factor: u32::MAX,
+        ..t.clone()
+    };
+    assert_eq!(place(&big, &view).active.as_deref(), Some("B"));
+}
+
+/// TGs that fall back at once (their device died) spread: each counts the ones placed before
+/// it in the pass; next-active says so beforehand.
+#[test]
+fn place_all_spreads_tgs_falling_back_at_once() {
+    let tgs = [
+        tg_order("tg-1", &["A"], true),
+        tg_order("tg-2", &["A"], true),
+        tg_order("tg-3", &["A"], true),
+        tg_order("tg-4", &["C"], false),
+    ];
+    let mut view = load_view(&[], &[("tg-4", 10)], &[]);
+    view.capacity = capacity(&[("C", 3)]);
+    let got = |view: &View| -> Vec<(Option<String>, Rule, Option<String>)> {
+        place_all(&tgs, view)
+            .into_iter()
+            .map(|d| (d.active, d.rule, d.next_active))
+            .collect()
+    };
+    let s = |x: &str| Some(x.to_string());
+    // B 0/1 and C 1/3: tg-1 on B; then B 1/1 and C 1/3: tg-2 on C; then B 1/1 and C 2/3:
+    // tg-3 on C.
+    assert_eq!(
+        got(&view),
+        vec![
+            (s("B"), Rule::Load, s("C")),
+            (s("C"), Rule::Load, s("B")),
+            (s("C"), Rule::Load, s("B")),
+            (s("C"), Rule::Holder, s("B")),
+        ]
+    );
+    // A holds them all: their next-active is where they go when A dies, spread the same way.
+    view.devices[0] = dev("A", true, 9000, &[("tg-1", 10), ("tg-2", 10), ("tg-3", 10)]);
+    assert_eq!(
+        got(&view),
+        vec![
+            (s("A"), Rule::Holder, s("B")),
+            (s("A"), Rule::Holder, s("C")),
+            (s("A"), Rule::Holder, s("C")),
+            // Without C, A holds three TGs and B none.
+            (s("C"), Rule::Holder, s("B")),
+        ]
+    );
+    // Once placed, a TG stays with its holder (rule 2): loads no longer move it.
+    let view = load_view(
+        &[("tg-1", 10), ("tg-2", 10), ("tg-3", 10)],
+        &[("tg-4", 10)],
+        &[],
+    );
+    let d = place_all(&tgs, &view);
+    assert!(d[..3]
+        .iter()
+        .all(|d| d.active == s("B") && d.rule == Rule::Holder));
+    // `place` of one TG agrees with the pass when nothing else moves.
+    for (t, d) in tgs.iter().zip(&d) {
+        assert_eq!(&place(t, &view), d, "{}", t.name);
+    }
+}
+
+/// A holder outside the HA order keeps the TG; auto-failback brings it back to a device of
+/// the order once that has been usable for the failback delay.
+#[test]
+fn place_failback_from_outside_the_ha_order() {
+    let on = tg_order("tg-1", &["A"], true);
+    let off = tg_order("tg-1", &["A"], false);
+    let mut view = load_view(&[], &[("tg-1", 5000)], &[]);
+    view.devices[0] = dev("A", true, FAILBACK - 1, &[]);
+    assert_eq!(place(&on, &view).active.as_deref(), Some("C"));
+    assert_eq!(place(&on, &view).rule, Rule::Holder);
+    view.devices[0].usable_for = ms(FAILBACK);
+    let d = place(&on, &view);
+    assert_eq!(
+        (d.active.as_deref(), &d.rule),
+        (Some("A"), &Rule::Failback { from: "C".into() })
+    );
+    assert_eq!(d.next_active.as_deref(), Some("C"), "C still holds it");
+    assert_eq!(place(&off, &view).active.as_deref(), Some("C"));
+}
+
+fn subset_spec(me: &str, auto_failback: bool) -> GroupSpec {
+    GroupSpec {
+        traffic_groups: vec![
+            tg_order("tg-1", &["A"], auto_failback),
+            tg_order("tg-2", &["A"], auto_failback),
+            tg_order("tg-3", &["C"], false),
+        ],
+        capacity: capacity(&[("C", 2)]),
+        ..spec(me, &["A", "B", "C"])
+    }
+}
+
+impl Net {
+    /// Devices `names` (the whole group) with the group `spec(name)` each, started.
+    fn with_spec(names: &[&str], spec: impl Fn(&str) -> GroupSpec) -> Net {
+        let mut net = Net::new(names, names);
+        for n in names {
+            net.nodes.get_mut(*n).unwrap().p = Placement::new(spec(n), 1_000);
+        }
+        for n in names {
+            net.feed(n, Input::Start);
+        }
+        net
+    }
+
+    fn next_active(&self, device: &str, tg: &str) -> Option<String> {
+        self.tg_status(device, tg).next_active
+    }
+}
+
+/// tg-1 and tg-2 prefer only A, tg-3 only C (capacity 2). When A hangs its two TGs go to B
+/// and C (one each: C holds tg-3 but counts half), as every device predicted; when A is back
+/// auto-failback returns them after the failback delay.
+#[test]
+fn partial_orders_fall_back_by_load_and_fail_back() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::with_spec(&all, |n| subset_spec(n, true));
+    net.run(ms(2000));
+    let one = |d: &str| vec![d.to_string()];
+    assert_eq!(net.holders("tg-1"), one("A"));
+    assert_eq!(net.holders("tg-2"), one("A"));
+    assert_eq!(net.holders("tg-3"), one("C"));
+    for d in all {
+        assert_eq!(
+            net.next_active(d, "tg-1").as_deref(),
+            Some("B"),
+            "as {d} sees it"
+        );
+        assert_eq!(
+            net.next_active(d, "tg-2").as_deref(),
+            Some("C"),
+            "as {d} sees it"
+        );
+        assert_eq!(
+            net.next_active(d, "tg-3").as_deref(),
+            Some("B"),
+            "as {d} sees it"
+        );
+    }
+    net.nodes.get_mut("A").unwrap().hung = true;
+    let hung = net.now;
+    net.run(ms(DEAD + INTERVAL));
+    assert_eq!(net.holders("tg-1"), vec!["A".to_string(), "B".to_string()]);
+    assert_eq!(net.holders("tg-2"), vec!["A".to_string(), "C".to_string()]);
+    for (d, t) in [("B", "tg-1"), ("C", "tg-2")] {
+        let e = net
+            .events_since(hung)
+            .into_iter()
+            .find(|e| activate(d, t)(e))
+            .unwrap_or_else(|| panic!("{d} takes {t}"));
+        assert!(
+            reason(&e.1).ends_with(&format!(
+                "no device of its HA order is usable, {d} is the least loaded"
+            )),
+            "{e:?}"
+        );
+        assert!(reason(&e.1).starts_with("A dead"), "{e:?}");
+    }
+    for d in ["B", "C"] {
+        let s = net.tg_status(d, "tg-1");
+        assert_eq!((s.active.as_deref(), &s.rule), (Some("B"), &Rule::Holder));
+        // A is dead: the next-active of tg-1 is the least loaded other device.
+        assert_eq!(s.next_active.as_deref(), Some("C"));
+    }
+    // A comes back: pre-empted, it releases both, and gets both back after the failback delay.
+    net.nodes.get_mut("A").unwrap().hung = false;
+    let back = net.now;
+    net.run(ms(2 * INTERVAL));
+    assert_eq!(net.holders("tg-1"), one("B"));
+    assert_eq!(net.holders("tg-2"), one("C"));
+    net.run(ms(FAILBACK + DEAD + 2 * INTERVAL));
+    assert_eq!(net.holders("tg-1"), one("A"));
+    assert_eq!(net.holders("tg-2"), one("A"));
+    assert_eq!(net.holders("tg-3"), one("C"));
+    let e = net
+        .events_since(back)
+        .into_iter()
+        .find(|e| activate("A", "tg-1")(e))
+        .unwrap();
+    assert!(
+        reason(&e.1).starts_with("auto-failback to A from B"),
+        "{e:?}"
+    );
+}
+
+/// Without auto-failback the device the load put a TG on keeps it.
+#[test]
+fn partial_orders_without_failback_stay_where_the_load_put_them() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::with_spec(&all, |n| subset_spec(n, false));
+    net.run(ms(2000));
+    net.nodes.get_mut("A").unwrap().hung = true;
+    net.run(ms(DEAD + INTERVAL));
+    net.nodes.get_mut("A").unwrap().hung = false;
+    net.run(ms(FAILBACK + DEAD + 5 * INTERVAL));
+    assert_eq!(net.holders("tg-1"), vec!["B".to_string()]);
+    assert_eq!(net.holders("tg-2"), vec!["C".to_string()]);
+    assert_eq!(net.tg_status("A", "tg-1").rule, Rule::Holder);
+    // The status says why, serialised.
+    let json = serde_json::to_string(&Rule::Load).unwrap();
+    assert_eq!(json, r#"{"rule":"load"}"#);
+}
+
+// ---- a new device group live (Input::Reconfigure) ----
+
+/// The test group over `devices` only: every HA order without the other devices.
+fn group_of(me: &str, devices: &[&str]) -> GroupSpec {
+    let mut s = spec(me, devices);
+    for t in &mut s.traffic_groups {
+        t.ha_order.retain(|d| devices.contains(&d.as_str()));
+    }
+    s
+}
+
+impl Net {
+    /// Feeds each of `names`, in turn at this instant, its `Input::Reconfigure(group(name))`.
+    fn reconfigure(
+        &mut self,
+        names: &[&str],
+        group: impl Fn(&str) -> GroupSpec,
+    ) -> BTreeMap<String, Vec<Output>> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), self.feed(n, Input::Reconfigure(group(n)))))
+            .collect()
+    }
+
+    /// Heartbeats `device` sent at or after `t`.
+    fn heartbeats_since(&self, device: &str, t: Instant) -> usize {
+        self.events
+            .iter()
+            .filter(|e| e.at >= t && e.device == device)
+            .filter(|e| matches!(e.out, Output::SendHeartbeat(_)))
+            .count()
+    }
+}
+
+fn sends_heartbeat(outs: &[Output]) -> bool {
+    outs.iter().any(|o| matches!(o, Output::SendHeartbeat(_)))
+}
+
+/// A traffic group added live goes active on its first device in HA order at once (no
+/// listening: the device is running), only there; every device agrees on its next-active; it
+/// is new, so not unsynced anywhere.
+#[test]
+fn reconfigure_adds_a_traffic_group_live() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::new_sync(&all, &all, Some(ms(SYNC)));
+    for n in all {
+        net.feed(n, Input::Unsynced(BTreeSet::new()));
+        net.feed(n, Input::Start);
+    }
+    net.run(ms(2000));
+    net.assert_steady();
+    let with_tg4 = |me: &str| {
+        let mut s = spec_sync(me, &all, Some(ms(SYNC)));
+        s.traffic_groups.push(TrafficGroupSpec {
+            sync_wait: Some(ms(SYNC)),
+            ..tg("tg-4", ["B", "C", "A"], false)
+        });
+        s
+    };
+    let t = net.now;
+    // B first; A and C a little later (config sync reaches devices one by one).
+    let outs = net.reconfigure(&["B"], with_tg4);
+    assert!(
+        outs["B"]
+            .iter()
+            .any(|o| matches!(o, Output::Activate { traffic_group, reason }
+            if traffic_group == "tg-4" && reason == "first available in HA order")),
+        "{outs:?}"
+    );
+    assert!(sends_heartbeat(&outs["B"]), "{outs:?}");
+    assert!(!net.nodes["B"].p.unsynced().contains("tg-4"));
+    net.run(ms(50));
+    let outs = net.reconfigure(&["A", "C"], with_tg4);
+    for d in ["A", "C"] {
+        assert!(sends_heartbeat(&outs[d]), "the group changed: {outs:?}");
+        assert!(!net.nodes[d].p.unsynced().contains("tg-4"));
+    }
+    net.run(ms(2000));
+    assert_eq!(net.holders("tg-4"), vec!["B".to_string()]);
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    for d in all {
+        let roles = net.nodes[d].p.roles(net.now);
+        let r = roles.iter().find(|r| r.traffic_group == "tg-4").unwrap();
+        assert_eq!(r.holder.as_deref(), Some("B"), "as {d} sees it");
+        assert_eq!(r.next_active.as_deref(), Some("C"), "as {d} sees it");
+        assert_eq!(
+            net.nodes[d].p.paths(net.now).unwrap()[3].device.as_deref(),
+            Some("B")
+        );
+    }
+    net.assert_steady();
+}
+
+/// A traffic group removed from the group is released where it is active, once, and forgotten;
+/// added back, it goes active at once again.
+#[test]
+fn reconfigure_removes_a_traffic_group_held_here() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::three();
+    net.run(ms(2000));
+    let without = |me: &str| {
+        let mut s = spec(me, &all);
+        s.traffic_groups.retain(|t| t.name != "tg-1");
+        s
+    };
+    let t = net.now;
+    let outs = net.reconfigure(&all, without);
+    assert!(sends_heartbeat(&outs["A"]));
+    net.run(ms(2000));
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert!(release("A", "tg-1")(&moves[0]));
+    assert_eq!(reason(&moves[0].1), "removed from the device group");
+    assert!(net.holders("tg-1").is_empty());
+    for d in all {
+        let s = net.status(d);
+        assert!(s.traffic_groups.iter().all(|t| t.name != "tg-1"), "{d}");
+        assert_eq!(net.nodes[d].p.roles(net.now).len(), 2);
+    }
+    // The same group again: nothing but what a timer would do.
+    let p = net.nodes["A"].p.clone();
+    let (mut x, mut y) = (p.clone(), p);
+    assert_eq!(
+        x.process(net.now, Input::Reconfigure(without("A"))),
+        y.process(net.now, Input::Timer)
+    );
+    // Back again: A takes it at once.
+    let t = net.now;
+    net.reconfigure(&all, |me| spec(me, &all));
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert!(activate("A", "tg-1")(&moves[0]));
+    net.run(ms(1000));
+    net.assert_steady();
+}
+
+/// A device removed from the group no longer counts: the TG it held goes to the next device
+/// at once, and its heartbeats (it has not heard of its removal yet) are ignored.
+#[test]
+fn reconfigure_removes_a_peer_that_held_a_traffic_group() {
+    let mut net = Net::three();
+    net.run(ms(2000));
+    // C does not hear A and B (it would give tg-3 up to A's newer claim).
+    net.cut.insert(("A".into(), "C".into()));
+    net.cut.insert(("B".into(), "C".into()));
+    let t = net.now;
+    net.reconfigure(&["A", "B"], |me| group_of(me, &["A", "B"]));
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert!(activate("A", "tg-3")(&moves[0]));
+    assert_eq!(reason(&moves[0].1), "C was removed from the device group");
+    // C still runs the old group and claims tg-3: A and B do not hear it.
+    net.run(ms(2000));
+    assert_eq!(net.holders("tg-3"), vec!["A".to_string(), "C".to_string()]);
+    for d in ["A", "B"] {
+        let s = net.status(d);
+        let devices: Vec<_> = s.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(devices, ["A", "B"]);
+        let tg3 = s.traffic_groups.iter().find(|t| t.name == "tg-3").unwrap();
+        assert_eq!(tg3.active.as_deref(), Some("A"), "as {d} sees it");
+        assert_eq!(tg3.next_active.as_deref(), Some("B"), "as {d} sees it");
+    }
+    // (C, cut off, takes the others' TGs too: A and B do not care.)
+    let ab: Vec<_> = net
+        .events_since(t)
+        .into_iter()
+        .filter(|e| e.0 != "C")
+        .collect();
+    assert_eq!(ab.len(), 1, "{ab:?}");
+    assert_eq!(net.holders("tg-1"), vec!["A".to_string(), "C".to_string()]);
+}
+
+/// A device removed from the group releases everything and falls silent; named again, it
+/// starts over: listens for dead_after, then claims by the rules.
+#[test]
+fn reconfigure_removes_this_device_then_adds_it_back() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::three();
+    net.run(ms(2000));
+    let t = net.now;
+    let outs = net.reconfigure(&["C", "A", "B"], |me| group_of(me, &["A", "B"]));
+    assert_eq!(
+        outs["C"],
+        vec![Output::Release {
+            traffic_group: "tg-3".into(),
+            reason: "this device was removed from the device group".into(),
+        }]
+    );
+    let c = &net.nodes["C"].p;
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(c.paths(net.now), None);
+    assert!(c.roles(net.now).is_empty());
+    assert_eq!(c.status(net.now).phase, "removed");
+    net.run(ms(3000));
+    assert_eq!(net.heartbeats_since("C", t + ms(1)), 0);
+    assert_eq!(net.holders("tg-3"), vec!["A".to_string()]);
+    // Nothing it is told makes it take part.
+    for input in [
+        Input::Timer,
+        Input::Eligible(false),
+        Input::Eligible(true),
+        Input::Failover {
+            traffic_group: "tg-3".into(),
+            to: Some("C".into()),
+        },
+        Input::Reconfigure(group_of("C", &["A", "B"])),
+    ] {
+        assert!(net.feed("C", input).is_empty());
+    }
+    net.run(ms(1000));
+    assert_eq!(net.heartbeats_since("C", t + ms(1)), 0);
+
+    // Back in the group (tg-3 fails back to it now).
+    let back = |me: &str| {
+        let mut s = spec(me, &all);
+        s.traffic_groups[2].auto_failback = true;
+        s
+    };
+    let readd = net.now;
+    let outs = net.reconfigure(&["C"], back);
+    assert!(
+        matches!(&outs["C"][..], [Output::SendHeartbeat(hb)] if hb.active.is_empty()),
+        "{outs:?}"
+    );
+    assert_eq!(net.status("C").phase, "listening");
+    net.run(ms(20));
+    net.reconfigure(&["A", "B"], back);
+    net.run(ms(DEAD - 30));
+    assert!(net.events_since(readd).is_empty(), "C listens");
+    net.run(ms(FAILBACK + 3 * INTERVAL));
+    let e = net
+        .events_since(readd)
+        .into_iter()
+        .find(|e| activate("C", "tg-3")(e))
+        .expect("C takes tg-3 back");
+    assert!(
+        reason(&e.1).starts_with("auto-failback to C from A"),
+        "{e:?}"
+    );
+    net.assert_steady();
+}
+
+/// A new HA order applies to the TGs held at once, by the rules: with auto-failback a TG moves
+/// to the device now first in its order (usable long enough); without, the holder keeps it.
+#[test]
+fn reconfigure_reorders_ha_orders() {
+    let all = ["A", "B", "C"];
+    let mut net = Net::three();
+    net.run(ms(2000));
+    let reordered = |me: &str| {
+        let mut s = spec(me, &all);
+        s.traffic_groups[0].ha_order = ["B", "A", "C"].map(String::from).to_vec();
+        s.traffic_groups[2].ha_order = ["A", "C", "B"].map(String::from).to_vec();
+        s
+    };
+    let t = net.now;
+    net.overlap.clear();
+    net.reconfigure(&all, reordered);
+    net.run(ms(2000));
+    assert_eq!(net.holders("tg-1"), vec!["B".to_string()]);
+    assert_eq!(net.holders("tg-2"), vec!["B".to_string()]);
+    assert_eq!(
+        net.holders("tg-3"),
+        vec!["C".to_string()],
+        "no auto-failback"
+    );
+    let moves = net.events_since(t);
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert!(moves.iter().any(|e| release("A", "tg-1")(e)));
+    let act = moves.iter().find(|e| activate("B", "tg-1")(e)).unwrap();
+    assert!(
+        reason(&act.1).starts_with("auto-failback to B from A"),
+        "{act:?}"
+    );
+    assert!(net.overlap.get("tg-1").copied().unwrap_or_default() <= ms(INTERVAL));
+    for d in all {
+        let s = net.tg_status(d, "tg-1");
+        assert_eq!(s.next_active.as_deref(), Some("A"), "as {d} sees it");
+        let s = net.tg_status(d, "tg-3");
+        assert_eq!(
+            (s.active.as_deref(), s.next_active.as_deref()),
+            (Some("C"), Some("A")),
+            "as {d} sees it"
+        );
+    }
+}
+
+/// Heartbeat timing may change live; a reconfiguration before Start is taken as the group.
+#[test]
+fn reconfigure_timing_and_before_start() {
+    let all = ["A", "B", "C"];
+    let t0 = Instant::now();
+    let mut p = Placement::new(spec("A", &all), 1);
+    let slow = GroupSpec {
+        heartbeat_interval: ms(200),
+        dead_after: ms(1000),
+        ..group_of("A", &["A"])
+    };
+    assert!(p.process(t0, Input::Reconfigure(slow.clone())).is_empty());
+    // Alone in the group now: it takes everything at once.
+    let outs = p.process(t0, Input::Start);
+    let active: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Activate { traffic_group, .. } => Some(traffic_group.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(active, ["tg-1", "tg-2", "tg-3"]);
+    assert_eq!(p.poll_timeout(), Some(t0 + ms(200)));
+    // Back to 100ms heartbeats (and a peer): the next one after this one comes 100ms later.
+    let outs = p.process(t0 + ms(200), Input::Reconfigure(spec("A", &all)));
+    assert!(sends_heartbeat(&outs));
+    assert_eq!(p.poll_timeout(), Some(t0 + ms(300)));
+    // Removed before it started: Start leaves it silent.
+    let mut q = Placement::new(spec("C", &all), 1);
+    q.process(t0, Input::Reconfigure(group_of("C", &["A", "B"])));
+    assert!(q.process(t0, Input::Start).is_empty());
+    assert_eq!(q.poll_timeout(), None);
+    assert!(q.process(t0 + ms(10), Input::Timer).is_empty());
+}
+
+/// A small deterministic generator for the sequences below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+
+    fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
+        of[self.below(of.len() as u64) as usize]
+    }
+}
+
+/// Any group: devices and HA orders from a pool larger than the test network (orders may name
+/// devices outside the group), any traffic groups, odd timings, capacities and load factors.
+fn random_group(rng: &mut Rng, me: &str) -> GroupSpec {
+    let pool = ["A", "B", "C", "D"];
+    let devices: Vec<String> = pool
+        .iter()
+        .filter(|_| rng.percent(80))
+        .map(|d| d.to_string())
+        .collect();
+    let mut traffic_groups = Vec::new();
+    for name in ["tg-1", "tg-2", "tg-3", "tg-4", "tg-5"] {
+        if !rng.percent(70) {
+            continue;
+        }
+        let mut ha_order: Vec<String> = Vec::new();
+        for _ in 0..rng.below(5) {
+            let d = rng.pick(&pool).to_string();
+            if !ha_order.contains(&d) {
+                ha_order.push(d);
+            }
+        }
+        traffic_groups.push(TrafficGroupSpec {
+            name: name.to_string(),
+            ha_order,
+            auto_failback: rng.percent(50),
+            failback_delay: ms(rng.below(2000)),
+            sync_wait: rng.percent(30).then(|| ms(rng.below(3000))),
+            sync_all_groups: rng.percent(30),
+            load_factor: rng.below(4) as u32,
+        });
+    }
+    let mut capacity = BTreeMap::new();
+    for d in pool {
+        if rng.percent(50) {
+            capacity.insert(d.to_string(), rng.below(4) as u32);
+        }
+    }
+    let odd = rng.percent(10);
+    GroupSpec {
+        me: me.into(),
+        devices,
+        traffic_groups,
+        heartbeat_interval: ms(if odd { rng.below(300) } else { INTERVAL }),
+        dead_after: ms(if odd { rng.below(900) } else { DEAD }),
+        capacity,
+    }
+}
+
+/// Arbitrary sequences of inputs, reconfigurations among them, never panic nor activate or
+/// release out of turn (the network checks each output), and once every device runs the same
+/// group again each traffic group ends up on exactly one device.
+#[test]
+fn arbitrary_sequences_with_reconfigurations() {
+    let all = ["A", "B", "C"];
+    for seed in 1..=40u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut net = Net::three();
+        for _ in 0..120 {
+            let n = rng.pick(&all);
+            match rng.below(100) {
+                0..=39 => net.run(ms(1 + rng.below(300))),
+                40..=54 => {
+                    let g = random_group(&mut rng, n);
+                    net.feed(n, Input::Reconfigure(g));
+                }
+                55..=64 => {
+                    let g = random_group(&mut rng, "A");
+                    net.reconfigure(&all, |me| GroupSpec {
+                        me: me.into(),
+                        ..g.clone()
+                    });
+                }
+                65..=72 => {
+                    let e = rng.percent(60);
+                    net.feed(n, Input::Eligible(e));
+                }
+                73..=77 => {
+                    let traffic_group = rng.pick(&["tg-1", "tg-2", "tg-4", "tg-9"]).to_string();
+                    let to = rng
+                        .percent(70)
+                        .then(|| rng.pick(&["A", "B", "C", "D"]).to_string());
+                    net.feed(n, Input::Failover { traffic_group, to });
+                }
+                78..=87 => {
+                    let node = net.nodes.get_mut(n).unwrap();
+                    node.hung = !node.hung;
+                }
+                88..=94 => {
+                    let set: BTreeSet<String> = ["tg-1", "tg-2", "tg-3", "tg-4", "tg-5"]
+                        .iter()
+                        .filter(|_| rng.percent(30))
+                        .map(|t| t.to_string())
+                        .collect();
+                    net.feed(n, Input::Unsynced(set));
+                }
+                _ => {
+                    if !net.nodes[n].hung {
+                        net.feed(n, Input::Timer);
+                    }
+                }
+            }
+            for d in all {
+                let p = &net.nodes[d].p;
+                let _ = (p.status(net.now), p.roles(net.now), p.paths(net.now));
+            }
+        }
+        // Everyone back, in the same group.
+        for d in all {
+            net.nodes.get_mut(d).unwrap().hung = false;
+            net.feed(d, Input::Eligible(true));
+            net.feed(d, Input::Unsynced(BTreeSet::new()));
+        }
+        net.reconfigure(&all, |me| spec(me, &all));
+        net.run(ms(10 * DEAD + 3 * FAILBACK));
+        for t in ["tg-1", "tg-2", "tg-3"] {
+            assert_eq!(
+                net.holders(t).len(),
+                1,
+                "seed {seed}: {t} {:?}",
+                net.holders(t)
+            );
+        }
+        for d in all {
+            let extra: Vec<_> = net.nodes[d]
+                .holds
+                .iter()
+                .filter(|t| !["tg-1", "tg-2", "tg-3"].contains(&t.as_str()))
+                .collect();
+            assert!(extra.is_empty(), "seed {seed}: {d} holds {extra:?}");
         }
     }
 }

@@ -197,8 +197,6 @@ pub enum Input {
     Unavailable(BTreeSet<IpAddr>),
     /// This device's group configuration (config sync), carried in its heartbeats.
     Config(Option<ConfigMark>),
-    /// TEMPORARY placeholder until the placement branch lands.
-    Reconfigure(GroupSpec),
     /// `lbctl failover TG [--to DEV]` issued on this device (to = None: its next-active).
     Failover {
         traffic_group: String,
@@ -835,7 +833,6 @@ impl Placement {
                 changed = mark != self.config;
                 self.config = mark;
             }
-            Input::Reconfigure(_) => {}
             Input::Failover { traffic_group, to } => {
                 changed = self.failover(now, &traffic_group, to);
             }

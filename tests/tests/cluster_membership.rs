@@ -75,36 +75,44 @@ fn a_device_joins_and_leaves_the_running_group_while_traffic_flows() {
             .is_some_and(|s| s.iter().any(|x| x == "d")),
         format!("the add synced to d: {out}"),
     );
-    let r = wait_until_dbg(T, "d joined: in sync, every device alive everywhere", || {
-        let st = d.lbctl(&["config", "status"])?;
-        if st["status"] != "in-sync" {
-            return Err(format!("d: {st}"));
-        }
-        for dev in ["a", "b", "c"] {
-            let s = lab.lbctl(dev, &["config", "status"])?;
-            if s["status"] != "in-sync" {
-                return Err(format!("{dev}: {s}"));
+    let r = wait_until_dbg(
+        T,
+        "d joined: in sync, every device alive everywhere",
+        || {
+            let st = d.lbctl(&["config", "status"])?;
+            if st["status"] != "in-sync" {
+                return Err(format!("d: {st}"));
             }
-        }
-        let g = d.lbctl(&["show", "device-group"])?;
-        let alive = g["devices"]
-            .as_array()
-            .map(|l| l.iter().filter(|x| x["alive"] == true).count())
-            .unwrap_or(0);
-        if alive < 4 {
-            return Err(format!("d sees {alive} alive: {g}"));
-        }
-        let g = lab.device_group("a")?;
-        let alive = g["devices"]
-            .as_array()
-            .map(|l| l.iter().filter(|x| x["alive"] == true).count())
-            .unwrap_or(0);
-        if alive < 4 {
-            return Err(format!("a sees {alive} alive: {g}"));
-        }
-        Ok(())
-    });
-    lab.ok(r.map_err(|e| format!("{e}\nd's log:\n{}", d.lbd_log(40))), "d joining");
+            for dev in ["a", "b", "c"] {
+                let s = lab.lbctl(dev, &["config", "status"])?;
+                if s["status"] != "in-sync" {
+                    return Err(format!("{dev}: {s}"));
+                }
+            }
+            let g = d.lbctl(&["show", "device-group"])?;
+            let g = g.get("device_group").cloned().unwrap_or(g);
+            let alive = g["devices"]
+                .as_array()
+                .map(|l| l.iter().filter(|x| x["alive"] == true).count())
+                .unwrap_or(0);
+            if alive < 4 {
+                return Err(format!("d sees {alive} alive: {g}"));
+            }
+            let g = lab.device_group("a")?;
+            let alive = g["devices"]
+                .as_array()
+                .map(|l| l.iter().filter(|x| x["alive"] == true).count())
+                .unwrap_or(0);
+            if alive < 4 {
+                return Err(format!("a sees {alive} alive: {g}"));
+            }
+            Ok(())
+        },
+    );
+    lab.ok(
+        r.map_err(|e| format!("{e}\nd's log:\n{}", d.lbd_log(40))),
+        "d joining",
+    );
     let join = t0.elapsed();
     let saved = std::fs::read_to_string(&d.group_config).unwrap_or_default();
     lab.check(
@@ -145,7 +153,10 @@ fn a_device_joins_and_leaves_the_running_group_while_traffic_flows() {
     let ok = answers.iter().filter(|a| a.is_ok()).count();
     lab.check(
         via_d > 0 && ok == answers.len(),
-        format!("new connections reach d: {via_d} of {ok} answered via tg-4 ({} asked)", answers.len()),
+        format!(
+            "new connections reach d: {via_d} of {ok} answered via tg-4 ({} asked)",
+            answers.len()
+        ),
     );
     println!(
         "MEMBERSHIP join_ms={} tg4_to_fourth_next_hop_ms={} flows={FLOWS} disturbed_by_growth={} ({}) new_connections_via_d={via_d}/{}",
@@ -162,7 +173,9 @@ fn a_device_joins_and_leaves_the_running_group_while_traffic_flows() {
     let r = lab.lbctl("a", &["device-group", "remove", "d"]);
     let out = lab.ok(r, "device-group remove d on a");
     lab.check(
-        out["moved"].as_array().is_some_and(|m| m.len() == 1 && m[0] == "tg-4"),
+        out["moved"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1 && m[0] == "tg-4"),
         format!("the remove moved tg-4 first: {out}"),
     );
     let r = lab.wait_placement(&[("tg-4", "a")], T);
@@ -178,7 +191,12 @@ fn a_device_joins_and_leaves_the_running_group_while_traffic_flows() {
             }
         }
         let here = d.lbctl(&["show", "traffic-groups"])?;
-        let held = here["traffic_groups"]
+        let list = here
+            .get("traffic_groups")
+            .or_else(|| here.get("data").and_then(|x| x.get("traffic_groups")))
+            .cloned()
+            .unwrap_or_default();
+        let held = list
             .as_array()
             .map(|l| l.iter().filter(|t| t["here"] == true).count())
             .unwrap_or(0);

@@ -111,7 +111,9 @@
 //!   to advertise on this device; carried in every heartbeat. [`Placement::paths`] gives, per
 //!   TG, the device placement puts it on and that device's unavailable addresses (None until
 //!   the device has listened after its start or a stall: what it knew before is kept).
-//! - **Reconfigure.** [`Input::Reconfigure`] replaces the group (normalised as by
+//! - **Reconfigure.** A running device that holds nothing and has not heard every peer of the
+//!   new group yet (a new device joining) listens for `dead_after` first, as after a start.
+//!   [`Input::Reconfigure`] replaces the group (normalised as by
 //!   [`Placement::new`]; `me` stays this device). A traffic group no longer in it is released
 //!   if active here ("removed from the device group") and everything known of it forgotten
 //!   (orders, generations, unsynced); a new one is placed by the rules at once (when this
@@ -840,6 +842,20 @@ impl Placement {
                 changed = self.reconfigure(now, spec, &mut out);
                 if self.phase == Phase::Removed {
                     return out;
+                }
+                // A device that holds nothing and has never heard some of its (new) peers —
+                // a new device joining a running group — does not know who holds what: it
+                // listens first, as after a start, instead of taking every traffic group
+                // whose holders it has not heard yet.
+                let unheard = self
+                    .spec
+                    .devices
+                    .iter()
+                    .any(|d| *d != self.spec.me && !self.peers.contains_key(d));
+                if self.phase == Phase::Running && self.active.is_empty() && unheard {
+                    self.phase = Phase::Listening {
+                        until: now + self.spec.dead_after,
+                    };
                 }
             }
         }

@@ -2366,3 +2366,41 @@ fn arbitrary_sequences_with_reconfigurations() {
         }
     }
 }
+
+/// A new device that ran alone (no traffic group) and is then given the running group's
+/// configuration listens before it claims: it does not take the traffic groups whose holders
+/// it has not heard yet (they were simply unknown to it).
+#[test]
+fn a_joining_device_listens_before_it_claims() {
+    let all = ["A", "B", "C", "D"];
+    let mut net = Net::new(&all, &all);
+    let mut alone = group_of("D", &["D"]);
+    alone.traffic_groups.clear();
+    net.nodes.get_mut("D").unwrap().p = Placement::new(alone, 1_000);
+    for n in all {
+        net.feed(n, Input::Start);
+    }
+    net.run(ms(2000));
+    let before: Vec<Vec<String>> = ["tg-1", "tg-2", "tg-3"]
+        .iter()
+        .map(|t| net.holders(t))
+        .collect();
+    assert_eq!(
+        before,
+        vec![vec!["A".to_string()], vec!["B".into()], vec!["C".into()]]
+    );
+    let t = net.now;
+    let outs = net.feed("D", Input::Reconfigure(spec("D", &all)));
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::Activate { .. })),
+        "{outs:?}"
+    );
+    net.run(ms(2000));
+    let moves: Vec<_> = net
+        .events_since(t)
+        .into_iter()
+        .filter(|(_, o)| !matches!(o, Output::SendHeartbeat(_)))
+        .collect();
+    assert!(moves.is_empty(), "nothing moves when d joins: {moves:?}");
+    assert_eq!(net.status("D").phase, "running");
+}

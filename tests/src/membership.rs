@@ -48,6 +48,12 @@ impl Joiner {
     /// Makes d's namespace, links, addresses, certificate and files, and tells r1 of the new
     /// neighbor (one line of FRR configuration). Starts nothing.
     pub fn prepare(lab: &ClusterLab) -> Result<Joiner> {
+        Joiner::prepare_with(lab, false)
+    }
+
+    /// The same; with `foreign_ca`, d's certificate comes from another CA that also calls
+    /// itself `seed` (in its own trust directory `LAB/trust-d`, with that CA).
+    pub fn prepare_with(lab: &ClusterLab, foreign_ca: bool) -> Result<Joiner> {
         let ns = lab.lab.ns("d")?;
         lab.lab
             .bridge_segment("ext", &[(&ns, "ext0", &[&format!("{D_EXT}/24")])])?;
@@ -59,11 +65,21 @@ impl Joiner {
         ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
         ns.route("add default via 20.1.1.1")?;
         let dir = lab.lab.dir().to_path_buf();
-        let trust = dir.join("trust");
+        let trust = if foreign_ca {
+            dir.join("trust-d")
+        } else {
+            dir.join("trust")
+        };
         {
             use lbd::mirror::trust;
             let bad = |e: trust::TrustError| LabError::Invalid(format!("trust: {e}"));
-            let ca = trust::read_pair(&trust, "ca").map_err(bad)?;
+            let ca = if foreign_ca {
+                let ca = trust::create_ca("seed").map_err(bad)?;
+                trust::write_pair(&trust, "ca", &ca, true).map_err(bad)?;
+                ca
+            } else {
+                trust::read_pair(&trust, "ca").map_err(bad)?
+            };
             let ha = D_HA.parse().map_err(|_| LabError::Invalid("D_HA".into()))?;
             let pair = trust::issue_device(&ca, "d", &[ha]).map_err(bad)?;
             trust::write_pair(&trust, "d", &pair, true).map_err(bad)?;

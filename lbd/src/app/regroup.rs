@@ -108,8 +108,30 @@ impl ConfigSync {
         }
         info!(device = %name, "device group: device added");
         self.commit_running().await;
-        let sync = self.sync_to(std::slice::from_ref(&name), &new).await;
-        json!({ "added": name, "sync": sync })
+        // The new device first, alone: the rest of the group hears of it only once it holds
+        // the configuration.
+        let sync = self.sync_to(std::slice::from_ref(&name), &new, false).await;
+        let refused = sync["failed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["device"] == name.as_str())
+            .map(|f| f["reason"].as_str().unwrap_or("?").to_string())
+            .or_else(|| sync.get("error").map(|e| e.to_string()));
+        if let Some(reason) = refused {
+            // The new device did not take the configuration (not reachable, another CA, a
+            // configuration it refuses): it is not added.
+            warn!(device = %name, %reason, "device group: the new device did not take the configuration; not added");
+            if let Err(e) = self.take_group((*old).clone(), true).await {
+                warn!("device group: cannot take the previous device group back: {e}");
+            }
+            self.commit_running().await;
+            return json!({
+                "error": format!("{name} not added: the configuration did not reach it: {reason}")
+            });
+        }
+        let rest = self.sync_to(&[], &new, true).await;
+        json!({ "added": name, "sync": merge(sync, rest) })
     }
 
     /// `lbctl device-group remove`.
@@ -139,7 +161,7 @@ impl ConfigSync {
         }
         info!(device = %name, moved = ?moved, "device group: device removed");
         self.commit_running().await;
-        let sync = self.sync_to(&[name.to_string()], &old).await;
+        let sync = self.sync_to(&[name.to_string()], &old, true).await;
         json!({ "removed": name, "moved": moved, "sync": sync })
     }
 
@@ -175,6 +197,19 @@ impl ConfigSync {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Two sync results as one (the lists joined).
+fn merge(mut a: Value, b: Value) -> Value {
+    if b.get("error").is_some() {
+        return b;
+    }
+    for key in ["synced", "full", "failed"] {
+        let mut list = a[key].as_array().cloned().unwrap_or_default();
+        list.extend(b[key].as_array().cloned().unwrap_or_default());
+        a[key] = Value::Array(list);
+    }
+    a
 }
 
 /// The device `lbctl device-group add` names.

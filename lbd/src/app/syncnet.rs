@@ -180,17 +180,20 @@ impl ConfigSync {
 
     /// Syncs this device's configuration to every live device that does not hold it.
     pub async fn sync_to_group(&self) -> Value {
-        self.sync_to(&[], &self.cluster.group()).await
+        self.sync_to(&[], &self.cluster.group(), true).await
     }
 
-    /// The same, and to the devices `also` (a device just added, which sends no heartbeats
-    /// to this one yet, or one just removed, which must learn it), whose addresses are in
-    /// `via`; they get the whole configuration.
-    pub(super) async fn sync_to(&self, also: &[String], via: &GroupConfig) -> Value {
+    /// Syncs to the devices `also` (a device just added, which sends no heartbeats to this one
+    /// yet, or one just removed, which must learn it), whose addresses are in `via`, and with
+    /// `group` to every live device that does not hold this device's configuration.
+    pub(super) async fn sync_to(&self, also: &[String], via: &GroupConfig, group: bool) -> Value {
         let Some(dir) = self.cluster.local.mirror_trust_dir.clone() else {
             return json!({"error": "config sync needs device.mirror_trust_dir"});
         };
         let (mut targets, g) = self.targets();
+        if !group {
+            targets.clear();
+        }
         for name in also {
             if !targets.iter().any(|(t, _)| t == name) {
                 targets.push((name.clone(), None));
@@ -209,17 +212,22 @@ impl ConfigSync {
             Err(e) => return json!({"error": e.to_string()}),
         };
         let mut synced = Vec::new();
+        let mut full = Vec::new();
         let mut failed = Vec::new();
         for (peer, has) in targets {
-            let push = plan(&doc, &g, has, &self.history(), MAX_INCREMENTAL);
+            let mut push = plan(&doc, &g, has, &self.history(), MAX_INCREMENTAL);
             let mut res = self.push_to(&tls, &peer, &push, via).await;
             if let Ok(Answer::NeedFull { .. }) = res {
-                let full = plan(&doc, &g, None, &self.history(), MAX_INCREMENTAL);
-                res = self.push_to(&tls, &peer, &full, via).await;
+                push = plan(&doc, &g, None, &self.history(), MAX_INCREMENTAL);
+                res = self.push_to(&tls, &peer, &push, via).await;
             }
             match res {
                 Ok(Answer::Applied { .. }) => {
-                    info!(%peer, generation = %g, "config sync: synced");
+                    let whole = matches!(push.payload, Payload::Full { .. });
+                    info!(%peer, generation = %g, full = whole, "config sync: synced");
+                    if whole {
+                        full.push(peer.clone());
+                    }
                     synced.push(peer);
                 }
                 Ok(Answer::Refused { reason }) => failed.push((peer, reason)),
@@ -236,6 +244,7 @@ impl ConfigSync {
         json!({
             "generation": g,
             "synced": synced,
+            "full": full,
             "failed": failed.iter().map(|(p, r)| json!({"device": p, "reason": r})).collect::<Vec<_>>(),
         })
     }

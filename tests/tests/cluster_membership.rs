@@ -232,3 +232,55 @@ fn a_device_joins_and_leaves_the_running_group_while_traffic_flows() {
     );
     flows.stop();
 }
+
+/// Load-aware placement (seed): tg-3's HA order is cut to c alone and b gets HA capacity 2, on
+/// a, reloaded and synced (a live change of HA orders and capacities). c stops: none of tg-3's
+/// HA order is left, so it goes to the live device with the lowest load relative to its
+/// capacity — b (1 of 2) rather than a (1 of 1), which a tie would pick by name — and the
+/// status names the rule. c back: auto-failback returns tg-3 to it.
+#[test]
+fn a_traffic_group_without_its_ordered_devices_goes_to_the_least_loaded_device() {
+    if !prereqs() {
+        return;
+    }
+    let opts = ClusterOptions {
+        mirroring: true,
+        ..ClusterOptions::default()
+    };
+    let lab = ClusterLab::build("membership_load", opts).expect("building");
+    let r = lab.wait_steady(T);
+    lab.ok(r, "steady state");
+    let text = std::fs::read_to_string(&lab.group_config).expect("the group file");
+    let changed = text
+        .replacen("ha_order = [\"c\", \"a\", \"b\"]", "ha_order = [\"c\"]", 1)
+        .replacen("name = \"b\"\n", "name = \"b\"\nha_capacity = 2\n", 1);
+    lab.check(changed != text, "the group file changed");
+    std::fs::write(&lab.group_config, changed).expect("writing the group file");
+    let r = lab.lbctl("a", &["reload"]);
+    lab.ok(r, "reload on a");
+    let r = lab.lbctl("a", &["config", "sync", "--to-group"]);
+    lab.ok(r, "config sync on a");
+    let r = lab.wait_config_status("in-sync");
+    lab.ok(r, "in sync with the new orders");
+    let r = lab.wait_placement(&[("tg-1", "a"), ("tg-2", "b"), ("tg-3", "c")], T);
+    lab.ok(r, "nothing moved by the change");
+
+    lab.stop_device("c");
+    let r = lab.wait_placement(&[("tg-3", "b")], T);
+    lab.ok(r, "tg-3 on the least loaded device relative to capacity");
+    // b took it: its view gives the reason.
+    let v = lab.ok(lab.lbctl("b", &["show", "traffic-groups"]), "b's view");
+    let tg3 = v["traffic_groups"]
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["name"] == "tg-3").cloned())
+        .unwrap_or_default();
+    println!("tg-3 as b sees it with c stopped: {tg3}");
+    lab.check(
+        tg3.to_string().contains("least loaded"),
+        format!("the status names the load rule: {tg3}"),
+    );
+    let r = lab.start_device("c");
+    lab.ok(r, "starting c again");
+    let r = lab.wait_placement(&[("tg-3", "c")], T);
+    lab.ok(r, "tg-3 back on c");
+}

@@ -166,6 +166,61 @@ async fn device_of_the_right_ca_but_not_in_the_group_is_refused() {
     h.abort();
 }
 
+/// One connection to a listener whose admitted devices are `admitted` (shared, changeable):
+/// the device the server side saw, or why it refused.
+async fn admitted_exchange(
+    dir: &trust_dir::TempDir,
+    admitted: &mt::Admitted,
+    client: Arc<rustls::ClientConfig>,
+) -> (Result<String, String>, Accepted) {
+    let server =
+        mt::server_config_admitting(&dir.ca(), &dir.crt("b"), &dir.key("b"), admitted.clone())
+            .unwrap();
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let admitted = admitted.clone();
+    let h = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = TlsAcceptor::from(server)
+            .accept(tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let peer =
+            mt::admitted_peer(tls.get_ref().1, "dg1", &admitted).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 5];
+        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        tls.write_all(&buf).await.map_err(|e| e.to_string())?;
+        tls.shutdown().await.ok();
+        Ok(peer)
+    });
+    let all = strings(&["a", "b", "c"]);
+    let r = client_exchange(client, port, "dg1", "b", &all).await;
+    (r, h.await.unwrap())
+}
+
+#[tokio::test]
+async fn admitted_devices_change_live_and_any_device_of_the_ca_never_admits_a_stranger() {
+    let dir = group_dir("dg1", &["a", "b", "c"]);
+    let other = group_dir("dg1", &["c"]);
+    let client_c = || mt::client_config(&dir.ca(), &dir.crt("c"), &dir.key("c")).unwrap();
+    let admitted = mt::Admitted::devices(&strings(&["a"]));
+    let (_, served) = admitted_exchange(&dir, &admitted, client_c()).await;
+    assert!(served.unwrap_err().starts_with("handshake:"));
+    // c joins the group: the same listener configuration admits it from now on.
+    admitted.set(&strings(&["a", "c"]), false);
+    let (r, served) = admitted_exchange(&dir, &admitted, client_c()).await;
+    assert_eq!((r, served), (Ok("b".to_string()), Ok("c".to_string())));
+    // A device awaiting its initial sync admits any device the group CA certified ...
+    admitted.set(&[], true);
+    let (_, served) = admitted_exchange(&dir, &admitted, client_c()).await;
+    assert_eq!(served, Ok("c".to_string()));
+    // ... and still no certificate of another CA naming the same device.
+    let stranger = stranger_client(&dir.ca(), &other.crt("c"), &other.key("c"));
+    let (r, served) = admitted_exchange(&dir, &admitted, stranger).await;
+    assert!(r.is_err(), "{r:?}");
+    assert!(served.unwrap_err().starts_with("handshake:"));
+}
+
 #[test]
 fn key_files_are_owner_only_and_not_overwritten() {
     let dir = group_dir("dg1", &["a"]);

@@ -275,3 +275,58 @@ pub(super) fn sync_result(v: Value) -> Result<Value, String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_made_by_the_command_is_checked_as_in_a_file() {
+        let d = device_from(
+            "d".into(),
+            &["192.168.100.9".into()],
+            &["192.168.100.9".into()],
+            None,
+            Some(2),
+        )
+        .unwrap();
+        assert_eq!(d.name, "d");
+        assert_eq!(d.ha_capacity, 2);
+        assert_eq!(d.sync_address(), Some("192.168.100.9".parse().unwrap()));
+        let e = device_from("d".into(), &["nope".into()], &[], None, None).unwrap_err();
+        assert_eq!(e, "`nope` is not an IP address");
+    }
+
+    #[test]
+    fn a_sync_that_failed_somewhere_is_an_error_naming_the_device() {
+        let ok = json!({"added": "d", "sync": {"synced": ["d"], "failed": []}});
+        assert!(sync_result(ok).is_ok());
+        let bad = json!({"removed": "d", "sync": {"synced": ["b"],
+            "failed": [{"device": "c", "reason": "connect timed out"}]}});
+        assert_eq!(
+            sync_result(bad).unwrap_err(),
+            "d: done here, but config sync failed: c refused it: connect timed out"
+        );
+        assert_eq!(
+            sync_result(json!({"error": "no device x in the group"})).unwrap_err(),
+            "no device x in the group"
+        );
+        let m = merge(
+            json!({"synced": ["d"], "full": ["d"], "failed": []}),
+            json!({"synced": ["b", "c"], "full": [], "failed": []}),
+        );
+        assert_eq!(m["synced"], json!(["d", "b", "c"]));
+        assert_eq!(m["full"], json!(["d"]));
+    }
+
+    #[test]
+    fn only_a_group_of_one_device_without_traffic_groups_awaits_its_initial_sync() {
+        let mut g = GroupConfig::from_toml(crate::cluster::config::SEED, "g").unwrap();
+        assert!(!awaits_initial_sync(&g));
+        g.devices.truncate(1);
+        assert!(!awaits_initial_sync(&g));
+        g.traffic_groups.clear();
+        assert!(awaits_initial_sync(&g));
+        assert_eq!(peer_names(&g, "A"), Vec::<String>::new());
+    }
+}

@@ -425,3 +425,51 @@ fn config_status_names_the_holders_and_each_devices_generation() {
         "{out}"
     );
 }
+
+#[test]
+fn device_group_add_and_remove_send_their_requests_and_say_what_happened() {
+    let cmd = parse(&[
+        "device-group",
+        "add",
+        "d",
+        "--failover-address",
+        "192.168.100.9",
+        "--mirror-address",
+        "192.168.100.9",
+        "--ha-capacity",
+        "2",
+    ])
+    .unwrap()
+    .cmd;
+    assert_eq!(
+        request(&cmd),
+        Some(Request::DeviceGroupAdd {
+            name: "d".into(),
+            failover_addresses: vec!["192.168.100.9".into()],
+            mirror_addresses: vec!["192.168.100.9".into()],
+            config_sync_address: None,
+            ha_capacity: Some(2),
+        })
+    );
+    let out = render(
+        &cmd,
+        &json!({"added": "d", "sync": {"synced": ["d", "b", "c"], "failed": []}}),
+        0,
+    );
+    assert_eq!(out, "added d; synced to d, b, c\n");
+    // A failover address is required; a bad one is refused by lbctl itself.
+    assert!(parse(&["device-group", "add", "d"]).is_err());
+    assert!(parse(&["device-group", "add", "d", "--failover-address", "x"]).is_err());
+
+    let cmd = parse(&["device-group", "remove", "d"]).unwrap().cmd;
+    assert_eq!(
+        request(&cmd),
+        Some(Request::DeviceGroupRemove { name: "d".into() })
+    );
+    let out = render(
+        &cmd,
+        &json!({"removed": "d", "moved": ["tg-4"], "sync": {"synced": ["b", "c", "d"]}}),
+        0,
+    );
+    assert_eq!(out, "removed d (moved first: tg-4); synced to b, c, d\n");
+}

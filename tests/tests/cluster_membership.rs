@@ -203,6 +203,12 @@ fn a_device_joins_and_leaves_the_running_group_while_traffic_flows() {
         if held > 0 {
             return Err(format!("d still holds something: {here}"));
         }
+        let g = d.lbctl(&["show", "device-group"])?;
+        let g = g.get("device_group").cloned().unwrap_or(g);
+        let routes = g["local"]["bgpd"]["routes"].as_array().map_or(0, Vec::len);
+        if routes > 0 {
+            return Err(format!("d still announces {routes} routes: {g}"));
+        }
         Ok(())
     });
     lab.ok(r, "d left");

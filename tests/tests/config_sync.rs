@@ -1,10 +1,11 @@
 //! Config sync in the cluster lab (docs/design.md, "Config sync"), over mutual TLS with the
 //! group's device certificates:
 //!
-//! 1. A pool changed on A (`method = "ratio"` for `dns`), `lbctl config sync --to-group` on A:
-//!    B and C run it (`lbctl show pools` on each) and have saved it to their files, and every
-//!    device is `in-sync` with one digest. The latency from the sync command to the last
-//!    device in sync is printed.
+//! 1. Pools changed on A (a member added to `api`, `method = "ratio"` for `dns`), `lbctl
+//!    config sync --to-group` on A: client connections through B and through C reach the new
+//!    member within one second of the command, B and C run the change (`lbctl show pools` on
+//!    each) and have saved it to their files, and every device is `in-sync` with one digest.
+//!    The latency from the sync command to the last device in sync is printed.
 //! 2. Concurrent changes on A and C: both `changes-pending`, A and C holding. A is synced to
 //!    the group: C's change goes, C names it as overwritten, C's file holds A's.
 
@@ -12,6 +13,55 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
+use spanlb_tests::topology::VIP;
+use spanlb_tests::traffic::connect_once;
+
+/// A second virtual server whose pool starts with s1 alone; the test adds s2 on A.
+const API: &str = "
+[virtual_servers.api]
+destination = \"30.1.1.10:8081\"
+protocol = \"tcp\"
+pool = \"api\"
+snat = \"automap\"
+
+[pools.api]
+members = [{ address = \"10.1.1.50:8080\" }]
+";
+
+/// Adds s2 to pool `api` in `dev`'s file (no reload).
+fn add_api_member(lab: &ClusterLab, dev: &str) {
+    let d = lab.device(dev);
+    let text = std::fs::read_to_string(&d.lbd_config).expect("reading");
+    let changed = text.replacen(
+        "members = [{ address = \"10.1.1.50:8080\" }]",
+        "members = [{ address = \"10.1.1.50:8080\" }, { address = \"10.1.1.51:8080\" }]",
+        1,
+    );
+    assert_ne!(changed, text);
+    std::fs::write(&d.lbd_config, changed).expect("writing");
+}
+
+/// Connects to the `api` virtual server from the client until connections through both b and
+/// c were answered by s2, for at most `limit`; the devices whose connections reached s2.
+fn s2_through_b_and_c(lab: &ClusterLab, limit: Duration) -> Vec<&'static str> {
+    let addr = std::net::SocketAddr::new(VIP.parse().expect("VIP"), 8081);
+    lab.client
+        .run_in(move || {
+            let mut seen: Vec<&'static str> = Vec::new();
+            let until = Instant::now() + limit;
+            while Instant::now() < until && !(seen.contains(&"b") && seen.contains(&"c")) {
+                if let Ok((_, a)) = connect_once(addr, Duration::from_millis(500)) {
+                    if let (true, Some(d)) = (a.server == "s2", a.device()) {
+                        if !seen.contains(&d) {
+                            seen.push(d);
+                        }
+                    }
+                }
+            }
+            seen
+        })
+        .unwrap_or_default()
+}
 
 const T: Duration = Duration::from_secs(45);
 
@@ -56,6 +106,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
     }
     let opts = ClusterOptions {
         mirroring: true,
+        lbd_extra: API.to_string(),
         ..ClusterOptions::default()
     };
     let lab = ClusterLab::build("config_sync", opts).expect("building");
@@ -70,6 +121,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
     );
 
     // 1. Change on A, sync to the group.
+    add_api_member(&lab, "a");
     set_method(&lab, "a", "ratio");
     let r = lab.wait_config_status("changes-pending");
     lab.ok(r, "a's change is pending");
@@ -79,6 +131,15 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
     lab.check(
         out["synced"].as_array().is_some_and(|s| s.len() == 2),
         format!("synced to b and c: {out}"),
+    );
+    let reached = s2_through_b_and_c(&lab, Duration::from_secs(1).saturating_sub(t0.elapsed()));
+    eprintln!(
+        "config sync: the new member served through {reached:?} {} ms after the command",
+        t0.elapsed().as_millis()
+    );
+    lab.check(
+        reached.contains(&"b") && reached.contains(&"c"),
+        format!("b and c serve the new member within 1 s of the sync: reached through {reached:?}"),
     );
     let r = lab.wait_config_status("in-sync");
     lab.ok(r, "in sync after the sync");

@@ -14,7 +14,8 @@
 //! every live device that lacks it. `lbctl device-group remove NAME` first moves every traffic
 //! group the device holds to its next-active device (manual failover orders) and waits for
 //! that, then removes the device (and it from every HA order), commits, and pushes the result
-//! to the group and to the removed device, which then gives up everything and falls silent.
+//! to the group and to the removed device, which then gives up everything, withdraws
+//! its routes and falls silent.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,15 +4,18 @@
 //! One TCP port per device (`config_sync_port`, default 1028) on its config-sync address
 //! (`config_sync_address`, default its first mirroring address), mutual TLS 1.3 with the
 //! mirroring trust: only devices of the group, by their certificates, get in, either way. A
-//! connection carries one push and its answer, each one JSON line ([`MAX_MESSAGE`] at most).
+//! connection carries one push and its answer, each one JSON line ([`MAX_MESSAGE`] at most);
+//! at most [`MAX_CONNECTIONS`] are served at once, [`MAX_PER_ADDRESS`] from one address, and
+//! each has [`IO_TIMEOUT`] for its handshake, its message and its answer.
 //! A receiver validates what it gets as it would a file, applies it through the reload path
 //! (established connections and flows continue) and saves it to its configuration file
 //! atomically; anything wrong refuses the push whole, and both sides report
 //! `sync-failed: REASON`.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -25,14 +28,51 @@ use tracing::{info, warn};
 
 use super::sync::ConfigSync;
 use crate::cluster::config::GroupConfig;
-use crate::configsync::{plan, receive, Answer, Payload, Push, MAX_INCREMENTAL};
+use crate::configsync::{plan, receive, Answer, Payload, Push};
 use crate::mirror::service::TrustFiles;
 use crate::mirror::trust;
 
 /// The longest message (one JSON line).
 pub const MAX_MESSAGE: u64 = 16 * 1024 * 1024;
+/// Connections the listener serves at once, and from one address.
+pub const MAX_CONNECTIONS: usize = 16;
+pub const MAX_PER_ADDRESS: usize = 4;
+
+/// One connection counted against its source address (released when dropped).
+struct PerAddress {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// Counts a connection from `ip`, unless it has [`MAX_PER_ADDRESS`] open already.
+    fn take(open: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<PerAddress> {
+        let mut m = open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        let mut m = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
 /// Connect, handshake, each message, the answer (which includes applying it).
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn read_msg<T: DeserializeOwned, R: AsyncRead + Unpin>(rd: R) -> Result<T, String> {
     let mut line = Vec::new();
@@ -109,15 +149,33 @@ impl ConfigSync {
         };
         info!(%addr, "config sync: listening");
         let me = Arc::downgrade(self);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let open: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
         tokio::spawn(async move {
+            let mut last_warned: Option<std::time::Instant> = None;
             loop {
                 let Ok((tcp, from)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
                 let Some(s) = me.upgrade() else { return };
+                // Pushes come one per sync from a handful of devices: more at once than
+                // this are closed at once, so idle strangers cannot hold the port.
+                let per = PerAddress::take(&open, from.ip());
+                let slot = slots.clone().try_acquire_owned();
+                let (Some(per), Ok(slot)) = (per, slot) else {
+                    if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        warn!(peer = %from, "config sync: too many connections open (at most \
+                            {MAX_CONNECTIONS}, {MAX_PER_ADDRESS} per address); closing this one");
+                        last_warned = Some(std::time::Instant::now());
+                    }
+                    continue;
+                };
                 let tls = tls.clone();
-                tokio::spawn(async move { s.serve_one(tcp, from, &tls).await });
+                tokio::spawn(async move {
+                    s.serve_one(tcp, from, &tls).await;
+                    drop((slot, per));
+                });
             }
         });
     }
@@ -211,14 +269,15 @@ impl ConfigSync {
             Ok(c) => TlsConnector::from(c),
             Err(e) => return json!({"error": e.to_string()}),
         };
+        let max_incremental = self.cluster.group().group.max_incremental_sync_size as usize * 1024;
         let mut synced = Vec::new();
         let mut full = Vec::new();
         let mut failed = Vec::new();
         for (peer, has) in targets {
-            let mut push = plan(&doc, &g, has, &self.history(), MAX_INCREMENTAL);
+            let mut push = plan(&doc, &g, has, &self.history(), max_incremental);
             let mut res = self.push_to(&tls, &peer, &push, via).await;
             if let Ok(Answer::NeedFull { .. }) = res {
-                push = plan(&doc, &g, None, &self.history(), MAX_INCREMENTAL);
+                push = plan(&doc, &g, None, &self.history(), max_incremental);
                 res = self.push_to(&tls, &peer, &push, via).await;
             }
             match res {
@@ -291,4 +350,24 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     s.set_reuseaddr(true)?;
     s.bind(addr)?;
     s.listen(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_per_address_are_counted_and_released() {
+        let open: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+        let a: IpAddr = "192.168.100.7".parse().unwrap();
+        let b: IpAddr = "192.168.100.8".parse().unwrap();
+        let held: Vec<PerAddress> = (0..MAX_PER_ADDRESS)
+            .map(|_| PerAddress::take(&open, a).unwrap())
+            .collect();
+        assert!(PerAddress::take(&open, a).is_none());
+        assert!(PerAddress::take(&open, b).is_some());
+        drop(held);
+        assert!(open.lock().unwrap().is_empty());
+        assert!(PerAddress::take(&open, a).is_some());
+    }
 }

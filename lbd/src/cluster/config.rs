@@ -76,7 +76,27 @@ pub struct Group {
     /// off: `lbctl config sync --to-group` does.
     #[serde(default)]
     pub auto_sync: bool,
+    /// A change set larger than this (KB, as it travels) goes as a full sync (BIG-IP's
+    /// `max_incremental_sync_size`, default 1024).
+    #[serde(
+        default = "default_max_incremental",
+        skip_serializing_if = "is_default_max_incremental"
+    )]
+    pub max_incremental_sync_size: u32,
 }
+
+fn default_max_incremental() -> u32 {
+    1024
+}
+
+// serde's skip_serializing_if passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_default_max_incremental(v: &u32) -> bool {
+    *v == default_max_incremental()
+}
+
+/// The largest `max_incremental_sync_size` (KB): a config-sync message is at most 16 MiB.
+pub const MAX_INCREMENTAL_SYNC_KB: u32 = 16 * 1024;
 
 fn default_config_sync_port() -> u16 {
     1028
@@ -324,6 +344,16 @@ impl GroupConfig {
             return Err(bad(
                 "group.dead_after",
                 "must be at least two heartbeat intervals",
+            ));
+        }
+        if g.max_incremental_sync_size == 0 || g.max_incremental_sync_size > MAX_INCREMENTAL_SYNC_KB
+        {
+            return Err(bad(
+                "group.max_incremental_sync_size",
+                format!(
+                    "{} KB is not 1-{MAX_INCREMENTAL_SYNC_KB}",
+                    g.max_incremental_sync_size
+                ),
             ));
         }
         if g.heartbeat_port == 0 {
@@ -602,6 +632,7 @@ mod tests {
         assert_eq!(g.group.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(g.group.dead_after, Duration::from_millis(500));
         assert_eq!(g.path_ids()["tg-2"], 2);
+        assert_eq!(g.group.max_incremental_sync_size, 1024);
         let d = g.driver_config("B", key(), false).unwrap();
         assert_eq!(d.listen, "192.168.100.7:1026".parse().unwrap());
         assert_eq!(d.peers.len(), 2);
@@ -792,6 +823,8 @@ mod tests {
             ("name = \"tg-3\"", "name = \"tg-3\"\npath_id = 1",
              "key `traffic_groups[2].path_id`: path id 1 is 0 or used twice"),
             ("name = \"seed\"", "name = \"seed\"\nbogus = 1", "bogus"),
+            ("name = \"seed\"", "name = \"seed\"\nmax_incremental_sync_size = 0",
+             "key `group.max_incremental_sync_size`: 0 KB is not 1-16384"),
             ("name = \"tg-3\"", "name = \"tg-3\"\nmac_masquerade = \"01:00:5e:00:00:01\"",
              "key `traffic_groups[2].mac_masquerade`: 01:00:5e:00:00:01 is not a unicast MAC address"),
             ("name = \"tg-3\"", "name = \"tg-3\"\nmac_masquerade = \"02:00:5e\"",

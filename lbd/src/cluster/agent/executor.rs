@@ -148,6 +148,12 @@ impl Executor {
                 }
             }
         }
+        // Removed from the group: this device announces nothing any more (the driver, silent
+        // now, publishes no paths; the last known ones must not stay announced).
+        if !group.devices.iter().any(|d| d.name == self.local.me) {
+            self.paths = Some(Vec::new());
+            self.status.lock().expect("status lock").paths = self.paths.clone();
+        }
         self.group = group;
         self.set_attribution();
         self.sync_routes(false).await;

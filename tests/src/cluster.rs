@@ -352,6 +352,22 @@ impl ClusterLab {
         Ok(lab)
     }
 
+    /// [`build`](Self::build) with mirroring on (config sync needs its trust), then waits for
+    /// the steady state and every device `in-sync` (45 s at most); panics with the lab's dump
+    /// otherwise.
+    pub fn build_synced(test_name: &str, opts: ClusterOptions) -> ClusterLab {
+        let opts = ClusterOptions {
+            mirroring: true,
+            ..opts
+        };
+        let lab = ClusterLab::build(test_name, opts).expect("building the cluster lab");
+        let r = lab.wait_steady(Duration::from_secs(45));
+        lab.ok(r, "steady state");
+        let r = lab.wait_config_status("in-sync");
+        lab.ok(r, "in sync at start");
+        lab
+    }
+
     /// Keeps the lab after this process exits (namespaces, daemons, directory): the
     /// in-process servers are replaced by python3 ones (same answers) that outlive us.
     pub fn keep(&mut self) -> Result<()> {
@@ -692,58 +708,24 @@ timeout = "{mi}"
     /// stdout; a non-zero exit or non-JSON output is an error with stderr.
     pub fn lbctl(&self, dev: &str, args: &[&str]) -> std::result::Result<Value, String> {
         let d = self.device(dev);
-        let bin = cargo_bin("lbctl");
-        let sock = d.lbd_socket.to_string_lossy().into_owned();
-        let mut full = vec![
-            "timeout",
-            "5",
-            bin.to_str().unwrap_or("lbctl"),
-            "--socket",
-            &sock,
-            "--json",
-        ];
-        full.extend_from_slice(args);
-        let out =
-            d.ns.command(&full)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map_err(|e| format!("running lbctl: {e}"))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(format!(
-                "lbctl {} on {dev}: {}: {} {}",
-                args.join(" "),
-                out.status,
-                stdout.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        if stdout.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&stdout)
-            .map_err(|e| format!("lbctl {} on {dev}: {e}: {}", args.join(" "), stdout.trim()))
+        lbctl_at(&d.ns, &d.lbd_socket, args).map_err(|e| format!("{e} (on {dev})"))
+    }
+
+    /// `dev`'s running load-balancing method of pool `pool` (`lbctl show pools POOL`).
+    pub fn pool_method(&self, dev: &str, pool: &str) -> String {
+        let v = self.ok(self.lbctl(dev, &["show", "pools", pool]), "show pools");
+        let pools = v.get("pools").cloned().unwrap_or(v);
+        let p = pools
+            .as_array()
+            .and_then(|p| p.first().cloned())
+            .unwrap_or(pools);
+        p["method"].as_str().unwrap_or("?").to_string()
     }
 
     /// Runs lbctl without `--json` (table form), stdout.
     pub fn lbctl_text(&self, dev: &str, args: &[&str]) -> String {
         let d = self.device(dev);
-        let bin = cargo_bin("lbctl");
-        let sock = d.lbd_socket.to_string_lossy().into_owned();
-        let mut full = vec![
-            "timeout",
-            "5",
-            bin.to_str().unwrap_or("lbctl"),
-            "--socket",
-            &sock,
-        ];
-        full.extend_from_slice(args);
-        match d
-            .ns
-            .command(&full)
-            .stdin(std::process::Stdio::null())
-            .output()
-        {
+        match run_lbctl(&d.ns, &d.lbd_socket, args) {
             Ok(o) => format!(
                 "{}{}",
                 String::from_utf8_lossy(&o.stdout),
@@ -1175,6 +1157,54 @@ pub fn frr_config(devices: &[Device], routed: bool) -> String {
     }
     c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n!\n");
     c
+}
+
+/// `lbctl --socket SOCK ARGS` inside `ns`, 5 s at most, stdin closed.
+fn run_lbctl(
+    ns: &Ns,
+    sock: &std::path::Path,
+    args: &[&str],
+) -> std::io::Result<std::process::Output> {
+    let bin = cargo_bin("lbctl");
+    let sock = sock.to_string_lossy().into_owned();
+    let mut full = vec![
+        "timeout",
+        "5",
+        bin.to_str().unwrap_or("lbctl"),
+        "--socket",
+        &sock,
+    ];
+    full.extend_from_slice(args);
+    ns.command(&full)
+        .stdin(std::process::Stdio::null())
+        .output()
+}
+
+/// `lbctl --json ARGS` inside `ns` against the lbd at `sock` (5 s at most): the answer, or
+/// an error with lbctl's output.
+pub fn lbctl_at(
+    ns: &Ns,
+    sock: &std::path::Path,
+    args: &[&str],
+) -> std::result::Result<Value, String> {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = run_lbctl(ns, sock, &full).map_err(|e| format!("running lbctl: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "lbctl {}: {}: {} {}",
+            args.join(" "),
+            out.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if stdout.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&stdout)
+        .map_err(|e| format!("lbctl {}: {e}: {}", args.join(" "), stdout.trim()))
 }
 
 /// The lab's prerequisites: root, `ip`, FRR (skip with one line locally, fail under CI).

@@ -6,19 +6,28 @@
 //! down with it.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
 use spanlb_lab::{cargo_bin, wait_until_dbg, LabError, Ns, Proc, Result};
 
-use crate::cluster::ClusterLab;
+use crate::cluster::{lbctl_at, ClusterLab};
 
 /// Device d's addresses (next to the seed's a, b, c: .9 on every segment).
 pub const D_EXT: &str = "20.1.1.9";
 pub const D_INT: &str = "10.1.1.9";
 pub const D_HA: &str = "192.168.100.9";
+/// `lbctl device-group add` for d, as an operator runs it on a member.
+pub const ADD_D: [&str; 7] = [
+    "device-group",
+    "add",
+    "d",
+    "--failover-address",
+    D_HA,
+    "--mirror-address",
+    D_HA,
+];
 /// tg-4, the traffic group added for d: its floating self IPs.
 pub const TG4_EXT: &str = "20.1.1.5";
 pub const TG4_INT: &str = "10.1.1.5";
@@ -192,44 +201,6 @@ impl Joiner {
     pub fn lbctl(&self, args: &[&str]) -> std::result::Result<Value, String> {
         lbctl_at(&self.ns, &self.lbd_socket, args)
     }
-}
-
-/// `lbctl --json ARGS` inside `ns` against the lbd at `sock` (5 s at most).
-pub fn lbctl_at(
-    ns: &Ns,
-    sock: &std::path::Path,
-    args: &[&str],
-) -> std::result::Result<Value, String> {
-    let bin = cargo_bin("lbctl");
-    let sock = sock.to_string_lossy().into_owned();
-    let mut full = vec![
-        "timeout",
-        "5",
-        bin.to_str().unwrap_or("lbctl"),
-        "--socket",
-        &sock,
-        "--json",
-    ];
-    full.extend_from_slice(args);
-    let out = ns
-        .command(&full)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running lbctl: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "lbctl {}: {}: {} {}",
-            args.join(" "),
-            out.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    if stdout.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_str(&stdout).map_err(|e| format!("lbctl {}: {e}: {}", args.join(" "), stdout))
 }
 
 /// The TOML of tg-4: d first in its HA order, then a, b, c; path id 4.

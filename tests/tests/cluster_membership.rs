@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use spanlb_lab::wait_until_dbg;
 use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
-use spanlb_tests::membership::{tg4_toml, Joiner, D_HA, TG4_INT};
+use spanlb_tests::membership::{tg4_toml, Joiner, ADD_D, TG4_INT};
 use spanlb_tests::traffic::{short_connections, LongLived};
 
 const T: Duration = Duration::from_secs(45);
@@ -31,15 +31,7 @@ fn a_device_joins_and_leaves_the_running_group_while_traffic_flows() {
     if !prereqs() {
         return;
     }
-    let opts = ClusterOptions {
-        mirroring: true,
-        ..ClusterOptions::default()
-    };
-    let lab = ClusterLab::build("membership", opts).expect("building");
-    let r = lab.wait_steady(T);
-    lab.ok(r, "steady state");
-    let r = lab.wait_config_status("in-sync");
-    lab.ok(r, "in sync at start");
+    let lab = ClusterLab::build_synced("membership", ClusterOptions::default());
     let mut flows = lab.ok(
         LongLived::open(&lab.client, FLOWS, &["a", "b", "c"]),
         "opening long-lived flows",
@@ -56,18 +48,7 @@ fn a_device_joins_and_leaves_the_running_group_while_traffic_flows() {
 
     // 2. Added on a.
     let t0 = Instant::now();
-    let r = lab.lbctl(
-        "a",
-        &[
-            "device-group",
-            "add",
-            "d",
-            "--failover-address",
-            D_HA,
-            "--mirror-address",
-            D_HA,
-        ],
-    );
+    let r = lab.lbctl("a", &ADD_D);
     let out = lab.ok(r, "device-group add d on a");
     lab.check(
         out["sync"]["synced"]
@@ -249,13 +230,7 @@ fn a_traffic_group_without_its_ordered_devices_goes_to_the_least_loaded_device()
     if !prereqs() {
         return;
     }
-    let opts = ClusterOptions {
-        mirroring: true,
-        ..ClusterOptions::default()
-    };
-    let lab = ClusterLab::build("membership_load", opts).expect("building");
-    let r = lab.wait_steady(T);
-    lab.ok(r, "steady state");
+    let lab = ClusterLab::build_synced("membership_load", ClusterOptions::default());
     let text = std::fs::read_to_string(&lab.group_config).expect("the group file");
     let changed = text
         .replacen("ha_order = [\"c\", \"a\", \"b\"]", "ha_order = [\"c\"]", 1)

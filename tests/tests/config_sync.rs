@@ -65,17 +65,6 @@ fn s2_through_b_and_c(lab: &ClusterLab, limit: Duration) -> Vec<&'static str> {
 
 const T: Duration = Duration::from_secs(45);
 
-/// `dev`'s running method of pool `dns`.
-fn dns_method(lab: &ClusterLab, dev: &str) -> String {
-    let v = lab.ok(lab.lbctl(dev, &["show", "pools", "dns"]), "show pools");
-    let pools = v.get("pools").cloned().unwrap_or(v);
-    let pool = pools
-        .as_array()
-        .and_then(|p| p.first().cloned())
-        .unwrap_or(pools);
-    pool["method"].as_str().unwrap_or("?").to_string()
-}
-
 /// Edits `dev`'s file (as lbd or config sync wrote it): pool `dns` gets `method`, and
 /// reloads.
 fn set_method(lab: &ClusterLab, dev: &str, method: &str) {
@@ -114,7 +103,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
     lab.ok(r, "steady state");
     let r = lab.wait_config_status("in-sync");
     lab.ok(r, "in sync at start");
-    let start_method = dns_method(&lab, "b");
+    let start_method = lab.pool_method("b", "dns");
     lab.check(
         start_method != "ratio",
         format!("b's dns method at start: {start_method}"),
@@ -149,7 +138,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
     );
     for dev in ["b", "c"] {
         lab.check(
-            dns_method(&lab, dev) == "ratio",
+            lab.pool_method(dev, "dns") == "ratio",
             format!("{dev} runs a's pool"),
         );
         let file = std::fs::read_to_string(&lab.device(dev).lbd_config).expect("file");
@@ -178,7 +167,7 @@ fn a_change_synced_to_the_group_runs_everywhere_and_wins_over_a_concurrent_one()
         format!("c names its overwritten change: {}", all[2]),
     );
     lab.check(
-        dns_method(&lab, "c") == "least-connections",
+        lab.pool_method("c", "dns") == "least-connections",
         "c runs a's configuration",
     );
     let text = lab.lbctl_text("c", &["config", "status"]);
@@ -213,7 +202,7 @@ fn auto_sync_reaches_the_group_and_a_refusal_changes_nothing() {
     lab.ok(r, "b's reload reached the group by itself");
     for dev in ["a", "c"] {
         lab.check(
-            dns_method(&lab, dev) == "ratio",
+            lab.pool_method(dev, "dns") == "ratio",
             format!("{dev} runs b's pool"),
         );
     }
@@ -272,7 +261,7 @@ fn auto_sync_reaches_the_group_and_a_refusal_changes_nothing() {
     let file_c = std::fs::read_to_string(&c.lbd_config).expect("c's file");
     lab.check(!file_c.contains("blocked"), "c's file is unchanged");
     lab.check(
-        dns_method(&lab, "c") == "ratio",
+        lab.pool_method("c", "dns") == "ratio",
         "c still runs the previous configuration",
     );
     drop(holder);

@@ -20,7 +20,7 @@ use lbd::mirror::trust;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
-use spanlb_tests::membership::{Joiner, D_HA};
+use spanlb_tests::membership::{Joiner, ADD_D};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -83,17 +83,6 @@ async fn push(cfg: Arc<rustls::ClientConfig>, push: &Push) -> Result<Answer, Str
     serde_json::from_str(&answer).map_err(|e| format!("bad answer {answer:?}: {e}"))
 }
 
-/// a's running method of pool `dns`.
-fn dns_method(lab: &ClusterLab, dev: &str) -> String {
-    let v = lab.ok(lab.lbctl(dev, &["show", "pools", "dns"]), "show pools");
-    let pools = v.get("pools").cloned().unwrap_or(v);
-    let pool = pools
-        .as_array()
-        .and_then(|p| p.first().cloned())
-        .unwrap_or(pools);
-    pool["method"].as_str().unwrap_or("?").to_string()
-}
-
 /// The group configuration of a's files with pool `dns` set to `ratio`, as a push from b.
 fn ratio_push(lab: &ClusterLab) -> Push {
     let a = lab.device("a");
@@ -122,16 +111,8 @@ fn another_ca_can_neither_push_nor_join_and_a_stale_device_gets_a_full_sync() {
     if !prereqs() {
         return;
     }
-    let opts = ClusterOptions {
-        mirroring: true,
-        ..ClusterOptions::default()
-    };
-    let lab = ClusterLab::build("config_trust", opts).expect("building");
-    let r = lab.wait_steady(T);
-    lab.ok(r, "steady state");
-    let r = lab.wait_config_status("in-sync");
-    lab.ok(r, "in sync at start");
-    let before = dns_method(&lab, "a");
+    let lab = ClusterLab::build_synced("config_trust", ClusterOptions::default());
+    let before = lab.pool_method("a", "dns");
     lab.check(
         before != "ratio",
         format!("a's dns method at start: {before}"),
@@ -171,7 +152,7 @@ fn another_ca_can_neither_push_nor_join_and_a_stale_device_gets_a_full_sync() {
         format!("a applied a push from another CA: {rogue_answer:?}"),
     );
     std::thread::sleep(Duration::from_millis(300));
-    let after_rogue = dns_method(&lab, "a");
+    let after_rogue = lab.pool_method("a", "dns");
     lab.check(
         after_rogue == before,
         format!("the rogue push changed nothing on a: {before} → {after_rogue}"),
@@ -183,7 +164,7 @@ fn another_ca_can_neither_push_nor_join_and_a_stale_device_gets_a_full_sync() {
         format!("a applied b's genuine push: {real_answer:?}"),
     );
     lab.check(
-        dns_method(&lab, "a") == "ratio",
+        lab.pool_method("a", "dns") == "ratio",
         "a runs what b's genuine push carried",
     );
     let log = std::fs::read_to_string(lab.lab.dir().join("lbd-a.log")).unwrap_or_default();
@@ -201,18 +182,7 @@ fn another_ca_can_neither_push_nor_join_and_a_stale_device_gets_a_full_sync() {
     // 2. A device of another CA cannot join.
     let d = lab.ok(Joiner::prepare_with(&lab, true), "preparing d (another CA)");
     lab.ok(d.start(), "starting d");
-    let r = lab.lbctl(
-        "a",
-        &[
-            "device-group",
-            "add",
-            "d",
-            "--failover-address",
-            D_HA,
-            "--mirror-address",
-            D_HA,
-        ],
-    );
+    let r = lab.lbctl("a", &ADD_D);
     println!("device-group add d (another CA): {r:?}");
     lab.check(
         r.as_ref().is_err_and(|e| e.contains("not added")),

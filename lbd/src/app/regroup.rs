@@ -85,10 +85,11 @@ impl ConfigSync {
         Ok(())
     }
 
-    /// A new generation for what runs now (after a membership change made here).
-    async fn commit_running(self: &Arc<Self>) {
+    /// A new generation for what runs now (after a membership change made here; the caller
+    /// pushes it, in its own order, whatever `auto_sync` says).
+    async fn commit_running(&self) {
         let config = self.daemon_config();
-        self.committed(&config).await;
+        self.commit(&config).await;
     }
 
     /// `lbctl device-group add`.

@@ -205,13 +205,25 @@ impl ConfigSync {
     }
 
     /// A reload here committed `config`: a new generation when the group configuration
-    /// changed.
+    /// changed, pushed to the group with `auto_sync`.
     pub async fn committed(self: &Arc<Self>, config: &Config) {
+        if self.commit(config).await && self.cluster.group().group.auto_sync {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = me.sync_to_group().await;
+                info!(result = %r, "config sync: automatic sync to the group");
+            });
+        }
+    }
+
+    /// A new generation for `config` when the group configuration changed (true then); the
+    /// caller pushes it.
+    pub(super) async fn commit(&self, config: &Config) -> bool {
         let doc = match GroupDocument::from_parts(config, Some(&*self.cluster.group())) {
             Ok(d) => d,
             Err(e) => {
                 warn!("config sync: {e}");
-                return;
+                return false;
             }
         };
         let digest = doc.digest();
@@ -227,13 +239,7 @@ impl ConfigSync {
         };
         let (m, changed) = m;
         self.cluster.driver.set_config(m).await;
-        if changed && self.cluster.group().group.auto_sync {
-            let me = self.clone();
-            tokio::spawn(async move {
-                let r = me.sync_to_group().await;
-                info!(result = %r, "config sync: automatic sync to the group");
-            });
-        }
+        changed
     }
 
     pub(super) fn history(&self) -> std::sync::MutexGuard<'_, History> {

@@ -12,9 +12,12 @@
 //!    a, b and c that the grown ECMP set re-spread (Linux hashes flows onto the next hops by
 //!    hash threshold: a new next hop takes a share of every other one's range) are counted and
 //!    printed — measured, not hidden (README, "Adding capacity").
-//! 4. `lbctl device-group remove d` on a: tg-4 moves to a first, d leaves (it holds nothing
-//!    and is no longer a member anywhere), tg-1..3 stay where they were, r1 keeps four next
-//!    hops, and no surviving flow is disturbed by the removal.
+//! 4. `lbctl device-group remove d` on a: tg-4 moves to a first, d leaves (it holds nothing,
+//!    announces nothing and is no longer a member anywhere), tg-1..3 stay where they were, r1
+//!    keeps four next hops, and no surviving flow is disturbed by the removal.
+//! 5. tg-4 removed from a's device-group file, reloaded and synced: released, its path
+//!    withdrawn (r1 back to three next hops), its mirroring channels gone everywhere, nothing
+//!    else moved and no surviving flow disturbed.
 
 use std::time::{Duration, Instant};
 
@@ -214,6 +217,49 @@ fn a_device_joins_and_leaves_the_running_group_while_traffic_flows() {
         now_failed == failed_before && stalled == 0,
         format!(
             "no flow disturbed by the removal: failed {failed_before} → {now_failed}, stalled {stalled}: {}",
+            flows.summary()
+        ),
+    );
+
+    // 5. tg-4 removed live (the last traffic group of the file): released on a, its path
+    //    withdrawn everywhere, its mirroring receivers stopped; nothing else moves.
+    let text = std::fs::read_to_string(&lab.group_config).expect("the group file");
+    let at = text
+        .find("[[traffic_groups]]\nname = \"tg-4\"")
+        .unwrap_or_else(|| panic!("tg-4 in the group file:\n{text}"));
+    std::fs::write(&lab.group_config, &text[..at]).expect("writing the group file");
+    let r = lab.lbctl("a", &["reload"]);
+    lab.ok(r, "reload on a without tg-4");
+    let r = lab.lbctl("a", &["config", "sync", "--to-group"]);
+    lab.ok(r, "config sync without tg-4");
+    let r = lab.wait_nexthops(&["20.1.1.2", "20.1.1.3", "20.1.1.4"], T);
+    lab.ok(r, "r1 back to three next hops");
+    let r = wait_until_dbg(T, "tg-4 gone everywhere", || {
+        for dev in ["a", "b", "c"] {
+            let tgs = lab.traffic_groups(dev)?;
+            if tgs.iter().any(|t| t.name == "tg-4") {
+                return Err(format!("{dev} still has tg-4"));
+            }
+            let m = lab.lbctl(dev, &["show", "mirroring"])?;
+            if m.to_string().contains("\"traffic_group\":\"tg-4\"") {
+                return Err(format!("{dev} still mirrors tg-4: {m}"));
+            }
+        }
+        Ok(())
+    });
+    lab.ok(r, "tg-4 removed");
+    let last = lab.ok(lab.placement(), "placement after removing tg-4");
+    for tg in ["tg-1", "tg-2", "tg-3"] {
+        lab.check(
+            before.get(tg) == last.get(tg),
+            format!("{tg} did not move: {before:?} → {last:?}"),
+        );
+    }
+    let failed_end = flows.disturbed(&[]).len();
+    lab.check(
+        failed_end == failed_before,
+        format!(
+            "no flow disturbed by removing tg-4: failed {failed_before} → {failed_end}: {}",
             flows.summary()
         ),
     );

@@ -511,6 +511,8 @@ pub struct ReceiverStatus {
     pub peer: Option<String>,
     /// A complete state is held (a resync finished in the current epoch).
     pub synced: bool,
+    /// The device whose complete state it is (also after its connection ended).
+    pub synced_from: Option<String>,
     pub resyncing: bool,
     pub last_applied: u64,
     /// Updates ignored because their id was not newer.
@@ -537,6 +539,9 @@ pub struct Receiver {
     acks: AckPolicy,
     /// The epoch of the complete state held, if any.
     synced: Option<u64>,
+    /// The device that sent it (kept after its connection ends: when that device dies, this
+    /// is the freshest copy there is).
+    synced_from: Option<String>,
     last_applied: u64,
     duplicates: u64,
     conn: Option<ReceiverConn>,
@@ -551,6 +556,7 @@ impl Receiver {
             timers,
             acks,
             synced: None,
+            synced_from: None,
             last_applied: 0,
             duplicates: 0,
             conn: None,
@@ -574,6 +580,7 @@ impl Receiver {
     pub fn disconnected(&mut self) {
         if self.conn.as_ref().is_some_and(|c| c.resync.is_some()) {
             self.synced = None;
+            self.synced_from = None;
         }
         self.conn = None;
     }
@@ -607,6 +614,7 @@ impl Receiver {
                 // State of another epoch: kept (it still serves a failover) until a resync
                 // replaces it, but it cannot be resumed from.
                 self.synced = None;
+                self.synced_from = None;
             }
             conn.peer = Some((device, epoch));
             conn.out.push_back(Message::Hello {
@@ -627,6 +635,7 @@ impl Receiver {
                 }
                 store.resync_begin(&self.traffic_group);
                 self.synced = None;
+                self.synced_from = None;
                 self.last_applied = 0;
                 conn.resync = Some((records, 0));
             }
@@ -679,6 +688,7 @@ impl Receiver {
                 store.resync_end(&self.traffic_group);
                 self.last_applied = self.last_applied.max(last_id);
                 self.synced = Some(epoch);
+                self.synced_from = conn.peer.as_ref().map(|p| p.0.clone());
                 conn.out.push_back(Message::Ack {
                     last_applied: self.last_applied,
                 });
@@ -754,6 +764,7 @@ impl Receiver {
                 .as_ref()
                 .and_then(|c| c.peer.as_ref().map(|p| p.0.clone())),
             synced: self.synced.is_some(),
+            synced_from: self.synced_from.clone(),
             resyncing: self.conn.as_ref().is_some_and(|c| c.resync.is_some()),
             last_applied: self.last_applied,
             duplicates: self.duplicates,

@@ -731,3 +731,26 @@ mod model {
         }
     }
 }
+
+/// The receiver remembers whose complete state it holds, also once the connection is gone
+/// (that device's death is what a takeover from it is about); a resync clears it until done.
+#[test]
+fn the_complete_state_names_its_sender_after_the_connection_ends() {
+    let mut p = Pair::new(64, AckPolicy::default());
+    assert_eq!(p.r.status().synced_from, None);
+    for i in 0..3 {
+        p.put(persist(TG, i, 1));
+    }
+    p.connect();
+    assert!(p.r.status().synced);
+    assert_eq!(p.r.status().synced_from.as_deref(), Some("B"));
+    p.disconnect();
+    let s = p.r.status();
+    assert!(s.synced && s.peer.is_none());
+    assert_eq!(s.synced_from.as_deref(), Some("B"));
+    // A new epoch of the sender forces a resync; once done the state is B's again.
+    p.s = Sender::new("B", TG, 8, 64, TIMERS);
+    p.connect();
+    assert_eq!(p.r.status().synced_from.as_deref(), Some("B"));
+    assert!(p.r.status().synced);
+}

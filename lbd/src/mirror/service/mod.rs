@@ -74,6 +74,9 @@ use store::{lock, MirrorStore, Snapshots, Standby};
 
 /// How often the senders are reconciled with the traffic groups active here.
 pub const RECONCILE: Duration = Duration::from_millis(100);
+/// How long (in `dead_after`s) a receiver whose holder's channel just ended still counts as
+/// in sync (see `unsynced_set`).
+pub const DROPPED_GRACE: u32 = 2;
 /// Unacknowledged updates a channel holds before it goes lagging and resyncs.
 pub const CHANNEL_CAPACITY: usize = 65_536;
 
@@ -207,6 +210,9 @@ pub struct Mirroring {
     unsynced: watch::Sender<BTreeSet<String>>,
     /// What each channel should carry, as the last reconcile saw it.
     last_want: Mutex<BTreeMap<String, BTreeMap<String, Carries>>>,
+    /// Per traffic group, since when its holder's channel has been down while this device
+    /// holds that holder's complete state.
+    dropped: Mutex<BTreeMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Mirroring {
@@ -313,6 +319,7 @@ impl Mirroring {
             // Nothing is known to be in sync at start (as the device group assumes).
             unsynced: tokio::sync::watch::channel(group.mirror_ports().into_keys().collect()).0,
             last_want: Mutex::new(BTreeMap::new()),
+            dropped: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -472,10 +479,10 @@ impl Mirroring {
         // With persistence mirrored to every device, every traffic group not active here is
         // mirrored here; otherwise only those this device is the next-active of.
         let all = scope.persistence_mirror_scope == MirrorScope::AllPeers;
-        let expected: BTreeMap<&str, bool> = roles
+        let expected: BTreeMap<&str, Option<&str>> = roles
             .iter()
             .filter(|t| all || t.next_active.as_deref() == Some(self.me.as_str()))
-            .map(|t| (t.traffic_group.as_str(), t.holder.is_some()))
+            .map(|t| (t.traffic_group.as_str(), t.holder.as_deref()))
             .collect();
         let unsynced = self.unsynced_set(here, &expected);
         self.unsynced.send_if_modified(|u| {
@@ -485,34 +492,59 @@ impl Mirroring {
         });
     }
 
-    /// Traffic groups not active here whose receiver holds no complete, live state.
-    /// The `expected` traffic groups (name → some device holds it) not active here whose
-    /// state this device does not hold: in sync with the holder's channel when a device holds
-    /// the traffic group; when none does (its holder just died), a complete copy, however old
-    /// (nobody has a newer one).
+    /// The `expected` traffic groups (name → the device that holds it, if any) not active
+    /// here whose state this device does not hold:
+    /// - a device holds the traffic group: in sync with its channel — or the holder's own
+    ///   channel just ended (the connection to a holder that is dying ends before the group
+    ///   declares it dead) and the complete state held is the holder's, for at most
+    ///   [`DROPPED_GRACE`] × `dead_after`: nobody can hold a newer copy, and the next-active
+    ///   device must not look unsynced to the device that decides the takeover at the instant
+    ///   of the death;
+    /// - none does (its holder just died): a complete copy, however old (nobody has a newer
+    ///   one).
     fn unsynced_set(
         &self,
         here: &BTreeSet<String>,
-        expected: &BTreeMap<&str, bool>,
+        expected: &BTreeMap<&str, Option<&str>>,
     ) -> BTreeSet<String> {
-        lock(&self.receivers)
-            .iter()
-            .filter(|(tg, _, _)| !here.contains(tg))
-            .filter(|(tg, h, _)| {
-                let Some(held) = expected.get(tg.as_str()) else {
-                    return false;
-                };
-                !h.status().iter().any(|(t, s, connected)| {
-                    t == tg
-                        && if *held {
-                            in_sync(s, *connected)
-                        } else {
-                            s.synced
-                        }
-                })
-            })
-            .map(|(tg, _, _)| tg.clone())
-            .collect()
+        let now = std::time::Instant::now();
+        let grace = self.group.load().group.dead_after * DROPPED_GRACE;
+        let mut dropped = lock(&self.dropped);
+        let mut out = BTreeSet::new();
+        for (tg, h, _) in lock(&self.receivers).iter() {
+            if here.contains(tg) {
+                continue;
+            }
+            let Some(holder) = expected.get(tg.as_str()) else {
+                continue;
+            };
+            let status = h.status();
+            let Some((_, s, connected)) = status.iter().find(|(t, _, _)| t == tg) else {
+                out.insert(tg.clone());
+                continue;
+            };
+            let ok = match holder {
+                None => s.synced,
+                Some(_) if in_sync(s, *connected) => {
+                    dropped.remove(tg);
+                    true
+                }
+                Some(holder)
+                    if !connected && s.synced && s.synced_from.as_deref() == Some(holder) =>
+                {
+                    let since = *dropped.entry(tg.clone()).or_insert(now);
+                    now.duration_since(since) < grace
+                }
+                Some(_) => {
+                    dropped.remove(tg);
+                    false
+                }
+            };
+            if !ok {
+                out.insert(tg.clone());
+            }
+        }
+        out
     }
 
     fn spawn_sender(

@@ -99,7 +99,7 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> Response {
                     .expect("route table lock")
                     .mark_graceful(&keys);
                 let n = marked.len();
-                let linger = Duration::from_millis(shared.config.shutdown.linger_ms);
+                let linger = Duration::from_millis(shared.config().shutdown.linger_ms);
                 let shared2 = shared.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(linger).await;
@@ -155,7 +155,7 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> Response {
         }
         Request::Neighbors => {
             let list: Vec<PeerStatus> = shared
-                .peers
+                .peers()
                 .iter()
                 .map(|p| p.status.lock().expect("status lock").clone())
                 .collect();
@@ -164,7 +164,7 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> Response {
         Request::AdjRibOut { neighbor } => {
             let mut out = Vec::new();
             for p in shared
-                .peers
+                .peers()
                 .iter()
                 .filter(|p| neighbor.is_none_or(|n| n == p.address))
             {
@@ -186,5 +186,11 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> Response {
             }
             Response::ok(&AdjRibOut { adj_rib_out: out })
         }
+        Request::Reload => match shared.reload_file().await {
+            Ok(summary) => Response::ok(&summary),
+            Err(e) => Response::failure(format!(
+                "reload refused, the running configuration stays: {e}"
+            )),
+        },
     }
 }

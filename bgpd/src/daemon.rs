@@ -5,15 +5,17 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::peer::{self, Global, PeerCmd, PeerHandle};
+use crate::reload;
 use crate::rib::{Owner, RouteTable, SharedTable};
 use crate::sockopt;
 
@@ -40,10 +42,146 @@ pub enum DaemonError {
 
 /// What the control socket and the daemon share.
 pub struct Shared {
-    pub config: Config,
+    /// The running configuration (a reload replaces it).
+    config: RwLock<Arc<Config>>,
     pub table: SharedTable,
-    pub peers: Vec<PeerHandle>,
+    /// One task per neighbor (a reload adds, removes and replaces them).
+    peers: RwLock<Vec<PeerHandle>>,
     pub metrics: Arc<Metrics>,
+    global: Global,
+    /// The BGP listeners (a neighbor added by a reload gets its TCP MD5 key on them).
+    listeners: Vec<Arc<TcpListener>>,
+    /// Where the configuration was read from (reloads read it again).
+    config_path: Option<PathBuf>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// One neighbor as the control socket sees it.
+pub struct PeerRef {
+    pub address: std::net::IpAddr,
+    pub cmd: tokio::sync::mpsc::Sender<PeerCmd>,
+    pub status: Arc<Mutex<crate::peer::PeerStatus>>,
+}
+
+impl Shared {
+    /// The running configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// The neighbors now.
+    pub fn peers(&self) -> Vec<PeerRef> {
+        self.peers
+            .read()
+            .expect("peers lock")
+            .iter()
+            .map(|p| PeerRef {
+                address: p.address,
+                cmd: p.cmd.clone(),
+                status: p.status.clone(),
+            })
+            .collect()
+    }
+
+    /// Reads the configuration file again and applies it (SIGHUP, `bgpctl reload`).
+    pub async fn reload_file(&self) -> Result<reload::Summary, String> {
+        let path = self
+            .config_path
+            .clone()
+            .ok_or("no configuration file to reload from")?;
+        let new = Config::load(&path).map_err(|e| e.to_string())?;
+        self.reload(new).await
+    }
+
+    /// Applies `new` as a reload does (`reload`): refused whole, nothing changed, when it
+    /// needs a restart.
+    pub async fn reload(&self, new: Config) -> Result<reload::Summary, String> {
+        let _one = self.reloading.lock().await;
+        let old = self.config();
+        let plan = reload::plan(&old, &new)?;
+        for n in plan.add.iter().chain(&plan.reset) {
+            self.set_md5(n).map_err(|e| e.to_string())?;
+        }
+        // Sessions first: a neighbor removed or reset is closed before routes change.
+        let going: Vec<std::net::IpAddr> = plan
+            .remove
+            .iter()
+            .copied()
+            .chain(plan.reset.iter().map(|n| n.address))
+            .collect();
+        let stopped: Vec<PeerHandle> = {
+            let mut peers = self.peers.write().expect("peers lock");
+            let (out, keep): (Vec<_>, Vec<_>) =
+                peers.drain(..).partition(|p| going.contains(&p.address));
+            *peers = keep;
+            out
+        };
+        let drain = Duration::from_millis(new.shutdown.drain_ms);
+        for p in stopped {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if p.cmd
+                .send(PeerCmd::Shutdown { drain, done: tx })
+                .await
+                .is_ok()
+            {
+                let _ = tokio::time::timeout(drain + Duration::from_millis(500), rx).await;
+            }
+            p.task.abort();
+        }
+        for n in &plan.remove {
+            info!(neighbor = %n, "reload: neighbor removed");
+            for l in &self.listeners {
+                // Its TCP MD5 key goes with it (a key it never had: nothing to remove).
+                let _ = sockopt::set_md5(l.as_ref(), *n, None);
+            }
+        }
+        {
+            let mut peers = self.peers.write().expect("peers lock");
+            for n in plan.reset.iter().chain(&plan.add) {
+                info!(neighbor = %n.address, "reload: neighbor {}", if plan.reset.contains(n) { "reset with its new settings" } else { "added" });
+                peers.push(peer::spawn(
+                    n.clone(),
+                    self.global.clone(),
+                    self.table.clone(),
+                    self.metrics.clone(),
+                ));
+            }
+        }
+        {
+            let mut t = self.table.lock().expect("route table lock");
+            t.withdraw(&plan.withdraw);
+            t.announce(plan.announce.clone(), Owner::Static);
+        }
+        *self.config.write().expect("config lock") = Arc::new(new);
+        let s = plan.summary();
+        info!(summary = ?s, "reloaded");
+        Ok(s)
+    }
+
+    /// RFC 2385: the listeners need neighbor `n`'s key to accept its signed SYN.
+    fn set_md5(&self, n: &crate::config::NeighborConfig) -> Result<(), DaemonError> {
+        let Some(pw) = n.password.as_deref() else {
+            return Ok(());
+        };
+        for (l, addr) in self
+            .listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok().map(|a| (l, a)))
+        {
+            if addr.is_ipv4() != n.address.is_ipv4() {
+                continue;
+            }
+            sockopt::set_md5(l, n.address, Some(pw.as_bytes())).map_err(|source| {
+                DaemonError::Md5 {
+                    neighbor: n.address,
+                    addr,
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Binds the listeners a configuration asks for.
@@ -85,6 +223,19 @@ pub async fn run(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    run_from(config, None, listeners, control, metrics_listener, shutdown).await
+}
+
+/// [`run`] with the configuration read from `config_path`: SIGHUP and `bgpctl reload` read it
+/// again ([`reload`]).
+pub async fn run_from(
+    config: Config,
+    config_path: Option<PathBuf>,
+    listeners: Vec<TcpListener>,
+    control: UnixListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::new());
     let table: SharedTable = Arc::new(Mutex::new(RouteTable::with_size_gauge(
         metrics.routes.clone(),
@@ -94,44 +245,56 @@ pub async fn run(
         .expect("route table lock")
         .announce(config.routes.clone(), Owner::Static);
 
-    // RFC 2385: the listener needs each peer's key to accept its signed SYN.
-    for n in config.neighbors.iter().filter(|n| n.password.is_some()) {
-        for (l, addr) in listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok().map(|a| (l, a)))
-        {
-            if addr.is_ipv4() != n.address.is_ipv4() {
-                continue;
-            }
-            sockopt::set_md5(l, n.address, n.password.as_deref().map(str::as_bytes)).map_err(
-                |source| DaemonError::Md5 {
-                    neighbor: n.address,
-                    addr,
-                    source,
-                },
-            )?;
-        }
-    }
-
     let global = Global {
         local_as: config.local_as,
         router_id: config.router_id,
     };
-    let peers: Vec<PeerHandle> = config
-        .neighbors
-        .iter()
-        .map(|n| peer::spawn(n.clone(), global.clone(), table.clone(), metrics.clone()))
-        .collect();
+    let listeners: Vec<Arc<TcpListener>> = listeners.into_iter().map(Arc::new).collect();
+    let neighbors = config.neighbors.clone();
     let shared = Arc::new(Shared {
-        config,
+        config: RwLock::new(Arc::new(config)),
         table,
-        peers,
+        peers: RwLock::new(Vec::new()),
         metrics,
+        global,
+        listeners: listeners.clone(),
+        config_path,
+        reloading: tokio::sync::Mutex::new(()),
     });
+    for n in &neighbors {
+        shared.set_md5(n)?;
+    }
+    {
+        let mut peers = shared.peers.write().expect("peers lock");
+        for n in neighbors {
+            peers.push(peer::spawn(
+                n,
+                shared.global.clone(),
+                shared.table.clone(),
+                shared.metrics.clone(),
+            ));
+        }
+    }
 
     let mut tasks = Vec::new();
     for l in listeners {
         tasks.push(tokio::spawn(accept_loop(l, shared.clone())));
+    }
+    if shared.config_path.is_some() {
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                info!("SIGHUP: reloading");
+                if let Err(e) = s.reload_file().await {
+                    error!("reload refused, the running configuration stays: {e}");
+                }
+            }
+        }));
     }
     tasks.push(tokio::spawn(crate::control::serve(control, shared.clone())));
     if let Some(m) = metrics_listener {
@@ -140,10 +303,13 @@ pub async fn run(
             shared.metrics.clone(),
         )));
     }
-    info!(
-        router_id = %shared.config.router_id, local_as = shared.config.local_as,
-        neighbors = shared.peers.len(), routes = shared.config.routes.len(), "bgpd running"
-    );
+    {
+        let c = shared.config();
+        info!(
+            router_id = %c.router_id, local_as = c.local_as,
+            neighbors = c.neighbors.len(), routes = c.routes.len(), "bgpd running"
+        );
+    }
 
     shutdown.await;
     info!("shutting down: withdrawing every route");
@@ -151,7 +317,8 @@ pub async fn run(
     for t in &tasks {
         t.abort();
     }
-    let sd = &shared.config.shutdown;
+    let config = shared.config();
+    let sd = &config.shutdown;
     let keys = shared.table.lock().expect("route table lock").keys();
     if sd.graceful_shutdown && !keys.is_empty() {
         shared
@@ -172,7 +339,7 @@ pub async fn run(
         .withdraw(&keys);
     let drain = Duration::from_millis(sd.drain_ms);
     let mut waits = Vec::new();
-    for p in &shared.peers {
+    for p in shared.peers() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if p.cmd
             .send(PeerCmd::Shutdown { drain, done: tx })
@@ -190,7 +357,7 @@ pub async fn run(
 }
 
 /// Hands accepted connections to the neighbor they come from; refuses the rest.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: Arc<TcpListener>, shared: Arc<Shared>) {
     loop {
         let (sock, from) = match listener.accept().await {
             Ok(s) => s,
@@ -201,9 +368,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let ip = canonical(from.ip());
-        match shared.peers.iter().find(|p| p.address == ip) {
-            Some(p) => {
-                if p.inbound.try_send(sock).is_err() {
+        let inbound = shared
+            .peers
+            .read()
+            .expect("peers lock")
+            .iter()
+            .find(|p| p.address == ip)
+            .map(|p| p.inbound.clone());
+        match inbound {
+            Some(inbound) => {
+                if inbound.try_send(sock).is_err() {
                     warn!(%from, "neighbor task busy: refusing connection");
                 }
             }

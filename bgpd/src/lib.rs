@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod fsm;
 pub mod metrics;
 pub mod peer;
+pub mod reload;
 pub mod rib;
 pub mod sockopt;
 pub mod wire;

@@ -167,3 +167,76 @@ fn bgpctl_announces_lists_and_withdraws() {
     assert!(err.contains("cannot reach bgpd"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// SIGHUP reloads the file (it no longer ends bgpd); `bgpctl reload` does the same and says
+/// what changed; a bad file is refused with the reason and bgpd keeps running.
+#[test]
+fn sighup_and_bgpctl_reload_read_the_file_again() {
+    let d = tmpdir("hup");
+    let sock = d.join("bgpd.sock");
+    let f = d.join("bgpd.toml");
+    let head = format!(
+        "router_id = \"10.0.0.1\"\nlocal_as = 65001\nlisten = []\ncontrol_socket = \"{}\"\n",
+        sock.display()
+    );
+    let route = |p: &str| format!("[[route]]\nprefix = \"{p}\"\nnext_hop = \"20.1.1.2\"\n");
+    std::fs::write(&f, format!("{head}{}", route("30.1.1.10/32"))).unwrap();
+    let mut child = Daemon(
+        Command::new(BGPD)
+            .arg("--config")
+            .arg(&f)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let routes = || bgpctl(&sock, &["routes"]).1;
+    let wait_routes = |want: &str, not: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = routes();
+            if out.contains(want) && (not.is_empty() || !out.contains(not)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "routes never became {want}: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    std::fs::write(&f, format!("{head}{}", route("30.1.1.11/32"))).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    wait_routes("30.1.1.11/32", "30.1.1.10/32");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "bgpd ended on SIGHUP"
+    );
+
+    std::fs::write(&f, format!("{head}{}", route("30.1.1.12/32"))).unwrap();
+    let (ok, out, err) = bgpctl(&sock, &["reload"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "reloaded: neighbors added -, removed -, reset -; routes announced 1, withdrawn 1"
+    );
+    wait_routes("30.1.1.12/32", "30.1.1.11/32");
+
+    std::fs::write(&f, format!("{head}bogus = 1\n")).unwrap();
+    let (ok, _, err) = bgpctl(&sock, &["reload"]);
+    assert!(!ok);
+    assert!(
+        err.contains("reload refused") && err.contains("bogus"),
+        "{err}"
+    );
+    wait_routes("30.1.1.12/32", "");
+    assert!(child.0.try_wait().unwrap().is_none());
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -70,6 +70,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         neighbor: Option<IpAddr>,
     },
+    /// Read the configuration file again and apply it (as SIGHUP does): answered with
+    /// [`Reloaded`], or an error and nothing changed.
+    Reload,
 }
 
 impl ControlRequest for Request {
@@ -112,6 +115,21 @@ pub struct RibOut {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announced {
     pub announced: usize,
+}
+
+/// The answer to `reload`: what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// Neighbors started.
+    pub neighbors_added: Vec<IpAddr>,
+    /// Neighbors shut down (Cease / Administrative Shutdown).
+    pub neighbors_removed: Vec<IpAddr>,
+    /// Neighbors whose settings changed: reset and started again.
+    pub neighbors_reset: Vec<IpAddr>,
+    /// Configured routes announced (new or changed).
+    pub routes_announced: usize,
+    /// Configured routes withdrawn.
+    pub routes_withdrawn: usize,
 }
 
 /// The answer to `withdraw` (not graceful) and `withdraw-all-mine`.

@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 use serde_json::Value;
 use spanlb_control::bgpd::{
-    AdjRibOut, AsSegment, Neighbors, PathAttrs, Request, Response, RouteConfig, RouteList, RouteRef,
+    AdjRibOut, AsSegment, Neighbors, PathAttrs, Reloaded, Request, Response, RouteConfig,
+    RouteList, RouteRef,
 };
 use spanlb_control::client::Client;
 use spanlb_control::table::{Align, Table};
@@ -62,6 +63,10 @@ enum Cmd {
         #[arg(long, default_value = "igp")]
         origin: String,
     },
+    /// Read bgpd's configuration file again and apply it, as SIGHUP does: neighbors added,
+    /// removed or (changed) reset, `[[route]]`s announced or withdrawn as a diff. A file that
+    /// does not validate, or changes what needs a restart, is refused and nothing changes.
+    Reload,
     /// Withdraw a route.
     Withdraw {
         prefix: IpNet,
@@ -77,6 +82,7 @@ enum Cmd {
 fn request(cmd: &Cmd) -> Result<Request, String> {
     Ok(match cmd {
         Cmd::Neighbors => Request::Neighbors,
+        Cmd::Reload => Request::Reload,
         Cmd::Routes {
             neighbor: Some(n), ..
         } => Request::AdjRibOut { neighbor: Some(*n) },
@@ -156,6 +162,13 @@ fn fmt_attrs(a: &PathAttrs) -> String {
         parts.push(format!("large {}", cs.join(" ")));
     }
     parts.join("  ")
+}
+
+fn join_addrs(v: &[std::net::IpAddr]) -> String {
+    v.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn join(asns: &[u32], sep: &str) -> String {
@@ -240,6 +253,24 @@ fn render(cmd: &Cmd, r: Response) -> Result<String, String> {
             format!("withdrawing {n} after {linger} ms with graceful-shutdown\n")
         }
         Cmd::Withdraw { .. } => format!("withdrew {}\n", field(r, "withdrawn")?),
+        Cmd::Reload => {
+            let s = r.data::<Reloaded>()?;
+            let list = |v: &[std::net::IpAddr]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    join_addrs(v)
+                }
+            };
+            format!(
+                "reloaded: neighbors added {}, removed {}, reset {}; routes announced {}, withdrawn {}\n",
+                list(&s.neighbors_added),
+                list(&s.neighbors_removed),
+                list(&s.neighbors_reset),
+                s.routes_announced,
+                s.routes_withdrawn
+            )
+        }
     })
 }
 

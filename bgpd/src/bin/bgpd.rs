@@ -69,7 +69,8 @@ fn main() -> anyhow::Result<()> {
             }
         };
         let sock = config.control_socket.clone();
-        bgpd::daemon::run(config, listeners, control, metrics, shutdown).await?;
+        let path = Some(args.config.clone());
+        bgpd::daemon::run_from(config, path, listeners, control, metrics, shutdown).await?;
         let _ = std::fs::remove_file(sock);
         Ok(())
     })

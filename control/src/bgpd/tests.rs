@@ -36,6 +36,8 @@ fn plain_requests_are_byte_for_byte_the_old_literals() {
             Request::AdjRibOut { neighbor: None },
             json!({"cmd": "adj-rib-out"}),
         ),
+        // bgpctl reload
+        (Request::Reload, json!({"cmd": "reload"})),
         (
             Request::AdjRibOut {
                 neighbor: Some("20.1.1.1".parse().unwrap()),

@@ -149,6 +149,22 @@ pub struct NeighborConfig {
     /// Cease (6/1, RFC 4486) when the peer sends more prefixes than this.
     #[serde(default)]
     pub max_prefixes: Option<u32>,
+    /// Send hold time, seconds (RFC 9687): a session whose peer has read nothing of what
+    /// bgpd has to send for this long is closed. Default: the greater of 8 minutes and twice
+    /// the hold time.
+    #[serde(default)]
+    pub send_hold_time: Option<u32>,
+}
+
+impl NeighborConfig {
+    /// The send hold time in force (RFC 9687 §3: at least 8 minutes by default).
+    pub fn send_hold(&self) -> std::time::Duration {
+        let secs = self
+            .send_hold_time
+            .map(u64::from)
+            .unwrap_or_else(|| (2 * u64::from(self.hold_time)).max(480));
+        std::time::Duration::from_secs(secs.max(1))
+    }
 }
 
 fn default_port() -> u16 {

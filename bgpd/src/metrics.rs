@@ -38,6 +38,10 @@ pub struct Metrics {
     pub updates_treated_as_withdraw: Family<NeighborLabel, Counter>,
     pub notifications_in: Family<MessageLabel, Counter>,
     pub notifications_out: Family<MessageLabel, Counter>,
+    /// Sessions closed by the send hold timer (RFC 9687).
+    pub send_hold_expired: Family<NeighborLabel, Counter>,
+    /// ROUTE-REFRESHes deferred because the peer was behind (at most one waits per family).
+    pub refreshes_coalesced: Family<NeighborLabel, Counter>,
     pub routes: Gauge,
     pub control_clients: Gauge,
     pub rejected_connections: Counter,
@@ -62,6 +66,8 @@ impl Metrics {
             updates_treated_as_withdraw: Family::default(),
             notifications_in: Family::default(),
             notifications_out: Family::default(),
+            send_hold_expired: Family::default(),
+            refreshes_coalesced: Family::default(),
             routes: Gauge::default(),
             control_clients: Gauge::default(),
             rejected_connections: Counter::default(),
@@ -110,6 +116,16 @@ impl Metrics {
             "notifications_sent",
             "NOTIFICATIONs sent by code/subcode",
             m.notifications_out.clone(),
+        );
+        m.registry.register(
+            "send_hold_expired",
+            "Sessions closed by the send hold timer (RFC 9687)",
+            m.send_hold_expired.clone(),
+        );
+        m.registry.register(
+            "route_refreshes_deferred",
+            "ROUTE-REFRESH requests deferred while the peer was behind",
+            m.refreshes_coalesced.clone(),
         );
         m.registry
             .register("routes", "Route intents in the table", m.routes.clone());

@@ -6,8 +6,9 @@
 //! messages, so the session loop never blocks on a slow peer; TCP_USER_TIMEOUT ends a write to a
 //! dead one).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -100,6 +101,36 @@ struct Conn {
     writer_task: JoinHandle<()>,
     reader_task: JoinHandle<()>,
     local: Option<SocketAddr>,
+    out: Arc<Outgoing>,
+}
+
+/// What waits to be written on one connection, shared with its writer task.
+#[derive(Debug)]
+struct Outgoing {
+    /// Bytes handed to the writer and not written yet.
+    queued: AtomicUsize,
+    /// When the writer last made progress (or the queue last became non-empty).
+    progress: Mutex<Instant>,
+}
+
+/// A ROUTE-REFRESH that arrives while more than this is queued for the peer is coalesced:
+/// at most one per family waits, and is carried out once the queue has drained below it.
+pub const REFRESH_BACKLOG: usize = 1024 * 1024;
+/// More than this queued for one peer: Cease / Out of Resources (RFC 4486 subcode 8).
+pub const MAX_QUEUED: usize = 64 * 1024 * 1024;
+/// How often the output bounds are checked.
+const OUTPUT_CHECK: Duration = Duration::from_millis(200);
+
+impl Conn {
+    /// Hands `bytes` to the writer; the queue's size after.
+    fn enqueue(&self, bytes: Vec<u8>) -> usize {
+        let n = bytes.len();
+        if self.out.queued.fetch_add(n, Ordering::Relaxed) == 0 {
+            *self.out.progress.lock().expect("progress lock") = Instant::now();
+        }
+        let _ = self.writer.send(WriterCmd::Bytes(bytes));
+        self.out.queued.load(Ordering::Relaxed)
+    }
 }
 
 struct Established {
@@ -177,6 +208,7 @@ pub fn spawn(
         status: status.clone(),
         ev_tx,
         last_connect_error: None,
+        refresh_pending: BTreeSet::new(),
     };
     let address = peer.cfg.address;
     let task = tokio::spawn(peer.run(in_rx, ev_rx, changes, cmd_rx).instrument(span));
@@ -208,6 +240,8 @@ struct Peer {
     status: Arc<Mutex<PeerStatus>>,
     ev_tx: mpsc::Sender<ConnEvent>,
     last_connect_error: Option<String>,
+    /// ROUTE-REFRESHes waiting for the output queue to drain (at most one per family).
+    refresh_pending: BTreeSet<Family>,
 }
 
 impl Peer {
@@ -221,6 +255,8 @@ impl Peer {
         self.set_state_metric(State::Idle);
         let out = self.session.process(Instant::now(), Input::Start);
         self.apply(out);
+        let mut check = tokio::time::interval(OUTPUT_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.session.poll_timeout();
             let sleep = async {
@@ -234,6 +270,7 @@ impl Peer {
                     let out = self.session.process(Instant::now(), Input::Timeout);
                     self.apply(out);
                 }
+                _ = check.tick() => self.check_output(),
                 Some(stream) = inbound.recv() => self.accept(stream),
                 Some(ev) = events.recv() => self.on_event(ev),
                 Some(keys) = changes.recv() => {
@@ -292,6 +329,68 @@ impl Peer {
         .await;
     }
 
+    /// The established connection's output: what is queued, and since when nothing moved.
+    fn output(&self) -> Option<(ConnId, Arc<Outgoing>)> {
+        let est = self.established.as_ref()?;
+        let c = self.conns.get(&est.conn)?;
+        Some((est.conn, c.out.clone()))
+    }
+
+    /// Bytes queued for the established connection.
+    fn queued(&self) -> usize {
+        self.output()
+            .map_or(0, |(_, o)| o.queued.load(Ordering::Relaxed))
+    }
+
+    /// The output bounds: the send hold timer (RFC 9687), the queue limit, and deferred
+    /// route refreshes.
+    fn check_output(&mut self) {
+        let Some((conn, out)) = self.output() else {
+            return;
+        };
+        let queued = out.queued.load(Ordering::Relaxed);
+        let stalled = out.progress.lock().expect("progress lock").elapsed();
+        let send_hold = self.cfg.send_hold();
+        if queued > 0 && stalled >= send_hold {
+            warn!(queued, stalled = ?stalled, "send hold timer expired (RFC 9687): the peer has read nothing for {send_hold:?}; closing");
+            self.metrics
+                .send_hold_expired
+                .get_or_create(&self.label)
+                .inc();
+            self.status
+                .lock()
+                .expect("status lock")
+                .last_notification_out = Some("8/0 send hold timer expired".into());
+            self.on_event(ConnEvent::Closed(
+                conn,
+                format!("send hold timer expired ({queued} bytes unread)"),
+            ));
+            return;
+        }
+        if queued > MAX_QUEUED {
+            warn!(
+                queued,
+                "output queue over {MAX_QUEUED} bytes: Cease / Out of Resources"
+            );
+            let out = self.session.process(
+                Instant::now(),
+                Input::Stop {
+                    subcode: notif::CEASE_OUT_OF_RESOURCES,
+                    data: Vec::new(),
+                },
+            );
+            self.apply(out);
+            return;
+        }
+        if queued <= REFRESH_BACKLOG && !self.refresh_pending.is_empty() {
+            for family in std::mem::take(&mut self.refresh_pending) {
+                info!(%family, "deferred route refresh: re-sending the adj-rib-out");
+                let changes = self.rib_out.resend(Some(family));
+                self.send_changes(changes);
+            }
+        }
+    }
+
     fn accept(&mut self, stream: TcpStream) {
         let ttl = self.ttl();
         if let Err(e) = sockopt::tune_accepted(&stream, ttl, self.user_timeout()) {
@@ -335,7 +434,11 @@ impl Peer {
         let local = stream.local_addr().ok();
         let (rd, wr) = stream.into_split();
         let (wtx, wrx) = mpsc::unbounded_channel();
-        let writer_task = tokio::spawn(writer(wr, wrx));
+        let out = Arc::new(Outgoing {
+            queued: AtomicUsize::new(0),
+            progress: Mutex::new(Instant::now()),
+        });
+        let writer_task = tokio::spawn(writer(wr, wrx, out.clone()));
         let reader_task = tokio::spawn(reader(id, rd, self.ev_tx.clone()));
         self.conns.insert(
             id,
@@ -344,6 +447,7 @@ impl Peer {
                 writer_task,
                 reader_task,
                 local,
+                out,
             },
         );
     }
@@ -497,9 +601,20 @@ impl Peer {
                 }
                 Output::Update { update } => self.on_update(update),
                 Output::RouteRefresh { family } => {
-                    info!(%family, "route refresh requested: re-sending the adj-rib-out");
-                    let changes = self.rib_out.resend(Some(family));
-                    self.send_changes(changes);
+                    if self.queued() > REFRESH_BACKLOG {
+                        // Coalesced: one per family waits for the queue to drain.
+                        if self.refresh_pending.insert(family) {
+                            debug!(%family, "route refresh while the peer is behind: deferred");
+                        }
+                        self.metrics
+                            .refreshes_coalesced
+                            .get_or_create(&self.label)
+                            .inc();
+                    } else {
+                        info!(%family, "route refresh requested: re-sending the adj-rib-out");
+                        let changes = self.rib_out.resend(Some(family));
+                        self.send_changes(changes);
+                    }
                 }
                 Output::StateChange { from, to, reason } => {
                     info!(%from, %to, "state change: {reason}");
@@ -512,6 +627,7 @@ impl Peer {
                     }
                     if from == State::Established && to != State::Established {
                         self.established = None;
+                        self.refresh_pending.clear();
                         self.rib_out.clear();
                         self.rib_in.clear();
                         self.update_counts();
@@ -614,7 +730,7 @@ impl Peer {
         self.count_out(kind(msg), 1);
         let bytes = wire::encode(msg, self.codec_for(conn));
         if let Some(c) = self.conns.get(&conn) {
-            let _ = c.writer.send(WriterCmd::Bytes(bytes));
+            c.enqueue(bytes);
         }
     }
 
@@ -642,13 +758,13 @@ impl Peer {
             for m in
                 wire::encode_updates(&changes.withdrawn, &[], &PathAttrs::default(), &est.codec)
             {
-                let _ = conn.writer.send(WriterCmd::Bytes(m));
+                conn.enqueue(m);
                 msgs += 1;
             }
         }
         for (attrs, nlri) in &changes.announced {
             for m in wire::encode_updates(&[], nlri, attrs, &est.codec) {
-                let _ = conn.writer.send(WriterCmd::Bytes(m));
+                conn.enqueue(m);
                 msgs += 1;
             }
         }
@@ -835,7 +951,11 @@ async fn reader(id: ConnId, mut rd: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Se
 }
 
 /// Writes queued messages in order; on `Close` flushes and shuts the socket down.
-async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<WriterCmd>) {
+async fn writer(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<WriterCmd>,
+    out: Arc<Outgoing>,
+) {
     let mut batch: Vec<u8> = Vec::new();
     while let Some(cmd) = rx.recv().await {
         let mut close = false;
@@ -856,6 +976,8 @@ async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<WriterCm
                 debug!("write failed: {e}");
                 return;
             }
+            out.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            *out.progress.lock().expect("progress lock") = Instant::now();
             batch.clear();
         }
         if close {

@@ -198,5 +198,6 @@ pub mod notif {
     pub const CEASE_ADMIN_RESET: u8 = 4;
     pub const CEASE_CONNECTION_REJECTED: u8 = 5;
     pub const CEASE_COLLISION_RESOLUTION: u8 = 7;
+    pub const CEASE_OUT_OF_RESOURCES: u8 = 8;
     pub const ROUTE_REFRESH: u8 = 7;
 }

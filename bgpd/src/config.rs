@@ -134,6 +134,10 @@ pub struct NeighborConfig {
     /// eBGP multihop TTL; unset means directly connected (TTL 1 for eBGP, 64 for iBGP).
     #[serde(default)]
     pub ebgp_multihop: Option<u8>,
+    /// GTSM (RFC 5082): send with TTL 255 and drop segments of the session that arrive with
+    /// less (IP_MINTTL / IPV6_MINHOPCOUNT), so only a directly connected peer gets through.
+    #[serde(default)]
+    pub ttl_security: bool,
     /// TCP_USER_TIMEOUT in ms; default: the hold time (so a dead peer cannot hang writes).
     #[serde(default)]
     pub tcp_user_timeout_ms: Option<u32>,
@@ -146,14 +150,23 @@ pub struct NeighborConfig {
     /// Families on which we offer ADD-PATH receive.
     #[serde(default)]
     pub add_path_receive: Vec<Family>,
-    /// Cease (6/1, RFC 4486) when the peer sends more prefixes than this.
-    #[serde(default)]
+    /// Cease (6/1, RFC 4486) when the peer sends more prefixes (paths, with ADD-PATH) than
+    /// this. Default [`DEFAULT_MAX_PREFIXES`]: bgpd uses nothing it receives (it only counts
+    /// it), so a peer that floods it is cut off; 0 sets no limit.
+    #[serde(default = "default_max_prefixes")]
     pub max_prefixes: Option<u32>,
     /// Send hold time, seconds (RFC 9687): a session whose peer has read nothing of what
     /// bgpd has to send for this long is closed. Default: the greater of 8 minutes and twice
     /// the hold time.
     #[serde(default)]
     pub send_hold_time: Option<u32>,
+}
+
+/// The default `max_prefixes` of a neighbor.
+pub const DEFAULT_MAX_PREFIXES: u32 = 100_000;
+
+fn default_max_prefixes() -> Option<u32> {
+    Some(DEFAULT_MAX_PREFIXES)
 }
 
 impl NeighborConfig {
@@ -265,6 +278,12 @@ impl Config {
             if !seen.insert(n.address) {
                 return Err((k("address"), format!("{} is configured twice", n.address)));
             }
+            if n.ttl_security && n.ebgp_multihop.is_some() {
+                return Err((
+                    k("ttl_security"),
+                    "cannot be combined with ebgp_multihop (GTSM admits one hop only)".into(),
+                ));
+            }
             if n.hold_time == 1 || n.hold_time == 2 {
                 return Err((
                     k("hold_time"),
@@ -375,6 +394,33 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::from_toml(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn neighbor_defaults_bound_what_a_peer_can_cost() {
+        let c = Config::from_toml(GOOD, "t.toml").unwrap();
+        let n = &c.neighbors[0];
+        assert_eq!(n.max_prefixes, Some(DEFAULT_MAX_PREFIXES));
+        assert!(!n.ttl_security);
+        // RFC 9687: at least 8 minutes, or twice the hold time.
+        assert_eq!(n.send_hold(), std::time::Duration::from_secs(480));
+        let c = Config::from_toml(
+            &GOOD.replace("hold_time = 9", "hold_time = 300\nsend_hold_time = 5"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.neighbors[0].send_hold(),
+            std::time::Duration::from_secs(5)
+        );
+        let e = err(&GOOD.replace(
+            "hold_time = 9",
+            "hold_time = 9\nttl_security = true\nebgp_multihop = 2",
+        ));
+        assert!(
+            e.contains("ttl_security") && e.contains("ebgp_multihop"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ use crate::reload;
 use crate::rib::{Owner, RouteTable, SharedTable};
 use crate::sockopt;
 
+/// A connection from an address that is not a neighbor is warned about at most this often
+/// per address.
+pub const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -101,7 +105,7 @@ impl Shared {
         let old = self.config();
         let plan = reload::plan(&old, &new)?;
         for n in plan.add.iter().chain(&plan.reset) {
-            self.set_md5(n).map_err(|e| e.to_string())?;
+            self.tune_listeners(n).map_err(|e| e.to_string())?;
         }
         // Sessions first: a neighbor removed or reset is closed before routes change.
         let going: Vec<std::net::IpAddr> = plan
@@ -159,8 +163,16 @@ impl Shared {
         Ok(s)
     }
 
-    /// RFC 2385: the listeners need neighbor `n`'s key to accept its signed SYN.
-    fn set_md5(&self, n: &crate::config::NeighborConfig) -> Result<(), DaemonError> {
+    /// RFC 2385: the listeners need neighbor `n`'s key to accept its signed SYN; with GTSM
+    /// (RFC 5082) they answer with TTL 255.
+    fn tune_listeners(&self, n: &crate::config::NeighborConfig) -> Result<(), DaemonError> {
+        if n.ttl_security {
+            for l in &self.listeners {
+                if let Err(e) = sockopt::gtsm_listener(l) {
+                    warn!(neighbor = %n.address, "cannot set TTL 255 on a listener for GTSM: {e}");
+                }
+            }
+        }
         let Some(pw) = n.password.as_deref() else {
             return Ok(());
         };
@@ -262,7 +274,7 @@ pub async fn run_from(
         reloading: tokio::sync::Mutex::new(()),
     });
     for n in &neighbors {
-        shared.set_md5(n)?;
+        shared.tune_listeners(n)?;
     }
     {
         let mut peers = shared.peers.write().expect("peers lock");
@@ -358,6 +370,8 @@ pub async fn run_from(
 
 /// Hands accepted connections to the neighbor they come from; refuses the rest.
 async fn accept_loop(listener: Arc<TcpListener>, shared: Arc<Shared>) {
+    let mut refused: std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u64)> =
+        std::collections::HashMap::new();
     loop {
         let (sock, from) = match listener.accept().await {
             Ok(s) => s,
@@ -383,7 +397,23 @@ async fn accept_loop(listener: Arc<TcpListener>, shared: Arc<Shared>) {
             }
             None => {
                 shared.metrics.rejected_connections.inc();
-                warn!(%from, "connection from an address that is not a neighbor: refused");
+                // At most one warning per address per REFUSED_LOG_EVERY (a scan or a
+                // misconfigured router must not flood the log); the rest at debug.
+                let now = std::time::Instant::now();
+                if refused.len() > 1024 {
+                    refused.retain(|_, (at, _)| now.duration_since(*at) < REFUSED_LOG_EVERY);
+                }
+                match refused.get_mut(&ip) {
+                    Some((at, suppressed)) if now.duration_since(*at) < REFUSED_LOG_EVERY => {
+                        *suppressed += 1;
+                        tracing::debug!(%from, "connection from an address that is not a neighbor: refused");
+                    }
+                    entry => {
+                        let suppressed = entry.map_or(0, |(_, s)| *s);
+                        warn!(%from, suppressed, "connection from an address that is not a neighbor: refused");
+                        refused.insert(ip, (now, 0));
+                    }
+                }
             }
         }
     }

@@ -393,7 +393,7 @@ impl Peer {
 
     fn accept(&mut self, stream: TcpStream) {
         let ttl = self.ttl();
-        if let Err(e) = sockopt::tune_accepted(&stream, ttl, self.user_timeout()) {
+        if let Err(e) = sockopt::tune_accepted(&stream, ttl, self.min_ttl(), self.user_timeout()) {
             warn!("cannot set socket options on accepted connection: {e}");
         }
         let id = self.session.alloc_conn_id();
@@ -413,7 +413,15 @@ impl Peer {
         self.apply(out);
     }
 
+    /// GTSM (RFC 5082): the lowest TTL accepted, with `ttl_security`.
+    fn min_ttl(&self) -> Option<u32> {
+        self.cfg.ttl_security.then_some(255)
+    }
+
     fn ttl(&self) -> u32 {
+        if self.cfg.ttl_security {
+            return 255;
+        }
         match self.cfg.ebgp_multihop {
             Some(t) => t as u32,
             None if self.ebgp => 1,
@@ -702,6 +710,7 @@ impl Peer {
             local: self.cfg.local_address,
             md5: self.cfg.password.as_ref().map(|p| p.as_bytes().to_vec()),
             ttl: self.ttl(),
+            min_ttl: self.min_ttl(),
             user_timeout: self.user_timeout(),
         };
         let tx = self.ev_tx.clone();
@@ -797,7 +806,7 @@ impl Peer {
             self.rib_in.insert(*n);
         }
         self.update_counts();
-        if let Some(max) = self.cfg.max_prefixes {
+        if let Some(max) = self.cfg.max_prefixes.filter(|m| *m > 0) {
             if self.rib_in.len() > max as usize {
                 warn!(
                     received = self.rib_in.len(),

@@ -68,6 +68,8 @@ pub struct ConnectOptions {
     pub local: Option<IpAddr>,
     pub md5: Option<Vec<u8>>,
     pub ttl: u32,
+    /// GTSM (RFC 5082): the lowest TTL (hop limit) accepted on the connection.
+    pub min_ttl: Option<u32>,
     pub user_timeout: Option<Duration>,
 }
 
@@ -85,6 +87,9 @@ pub fn outbound_socket(o: &ConnectOptions) -> io::Result<tokio::net::TcpSocket> 
         set_md5(&s, o.remote.ip(), Some(key))?;
     }
     apply_ttl(&s, o.remote.is_ipv4(), o.ttl)?;
+    if let Some(min) = o.min_ttl {
+        set_min_ttl(&s, o.remote.is_ipv4(), min)?;
+    }
     if let Some(t) = o.user_timeout {
         s.set_tcp_user_timeout(Some(t))?;
     }
@@ -103,16 +108,54 @@ fn apply_ttl(s: &Socket, v4: bool, ttl: u32) -> io::Result<()> {
     }
 }
 
-/// Options for an accepted connection (TTL and user timeout are per socket).
+/// RFC 5082: segments arriving with a TTL (hop limit) below `min` are dropped by the kernel
+/// (IP_MINTTL, IPV6_MINHOPCOUNT).
+fn set_min_ttl(s: &Socket, v4: bool, min: u32) -> io::Result<()> {
+    let v = min as libc::c_int;
+    let (level, name) = if v4 {
+        (libc::IPPROTO_IP, libc::IP_MINTTL)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT)
+    };
+    // SAFETY: setsockopt on a valid descriptor with a pointer to a c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// GTSM (RFC 5082) on a listener: its SYN-ACKs leave with TTL (hop limit) 255, before the
+/// accepted socket is tuned, so a peer that requires 255 completes the handshake.
+pub fn gtsm_listener(l: &tokio::net::TcpListener) -> io::Result<()> {
+    let r = socket2::SockRef::from(l);
+    let v4 = l.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
+    apply_ttl(&r, v4, 255)
+}
+
+/// Options for an accepted connection (TTL, GTSM and user timeout are per socket).
 pub fn tune_accepted(
     s: &tokio::net::TcpStream,
     ttl: u32,
+    min_ttl: Option<u32>,
     user_timeout: Option<Duration>,
 ) -> io::Result<()> {
     let r = socket2::SockRef::from(s);
     r.set_nodelay(true)?;
     let v4 = s.peer_addr().map(|a| a.is_ipv4()).unwrap_or(true);
     apply_ttl(&r, v4, ttl)?;
+    if let Some(min) = min_ttl {
+        set_min_ttl(&r, v4, min)?;
+    }
     if let Some(t) = user_timeout {
         r.set_tcp_user_timeout(Some(t))?;
     }

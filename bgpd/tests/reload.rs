@@ -7,81 +7,13 @@
 //! that does not validate and one that changes the router id are refused, and nothing
 //! changes.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod common;
 
-use bgpd::config::Config;
+use std::path::Path;
+
 use bgpd::control::Request;
+use common::{call, start, wait_neighbor};
 use serde_json::Value;
-use spanlb_control::client::AsyncClient;
-
-struct Speaker {
-    sock: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Speaker {
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-    }
-}
-
-/// A speaker listening on `ip`:0 with `cfg`, read from the file `DIR/NAME.toml`.
-async fn start(cfg: &str, dir: &Path, name: &str, ip: &str) -> (Speaker, u16) {
-    let sock = dir.join(format!("{name}.sock"));
-    let path = dir.join(format!("{name}.toml"));
-    let text = format!("control_socket = \"{}\"\n{cfg}", sock.display());
-    std::fs::write(&path, &text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let listener = bgpd::sockopt::listener(format!("{ip}:0").parse().unwrap()).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let control = bgpd::daemon::bind_control(&sock).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        bgpd::daemon::run_from(config, Some(path), vec![listener], control, None, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (
-        Speaker {
-            sock,
-            stop: Some(tx),
-            task,
-        },
-        port,
-    )
-}
-
-async fn call(sock: &Path, req: &Request) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut c = loop {
-        match AsyncClient::<Request>::connect(sock).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() > deadline => panic!("control socket: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
-    serde_json::to_value(c.call(req).await.unwrap()).unwrap()
-}
-
-/// Waits (20 s at most) until `sock`'s first neighbor satisfies `f`.
-async fn wait_neighbor(what: &str, sock: &Path, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = call(sock, &Request::Neighbors).await;
-        if f(&v["neighbors"][0]) {
-            return v["neighbors"][0].clone();
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}; last: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The MED of `prefix` in what A sent `neighbor`.
 async fn med_sent(a: &Path, neighbor: &str, prefix: &str) -> Option<Value> {

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub updates_treated_as_withdraw: Family<NeighborLabel, Counter>,
     pub notifications_in: Family<MessageLabel, Counter>,
     pub notifications_out: Family<MessageLabel, Counter>,
+    /// Neighbor tasks that panicked (and were started again).
+    pub session_task_panics: Family<NeighborLabel, Counter>,
     /// Sessions closed by the send hold timer (RFC 9687).
     pub send_hold_expired: Family<NeighborLabel, Counter>,
     /// ROUTE-REFRESHes deferred because the peer was behind (at most one waits per family).
@@ -66,6 +68,7 @@ impl Metrics {
             updates_treated_as_withdraw: Family::default(),
             notifications_in: Family::default(),
             notifications_out: Family::default(),
+            session_task_panics: Family::default(),
             send_hold_expired: Family::default(),
             refreshes_coalesced: Family::default(),
             routes: Gauge::default(),
@@ -116,6 +119,11 @@ impl Metrics {
             "notifications_sent",
             "NOTIFICATIONs sent by code/subcode",
             m.notifications_out.clone(),
+        );
+        m.registry.register(
+            "session_task_panics",
+            "Neighbor tasks that panicked and were started again",
+            m.session_task_panics.clone(),
         );
         m.registry.register(
             "send_hold_expired",

@@ -66,6 +66,17 @@ pub enum PeerCmd {
         drain: Duration,
         done: oneshot::Sender<()>,
     },
+    /// Tests: the task panics (the supervisor's path).
+    #[cfg(test)]
+    Panic,
+}
+
+/// What a neighbor task receives; kept by its supervisor across a restart.
+struct Receivers {
+    inbound: mpsc::Receiver<TcpStream>,
+    events: mpsc::Receiver<ConnEvent>,
+    changes: mpsc::UnboundedReceiver<Vec<RouteKey>>,
+    cmds: mpsc::Receiver<PeerCmd>,
 }
 
 /// The daemon's handle on a neighbor task.
@@ -173,51 +184,112 @@ pub fn spawn(
         established_count: 0,
     }));
     let changes = table.lock().expect("route table lock").subscribe();
-    let session = Session::new(SessionConfig {
-        local_as: global.local_as,
-        remote_as: cfg.remote_as,
-        router_id: global.router_id,
-        hold_time: cfg.hold_time,
-        keepalive: cfg.keepalive,
-        connect_retry: cfg.connect_retry(),
-        idle_hold: Duration::from_secs(cfg.idle_hold),
-        passive: cfg.passive,
-        families: cfg.families.clone(),
-        add_path_send: cfg.add_path_send.clone(),
-        add_path_receive: cfg.add_path_receive.clone(),
-    });
     let (ev_tx, ev_rx) = mpsc::channel(256);
     let label = NeighborLabel {
         neighbor: cfg.address.to_string(),
     };
     let span = info_span!("peer", neighbor = %cfg.address);
-    let peer = Peer {
+    let address = cfg.address;
+    let st = status.clone();
+    let make = move || Peer {
         ebgp: cfg.is_ebgp(global.local_as),
-        cfg,
-        global,
-        session,
+        session: Session::new(SessionConfig {
+            local_as: global.local_as,
+            remote_as: cfg.remote_as,
+            router_id: global.router_id,
+            hold_time: cfg.hold_time,
+            keepalive: cfg.keepalive,
+            connect_retry: cfg.connect_retry(),
+            idle_hold: Duration::from_secs(cfg.idle_hold),
+            passive: cfg.passive,
+            families: cfg.families.clone(),
+            add_path_send: cfg.add_path_send.clone(),
+            add_path_receive: cfg.add_path_receive.clone(),
+        }),
+        cfg: cfg.clone(),
+        global: global.clone(),
         conns: HashMap::new(),
         pending: HashMap::new(),
         closing: Vec::new(),
         established: None,
         rib_out: AdjRibOut::new(),
         rib_in: HashSet::new(),
-        table,
-        metrics,
-        label,
-        status: status.clone(),
-        ev_tx,
+        table: table.clone(),
+        metrics: metrics.clone(),
+        label: label.clone(),
+        status: st.clone(),
+        ev_tx: ev_tx.clone(),
         last_connect_error: None,
         refresh_pending: BTreeSet::new(),
     };
-    let address = peer.cfg.address;
-    let task = tokio::spawn(peer.run(in_rx, ev_rx, changes, cmd_rx).instrument(span));
+    let rx = Receivers {
+        inbound: in_rx,
+        events: ev_rx,
+        changes,
+        cmds: cmd_rx,
+    };
+    let task = tokio::spawn(supervise(make, rx).instrument(span));
     PeerHandle {
         address,
         inbound: in_tx,
         cmd: cmd_tx,
         status,
         task,
+    }
+}
+
+/// How long a neighbor task that panicked waits before it starts again.
+pub const RESTART_AFTER_PANIC: Duration = Duration::from_secs(1);
+
+/// Runs the neighbor task; when it panics (a bug), the panic is logged and counted, its
+/// connections close with it, and a fresh task takes the neighbor over after
+/// [`RESTART_AFTER_PANIC`] — never a neighbor that is silently gone while bgpd runs on. The
+/// peer sees its TCP connection close (no NOTIFICATION: the state that would send one is
+/// what failed) and reconnects as after any session loss.
+async fn supervise(mut make: impl FnMut() -> Peer, mut rx: Receivers) {
+    use futures_util::FutureExt;
+    loop {
+        let peer = make();
+        let status = peer.status.clone();
+        let metrics = peer.metrics.clone();
+        let label = peer.label.clone();
+        let ran = std::panic::AssertUnwindSafe(peer.run(&mut rx))
+            .catch_unwind()
+            .await;
+        let Err(panic) = ran else { return };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "?".into());
+        tracing::error!(
+            "session task panicked ({what}); its connections are closed, restarting it"
+        );
+        {
+            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            s.state = State::Idle;
+            s.since = unix_now();
+            s.last_reason = format!("internal error: the session task panicked ({what})");
+        }
+        metrics.session_state.get_or_create(&label).set(1);
+        metrics.session_task_panics.get_or_create(&label).inc();
+        tokio::time::sleep(RESTART_AFTER_PANIC).await;
+        // Events of the old task's connections (their tasks are aborted) must not reach the
+        // new one.
+        while rx.events.try_recv().is_ok() {}
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // A task that ends any way (a panic included) takes its connections with it.
+        for (_, c) in self.conns.drain() {
+            c.reader_task.abort();
+            c.writer_task.abort();
+        }
+        for (_, (p, _)) in self.pending.drain() {
+            p.abort();
+        }
     }
 }
 
@@ -245,13 +317,13 @@ struct Peer {
 }
 
 impl Peer {
-    async fn run(
-        mut self,
-        mut inbound: mpsc::Receiver<TcpStream>,
-        mut events: mpsc::Receiver<ConnEvent>,
-        mut changes: mpsc::UnboundedReceiver<Vec<RouteKey>>,
-        mut cmds: mpsc::Receiver<PeerCmd>,
-    ) {
+    async fn run(mut self, rx: &mut Receivers) {
+        let Receivers {
+            inbound,
+            events,
+            changes,
+            cmds,
+        } = rx;
         self.set_state_metric(State::Idle);
         let out = self.session.process(Instant::now(), Input::Start);
         self.apply(out);
@@ -285,6 +357,8 @@ impl Peer {
                     Some(PeerCmd::DumpRibOut(reply)) => {
                         let _ = reply.send(self.rib_out.iter().map(|(n, a)| (*n, (**a).clone())).collect());
                     }
+                    #[cfg(test)]
+                    Some(PeerCmd::Panic) => panic!("a test asked this session task to panic"),
                     Some(PeerCmd::Shutdown { drain, done }) => {
                         while let Ok(keys) = changes.try_recv() {
                             self.sync(Some(keys));
@@ -993,5 +1067,56 @@ async fn writer(
             let _ = wr.shutdown().await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rib::RouteTable;
+
+    /// A neighbor task that panics is counted, says so in its status, and a fresh task takes
+    /// the neighbor over: commands are answered again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_session_task_is_counted_and_started_again() {
+        let cfg: NeighborConfig = crate::config::Config::from_toml(
+            "router_id = \"10.0.0.1\"\nlocal_as = 65001\n[[neighbor]]\n\
+             address = \"192.0.2.1\"\nremote_as = 65000\npassive = true\n",
+            "t.toml",
+        )
+        .unwrap()
+        .neighbors
+        .remove(0);
+        let metrics = Arc::new(Metrics::new());
+        let table: SharedTable = Arc::new(Mutex::new(RouteTable::new()));
+        let global = Global {
+            local_as: 65001,
+            router_id: "10.0.0.1".parse().unwrap(),
+        };
+        let h = spawn(cfg, global, table, metrics.clone());
+        let label = NeighborLabel {
+            neighbor: "192.0.2.1".into(),
+        };
+        h.cmd.send(PeerCmd::Panic).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.session_task_panics.get_or_create(&label).get() == 0 {
+            assert!(Instant::now() < deadline, "the panic was not counted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            h.status.lock().unwrap().last_reason.contains("panicked"),
+            "the status says why"
+        );
+        // Answered only by a running task: the new one, after the restart.
+        let (tx, rx) = oneshot::channel();
+        h.cmd.send(PeerCmd::DumpRibOut(tx)).await.unwrap();
+        let answer = tokio::time::timeout(RESTART_AFTER_PANIC * 5, rx).await;
+        assert!(
+            answer.is_ok_and(|r| r.is_ok()),
+            "no restart after the panic"
+        );
+        assert_eq!(metrics.session_task_panics.get_or_create(&label).get(), 1);
+        assert!(!h.task.is_finished());
+        h.task.abort();
     }
 }

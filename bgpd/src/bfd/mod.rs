@@ -14,17 +14,23 @@
 //! whatever the operator configures). Authentication with several keys at once (key rollover)
 //! is not either: one [`AuthKey`] per session.
 //!
-//! What the transport (not in this module) must do for single-hop BFD (RFC 5881):
+//! What a transport must do for single-hop BFD (RFC 5881), and [`driver`] does:
 //! - receive on UDP destination port 3784; send from a source port in 49152–65535, the same
 //!   for all packets of a session (§4);
 //! - send with IP TTL / IPv6 Hop Limit 255, and drop received packets whose TTL / Hop Limit is
-//!   not 255 (§5, the GTSM rule of RFC 5082), e.g. with `IP_RECVTTL` / `IPV6_RECVHOPLIMIT` or
-//!   `IP_MINTTL` / `IPV6_MINHOPCOUNT` = 255;
+//!   not 255 (§5, the GTSM rule of RFC 5082): read it per datagram with `IP_RECVTTL` /
+//!   `IPV6_RECVHOPLIMIT` (Linux applies `IP_MINTTL` to TCP only: a UDP socket with it still
+//!   receives TTL 254);
 //! - demultiplex: a packet with a nonzero Your Discriminator goes to the session with that local
 //!   discriminator (discard it if there is none); one with zero goes to the session of its
 //!   source address and interface (RFC 5881 §3);
 //! - decode with [`decode`] (discard on error), feed [`Input::Received`], encode and send every
 //!   [`Output::Send`], and call [`Input::Timer`] at [`Session::poll_timeout`].
+//!
+//! [`driver`] is a small tokio transport doing the above for one local address, one session per
+//! peer address. Not yet: IPv6 link-local peers (sessions are keyed by address, without the
+//! interface), binding to an interface (`SO_BINDTODEVICE`), and checking that a packet selected
+//! by Your Discriminator comes from that session's peer address.
 //!
 //! The client (BGP, RFC 5882): a session that leaves Up ([`Output::StateChanged`] with
 //! `from == Up`) means the path to the peer is gone, and the BGP session should be torn down
@@ -33,6 +39,7 @@
 //! that went AdminDown (the transition carries diag 3 as for a peer's Down; tell the two apart
 //! with [`Session::remote_state`] `== AdminDown` right after the output).
 
+pub mod driver;
 pub mod packet;
 pub mod session;
 

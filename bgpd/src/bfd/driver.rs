@@ -10,7 +10,8 @@
 //! - Demultiplex a decoded packet by Your Discriminator when nonzero, else by source address
 //!   (RFC 5881 §3); unknown ones are dropped. One session per peer address.
 //!
-//! The task owns the sessions; [`Driver`] and [`PeerHandle`] talk to it over channels, and each
+//! Each session's jitter seed is mixed with random bits (the initial auth sequence number
+//! comes from it too). The task owns the sessions; [`Driver`] and [`PeerHandle`] talk to it over channels, and each
 //! peer's [`Status`] is published on a `watch`. Dropping the [`Driver`] stops the task (the
 //! peers then see a silent neighbor).
 
@@ -326,6 +327,18 @@ struct Peer {
     status: watch::Sender<Status>,
 }
 
+/// 64 random bits without a dependency: std's per-process randomly keyed SipHash.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
 fn status_of(s: &Session) -> Status {
     Status {
         state: s.state(),
@@ -390,6 +403,8 @@ impl Sessions {
             return Err(DriverError::DuplicateDiscriminator(cfg.local_discriminator));
         }
         self.by_discr.insert(cfg.local_discriminator, peer.ip());
+        let mut cfg = cfg;
+        cfg.jitter_seed ^= random_seed();
         let session = Session::new(cfg);
         let (status, rx) = watch::channel(status_of(&session));
         self.peers.insert(

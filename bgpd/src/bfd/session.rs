@@ -144,12 +144,16 @@ pub struct SessionConfig {
     pub intervals: Intervals,
     /// Authentication (RFC 5880 §6.7); `None`: packets must not carry the A bit.
     pub auth: Option<AuthKey>,
-    /// Seed of the jitter generator (and of the initial bfd.XmitAuthSeq).
+    /// Seed of the jitter generator and of the initial bfd.XmitAuthSeq (RFC 5880 §6.8.1 wants
+    /// the latter random). Give it a random value in production: with a fixed seed, a restarted
+    /// session repeats its sequence numbers and a peer using meticulous authentication rejects
+    /// them until it forgets the old ones (twice the Detection Time). [`super::driver`] does.
     pub jitter_seed: u64,
 }
 
 impl SessionConfig {
-    /// A configuration with the default intervals and no authentication.
+    /// A configuration with the default intervals and no authentication; the jitter seed is
+    /// the discriminator (deterministic, see [`SessionConfig::jitter_seed`]).
     pub fn new(local_discriminator: u32) -> SessionConfig {
         SessionConfig {
             local_discriminator,

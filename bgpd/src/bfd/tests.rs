@@ -474,6 +474,85 @@ fn peer_asking_zero_rx_gets_no_periodic_packets() {
 }
 
 #[test]
+fn silent_peer_in_init_is_detected_too() {
+    let t0 = Instant::now();
+    let mut s = Session::new(SessionConfig::new(1));
+    s.process(t0, Input::Start);
+    s.process(t0, Input::Received(peer_packet(State::Down, false, false)));
+    assert_eq!(s.state(), State::Init);
+    // 3 × max(300 ms, the peer's 50 ms).
+    assert_eq!(s.detection_time(), Some(ms(900)));
+    let mut changes = Vec::new();
+    while let Some(t) = s.poll_timeout() {
+        if t > t0 + ms(900) {
+            break;
+        }
+        for o in s.process(t, Input::Timer) {
+            if let Output::StateChanged { .. } = o {
+                changes.push((t - t0, o));
+            }
+        }
+    }
+    assert_eq!(
+        changes,
+        vec![(
+            ms(900),
+            Output::StateChanged {
+                from: State::Init,
+                to: State::Down,
+                diag: Diag::ControlDetectionTimeExpired
+            }
+        )]
+    );
+    assert_eq!(s.remote_discriminator(), 0);
+}
+
+#[test]
+fn remote_discriminator_forgotten_after_silence_in_down() {
+    let t0 = Instant::now();
+    let mut s = Session::new(SessionConfig::new(1));
+    s.process(t0, Input::Start);
+    // A peer Up while we are Down is ignored (§6.8.6), but its discriminator is learnt.
+    let out = s.process(t0, Input::Received(peer_packet(State::Up, false, false)));
+    assert!(!out.iter().any(|o| matches!(o, Output::StateChanged { .. })));
+    assert_eq!(s.state(), State::Down);
+    assert_eq!(s.remote_discriminator(), 2);
+    // Our packets now name it.
+    let next = s.poll_timeout().unwrap();
+    assert!(next < t0 + ms(900));
+    let out = s.process(next, Input::Timer);
+    assert_eq!(sends(&out)[0].your_discriminator, 2);
+    // After a Detection Time without packets, RemoteDiscr is zero again (§6.8.1), no state change.
+    let out = s.process(t0 + ms(900), Input::Timer);
+    assert!(!out.iter().any(|o| matches!(o, Output::StateChanged { .. })));
+    assert_eq!(s.remote_discriminator(), 0);
+}
+
+#[test]
+fn peer_down_while_up_takes_the_session_down_with_diag_3() {
+    let (mut s, t0) = up_alone(SessionConfig::new(1), &peer_packet);
+    let out = s.process(
+        t0 + ms(10),
+        Input::Received(peer_packet(State::Down, false, false)),
+    );
+    assert_eq!(
+        out[0],
+        Output::StateChanged {
+            from: State::Up,
+            to: State::Down,
+            diag: Diag::NeighborSignaledSessionDown
+        }
+    );
+    let p = sends(&out);
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        (p[0].state, p[0].diag, p[0].desired_min_tx_us),
+        (State::Down, Diag::NeighborSignaledSessionDown, 1_000_000)
+    );
+    assert_eq!(s.remote_state(), State::Down);
+}
+
+#[test]
 fn wrong_discriminator_is_discarded() {
     let t0 = Instant::now();
     let mut s = Session::new(SessionConfig::new(1));

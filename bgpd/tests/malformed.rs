@@ -5,45 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod common;
+
 use bgpd::config::Config;
 use bgpd::control::Request;
+use common::raw::{keepalive, msg, open, read_msg, T};
 use serde_json::Value;
 use spanlb_control::client::AsyncClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-
-const T: Duration = Duration::from_secs(10);
-
-fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![0xff; 16];
-    m.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
-    m.push(kind);
-    m.extend_from_slice(body);
-    m
-}
-
-/// OPEN from AS 65000, hold 9, id 10.0.0.9, with MP IPv4 unicast and 4-octet AS capabilities.
-fn open() -> Vec<u8> {
-    let mut b = vec![4];
-    b.extend_from_slice(&65000u16.to_be_bytes());
-    b.extend_from_slice(&9u16.to_be_bytes());
-    b.extend_from_slice(&[10, 0, 0, 9]);
-    let caps: Vec<u8> = [
-        &[1u8, 4, 0, 1, 0, 1][..],        // MP: AFI 1 SAFI 1 (RFC 4760)
-        &[65u8, 4, 0, 0, 0xfd, 0xe8][..], // 4-octet AS 65000 (RFC 6793)
-    ]
-    .concat();
-    b.push((caps.len() + 2) as u8);
-    b.push(2); // optional parameter: capabilities
-    b.push(caps.len() as u8);
-    b.extend_from_slice(&caps);
-    msg(1, &b)
-}
-
-fn keepalive() -> Vec<u8> {
-    msg(4, &[])
-}
 
 /// UPDATE announcing 1.2.3.0/24 with the given attribute bytes.
 fn update(attrs: &[u8]) -> Vec<u8> {
@@ -76,7 +47,7 @@ impl Peer {
             .unwrap();
         let m = read_msg(&mut sock).await.expect("bgpd's open");
         assert_eq!(m[18], 1, "first message is an OPEN");
-        sock.write_all(&open()).await.unwrap();
+        sock.write_all(&open(false)).await.unwrap();
         sock.write_all(&keepalive()).await.unwrap();
         let m = read_msg(&mut sock).await.expect("bgpd's keepalive");
         assert_eq!(m[18], 4, "OPEN answered with KEEPALIVE");
@@ -98,17 +69,6 @@ impl Peer {
             }
         }
     }
-}
-
-async fn read_msg(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut head = [0u8; 19];
-    timeout(T, s.read_exact(&mut head)).await.ok()?.ok()?;
-    let len = u16::from_be_bytes([head[16], head[17]]) as usize;
-    let mut body = vec![0u8; len.saturating_sub(19)];
-    timeout(T, s.read_exact(&mut body)).await.ok()?.ok()?;
-    let mut m = head.to_vec();
-    m.extend_from_slice(&body);
-    Some(m)
 }
 
 async fn neighbor(sock: &Path) -> Value {

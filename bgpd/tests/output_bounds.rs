@@ -7,58 +7,22 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bgpd::config::{Config, NextHop, RouteConfig};
 use bgpd::control::Request;
+use common::raw::{msg, open, read_msg, T};
 use serde_json::Value;
 use spanlb_control::client::AsyncClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-const T: Duration = Duration::from_secs(10);
 const ROUTES: u32 = 50_000;
 const REFRESHES: usize = 1_500;
 /// The RSS growth during the storm the test accepts (without the bounds, every refresh queued
 /// the whole Adj-RIB-Out again: hundreds of MB).
 const RSS_BOUND_KB: u64 = 48 * 1024;
-
-fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![0xff; 16];
-    m.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
-    m.push(kind);
-    m.extend_from_slice(body);
-    m
-}
-
-/// OPEN from AS 65000, hold 9, with MP IPv4 unicast, ROUTE-REFRESH and 4-octet AS.
-fn open() -> Vec<u8> {
-    let mut b = vec![4];
-    b.extend_from_slice(&65000u16.to_be_bytes());
-    b.extend_from_slice(&9u16.to_be_bytes());
-    b.extend_from_slice(&[10, 0, 0, 9]);
-    let caps: Vec<u8> = [
-        &[1u8, 4, 0, 1, 0, 1][..],        // MP: AFI 1 SAFI 1 (RFC 4760)
-        &[2u8, 0][..],                    // ROUTE-REFRESH (RFC 2918)
-        &[65u8, 4, 0, 0, 0xfd, 0xe8][..], // 4-octet AS 65000 (RFC 6793)
-    ]
-    .concat();
-    b.push((caps.len() + 2) as u8);
-    b.push(2);
-    b.push(caps.len() as u8);
-    b.extend_from_slice(&caps);
-    msg(1, &b)
-}
-
-async fn read_msg(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut head = [0u8; 19];
-    timeout(T, s.read_exact(&mut head)).await.ok()?.ok()?;
-    let len = u16::from_be_bytes([head[16], head[17]]) as usize;
-    let mut body = vec![0u8; len.saturating_sub(19)];
-    timeout(T, s.read_exact(&mut body)).await.ok()?.ok()?;
-    let mut m = head.to_vec();
-    m.extend_from_slice(&body);
-    Some(m)
-}
 
 /// VmRSS of this process, kB.
 fn rss_kb() -> u64 {
@@ -150,7 +114,7 @@ async fn a_refresh_storm_from_a_peer_that_never_reads_stays_bounded_and_is_close
         .unwrap();
     let m = read_msg(&mut p).await.expect("bgpd's open");
     assert_eq!(m[18], 1);
-    p.write_all(&open()).await.unwrap();
+    p.write_all(&open(true)).await.unwrap();
     p.write_all(&msg(4, &[])).await.unwrap();
     let m = read_msg(&mut p).await.expect("bgpd's keepalive");
     assert_eq!(m[18], 4);

@@ -136,7 +136,7 @@ impl Shared {
         for n in &plan.remove {
             info!(neighbor = %n, "reload: neighbor removed");
             for l in &self.listeners {
-                // Its TCP MD5 key goes with it (a key it never had: nothing to remove).
+                // Its TCP MD5 key goes with it (none there: nothing to remove).
                 let _ = sockopt::set_md5(l.as_ref(), *n, None);
             }
         }
@@ -174,6 +174,11 @@ impl Shared {
             }
         }
         let Some(pw) = n.password.as_deref() else {
+            // A neighbor reset without its password any more: its old key goes (none there:
+            // nothing to remove).
+            for l in &self.listeners {
+                let _ = sockopt::set_md5(l.as_ref(), n.address, None);
+            }
             return Ok(());
         };
         for (l, addr) in self

@@ -55,6 +55,27 @@ fn bad_configuration_is_one_line_naming_file_and_key() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// The bgpd binary on configuration file `f`, once its control socket `sock` exists (10 s).
+fn start_bgpd(f: &Path, sock: &Path) -> Daemon {
+    let d = Daemon(
+        Command::new(BGPD)
+            .arg("--config")
+            .arg(f)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "bgpd did not create its control socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d
+}
+
 fn bgpctl(sock: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BGPCTL)
         .arg("--socket")
@@ -84,22 +105,7 @@ fn bgpctl_announces_lists_and_withdraws() {
         ),
     )
     .unwrap();
-    let _d = Daemon(
-        Command::new(BGPD)
-            .arg("--config")
-            .arg(&f)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "bgpd did not create its control socket"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _d = start_bgpd(&f, &sock);
 
     let (ok, out, err) = bgpctl(
         &sock,
@@ -181,19 +187,7 @@ fn sighup_and_bgpctl_reload_read_the_file_again() {
     );
     let route = |p: &str| format!("[[route]]\nprefix = \"{p}\"\nnext_hop = \"20.1.1.2\"\n");
     std::fs::write(&f, format!("{head}{}", route("30.1.1.10/32"))).unwrap();
-    let mut child = Daemon(
-        Command::new(BGPD)
-            .arg("--config")
-            .arg(&f)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "no control socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = start_bgpd(&f, &sock);
     let routes = || bgpctl(&sock, &["routes"]).1;
     let wait_routes = |want: &str, not: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);

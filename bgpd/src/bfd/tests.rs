@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::packet::{self, AuthKey, AuthType, ControlPacket, Diag, PacketError, State};
-use super::session::{Input, Intervals, Output, Session, SessionConfig, SessionError};
+use super::session::{Input, Intervals, Output, Session, SessionConfig, SessionError, SplitMix};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -730,16 +730,12 @@ fn meticulous_sequence_increments_on_every_packet() {
 
 // ----- robustness -----
 
-/// SplitMix64 for the random-input run.
-struct Rng(u64);
+/// The session's SplitMix64, for the random-input run.
+struct Rng(SplitMix);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next()
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -776,7 +772,7 @@ fn random_packet(r: &mut Rng, key: Option<&AuthKey>) -> ControlPacket {
 }
 
 fn random_run(seed: u64) {
-    let mut r = Rng(seed);
+    let mut r = Rng(SplitMix(seed));
     let key = [
         None,
         Some(AuthKey::new(AuthType::MeticulousKeyedMd5, 1, b"k").unwrap()),

@@ -46,6 +46,9 @@ pub struct Config {
     /// Shutdown behaviour on SIGTERM.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Graceful restart (RFC 4724) with every neighbor.
+    #[serde(default)]
+    pub graceful_restart: GracefulRestartConfig,
     #[serde(default, rename = "neighbor")]
     pub neighbors: Vec<NeighborConfig>,
     /// Statically configured routes, announced as long as bgpd runs.
@@ -87,6 +90,43 @@ impl Default for ShutdownConfig {
             drain_ms: default_drain_ms(),
         }
     }
+}
+
+/// Graceful restart (RFC 4724): bgpd sends the capability to every neighbor, as restarting
+/// speaker (its routes stay at the routers while bgpd restarts, if it is back within
+/// `restart_time`) and as receiving speaker (a neighbor's routes are kept as stale while it
+/// restarts).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GracefulRestartConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Restart Time advertised, seconds (1–4095): how long a router keeps bgpd's routes after
+    /// its session went away without a NOTIFICATION.
+    #[serde(default = "default_restart_time")]
+    pub restart_time: u16,
+    /// After bgpd starts, End-of-RIB waits until a control client (lbd) has said it announced
+    /// everything (`ready`), this long at most, ms: a router ends its graceful restart on
+    /// End-of-RIB and drops the routes not announced again by then.
+    #[serde(default = "default_route_wait_ms")]
+    pub route_wait_ms: u64,
+}
+
+impl Default for GracefulRestartConfig {
+    fn default() -> Self {
+        GracefulRestartConfig {
+            enabled: false,
+            restart_time: default_restart_time(),
+            route_wait_ms: default_route_wait_ms(),
+        }
+    }
+}
+
+fn default_restart_time() -> u16 {
+    120
+}
+fn default_route_wait_ms() -> u64 {
+    10_000
 }
 
 fn default_linger_ms() -> u64 {
@@ -160,6 +200,102 @@ pub struct NeighborConfig {
     /// the hold time.
     #[serde(default)]
     pub send_hold_time: Option<u32>,
+    /// BFD (RFC 5880/5881 single hop) with this neighbor, tied to the BGP session (RFC 5882):
+    /// the session is closed (Cease / BFD Down, RFC 9384) when BFD goes down. `bfd = {}` takes
+    /// the defaults (300 ms × 3).
+    #[serde(default)]
+    pub bfd: Option<BfdConfig>,
+}
+
+/// A neighbor's BFD session (RFC 5880 §6.8.1 timers; §6.7 authentication).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BfdConfig {
+    /// bfd.DesiredMinTxInterval, ms.
+    #[serde(default = "default_bfd_interval")]
+    pub min_tx_ms: u32,
+    /// bfd.RequiredMinRxInterval, ms.
+    #[serde(default = "default_bfd_interval")]
+    pub min_rx_ms: u32,
+    /// bfd.DetectMult: the peer is declared down after this many intervals in silence.
+    #[serde(default = "default_bfd_multiplier")]
+    pub multiplier: u8,
+    /// Authentication; none by default.
+    #[serde(default)]
+    pub auth: Option<BfdAuthConfig>,
+}
+
+impl Default for BfdConfig {
+    fn default() -> Self {
+        BfdConfig {
+            min_tx_ms: default_bfd_interval(),
+            min_rx_ms: default_bfd_interval(),
+            multiplier: default_bfd_multiplier(),
+            auth: None,
+        }
+    }
+}
+
+/// BFD authentication (RFC 5880 §6.7): the type, the Key ID and the secret.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BfdAuthConfig {
+    #[serde(rename = "type")]
+    pub kind: BfdAuthType,
+    #[serde(default)]
+    pub key_id: u8,
+    /// 1–16 bytes (simple password, MD5), 1–20 bytes (SHA1).
+    pub key: String,
+}
+
+/// RFC 5880 §4.1 Auth Type, as configured.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BfdAuthType {
+    SimplePassword,
+    KeyedMd5,
+    MeticulousKeyedMd5,
+    KeyedSha1,
+    MeticulousKeyedSha1,
+}
+
+impl BfdAuthType {
+    pub fn wire(self) -> crate::bfd::AuthType {
+        use crate::bfd::AuthType as A;
+        match self {
+            BfdAuthType::SimplePassword => A::SimplePassword,
+            BfdAuthType::KeyedMd5 => A::KeyedMd5,
+            BfdAuthType::MeticulousKeyedMd5 => A::MeticulousKeyedMd5,
+            BfdAuthType::KeyedSha1 => A::KeyedSha1,
+            BfdAuthType::MeticulousKeyedSha1 => A::MeticulousKeyedSha1,
+        }
+    }
+}
+
+impl BfdConfig {
+    /// The session's timers.
+    pub fn intervals(&self) -> crate::bfd::Intervals {
+        crate::bfd::Intervals {
+            desired_min_tx: Duration::from_millis(u64::from(self.min_tx_ms)),
+            required_min_rx: Duration::from_millis(u64::from(self.min_rx_ms)),
+            detect_mult: self.multiplier,
+        }
+    }
+
+    /// The session's key (checked by [`Config::load`]).
+    pub fn key(&self) -> Result<Option<crate::bfd::AuthKey>, crate::bfd::PacketError> {
+        self.auth
+            .as_ref()
+            .map(|a| crate::bfd::AuthKey::new(a.kind.wire(), a.key_id, a.key.as_bytes()))
+            .transpose()
+    }
+}
+
+fn default_bfd_interval() -> u32 {
+    crate::bfd::DEFAULT_DESIRED_MIN_TX.as_millis() as u32
+}
+fn default_bfd_multiplier() -> u8 {
+    crate::bfd::DEFAULT_DETECT_MULT
 }
 
 /// The default `max_prefixes` of a neighbor.
@@ -272,6 +408,21 @@ impl Config {
                 format!("{} is not a valid BGP identifier", self.router_id),
             ));
         }
+        let gr = &self.graceful_restart;
+        if gr.restart_time == 0 || gr.restart_time > crate::wire::GracefulRestart::MAX_RESTART_TIME
+        {
+            return Err((
+                "graceful_restart.restart_time".into(),
+                "must be 1 to 4095 seconds (RFC 4724 §3: 12 bits)".into(),
+            ));
+        }
+        if gr.route_wait_ms >= u64::from(gr.restart_time) * 1000 {
+            return Err((
+                "graceful_restart.route_wait_ms".into(),
+                "must be shorter than restart_time (the routers would drop the routes first)"
+                    .into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, n) in self.neighbors.iter().enumerate() {
             let k = |f: &str| format!("neighbor[{i}].{f}");
@@ -330,6 +481,24 @@ impl Config {
             }
             if n.connect_retry == 0 {
                 return Err((k("connect_retry"), "must be at least 1 second".into()));
+            }
+            if let Some(b) = &n.bfd {
+                if b.multiplier == 0 {
+                    return Err((k("bfd.multiplier"), "must be at least 1".into()));
+                }
+                // RFC 5880 §4.1: zero is reserved for DesiredMinTx; RequiredMinRx 0 would
+                // ask the peer to send nothing, and detection would never work.
+                for (f, v) in [
+                    ("bfd.min_tx_ms", b.min_tx_ms),
+                    ("bfd.min_rx_ms", b.min_rx_ms),
+                ] {
+                    if v == 0 || v > 60_000 {
+                        return Err((k(f), "must be 1 to 60000 ms".into()));
+                    }
+                }
+                if let Err(e) = b.key() {
+                    return Err((k("bfd.auth.key"), e.to_string()));
+                }
             }
         }
         let mut keys = std::collections::HashSet::new();

@@ -18,8 +18,8 @@ use crate::peer::{PeerCmd, PeerStatus};
 use crate::rib::{Owner, RouteKey};
 
 pub use spanlb_control::bgpd::{
-    AdjRibOut, Announced, Neighbors, Request, Response, RibOut, RouteInfo, RouteList, RouteRef,
-    Withdrawing, Withdrawn, MAX_LINE,
+    AdjRibOut, Announced, BfdSession, BfdSessions, Neighbors, Request, Response, RibOut, RouteInfo,
+    RouteList, RouteRef, Withdrawing, Withdrawn, MAX_LINE,
 };
 
 /// How a control connection is bounded: no idle limit (a client's routes live as long as its
@@ -185,6 +185,41 @@ pub async fn handle(id: u64, req: Request, shared: &Arc<Shared>) -> Response {
                 }
             }
             Response::ok(&AdjRibOut { adj_rib_out: out })
+        }
+        Request::Bfd => {
+            let config = shared.config();
+            let mut out = Vec::new();
+            for p in shared.peers() {
+                let Some(b) = &p.bfd else { continue };
+                let Some(n) = config.neighbors.iter().find(|n| n.address == p.address) else {
+                    continue;
+                };
+                let Some(c) = &n.bfd else { continue };
+                let st = b.status();
+                let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+                out.push(BfdSession {
+                    neighbor: p.address,
+                    local: shared.bfd.receive_address(n),
+                    state: st.state.name().into(),
+                    remote_state: st.remote_state.name().into(),
+                    diag: st.diag.to_string(),
+                    local_discriminator: st.local_discriminator,
+                    remote_discriminator: st.remote_discriminator,
+                    detection_time_ms: ms(st.detection_time),
+                    tx_interval_ms: ms(st.tx_interval),
+                    configured_min_tx_ms: c.min_tx_ms,
+                    configured_min_rx_ms: c.min_rx_ms,
+                    multiplier: c.multiplier,
+                    auth: c.auth.as_ref().map(|a| a.kind.wire().to_string()),
+                });
+            }
+            Response::ok(&BfdSessions { bfd: out })
+        }
+        Request::Ready => {
+            if !shared.routes_ready.send_replace(true) {
+                info!("control client {id} announced its routes: end-of-rib may go");
+            }
+            Response::ok(&serde_json::Map::new())
         }
         Request::Reload => match shared.reload_file().await {
             Ok(summary) => Response::ok(&summary),

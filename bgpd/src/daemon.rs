@@ -36,6 +36,11 @@ pub enum DaemonError {
         path: String,
         source: std::io::Error,
     },
+    #[error("bfd for neighbor {neighbor}: {source}")]
+    Bfd {
+        neighbor: std::net::IpAddr,
+        source: crate::bfd::driver::DriverError,
+    },
     #[error("tcp md5 for neighbor {neighbor} on listener {addr}: {source}")]
     Md5 {
         neighbor: std::net::IpAddr,
@@ -59,11 +64,17 @@ pub struct Shared {
     config_path: Option<PathBuf>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// The neighbors' BFD sessions.
+    pub bfd: crate::bfd::manager::Manager,
+    /// True once a control client said `ready` (or the graceful-restart route wait passed):
+    /// End-of-RIB may go.
+    pub routes_ready: tokio::sync::watch::Sender<bool>,
 }
 
 /// One neighbor as the control socket sees it.
 pub struct PeerRef {
     pub address: std::net::IpAddr,
+    pub bfd: Option<crate::bfd::driver::PeerHandle>,
     pub cmd: tokio::sync::mpsc::Sender<PeerCmd>,
     pub status: Arc<Mutex<crate::peer::PeerStatus>>,
 }
@@ -82,6 +93,7 @@ impl Shared {
             .iter()
             .map(|p| PeerRef {
                 address: p.address,
+                bfd: p.bfd.clone(),
                 cmd: p.cmd.clone(),
                 status: p.status.clone(),
             })
@@ -132,6 +144,9 @@ impl Shared {
                 let _ = tokio::time::timeout(drain + Duration::from_millis(500), rx).await;
             }
             p.task.abort();
+            if let Some(b) = &p.bfd {
+                b.remove();
+            }
         }
         for n in &plan.remove {
             info!(neighbor = %n, "reload: neighbor removed");
@@ -140,17 +155,25 @@ impl Shared {
                 let _ = sockopt::set_md5(l.as_ref(), *n, None);
             }
         }
-        {
-            let mut peers = self.peers.write().expect("peers lock");
-            for n in plan.reset.iter().chain(&plan.add) {
-                info!(neighbor = %n.address, "reload: neighbor {}", if plan.reset.contains(n) { "reset with its new settings" } else { "added" });
-                peers.push(peer::spawn(
-                    n.clone(),
-                    self.global.clone(),
-                    self.table.clone(),
-                    self.metrics.clone(),
-                ));
-            }
+        for n in plan.reset.iter().chain(&plan.add) {
+            info!(neighbor = %n.address, "reload: neighbor {}", if plan.reset.contains(n) { "reset with its new settings" } else { "added" });
+            // The configuration validated; a BFD socket that cannot be bound now leaves the
+            // neighbor without BFD, said loudly, rather than half a reload.
+            let bfd = match self.bfd.add(n).await {
+                Ok(b) => b,
+                Err(e) => {
+                    error!(neighbor = %n.address, "reload: bfd not started: {e}");
+                    None
+                }
+            };
+            let h = peer::spawn(
+                n.clone(),
+                self.global.clone(),
+                self.table.clone(),
+                self.metrics.clone(),
+                bfd,
+            );
+            self.peers.write().expect("peers lock").push(h);
         }
         {
             let mut t = self.table.lock().expect("route table lock");
@@ -262,10 +285,29 @@ pub async fn run_from(
         .expect("route table lock")
         .announce(config.routes.clone(), Owner::Static);
 
+    let gr = config.graceful_restart.clone();
+    // RFC 4724 §3 Restart State: a marker left by a bgpd that did not stop cleanly (killed,
+    // crashed) says this start is a restart; a clean stop removes it.
+    let marker = running_marker(&config.control_socket);
+    let restarted = marker.exists();
+    if let Err(e) = std::fs::write(&marker, std::process::id().to_string()) {
+        warn!("cannot write {}: {e}", marker.display());
+    }
+    let (routes_ready, ready_rx) = tokio::sync::watch::channel(!gr.enabled);
     let global = Global {
         local_as: config.local_as,
         router_id: config.router_id,
+        graceful_restart: gr.enabled.then_some((restarted, gr.restart_time)),
+        routes_ready: ready_rx,
     };
+    if gr.enabled {
+        info!(
+            restarted,
+            restart_time = gr.restart_time,
+            "graceful restart: end-of-rib waits for lbd's routes ({} ms at most)",
+            gr.route_wait_ms
+        );
+    }
     let listeners: Vec<Arc<TcpListener>> = listeners.into_iter().map(Arc::new).collect();
     let neighbors = config.neighbors.clone();
     let shared = Arc::new(Shared {
@@ -277,23 +319,43 @@ pub async fn run_from(
         listeners: listeners.clone(),
         config_path,
         reloading: tokio::sync::Mutex::new(()),
+        bfd: crate::bfd::manager::Manager::new(),
+        routes_ready,
     });
     for n in &neighbors {
         shared.tune_listeners(n)?;
     }
-    {
-        let mut peers = shared.peers.write().expect("peers lock");
-        for n in neighbors {
-            peers.push(peer::spawn(
-                n,
-                shared.global.clone(),
-                shared.table.clone(),
-                shared.metrics.clone(),
-            ));
-        }
+    for n in neighbors {
+        let bfd = shared
+            .bfd
+            .add(&n)
+            .await
+            .map_err(|source| DaemonError::Bfd {
+                neighbor: n.address,
+                source,
+            })?;
+        let h = peer::spawn(
+            n,
+            shared.global.clone(),
+            shared.table.clone(),
+            shared.metrics.clone(),
+            bfd,
+        );
+        shared.peers.write().expect("peers lock").push(h);
     }
 
     let mut tasks = Vec::new();
+    if gr.enabled {
+        let s = shared.clone();
+        let wait = Duration::from_millis(gr.route_wait_ms);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if !*s.routes_ready.borrow() {
+                info!("graceful restart: no control client said ready in {wait:?}; sending end-of-rib");
+                s.routes_ready.send_replace(true);
+            }
+        }));
+    }
     for l in listeners {
         tasks.push(tokio::spawn(accept_loop(l, shared.clone())));
     }
@@ -369,8 +431,20 @@ pub async fn run_from(
     for w in waits {
         let _ = tokio::time::timeout(drain + Duration::from_millis(500), w).await;
     }
+    // BFD last, with AdminDown: the peers see BFD disabled, not a path failure (RFC 5882 §3.2).
+    for p in shared.peers() {
+        if let Some(b) = p.bfd {
+            let _ = tokio::time::timeout(Duration::from_millis(200), b.remove_and_wait()).await;
+        }
+    }
+    let _ = std::fs::remove_file(&marker);
     info!("bgpd stopped");
     Ok(())
+}
+
+/// The file that exists while bgpd runs (next to its control socket).
+pub fn running_marker(control_socket: &std::path::Path) -> PathBuf {
+    control_socket.with_extension("running")
 }
 
 /// Hands accepted connections to the neighbor they come from; refuses the rest.

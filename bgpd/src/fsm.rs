@@ -75,6 +75,9 @@ pub struct SessionConfig {
     pub add_path_send: Vec<Family>,
     /// Families for which we offer ADD-PATH receive.
     pub add_path_receive: Vec<Family>,
+    /// The Graceful Restart capability we send (RFC 4724), if any; its families are the
+    /// negotiable ones of `families`.
+    pub graceful_restart: Option<crate::wire::GracefulRestart>,
 }
 
 /// Identifies one TCP connection to the peer: chosen by the core for outbound connections
@@ -762,6 +765,7 @@ impl Session {
                 route_refresh: true,
                 four_octet_as: Some(self.cfg.local_as),
                 add_path,
+                graceful_restart: self.cfg.graceful_restart.clone(),
                 other: Vec::new(),
             },
         }

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub send_hold_expired: Family<NeighborLabel, Counter>,
     /// ROUTE-REFRESHes deferred because the peer was behind (at most one waits per family).
     pub refreshes_coalesced: Family<NeighborLabel, Counter>,
+    /// BFD session state (RFC 5880 §4.1): 0 AdminDown, 1 Down, 2 Init, 3 Up.
+    pub bfd_state: Family<NeighborLabel, Gauge>,
+    /// Times the BFD session left Up for a path failure (each closes the BGP session).
+    pub bfd_down: Family<NeighborLabel, Counter>,
     pub routes: Gauge,
     pub control_clients: Gauge,
     pub rejected_connections: Counter,
@@ -71,6 +75,8 @@ impl Metrics {
             session_task_panics: Family::default(),
             send_hold_expired: Family::default(),
             refreshes_coalesced: Family::default(),
+            bfd_state: Family::default(),
+            bfd_down: Family::default(),
             routes: Gauge::default(),
             control_clients: Gauge::default(),
             rejected_connections: Counter::default(),
@@ -134,6 +140,16 @@ impl Metrics {
             "route_refreshes_deferred",
             "ROUTE-REFRESH requests deferred while the peer was behind",
             m.refreshes_coalesced.clone(),
+        );
+        m.registry.register(
+            "bfd_session_state",
+            "BFD session state (0 AdminDown, 1 Down, 2 Init, 3 Up)",
+            m.bfd_state.clone(),
+        );
+        m.registry.register(
+            "bfd_session_down",
+            "Times the BFD session went down for a path failure, closing the BGP session",
+            m.bfd_down.clone(),
         );
         m.registry
             .register("routes", "Route intents in the table", m.routes.clone());

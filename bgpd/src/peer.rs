@@ -16,10 +16,12 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::bfd::driver as bfd;
+use crate::bfd::State as BfdState;
 use crate::config::NeighborConfig;
 use crate::fsm::{ConnId, Input, Output, Session, SessionConfig, State};
 use crate::metrics::{MessageLabel, Metrics, NeighborLabel};
@@ -53,6 +55,17 @@ pub struct PeerStatus {
     pub last_notification_in: Option<String>,
     pub last_notification_out: Option<String>,
     pub established_count: u64,
+    /// The BFD session's state (`up`, `down`, …) when BFD is configured.
+    pub bfd: Option<String>,
+    /// Graceful restart (RFC 4724): the peer's Restart Time when it sent the capability (in
+    /// the last session).
+    pub peer_restart_time: Option<u16>,
+    /// Received prefixes kept as stale while the peer restarts (RFC 4724 §4.2), included in
+    /// `prefixes_received`.
+    pub prefixes_stale: usize,
+    /// Families whose End-of-RIB was sent, and received, in this session.
+    pub end_of_rib_sent: Vec<Family>,
+    pub end_of_rib_received: Vec<Family>,
 }
 
 /// Commands from the daemon to a neighbor task.
@@ -82,6 +95,8 @@ struct Receivers {
 /// The daemon's handle on a neighbor task.
 pub struct PeerHandle {
     pub address: IpAddr,
+    /// The neighbor's BFD session (removed with the neighbor).
+    pub bfd: Option<bfd::PeerHandle>,
     pub inbound: mpsc::Sender<TcpStream>,
     pub cmd: mpsc::Sender<PeerCmd>,
     pub status: Arc<Mutex<PeerStatus>>,
@@ -93,6 +108,11 @@ pub struct PeerHandle {
 pub struct Global {
     pub local_as: u32,
     pub router_id: std::net::Ipv4Addr,
+    /// Graceful restart (RFC 4724): (Restart State bit, Restart Time) when enabled.
+    pub graceful_restart: Option<(bool, u16)>,
+    /// True once the control clients have announced their routes (or the wait is over):
+    /// End-of-RIB goes out only then.
+    pub routes_ready: watch::Receiver<bool>,
 }
 
 enum ConnEvent {
@@ -156,6 +176,7 @@ pub fn spawn(
     global: Global,
     table: SharedTable,
     metrics: Arc<Metrics>,
+    bfd: Option<bfd::PeerHandle>,
 ) -> PeerHandle {
     let (in_tx, in_rx) = mpsc::channel(4);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
@@ -182,6 +203,11 @@ pub fn spawn(
         last_notification_in: None,
         last_notification_out: None,
         established_count: 0,
+        bfd: bfd.as_ref().map(|b| b.state().name().to_string()),
+        peer_restart_time: None,
+        prefixes_stale: 0,
+        end_of_rib_sent: vec![],
+        end_of_rib_received: vec![],
     }));
     let changes = table.lock().expect("route table lock").subscribe();
     let (ev_tx, ev_rx) = mpsc::channel(256);
@@ -191,6 +217,7 @@ pub fn spawn(
     let span = info_span!("peer", neighbor = %cfg.address);
     let address = cfg.address;
     let st = status.clone();
+    let bfd_rx = bfd.as_ref().map(bfd::PeerHandle::watch);
     let make = move || Peer {
         ebgp: cfg.is_ebgp(global.local_as),
         session: Session::new(SessionConfig {
@@ -205,6 +232,16 @@ pub fn spawn(
             families: cfg.families.clone(),
             add_path_send: cfg.add_path_send.clone(),
             add_path_receive: cfg.add_path_receive.clone(),
+            // RFC 4724 §3: F set for every family: bgpd forwards nothing itself, and lbd and
+            // the kernel keep forwarding while bgpd restarts.
+            graceful_restart: global.graceful_restart.map(|(restarted, restart_time)| {
+                wire::GracefulRestart {
+                    restarted,
+                    notification: false,
+                    restart_time,
+                    families: cfg.families.iter().map(|f| (*f, true)).collect(),
+                }
+            }),
         }),
         cfg: cfg.clone(),
         global: global.clone(),
@@ -221,6 +258,9 @@ pub fn spawn(
         ev_tx: ev_tx.clone(),
         last_connect_error: None,
         refresh_pending: BTreeSet::new(),
+        bfd: bfd_rx.clone(),
+        bfd_state: None,
+        gr: GrState::default(),
     };
     let rx = Receivers {
         inbound: in_rx,
@@ -231,6 +271,7 @@ pub fn spawn(
     let task = tokio::spawn(supervise(make, rx).instrument(span));
     PeerHandle {
         address,
+        bfd,
         inbound: in_tx,
         cmd: cmd_tx,
         status,
@@ -314,6 +355,25 @@ struct Peer {
     last_connect_error: Option<String>,
     /// ROUTE-REFRESHes waiting for the output queue to drain (at most one per family).
     refresh_pending: BTreeSet<Family>,
+    /// The neighbor's BFD session status (taken by [`Peer::run`]).
+    bfd: Option<watch::Receiver<bfd::Status>>,
+    /// The BFD state last seen.
+    bfd_state: Option<BfdState>,
+    gr: GrState,
+}
+
+/// Graceful restart (RFC 4724) state of one neighbor.
+#[derive(Default)]
+struct GrState {
+    /// The peer's capability in the current (or last) session, when we sent ours too.
+    peer: Option<wire::GracefulRestart>,
+    /// A NOTIFICATION went either way in this session: its end is not a restart.
+    notified: bool,
+    /// End-of-RIB waits for [`Global::routes_ready`].
+    eor_pending: bool,
+    /// Received routes kept while the peer restarts, and until when.
+    stale: HashSet<Nlri>,
+    stale_until: Option<Instant>,
 }
 
 impl Peer {
@@ -325,6 +385,12 @@ impl Peer {
             cmds,
         } = rx;
         self.set_state_metric(State::Idle);
+        let mut bfd = self.bfd.take();
+        let mut ready = self.global.routes_ready.clone();
+        if let Some(rx) = bfd.as_mut() {
+            let st = *rx.borrow_and_update();
+            self.on_bfd(st);
+        }
         let out = self.session.process(Instant::now(), Input::Start);
         self.apply(out);
         let mut check = tokio::time::interval(OUTPUT_CHECK);
@@ -342,7 +408,17 @@ impl Peer {
                     let out = self.session.process(Instant::now(), Input::Timeout);
                     self.apply(out);
                 }
-                _ = check.tick() => self.check_output(),
+                _ = check.tick() => {
+                    self.check_output();
+                    self.check_stale();
+                }
+                () = async { let _ = ready.wait_for(|r| *r).await; }, if self.gr.eor_pending => {
+                    self.send_end_of_rib();
+                }
+                st = bfd_change(&mut bfd) => match st {
+                    Some(st) => self.on_bfd(st),
+                    None => bfd = None,
+                },
                 Some(stream) = inbound.recv() => self.accept(stream),
                 Some(ev) = events.recv() => self.on_event(ev),
                 Some(keys) = changes.recv() => {
@@ -401,6 +477,151 @@ impl Peer {
             }
         })
         .await;
+    }
+
+    /// A session came up: RFC 4724 §4.2, the receiving speaker's side. Stale routes of a
+    /// family the peer no longer keeps forwarding state for (no capability, or F clear) go at
+    /// once; the others stay until its End-of-RIB or the restart time.
+    fn gr_established(&mut self, peer: Option<wire::GracefulRestart>, families: &[Family]) {
+        let ours = self.global.graceful_restart.is_some();
+        let peer = peer.filter(|_| ours);
+        if !self.gr.stale.is_empty() {
+            let kept: Vec<Family> = peer
+                .as_ref()
+                .map(|p| {
+                    p.families
+                        .iter()
+                        .filter(|(f, fwd)| *fwd && families.contains(f))
+                        .map(|(f, _)| *f)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let before = self.gr.stale.len();
+            self.gr
+                .stale
+                .retain(|n| kept.contains(&Family::of(&n.prefix)));
+            if before != self.gr.stale.len() {
+                info!(
+                    removed = before - self.gr.stale.len(),
+                    "stale routes removed: the peer kept no forwarding state for them"
+                );
+            }
+            self.gr.stale_until = peer
+                .as_ref()
+                .map(|p| Instant::now() + Duration::from_secs(u64::from(p.restart_time)));
+        }
+        {
+            let mut s = self.status.lock().expect("status lock");
+            s.peer_restart_time = peer.as_ref().map(|p| p.restart_time);
+            s.end_of_rib_sent.clear();
+            s.end_of_rib_received.clear();
+        }
+        self.gr.peer = peer;
+        self.gr.notified = false;
+        self.gr.eor_pending = false;
+    }
+
+    /// The established session ended: without a NOTIFICATION either way and with a peer that
+    /// does graceful restart, its routes are kept as stale for its Restart Time (RFC 4724
+    /// §4.2); otherwise they go.
+    fn gr_session_lost(&mut self) {
+        self.gr.eor_pending = false;
+        let Some(p) = self.gr.peer.take() else {
+            self.gr.stale.clear();
+            return;
+        };
+        if self.gr.notified || p.restart_time == 0 {
+            self.gr.stale.clear();
+            return;
+        }
+        let families: Vec<Family> = p.families.iter().map(|(f, _)| *f).collect();
+        let kept: Vec<Nlri> = self
+            .rib_in
+            .iter()
+            .filter(|n| families.contains(&Family::of(&n.prefix)))
+            .copied()
+            .collect();
+        info!(
+            stale = kept.len(),
+            restart_time = p.restart_time,
+            "peer restarting (session lost without a notification): keeping its routes as stale"
+        );
+        self.gr.stale.extend(kept);
+        self.gr.stale_until = Some(Instant::now() + Duration::from_secs(u64::from(p.restart_time)));
+    }
+
+    /// The restart timer (RFC 4724 §4.2): stale routes still there when it expires go.
+    fn check_stale(&mut self) {
+        if self.gr.stale_until.is_some_and(|t| Instant::now() >= t) {
+            self.gr.stale_until = None;
+            if !self.gr.stale.is_empty() {
+                info!(
+                    removed = self.gr.stale.len(),
+                    "restart time over: stale routes removed"
+                );
+                self.gr.stale.clear();
+                self.update_counts();
+            }
+        }
+    }
+
+    /// End-of-RIB for every negotiated family (RFC 4724 §2), after what is queued.
+    fn send_end_of_rib(&mut self) {
+        self.gr.eor_pending = false;
+        let Some(est) = &self.established else { return };
+        let conn = est.conn;
+        let families = est.export.families.clone();
+        for f in families {
+            let m = Message::Update(wire::Update {
+                end_of_rib: Some(f),
+                ..Default::default()
+            });
+            self.send(conn, &m);
+            info!(%f, "end-of-rib sent");
+            let mut s = self.status.lock().expect("status lock");
+            if !s.end_of_rib_sent.contains(&f) {
+                s.end_of_rib_sent.push(f);
+            }
+        }
+    }
+
+    /// RFC 5882 §4.3 (BGP as a BFD client): a BFD session that leaves Up for a path failure
+    /// closes the BGP session at once (Cease / BFD Down, RFC 9384) instead of waiting for the
+    /// hold timer. A peer that takes its BFD session AdminDown has disabled BFD, not lost
+    /// the path (RFC 5882 §3.2): the BGP session stays. BFD does not hold the BGP session
+    /// down: it comes back as after any loss, and BFD with it when the path works.
+    fn on_bfd(&mut self, st: bfd::Status) {
+        let prev = self.bfd_state.replace(st.state);
+        self.status.lock().expect("status lock").bfd = Some(st.state.name().to_string());
+        self.metrics
+            .bfd_state
+            .get_or_create(&self.label)
+            .set(i64::from(st.state.code()));
+        if prev != Some(BfdState::Up) || st.state == BfdState::Up {
+            return;
+        }
+        if st.remote_state == BfdState::AdminDown {
+            info!("bfd: the peer disabled its session (AdminDown); the BGP session stays (RFC 5882 §3.2)");
+            return;
+        }
+        self.metrics.bfd_down.get_or_create(&self.label).inc();
+        if matches!(
+            self.session.state(),
+            State::OpenSent | State::OpenConfirm | State::Established
+        ) {
+            warn!(diag = %st.diag, "bfd session down: closing the BGP session (RFC 5882)");
+            let out = self.session.process(
+                Instant::now(),
+                Input::Cease {
+                    subcode: notif::CEASE_BFD_DOWN,
+                    data: Vec::new(),
+                },
+            );
+            self.apply(out);
+            self.set_reason(format!("bfd down: {}", st.diag));
+        } else {
+            info!(diag = %st.diag, "bfd session down");
+        }
     }
 
     /// The established connection's output: what is queued, and since when nothing moved.
@@ -672,6 +893,7 @@ impl Peer {
                         .established_transitions
                         .get_or_create(&self.label)
                         .inc();
+                    let negotiated = export.families.clone();
                     self.established = Some(Established {
                         conn,
                         codec,
@@ -679,7 +901,16 @@ impl Peer {
                     });
                     self.rib_out.clear();
                     self.rib_in.clear();
+                    self.gr_established(peer.capabilities.graceful_restart, &negotiated);
                     self.sync(None);
+                    if self.gr.peer.is_some() {
+                        // RFC 4724 §2: End-of-RIB after the initial update, once the routes
+                        // lbd announces are in (after a restart of bgpd).
+                        self.gr.eor_pending = true;
+                        if *self.global.routes_ready.borrow() {
+                            self.send_end_of_rib();
+                        }
+                    }
                 }
                 Output::Update { update } => self.on_update(update),
                 Output::RouteRefresh { family } => {
@@ -711,11 +942,15 @@ impl Peer {
                         self.established = None;
                         self.refresh_pending.clear();
                         self.rib_out.clear();
+                        self.gr_session_lost();
                         self.rib_in.clear();
                         self.update_counts();
                     }
                 }
-                Output::NotificationReceived(n) => self.record_notification(&n, true),
+                Output::NotificationReceived(n) => {
+                    self.gr.notified = true;
+                    self.record_notification(&n, true);
+                }
             }
         }
     }
@@ -809,6 +1044,7 @@ impl Peer {
     fn send(&mut self, conn: ConnId, msg: &Message) {
         if let Message::Notification(n) = msg {
             self.record_notification(n, false);
+            self.gr.notified = true;
         }
         self.count_out(kind(msg), 1);
         let bytes = wire::encode(msg, self.codec_for(conn));
@@ -875,9 +1111,24 @@ impl Peer {
         }
         for n in &u.withdrawn {
             self.rib_in.remove(n);
+            self.gr.stale.remove(n);
         }
         for n in &u.announced {
             self.rib_in.insert(*n);
+            self.gr.stale.remove(n);
+        }
+        if let Some(f) = u.end_of_rib {
+            info!(%f, "end-of-rib received");
+            // RFC 4724 §4.2: what is still stale of the family goes now.
+            let before = self.gr.stale.len();
+            self.gr.stale.retain(|n| Family::of(&n.prefix) != f);
+            if before != self.gr.stale.len() {
+                info!(%f, removed = before - self.gr.stale.len(), "stale routes removed");
+            }
+            let mut s = self.status.lock().expect("status lock");
+            if !s.end_of_rib_received.contains(&f) {
+                s.end_of_rib_received.push(f);
+            }
         }
         self.update_counts();
         if let Some(max) = self.cfg.max_prefixes.filter(|m| *m > 0) {
@@ -906,13 +1157,15 @@ impl Peer {
             .prefixes_advertised
             .get_or_create(&self.label)
             .set(self.rib_out.len() as i64);
+        let received = self.rib_in.len() + self.gr.stale.len();
         self.metrics
             .prefixes_received
             .get_or_create(&self.label)
-            .set(self.rib_in.len() as i64);
+            .set(received as i64);
         let mut s = self.status.lock().expect("status lock");
         s.prefixes_advertised = self.rib_out.len();
-        s.prefixes_received = self.rib_in.len();
+        s.prefixes_received = received;
+        s.prefixes_stale = self.gr.stale.len();
     }
 
     fn count_in(&mut self, msg: &Message) {
@@ -959,6 +1212,17 @@ fn kind(m: &Message) -> &'static str {
     }
 }
 
+/// The next BFD status, or `None` once the session is gone (the driver stopped).
+async fn bfd_change(rx: &mut Option<watch::Receiver<bfd::Status>>) -> Option<bfd::Status> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(*r.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// A short text for a NOTIFICATION code/subcode (RFC 4271 §4.5, RFC 4486, RFC 6608).
 pub fn describe(code: u8, subcode: u8) -> &'static str {
     match (code, subcode) {
@@ -978,6 +1242,9 @@ pub fn describe(code: u8, subcode: u8) -> &'static str {
         (6, 5) => "cease: connection rejected",
         (6, 6) => "cease: other configuration change",
         (6, 7) => "cease: connection collision resolution",
+        (6, 8) => "cease: out of resources",
+        (6, 9) => "cease: hard reset",
+        (6, 10) => "cease: bfd down",
         (6, _) => "cease",
         (7, _) => "route-refresh message error",
         _ => "unknown error code",
@@ -1089,11 +1356,14 @@ mod tests {
         .remove(0);
         let metrics = Arc::new(Metrics::new());
         let table: SharedTable = Arc::new(Mutex::new(RouteTable::new()));
+        let (_ready, routes_ready) = watch::channel(true);
         let global = Global {
             local_as: 65001,
             router_id: "10.0.0.1".parse().unwrap(),
+            graceful_restart: None,
+            routes_ready,
         };
-        let h = spawn(cfg, global, table, metrics.clone());
+        let h = spawn(cfg, global, table, metrics.clone(), None);
         let label = NeighborLabel {
             neighbor: "192.0.2.1".into(),
         };

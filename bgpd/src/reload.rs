@@ -9,8 +9,8 @@
 //! - `[[route]]`s are matched by prefix and path id: a new or changed one is announced, a
 //!   removed one withdrawn — a diff, nothing is withdrawn and announced again;
 //! - `[shutdown]` is taken as it is;
-//! - the router id, the AS, the listen addresses, the control socket and the metrics address
-//!   are refused with the reason (they need a restart).
+//! - the router id, the AS, the listen addresses, the control socket, the metrics address
+//!   and `[graceful_restart]` are refused with the reason (they need a restart).
 //!
 //! A file that does not load or validate is refused whole and the running configuration
 //! stays, as lbd does.
@@ -72,6 +72,9 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
     }
     if old.metrics != new.metrics {
         return restart("metrics");
+    }
+    if old.graceful_restart != new.graceful_restart {
+        return restart("graceful_restart");
     }
     let before: BTreeMap<IpAddr, &NeighborConfig> =
         old.neighbors.iter().map(|n| (n.address, n)).collect();

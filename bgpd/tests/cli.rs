@@ -1,20 +1,15 @@
 //! The `bgpd` and `bgpctl` binaries: configuration errors, and bgpctl against a running bgpd.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::Daemon;
 
 const BGPD: &str = env!("CARGO_BIN_EXE_bgpd");
 const BGPCTL: &str = env!("CARGO_BIN_EXE_bgpctl");
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn tmpdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("bgpd-cli-{name}-{}", std::process::id()));
@@ -55,25 +50,9 @@ fn bad_configuration_is_one_line_naming_file_and_key() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// The bgpd binary on configuration file `f`, once its control socket `sock` exists (10 s).
+/// The bgpd binary on configuration file `f`, once its control socket `sock` exists.
 fn start_bgpd(f: &Path, sock: &Path) -> Daemon {
-    let d = Daemon(
-        Command::new(BGPD)
-            .arg("--config")
-            .arg(f)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "bgpd did not create its control socket"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    d
+    Daemon::start(f, sock)
 }
 
 fn bgpctl(sock: &Path, args: &[&str]) -> (bool, String, String) {
@@ -205,14 +184,9 @@ fn sighup_and_bgpctl_reload_read_the_file_again() {
     };
 
     std::fs::write(&f, format!("{head}{}", route("30.1.1.11/32"))).unwrap();
-    // SAFETY: kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
-    assert_eq!(rc, 0);
+    assert!(child.signal(libc::SIGHUP));
     wait_routes("30.1.1.11/32", "30.1.1.10/32");
-    assert!(
-        child.0.try_wait().unwrap().is_none(),
-        "bgpd ended on SIGHUP"
-    );
+    assert!(!child.exited(), "bgpd ended on SIGHUP");
 
     std::fs::write(&f, format!("{head}{}", route("30.1.1.12/32"))).unwrap();
     let (ok, out, err) = bgpctl(&sock, &["reload"]);
@@ -231,6 +205,6 @@ fn sighup_and_bgpctl_reload_read_the_file_again() {
         "{err}"
     );
     wait_routes("30.1.1.12/32", "");
-    assert!(child.0.try_wait().unwrap().is_none());
+    assert!(!child.exited());
     let _ = std::fs::remove_dir_all(&d);
 }

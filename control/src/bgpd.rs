@@ -12,6 +12,9 @@
 //! | `{"cmd":"routes"}` | the route table with owners | `{routes}` ([`RouteList`]) |
 //! | `{"cmd":"neighbors"}` | neighbor status | `{neighbors}` ([`Neighbors`]) |
 //! | `{"cmd":"adj-rib-out","neighbor":ADDR}` | what was sent to a neighbor (all when absent) | `{adj_rib_out}` ([`AdjRibOut`]) |
+//! | `{"cmd":"reload"}` | read the configuration file again and apply it | [`Reloaded`] |
+//! | `{"cmd":"bfd"}` | the neighbors' BFD sessions | `{bfd}` ([`BfdSessions`]) |
+//! | `{"cmd":"ready"}` | the client has announced all its routes (End-of-RIB may go) | `{}` |
 //!
 //! ROUTE is the `[[route]]` table of the configuration in JSON ([`RouteConfig`]): `prefix`,
 //! and optionally `path_id`, `next_hop` (`"self"` or an address), `origin`, `as_path_prepend`,
@@ -73,6 +76,12 @@ pub enum Request {
     /// Read the configuration file again and apply it (as SIGHUP does): answered with
     /// [`Reloaded`], or an error and nothing changed.
     Reload,
+    /// The neighbors' BFD sessions: answered with [`BfdSessions`].
+    Bfd,
+    /// This client has announced every route it means to (lbd, after each connect): bgpd
+    /// sends End-of-RIB (RFC 4724) once it has been told so, or after
+    /// `graceful_restart.route_wait_ms`. Answered with no fields.
+    Ready,
 }
 
 impl ControlRequest for Request {
@@ -130,6 +139,36 @@ pub struct Reloaded {
     pub routes_announced: usize,
     /// Configured routes withdrawn.
     pub routes_withdrawn: usize,
+}
+
+/// One neighbor's BFD session (RFC 5880 §6.8.1 state variables).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdSession {
+    pub neighbor: IpAddr,
+    /// Where the session receives (address:3784).
+    pub local: std::net::SocketAddr,
+    /// `admin-down`, `down`, `init` or `up`.
+    pub state: String,
+    pub remote_state: String,
+    /// Why the state last changed (RFC 5880 §4.1 diagnostic).
+    pub diag: String,
+    pub local_discriminator: u32,
+    pub remote_discriminator: u32,
+    /// The Detection Time in force, ms, once the peer has been heard.
+    pub detection_time_ms: Option<u64>,
+    /// The transmit interval in force, ms (before jitter).
+    pub tx_interval_ms: Option<u64>,
+    pub configured_min_tx_ms: u32,
+    pub configured_min_rx_ms: u32,
+    pub multiplier: u8,
+    /// The authentication type, when configured.
+    pub auth: Option<String>,
+}
+
+/// The answer to `bfd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdSessions {
+    pub bfd: Vec<BfdSession>,
 }
 
 /// The answer to `withdraw` (not graceful) and `withdraw-all-mine`.

@@ -76,6 +76,12 @@ pub struct ClusterOptions {
     /// IP, as the seed does with its HA VLAN plus another address: cutting the HA segment
     /// then splits nothing.
     pub second_failover_path: bool,
+    /// BFD between r1 (FRR's bfdd, `neighbor DEV bfd`) and every device's bgpd (`bfd = {}`),
+    /// both on their 300 ms × 3 defaults.
+    pub bfd: bool,
+    /// Graceful restart (RFC 4724) in every device's bgpd (`[graceful_restart]`, restart
+    /// time 60 s); r1's FRR is a helper by default.
+    pub graceful_restart: bool,
 }
 
 /// The masquerade MAC of tg-`k` when [`ClusterOptions::mac_masquerade`] is on.
@@ -103,6 +109,8 @@ impl Default for ClusterOptions {
             mirror_scope: None,
             persistence_mirror_scope: None,
             second_failover_path: false,
+            bfd: false,
+            graceful_restart: false,
         }
     }
 }
@@ -318,7 +326,7 @@ impl ClusterLab {
                 .map(|s| (s.clone(), s.short().to_string()))
                 .collect::<Vec<_>>(),
         )?;
-        let frr = lab.frr(&r1, &frr_config(&devices, opts.routed))?;
+        let frr = lab.frr(&r1, &frr_config(&devices, opts.routed, opts.bfd))?;
         let lab = ClusterLab {
             opts,
             client,
@@ -399,8 +407,11 @@ impl ClusterLab {
             &d.static_ext.to_string(),
             &d.bgpd_socket,
             &d.router.to_string(),
-            "",
+            if self.opts.bfd { "bfd = {}" } else { "" },
         );
+        if self.opts.graceful_restart {
+            c.push_str("[graceful_restart]\nenabled = true\nrestart_time = 60\n\n");
+        }
         if self.opts.plain {
             c.push_str(&format!(
                 "[[route]]\nprefix = \"{VIP}/32\"\npath_id = {}\nnext_hop = \"{}\"\n\n",
@@ -709,6 +720,19 @@ timeout = "{mi}"
     pub fn lbctl(&self, dev: &str, args: &[&str]) -> std::result::Result<Value, String> {
         let d = self.device(dev);
         lbctl_at(&d.ns, &d.lbd_socket, args).map_err(|e| format!("{e} (on {dev})"))
+    }
+
+    /// Runs `bgpctl --socket SOCK --json ARGS` in `dev`'s namespace (5 s bound) and parses its
+    /// stdout (`Null` and the error text on failure, for assertions that print it).
+    pub fn bgpctl(&self, dev: &str, args: &[&str]) -> Value {
+        let d = self.device(dev);
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        match run_ctl("bgpctl", &d.ns, &d.bgpd_socket, &full) {
+            Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap_or(Value::Null),
+            Ok(o) => Value::String(String::from_utf8_lossy(&o.stderr).into_owned()),
+            Err(e) => Value::String(e.to_string()),
+        }
     }
 
     /// `dev`'s running load-balancing method of pool `pool` (`lbctl show pools POOL`).
@@ -1141,8 +1165,9 @@ pub fn group_toml(opts: &ClusterOptions, key_file: &std::path::Path) -> String {
 }
 
 /// r1's FRR configuration: eBGP (AS 65000) to the three devices (AS 65001), ECMP over their
-/// paths; routed mode adds `disable-connected-check` (next hops are recursive).
-pub fn frr_config(devices: &[Device], routed: bool) -> String {
+/// paths; routed mode adds `disable-connected-check` (next hops are recursive); `bfd` ties each
+/// session to a BFD session (bfdd's defaults, 300 ms × 3).
+pub fn frr_config(devices: &[Device], routed: bool, bfd: bool) -> String {
     let mut c = String::from(
         "frr defaults datacenter\nhostname r1\nlog file bgpd.log\n!\n\
          router bgp 65000\n bgp router-id 20.1.1.1\n no bgp ebgp-requires-policy\n\
@@ -1151,6 +1176,9 @@ pub fn frr_config(devices: &[Device], routed: bool) -> String {
     );
     if routed {
         c.push_str(" neighbor DEV disable-connected-check\n");
+    }
+    if bfd {
+        c.push_str(" neighbor DEV bfd\n");
     }
     for d in devices {
         c.push_str(&format!(" neighbor {} peer-group DEV\n", d.static_ext));
@@ -1165,12 +1193,22 @@ fn run_lbctl(
     sock: &std::path::Path,
     args: &[&str],
 ) -> std::io::Result<std::process::Output> {
-    let bin = cargo_bin("lbctl");
+    run_ctl("lbctl", ns, sock, args)
+}
+
+/// `CTL --socket SOCK ARGS` (lbctl or bgpctl) inside `ns`, 5 s at most, stdin closed.
+fn run_ctl(
+    ctl: &str,
+    ns: &Ns,
+    sock: &std::path::Path,
+    args: &[&str],
+) -> std::io::Result<std::process::Output> {
+    let bin = cargo_bin(ctl);
     let sock = sock.to_string_lossy().into_owned();
     let mut full = vec![
         "timeout",
         "5",
-        bin.to_str().unwrap_or("lbctl"),
+        bin.to_str().unwrap_or(ctl),
         "--socket",
         &sock,
     ];

@@ -40,6 +40,8 @@ pub const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 pub enum DriverError {
     #[error("socket: {0}")]
     Io(#[from] io::Error),
+    #[error("cannot receive BFD on {0}: {1} (another BFD speaker, such as FRR's bfdd, holds it?)")]
+    Bind(SocketAddr, io::Error),
     #[error("a session for {0} exists already")]
     DuplicatePeer(IpAddr),
     #[error("local discriminator {0} is in use")]
@@ -58,6 +60,13 @@ pub struct Status {
     pub diag: Diag,
     /// bfd.RemoteSessionState (AdminDown: the peer disabled the session, not a path failure).
     pub remote_state: State,
+    /// bfd.LocalDiscr and bfd.RemoteDiscr (0 while unknown).
+    pub local_discriminator: u32,
+    pub remote_discriminator: u32,
+    /// The Detection Time in force (RFC 5880 §6.8.4), once the peer has been heard.
+    pub detection_time: Option<std::time::Duration>,
+    /// The periodic transmit interval in force (before jitter).
+    pub tx_interval: Option<std::time::Duration>,
 }
 
 enum Cmd {
@@ -67,7 +76,7 @@ enum Cmd {
         reply: oneshot::Sender<Result<watch::Receiver<Status>, DriverError>>,
     },
     Input(IpAddr, Input),
-    RemovePeer(IpAddr),
+    RemovePeer(IpAddr, Option<oneshot::Sender<()>>),
 }
 
 /// The running transport.
@@ -118,7 +127,15 @@ impl PeerHandle {
 
     /// Ends the session: one AdminDown packet, then nothing more is sent to the peer.
     pub fn remove(&self) {
-        let _ = self.cmds.send(Cmd::RemovePeer(self.peer));
+        let _ = self.cmds.send(Cmd::RemovePeer(self.peer, None));
+    }
+
+    /// [`PeerHandle::remove`], returning once the AdminDown packet has been sent.
+    pub async fn remove_and_wait(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Cmd::RemovePeer(self.peer, Some(tx))).is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
@@ -133,7 +150,7 @@ impl Driver {
     /// and a send socket to the same address and a port in [`SOURCE_PORTS`], and starts the
     /// task. Must be called within a tokio runtime.
     pub fn bind(local: SocketAddr) -> Result<Driver, DriverError> {
-        let rx = rx_socket(local)?;
+        let rx = rx_socket(local).map_err(|e| DriverError::Bind(local, e))?;
         let local = rx.local_addr()?;
         let tx = tx_socket(local.ip())?;
         let source = tx.local_addr()?;
@@ -328,7 +345,7 @@ struct Peer {
 }
 
 /// 64 random bits without a dependency: std's per-process randomly keyed SipHash.
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -344,6 +361,10 @@ fn status_of(s: &Session) -> Status {
         state: s.state(),
         diag: s.local_diag(),
         remote_state: s.remote_state(),
+        local_discriminator: s.local_discriminator(),
+        remote_discriminator: s.remote_discriminator(),
+        detection_time: s.detection_time(),
+        tx_interval: s.tx_interval(),
     }
 }
 
@@ -468,12 +489,15 @@ async fn run(rx: UdpSocket, tx: UdpSocket, mut cmds: mpsc::UnboundedReceiver<Cmd
                     }
                 }
                 Some(Cmd::Input(ip, input)) => s.feed(ip, input).await,
-                Some(Cmd::RemovePeer(ip)) => {
+                Some(Cmd::RemovePeer(ip, done)) => {
                     // One AdminDown packet first (RFC 5880 §6.8.16), so that the peer does not
                     // take the silence that follows for a path failure.
                     s.feed(ip, Input::AdminDown(true)).await;
                     if let Some(p) = s.peers.remove(&ip) {
                         s.by_discr.remove(&p.session.local_discriminator());
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
                     }
                 }
             },

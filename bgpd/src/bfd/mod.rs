@@ -27,6 +27,9 @@
 //! - decode with [`decode`] (discard on error), feed [`Input::Received`], encode and send every
 //!   [`Output::Send`], and call [`Input::Timer`] at [`Session::poll_timeout`].
 //!
+//! [`manager`] runs the daemon's sessions: one driver per receive address, one session per
+//! neighbor with `bfd` configured; [`crate::peer`] ties each to its BGP session.
+//!
 //! [`driver`] is a small tokio transport doing the above for one local address, one session per
 //! peer address. Not yet: IPv6 link-local peers (sessions are keyed by address, without the
 //! interface), binding to an interface (`SO_BINDTODEVICE`), and checking that a packet selected
@@ -40,6 +43,7 @@
 //! with [`Session::remote_state`] `== AdminDown` right after the output).
 
 pub mod driver;
+pub mod manager;
 pub mod packet;
 pub mod session;
 

@@ -111,6 +111,18 @@ impl State {
     }
 }
 
+impl State {
+    /// The state as bgpd's control socket and logs name it: `admin-down`, `down`, `init`, `up`.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::AdminDown => "admin-down",
+            State::Down => "down",
+            State::Init => "init",
+            State::Up => "up",
+        }
+    }
+}
+
 impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 use serde_json::Value;
 use spanlb_control::bgpd::{
-    AdjRibOut, AsSegment, Neighbors, PathAttrs, Reloaded, Request, Response, RouteConfig,
-    RouteList, RouteRef,
+    AdjRibOut, AsSegment, BfdSessions, Neighbors, PathAttrs, Reloaded, Request, Response,
+    RouteConfig, RouteList, RouteRef,
 };
 use spanlb_control::client::Client;
 use spanlb_control::table::{Align, Table};
@@ -31,6 +31,8 @@ struct Args {
 enum Cmd {
     /// Neighbors and their session state.
     Neighbors,
+    /// The neighbors' BFD sessions (RFC 5880): state, timers in force, discriminators.
+    Bfd,
     /// The route table (what bgpd originates), or with --neighbor / --adj-rib-out what each
     /// neighbor was sent.
     Routes {
@@ -82,6 +84,7 @@ enum Cmd {
 fn request(cmd: &Cmd) -> Result<Request, String> {
     Ok(match cmd {
         Cmd::Neighbors => Request::Neighbors,
+        Cmd::Bfd => Request::Bfd,
         Cmd::Reload => Request::Reload,
         Cmd::Routes {
             neighbor: Some(n), ..
@@ -203,6 +206,34 @@ fn render(cmd: &Cmd, r: Response) -> Result<String, String> {
                     n["messages_in"].to_string(),
                     n["messages_out"].to_string(),
                     n["last_reason"].as_str().unwrap_or("").into(),
+                ]);
+            }
+            t.render("")
+        }
+        Cmd::Bfd => {
+            let mut t = Table::new(&[
+                ("NEIGHBOR", L),
+                ("STATE", L),
+                ("REMOTE", L),
+                ("DIAG", L),
+                ("TX-MS", R),
+                ("DETECT-MS", R),
+                ("LOCAL-DISCR", R),
+                ("REMOTE-DISCR", R),
+                ("AUTH", L),
+            ]);
+            let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            for b in r.data::<BfdSessions>()?.bfd {
+                t.row(vec![
+                    b.neighbor.to_string(),
+                    b.state,
+                    b.remote_state,
+                    b.diag,
+                    ms(b.tx_interval_ms),
+                    ms(b.detection_time_ms),
+                    b.local_discriminator.to_string(),
+                    b.remote_discriminator.to_string(),
+                    b.auth.unwrap_or_else(|| "-".into()),
                 ]);
             }
             t.render("")

@@ -22,6 +22,7 @@ fn cfg() -> SessionConfig {
         families: vec![V4, V6],
         add_path_send: vec![],
         add_path_receive: vec![],
+        graceful_restart: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn peer_open() -> Open {
             route_refresh: true,
             four_octet_as: Some(65002),
             add_path: vec![],
+            graceful_restart: None,
             other: vec![],
         },
     }
@@ -51,6 +53,7 @@ fn our_open() -> Open {
             route_refresh: true,
             four_octet_as: Some(65001),
             add_path: vec![],
+            graceful_restart: None,
             other: vec![],
         },
     }
@@ -293,6 +296,7 @@ fn connected_sends_open_with_caps() {
                     },
                 ),
             ],
+            graceful_restart: None,
             other: vec![],
         },
     };

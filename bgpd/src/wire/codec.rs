@@ -67,6 +67,7 @@ const SEG_SEQUENCE: u8 = 2;
 /// Capability codes (RFC 5492 and the IANA registry).
 const CAP_MULTIPROTOCOL: u8 = 1;
 const CAP_ROUTE_REFRESH: u8 = 2;
+const CAP_GRACEFUL_RESTART: u8 = 64;
 const CAP_FOUR_OCTET_AS: u8 = 65;
 const CAP_ADD_PATH: u8 = 69;
 
@@ -337,6 +338,23 @@ fn convert_open(open: &netgauze_bgp_pkt::open::BgpOpenMessage) -> Open {
             }
             BgpCapability::RouteRefresh => caps.route_refresh = true,
             BgpCapability::FourOctetAs(c) => caps.four_octet_as = Some(c.asn4()),
+            BgpCapability::GracefulRestartCapability(gr) => {
+                // RFC 4724 §3: families we do not speak are left out.
+                let families = gr
+                    .address_families()
+                    .iter()
+                    .filter_map(|af| {
+                        family_of_address_type(af.address_type())
+                            .map(|f| (f, af.forwarding_state()))
+                    })
+                    .collect();
+                caps.graceful_restart = Some(GracefulRestart {
+                    restarted: gr.restart(),
+                    notification: gr.graceful_notification(),
+                    restart_time: gr.time() & GracefulRestart::MAX_RESTART_TIME,
+                    families,
+                });
+            }
             BgpCapability::AddPath(ap) => {
                 for af in ap.address_families() {
                     if let Some(f) = family_of_address_type(af.address_type()) {
@@ -1043,6 +1061,22 @@ fn encode_open(out: &mut Vec<u8>, open: &Open) {
     if let Some(asn) = caps.four_octet_as {
         cap_bytes.extend_from_slice(&[CAP_FOUR_OCTET_AS, 4]); // RFC 6793 §3
         cap_bytes.extend_from_slice(&asn.to_be_bytes());
+    }
+    if let Some(gr) = &caps.graceful_restart {
+        // RFC 4724 §3: Restart Flags (R 0x8, N 0x4 of RFC 8538) and a 12-bit Restart Time,
+        // then AFI, SAFI and Flags (F 0x80) per family.
+        let families = &gr.families[..gr.families.len().min(60)];
+        cap_bytes.push(CAP_GRACEFUL_RESTART);
+        cap_bytes.push((2 + families.len() * 4) as u8);
+        let flags = (u16::from(gr.restarted) << 15) | (u16::from(gr.notification) << 14);
+        let word = flags | (gr.restart_time & GracefulRestart::MAX_RESTART_TIME);
+        cap_bytes.extend_from_slice(&word.to_be_bytes());
+        for (f, forwarding) in families {
+            let (afi, safi) = family_afi_safi(*f);
+            cap_bytes.extend_from_slice(&afi.to_be_bytes());
+            cap_bytes.push(safi);
+            cap_bytes.push(if *forwarding { 0x80 } else { 0 });
+        }
     }
     if !caps.add_path.is_empty() {
         // RFC 7911 §4: AFI, SAFI, Send/Receive (1 receive, 2 send, 3 both).

@@ -75,8 +75,31 @@ pub struct Capabilities {
     pub four_octet_as: Option<u32>,
     /// ADD-PATH (RFC 7911), per family.
     pub add_path: Vec<(Family, AddPathMode)>,
-    /// Codes of capabilities we do not interpret (hostname, graceful restart, …).
+    /// Graceful Restart (RFC 4724 §3).
+    pub graceful_restart: Option<GracefulRestart>,
+    /// Codes of capabilities we do not interpret (hostname, long-lived GR, …).
     pub other: Vec<u8>,
+}
+
+/// The Graceful Restart capability (RFC 4724 §3, the N bit of RFC 8538 §2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GracefulRestart {
+    /// Restart State (R): the sender has restarted (its peer must not wait for its
+    /// End-of-RIB before sending its own routes).
+    pub restarted: bool,
+    /// Graceful Notification (N, RFC 8538): the sender applies graceful restart to sessions
+    /// ended by a NOTIFICATION too.
+    pub notification: bool,
+    /// Restart Time, seconds (12 bits: at most 4095).
+    pub restart_time: u16,
+    /// The families the sender keeps forwarding state for across a restart, with the
+    /// Forwarding State (F) bit of each.
+    pub families: Vec<(Family, bool)>,
+}
+
+impl GracefulRestart {
+    /// The largest Restart Time the capability carries.
+    pub const MAX_RESTART_TIME: u16 = 0x0fff;
 }
 
 /// An OPEN message (RFC 4271 §4.2).
@@ -199,5 +222,8 @@ pub mod notif {
     pub const CEASE_CONNECTION_REJECTED: u8 = 5;
     pub const CEASE_COLLISION_RESOLUTION: u8 = 7;
     pub const CEASE_OUT_OF_RESOURCES: u8 = 8;
+    pub const CEASE_HARD_RESET: u8 = 9;
+    /// RFC 9384.
+    pub const CEASE_BFD_DOWN: u8 = 10;
     pub const ROUTE_REFRESH: u8 = 7;
 }

@@ -125,10 +125,12 @@ fn route_refresh_fixture() {
 
 fn sample_open() -> (Vec<u8>, Open) {
     let caps = concat!(
-        "0104 00010001",          // MP IPv4 unicast (RFC 4760 §8)
-        "0104 00020001",          // MP IPv6 unicast
-        "0200",                   // route refresh (RFC 2918)
-        "4104 fa56ea01",          // 4-octet AS 4200000001 (RFC 6793)
+        "0104 00010001", // MP IPv4 unicast (RFC 4760 §8)
+        "0104 00020001", // MP IPv6 unicast
+        "0200",          // route refresh (RFC 2918)
+        "4104 fa56ea01", // 4-octet AS 4200000001 (RFC 6793)
+        // Graceful restart (RFC 4724 §3): R and N (RFC 8538) set, 120 s; v4 with F, v6 without.
+        "400a c078 00010180 00020100",
         "4508 00010103 00020101", // ADD-PATH v4 both, v6 receive (RFC 7911)
     );
     let caps_len = hex(caps).len();
@@ -162,6 +164,12 @@ fn sample_open() -> (Vec<u8>, Open) {
                     },
                 ),
             ],
+            graceful_restart: Some(GracefulRestart {
+                restarted: true,
+                notification: true,
+                restart_time: 120,
+                families: vec![(Family::Ipv4Unicast, true), (Family::Ipv6Unicast, false)],
+            }),
             other: vec![],
         },
     };

@@ -13,6 +13,52 @@ use bgpd::control::Request;
 use serde_json::Value;
 use spanlb_control::client::AsyncClient;
 
+/// The `bgpd` binary as a child process: killed (after a SIGCONT, in case it was stopped)
+/// and reaped on drop.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    /// `bgpd --config f`, once its control socket `sock` exists (10 s at most).
+    pub fn start(f: &Path, sock: &Path) -> Daemon {
+        let _ = std::fs::remove_file(sock);
+        let d = Daemon(
+            std::process::Command::new(env!("CARGO_BIN_EXE_bgpd"))
+                .arg("--config")
+                .arg(f)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "bgpd did not create its control socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    pub fn signal(&self, sig: libc::c_int) -> bool {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, sig) == 0 }
+    }
+
+    /// Whether it has ended.
+    pub fn exited(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_some()
+    }
+}
+
 pub struct Speaker {
     pub sock: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,

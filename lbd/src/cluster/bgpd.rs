@@ -78,6 +78,13 @@ impl Bgpd {
         self.call(&req).await
     }
 
+    /// Tells bgpd that everything this device wants announced has been announced: after its
+    /// start, bgpd holds End-of-RIB back until then (graceful restart, RFC 4724), so that the
+    /// routers do not drop the routes this device has not announced again yet.
+    pub async fn ready(&mut self) -> Result<(), String> {
+        self.call(&Request::Ready).await
+    }
+
     /// One request, one answer within [`BGPD_TIMEOUT`]; an `{"ok":false}` answer is an error.
     async fn call(&mut self, req: &Request) -> Result<(), String> {
         match self.0.request(req).await {

@@ -5,7 +5,8 @@
 //! ip netns exec NS /usr/lib/frr/bgpd  -d -N NS -i DIR/bgpd.pid  --vty_socket DIR -f DIR/frr.conf -z DIR/zserv.api
 //! ```
 //!
-//! plus `--log file:DIR/<daemon>.log`. `DIR` is `<lab dir>/frr-<short>`, owned by `frr:frr`;
+//! plus `--log file:DIR/<daemon>.log`. A configuration that mentions `bfd` gets bfdd too
+//! (started before bgpd, its control socket `--bfdctl DIR/bfdd.sock`). `DIR` is `<lab dir>/frr-<short>`, owned by `frr:frr`;
 //! `-N NS` gives each instance its own pathspace (`/run/frr/NS`), `--vty_socket`/`-z` keep
 //! every socket in `DIR`, so instances of concurrent labs never share a path.
 
@@ -23,8 +24,10 @@ use crate::wait::wait_until_dbg;
 pub const ZEBRA: &str = "/usr/lib/frr/zebra";
 /// bgpd binary.
 pub const BGPD: &str = "/usr/lib/frr/bgpd";
-/// The daemons started, in order.
-pub const DAEMONS: [&str; 2] = ["zebra", "bgpd"];
+/// bfdd binary (started when the configuration mentions `bfd`).
+pub const BFDD: &str = "/usr/lib/frr/bfdd";
+/// The daemons that may run, in start order.
+pub const DAEMONS: [&str; 3] = ["zebra", "bfdd", "bgpd"];
 /// Tools an FRR test needs (for [`lab_prereqs!`](crate::lab_prereqs)).
 pub const FRR_TOOLS: [&str; 3] = [ZEBRA, BGPD, "vtysh"];
 /// How long a daemon may take to answer vtysh after start.
@@ -104,12 +107,15 @@ pub(crate) fn start(inner: &Arc<Inner>, ns: &Ns, conf: &str) -> Result<Frr> {
         dir: dir.clone(),
     };
     let d = dir.to_string_lossy().into_owned();
-    for (daemon, bin) in [("zebra", ZEBRA), ("bgpd", BGPD)] {
+    let bfd = conf.contains("bfd");
+    let daemons = [("zebra", ZEBRA), ("bfdd", BFDD), ("bgpd", BGPD)];
+    for (daemon, bin) in daemons.into_iter().filter(|(d, _)| bfd || *d != "bfdd") {
         let pid_file = format!("{d}/{daemon}.pid");
         let log = format!("file:{d}/{daemon}.log");
         let conf = format!("{d}/frr.conf");
         let zserv = format!("{d}/zserv.api");
-        ns.exec(&[
+        let bfdctl = format!("{d}/bfdd.sock");
+        let mut args = vec![
             bin,
             "-d",
             "-N",
@@ -124,8 +130,11 @@ pub(crate) fn start(inner: &Arc<Inner>, ns: &Ns, conf: &str) -> Result<Frr> {
             &zserv,
             "--log",
             &log,
-        ])
-        .map_err(|e| frr.with_log(daemon, e))?;
+        ];
+        if daemon == "bfdd" {
+            args.extend(["--bfdctl", &bfdctl]);
+        }
+        ns.exec(&args).map_err(|e| frr.with_log(daemon, e))?;
         wait_until_dbg(
             START_TIMEOUT,
             &format!("{daemon} in {} to answer vtysh", ns.name()),

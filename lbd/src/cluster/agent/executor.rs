@@ -70,6 +70,8 @@ pub(super) struct Executor {
     pub bgpd: Option<Bgpd>,
     /// What bgpd has from us.
     pub announced: BTreeSet<RouteIntent>,
+    /// Whether bgpd was told `ready` on this connection (after the first full push).
+    pub bgpd_ready_sent: bool,
     pub last_connect_error: Option<String>,
     /// Traffic group → its MAC-masquerade macvlan (index, name).
     pub masquerade: BTreeMap<String, (u32, String)>,
@@ -328,6 +330,7 @@ impl Executor {
                 Ok(b) => {
                     info!("connected to bgpd at {}", path.display());
                     self.bgpd = Some(b);
+                    self.bgpd_ready_sent = false;
                     self.announced.clear();
                     self.last_connect_error = None;
                 }
@@ -345,6 +348,16 @@ impl Executor {
             }
         }
         let res = self.push(&want, graceful).await;
+        if res.is_ok() && !self.bgpd_ready_sent {
+            if let Some(b) = self.bgpd.as_mut() {
+                // Only End-of-RIB waits for it (up to bgpd's route_wait_ms): an error is
+                // logged, not a reason to reconnect.
+                if let Err(e) = b.ready().await {
+                    warn!("telling bgpd our routes are complete failed: {e}");
+                }
+                self.bgpd_ready_sent = true;
+            }
+        }
         let mut st = self.status.lock().expect("status lock");
         match res {
             Ok(()) => {

@@ -261,6 +261,7 @@ impl Cluster {
             paths: None,
             bgpd: None,
             announced: BTreeSet::new(),
+            bgpd_ready_sent: false,
             last_connect_error: None,
             masquerade,
             retired: BTreeMap::new(),

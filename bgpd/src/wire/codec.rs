@@ -448,7 +448,8 @@ struct UpdateDecoder {
 }
 
 impl UpdateDecoder {
-    fn attr_error(&mut self, code: u8, detail: String) -> Result<(), DecodeError> {
+    /// Applies the RFC 7606 outcome for the malformed attribute `raw` (header included).
+    fn attr_error(&mut self, code: u8, raw: &[u8], detail: String) -> Result<(), DecodeError> {
         match outcome_for(code) {
             Outcome::TreatAsWithdraw => {
                 self.treat_as_withdraw = true;
@@ -461,7 +462,9 @@ impl UpdateDecoder {
                 action: AttrErrorAction::AttributeDiscard,
                 detail,
             }),
-            Outcome::Reset(sub) => return Err(err(notif::UPDATE, sub, Vec::new(), detail)),
+            // RFC 4271 §6.3: the Data field of an Optional Attribute Error carries the attribute
+            // (type, length and value).
+            Outcome::Reset(sub) => return Err(err(notif::UPDATE, sub, raw.to_vec(), detail)),
         }
         Ok(())
     }
@@ -776,10 +779,11 @@ fn parse_attributes(
         };
         let Some(raw) = rest.get(..hdr + vlen) else {
             if code == ATTR_MP_REACH || code == ATTR_MP_UNREACH {
+                // The attribute as far as the list goes (RFC 4271 §6.3).
                 return Err(err(
                     notif::UPDATE,
                     UPDATE_OPTIONAL_ATTRIBUTE_ERROR,
-                    Vec::new(),
+                    rest.to_vec(),
                     format!("{} length overruns the attribute list", attr_name(code)),
                 ));
             }
@@ -818,7 +822,7 @@ fn parse_attributes(
                     return Err(err(
                         notif::UPDATE,
                         UPDATE_OPTIONAL_ATTRIBUTE_ERROR,
-                        Vec::new(),
+                        raw.to_vec(),
                         format!("mp_reach_nlri ipv6 next hop length {nh_len}"),
                     ));
                 }
@@ -827,7 +831,7 @@ fn parse_attributes(
         let mut reader = SliceReader::new(raw);
         match PathAttribute::parse(&mut reader, &mut *pctx) {
             Ok(_) if !reader.is_empty() => {
-                dec.attr_error(code, format!("{} has trailing bytes", attr_name(code)))?;
+                dec.attr_error(code, raw, format!("{} has trailing bytes", attr_name(code)))?;
             }
             Ok(attr) => {
                 if let PathAttributeValue::UnknownAttribute(_) = attr.value() {
@@ -844,7 +848,7 @@ fn parse_attributes(
                 store_attribute(attr, pctx.asn4(), dec)?;
             }
             Err(e) => {
-                dec.attr_error(code, format!("{} malformed: {e}", attr_name(code)))?;
+                dec.attr_error(code, raw, format!("{} malformed: {e}", attr_name(code)))?;
             }
         }
     }

@@ -634,6 +634,32 @@ fn mp_reach_errors_reset() {
     assert_eq!(decode(&m, &ctx).unwrap_err().code_pair(), (3, 9));
 }
 
+/// RFC 4271 §6.3: an Optional Attribute Error (3/9) carries the erroneous attribute (type,
+/// length and value) in its Data field; so does bgpd's reset for a bad MP_(UN)REACH_NLRI.
+#[test]
+fn mp_reach_reset_carries_the_attribute() {
+    let ctx = asn4();
+    let base = "40010100 400206020100000001";
+    // IPv6 next-hop length 5 (checked by bgpd).
+    let bad_nh = "800e0b 000201 05 0102030405 00 00";
+    // IPv4 NLRI of length 40 (netgauze refuses it).
+    let bad_nlri = "800e0f 000101 04 0a000009 00 28 0a00000000";
+    // MP_UNREACH_NLRI whose withdrawn prefix is truncated.
+    let bad_unreach = "800f05 000201 4020";
+    for attr in [bad_nh, bad_nlri, bad_unreach] {
+        let m = raw_update("", &format!("{base} {attr}"), "");
+        let e = decode(&m, &ctx).unwrap_err();
+        assert_eq!(e.code_pair(), (3, 9), "{attr}");
+        assert_eq!(e.data, hex(attr), "{attr}");
+        assert_eq!(e.notification().data, hex(attr), "{attr}");
+    }
+    // An MP_REACH_NLRI running past the attribute list: the octets there are.
+    let m = raw_update("", &format!("{base} 800e30 000201"), "");
+    let e = decode(&m, &ctx).unwrap_err();
+    assert_eq!(e.code_pair(), (3, 9));
+    assert_eq!(e.data, hex("800e30 000201"));
+}
+
 #[test]
 fn packing_is_dense_and_complete() {
     let ctx = add_path_all();

@@ -5,6 +5,7 @@
 
 pub mod raw;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,8 @@ impl Daemon {
 
 pub struct Speaker {
     pub sock: PathBuf,
+    /// The Prometheus endpoint, when started with [`start_with_metrics`].
+    pub metrics: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -72,10 +75,24 @@ impl Speaker {
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
     }
+
+    /// The daemon has not returned (nor panicked).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
 }
 
 /// A speaker listening on `ip`:0 with `cfg`, read from the file `DIR/NAME.toml`.
 pub async fn start(cfg: &str, dir: &Path, name: &str, ip: &str) -> (Speaker, u16) {
+    launch(cfg, dir, name, ip, false).await
+}
+
+/// [`start`], with a Prometheus endpoint on `ip`:0 as well ([`Speaker::metrics`]).
+pub async fn start_with_metrics(cfg: &str, dir: &Path, name: &str, ip: &str) -> (Speaker, u16) {
+    launch(cfg, dir, name, ip, true).await
+}
+
+async fn launch(cfg: &str, dir: &Path, name: &str, ip: &str, metrics: bool) -> (Speaker, u16) {
     let sock = dir.join(format!("{name}.sock"));
     let path = dir.join(format!("{name}.toml"));
     let text = format!("control_socket = \"{}\"\n{cfg}", sock.display());
@@ -84,17 +101,35 @@ pub async fn start(cfg: &str, dir: &Path, name: &str, ip: &str) -> (Speaker, u16
     let listener = bgpd::sockopt::listener(format!("{ip}:0").parse().unwrap()).unwrap();
     let port = listener.local_addr().unwrap().port();
     let control = bgpd::daemon::bind_control(&sock).unwrap();
+    let metrics_listener = if metrics {
+        Some(
+            tokio::net::TcpListener::bind(format!("{ip}:0"))
+                .await
+                .unwrap(),
+        )
+    } else {
+        None
+    };
+    let metrics = metrics_listener.as_ref().map(|l| l.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        bgpd::daemon::run_from(config, Some(path), vec![listener], control, None, async {
-            let _ = rx.await;
-        })
+        bgpd::daemon::run_from(
+            config,
+            Some(path),
+            vec![listener],
+            control,
+            metrics_listener,
+            async {
+                let _ = rx.await;
+            },
+        )
         .await
         .unwrap();
     });
     (
         Speaker {
             sock,
+            metrics,
             stop: Some(tx),
             task,
         },
@@ -125,4 +160,26 @@ pub async fn wait_neighbor(what: &str, sock: &Path, f: impl Fn(&Value) -> bool) 
         assert!(Instant::now() < deadline, "timed out: {what}; last: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The metrics text of the Prometheus endpoint at `addr`.
+pub async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .expect("the metrics endpoint answers within 5 s")
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.0 200 OK"), "{out}");
+    out
+}
+
+/// The value of the sample `series` (name and labels, as printed) in `text`; 0 when absent
+/// (a counter not yet created).
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
 }

@@ -812,6 +812,7 @@ impl Session {
                 .filter(|f| self.cfg.add_path_receive.contains(f) && peer_mode(f).send)
                 .copied()
                 .collect(),
+            ebgp: self.cfg.local_as != self.cfg.remote_as,
         };
         Negotiated {
             peer,

@@ -988,6 +988,7 @@ impl Peer {
             asn4: false,
             add_path_send: Vec::new(),
             add_path_receive: Vec::new(),
+            ebgp: false,
         };
         match &self.established {
             Some(e) if e.conn == conn => &e.codec,

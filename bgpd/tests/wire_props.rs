@@ -59,11 +59,13 @@ fn ctxs() -> Vec<SessionCodec> {
             asn4: false,
             add_path_send: vec![Family::Ipv4Unicast],
             add_path_receive: vec![Family::Ipv4Unicast],
+            ebgp: true,
         },
         SessionCodec {
             asn4: true,
             add_path_send: Family::ALL.to_vec(),
             add_path_receive: Family::ALL.to_vec(),
+            ebgp: false,
         },
     ]
 }

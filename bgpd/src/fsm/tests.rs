@@ -561,7 +561,8 @@ fn keepalive_in_openconfirm_establishes() {
                 codec: SessionCodec {
                     asn4: true,
                     add_path_send: vec![],
-                    add_path_receive: vec![]
+                    add_path_receive: vec![],
+                    ebgp: true,
                 },
                 peer: peer_open(),
                 families: vec![V4, V6],

@@ -399,8 +399,11 @@ enum Outcome {
 }
 
 /// RFC 7606 §7 (and the attributes' own RFCs): the action for a malformed attribute.
-fn outcome_for(code: u8) -> Outcome {
+fn outcome_for(code: u8, ebgp: bool) -> Outcome {
     match code {
+        // RFC 7606 §7.5, §7.9, §7.10: from an external neighbor these are discarded whatever
+        // their form.
+        ATTR_LOCAL_PREF | ATTR_ORIGINATOR_ID | ATTR_CLUSTER_LIST if ebgp => Outcome::Discard,
         // RFC 7606 §7.1-7.5, §7.8-7.10, §7.14; RFC 8092 §6 (large communities).
         ATTR_ORIGIN
         | ATTR_AS_PATH
@@ -445,12 +448,13 @@ struct UpdateDecoder {
     parsed: Parsed,
     errors: Vec<AttrError>,
     treat_as_withdraw: bool,
+    ebgp: bool,
 }
 
 impl UpdateDecoder {
     /// Applies the RFC 7606 outcome for the malformed attribute `raw` (header included).
     fn attr_error(&mut self, code: u8, raw: &[u8], detail: String) -> Result<(), DecodeError> {
-        match outcome_for(code) {
+        match outcome_for(code, self.ebgp) {
             Outcome::TreatAsWithdraw => {
                 self.treat_as_withdraw = true;
                 self.errors.push(AttrError {
@@ -507,12 +511,14 @@ fn decode_update(msg: &[u8], ctx: &SessionCodec) -> Result<Update, DecodeError> 
         parsed: Parsed::default(),
         errors: Vec::new(),
         treat_as_withdraw: false,
+        ebgp: ctx.ebgp,
     };
     parse_attributes(attrs_raw, &mut pctx, &mut dec)?;
     let UpdateDecoder {
         parsed,
         mut errors,
         mut treat_as_withdraw,
+        ..
     } = dec;
 
     let mut withdrawn = body_withdrawn;

@@ -172,6 +172,9 @@ pub struct SessionCodec {
     pub add_path_send: Vec<Family>,
     /// Families for which we receive path ids (negotiated ADD-PATH receive on our side).
     pub add_path_receive: Vec<Family>,
+    /// The peer is external (RFC 7606 §7.5, §7.9, §7.10: LOCAL_PREF, ORIGINATOR_ID and
+    /// CLUSTER_LIST from an external neighbor are discarded, not treated as withdraw).
+    pub ebgp: bool,
 }
 
 /// A decoding error with the NOTIFICATION it warrants (RFC 4271 §6).

@@ -28,6 +28,7 @@ fn add_path_all() -> SessionCodec {
         asn4: true,
         add_path_send: Family::ALL.to_vec(),
         add_path_receive: Family::ALL.to_vec(),
+        ebgp: false,
     }
 }
 
@@ -420,6 +421,7 @@ fn frr_84_capture() {
         asn4: true,
         add_path_send: vec![],
         add_path_receive: Family::ALL.to_vec(),
+        ebgp: true,
     };
     let Message::Open(open) = decode(&msgs[0], &ctx).expect("open") else {
         panic!("not open")
@@ -576,6 +578,35 @@ fn rfc7606_treat_as_withdraw() {
         let u = upd(decode(&m, &ctx).unwrap_or_else(|e| panic!("{name}: {e}")));
         assert!(taw(&u), "{name}: {u:?}");
         assert_eq!(u.withdrawn, vec![nlri("10.0.1.0/24", None)], "{name}");
+    }
+}
+
+#[test]
+fn rfc7606_local_pref_originator_cluster_list_depend_on_the_session() {
+    // LOCAL_PREF of 3 octets, ORIGINATOR_ID of 3, CLUSTER_LIST of 3.
+    let cases = [
+        ("local_pref", "400503000064"),
+        ("originator_id", "800903010203"),
+        ("cluster_list", "800a03010203"),
+    ];
+    let ibgp = asn4();
+    let ebgp = SessionCodec {
+        ebgp: true,
+        ..asn4()
+    };
+    for (name, bad) in cases {
+        let m = raw_update("", &format!("{GOOD_ATTRS} {bad}"), "18 0a0001");
+        // RFC 7606 §7.5, §7.9, §7.10: malformed from an internal neighbor: treat-as-withdraw.
+        let u = upd(decode(&m, &ibgp).unwrap_or_else(|e| panic!("{name}: {e}")));
+        assert!(taw(&u), "ibgp {name}: {u:?}");
+        // From an external one: discarded, the route stays.
+        let u = upd(decode(&m, &ebgp).unwrap_or_else(|e| panic!("{name}: {e}")));
+        assert_eq!(u.announced, vec![nlri("10.0.1.0/24", None)], "ebgp {name}");
+        assert_eq!(
+            u.errors[0].action,
+            AttrErrorAction::AttributeDiscard,
+            "{name}"
+        );
     }
 }
 

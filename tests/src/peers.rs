@@ -38,7 +38,13 @@ pub const LARGE_COMMUNITY: (u32, u32, u32) = (65001, 1, 2);
 pub struct PeerOptions {
     /// Offer ADD-PATH send for IPv4 unicast and announce the VIP twice (path ids 1 and 2).
     pub add_path: bool,
+    /// BFD with the neighbor: 100 ms × 3, meticulous keyed SHA1 with key id 7 and key
+    /// [`BFD_KEY`].
+    pub bfd: bool,
 }
+
+/// The BFD key of [`PeerOptions::bfd`].
+pub const BFD_KEY: &str = "spanlb-bfd";
 
 pub struct PeerLab {
     pub lab: Lab,
@@ -85,6 +91,12 @@ impl PeerLab {
         );
         if self.opts.add_path {
             c.push_str("add_path_send = [\"ipv4-unicast\"]\n");
+        }
+        if self.opts.bfd {
+            c.push_str(&format!(
+                "bfd = {{ min_tx_ms = 100, min_rx_ms = 100, multiplier = 3, auth = {{ type = \
+                 \"meticulous-keyed-sha1\", key_id = 7, key = \"{BFD_KEY}\" }} }}\n"
+            ));
         }
         c.push_str(&format!(
             "\n[[route]]\nprefix = \"{VIP}\"\npath_id = 1\nnext_hop = \"{FLOATING}\"\n\

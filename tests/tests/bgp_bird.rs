@@ -12,8 +12,8 @@ use std::time::Duration;
 use spanlb_lab::{wait_until_dbg, Proc};
 use spanlb_tests::control::withdraw;
 use spanlb_tests::peers::{
-    PeerLab, PeerOptions, DEVICE, DEVICE_AS, FLOATING, FLOATING2, MED, MED2, ROUTER, ROUTER_AS,
-    VIP, VIP_SELF,
+    PeerLab, PeerOptions, BFD_KEY, DEVICE, DEVICE_AS, FLOATING, FLOATING2, MED, MED2, ROUTER,
+    ROUTER_AS, VIP, VIP_SELF,
 };
 
 const T: Duration = Duration::from_secs(30);
@@ -30,17 +30,35 @@ struct Bird {
 
 impl Bird {
     fn start(lab: &PeerLab, add_paths_rx: bool) -> Bird {
+        Bird::start_with(lab, add_paths_rx, false)
+    }
+
+    /// `bfd`: a BFD protocol (100 ms × 3, meticulous keyed SHA1, bgpd's key) and `bfd on`
+    /// for the session.
+    fn start_with(lab: &PeerLab, add_paths_rx: bool, bfd: bool) -> Bird {
         let dir = lab.lab.dir();
         let conf = dir.join("bird.conf");
         let sock = dir.join("bird.ctl");
         let pid = dir.join("bird.pid");
         let add_paths = if add_paths_rx { " add paths rx;" } else { "" };
+        let (bfd_proto, bfd_on) = if bfd {
+            (
+                format!(
+                    "protocol bfd {{ interface \"*\" {{ min rx interval 100 ms; \
+                     min tx interval 100 ms; multiplier 3; \
+                     authentication meticulous keyed sha1; password \"{BFD_KEY}\" {{ id 7; }}; }}; }}\n"
+                ),
+                "\tbfd on;\n",
+            )
+        } else {
+            (String::new(), "")
+        };
         std::fs::write(
             &conf,
             format!(
                 "router id {ROUTER};\nlog stderr all;\n\
-                 protocol device {{ scan time 1; }}\n\
-                 protocol bgp dev_a {{\n\
+                 protocol device {{ scan time 1; }}\n{bfd_proto}\
+                 protocol bgp dev_a {{\n{bfd_on}\
                  \tlocal {ROUTER} as {ROUTER_AS};\n\
                  \tneighbor {DEVICE} as {DEVICE_AS};\n\
                  \thold time 9;\n\tkeepalive time 3;\n\
@@ -262,7 +280,14 @@ fn bird_with_add_paths_rx_receives_both_path_ids_of_the_vip() {
     if !prereqs() {
         return;
     }
-    let mut lab = PeerLab::build("bird_addpath", PeerOptions { add_path: true }).unwrap();
+    let mut lab = PeerLab::build(
+        "bird_addpath",
+        PeerOptions {
+            add_path: true,
+            ..PeerOptions::default()
+        },
+    )
+    .unwrap();
     let bird = Bird::start(&lab, true);
     lab.start_bgpd().unwrap();
     wait_established(&lab, &bird);
@@ -326,4 +351,65 @@ fn bird_with_add_paths_rx_receives_both_path_ids_of_the_vip() {
     let r = c.call(&withdraw(VIP, 2, false));
     assert_eq!(r["withdrawn"], 1, "{r}");
     wait_paths(&lab, &bird, VIP, 0);
+}
+
+/// BFD with BIRD (RFC 5880/5881, meticulous keyed SHA1): both sides come Up; when bgpd's box
+/// hangs (SIGSTOP) BIRD's BFD takes the BGP session down within the Detection Time, long
+/// before the 9 s hold time; when it runs again both come back.
+#[test]
+fn bird_bfd_comes_up_and_cuts_off_a_hung_bgpd() {
+    if !prereqs() {
+        return;
+    }
+    let opts = PeerOptions {
+        bfd: true,
+        ..PeerOptions::default()
+    };
+    let mut lab = PeerLab::build("bird_bfd", opts).unwrap();
+    let bird = Bird::start_with(&lab, false, true);
+    lab.start_bgpd().unwrap();
+    wait_established(&lab, &bird);
+    let ctx = || format!("{}\n--- bgpd ---\n{}", bird.dump(), lab.bgpd_log());
+    let r = wait_until_dbg(T, "BFD up on both sides", || {
+        let ours = lab
+            .control()
+            .map_err(|e| e.to_string())?
+            .call(&spanlb_control::bgpd::Request::Bfd);
+        let theirs = bird.birdc("show bfd sessions").unwrap_or_default();
+        if ours["bfd"][0]["state"] == "up" && theirs.contains(" Up ") {
+            Ok((ours, theirs))
+        } else {
+            Err(format!("{ours}\n{theirs}"))
+        }
+    });
+    let (ours, theirs) = r.unwrap_or_else(|e| panic!("{e}\n{}", ctx()));
+    println!("bgpd: {ours}\nbird:\n{theirs}");
+    assert_eq!(ours["bfd"][0]["remote_state"], "up", "{ours}");
+    assert_eq!(ours["bfd"][0]["auth"], "meticulous keyed SHA1", "{ours}");
+
+    let bgpd = lab.bgpd.as_ref().expect("bgpd runs");
+    let frozen = std::time::Instant::now();
+    bgpd.signal(libc::SIGSTOP).unwrap();
+    let r = wait_until_dbg(
+        Duration::from_secs(8),
+        "BIRD drops the session on BFD down",
+        || {
+            let p = bird.birdc("show protocols all dev_a").unwrap_or_default();
+            if p.contains("BFD session down") {
+                Ok(p)
+            } else {
+                Err(p)
+            }
+        },
+    );
+    let cut = frozen.elapsed();
+    bgpd.signal(libc::SIGCONT).unwrap();
+    r.unwrap_or_else(|e| panic!("{e}\n{}", ctx()));
+    println!(
+        "bird: hung bgpd cut off after {} ms (hold time 9 s)",
+        cut.as_millis()
+    );
+    // Back: the session and BFD.
+    wait_established(&lab, &bird);
+    wait_paths(&lab, &bird, VIP, 1);
 }

@@ -328,7 +328,14 @@ fn gobgp_with_add_paths_receive_gets_both_path_ids_of_the_vip() {
     if !prereqs() {
         return;
     }
-    let mut lab = PeerLab::build("gobgp_addpath", PeerOptions { add_path: true }).unwrap();
+    let mut lab = PeerLab::build(
+        "gobgp_addpath",
+        PeerOptions {
+            add_path: true,
+            ..PeerOptions::default()
+        },
+    )
+    .unwrap();
     lab.start_bgpd().unwrap();
     let g = GoBgp::start(&lab, true);
     g.wait_established();

@@ -155,6 +155,17 @@ impl Shared {
                 let _ = sockopt::set_md5(l.as_ref(), *n, None);
             }
         }
+        for n in &plan.update {
+            let cmd = self
+                .peers()
+                .into_iter()
+                .find(|p| p.address == n.address)
+                .map(|p| p.cmd);
+            if let Some(cmd) = cmd {
+                info!(neighbor = %n.address, "reload: neighbor updated, its session stays");
+                let _ = cmd.send(PeerCmd::Retune(Box::new(n.clone()))).await;
+            }
+        }
         for n in plan.reset.iter().chain(&plan.add) {
             info!(neighbor = %n.address, "reload: neighbor {}", if plan.reset.contains(n) { "reset with its new settings" } else { "added" });
             // The configuration validated; a BFD socket that cannot be bound now leaves the

@@ -238,9 +238,15 @@ pub struct Session {
     next_id: u64,
     connect_retry: Option<Instant>,
     idle_hold: Option<Instant>,
+    /// Consecutive sessions ended by a maximum-prefix Cease: each doubles the idle hold
+    /// before the next attempt (a peer that floods is not reconnected to at full speed).
+    max_prefix_strikes: u32,
     /// The state last reported in [`Output::StateChange`].
     state: State,
 }
+
+/// The idle hold after maximum-prefix shutdowns grows to this at most.
+pub const MAX_PREFIX_BACKOFF_CAP: Duration = Duration::from_secs(600);
 
 impl Session {
     pub fn new(cfg: SessionConfig) -> Session {
@@ -251,6 +257,7 @@ impl Session {
             next_id: 1,
             connect_retry: None,
             idle_hold: None,
+            max_prefix_strikes: 0,
             state: State::Idle,
         }
     }
@@ -264,6 +271,11 @@ impl Session {
                 self.shutdown(now, subcode, data, false, "stopped", &mut out)
             }
             Input::Cease { subcode, data } => {
+                if subcode == notif::CEASE_MAX_PREFIXES {
+                    self.max_prefix_strikes = self.max_prefix_strikes.saturating_add(1);
+                } else {
+                    self.max_prefix_strikes = 0;
+                }
                 let reason = format!("cease {}/{}", notif::CEASE, subcode);
                 self.shutdown(now, subcode, data, true, &reason, &mut out)
             }
@@ -376,10 +388,24 @@ impl Session {
         self.conns.clear();
         self.connect_retry = None;
         self.idle_hold = if restart {
-            now.checked_add(self.cfg.idle_hold)
+            now.checked_add(self.idle_hold_delay())
         } else {
             None
         };
+    }
+
+    /// The IdleHoldTimer's duration: `idle_hold`, doubled for each maximum-prefix shutdown in
+    /// a row, at most [`MAX_PREFIX_BACKOFF_CAP`] (or `idle_hold` if that is longer).
+    pub fn idle_hold_delay(&self) -> Duration {
+        let base = self.cfg.idle_hold;
+        if self.max_prefix_strikes == 0 {
+            return base;
+        }
+        let factor = 1u32 << self.max_prefix_strikes.min(16);
+        base.checked_mul(factor)
+            .unwrap_or(MAX_PREFIX_BACKOFF_CAP)
+            .min(MAX_PREFIX_BACKOFF_CAP)
+            .max(base)
     }
 
     /// Removes a connection, optionally sending a NOTIFICATION on it and closing it; the session

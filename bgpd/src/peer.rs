@@ -79,6 +79,9 @@ pub enum PeerCmd {
         drain: Duration,
         done: oneshot::Sender<()>,
     },
+    /// New settings a running session takes without a reset (`description`,
+    /// `max_prefixes`, `send_hold_time`: see [`crate::reload`]).
+    Retune(Box<NeighborConfig>),
     /// Tests: the task panics (the supervisor's path).
     #[cfg(test)]
     Panic,
@@ -218,49 +221,55 @@ pub fn spawn(
     let address = cfg.address;
     let st = status.clone();
     let bfd_rx = bfd.as_ref().map(bfd::PeerHandle::watch);
-    let make = move || Peer {
-        ebgp: cfg.is_ebgp(global.local_as),
-        session: Session::new(SessionConfig {
-            local_as: global.local_as,
-            remote_as: cfg.remote_as,
-            router_id: global.router_id,
-            hold_time: cfg.hold_time,
-            keepalive: cfg.keepalive,
-            connect_retry: cfg.connect_retry(),
-            idle_hold: Duration::from_secs(cfg.idle_hold),
-            passive: cfg.passive,
-            families: cfg.families.clone(),
-            add_path_send: cfg.add_path_send.clone(),
-            add_path_receive: cfg.add_path_receive.clone(),
-            // RFC 4724 §3: F set for every family: bgpd forwards nothing itself, and lbd and
-            // the kernel keep forwarding while bgpd restarts.
-            graceful_restart: global.graceful_restart.map(|(restarted, restart_time)| {
-                wire::GracefulRestart {
-                    restarted,
-                    notification: false,
-                    restart_time,
-                    families: cfg.families.iter().map(|f| (*f, true)).collect(),
-                }
+    // A task started again after a panic takes the settings of the moment.
+    let live_cfg = Arc::new(Mutex::new(cfg.clone()));
+    let make = move || {
+        let cfg = live_cfg.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Peer {
+            ebgp: cfg.is_ebgp(global.local_as),
+            session: Session::new(SessionConfig {
+                local_as: global.local_as,
+                remote_as: cfg.remote_as,
+                router_id: global.router_id,
+                hold_time: cfg.hold_time,
+                keepalive: cfg.keepalive,
+                connect_retry: cfg.connect_retry(),
+                idle_hold: Duration::from_secs(cfg.idle_hold),
+                passive: cfg.passive,
+                families: cfg.families.clone(),
+                add_path_send: cfg.add_path_send.clone(),
+                add_path_receive: cfg.add_path_receive.clone(),
+                // RFC 4724 §3: F set for every family: bgpd forwards nothing itself, and lbd and
+                // the kernel keep forwarding while bgpd restarts.
+                graceful_restart: global.graceful_restart.map(|(restarted, restart_time)| {
+                    wire::GracefulRestart {
+                        restarted,
+                        notification: false,
+                        restart_time,
+                        families: cfg.families.iter().map(|f| (*f, true)).collect(),
+                    }
+                }),
             }),
-        }),
-        cfg: cfg.clone(),
-        global: global.clone(),
-        conns: HashMap::new(),
-        pending: HashMap::new(),
-        closing: Vec::new(),
-        established: None,
-        rib_out: AdjRibOut::new(),
-        rib_in: HashSet::new(),
-        table: table.clone(),
-        metrics: metrics.clone(),
-        label: label.clone(),
-        status: st.clone(),
-        ev_tx: ev_tx.clone(),
-        last_connect_error: None,
-        refresh_pending: BTreeSet::new(),
-        bfd: bfd_rx.clone(),
-        bfd_state: None,
-        gr: GrState::default(),
+            cfg: cfg.clone(),
+            global: global.clone(),
+            conns: HashMap::new(),
+            pending: HashMap::new(),
+            closing: Vec::new(),
+            established: None,
+            rib_out: AdjRibOut::new(),
+            rib_in: HashSet::new(),
+            table: table.clone(),
+            metrics: metrics.clone(),
+            label: label.clone(),
+            status: st.clone(),
+            ev_tx: ev_tx.clone(),
+            last_connect_error: None,
+            refresh_pending: BTreeSet::new(),
+            bfd: bfd_rx.clone(),
+            bfd_state: None,
+            gr: GrState::default(),
+            live_cfg: live_cfg.clone(),
+        }
     };
     let rx = Receivers {
         inbound: in_rx,
@@ -360,6 +369,8 @@ struct Peer {
     /// The BFD state last seen.
     bfd_state: Option<BfdState>,
     gr: GrState,
+    /// The settings a restarted task takes (updated by [`PeerCmd::Retune`]).
+    live_cfg: Arc<Mutex<NeighborConfig>>,
 }
 
 /// Graceful restart (RFC 4724) state of one neighbor.
@@ -433,6 +444,7 @@ impl Peer {
                     Some(PeerCmd::DumpRibOut(reply)) => {
                         let _ = reply.send(self.rib_out.iter().map(|(n, a)| (*n, (**a).clone())).collect());
                     }
+                    Some(PeerCmd::Retune(cfg)) => self.retune(*cfg),
                     #[cfg(test)]
                     Some(PeerCmd::Panic) => panic!("a test asked this session task to panic"),
                     Some(PeerCmd::Shutdown { drain, done }) => {
@@ -477,6 +489,15 @@ impl Peer {
             }
         })
         .await;
+    }
+
+    /// Settings taken live (see [`PeerCmd::Retune`]); a lower `max_prefixes` applies at once.
+    fn retune(&mut self, cfg: NeighborConfig) {
+        info!("reload: settings taken without a reset");
+        *self.live_cfg.lock().unwrap_or_else(|e| e.into_inner()) = cfg.clone();
+        self.status.lock().expect("status lock").description = cfg.description.clone();
+        self.cfg = cfg;
+        self.check_max_prefixes();
     }
 
     /// A session came up: RFC 4724 §4.2, the receiving speaker's side. Stale routes of a
@@ -1132,6 +1153,14 @@ impl Peer {
             }
         }
         self.update_counts();
+        self.check_max_prefixes();
+    }
+
+    /// Cease / Maximum Number of Prefixes Reached when the peer sent more than allowed.
+    fn check_max_prefixes(&mut self) {
+        if self.established.is_none() {
+            return;
+        }
         if let Some(max) = self.cfg.max_prefixes.filter(|m| *m > 0) {
             if self.rib_in.len() > max as usize {
                 warn!(

@@ -4,7 +4,8 @@
 //! - neighbors are matched by address: a new one is started, a removed one is shut down
 //!   (Cease / Administrative Shutdown, RFC 4486 subcode 2, after its pending updates), one
 //!   whose settings changed is shut down the same way and started again with its new
-//!   settings;
+//!   settings; one where only `description`, `max_prefixes` or `send_hold_time` changed keeps
+//!   its session and takes them live (nothing in them is negotiated with the peer);
 //!   a neighbor whose settings are the same keeps its session (and its uptime);
 //! - `[[route]]`s are matched by prefix and path id: a new or changed one is announced, a
 //!   removed one withdrawn — a diff, nothing is withdrawn and announced again;
@@ -30,6 +31,8 @@ pub struct Plan {
     pub remove: Vec<IpAddr>,
     /// Neighbors to reset and start again with new settings.
     pub reset: Vec<NeighborConfig>,
+    /// Neighbors whose session stays, with settings taken live.
+    pub update: Vec<NeighborConfig>,
     /// Static routes to announce (new or changed).
     pub announce: Vec<RouteConfig>,
     /// Static routes to withdraw.
@@ -45,6 +48,7 @@ impl Plan {
             neighbors_added: self.add.iter().map(|n| n.address).collect(),
             neighbors_removed: self.remove.clone(),
             neighbors_reset: self.reset.iter().map(|n| n.address).collect(),
+            neighbors_updated: self.update.iter().map(|n| n.address).collect(),
             routes_announced: self.announce.len(),
             routes_withdrawn: self.withdraw.len(),
         }
@@ -84,8 +88,9 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
     for (a, n) in &after {
         match before.get(a) {
             None => p.add.push((*n).clone()),
-            Some(o) if o != n => p.reset.push((*n).clone()),
-            Some(_) => {}
+            Some(o) if o == n => {}
+            Some(o) if live_only(o, n) => p.update.push((*n).clone()),
+            Some(_) => p.reset.push((*n).clone()),
         }
     }
     p.remove = before
@@ -108,6 +113,15 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
         .copied()
         .collect();
     Ok(p)
+}
+
+/// Whether `old` and `new` differ only in settings a running session takes without a reset.
+fn live_only(old: &NeighborConfig, new: &NeighborConfig) -> bool {
+    let mut o = old.clone();
+    o.description = new.description.clone();
+    o.max_prefixes = new.max_prefixes;
+    o.send_hold_time = new.send_hold_time;
+    o == *new
 }
 
 #[cfg(test)]
@@ -138,6 +152,24 @@ next_hop = "self"
 
     fn cfg(text: &str) -> Config {
         Config::from_toml(text, "bgpd.toml").unwrap()
+    }
+
+    #[test]
+    fn a_description_or_limit_change_keeps_the_session() {
+        let new = BASE.replace(
+            "address = \"20.1.1.1\"\nremote_as = 65000",
+            "address = \"20.1.1.1\"\nremote_as = 65000\ndescription = \"r1\"\n\
+             max_prefixes = 10\nsend_hold_time = 60",
+        );
+        let p = plan(&cfg(BASE), &cfg(&new)).unwrap();
+        assert!(p.reset.is_empty(), "{p:?}");
+        assert_eq!(p.update.len(), 1);
+        assert_eq!(p.update[0].description.as_deref(), Some("r1"));
+        // With anything negotiated changing too, it is a reset.
+        let new = new.replace("send_hold_time = 60", "send_hold_time = 60\nhold_time = 30");
+        let p = plan(&cfg(BASE), &cfg(&new)).unwrap();
+        assert!(p.update.is_empty(), "{p:?}");
+        assert_eq!(p.reset.len(), 1);
     }
 
     #[test]

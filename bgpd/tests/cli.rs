@@ -193,7 +193,7 @@ fn sighup_and_bgpctl_reload_read_the_file_again() {
     assert!(ok, "{err}");
     assert_eq!(
         out.trim(),
-        "reloaded: neighbors added -, removed -, reset -; routes announced 1, withdrawn 1"
+        "reloaded: neighbors added -, removed -, reset -, updated -; routes announced 1, withdrawn 1"
     );
     wait_routes("30.1.1.12/32", "30.1.1.11/32");
 

@@ -92,6 +92,34 @@ async fn reload_adds_a_neighbor_and_diffs_routes_without_touching_other_sessions
         Some(Value::from(50))
     );
 
+    // A description and a limit: taken live, B's session stays.
+    let to_b_described = to_b.replace(
+        "hold_time = 9",
+        "hold_time = 9\ndescription = \"b\"\nmax_prefixes = 5",
+    );
+    std::fs::write(
+        &file,
+        format!("{sock_line}{head}{to_b_described}{to_c}{r10_med}"),
+    )
+    .unwrap();
+    let r = call(&a.sock, &Request::Reload).await;
+    assert_eq!(
+        r["neighbors_updated"],
+        serde_json::json!(["127.0.0.1"]),
+        "{r}"
+    );
+    assert_eq!(r["neighbors_reset"], serde_json::json!([]), "{r}");
+    let n = call(&a.sock, &Request::Neighbors).await;
+    let nb = n["neighbors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["address"] == "127.0.0.1")
+        .cloned()
+        .unwrap();
+    assert_eq!(nb["description"], "b", "{nb}");
+    assert_eq!(nb["established_count"], 1, "{nb}");
+
     // A file that does not validate, and one that needs a restart: refused, nothing changes.
     std::fs::write(&file, format!("{sock_line}{head}{to_b}bogus = 1\n")).unwrap();
     let r = call(&a.sock, &Request::Reload).await;

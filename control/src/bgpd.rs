@@ -135,6 +135,10 @@ pub struct Reloaded {
     pub neighbors_removed: Vec<IpAddr>,
     /// Neighbors whose settings changed: reset and started again.
     pub neighbors_reset: Vec<IpAddr>,
+    /// Neighbors whose description, max_prefixes or send_hold_time changed: taken live, the
+    /// session stays.
+    #[serde(default)]
+    pub neighbors_updated: Vec<IpAddr>,
     /// Configured routes announced (new or changed).
     pub routes_announced: usize,
     /// Configured routes withdrawn.

@@ -294,10 +294,11 @@ fn render(cmd: &Cmd, r: Response) -> Result<String, String> {
                 }
             };
             format!(
-                "reloaded: neighbors added {}, removed {}, reset {}; routes announced {}, withdrawn {}\n",
+                "reloaded: neighbors added {}, removed {}, reset {}, updated {}; routes announced {}, withdrawn {}\n",
                 list(&s.neighbors_added),
                 list(&s.neighbors_removed),
                 list(&s.neighbors_reset),
+                list(&s.neighbors_updated),
                 s.routes_announced,
                 s.routes_withdrawn
             )

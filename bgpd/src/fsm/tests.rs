@@ -1395,3 +1395,37 @@ fn huge_configured_durations_do_not_overflow() {
     assert_eq!(s.state(), State::Idle);
     assert_eq!(s.poll_timeout(), None);
 }
+
+#[test]
+fn maximum_prefix_shutdowns_back_off_exponentially() {
+    let max_prefix = |s: &mut Session, t: Instant| {
+        s.process(
+            t,
+            Input::Cease {
+                subcode: notif::CEASE_MAX_PREFIXES,
+                data: vec![],
+            },
+        );
+    };
+    let (mut s, t0) = established();
+    assert_eq!(s.idle_hold_delay(), Duration::from_secs(2));
+    max_prefix(&mut s, t0);
+    assert_eq!(s.state(), State::Idle);
+    // idle_hold 2 s doubled: the restart comes 4 s later, not 2.
+    assert_eq!(s.poll_timeout(), Some(secs(t0, 4)));
+    for want in [8, 16, 32, 64, 128, 256, 512, 600, 600] {
+        s.process(secs(t0, 1000), Input::Start);
+        max_prefix(&mut s, secs(t0, 1000));
+        assert_eq!(s.idle_hold_delay(), Duration::from_secs(want));
+    }
+    // Any other cease ends the streak.
+    s.process(secs(t0, 2000), Input::Start);
+    s.process(
+        secs(t0, 2000),
+        Input::Cease {
+            subcode: notif::CEASE_ADMIN_RESET,
+            data: vec![],
+        },
+    );
+    assert_eq!(s.idle_hold_delay(), Duration::from_secs(2));
+}

@@ -424,6 +424,15 @@ impl Peer {
                     self.check_stale();
                 }
                 () = async { let _ = ready.wait_for(|r| *r).await; }, if self.gr.eor_pending => {
+                    // The routes announced before `ready` are in the table and queued here:
+                    // they go before End-of-RIB, whichever branch the select took first.
+                    let mut keys = Vec::new();
+                    while let Ok(more) = changes.try_recv() {
+                        keys.extend(more);
+                    }
+                    if !keys.is_empty() {
+                        self.sync(Some(keys));
+                    }
                     self.send_end_of_rib();
                 }
                 st = bfd_change(&mut bfd) => match st {

@@ -141,9 +141,14 @@ async fn bfd_that_never_comes_up_does_not_hold_bgp_down() {
     .await;
     let (b, _) = common::start(
         &format!(
-            "router_id = \"10.0.0.34\"\nlocal_as = 65002\nlisten = []\n\
-             [[neighbor]]\naddress = \"{a_ip}\"\nremote_as = 65001\nport = {a_port}\n\
-             local_address = \"{b_ip}\"\nhold_time = {HOLD}\nconnect_retry = 1\nbfd = {{}}\n"
+            "router_id = \"10.0.0.34\"\nlocal_as = 65002\nlisten = []\n{}",
+            common::neighbor_to(
+                a_ip,
+                65001,
+                a_port,
+                b_ip,
+                &format!("hold_time = {HOLD}\nbfd = {{}}\n")
+            )
         ),
         &dir,
         "b",

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bgpd::config::{NextHop, RouteConfig};
 use bgpd::control::Request;
-use common::{call, sample, scrape, start_with_metrics, wait_neighbor};
+use common::{call, rss_kb, sample, scrape, start_with_metrics, wait_neighbor};
 use serde_json::Value;
 
 /// bgpd: AS 65001, passive, waits 1 s in Idle after a reset (meanwhile ExaBGP is told to drop
@@ -385,16 +385,6 @@ async fn assert_up(bgpd: &common::Speaker, what: &str, established_count: u64, p
         "{what}: the session was reset: {n}"
     );
     assert_eq!(num(&n, "prefixes_received"), prefixes, "{what}: {n}");
-}
-
-/// VmRSS of this process (bgpd runs in it), kB.
-fn rss_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn announce(route: &str, attrs: &str) -> String {

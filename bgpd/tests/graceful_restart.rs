@@ -46,9 +46,8 @@ async fn end_of_rib_waits_until_the_routes_are_announced() {
     .await;
     let (b, _) = common::start(
         &format!(
-            "router_id = \"10.0.0.42\"\nlocal_as = 65002\nlisten = []\n{GR}\
-             [[neighbor]]\naddress = \"{a_ip}\"\nremote_as = 65001\nport = {a_port}\n\
-             local_address = \"{b_ip}\"\nconnect_retry = 1\n"
+            "router_id = \"10.0.0.42\"\nlocal_as = 65002\nlisten = []\n{GR}{}",
+            common::neighbor_to(a_ip, 65001, a_port, b_ip, "")
         ),
         &dir,
         "b",

@@ -12,6 +12,7 @@ mod common;
 use bgpd::config::{Config, NextHop, RouteConfig};
 use bgpd::control::Request;
 use common::raw::{msg, open, read_msg, T};
+use common::rss_kb;
 use serde_json::Value;
 use spanlb_control::client::AsyncClient;
 use tokio::io::AsyncWriteExt;
@@ -23,16 +24,6 @@ const REFRESHES: usize = 1_500;
 /// The RSS growth during the storm the test accepts (without the bounds, every refresh queued
 /// the whole Adj-RIB-Out again: hundreds of MB).
 const RSS_BOUND_KB: u64 = 48 * 1024;
-
-/// VmRSS of this process, kB.
-fn rss_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 async fn call(sock: &std::path::Path, req: &Request) -> Value {
     let mut c = AsyncClient::<Request>::connect(sock).await.unwrap();

@@ -1065,7 +1065,7 @@ fn cease_restarts_after_idle_hold() {
     let out = s.process(
         secs(t0, 10),
         Input::Cease {
-            subcode: 1,
+            subcode: notif::CEASE_ADMIN_RESET,
             data: vec![1, 2],
         },
     );
@@ -1076,12 +1076,12 @@ fn cease_restarts_after_idle_hold() {
                 1,
                 Message::Notification(Notification {
                     code: 6,
-                    subcode: 1,
+                    subcode: 4,
                     data: vec![1, 2]
                 })
             ),
             close(1),
-            change(State::Established, State::Idle, "cease 6/1"),
+            change(State::Established, State::Idle, "cease 6/4"),
         ]
     );
     assert_eq!(s.poll_timeout(), Some(secs(t0, 12)));

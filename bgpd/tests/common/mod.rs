@@ -60,6 +60,25 @@ impl Daemon {
     }
 }
 
+/// VmRSS of this process (an in-process bgpd runs in it), kB.
+pub fn rss_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A `[[neighbor]]` table that connects from `local` to `address`:`port` (retrying every
+/// second), followed by `extra` lines of the same table.
+pub fn neighbor_to(address: &str, remote_as: u32, port: u16, local: &str, extra: &str) -> String {
+    format!(
+        "[[neighbor]]\naddress = \"{address}\"\nremote_as = {remote_as}\nport = {port}\n\
+         local_address = \"{local}\"\nconnect_retry = 1\n{extra}"
+    )
+}
+
 pub struct Speaker {
     pub sock: PathBuf,
     /// The Prometheus endpoint, when started with [`start_with_metrics`].

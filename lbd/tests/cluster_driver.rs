@@ -187,6 +187,7 @@ impl Cluster {
         DriverConfig {
             spec: spec(me),
             key: key(),
+            max_age: Duration::from_secs(30),
             listen: self.addrs[me],
             peers,
             realtime_priority: 0,
@@ -515,6 +516,7 @@ async fn forged_and_replayed_heartbeats_change_nothing() {
     // An unknown device (right key) and garbage.
     let stranger = Heartbeat {
         device: "Z".into(),
+        sent_ms: now_ms(),
         ..forged.clone()
     };
     attacker
@@ -546,6 +548,65 @@ async fn forged_and_replayed_heartbeats_change_nothing() {
     assert_eq!(c.events().len(), events, "{:#?}", c.events());
     let status = h.status().await;
     let a = status.devices.iter().find(|d| d.name == "A").unwrap();
+    assert!(a.alive && a.active == ["tg-1"], "{a:?}");
+    c.shutdown();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The replay guard is in memory: a device that restarted accepts any `(epoch, seq)` from a
+/// peer once. An authentic heartbeat of A sent a minute ago — captured, then replayed when B
+/// has just restarted; here given the greatest epoch, so that the guard alone would take it —
+/// claims every traffic group with a manual order. B refuses it by its age
+/// (`heartbeat_max_age`, 30 s here) and nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_authentic_heartbeat_is_refused_by_its_age() {
+    let c = Cluster::start(BTreeMap::new()).await;
+    c.wait_placed(&DEVICES, &STEADY).await;
+    let before = c.handles["B"].counters();
+    let events = c.events().len();
+    let old = Heartbeat {
+        device: "A".into(),
+        epoch: u64::MAX,
+        seq: 1,
+        sent_ms: now_ms() - 60_000,
+        eligible: true,
+        active: ["tg-1", "tg-2", "tg-3"]
+            .map(|t| Claim::new(t, u64::MAX))
+            .to_vec(),
+        orders: vec![lbd::cluster::Order {
+            id: now_ms() * 1000,
+            traffic_group: "tg-2".into(),
+            to: "A".into(),
+        }],
+        unsynced: Vec::new(),
+        usable_ms: 0,
+        unavailable: Vec::new(),
+        config: None,
+    };
+    let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for _ in 0..5 {
+        attacker
+            .send_to(&encode(&old, &key()).unwrap(), c.addrs["B"])
+            .await
+            .unwrap();
+    }
+    let h = c.handles["B"].clone();
+    tokio::time::sleep(DEAD_AFTER * 2).await;
+    assert_eq!(c.events().len(), events, "{:#?}", c.events());
+    assert!(c.placed(&DEVICES, &STEADY).await);
+    assert!(
+        h.counters().rejected_stale >= before.rejected_stale + 5,
+        "counters {:?}",
+        h.counters()
+    );
+    // A's real heartbeats still count: its (epoch, seq) was not moved to u64::MAX.
+    let a = h.status().await;
+    let a = a.devices.iter().find(|d| d.name == "A").unwrap().clone();
     assert!(a.alive && a.active == ["tg-1"], "{a:?}");
     c.shutdown();
 }

@@ -24,7 +24,7 @@
 //! | `plugin_enabled` | `plugin` | 0 once disabled after too many panics |
 //! | `traffic_group_active` | `traffic_group` | 1: its addresses and routes are in place here (device group only, as the rest of this block) |
 //! | `heartbeats_sent_total`, `heartbeats_received_total` | `group` | heartbeat datagrams sent / accepted |
-//! | `heartbeats_rejected_total` | `reason` (`bad-tag`, `replayed`, `unknown-device`, `malformed`) | heartbeats ignored |
+//! | `heartbeats_rejected_total` | `reason` (`bad-tag`, `replayed`, `stale`, `unknown-device`, `malformed`) | heartbeats ignored |
 //! | `bgpd_connected` | | 1 while the connection to bgpd's control socket is up |
 //! | `config_sync_status` | `status` (`in-sync`, `changes-pending`, `awaiting-initial-sync`, `disconnected`, `sync-failed`) | 1 for this device's config-sync status, 0 for the others |
 //! | `config_sync_generation` | | the counter of the group configuration's generation held here |
@@ -416,6 +416,7 @@ impl Collector for StateCollector {
                 [
                     ("bad-tag", k.rejected_bad_tag),
                     ("replayed", k.rejected_replayed),
+                    ("stale", k.rejected_stale),
                     ("unknown-device", k.rejected_unknown_device),
                     ("malformed", k.rejected_malformed),
                 ]

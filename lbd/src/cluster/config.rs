@@ -46,6 +46,11 @@ pub struct Group {
     /// declared dead well within one second.
     #[serde(default = "default_dead_after", with = "humantime_serde")]
     pub dead_after: Duration,
+    /// A heartbeat sent (by its sender's clock) further than this from this device's clock is
+    /// dropped: a replay of an old captured heartbeat, even right after this device restarted
+    /// and forgot what it had accepted. The group's clocks must agree within it (NTP).
+    #[serde(default = "default_heartbeat_max_age", with = "humantime_serde")]
+    pub heartbeat_max_age: Duration,
     /// How the routers reach the floating external self IPs (docs/design.md, "ECMP and failover").
     #[serde(default)]
     pub route_mode: RouteMode,
@@ -219,6 +224,10 @@ fn default_dead_after() -> Duration {
     Duration::from_millis(500)
 }
 
+fn default_heartbeat_max_age() -> Duration {
+    Duration::from_secs(30)
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
@@ -339,6 +348,12 @@ impl GroupConfig {
         let g = &self.group;
         if g.heartbeat_interval.is_zero() {
             return Err(bad("group.heartbeat_interval", "must not be 0"));
+        }
+        if g.heartbeat_max_age < Duration::from_secs(1) || g.heartbeat_max_age < g.dead_after {
+            return Err(bad(
+                "group.heartbeat_max_age",
+                "must be at least 1s and at least dead_after",
+            ));
         }
         if g.dead_after < g.heartbeat_interval * 2 {
             return Err(bad(
@@ -566,6 +581,7 @@ impl GroupConfig {
                     .collect(),
             },
             key,
+            max_age: self.group.heartbeat_max_age,
             // With a second path, heartbeats arrive on either address: listen on both.
             listen: if mine.failover_addresses.len() > 1 {
                 let any: IpAddr = match mine.failover_addresses[0] {

@@ -66,7 +66,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::heartbeat::{decode, encode, GroupKey, HeartbeatError, ReplayGuard, MAX_DATAGRAM};
+use super::heartbeat::{
+    check_fresh, decode, encode, GroupKey, HeartbeatError, ReplayGuard, MAX_DATAGRAM,
+};
 use super::placement::{
     GroupSpec, GroupStatus, Input, Output, PathOwner, PeerConfig, Placement, Role,
 };
@@ -82,6 +84,9 @@ pub const WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct DriverConfig {
     pub spec: GroupSpec,
     pub key: Arc<GroupKey>,
+    /// Heartbeats sent further than this from our clock are dropped
+    /// ([`super::heartbeat::check_fresh`]).
+    pub max_age: Duration,
     /// Where to listen for heartbeats (this device's failover address and port).
     pub listen: SocketAddr,
     /// Each peer device's heartbeat addresses (primary and optional secondary: send to all).
@@ -125,6 +130,9 @@ pub struct DriverCounters {
     pub rejected_bad_tag: u64,
     /// Authentic heartbeats not newer than the last accepted from their device.
     pub rejected_replayed: u64,
+    /// Authentic heartbeats sent further than `heartbeat_max_age` from this device's clock.
+    #[serde(default)]
+    pub rejected_stale: u64,
     /// Authentic heartbeats from a device outside the group (or claiming to be this one).
     pub rejected_unknown_device: u64,
     /// Datagrams too short, too long, or authentic but badly formed.
@@ -139,6 +147,7 @@ struct Counters {
     received: AtomicU64,
     bad_tag: AtomicU64,
     replayed: AtomicU64,
+    stale: AtomicU64,
     unknown_device: AtomicU64,
     malformed: AtomicU64,
     send_errors: AtomicU64,
@@ -152,6 +161,7 @@ impl Counters {
             heartbeats_received: get(&self.received),
             rejected_bad_tag: get(&self.bad_tag),
             rejected_replayed: get(&self.replayed),
+            rejected_stale: get(&self.stale),
             rejected_unknown_device: get(&self.unknown_device),
             rejected_malformed: get(&self.malformed),
             send_errors: get(&self.send_errors),
@@ -473,6 +483,7 @@ async fn start(
         placement,
         spec: cfg.spec,
         key: cfg.key,
+        max_age: cfg.max_age,
         peers: cfg.peers,
         sock,
         guard,
@@ -526,6 +537,7 @@ struct Driver {
     peers: BTreeMap<String, Vec<SocketAddr>>,
     sock: UdpSocket,
     guard: ReplayGuard,
+    max_age: Duration,
     actions: Arc<dyn Actions>,
     counters: Arc<Counters>,
     last: Arc<Mutex<Option<GroupStatus>>>,
@@ -694,6 +706,10 @@ impl Driver {
             Ok(hb) => hb,
             Err(e) => return self.rejected(&e, from),
         };
+        let max_age = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = check_fresh(&hb, crate::sys::now_ms(), max_age) {
+            return self.rejected(&e, from);
+        }
         if let Err(e) = self.guard.check(&hb) {
             return self.rejected(&e, from);
         }
@@ -710,6 +726,10 @@ impl Driver {
             HeartbeatError::Replayed { .. } => {
                 bump(&self.counters.replayed);
                 "replayed"
+            }
+            HeartbeatError::Stale { .. } => {
+                bump(&self.counters.stale);
+                "stale"
             }
             HeartbeatError::UnknownDevice(_) | HeartbeatError::FromMyself => {
                 bump(&self.counters.unknown_device);

@@ -12,7 +12,7 @@
 //! - heartbeat timing (`heartbeat_interval`, `dead_after`) and `auto_sync`.
 //!
 //! Refused with the reason (change it on every device and restart lbd there): the group's
-//! name, its heartbeat, mirroring and config-sync ports, the route mode, the mirror scopes,
+//! name, its heartbeat, mirroring and config-sync ports, `heartbeat_max_age`, the route mode, the mirror scopes,
 //! this device's own failover and mirroring addresses, and for a traffic group that stays its
 //! floating addresses, path id, mirroring port and MAC masquerade (a new traffic group may
 //! not use MAC masquerade live: its macvlan is made at start). Path ids and mirroring ports
@@ -56,6 +56,12 @@ pub fn check_live(old: &GroupConfig, new: &GroupConfig, me: &str) -> Result<(), 
         if a != b {
             return restart(format!("{what} ({a} → {b})"));
         }
+    }
+    if o.heartbeat_max_age != n.heartbeat_max_age {
+        return restart(format!(
+            "group.heartbeat_max_age ({:?} → {:?})",
+            o.heartbeat_max_age, n.heartbeat_max_age
+        ));
     }
     if o.route_mode != n.route_mode {
         return restart(format!(

@@ -391,11 +391,12 @@ fn show_device_group(g: &Value) -> String {
     ));
     let c = &g["counters"];
     out.push_str(&format!(
-        "heartbeats: sent {} received {}; rejected: bad tag {} replayed {} unknown device {} malformed {}; send errors {}\n",
+        "heartbeats: sent {} received {}; rejected: bad tag {} replayed {} stale {} unknown device {} malformed {}; send errors {}\n",
         num(&c["heartbeats_sent"]),
         num(&c["heartbeats_received"]),
         num(&c["rejected_bad_tag"]),
         num(&c["rejected_replayed"]),
+        num(&c["rejected_stale"]),
         num(&c["rejected_unknown_device"]),
         num(&c["rejected_malformed"]),
         num(&c["send_errors"]),

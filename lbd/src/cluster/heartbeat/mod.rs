@@ -11,6 +11,11 @@
 //! - [`ReplayGuard`] accepts, per sending device, only heartbeats whose `(epoch, seq)` is
 //!   strictly greater than the last one accepted from that device, and only from the group's
 //!   other devices.
+//! - [`check_fresh`] refuses a heartbeat whose `sent_ms` is further than `heartbeat_max_age`
+//!   from this device's clock. The replay guard is in memory: a device that restarts has
+//!   forgotten what it accepted, and without this check one old captured heartbeat per peer
+//!   (stale manual orders included) would be accepted once. The group's clocks must agree
+//!   within the tolerance (NTP), as BIG-IP requires for its device groups.
 //!
 //! This module is sans-IO: it opens no sockets, reads no clocks, spawns nothing, and never
 //! panics on any input (every length is checked; trailing bytes are rejected). It does not
@@ -152,6 +157,17 @@ pub enum HeartbeatError {
         seq: u64,
         last_epoch: u64,
         last_seq: u64,
+    },
+    #[error(
+        "stale heartbeat from {device}: sent at {sent_ms} ms, {age_ms} ms from this device's \
+         clock (more than the {max_age_ms} ms allowed: a replay, or clocks out of step)"
+    )]
+    Stale {
+        device: String,
+        sent_ms: u64,
+        /// |now − sent_ms|.
+        age_ms: u64,
+        max_age_ms: u64,
     },
     #[error("heartbeat from unknown device {0}")]
     UnknownDevice(String),
@@ -533,6 +549,21 @@ pub struct ReplayGuard {
     /// Devices that left the group (a live membership change), with the last accepted from
     /// them: kept, so that one that comes back cannot be replayed its old heartbeats.
     gone: HashMap<String, Option<(u64, u64)>>,
+}
+
+/// Whether `hb` was sent within `max_age_ms` of `now_ms` (both Unix ms, by the sender's and
+/// this device's clocks), either way.
+pub fn check_fresh(hb: &Heartbeat, now_ms: u64, max_age_ms: u64) -> Result<(), HeartbeatError> {
+    let age_ms = now_ms.abs_diff(hb.sent_ms);
+    if age_ms > max_age_ms {
+        return Err(HeartbeatError::Stale {
+            device: hb.device.clone(),
+            sent_ms: hb.sent_ms,
+            age_ms,
+            max_age_ms,
+        });
+    }
+    Ok(())
 }
 
 impl ReplayGuard {

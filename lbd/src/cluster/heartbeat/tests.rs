@@ -854,3 +854,19 @@ proptest! {
         prop_assert_eq!(decode(&d, &key()).unwrap(), h);
     }
 }
+
+#[test]
+fn freshness_is_checked_both_ways_against_the_tolerance() {
+    let mut hb = sample();
+    hb.sent_ms = 1_000_000;
+    assert!(check_fresh(&hb, 1_000_000, 30_000).is_ok());
+    assert!(check_fresh(&hb, 1_030_000, 30_000).is_ok());
+    assert!(check_fresh(&hb, 970_000, 30_000).is_ok());
+    let e = check_fresh(&hb, 1_030_001, 30_000).unwrap_err();
+    assert!(
+        matches!(e, HeartbeatError::Stale { age_ms: 30_001, .. }),
+        "{e:?}"
+    );
+    // From the future (a sender whose clock runs ahead) as well.
+    assert!(check_fresh(&hb, 969_999, 30_000).is_err());
+}

@@ -101,10 +101,46 @@ pub struct Registry {
     pub tried: BTreeMap<PathBuf, Option<String>>,
 }
 
+/// The most a plugin may ask to see of a connection before it decides, whatever its
+/// descriptor declares (a TLS ClientHello fits, with room).
+pub const MAX_INSPECT: usize = 64 * 1024;
+
+/// Why `path` must not be trusted with code that runs as lbd: it must belong to root or to
+/// lbd's own user, and be writable by no one else (a directory writable by others plus a
+/// reload is code running as root).
+fn untrusted(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(e.to_string()),
+    };
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != 0 && m.uid() != me {
+        return Some(format!(
+            "owned by uid {}, not by root or lbd's user (uid {me})",
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Some(format!(
+            "mode {:o} lets others write it (chmod go-w)",
+            m.mode() & 0o7777
+        ));
+    }
+    None
+}
+
 impl Registry {
     /// Loads the `.so` files of `dir` not tried before. Returns the one-line warnings of files
     /// skipped now (already logged).
     pub fn scan(&mut self, dir: &Path) -> Result<Vec<String>, PluginError> {
+        if let Some(reason) = untrusted(dir) {
+            return Err(PluginError::Directory {
+                dir: dir.display().to_string(),
+                reason,
+            });
+        }
         let rd = std::fs::read_dir(dir).map_err(|e| PluginError::Directory {
             dir: dir.display().to_string(),
             reason: e.to_string(),
@@ -118,6 +154,13 @@ impl Registry {
         let mut warnings = Vec::new();
         for path in files {
             if self.tried.contains_key(&path) {
+                continue;
+            }
+            if let Some(why) = untrusted(&path) {
+                // Not marked as tried: once fixed, the next reload loads it.
+                let line = format!("plugin {}: {why}", path.display());
+                warn!("{line}; skipped");
+                warnings.push(line);
                 continue;
             }
             let outcome = match plugin_api::load(&path) {
@@ -236,8 +279,10 @@ pub enum Decision {
 }
 
 impl ProfilePlugin {
+    /// How much of a connection the plugin sees at most: what it declares, clamped to
+    /// [`MAX_INSPECT`].
     pub fn max_inspect(&self) -> usize {
-        self.loaded.lib.descriptor.max_inspect as usize
+        (self.loaded.lib.descriptor.max_inspect as usize).min(MAX_INSPECT)
     }
 
     pub fn inspects_server(&self) -> bool {
@@ -373,4 +418,50 @@ pub fn prepare(
         registry.scan(dir)?;
     }
     instantiate(cfg, registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lbd-plugins-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_directory_or_file_others_can_write_is_refused() {
+        let d = dir("perm");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Registry::default().scan(&d).unwrap_err().to_string();
+        assert!(
+            e.contains("lets others write it") && e.contains("777"),
+            "{e}"
+        );
+
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = d.join("evil.so");
+        std::fs::write(&f, b"not even a library").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let mut r = Registry::default();
+        let w = r.scan(&d).unwrap();
+        assert!(
+            w.len() == 1 && w[0].contains("lets others write it"),
+            "{w:?}"
+        );
+        // Refused before it is opened, and looked at again once fixed.
+        assert!(r.tried.is_empty());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = r.scan(&d).unwrap();
+        assert!(
+            w.len() == 1 && !w[0].contains("lets others write it"),
+            "{w:?}"
+        );
+        assert_eq!(r.tried.len(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

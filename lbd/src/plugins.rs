@@ -57,6 +57,8 @@ pub struct PluginStats {
     pub no_match: AtomicU64,
     pub malformed: AtomicU64,
     pub panics: AtomicU64,
+    /// Calls still running after `plugin_call_timeout` (each disables the plugin).
+    pub timeouts: AtomicU64,
     pub disabled: AtomicBool,
     pub last_panic: Mutex<Option<String>>,
 }
@@ -89,6 +91,7 @@ pub struct PluginStatus {
     pub no_match: u64,
     pub malformed: u64,
     pub panics: u64,
+    pub timeouts: u64,
     pub state: String,
     pub last_panic: Option<String>,
 }
@@ -219,6 +222,7 @@ impl Registry {
                 let s = &l.stats;
                 let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
                 let panics = get(&s.panics);
+                let timeouts = get(&s.timeouts);
                 PluginStatus {
                     name: l.lib.name().to_string(),
                     version: l.lib.descriptor.version.as_str().to_string(),
@@ -236,7 +240,10 @@ impl Registry {
                     no_match: get(&s.no_match),
                     malformed: get(&s.malformed),
                     panics,
-                    state: if s.disabled.load(Ordering::Relaxed) {
+                    timeouts,
+                    state: if s.disabled.load(Ordering::Relaxed) && timeouts > 0 {
+                        format!("disabled ({timeouts} call over the time limit)")
+                    } else if s.disabled.load(Ordering::Relaxed) {
                         format!("disabled ({panics} panics)")
                     } else {
                         "enabled".into()
@@ -254,6 +261,80 @@ pub struct ProfilePlugin {
     pub loaded: Arc<Loaded>,
     instance: plugin_api::Instance,
     panic_limit: u64,
+    call_timeout_ms: u64,
+}
+
+/// One thread's plugin call in flight, watched by [`watchdog`].
+#[derive(Default)]
+struct CallSlot {
+    /// Unix ms the call started; 0 when none runs.
+    since_ms: AtomicU64,
+    /// The deadline of the call, ms.
+    timeout_ms: AtomicU64,
+    plugin: arc_swap::ArcSwapOption<Loaded>,
+}
+
+/// Every thread's slot (threads that called a plugin at least once).
+static SLOTS: Mutex<Vec<std::sync::Weak<CallSlot>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static SLOT: Arc<CallSlot> = {
+        let slot = Arc::new(CallSlot::default());
+        let mut all = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&slot));
+        drop(all);
+        start_watchdog();
+        slot
+    };
+}
+
+/// How often the watchdog looks at the calls in flight.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn start_watchdog() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("plugin-watchdog".into())
+            .spawn(|| loop {
+                std::thread::sleep(WATCH_EVERY);
+                watchdog(now_ms());
+            });
+        if let Err(e) = spawned {
+            error!("cannot start the plugin watchdog: {e}");
+        }
+    });
+}
+
+/// Disables the plugin of every call running past its deadline at `now` (the call itself
+/// cannot be stopped: its thread stays busy until the plugin returns, but nothing calls the
+/// plugin again).
+fn watchdog(now: u64) {
+    let slots: Vec<Arc<CallSlot>> = SLOTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect();
+    for slot in slots {
+        let since = slot.since_ms.load(Ordering::Acquire);
+        if since == 0 || now.saturating_sub(since) <= slot.timeout_ms.load(Ordering::Relaxed) {
+            continue;
+        }
+        let Some(loaded) = slot.plugin.load_full() else {
+            continue;
+        };
+        if !loaded.stats.disabled.swap(true, Ordering::Relaxed) {
+            loaded.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            error!(
+                plugin = loaded.lib.name(),
+                running_ms = now.saturating_sub(since),
+                "plugin call over the time limit: plugin disabled, its profiles decide without \
+                 it until lbd restarts (the thread in the call stays busy until it returns)"
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for ProfilePlugin {
@@ -307,6 +388,25 @@ impl ProfilePlugin {
             return Decision::NoKey;
         }
         s.calls.fetch_add(1, Ordering::Relaxed);
+        let slot = SLOT.with(Arc::clone);
+        slot.plugin.store(Some(self.loaded.clone()));
+        slot.timeout_ms
+            .store(self.call_timeout_ms, Ordering::Relaxed);
+        slot.since_ms.store(now_ms().max(1), Ordering::Release);
+        let outcome = self.call(protocol, direction, client, vip, bytes);
+        slot.since_ms.store(0, Ordering::Release);
+        outcome
+    }
+
+    fn call(
+        &self,
+        protocol: Protocol,
+        direction: Direction,
+        client: SocketAddr,
+        vip: SocketAddr,
+        bytes: &[u8],
+    ) -> Decision {
+        let s = &self.loaded.stats;
         let flow = Flow {
             transport: match protocol {
                 Protocol::Tcp => Transport::Tcp,
@@ -402,6 +502,9 @@ pub fn instantiate(
                 loaded: loaded.clone(),
                 instance,
                 panic_limit: cfg.device.plugin_panic_limit.max(1),
+                call_timeout_ms: u64::try_from(cfg.device.plugin_call_timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
             }),
         );
     }

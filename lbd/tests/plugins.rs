@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{build_cdylib, connect, free_port, persistent_vs, read_line, Behaviour, Lbd, Server};
 use serde_json::{json, Value};
@@ -324,6 +324,59 @@ fn a_panicking_plugin_is_counted_then_disabled_while_lbd_keeps_serving() {
     assert!(lbd.log_text().contains("plugin disabled after 3 panics"));
     // Still serving, without the plugin.
     assert!(ask(vip, "fine").starts_with('p'));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_plugin_stuck_in_a_loop_is_disabled_by_the_watchdog_while_lbd_keeps_serving() {
+    let dir = plugin_dir("hang", &["spanlb-fixture-panicky"]);
+    let servers: Vec<Server> = ["p1", "p2"]
+        .iter()
+        .map(|n| Server::start(n, Behaviour::NameThenEcho))
+        .collect();
+    let port = free_port();
+    let members: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    let lbd = Lbd::start(&format!(
+        "plugin_dir = \"{}\"\nplugin_call_timeout = \"300ms\"\nworkers = 2\n{}",
+        dir.display(),
+        persistent_vs(
+            "hang",
+            "tcp",
+            port,
+            &members,
+            "type = \"universal\"\nplugin = \"panicky\"\nplugin_config = \"quiet\""
+        )
+    ));
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(ask(vip, "fine").starts_with('p'));
+    // One connection makes the plugin spin (its worker thread stays in the call).
+    let stuck = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(vip).unwrap();
+        let _ = s.write_all(b"hang\n");
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let p = loop {
+        let p = lbd.ok(&Request::ShowPlugins)["plugins"][0].clone();
+        if p["timeouts"] == 1 {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "not disabled: {p}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(p["state"], "disabled (1 call over the time limit)", "{p}");
+    assert!(lbd.log_text().contains("plugin call over the time limit"));
+    // The call cannot be stopped: its worker stays in it (and the connections the kernel
+    // hands that worker's listener wait) until the plugin returns. The other worker serves on,
+    // without the plugin: it is not called again.
+    let calls = p["calls"].clone();
+    let served = (0..6)
+        .filter(|i| ask(vip, &format!("after {i}")).starts_with('p'))
+        .count();
+    assert!(served >= 1, "nothing served while the plugin spins");
+    assert_eq!(lbd.ok(&Request::ShowPlugins)["plugins"][0]["calls"], calls);
+    println!("plugin stuck: {served} of 6 new connections served meanwhile (2 workers)");
+    let _ = stuck.join();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

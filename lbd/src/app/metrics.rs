@@ -20,7 +20,7 @@
 //! | `member_monitor_state` | `pool`, `member`, `monitor` | 0 unchecked, 1 up, 2 down |
 //! | `connection_table_entries`, `persistence_records` | | table sizes |
 //! | `start_time_seconds` | | when lbd started (Unix time) |
-//! | `plugin_calls_total`, `plugin_keys_total`, `plugin_no_match_total`, `plugin_malformed_total`, `plugin_panics_total`, `plugin_need_more_total` | `plugin` | what loaded plugins answered |
+//! | `plugin_calls_total`, `plugin_keys_total`, `plugin_no_match_total`, `plugin_malformed_total`, `plugin_panics_total`, `plugin_timeouts_total`, `plugin_need_more_total` | `plugin` | what loaded plugins answered |
 //! | `plugin_enabled` | `plugin` | 0 once disabled after too many panics |
 //! | `traffic_group_active` | `traffic_group` | 1: its addresses and routes are in place here (device group only, as the rest of this block) |
 //! | `heartbeats_sent_total`, `heartbeats_received_total` | `group` | heartbeat datagrams sent / accepted |
@@ -336,7 +336,7 @@ impl Collector for StateCollector {
                 .map(|r| r.status())
                 .unwrap_or_default();
             type Pick = fn(&crate::plugins::PluginStatus) -> u64;
-            let fams: [(&str, &str, Pick); 6] = [
+            let fams: [(&str, &str, Pick); 7] = [
                 ("plugin_calls", "Calls into the plugin", |p| p.calls),
                 ("plugin_keys", "Answers with a key or a member", |p| {
                     p.keys + p.members
@@ -348,6 +348,11 @@ impl Collector for StateCollector {
                     |p| p.malformed,
                 ),
                 ("plugin_panics", "Panics caught in the plugin", |p| p.panics),
+                (
+                    "plugin_timeouts",
+                    "Calls still running after plugin_call_timeout (each disables the plugin)",
+                    |p| p.timeouts,
+                ),
                 ("plugin_need_more", "Requests for more bytes", |p| {
                     p.need_more
                 }),

@@ -81,6 +81,10 @@ pub struct Device {
     /// restarts.
     #[serde(default = "default_panic_limit")]
     pub plugin_panic_limit: u64,
+    /// A plugin call still running after this long disables the plugin (its profiles fall
+    /// back) until lbd restarts: a plugin that loops must not take lbd with it.
+    #[serde(default = "default_plugin_call_timeout", with = "humantime_serde")]
+    pub plugin_call_timeout: std::time::Duration,
     /// The device's static external self IP (informational; shown by `lbctl show device-group`).
     #[serde(default)]
     pub external_address: Option<IpAddr>,
@@ -114,6 +118,10 @@ pub struct Device {
 
 fn default_panic_limit() -> u64 {
     10
+}
+
+fn default_plugin_call_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
 }
 
 fn default_vip_interface() -> String {

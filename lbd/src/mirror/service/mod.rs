@@ -205,6 +205,8 @@ pub struct Mirroring {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Epochs of new senders: strictly increasing within this process.
     last_epoch: AtomicU64,
+    /// Mirrored persistence records refused on receipt (unknown profile).
+    refused: Arc<AtomicU64>,
     /// The traffic groups this device is not in sync for (the device group carries them in
     /// heartbeats: auto-failback to this device waits).
     unsynced: watch::Sender<BTreeSet<String>>,
@@ -284,12 +286,14 @@ impl Mirroring {
         let active = Arc::new(ArcSwap::from_pointee(BTreeSet::new()));
         let standby = Arc::new(Mutex::new(Standby::default()));
         let outbox = Arc::new(Outbox::default());
+        let refused = Arc::new(AtomicU64::new(0));
         let store: Arc<Mutex<dyn Store + Send>> = Arc::new(Mutex::new(MirrorStore {
             live: live.clone(),
             outbox: outbox.clone(),
             active: active.clone(),
             standby: standby.clone(),
             resyncs: BTreeMap::new(),
+            refused: refused.clone(),
         }));
         let admitted = trust::Admitted::devices(&peer_names(group, me));
         let mut receivers = Vec::new();
@@ -316,6 +320,7 @@ impl Mirroring {
             releases: dashmap::DashMap::new(),
             tasks: Mutex::new(Vec::new()),
             last_epoch: AtomicU64::new(0),
+            refused,
             // Nothing is known to be in sync at start (as the device group assumes).
             unsynced: tokio::sync::watch::channel(group.mirror_ports().into_keys().collect()).0,
             last_want: Mutex::new(BTreeMap::new()),

@@ -92,6 +92,7 @@ impl Mirroring {
             "offered": self.outbox.counters.offered.load(Ordering::Relaxed),
             "refresh_skipped": self.outbox.counters.refresh_skipped.load(Ordering::Relaxed),
             "offer_errors": self.outbox.counters.offer_errors.load(Ordering::Relaxed),
+            "records_refused": self.refused.load(Ordering::Relaxed),
         })
     }
 

@@ -83,6 +83,8 @@ pub(super) struct MirrorStore {
     /// when it began (mirrored records of the group with an id at or below it, not replaced
     /// by the resync, are dropped at its end), and the standby keys it has not carried yet.
     pub resyncs: BTreeMap<String, (u64, BTreeSet<RecordKey>)>,
+    /// Persistence records refused on receipt (a profile this device does not have).
+    pub refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MirrorStore {
@@ -98,9 +100,29 @@ impl Store for MirrorStore {
         }
         match &r.kind {
             RecordKind::Persistence { .. } => {
-                let Some(incoming) = r.to_persist(self.live.ids.next()) else {
+                let Some(mut incoming) = r.to_persist(self.live.ids.next()) else {
                     return;
                 };
+                // A peer is trusted with records, not with their lifetime: the expiry is capped
+                // at now + the profile's timeout here (a `u64::MAX` expiry would never be swept
+                // and would beat every record of this device's own), and a profile this device
+                // does not have gets nothing.
+                let timeout = {
+                    let rt = self.live.runtime.load();
+                    rt.config
+                        .persistence
+                        .get(&incoming.profile)
+                        .map(|p| p.timeout)
+                };
+                let Some(timeout) = timeout else {
+                    self.refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(profile = %incoming.profile, "mirrored record of an unknown profile refused");
+                    return;
+                };
+                let cap =
+                    now_ms().saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+                incoming.expiry_ms = incoming.expiry_ms.min(cap);
                 let refused = self.live.persist.insert_mirrored(incoming.clone());
                 // This device's own record is newer (used here since, the refresh not sent
                 // yet): the peers must have it, or they would keep the older copy under
@@ -257,6 +279,7 @@ mirror = true
             active: active.clone(),
             standby: standby.clone(),
             resyncs: BTreeMap::new(),
+            refused: Arc::default(),
         };
         let far = now_ms() + 60_000;
         store.upsert(persist("tg-2", "10.0.0.1/32", "127.0.0.1:18081", far));
@@ -283,6 +306,42 @@ mirror = true
         );
     }
 
+    /// A peer cannot make a record outlive the profile's timeout (a `u64::MAX` expiry would
+    /// never be swept and would beat this device's own records) nor bring one for a profile
+    /// this device does not have.
+    #[test]
+    fn a_mirrored_expiry_is_capped_and_an_unknown_profile_refused() {
+        let live = live();
+        let mut store = MirrorStore {
+            live: live.clone(),
+            outbox: Arc::default(),
+            active: Arc::new(ArcSwap::from_pointee(BTreeSet::new())),
+            standby: Arc::new(Mutex::new(Standby::default())),
+            resyncs: BTreeMap::new(),
+            refused: Arc::default(),
+        };
+        let before = now_ms();
+        store.upsert(persist("tg-2", "10.0.0.1/32", "127.0.0.1:18081", u64::MAX));
+        let recs = live.persist.records(|_| true);
+        assert_eq!(recs.len(), 1);
+        let timeout = live.runtime.load().config.persistence["src"]
+            .timeout
+            .as_millis() as u64;
+        assert!(
+            recs[0].expiry_ms >= before + timeout && recs[0].expiry_ms <= now_ms() + timeout,
+            "{} not capped at now + {timeout}",
+            recs[0].expiry_ms
+        );
+        // A profile this device does not have: refused and counted.
+        let mut other = persist("tg-2", "10.0.0.2/32", "127.0.0.1:18081", 1);
+        if let RecordKind::Persistence { profile, .. } = &mut other.kind {
+            *profile = "nope".into();
+        }
+        store.upsert(other);
+        assert_eq!(live.persist.len(), 1);
+        assert_eq!(store.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
     /// A resync replaces a group's mirrored state without a gap: while it runs, every record
     /// held before still serves (a client's next connection finds its record); at its end what
     /// it did not carry is gone, and a record of this device's own stays.
@@ -296,6 +355,7 @@ mirror = true
             active: Arc::new(ArcSwap::from_pointee(BTreeSet::new())),
             standby: standby.clone(),
             resyncs: BTreeMap::new(),
+            refused: Arc::default(),
         };
         let far = now_ms() + 60_000;
         for i in 0..3 {

@@ -624,13 +624,32 @@ impl Mirroring {
         self.active.store(Arc::new(set));
         let adopted = self.live.persist.adopt(tg);
         let standby = lock(&self.standby).records.remove(tg).unwrap_or_default();
+        let total = standby.len();
+        let (ok, refused): (Vec<Record>, Vec<Record>) = standby
+            .into_values()
+            .partition(|r| self.restorable(tg, r).is_ok());
+        if let Some(r) = refused.first() {
+            let why = self.restorable(tg, r).err().unwrap_or_default();
+            warn!(
+                traffic_group = tg,
+                refused = refused.len(),
+                "mirroring: standby records refused at takeover (the first: {why})"
+            );
+            self.refused
+                .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        }
         info!(
             traffic_group = tg,
             persistence_records = adopted,
-            standby_records = standby.len(),
+            standby_records = total,
+            restorable = ok.len(),
             "mirroring: taking over the mirrored state"
         );
-        standby.into_values().collect()
+        ok
+    }
+
+    fn restorable(&self, tg: &str, r: &Record) -> Result<(), String> {
+        restorable(&self.live.runtime.load().config, &self.group.load(), tg, r)
     }
 
     /// This device is giving `tg` up: its mirrored connections of `tg` end silently (they
@@ -705,4 +724,55 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     s.set_reuseaddr(true)?;
     s.bind(addr)?;
     s.listen(64)
+}
+
+/// Whether a peer's mirrored flow or connection of `tg` may be rebuilt here: a peer is
+/// trusted with connections, not with what this device binds. Its VIP must be the
+/// destination of a virtual server of the same protocol here, and its SNAT address one
+/// this device would use for it: `tg`'s floating internal address, a static internal self
+/// IP, an explicit `snat` address, or the client's own address when that virtual server
+/// has `snat = "none"`.
+pub(crate) fn restorable(
+    cfg: &crate::config::Config,
+    group: &GroupConfig,
+    tg: &str,
+    r: &Record,
+) -> Result<(), String> {
+    let (vip, client, snat, udp) = match &r.kind {
+        RecordKind::UdpFlow {
+            vip, client, snat, ..
+        } => (*vip, *client, *snat, true),
+        RecordKind::TcpConn {
+            vip, client, snat, ..
+        } => (*vip, *client, *snat, false),
+        RecordKind::Persistence { .. } => return Ok(()),
+    };
+    let want = if udp {
+        crate::config::Protocol::Udp
+    } else {
+        crate::config::Protocol::Tcp
+    };
+    let vs = cfg
+        .virtual_servers
+        .values()
+        .find(|v| v.destination == vip && v.protocol == want)
+        .ok_or_else(|| format!("no {want:?} virtual server on {vip} here"))?;
+    let floating = group
+        .traffic_groups
+        .iter()
+        .find(|t| t.name == tg)
+        .map(|t| t.internal_floating.addr());
+    let ip = snat.ip();
+    let allowed = Some(ip) == floating
+        || Some(ip) == cfg.device.internal_address.map(IpAddr::from)
+        || Some(ip) == cfg.device.internal_address_v6.map(IpAddr::from)
+        || matches!(vs.snat, crate::config::Snat::Explicit(a) if a == ip)
+        || (matches!(vs.snat, crate::config::Snat::None) && ip == client.ip());
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "SNAT address {ip} of a connection to {vip} is none this device would use"
+        ))
+    }
 }

@@ -342,6 +342,65 @@ mirror = true
         assert_eq!(store.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
+    /// A flow or connection a peer mirrored is rebuilt only with a SNAT address this device
+    /// would use for that virtual server, and only for a virtual server it has.
+    #[test]
+    fn a_mirrored_flow_with_a_foreign_snat_address_or_vip_is_not_restored() {
+        let live = live();
+        let cfg = live.runtime.load().config.clone();
+        let group =
+            crate::cluster::config::GroupConfig::from_toml(crate::cluster::config::SEED, "g")
+                .unwrap();
+        let udp = |snat: &str, vip: &str| Record {
+            update_id: 0,
+            traffic_group: "tg-2".into(),
+            kind: RecordKind::UdpFlow {
+                client: "192.0.2.1:5000".parse().unwrap(),
+                vip: vip.parse().unwrap(),
+                member: "127.0.0.1:18081".parse().unwrap(),
+                snat: snat.parse().unwrap(),
+                last_seen_ms: 1,
+                key: None,
+            },
+        };
+        let tcp = |snat: &str| Record {
+            traffic_group: "tg-2".into(),
+            kind: match udp(snat, "127.0.0.1:18080").kind {
+                RecordKind::UdpFlow {
+                    client,
+                    vip,
+                    member,
+                    snat,
+                    ..
+                } => RecordKind::TcpConn {
+                    client,
+                    vip,
+                    member,
+                    snat,
+                    client_side: Default::default(),
+                    server_side: Default::default(),
+                    taken_ms: 1,
+                },
+                other => other,
+            },
+            update_id: 0,
+        };
+        let ok = |r: &Record| super::super::restorable(&cfg, &group, "tg-2", r);
+        // The web virtual server is TCP with snat = "none": the client's own address only.
+        assert!(ok(&tcp("192.0.2.1:40000")).is_ok());
+        let e = ok(&tcp("10.9.9.9:40000")).unwrap_err();
+        assert!(e.contains("10.9.9.9"), "{e}");
+        // tg-2's floating internal address is always this device's to use for tg-2.
+        assert!(ok(&tcp("10.1.1.3:40000")).is_ok());
+        assert!(
+            ok(&tcp("10.1.1.4:40000")).is_err(),
+            "tg-3's address for tg-2"
+        );
+        // No UDP virtual server on that VIP here.
+        let e = ok(&udp("10.1.1.3:40000", "127.0.0.1:18080")).unwrap_err();
+        assert!(e.contains("no Udp virtual server"), "{e}");
+    }
+
     /// A resync replaces a group's mirrored state without a gap: while it runs, every record
     /// held before still serves (a client's next connection finds its record); at its end what
     /// it did not carry is gone, and a record of this device's own stays.

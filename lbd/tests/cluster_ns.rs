@@ -141,6 +141,11 @@ impl Device {
             ns.add_addr(ifname, cidr).unwrap();
         }
         std::fs::write(dir.join("key"), "00112233445566778899aabbccddeeff\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.join("key"), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
         // The seed group's devices a and b, their traffic groups tg-1 and tg-2, fast timers,
         // lbd's defaults for everything else.
         let key = dir.join("key");

@@ -266,6 +266,11 @@ impl ClusterLab {
         let key_hex = random_key_hex();
         let key_file = dir.join("group.key");
         std::fs::write(&key_file, format!("{key_hex}\n")).map_err(io("writing group.key"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+                .map_err(io("chmod group.key"))?;
+        }
         let group_config = dir.join("device-group.toml");
         std::fs::write(&group_config, group_toml(&opts, &key_file))
             .map_err(io("writing device-group.toml"))?;

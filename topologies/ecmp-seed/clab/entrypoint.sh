@@ -21,7 +21,8 @@ log() { echo "spanlb-entrypoint: $*" >&2; }
 
 if [ ! -s /etc/spanlb/group.key ]; then
     log "/etc/spanlb/group.key is missing or empty: create it once on the host with"
-    log "  openssl rand -hex 32 > topologies/ecmp-seed/clab/group.key  (the same key for every device)"
+    log "  openssl rand -hex 32 > topologies/ecmp-seed/clab/group.key && chmod 600 topologies/ecmp-seed/clab/group.key"
+    log "  (the same key for every device; lbd refuses a key file others can read)"
     exit 1
 fi
 

@@ -182,6 +182,11 @@ pub enum HeartbeatError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "group key file {} has mode {mode:o}: group and others must have no access (chmod 600)",
+        path.display()
+    )]
+    KeyFileMode { path: PathBuf, mode: u32 },
 }
 
 /// The device group's shared secret, keying HMAC-SHA256.
@@ -213,8 +218,23 @@ impl GroupKey {
 
     /// A key read from a file, surrounding ASCII whitespace trimmed: hex if what remains is
     /// an even number of hex digits, the raw bytes otherwise.
+    ///
+    /// A file that group or others may access is refused (whoever reads the key can forge
+    /// heartbeats), as ssh refuses a private key others can read.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, HeartbeatError> {
+        use std::os::unix::fs::PermissionsExt;
         let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|source| HeartbeatError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(HeartbeatError::KeyFileMode {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
         let content = std::fs::read(path).map_err(|source| HeartbeatError::KeyFile {
             path: path.to_path_buf(),
             source,

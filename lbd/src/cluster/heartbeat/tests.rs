@@ -661,38 +661,43 @@ fn group_key_constructors() {
 
 #[test]
 fn group_key_from_file() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("lbd-hb-key-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // Every file written below is private, as a key file must be.
+    let write = |p: &std::path::Path, bytes: &[u8]| {
+        std::fs::write(p, bytes).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
     let d = encode(&sample(), &key()).unwrap();
 
     let hex = dir.join("hex");
-    std::fs::write(
+    write(
         &hex,
-        "3031323334353637383961626364656630313233343536373839616263646566\n",
-    )
-    .unwrap();
+        b"3031323334353637383961626364656630313233343536373839616263646566\n",
+    );
     assert!(decode(&d, &GroupKey::from_file(&hex).unwrap()).is_ok());
 
     // Raw bytes (not all hex digits), surrounding whitespace trimmed.
     let raw = dir.join("raw");
-    std::fs::write(&raw, b"  correct horse battery staple\r\n").unwrap();
+    write(&raw, b"  correct horse battery staple\r\n");
     let raw_key = GroupKey::from_bytes(b"correct horse battery staple").unwrap();
     let raw_d = encode(&sample(), &raw_key).unwrap();
     assert!(decode(&raw_d, &GroupKey::from_file(&raw).unwrap()).is_ok());
     let binary = dir.join("binary");
     let bytes: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37) | 0x80).collect();
-    std::fs::write(&binary, &bytes).unwrap();
+    write(&binary, &bytes);
     let bin_d = encode(&sample(), &GroupKey::from_bytes(&bytes).unwrap()).unwrap();
     assert!(decode(&bin_d, &GroupKey::from_file(&binary).unwrap()).is_ok());
     // The documented ambiguity: a file of an even number of hex digits is read as hex.
     let hexlike = dir.join("hexlike");
-    std::fs::write(&hexlike, b"0123456789abcdef0123456789abcdef").unwrap();
+    write(&hexlike, b"0123456789abcdef0123456789abcdef");
     let as_hex = GroupKey::from_hex("0123456789abcdef0123456789abcdef").unwrap();
     let hex_d = encode(&sample(), &as_hex).unwrap();
     assert!(decode(&hex_d, &GroupKey::from_file(&hexlike).unwrap()).is_ok());
 
     let short = dir.join("short");
-    std::fs::write(&short, b"tooshort\n").unwrap();
+    write(&short, b"tooshort\n");
     assert!(matches!(
         GroupKey::from_file(&short),
         Err(HeartbeatError::KeyTooShort(8))
@@ -702,6 +707,15 @@ fn group_key_from_file() {
     let err = GroupKey::from_file(&missing).unwrap_err();
     assert!(matches!(err, HeartbeatError::KeyFile { .. }));
     assert!(err.to_string().starts_with("cannot read group key file "));
+
+    // Readable by others: refused, with the mode and the fix.
+    std::fs::set_permissions(&hex, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = GroupKey::from_file(&hex).unwrap_err();
+    assert!(
+        matches!(err, HeartbeatError::KeyFileMode { mode: 0o644, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("chmod 600"), "{err}");
 
     std::fs::remove_dir_all(&dir).unwrap();
 }

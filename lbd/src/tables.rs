@@ -259,6 +259,8 @@ type PersistKey = (String, String, String);
 #[derive(Debug, Default)]
 pub struct PersistTable {
     map: DashMap<PersistKey, PersistRecord>,
+    /// Records evicted by [`PersistTable::enforce_caps`] since start, per profile.
+    evicted: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The key a profile derives from a connection, and the scope it lives in.
@@ -397,6 +399,61 @@ impl PersistTable {
         }
     }
 
+    /// Evicts, in every profile holding more records than `caps` allows it, those that
+    /// expire first (ties: the least recently updated), down to its cap; returns how many went, per profile.
+    /// Profiles without a cap are left alone.
+    pub fn enforce_caps(
+        &self,
+        caps: &std::collections::HashMap<String, usize>,
+    ) -> Vec<(String, usize)> {
+        let mut counts: std::collections::HashMap<String, usize> = Default::default();
+        for e in self.map.iter() {
+            *counts.entry(e.key().0.clone()).or_default() += 1;
+        }
+        let mut out = Vec::new();
+        for (profile, n) in counts {
+            let Some(&cap) = caps.get(&profile) else {
+                continue;
+            };
+            if n <= cap {
+                continue;
+            }
+            let mut victims: Vec<(u64, u64, PersistKey)> = self
+                .map
+                .iter()
+                .filter(|e| e.key().0 == profile)
+                .map(|e| (e.value().expiry_ms, e.value().update_id, e.key().clone()))
+                .collect();
+            let excess = victims.len().saturating_sub(cap);
+            if excess == 0 {
+                continue;
+            }
+            victims.select_nth_unstable(excess - 1);
+            let mut gone = 0;
+            for (_, _, k) in victims.into_iter().take(excess) {
+                if self.map.remove(&k).is_some() {
+                    gone += 1;
+                }
+            }
+            *self
+                .evicted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(profile.clone())
+                .or_default() += gone as u64;
+            out.push((profile, gone));
+        }
+        out
+    }
+
+    /// Records evicted by [`PersistTable::enforce_caps`] since start, per profile.
+    pub fn evicted(&self) -> std::collections::BTreeMap<String, u64> {
+        self.evicted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Removes expired records; returns how many.
     pub fn sweep(&self, now_ms: u64) -> usize {
         let before = self.map.len();
@@ -497,6 +554,7 @@ mod tests {
             mask,
             mask_v6: 64,
             timeout: Duration::from_secs(10),
+            max_records: 100,
             match_across_virtuals: across,
             mirror: false,
             plugin: None,
@@ -658,6 +716,35 @@ mod tests {
         t.insert(own);
         assert_eq!(t.disown("tg-2"), 1);
         assert!(t.records(|_| true).iter().all(|r| r.mirrored));
+    }
+
+    #[test]
+    fn a_profile_over_its_cap_loses_the_records_that_expire_first() {
+        let t = PersistTable::default();
+        for i in 0..10u64 {
+            // Expiries out of insertion order.
+            t.insert(record(
+                &format!("k{i}"),
+                "10.1.1.50:80",
+                1_000 + (i * 7) % 10,
+            ));
+        }
+        let mut other = record("x", "10.1.1.50:80", 1);
+        other.profile = "calls".into();
+        t.insert(other);
+        let caps = std::collections::HashMap::from([("src".to_string(), 4usize)]);
+        assert_eq!(t.enforce_caps(&caps), vec![("src".to_string(), 6)]);
+        assert_eq!(t.evicted()["src"], 6);
+        let mut left: Vec<u64> = t
+            .records(|r| r.profile == "src")
+            .iter()
+            .map(|r| r.expiry_ms)
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![1_006, 1_007, 1_008, 1_009]);
+        // A profile without a cap (or under it) keeps everything, even its oldest.
+        assert_eq!(t.count(|r| r.profile == "calls"), 1);
+        assert!(t.enforce_caps(&caps).is_empty());
     }
 
     #[test]

@@ -327,6 +327,61 @@ fn a_panicking_plugin_is_counted_then_disabled_while_lbd_keeps_serving() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A client that makes up a new SIP Call-ID for every datagram (spoofable data) cannot grow
+/// the persistence table past the profile's `max_records`: the records that expire first go.
+#[test]
+fn spoofed_call_ids_cannot_grow_the_persistence_table_past_max_records() {
+    let dir = plugin_dir("cap", &["spanlb-plugin-sip"]);
+    let member = UdpMember::start("u1");
+    let port = free_port();
+    let lbd = Lbd::start(&format!(
+        "plugin_dir = \"{}\"\n{}",
+        dir.display(),
+        persistent_vs(
+            "calls",
+            "udp",
+            port,
+            &[member.addr.to_string()],
+            "type = \"sip\"\ntimeout = \"5m\"\nmax_records = 50"
+        )
+    ));
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for d in 0..400 {
+        client
+            .send_to(
+                sip_options(&format!("spoof-{d}@192.0.2.5"), 1).as_bytes(),
+                vip,
+            )
+            .unwrap();
+        let mut buf = [0u8; 512];
+        client.recv(&mut buf).expect("an answer through lbd");
+    }
+    // The sweeper runs every second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let n = loop {
+        let recs = lbd.ok(&Request::ShowPersistence { profile: None });
+        let n = recs.as_array().map_or(usize::MAX, Vec::len);
+        if n <= 50 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "{n} records left: {recs}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(n > 0, "the newest records stay");
+    // The latest dialogs are the ones kept.
+    let recs = lbd
+        .ok(&Request::ShowPersistence { profile: None })
+        .to_string();
+    assert!(recs.contains("spoof-399@192.0.2.5"), "{recs}");
+    assert!(!recs.contains("spoof-0@192.0.2.5\""), "{recs}");
+    assert!(lbd.log_text().contains("over max_records evicted"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_plugin_stuck_in_a_loop_is_disabled_by_the_watchdog_while_lbd_keeps_serving() {
     let dir = plugin_dir("hang", &["spanlb-fixture-panicky"]);

@@ -19,6 +19,7 @@
 //! | `member_up` | `pool`, `member` | 1 when the pool's method may send it new connections (admin enabled and health not down) |
 //! | `member_monitor_state` | `pool`, `member`, `monitor` | 0 unchecked, 1 up, 2 down |
 //! | `connection_table_entries`, `persistence_records` | | table sizes |
+//! | `persistence_evictions_total` | `profile` | records evicted over a profile's `max_records` |
 //! | `start_time_seconds` | | when lbd started (Unix time) |
 //! | `plugin_calls_total`, `plugin_keys_total`, `plugin_no_match_total`, `plugin_malformed_total`, `plugin_panics_total`, `plugin_timeouts_total`, `plugin_need_more_total` | `plugin` | what loaded plugins answered |
 //! | `plugin_enabled` | `plugin` | 0 once disabled after too many panics |
@@ -327,6 +328,17 @@ impl Collector for StateCollector {
             "persistence_records",
             "Records in the persistence table",
             app.live().persist.len() as i64,
+        )?;
+        family(
+            e,
+            "persistence_evictions",
+            "Persistence records evicted over a profile's max_records",
+            Kind::Counter,
+            app.live()
+                .persist
+                .evicted()
+                .into_iter()
+                .map(|(p, n)| ([("profile", p)], n)),
         )?;
         {
             let plugins = app

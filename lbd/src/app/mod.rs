@@ -170,9 +170,30 @@ pub async fn run(
         let live = live.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut warned: Option<std::time::Instant> = None;
             loop {
                 tick.tick().await;
                 live.persist.sweep(now_ms());
+                // Each profile's `max_records`: what is over goes, soonest to expire first
+                // (between two sweeps a table grows by at most a second's new records).
+                let caps: std::collections::HashMap<String, usize> = live
+                    .runtime
+                    .load()
+                    .config
+                    .persistence
+                    .iter()
+                    .map(|(n, p)| (n.clone(), p.max_records))
+                    .collect();
+                let evicted = live.persist.enforce_caps(&caps);
+                if !evicted.is_empty()
+                    && warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                {
+                    warned = Some(std::time::Instant::now());
+                    warn!(
+                        ?evicted,
+                        "persistence records over max_records evicted (soonest to expire first)"
+                    );
+                }
             }
         })
     };

@@ -490,6 +490,11 @@ pub struct Persistence {
     /// A record unused for this long expires.
     #[serde(default = "default_persist_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// The most records the profile keeps: past it the ones that expire first are evicted
+    /// (a client keying on spoofable data, a SIP Call-ID over UDP, must not grow the table
+    /// without bound).
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
     /// Share records between every virtual server using this profile (else one set per virtual
     /// server).
     #[serde(default)]
@@ -541,6 +546,13 @@ fn default_mask_v6() -> u8 {
 }
 fn default_persist_timeout() -> Duration {
     Duration::from_secs(180)
+}
+
+/// The default `max_records` of a persistence profile.
+pub const DEFAULT_MAX_RECORDS: usize = 100_000;
+
+fn default_max_records() -> usize {
+    DEFAULT_MAX_RECORDS
 }
 
 type Invalid = (String, String);
@@ -726,6 +738,12 @@ impl Config {
             }
             if p.timeout.is_zero() {
                 return Err(bad(format!("persistence.{name}.timeout"), "must not be 0"));
+            }
+            if p.max_records == 0 {
+                return Err(bad(
+                    format!("persistence.{name}.max_records"),
+                    "must be at least 1",
+                ));
             }
             let plugin_only = |k: &str, set: bool| {
                 if set && p.kind.default_plugin().is_none() {

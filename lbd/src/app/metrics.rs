@@ -18,7 +18,14 @@
 //! | `member_current_connections`, `member_connections_total`, `member_bytes_in_total`, `member_bytes_out_total`, `member_connect_failures_total` | `pool`, `member` | as for virtual servers |
 //! | `member_up` | `pool`, `member` | 1 when the pool's method may send it new connections (admin enabled and health not down) |
 //! | `member_monitor_state` | `pool`, `member`, `monitor` | 0 unchecked, 1 up, 2 down |
+//! | `member_passive_out` | `pool`, `member` | 1 while passive health keeps the member out |
+//! | `member_passive_trips_total` | `pool`, `member` | times passive health took the member out |
 //! | `connection_table_entries`, `persistence_records` | | table sizes |
+//! | `nofile_limit` | | RLIMIT_NOFILE (soft) after raising it to the hard limit at start; 0 unknown |
+//! | `descriptor_budget`, `descriptor_budget_used` | | descriptors the data path may hold (TCP: 2 per connection, UDP: 1 per flow; -1 unlimited) / holds now |
+//! | `descriptor_budget_refused_total` | `protocol` (`tcp`, `udp`) | connections (reset) and flows (datagram dropped) refused because the budget was spent |
+//! | `local_connect_errors_total` | | proxied connects and UDP flow sockets that failed for a local reason (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ENOMEM): not counted against the member |
+//! | `monitor_probes_skipped_total` | | monitor probes that failed for a local reason: no verdict, not counted against the member |
 //! | `start_time_seconds` | | when lbd started (Unix time) |
 //! | `plugin_calls_total`, `plugin_keys_total`, `plugin_no_match_total`, `plugin_malformed_total`, `plugin_panics_total`, `plugin_need_more_total` | `plugin` | what loaded plugins answered |
 //! | `plugin_enabled` | `plugin` | 0 once disabled after too many panics |
@@ -291,6 +298,22 @@ impl Collector for StateCollector {
                 .iter()
                 .map(|(l, m)| (l.clone(), u64::from(m.available()))),
         )?;
+        family(
+            e,
+            "member_passive_out",
+            "1 while passive health keeps the member out of the selection",
+            Kind::Gauge,
+            members
+                .iter()
+                .map(|(l, m)| (l.clone(), u64::from(m.passive_out()))),
+        )?;
+        family(
+            e,
+            "member_passive_trips",
+            "Times passive health took the member out (consecutive connect failures)",
+            Kind::Counter,
+            members.iter().map(|(l, m)| (l.clone(), m.passive_trips())),
+        )?;
         let monitor_states = rt.pools.values().flat_map(|p| {
             p.members.iter().flat_map(move |m| {
                 let verdicts = m.verdicts();
@@ -328,6 +351,51 @@ impl Collector for StateCollector {
             "Records in the persistence table",
             app.live().persist.len() as i64,
         )?;
+        {
+            let b = app.daemon.dp.budget.values();
+            single(
+                e,
+                "nofile_limit",
+                "RLIMIT_NOFILE (soft) after raising it at start; 0 when unknown",
+                i64::try_from(b.nofile).unwrap_or(i64::MAX),
+            )?;
+            single(
+                e,
+                "descriptor_budget",
+                "Descriptors TCP connections (2 each) and UDP flows (1 each) may hold; -1 unlimited",
+                i64::try_from(b.limit).unwrap_or(-1),
+            )?;
+            single(
+                e,
+                "descriptor_budget_used",
+                "Descriptors TCP connections and UDP flows hold now",
+                i64::try_from(b.used).unwrap_or(i64::MAX),
+            )?;
+            family(
+                e,
+                "descriptor_budget_refused",
+                "Connections (reset) and UDP flows (datagram dropped) refused: descriptor budget spent",
+                Kind::Counter,
+                [
+                    ([("protocol", "tcp".to_string())], b.refused_tcp),
+                    ([("protocol", "udp".to_string())], b.refused_udp),
+                ],
+            )?;
+            family(
+                e,
+                "local_connect_errors",
+                "Proxied connects and UDP flow sockets that failed for a local reason (not the member's)",
+                Kind::Counter,
+                [((), b.local_errors)],
+            )?;
+            family(
+                e,
+                "monitor_probes_skipped",
+                "Monitor probes that failed for a local reason: no verdict",
+                Kind::Counter,
+                [((), crate::monitor::probe::skipped_probes())],
+            )?;
+        }
         {
             let plugins = app
                 .daemon

@@ -22,7 +22,7 @@
 //! | `member_passive_trips_total` | `pool`, `member` | times passive health took the member out |
 //! | `connection_table_entries`, `persistence_records` | | table sizes |
 //! | `nofile_limit` | | RLIMIT_NOFILE (soft) after raising it to the hard limit at start; 0 unknown |
-//! | `descriptor_budget`, `descriptor_budget_used` | | descriptors the data path may hold (TCP: 2 per connection, UDP: 1 per flow; -1 unlimited) / holds now |
+//! | `descriptor_budget`, `descriptor_budget_used`, `descriptor_budget_used_udp` | | descriptors the data path may hold (TCP: 2 per connection, UDP: 1 per flow, UDP flows at most half; -1 unlimited) / holds now / of which UDP flows |
 //! | `descriptor_budget_refused_total` | `protocol` (`tcp`, `udp`) | connections (reset) and flows (datagram dropped) refused because the budget was spent |
 //! | `local_connect_errors_total` | | proxied connects and UDP flow sockets that failed for a local reason (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ENOMEM): not counted against the member |
 //! | `monitor_probes_skipped_total` | | monitor probes that failed for a local reason: no verdict, not counted against the member |
@@ -116,6 +116,12 @@ fn family<L: EncodeLabelSet>(
 fn single(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
     let g = ConstGauge::new(v);
     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// A counter without labels.
+fn single_counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
 fn health_value(h: Health) -> u64 {
@@ -371,6 +377,12 @@ impl Collector for StateCollector {
                 "Descriptors TCP connections and UDP flows hold now",
                 i64::try_from(b.used).unwrap_or(i64::MAX),
             )?;
+            single(
+                e,
+                "descriptor_budget_used_udp",
+                "Of those, what UDP flows hold (at most half the budget)",
+                i64::try_from(b.used_udp).unwrap_or(i64::MAX),
+            )?;
             family(
                 e,
                 "descriptor_budget_refused",
@@ -381,19 +393,17 @@ impl Collector for StateCollector {
                     ([("protocol", "udp".to_string())], b.refused_udp),
                 ],
             )?;
-            family(
+            single_counter(
                 e,
                 "local_connect_errors",
                 "Proxied connects and UDP flow sockets that failed for a local reason (not the member's)",
-                Kind::Counter,
-                [((), b.local_errors)],
+                b.local_errors,
             )?;
-            family(
+            single_counter(
                 e,
                 "monitor_probes_skipped",
                 "Monitor probes that failed for a local reason: no verdict",
-                Kind::Counter,
-                [((), crate::monitor::probe::skipped_probes())],
+                crate::monitor::probe::skipped_probes(),
             )?;
         }
         {

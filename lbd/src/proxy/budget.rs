@@ -4,8 +4,9 @@
 //! keeps a reserve of it — max(64, 5 %) plus what is open once the listeners are bound — for
 //! the control socket, monitors, metrics, mirroring and the device group. The rest is the
 //! budget the data path shares: every proxied TCP connection takes two descriptors (client and
-//! member side), every UDP flow one (its upstream socket). A connection or flow that would
-//! exceed it is refused at once (TCP: accepted and reset; UDP: the datagram is dropped and no
+//! member side), every UDP flow one (its upstream socket). UDP flows may hold at most half of
+//! it: a flow costs a client one datagram (no handshake, spoofable), so a flood of them must
+//! not starve TCP. A connection or flow that would exceed it is refused at once (TCP: accepted and reset; UDP: the datagram is dropped and no
 //! flow is made) and counted; what is established carries on, and so do the control socket,
 //! the monitors and mirroring, which take from the reserve.
 //!
@@ -45,6 +46,8 @@ pub enum Side {
 pub struct Budget {
     limit: AtomicU64,
     used: AtomicU64,
+    /// Of `used`, what UDP flows hold.
+    used_udp: AtomicU64,
     refused_tcp: AtomicU64,
     refused_udp: AtomicU64,
     /// Proxied connects (and UDP flow sockets) that failed for a local reason (EMFILE, ...).
@@ -59,6 +62,7 @@ impl Default for Budget {
         Budget {
             limit: AtomicU64::new(u64::MAX),
             used: AtomicU64::new(0),
+            used_udp: AtomicU64::new(0),
             refused_tcp: AtomicU64::new(0),
             refused_udp: AtomicU64::new(0),
             local_errors: AtomicU64::new(0),
@@ -73,11 +77,15 @@ impl Default for Budget {
 pub struct Permit {
     budget: Arc<Budget>,
     n: u64,
+    side: Side,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.n, Ordering::Relaxed);
+        if self.side == Side::Udp {
+            self.budget.used_udp.fetch_sub(self.n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -87,6 +95,7 @@ pub struct BudgetValues {
     /// u64::MAX when unlimited.
     pub limit: u64,
     pub used: u64,
+    pub used_udp: u64,
     pub refused_tcp: u64,
     pub refused_udp: u64,
     pub local_errors: u64,
@@ -100,38 +109,37 @@ impl Budget {
         self.nofile.store(nofile, Ordering::Relaxed);
     }
 
-    /// Takes `n` descriptors, or None when that would exceed the budget.
-    pub fn try_take(self: &Arc<Self>, n: u64) -> Option<Permit> {
+    /// Takes `n` descriptors for `side`, or None when that would exceed the budget (for UDP:
+    /// or half of it held by UDP flows).
+    pub fn try_take(self: &Arc<Self>, n: u64, side: Side) -> Option<Permit> {
         let limit = self.limit.load(Ordering::Relaxed);
-        let mut used = self.used.load(Ordering::Relaxed);
-        loop {
-            if used.saturating_add(n) > limit {
-                return None;
-            }
-            match self.used.compare_exchange_weak(
-                used,
-                used + n,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return Some(Permit {
-                        budget: self.clone(),
-                        n,
-                    })
-                }
-                Err(now) => used = now,
-            }
+        if side == Side::Udp && !take(&self.used_udp, n, limit / 2) {
+            return None;
         }
+        if !take(&self.used, n, limit) {
+            if side == Side::Udp {
+                self.used_udp.fetch_sub(n, Ordering::Relaxed);
+            }
+            return None;
+        }
+        Some(Permit {
+            budget: self.clone(),
+            n,
+            side,
+        })
     }
 
-    /// Takes `n` descriptors whatever the budget says (mirrored flows rebuilt on takeover:
-    /// they exist already on the device that had them).
-    pub fn take(self: &Arc<Self>, n: u64) -> Permit {
+    /// Takes `n` descriptors for `side` whatever the budget says (mirrored flows rebuilt on
+    /// takeover: they exist already on the device that had them).
+    pub fn take(self: &Arc<Self>, n: u64, side: Side) -> Permit {
         self.used.fetch_add(n, Ordering::Relaxed);
+        if side == Side::Udp {
+            self.used_udp.fetch_add(n, Ordering::Relaxed);
+        }
         Permit {
             budget: self.clone(),
             n,
+            side,
         }
     }
 
@@ -184,12 +192,22 @@ impl Budget {
         BudgetValues {
             limit: self.limit.load(Ordering::Relaxed),
             used: self.used.load(Ordering::Relaxed),
+            used_udp: self.used_udp.load(Ordering::Relaxed),
             refused_tcp: self.refused_tcp.load(Ordering::Relaxed),
             refused_udp: self.refused_udp.load(Ordering::Relaxed),
             local_errors: self.local_errors.load(Ordering::Relaxed),
             nofile: self.nofile.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Adds `n` to `counter` unless that takes it over `limit`; true when it did.
+fn take(counter: &AtomicU64, n: u64, limit: u64) -> bool {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            (used.saturating_add(n) <= limit).then_some(used + n)
+        })
+        .is_ok()
 }
 
 pub use crate::sys::is_local_error;
@@ -244,16 +262,18 @@ mod tests {
     fn permits_are_bounded_and_given_back() {
         let b = Arc::new(Budget::default());
         b.set(5, 100);
-        let two = b.try_take(2).expect("2 of 5");
-        let three = b.try_take(3).expect("5 of 5");
-        assert!(b.try_take(1).is_none());
+        let two = b.try_take(2, Side::Tcp).expect("2 of 5");
+        let three = b.try_take(3, Side::Tcp).expect("5 of 5");
+        assert!(b.try_take(1, Side::Tcp).is_none());
+        assert!(b.try_take(1, Side::Udp).is_none());
+        assert_eq!(b.values().used_udp, 0, "a refused take is given back");
         drop(two);
-        let again = b.try_take(2).expect("given back");
-        assert!(b.try_take(1).is_none());
-        let forced = b.take(1);
-        assert_eq!(b.values().used, 6);
+        let again = b.try_take(2, Side::Tcp).expect("given back");
+        assert!(b.try_take(1, Side::Tcp).is_none());
+        let forced = b.take(1, Side::Udp);
+        assert_eq!((b.values().used, b.values().used_udp), (6, 1));
         drop((three, again, forced));
-        assert_eq!(b.values().used, 0);
+        assert_eq!((b.values().used, b.values().used_udp), (0, 0));
         b.refused(Side::Udp);
         b.refused(Side::Tcp);
         b.refused(Side::Udp);
@@ -265,9 +285,27 @@ mod tests {
     }
 
     #[test]
+    fn udp_flows_hold_at_most_half_and_tcp_keeps_the_rest() {
+        let b = Arc::new(Budget::default());
+        b.set(100, 1000);
+        let udp: Vec<Permit> = (0..1000).map_while(|_| b.try_take(1, Side::Udp)).collect();
+        assert_eq!(udp.len(), 50);
+        let tcp: Vec<Permit> = (0..1000).map_while(|_| b.try_take(2, Side::Tcp)).collect();
+        assert_eq!(tcp.len(), 25);
+        assert!(b.try_take(1, Side::Udp).is_none());
+        drop(tcp);
+        // TCP may take the whole budget; then UDP gets nothing even under its half.
+        drop(udp);
+        let tcp: Vec<Permit> = (0..1000).map_while(|_| b.try_take(2, Side::Tcp)).collect();
+        assert_eq!(tcp.len(), 50);
+        assert!(b.try_take(1, Side::Udp).is_none());
+        assert_eq!(b.values().used_udp, 0);
+    }
+
+    #[test]
     fn unlimited_until_set() {
         let b = Arc::new(Budget::default());
-        let p: Vec<Permit> = (0..1000).filter_map(|_| b.try_take(2)).collect();
+        let p: Vec<Permit> = (0..1000).filter_map(|_| b.try_take(2, Side::Tcp)).collect();
         assert_eq!(p.len(), 1000);
     }
 }

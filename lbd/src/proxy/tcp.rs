@@ -95,7 +95,7 @@ pub async fn accept_loop(
                 backoff = ACCEPT_BACKOFF_MIN;
                 // Client and member side: two descriptors, or none and the client is reset at
                 // once (its descriptor came from the reserve and goes back to it now).
-                match dp.budget.try_take(2) {
+                match dp.budget.try_take(2, Side::Tcp) {
                     Some(permit) => {
                         tokio::spawn(handle(dp.clone(), key, stream, peer, permit));
                     }

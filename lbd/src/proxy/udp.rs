@@ -482,7 +482,7 @@ impl Listener {
                 }
             }
             // The flow's upstream socket is one descriptor of the data path's budget.
-            let Some(permit) = self.dp.budget.try_take(1) else {
+            let Some(permit) = self.dp.budget.try_take(1, Side::Udp) else {
                 self.dp.budget.refused(Side::Udp);
                 vs.counters.refused.fetch_add(1, Ordering::Relaxed);
                 trace!(virtual_server = %vs.name, %client, "udp flow refused: descriptor budget");
@@ -658,7 +658,7 @@ impl Listener {
                     s,
                     Some(r.traffic_group.as_str().into()),
                     // The flow exists already on the device that had it: not refused here.
-                    self.dp.budget.take(1),
+                    self.dp.budget.take(1, Side::Udp),
                 )
             });
             match made {

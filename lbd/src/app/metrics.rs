@@ -16,7 +16,7 @@
 //! | `virtual_address_advertised` | `address` | 1: route health injection wants it advertised |
 //! | `pool_members_available` / `pool_members` | `pool` | members taking new connections / all members |
 //! | `member_current_connections`, `member_connections_total`, `member_bytes_in_total`, `member_bytes_out_total`, `member_connect_failures_total` | `pool`, `member` | as for virtual servers |
-//! | `member_up` | `pool`, `member` | 1 when the pool's method may send it new connections (admin enabled and health not down) |
+//! | `member_up` | `pool`, `member` | 1 when the pool's method may send it new connections (admin enabled, health not down, not out by passive health) |
 //! | `member_monitor_state` | `pool`, `member`, `monitor` | 0 unchecked, 1 up, 2 down |
 //! | `member_passive_out` | `pool`, `member` | 1 while passive health keeps the member out |
 //! | `member_passive_trips_total` | `pool`, `member` | times passive health took the member out |
@@ -298,7 +298,7 @@ impl Collector for StateCollector {
             e,
             "member_up",
             "1 when the pool's method may send the member new connections (admin state enabled, \
-             health not down)",
+             health not down, not out by passive health)",
             Kind::Gauge,
             members
                 .iter()

@@ -21,6 +21,7 @@ pub mod config;
 pub mod configsync;
 pub mod mirror;
 pub mod monitor;
+pub mod passive;
 pub mod plugins;
 pub mod proxy;
 pub mod select;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{AdminState, Advertise, Config, Persistence, Protocol, Snat, VirtualServer};
 use crate::monitor::Health;
+use crate::passive::{Change, Passive, PassiveConfig};
 use crate::select::{stable_hash, Candidate, Method, Selector};
 use crate::tables::{now_ms, ConnTable, PersistTable, UpdateIds};
 
@@ -138,6 +139,10 @@ pub struct MemberState {
     health: AtomicU8,
     monitors: Mutex<BTreeMap<String, MonitorVerdict>>,
     pub counters: Arc<Counters>,
+    /// Passive health (consecutive connect failures), and when it comes back in when it is
+    /// out (Unix ms, 0 = in) for lock-free reads.
+    passive: Mutex<Passive>,
+    passive_until: AtomicU64,
 }
 
 impl MemberState {
@@ -151,7 +156,65 @@ impl MemberState {
             health: AtomicU8::new(health_to(Health::Unchecked)),
             monitors: Mutex::new(BTreeMap::new()),
             counters: Arc::default(),
+            passive: Mutex::new(Passive::default()),
+            passive_until: AtomicU64::new(0),
         }
+    }
+
+    fn passive_state(&self) -> std::sync::MutexGuard<'_, Passive> {
+        self.passive
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn passive_apply(&self, p: &Passive) {
+        self.passive_until
+            .store(p.out_until().unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The pool's passive-health settings (start, reload).
+    pub fn set_passive_config(&self, c: PassiveConfig) {
+        let mut p = self.passive_state();
+        p.configure(c);
+        self.passive_apply(&p);
+    }
+
+    /// A connect to the member failed for a reason of the member's (not a local one): counts
+    /// toward passive health. The caller refreshes the pool on [`Change::TakenOut`].
+    pub fn passive_failure(&self) -> Change {
+        let mut p = self.passive_state();
+        let c = p.failure(now_ms());
+        self.passive_apply(&p);
+        c
+    }
+
+    /// A connect to the member (or a monitor probe) succeeded.
+    pub fn passive_success(&self) -> Change {
+        if self.passive_until.load(Ordering::Relaxed) == 0
+            && self.passive_state().consecutive() == 0
+        {
+            return Change::None; // the common case, without the lock held long
+        }
+        let mut p = self.passive_state();
+        let c = p.success();
+        self.passive_apply(&p);
+        c
+    }
+
+    /// Out of the pool's selection by passive health now.
+    pub fn passive_out(&self) -> bool {
+        let until = self.passive_until.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    /// Why passive health took it out ("passive: 5 connect failures"), while it is out.
+    pub fn passive_reason(&self) -> Option<String> {
+        self.passive_state().reason(now_ms())
+    }
+
+    /// Times passive health took it out since start.
+    pub fn passive_trips(&self) -> u64 {
+        self.passive_state().trips()
     }
 
     pub fn admin(&self) -> AdminState {
@@ -211,12 +274,14 @@ impl MemberState {
 
     /// Takes new connections from the pool's method.
     pub fn available(&self) -> bool {
-        self.admin() == AdminState::Enabled && self.health() != Health::Down
+        self.admin() == AdminState::Enabled && self.health() != Health::Down && !self.passive_out()
     }
 
     /// Takes new connections a persistence record sends to it (a disabled member still does).
     pub fn persist_usable(&self) -> bool {
-        self.admin() != AdminState::ForcedOffline && self.health() != Health::Down
+        self.admin() != AdminState::ForcedOffline
+            && self.health() != Health::Down
+            && !self.passive_out()
     }
 
     /// One word for the member's state, as BIG-IP shows it.
@@ -224,6 +289,7 @@ impl MemberState {
         match (self.admin(), self.health()) {
             (AdminState::ForcedOffline, _) => MemberStatus::ForcedOffline,
             (_, Health::Down) => MemberStatus::Down,
+            _ if self.passive_out() => MemberStatus::Down,
             (AdminState::Disabled, _) => MemberStatus::Disabled,
             (AdminState::Enabled, Health::Up) => MemberStatus::Up,
             (AdminState::Enabled, _) => MemberStatus::Unchecked,
@@ -260,6 +326,9 @@ pub struct PoolState {
     pub monitors: Vec<String>,
     pub members: Vec<Arc<MemberState>>,
     selector: ArcSwap<Selector>,
+    /// When the next member taken out by passive health comes back (Unix ms, 0 = none): the
+    /// selector is rebuilt lazily then.
+    passive_next: AtomicU64,
 }
 
 impl fmt::Debug for PoolState {
@@ -285,6 +354,7 @@ impl PoolState {
             monitors,
             members,
             selector: ArcSwap::from_pointee(Selector::new(method, Vec::new())),
+            passive_next: AtomicU64::new(0),
         };
         p.refresh();
         p
@@ -304,18 +374,36 @@ impl PoolState {
                 ratio: m.ratio(),
             })
             .collect();
+        let next = self
+            .members
+            .iter()
+            .filter(|m| m.passive_out())
+            .map(|m| m.passive_until.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        self.passive_next.store(next, Ordering::Relaxed);
         self.selector
             .store(Arc::new(Selector::new(self.method, candidates)));
     }
 
+    /// Rebuilds the selector when a member taken out by passive health is due back.
+    fn recheck_passive(&self) {
+        let next = self.passive_next.load(Ordering::Relaxed);
+        if next != 0 && now_ms() >= next {
+            self.refresh();
+        }
+    }
+
     /// Members that take new connections.
     pub fn available(&self) -> usize {
+        self.recheck_passive();
         self.selector.load().len()
     }
 
     /// Picks a member for a new connection from `client` (Maglev hashes the client's address),
     /// never one of `exclude` (indices into `members`).
     pub fn pick(&self, client: IpAddr, exclude: &[usize]) -> Option<usize> {
+        self.recheck_passive();
         let hash = match client {
             IpAddr::V4(a) => stable_hash(&a.octets()),
             IpAddr::V6(a) => stable_hash(&a.octets()),
@@ -498,9 +586,14 @@ impl Runtime {
                                 om.set_admin(m.state);
                             }
                             om.retain_monitors(&p.monitors);
+                            om.set_passive_config(p.passive());
                             om.clone()
                         }
-                        None => Arc::new(MemberState::new(name, m.address, m.ratio, m.state)),
+                        None => {
+                            let ms = MemberState::new(name, m.address, m.ratio, m.state);
+                            ms.set_passive_config(p.passive());
+                            Arc::new(ms)
+                        }
                     }
                 })
                 .collect();
@@ -661,6 +754,50 @@ type = "tcp"
         pool.members[0].set_verdict("tcp", Health::Up, "ok");
         pool.refresh();
         assert!(rt.virtual_addresses()[0].advertised);
+    }
+
+    #[test]
+    fn passive_health_takes_a_member_out_of_the_selection_and_back() {
+        let cfg = CFG.replace(
+            "[pools.api]",
+            "passive_failures = 2\npassive_retry = \"150ms\"\n[pools.api]",
+        );
+        let rt = runtime(&cfg, None);
+        let pool = &rt.pools["web"];
+        let m0 = &pool.members[0];
+        assert_eq!(m0.passive_failure(), Change::None);
+        assert_eq!(pool.available(), 2);
+        assert!(matches!(m0.passive_failure(), Change::TakenOut(_)));
+        pool.refresh();
+        assert_eq!(pool.available(), 1);
+        assert_eq!(m0.status(), MemberStatus::Down);
+        assert!(!m0.available() && !m0.persist_usable());
+        assert_eq!(
+            m0.passive_reason().as_deref(),
+            Some("passive: 2 connect failures")
+        );
+        for _ in 0..10 {
+            assert_eq!(pool.pick("192.0.2.1".parse().unwrap(), &[]), Some(1));
+        }
+        // The retry interval passes: the selection is rebuilt lazily, m0 is tried again.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(pool.available(), 2);
+        assert_eq!(m0.status(), MemberStatus::Unchecked);
+        // One more failure on retry: out again at once; a success (a monitor probe) brings it
+        // back.
+        assert!(matches!(m0.passive_failure(), Change::TakenOut(_)));
+        pool.refresh();
+        assert_eq!(pool.available(), 1);
+        assert_eq!(m0.passive_success(), Change::BackIn);
+        pool.refresh();
+        assert_eq!(pool.available(), 2);
+        assert_eq!(m0.passive_trips(), 2);
+        // A reload that turns it off keeps nobody out; the api pool never had it on.
+        let api = &rt.pools["api"].members[0];
+        for _ in 0..10 {
+            assert_eq!(api.passive_failure(), Change::None);
+        }
+        assert!(api.available());
     }
 
     #[test]

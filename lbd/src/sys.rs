@@ -199,3 +199,42 @@ pub fn upstream_socket(member: SocketAddr, source: Option<IpAddr>, ty: Type) -> 
     }
     Ok(s)
 }
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (as far as allowed); returns the soft
+/// limit in force afterwards.
+pub fn raise_nofile() -> io::Result<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r.rlim_cur < r.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            r.rlim_cur = r.rlim_max;
+        }
+    }
+    Ok(r.rlim_cur)
+}
+
+/// Descriptors this process has open now (entries of /proc/self/fd, less the one reading it).
+pub fn open_descriptors() -> io::Result<u64> {
+    Ok((std::fs::read_dir("/proc/self/fd")?.count() as u64).saturating_sub(1))
+}
+
+/// Errors that say this host is short of something (descriptors, buffers, memory, local ports
+/// or addresses), not that the peer is not there: they never count against a member nor make a
+/// monitor's verdict.
+pub fn is_local_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::EADDRNOTAVAIL | libc::ENOMEM)
+    )
+}

@@ -361,7 +361,7 @@ fn vs_json(vs: &Arc<VsState>) -> Value {
         "enabled": c.enabled,
         "available": vs.available(),
         "snat": c.snat.to_string(),
-        "connection_limit": c.connection_limit,
+        "connection_limit": c.limit(),
         "idle_timeout": humantime::format_duration(c.idle_timeout()).to_string(),
         "connect_timeout": humantime::format_duration(c.connect_timeout).to_string(),
         "persistence": vs.persistence.as_ref().map(|(name, _)| name),
@@ -378,6 +378,8 @@ fn member_json(m: &MemberState) -> Value {
         "health": m.health(),
         "status": m.status(),
         "monitors": m.verdicts(),
+        "passive": m.passive_reason(),
+        "passive_trips": m.passive_trips(),
         "counters": m.counters.values(),
     })
 }

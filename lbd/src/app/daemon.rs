@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, Protocol};
-use crate::monitor::{spawn_monitor, Health, MonitorSpec};
+use crate::monitor::{spawn_monitor_with, Health, MonitorSpec};
 use crate::plugins::{PluginError, Registry};
 use crate::proxy::datapath::ListenerKey;
 use crate::proxy::DataPath;
@@ -269,7 +269,15 @@ impl Daemon {
                     monitor_verdict(&live, &pool, addr, &mon, h, reason);
                 }
             });
-            let task = spawn_monitor(Arc::new(spec.clone()), addr, source, on_change);
+            let live = Arc::downgrade(&self.dp.live);
+            let (pool, _, mon) = k.clone();
+            let on_success = Box::new(move || {
+                if let Some(live) = live.upgrade() {
+                    monitor_success(&live, &pool, addr, &mon);
+                }
+            });
+            let task =
+                spawn_monitor_with(Arc::new(spec.clone()), addr, source, on_change, on_success);
             tasks.monitors.insert(k, MonitorTask { spec, source, task });
         }
     }
@@ -283,6 +291,20 @@ impl Daemon {
         for (_, t) in tasks.monitors.drain() {
             t.task.abort();
         }
+    }
+}
+
+/// A monitor's probe of a member succeeded: passive health lets the member back in.
+fn monitor_success(live: &Live, pool: &str, addr: SocketAddr, mon: &str) {
+    let rt = live.runtime.load();
+    let Some(p) = rt.pools.get(pool) else { return };
+    let Some(m) = p.members.iter().find(|m| m.addr == addr) else {
+        return;
+    };
+    if m.passive_success() == crate::passive::Change::BackIn {
+        p.refresh();
+        info!(pool, member = %addr, monitor = mon,
+            "member back in: monitor probe succeeded after passive health took it out");
     }
 }
 

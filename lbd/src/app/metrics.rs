@@ -16,10 +16,17 @@
 //! | `virtual_address_advertised` | `address` | 1: route health injection wants it advertised |
 //! | `pool_members_available` / `pool_members` | `pool` | members taking new connections / all members |
 //! | `member_current_connections`, `member_connections_total`, `member_bytes_in_total`, `member_bytes_out_total`, `member_connect_failures_total` | `pool`, `member` | as for virtual servers |
-//! | `member_up` | `pool`, `member` | 1 when the pool's method may send it new connections (admin enabled and health not down) |
+//! | `member_up` | `pool`, `member` | 1 when the pool's method may send it new connections (admin enabled, health not down, not out by passive health) |
 //! | `member_monitor_state` | `pool`, `member`, `monitor` | 0 unchecked, 1 up, 2 down |
+//! | `member_passive_out` | `pool`, `member` | 1 while passive health keeps the member out |
+//! | `member_passive_trips_total` | `pool`, `member` | times passive health took the member out |
 //! | `connection_table_entries`, `persistence_records` | | table sizes |
 //! | `persistence_evictions_total` | `profile` | records evicted over a profile's `max_records` |
+//! | `nofile_limit` | | RLIMIT_NOFILE (soft) after raising it to the hard limit at start; 0 unknown |
+//! | `descriptor_budget`, `descriptor_budget_used`, `descriptor_budget_used_udp` | | descriptors the data path may hold (TCP: 2 per connection, UDP: 1 per flow, UDP flows at most half; -1 unlimited) / holds now / of which UDP flows |
+//! | `descriptor_budget_refused_total` | `protocol` (`tcp`, `udp`) | connections (reset) and flows (datagram dropped) refused because the budget was spent |
+//! | `local_connect_errors_total` | | proxied connects and UDP flow sockets that failed for a local reason (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ENOMEM): not counted against the member |
+//! | `monitor_probes_skipped_total` | | monitor probes that failed for a local reason: no verdict, not counted against the member |
 //! | `start_time_seconds` | | when lbd started (Unix time) |
 //! | `plugin_calls_total`, `plugin_keys_total`, `plugin_no_match_total`, `plugin_malformed_total`, `plugin_panics_total`, `plugin_timeouts_total`, `plugin_need_more_total` | `plugin` | what loaded plugins answered |
 //! | `plugin_enabled` | `plugin` | 0 once disabled after too many panics |
@@ -110,6 +117,12 @@ fn family<L: EncodeLabelSet>(
 fn single(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
     let g = ConstGauge::new(v);
     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// A counter without labels.
+fn single_counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
 fn health_value(h: Health) -> u64 {
@@ -286,11 +299,27 @@ impl Collector for StateCollector {
             e,
             "member_up",
             "1 when the pool's method may send the member new connections (admin state enabled, \
-             health not down)",
+             health not down, not out by passive health)",
             Kind::Gauge,
             members
                 .iter()
                 .map(|(l, m)| (l.clone(), u64::from(m.available()))),
+        )?;
+        family(
+            e,
+            "member_passive_out",
+            "1 while passive health keeps the member out of the selection",
+            Kind::Gauge,
+            members
+                .iter()
+                .map(|(l, m)| (l.clone(), u64::from(m.passive_out()))),
+        )?;
+        family(
+            e,
+            "member_passive_trips",
+            "Times passive health took the member out (consecutive connect failures)",
+            Kind::Counter,
+            members.iter().map(|(l, m)| (l.clone(), m.passive_trips())),
         )?;
         let monitor_states = rt.pools.values().flat_map(|p| {
             p.members.iter().flat_map(move |m| {
@@ -340,6 +369,55 @@ impl Collector for StateCollector {
                 .into_iter()
                 .map(|(p, n)| ([("profile", p)], n)),
         )?;
+        {
+            let b = app.daemon.dp.budget.values();
+            single(
+                e,
+                "nofile_limit",
+                "RLIMIT_NOFILE (soft) after raising it at start; 0 when unknown",
+                i64::try_from(b.nofile).unwrap_or(i64::MAX),
+            )?;
+            single(
+                e,
+                "descriptor_budget",
+                "Descriptors TCP connections (2 each) and UDP flows (1 each) may hold; -1 unlimited",
+                i64::try_from(b.limit).unwrap_or(-1),
+            )?;
+            single(
+                e,
+                "descriptor_budget_used",
+                "Descriptors TCP connections and UDP flows hold now",
+                i64::try_from(b.used).unwrap_or(i64::MAX),
+            )?;
+            single(
+                e,
+                "descriptor_budget_used_udp",
+                "Of those, what UDP flows hold (at most half the budget)",
+                i64::try_from(b.used_udp).unwrap_or(i64::MAX),
+            )?;
+            family(
+                e,
+                "descriptor_budget_refused",
+                "Connections (reset) and UDP flows (datagram dropped) refused: descriptor budget spent",
+                Kind::Counter,
+                [
+                    ([("protocol", "tcp".to_string())], b.refused_tcp),
+                    ([("protocol", "udp".to_string())], b.refused_udp),
+                ],
+            )?;
+            single_counter(
+                e,
+                "local_connect_errors",
+                "Proxied connects and UDP flow sockets that failed for a local reason (not the member's)",
+                b.local_errors,
+            )?;
+            single_counter(
+                e,
+                "monitor_probes_skipped",
+                "Monitor probes that failed for a local reason: no verdict",
+                crate::monitor::probe::skipped_probes(),
+            )?;
+        }
         {
             let plugins = app
                 .daemon

@@ -77,6 +77,15 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    // As many descriptors as allowed: the data path's budget is what is left of them after a
+    // reserve (proxy::budget), measured once the listeners are bound.
+    let nofile = match crate::sys::raise_nofile() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            warn!("RLIMIT_NOFILE: {e}: no descriptor budget for the data path");
+            None
+        }
+    };
     let control_path = config.device.control_socket.clone();
     let metrics_addr = config.device.metrics;
     let workers = config.device.workers.unwrap_or_else(|| {
@@ -114,6 +123,18 @@ pub async fn run(
     // Listeners first: once the control socket answers, every virtual server is listening
     // (scripts and tests wait for the control socket).
     daemon.start().await?;
+    if let Some(limit) = nofile {
+        let open = crate::sys::open_descriptors().unwrap_or(0);
+        let budget = crate::proxy::budget::budget_for(limit, open);
+        dp.budget.set(budget, limit);
+        info!(
+            nofile = limit,
+            reserve = crate::proxy::budget::reserve(limit),
+            open,
+            budget,
+            "descriptor budget of the data path (TCP: 2 per connection, UDP: 1 per flow)"
+        );
+    }
     let cluster = match (local, group) {
         (Some(local), Some(group)) => {
             let host = Arc::new(Host {

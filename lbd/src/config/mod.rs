@@ -244,9 +244,11 @@ pub struct VirtualServer {
     pub pool: String,
     #[serde(default)]
     pub snat: Snat,
-    /// Most concurrent connections (TCP) or flows (UDP); 0 = no limit.
-    #[serde(default)]
-    pub connection_limit: u64,
+    /// Most concurrent connections (TCP) or flows (UDP); 0 = no limit. Default: no limit for
+    /// TCP, [`DEFAULT_UDP_FLOW_LIMIT`] for UDP (each flow holds a socket for its idle
+    /// timeout). See [`VirtualServer::limit`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<u64>,
     /// A connection (flow) with no traffic either way for this long is closed. Default 300s for
     /// TCP, 60s for UDP.
     #[serde(default, with = "humantime_serde")]
@@ -280,7 +282,19 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+/// The flows a UDP virtual server holds at most when it sets no `connection_limit`.
+pub const DEFAULT_UDP_FLOW_LIMIT: u64 = 10_000;
+
 impl VirtualServer {
+    /// The connection (flow) limit in force: the configured one, else none for TCP and
+    /// [`DEFAULT_UDP_FLOW_LIMIT`] for UDP; 0 = no limit.
+    pub fn limit(&self) -> u64 {
+        self.connection_limit.unwrap_or(match self.protocol {
+            Protocol::Tcp => 0,
+            Protocol::Udp => DEFAULT_UDP_FLOW_LIMIT,
+        })
+    }
+
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout.unwrap_or(match self.protocol {
             Protocol::Tcp => Duration::from_secs(300),
@@ -333,6 +347,28 @@ pub struct Pool {
     pub monitors: Vec<String>,
     #[serde(default)]
     pub members: Vec<Member>,
+    /// Passive health: a member whose proxied connects fail this many times in a row
+    /// (timeouts, refusals, resets; never lbd's own local errors) is taken out of the
+    /// selection for `passive_retry`, or until a monitor probe succeeds. 0 (the default) = off.
+    #[serde(default)]
+    pub passive_failures: u32,
+    /// How long passive health keeps a member out before it is tried again. Default 10s.
+    #[serde(default = "default_passive_retry", with = "humantime_serde")]
+    pub passive_retry: Duration,
+}
+
+fn default_passive_retry() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Pool {
+    /// The pool's passive-health settings.
+    pub fn passive(&self) -> crate::passive::PassiveConfig {
+        crate::passive::PassiveConfig {
+            failures: self.passive_failures,
+            retry: self.passive_retry,
+        }
+    }
 }
 
 fn default_method() -> Method {
@@ -800,6 +836,12 @@ impl Config {
                 if m.ratio == 0 || m.ratio > 100 {
                     return Err(bad(format!("{key}.ratio"), "must be 1-100"));
                 }
+            }
+            if pool.passive_failures > 0 && pool.passive_retry.is_zero() {
+                return Err(bad(
+                    format!("pools.{name}.passive_retry"),
+                    "must not be 0 with passive_failures",
+                ));
             }
         }
         let mut listeners = BTreeMap::new();

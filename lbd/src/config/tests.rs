@@ -243,6 +243,8 @@ fn validation_messages() {
         ("monitors = [\"http\"]", "monitors = [\"http\", \"icmp\"]",
          "key `pools.web.monitors[1]`: no monitor named `icmp`"),
         ("ratio = 3", "ratio = 0", "key `pools.web.members[0].ratio`: must be 1-100"),
+        ("method = \"ratio\"", "method = \"ratio\"\npassive_failures = 5\npassive_retry = \"0s\"",
+         "key `pools.web.passive_retry`: must not be 0 with passive_failures"),
         ("10.1.1.51:80\", state", "10.1.1.50:80\", state",
          "key `pools.web.members[1].address`: 10.1.1.50:80 is a member twice"),
         ("10.1.1.51:80", "10.1.1.51:0", "key `pools.web.members[1].address`: port 0"),
@@ -308,4 +310,29 @@ fn minimal_config() {
         PathBuf::from("/run/spanlb/lbd.sock")
     );
     assert_eq!(c.effective_virtual_addresses().len(), 1);
+}
+
+#[test]
+fn limits_and_passive_health_defaults() {
+    let c = Config::from_toml(FULL, "lbd.toml").unwrap();
+    // web sets 1000; a UDP virtual server gets 10,000 flows, a TCP one no limit.
+    assert_eq!(c.virtual_servers["web"].limit(), 1000);
+    assert_eq!(c.virtual_servers["dns"].limit(), DEFAULT_UDP_FLOW_LIMIT);
+    assert_eq!(DEFAULT_UDP_FLOW_LIMIT, 10_000);
+    assert_eq!(c.virtual_servers["web6"].limit(), 0);
+    let unlimited = with(
+        "snat = \"10.1.1.9\"",
+        "snat = \"10.1.1.9\"\nconnection_limit = 0",
+    );
+    let c2 = Config::from_toml(&unlimited, "lbd.toml").unwrap();
+    assert_eq!(c2.virtual_servers["dns"].limit(), 0, "0 says no limit");
+    // Passive health is off unless asked for; the retry defaults to 10 s.
+    let p = c.pools["web"].passive();
+    assert_eq!((p.failures, p.retry), (0, Duration::from_secs(10)));
+    let on = with(
+        "method = \"ratio\"",
+        "method = \"ratio\"\npassive_failures = 5\npassive_retry = \"30s\"",
+    );
+    let p = Config::from_toml(&on, "lbd.toml").unwrap().pools["web"].passive();
+    assert_eq!((p.failures, p.retry), (5, Duration::from_secs(30)));
 }

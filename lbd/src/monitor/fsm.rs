@@ -21,6 +21,8 @@
 //!   Counts of 0 are taken as 1.
 //! - [`Output::HealthChanged`] carries a one-line reason for logs and `lbctl`, e.g.
 //!   "3 consecutive failures: connect: connection refused" or "2 consecutive successes".
+//! - [`Input::ProbeSkipped`] (a probe lbd could not make: a local error) ends the probe in
+//!   flight with no result: neither count moves, health stays.
 //! - A zero interval or timeout is taken as 1 ms so that no driver can spin (rejecting them is
 //!   the configuration's job).
 //!
@@ -58,6 +60,9 @@ pub enum Input {
     Timer,
     /// Probe `id` finished; `detail` says why it failed (ignored on success).
     ProbeDone { id: u64, ok: bool, detail: String },
+    /// Probe `id` could not be made for a local reason (this host out of descriptors, buffers,
+    /// ports): it says nothing of the member, so no count and no health change.
+    ProbeSkipped { id: u64 },
 }
 
 /// What the driver must do, in order.
@@ -136,6 +141,12 @@ impl MonitorFsm {
                 if matches!(self.in_flight, Some((current, _)) if current == id) {
                     self.in_flight = None;
                     self.record(ok, &detail, &mut out);
+                    self.start_if_due(now, &mut out);
+                }
+            }
+            Input::ProbeSkipped { id } => {
+                if matches!(self.in_flight, Some((current, _)) if current == id) {
+                    self.in_flight = None;
                     self.start_if_due(now, &mut out);
                 }
             }

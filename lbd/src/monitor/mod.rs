@@ -14,7 +14,7 @@ pub mod fsm;
 pub mod probe;
 
 pub use fsm::{Health, Input, MonitorFsm, Output};
-pub use probe::{probe, spawn_monitor, OnChange, ProbeError};
+pub use probe::{probe, spawn_monitor, spawn_monitor_with, OnChange, OnSuccess, ProbeError};
 
 /// What a monitor sends and what it expects back.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,12 +11,13 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::fsm::{Input, MonitorFsm, Output};
 use super::{Health, MonitorSpec, ProbeKind};
@@ -47,6 +48,45 @@ pub enum ProbeError {
     UdpUnreachable,
     #[error("io: {}", io_text(.0))]
     Io(io::Error),
+}
+
+impl ProbeError {
+    /// The probe failed for a reason of this host's (out of descriptors, buffers, memory,
+    /// local ports or addresses; see [`crate::sys::is_local_error`]), not the member's: it
+    /// must not count as a failure.
+    pub fn is_local(&self) -> bool {
+        match self {
+            ProbeError::Bind(_, e) | ProbeError::Connect(e) | ProbeError::Io(e) => {
+                crate::sys::is_local_error(e)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Probes skipped for a local error since start (all monitors).
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
+/// When a skipped probe was last logged (Unix ms).
+static SKIP_LOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// Probes skipped for a local error since start, over every monitor.
+pub fn skipped_probes() -> u64 {
+    SKIPPED.load(Ordering::Relaxed)
+}
+
+/// Counts a skipped probe and logs it, at most every 10 s over all monitors.
+fn skipped(monitor: &str, target: SocketAddr, e: &ProbeError) {
+    let n = SKIPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = crate::sys::now_ms();
+    let last = SKIP_LOGGED.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && SKIP_LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        warn!(monitor, %target, skipped = n,
+            "probe skipped, no verdict (a local error, not the member's): {e}");
+    }
 }
 
 /// An io::Error as a short lowercase phrase: "connection refused", not
@@ -268,6 +308,9 @@ async fn udp(
 /// The health-change callback of [`spawn_monitor`]: `(new health, reason)`.
 pub type OnChange = Box<dyn Fn(Health, &str) + Send + Sync + 'static>;
 
+/// Called after every successful probe (passive health listens to it).
+pub type OnSuccess = Box<dyn Fn() + Send + Sync + 'static>;
+
 /// Driver: a tokio task running one MonitorFsm for one member and one monitor. It calls
 /// `on_change(health, reason)` on every HealthChanged (including the first decision) and logs it
 /// with tracing (info, with monitor name and target). Stops when the JoinHandle is aborted.
@@ -279,7 +322,18 @@ pub fn spawn_monitor(
     source: Option<IpAddr>,
     on_change: OnChange,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(spec, target, source, on_change))
+    spawn_monitor_with(spec, target, source, on_change, Box::new(|| {}))
+}
+
+/// [`spawn_monitor`], with a callback for every successful probe.
+pub fn spawn_monitor_with(
+    spec: Arc<MonitorSpec>,
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    on_change: OnChange,
+    on_success: OnSuccess,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(spec, target, source, on_change, on_success))
 }
 
 type ProbeFuture =
@@ -294,6 +348,7 @@ async fn run(
     target: SocketAddr,
     source: Option<IpAddr>,
     on_change: OnChange,
+    on_success: OnSuccess,
 ) {
     let mut fsm = MonitorFsm::new(spec.interval, spec.timeout, spec.up_count, spec.down_count);
     // The one probe in flight (the fsm never asks for a second before the first is over).
@@ -333,14 +388,20 @@ async fn run(
             };
             tokio::select! {
                 _ = sleep => Input::Timer,
-                (id, res) = probe_done => Input::ProbeDone {
-                    id,
-                    ok: res.is_ok(),
-                    detail: res.err().map(|e| e.to_string()).unwrap_or_default(),
+                (id, res) = probe_done => match res {
+                    Ok(()) => {
+                        on_success();
+                        Input::ProbeDone { id, ok: true, detail: String::new() }
+                    }
+                    Err(e) if e.is_local() => {
+                        skipped(&spec.name, target, &e);
+                        Input::ProbeSkipped { id }
+                    }
+                    Err(e) => Input::ProbeDone { id, ok: false, detail: e.to_string() },
                 },
             }
         };
-        if matches!(input, Input::ProbeDone { .. }) {
+        if matches!(input, Input::ProbeDone { .. } | Input::ProbeSkipped { .. }) {
             in_flight = None;
         }
     }

@@ -39,6 +39,8 @@ pub struct DataPath {
     workers: Vec<tokio::runtime::Handle>,
     /// Each UDP listener's channel for rebuilding mirrored flows.
     pub(crate) udp_restore: DashMap<ListenerKey, UnboundedSender<Restore>>,
+    /// The descriptors TCP connections and UDP flows may hold (see [`super::budget`]).
+    pub budget: Arc<super::budget::Budget>,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -68,6 +70,7 @@ impl DataPath {
             mirror,
             workers,
             udp_restore: DashMap::new(),
+            budget: Arc::default(),
         }
     }
 

@@ -259,6 +259,8 @@ async fn rebuilt_conn(
     ends: Ends,
     tg: &str,
 ) -> io::Result<()> {
+    // Counted in the descriptor budget, never refused: the connection exists already.
+    let _permit = dp.budget.take(2, super::budget::Side::Tcp);
     let mut client = TcpStream::from_std(c)?;
     let mut server = TcpStream::from_std(s)?;
     let _ = client.set_nodelay(true);

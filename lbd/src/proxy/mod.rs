@@ -6,6 +6,7 @@
 //!
 //! Nothing here may block: sockets are non-blocking and every wait is bounded.
 
+pub mod budget;
 pub mod datapath;
 pub mod mirrored;
 pub mod relay;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use crate::select::rendezvous;
 use crate::state::{MemberState, VsState};
 use crate::tables::{now_ms, persist_key, plugin_key, PersistRecord};
+pub use budget::is_local_error;
 pub use datapath::DataPath;
 
 /// Why no member could be chosen.

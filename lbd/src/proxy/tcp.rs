@@ -20,15 +20,17 @@ use plugin_api::Direction;
 use socket2::{SockRef, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::budget::{Permit, Side};
 use super::datapath::DataPath;
 use super::mirrored::{relay_mirrored, Ends, Mirrored};
 use super::relay::{relay, RelayEnd, Sinks};
 use super::{choose, learn, remember, Hint, NoMember};
 use crate::config::Protocol;
+use crate::passive::Change;
 use crate::plugins::{Decision, ProfilePlugin};
-use crate::state::{CurrentGuard, VsState};
+use crate::state::{CurrentGuard, MemberState, VsState};
 use crate::sys::upstream_socket;
 use crate::tables::NewConn;
 
@@ -86,23 +88,43 @@ pub async fn accept_loop(
         }
     };
     let mut last_warn: Option<std::time::Instant> = None;
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(handle(dp.clone(), key, stream, peer));
+                backoff = ACCEPT_BACKOFF_MIN;
+                // Client and member side: two descriptors, or none and the client is reset at
+                // once (its descriptor came from the reserve and goes back to it now).
+                match dp.budget.try_take(2, Side::Tcp) {
+                    Some(permit) => {
+                        tokio::spawn(handle(dp.clone(), key, stream, peer, permit));
+                    }
+                    None => {
+                        dp.budget.refused(Side::Tcp);
+                        if let Some(vs) = dp.runtime.load().listeners.get(&key) {
+                            vs.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        reset(&stream);
+                    }
+                }
             }
             Err(e) => {
-                // EMFILE / ENFILE / ENOBUFS: back off briefly rather than spin; warn at most
-                // once a second.
+                // EMFILE / ENFILE / ENOBUFS: back off (10 ms doubling to 1 s) rather than
+                // spin; warn at most once a second.
                 if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
                     warn!(listener = %key.0, "accept failed: {e}");
                     last_warn = Some(std::time::Instant::now());
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
     }
 }
+
+/// The accept loop's pause after a failed accept (EMFILE), doubling up to the maximum.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Resets a connection (RST instead of FIN): used when refusing, and to pass on a reset.
 fn reset(s: &TcpStream) {
@@ -114,6 +136,7 @@ async fn handle(
     key: (SocketAddr, Protocol),
     client: TcpStream,
     peer: SocketAddr,
+    _permit: Permit,
 ) {
     let Some(vs) = dp.runtime.load().listeners.get(&key).cloned() else {
         reset(&client);
@@ -124,7 +147,7 @@ async fn handle(
         return;
     }
     let _vs_current = CurrentGuard::new(vs.counters.clone());
-    let limit = vs.cfg.connection_limit;
+    let limit = vs.cfg.limit();
     if limit > 0 && vs.counters.current.load(Ordering::Relaxed) > limit {
         vs.counters.refused.fetch_add(1, Ordering::Relaxed);
         debug!(virtual_server = %vs.name, client = %peer, "connection limit {limit} reached: reset");
@@ -143,22 +166,67 @@ async fn handle(
     }
 }
 
+/// Why a connect to a member failed.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// This host is short of something (descriptors, buffers, ports) or could not make the
+    /// socket: not the member's fault.
+    Local(std::io::Error),
+    /// The member did not take it: refused, reset, unreachable, timed out.
+    Member(std::io::Error),
+}
+
+impl ConnectError {
+    /// Classifies an error of the connect itself (a failed socket set-up is always local).
+    pub(crate) fn of_connect(e: std::io::Error) -> ConnectError {
+        if super::is_local_error(&e) {
+            ConnectError::Local(e)
+        } else {
+            ConnectError::Member(e)
+        }
+    }
+}
+
 async fn connect(
     member: SocketAddr,
     vs: &VsState,
     ingress: Option<u32>,
-) -> std::io::Result<TcpStream> {
-    let sock = upstream_socket(member, vs.snat_for_ingress(member, ingress).0, Type::STREAM)?;
+) -> Result<TcpStream, ConnectError> {
+    let sock = upstream_socket(member, vs.snat_for_ingress(member, ingress).0, Type::STREAM)
+        .map_err(ConnectError::Local)?;
     let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
     match tokio::time::timeout(vs.cfg.connect_timeout, sock.connect(member)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
+        Ok(r) => r.map_err(ConnectError::of_connect),
+        Err(_) => Err(ConnectError::Member(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!(
                 "connect timed out after {}",
                 humantime::format_duration(vs.cfg.connect_timeout)
             ),
-        )),
+        ))),
+    }
+}
+
+/// Passive health after a connect to `member` of `vs`'s pool: rebuilds the pool's selection
+/// when the member goes out or comes back, and says so.
+fn passive(vs: &VsState, member: &MemberState, ok: bool) {
+    match if ok {
+        member.passive_success()
+    } else {
+        member.passive_failure()
+    } {
+        Change::None => {}
+        Change::TakenOut(_) => {
+            vs.pool.refresh();
+            warn!(pool = %vs.pool.name, member = %member.addr,
+                "member taken out by passive health: {}",
+                member.passive_reason().unwrap_or_default());
+        }
+        Change::BackIn => {
+            vs.pool.refresh();
+            info!(pool = %vs.pool.name, member = %member.addr,
+                "member back in: a connect succeeded after passive health took it out");
+        }
     }
 }
 
@@ -207,13 +275,27 @@ async fn proxy(
             }
         };
         match connect(choice.member.addr, vs, ingress).await {
-            Ok(s) => break (choice, s),
-            Err(e) => {
+            Ok(s) => {
+                passive(vs, &choice.member, true);
+                break (choice, s);
+            }
+            Err(ConnectError::Local(e)) => {
+                // Not the member's fault, and the next member would fare no better.
+                dp.budget.local_error(&e);
+                vs.counters.refused.fetch_add(1, Ordering::Relaxed);
+                reset(&client);
+                return Err(std::io::Error::other(format!(
+                    "local error connecting to {}: {e}: reset client",
+                    choice.member.addr
+                )));
+            }
+            Err(ConnectError::Member(e)) => {
                 choice
                     .member
                     .counters
                     .connect_failures
                     .fetch_add(1, Ordering::Relaxed);
+                passive(vs, &choice.member, false);
                 debug!(virtual_server = %vs.name, member = %choice.member.addr, "connect failed: {e}");
                 tried.push(choice.index);
                 if tried.len() >= MAX_ATTEMPTS {

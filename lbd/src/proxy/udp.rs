@@ -13,7 +13,8 @@
 //! 1. **Creation** — the first datagram from a client that has no live flow. The virtual server
 //!    is looked up afresh in the running configuration (a reload may have replaced it; when it
 //!    is gone the listener is being removed and the datagram is dropped). A disabled virtual
-//!    server creates nothing; one at its `connection_limit` (live flows), or whose pool has no
+//!    server creates nothing; one at its connection limit (live flows; `connection_limit`,
+//!    default 10,000 for UDP), with the data path's descriptor budget spent, or whose pool has no
 //!    member to take the flow, drops the datagram and counts it `refused`. The flow enters the
 //!    connection table (protocol UDP, `snat` = the upstream socket's local address), counts as
 //!    current on the virtual server and the member, and refreshes the persistence record.
@@ -59,8 +60,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, trace};
 
+use super::budget::{Permit, Side};
 use super::datapath::DataPath;
 use super::datapath::Restore;
+use super::tcp::ConnectError;
 use super::{choose, remember, Choice, Hint};
 use crate::config::Protocol;
 use crate::mirror::proto::{Record, RecordKey, RecordKind};
@@ -114,6 +117,9 @@ struct Flow {
     closed: Notify,
     /// Datagrams dropped because a socket buffer was full (or a send failed).
     dropped: AtomicU64,
+    /// The upstream socket's descriptor, from the data path's budget; given back when the
+    /// flow (and its socket) goes.
+    _permit: Permit,
 }
 
 impl Flow {
@@ -443,7 +449,7 @@ impl Listener {
             .collect();
         // Each round either sends, or adds a member to `tried`: bounded by the pool's size.
         loop {
-            let limit = vs.cfg.connection_limit;
+            let limit = vs.cfg.limit();
             if limit > 0 && vs.counters.current.load(Ordering::Relaxed) >= limit {
                 vs.counters.refused.fetch_add(1, Ordering::Relaxed);
                 trace!(virtual_server = %vs.name, %client, "udp flow refused: connection limit");
@@ -475,9 +481,24 @@ impl Listener {
                     }
                 }
             }
-            let flow = match self.open(&vs, key, &choice, hint) {
+            // The flow's upstream socket is one descriptor of the data path's budget.
+            let Some(permit) = self.dp.budget.try_take(1, Side::Udp) else {
+                self.dp.budget.refused(Side::Udp);
+                vs.counters.refused.fetch_add(1, Ordering::Relaxed);
+                trace!(virtual_server = %vs.name, %client, "udp flow refused: descriptor budget");
+                return;
+            };
+            let flow = match self.open(&vs, key, &choice, hint, permit) {
                 Ok(f) => f,
-                Err(e) => {
+                Err(ConnectError::Local(e)) => {
+                    // This host is short of something: not the member's fault, and another
+                    // member would fare no better.
+                    self.dp.budget.local_error(&e);
+                    vs.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    trace!(virtual_server = %vs.name, %client, "udp flow refused: {e}");
+                    return;
+                }
+                Err(ConnectError::Member(e)) => {
                     choice
                         .member
                         .counters
@@ -511,12 +532,16 @@ impl Listener {
         key: FlowKey,
         choice: &Choice,
         hint: &Hint,
-    ) -> io::Result<Arc<Flow>> {
+        permit: Permit,
+    ) -> Result<Arc<Flow>, ConnectError> {
         let member = choice.member.addr;
         let (source, traffic_group) = vs.snat_for(member);
-        let s = upstream_socket(member, source, Type::DGRAM)?;
-        s.connect(&member.into())?;
-        let flow = self.adopt(vs, key, choice.member.clone(), s, traffic_group)?;
+        let s = upstream_socket(member, source, Type::DGRAM).map_err(ConnectError::Local)?;
+        s.connect(&member.into())
+            .map_err(ConnectError::of_connect)?;
+        let flow = self
+            .adopt(vs, key, choice.member.clone(), s, traffic_group, permit)
+            .map_err(ConnectError::Local)?;
         remember(&self.dp, vs, (key.0, self.key.0, None), choice, hint);
         debug!(
             virtual_server = %vs.name,
@@ -537,6 +562,7 @@ impl Listener {
         member: Arc<MemberState>,
         s: socket2::Socket,
         traffic_group: Option<Arc<str>>,
+        permit: Permit,
     ) -> io::Result<Arc<Flow>> {
         let client = key.0;
         let snat = s
@@ -577,6 +603,7 @@ impl Listener {
             dead: AtomicBool::new(false),
             closed: Notify::new(),
             dropped: AtomicU64::new(0),
+            _permit: permit,
         });
         let end = FlowEnd {
             dp: self.dp.clone(),
@@ -630,6 +657,8 @@ impl Listener {
                     vs.pool.members[i].clone(),
                     s,
                     Some(r.traffic_group.as_str().into()),
+                    // The flow exists already on the device that had it: not refused here.
+                    self.dp.budget.take(1, Side::Udp),
                 )
             });
             match made {

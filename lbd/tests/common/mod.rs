@@ -55,6 +55,11 @@ pub struct Lbd {
 impl Lbd {
     /// Starts lbd with `[device]` (name, control socket) followed by `body`.
     pub fn start(body: &str) -> Lbd {
+        Self::start_with(body, None)
+    }
+
+    /// The same, with RLIMIT_NOFILE (soft and hard) set to `nofile` for lbd, when given.
+    pub fn start_with(body: &str, nofile: Option<u64>) -> Lbd {
         let dir = std::env::temp_dir().join(format!(
             "lbd-test-{}-{}",
             std::process::id(),
@@ -66,14 +71,29 @@ impl Lbd {
         let config = dir.join("lbd.toml");
         let log = dir.join("lbd.log");
         std::fs::write(&config, Self::config_text(&socket, body)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
-            .arg("--config")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbd"));
+        cmd.arg("--config")
             .arg(&config)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         let mut lbd = Lbd {
             child,
             dir,

@@ -527,6 +527,10 @@ fn member_status(m: &Value) -> String {
 
 /// The most recent monitor verdict: `tcp down: connection refused`.
 fn latest_monitor(m: &Value) -> String {
+    if let Some(passive) = m["passive"].as_str() {
+        // Taken out by passive health: that says more than the monitor's last word.
+        return passive.replace(['\n', '\r'], " ");
+    }
     let Some(verdicts) = m["monitors"].as_object() else {
         return "-".into();
     };

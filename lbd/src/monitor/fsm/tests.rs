@@ -344,3 +344,62 @@ fn health_display_and_serde() {
         Health::Unchecked
     );
 }
+
+#[test]
+fn a_skipped_probe_moves_neither_count_nor_health() {
+    let t0 = Instant::now();
+    let mut m = fsm(1, 2);
+    assert_eq!(m.process(t0, Input::Start), vec![probe(1, ms(t0, 200))]);
+    assert_eq!(
+        m.process(ms(t0, 10), done(1, true, "")),
+        vec![changed(
+            Health::Unchecked,
+            Health::Up,
+            "first probe succeeded"
+        )]
+    );
+    // One real failure, then skipped probes (EMFILE here) by the dozen: still up, and the
+    // failure count is not advanced by them.
+    assert_eq!(
+        m.process(ms(t0, 1000), Input::Timer),
+        vec![probe(2, ms(t0, 1200))]
+    );
+    assert!(m
+        .process(ms(t0, 1010), done(2, false, "connect: connection refused"))
+        .is_empty());
+    for c in 2..20u64 {
+        assert_eq!(
+            m.process(ms(t0, c * 1000), Input::Timer),
+            vec![probe(c + 1, ms(t0, c * 1000 + 200))]
+        );
+        assert!(m
+            .process(ms(t0, c * 1000 + 10), Input::ProbeSkipped { id: c + 1 })
+            .is_empty());
+        assert_eq!(m.health(), Health::Up);
+        assert_eq!(
+            m.poll_timeout(),
+            Some(ms(t0, (c + 1) * 1000)),
+            "next start, no probe in flight"
+        );
+    }
+    // A skip of a probe not in flight is ignored.
+    assert!(m
+        .process(ms(t0, 19_500), Input::ProbeSkipped { id: 3 })
+        .is_empty());
+    // The next real failure is the second in a row: down.
+    assert_eq!(
+        m.process(ms(t0, 20_000), Input::Timer),
+        vec![probe(21, ms(t0, 20_200))]
+    );
+    assert_eq!(
+        m.process(
+            ms(t0, 20_010),
+            done(21, false, "connect: connection refused")
+        ),
+        vec![changed(
+            Health::Up,
+            Health::Down,
+            "2 consecutive failures: connect: connection refused"
+        )]
+    );
+}

@@ -428,3 +428,31 @@ async fn driver_reports_a_dead_member_at_once() {
     );
     monitor.abort();
 }
+
+#[test]
+fn local_errors_are_skipped_not_failures() {
+    let local = |errno| io::Error::from_raw_os_error(errno);
+    for e in [
+        ProbeError::Io(local(libc::EMFILE)),
+        ProbeError::Io(local(libc::ENFILE)),
+        ProbeError::Connect(local(libc::EADDRNOTAVAIL)),
+        ProbeError::Io(local(libc::ENOBUFS)),
+        ProbeError::Bind(IpAddr::V4(Ipv4Addr::LOCALHOST), local(libc::EMFILE)),
+        ProbeError::Io(local(libc::ENOMEM)),
+    ] {
+        assert!(e.is_local(), "{e}");
+    }
+    for e in [
+        ProbeError::Connect(local(libc::ECONNREFUSED)),
+        ProbeError::Connect(local(libc::ETIMEDOUT)),
+        ProbeError::Io(local(libc::ECONNRESET)),
+        ProbeError::TimedOut(T),
+        ProbeError::UdpUnreachable,
+        ProbeError::BadStatus {
+            got: 500,
+            want: 200,
+        },
+    ] {
+        assert!(!e.is_local(), "{e}");
+    }
+}

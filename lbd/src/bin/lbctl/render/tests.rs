@@ -194,7 +194,7 @@ fn bytes_and_spans_read_easily() {
 fn pools_data() -> Value {
     json!([{
         "name": "web", "method": "least-connections", "monitors": ["tcp", "http"],
-        "available": 1, "total": 3, "virtual_servers": ["web", "web-tls"],
+        "available": 1, "total": 4, "virtual_servers": ["web", "web-tls"],
         "members": [
             {"address": "10.1.1.50:80", "ratio": 1, "admin": "enabled", "health": "up",
              "status": "up",
@@ -208,6 +208,11 @@ fn pools_data() -> Value {
              "monitors": {"tcp": {"health": "down", "reason": "connection refused", "since_ms": 300}},
              "counters": {"current": 0, "total": 7, "bytes_in": 10, "bytes_out": 0,
                           "connect_failures": 2, "refused": 0}},
+            {"address": "10.1.1.53:80", "ratio": 1, "admin": "enabled", "health": "up",
+             "status": "down", "passive": "passive: 5 connect failures",
+             "monitors": {"tcp": {"health": "up", "reason": "connected", "since_ms": 100}},
+             "counters": {"current": 0, "total": 9, "bytes_in": 0, "bytes_out": 0,
+                          "connect_failures": 5, "refused": 0}},
             {"address": "[fd00::52]:8080", "ratio": 1, "admin": "forced-offline",
              "health": "unchecked", "status": "forced-offline", "monitors": {},
              "counters": {"current": 0, "total": 0, "bytes_in": 0, "bytes_out": 0,
@@ -223,10 +228,11 @@ fn pools_data() -> Value {
 fn pools_view() {
     let out = show_pools(&pools_data());
     let want = "\
-pool web  least-connections  1/3 available  monitors: tcp,http  virtual servers: web,web-tls
+pool web  least-connections  1/4 available  monitors: tcp,http  virtual servers: web,web-tls
   MEMBER           RATIO  STATUS          CUR  TOTAL  BYTES-IN  BYTES-OUT  FAIL  MONITOR
   10.1.1.50:80         1  up                3    120   1.5 KiB   40.0 MiB     0  http up: status 200
   10.1.1.51:80         2  down/disabled     0      7      10 B        0 B     2  tcp down: connection refused
+  10.1.1.53:80         1  down              0      9       0 B        0 B     5  passive: 5 connect failures
   [fd00::52]:8080      1  forced-offline    0      0       0 B        0 B     0  -
 
 pool empty  round-robin  0/0 available  monitors: none  virtual servers: none

@@ -19,6 +19,7 @@ pub async fn restore_mirrored(dp: &Arc<DataPath>, tg: &str, records: Vec<Record>
         .into_iter()
         .partition(|r| matches!(r.kind, RecordKind::UdpFlow { .. }));
     let (n_udp, n_tcp) = (udp.len(), tcp.len());
+    let started = std::time::Instant::now();
     let restored_udp = super::udp::restore_flows(dp, udp, Duration::from_secs(1)).await;
     let restored_tcp = super::mirrored::restore(dp, tg, tcp);
     info!(
@@ -27,6 +28,7 @@ pub async fn restore_mirrored(dp: &Arc<DataPath>, tg: &str, records: Vec<Record>
         restored_udp,
         tcp_connections = n_tcp,
         restored_tcp,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "mirroring: flows and connections rebuilt"
     );
 }

@@ -1,0 +1,346 @@
+//! Issue 15's takeover measurement (run it through `topologies/bench/mirror-failover.sh`): what
+//! a failover costs when the next-active device holds many mirrored TCP connections.
+//!
+//! The seed cluster lab with mirroring on and a virtual server `idle` (port [`PORT`]) with TCP
+//! connection mirroring, in front of echo servers this program runs in the server namespaces
+//! (port [`ECHO_PORT`], one task per connection). r1 sends all of the VIP's traffic through B,
+//! so every connection is tg-2's and B mirrors it to C, tg-2's next-active.
+//!
+//! `--connections N` (default 10,000) connections are opened from the client namespace, each
+//! exchanges one line and stays idle; once C holds N mirrored connections, B hangs
+//! (`kill -STOP`). Printed: how long mirroring took to hold them all, when tg-2 was active on C,
+//! how long C's rebuild of the sockets took (its lbd log), and how many connections answer an
+//! echo afterwards (within 10 s each), with the time from the hang to their answers (p50, p99,
+//! max). Last line: `failover with N mirrored connections: ...`. Exits 1 when the lab does
+//! not come up or fewer than 99 % of the connections survive. The lab is torn down on every
+//! exit path.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use spanlb_tests::cluster::{ClusterLab, ClusterOptions, TOOLS};
+use spanlb_tests::mirror::receiver;
+use spanlb_tests::topology::{DEVICES, SERVERS, VIP};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The mirrored virtual server's port.
+const PORT: u16 = 8103;
+/// The echo servers' port.
+const ECHO_PORT: u16 = 8091;
+/// Connections opened at once.
+const PARALLEL: usize = 256;
+
+type Res<T> = Result<T, String>;
+
+fn main() {
+    let mut n = 10_000usize;
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        match (k.as_str(), it.next().and_then(|v| v.parse().ok())) {
+            ("--connections", Some(v)) if v > 0 => n = v,
+            _ => {
+                eprintln!("usage: mirror-failover [--connections N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Err(e) = spanlb_lab::require_root_and_tools(&TOOLS) {
+        eprintln!("mirror-failover: {e}");
+        std::process::exit(1);
+    }
+    // `run` owns the lab: it is torn down when `run` returns (or unwinds), before the exit.
+    let code = run(n);
+    std::process::exit(code);
+}
+
+fn lbd_extra() -> String {
+    let members: Vec<String> = SERVERS
+        .iter()
+        .map(|(_, ip)| format!("{{ address = \"{ip}:{ECHO_PORT}\" }}"))
+        .collect();
+    format!(
+        "\n[virtual_servers.idle]\ndestination = \"{VIP}:{PORT}\"\nprotocol = \"tcp\"\n\
+         pool = \"idle\"\nsnat = \"automap\"\nmirror = true\nidle_timeout = \"1h\"\n\
+         [pools.idle]\nmembers = [{}]\n",
+        members.join(", ")
+    )
+}
+
+fn run(n: usize) -> i32 {
+    raise_nofile();
+    let opts = ClusterOptions {
+        mirroring: true,
+        lbd_extra: lbd_extra(),
+        start_devices: false,
+        ..ClusterOptions::default()
+    };
+    eprintln!("mirror-failover: building the lab");
+    let lab = match ClusterLab::build("mirror_failover", opts) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mirror-failover: building the lab: {e}");
+            return 1;
+        }
+    };
+    let r = measure(&lab, n);
+    // B must run again for the teardown's SIGTERM to be seen.
+    let _ = lab.signal_device("b", libc::SIGCONT);
+    match r {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("mirror-failover: {e}{}", lab.dump());
+            1
+        }
+    }
+}
+
+/// This process holds both ends' client sockets and the echo servers' sockets.
+fn raise_nofile() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid, initialized struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// An echo server in each server namespace: one task per connection, lines echoed.
+fn start_echo(lab: &ClusterLab) -> Res<()> {
+    for ns in &lab.servers {
+        let listener = ns
+            .run_in(|| std::net::TcpListener::bind(("0.0.0.0", ECHO_PORT)))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("echo bind: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        std::thread::Builder::new()
+            .name("echo".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    while let Ok((c, _)) = l.accept().await {
+                        tokio::spawn(async move {
+                            let (rd, mut wr) = c.into_split();
+                            let mut lines = BufReader::new(rd).lines();
+                            while let Ok(Some(l)) = lines.next_line().await {
+                                if wr.write_all(format!("{l}\n").as_bytes()).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                });
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// One line out, the same line back, within `limit`.
+async fn echo(c: &mut tokio::net::TcpStream, line: &str, limit: Duration) -> Res<()> {
+    let go = async {
+        c.write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let mut r = BufReader::new(&mut *c);
+        r.read_until(b'\n', &mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        if buf == format!("{line}\n").as_bytes() {
+            Ok(())
+        } else {
+            Err(format!("echo `{}`", String::from_utf8_lossy(&buf).trim()))
+        }
+    };
+    tokio::time::timeout(limit, go)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// `n` connections from the client namespace, each after one echo.
+fn open(lab: &ClusterLab, n: usize) -> Res<Vec<std::net::TcpStream>> {
+    let vip: SocketAddr = format!("{VIP}:{PORT}").parse().map_err(|_| "vip")?;
+    lab.client
+        .run_in(move || {
+            runtime().block_on(async move {
+                let mut out = Vec::with_capacity(n);
+                let mut errors = 0usize;
+                while out.len() < n && errors < n / 10 + 10 {
+                    let want = (n - out.len()).min(PARALLEL);
+                    let mut set = tokio::task::JoinSet::new();
+                    for _ in 0..want {
+                        set.spawn(async move {
+                            let mut c = tokio::net::TcpStream::connect(vip)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            echo(&mut c, "hello", Duration::from_secs(5)).await?;
+                            c.into_std().map_err(|e| e.to_string())
+                        });
+                    }
+                    while let Some(r) = set.join_next().await {
+                        match r {
+                            Ok(Ok(c)) => out.push(c),
+                            _ => errors += 1,
+                        }
+                    }
+                }
+                if out.len() < n {
+                    Err(format!("opened {} of {n} connections", out.len()))
+                } else {
+                    Ok(out)
+                }
+            })
+        })
+        .map_err(|e| e.to_string())?
+}
+
+/// Each connection's echo after the failover: (time from `event` to its answer, or the error).
+fn exchange(
+    lab: &ClusterLab,
+    conns: Vec<std::net::TcpStream>,
+    event: Instant,
+) -> Res<Vec<Result<Duration, String>>> {
+    lab.client
+        .run_in(move || {
+            runtime().block_on(async move {
+                let mut out = Vec::with_capacity(conns.len());
+                let mut iter = conns.into_iter();
+                loop {
+                    let mut set = tokio::task::JoinSet::new();
+                    for c in iter.by_ref().take(PARALLEL * 4) {
+                        set.spawn(async move {
+                            let mut c =
+                                tokio::net::TcpStream::from_std(c).map_err(|e| e.to_string())?;
+                            echo(&mut c, "after the failover", Duration::from_secs(10)).await?;
+                            Ok(event.elapsed())
+                        });
+                    }
+                    if set.is_empty() {
+                        break;
+                    }
+                    while let Some(r) = set.join_next().await {
+                        out.push(r.unwrap_or_else(|e| Err(e.to_string())));
+                    }
+                }
+                out
+            })
+        })
+        .map_err(|e| e.to_string())
+}
+
+fn measure(lab: &ClusterLab, n: usize) -> Res<bool> {
+    start_echo(lab)?;
+    for d in DEVICES {
+        lab.start_device(d.name).map_err(|e| e.to_string())?;
+    }
+    lab.wait_steady(Duration::from_secs(60))?;
+    lab.client
+        .sysctl("net.ipv4.ip_local_port_range", "1024 65000")
+        .map_err(|e| e.to_string())?;
+    let b = DEVICES
+        .iter()
+        .find(|d| d.name == "b")
+        .ok_or("no device b")?;
+    lab.r1
+        .route(&format!("add {VIP}/32 via {} table 100", b.floating_ext))
+        .map_err(|e| e.to_string())?;
+    lab.r1
+        .ip(&[
+            "rule",
+            "add",
+            "to",
+            &format!("{VIP}/32"),
+            "lookup",
+            "100",
+            "priority",
+            "100",
+        ])
+        .map_err(|e| e.to_string())?;
+
+    eprintln!("mirror-failover: opening {n} connections through b");
+    let t = Instant::now();
+    let conns = open(lab, n)?;
+    eprintln!(
+        "mirror-failover: {} connections open after {} ms",
+        conns.len(),
+        t.elapsed().as_millis()
+    );
+    let t = Instant::now();
+    let mirrored =
+        spanlb_lab::wait_until_dbg(Duration::from_secs(180), "c holds every connection", || {
+            let m = lab.lbctl("c", &["show", "mirroring"])?;
+            let held = receiver(&m, "tg-2")["records"]["tcp_connections"]
+                .as_u64()
+                .unwrap_or(0) as usize;
+            if held >= n {
+                Ok(held)
+            } else {
+                Err(format!("{held}"))
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let mirror_ms = t.elapsed().as_millis();
+    eprintln!("mirror-failover: c holds {mirrored} mirrored connections after {mirror_ms} ms");
+
+    let event = Instant::now();
+    lab.signal_device("b", libc::SIGSTOP)
+        .map_err(|e| e.to_string())?;
+    lab.wait_placement(&[("tg-2", "c")], Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    let active_ms = event.elapsed().as_millis();
+    let results = exchange(lab, conns, event)?;
+    let mut times: Vec<u128> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(Duration::as_millis))
+        .collect();
+    times.sort_unstable();
+    let ok = times.len();
+    let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let pct = |p: usize| times.get((times.len() * p / 100).min(times.len().saturating_sub(1)));
+    let log = std::fs::read_to_string(lab.lab.dir().join("lbd-c.log")).unwrap_or_default();
+    let rebuilt = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("flows and connections rebuilt") && l.contains("tg-2"))
+        .unwrap_or("(no rebuild line in c's log)")
+        .to_string();
+    let field = |k: &str| -> String {
+        rebuilt
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!("c's rebuild: {rebuilt}");
+    if let Some(e) = errors.first() {
+        println!("first error: {e}");
+    }
+    println!(
+        "failover with {n} mirrored connections: tg-2 active on c after {active_ms} ms; \
+         c rebuilt {} in {} ms; {ok} of {n} answered after the hang \
+         (p50 {} ms, p99 {} ms, max {} ms); mirroring took {mirror_ms} ms to hold them",
+        field("restored_tcp"),
+        field("elapsed_ms"),
+        pct(50).copied().unwrap_or(0),
+        pct(99).copied().unwrap_or(0),
+        times.last().copied().unwrap_or(0),
+    );
+    Ok(ok * 100 >= n * 99)
+}

@@ -284,7 +284,9 @@ fn an_idle_fate_sharing_client_stays_a_half_sent_line_does_not() {
             routes: vec![RouteConfig::new("10.7.7.0/24".parse().unwrap())],
         })
         .unwrap();
-    assert!(serde_json::to_string(&r).unwrap().contains("\"announced\":1"));
+    assert!(serde_json::to_string(&r)
+        .unwrap()
+        .contains("\"announced\":1"));
     let mut half = UnixStream::connect(&sock).unwrap();
     half.write_all(b"{\"cmd\":\"rou").unwrap();
     let t0 = Instant::now();

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub control: Arc<spanlb_control::access::Stats>,
 }
 
+/// A counter family: name, help, `(reason, value)` samples.
+type Family3<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
+
 /// Reads the control socket's [`spanlb_control::access::Stats`] when scraped.
 #[derive(Debug)]
 struct ControlCollector(Arc<spanlb_control::access::Stats>);
@@ -71,7 +74,7 @@ impl prometheus_client::collector::Collector for ControlCollector {
                 .refused_read_only
                 .load(std::sync::atomic::Ordering::Relaxed),
         )];
-        let families: [(&str, &str, &[(&str, u64)]); 3] = [
+        let families: [Family3<'_>; 3] = [
             (
                 "control_clients_refused",
                 "Control clients refused at connect, by reason (permission, client-limit)",

@@ -180,12 +180,18 @@ fn nobody_cannot_operate_lbd_even_under_umask_000() {
     assert_eq!(admin(), "forced-offline");
     let m = scrape(metrics);
     assert_eq!(
-        sample(&m, "lbd_control_clients_refused_total{reason=\"permission\"}"),
+        sample(
+            &m,
+            "lbd_control_clients_refused_total{reason=\"permission\"}"
+        ),
         1,
         "{m}"
     );
     assert_eq!(
-        sample(&m, "lbd_control_requests_refused_total{reason=\"read-only\"}"),
+        sample(
+            &m,
+            "lbd_control_requests_refused_total{reason=\"read-only\"}"
+        ),
         3,
         "{m}"
     );
@@ -316,7 +322,11 @@ fn half_sent_lines_do_not_lock_root_out() {
     // Another member of the control group is refused while the slots are held…
     let o = lbctl_as_nobody(&lbctl, &lbd.socket, &[CONTROL_GID], &["status"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("too many control connections (64"), "{}", text(&o));
+    assert!(
+        text(&o).contains("too many control connections (64"),
+        "{}",
+        text(&o)
+    );
     // …until the half-sent lines time out (10 s).
     let closed = wait_for("the partial-line timeout", Duration::from_secs(15), || {
         let n = sample(

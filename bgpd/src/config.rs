@@ -40,6 +40,14 @@ pub struct Config {
     /// Unix socket for bgpctl and lbd (JSON lines).
     #[serde(default = "default_control_socket")]
     pub control_socket: PathBuf,
+    /// Group (name or gid) whose members have full use of the control socket (the socket's
+    /// group, mode 0660); absent: bgpd's own group. Root and bgpd's uid always have it.
+    #[serde(default)]
+    pub control_group: Option<String>,
+    /// Group (name or gid) whose members may send the read-only requests (`routes`,
+    /// `neighbors`, `adj-rib-out`, `bfd`); given access by an ACL entry on the socket.
+    #[serde(default)]
+    pub control_readonly_group: Option<String>,
     /// Prometheus metrics HTTP address; none when absent.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
@@ -345,6 +353,23 @@ impl NeighborConfig {
 }
 
 impl Config {
+    /// Who may use the control socket: `control_group` and `control_readonly_group` resolved
+    /// (a group that does not exist is an error naming the key).
+    pub fn control_policy(
+        &self,
+        file: &str,
+    ) -> Result<spanlb_control::access::Policy, ConfigError> {
+        spanlb_control::access::Policy::resolve(
+            self.control_group.as_deref(),
+            self.control_readonly_group.as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            file: file.into(),
+            key: e.key.into(),
+            message: e.message,
+        })
+    }
+
     /// Reads and validates the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

@@ -3,11 +3,18 @@
 //! The requests, the answers and the framing are `spanlb_control`'s ([`spanlb_control::bgpd`]
 //! documents the wire format): one request per line, one response per line, lines of at most
 //! [`MAX_LINE`] bytes. Fate sharing: the routes a client announced without `persistent` are
-//! withdrawn when its connection closes; an idle connection is never closed.
+//! withdrawn when its connection closes; an idle connection is never closed, one with a
+//! request line begun and not finished for 10 s is.
+//!
+//! Who may connect is [`spanlb_control::access`]'s: root, bgpd's uid and the control group
+//! in full, the read-only group for the read-only requests; at most
+//! [`spanlb_control::access::MAX_CLIENTS`] clients, the last slot kept for root. A refused
+//! client gets one error line; refusals are counted and logged once a second at most.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use spanlb_control::access::{Admitted, Gate, LogLimit, Refused};
 use spanlb_control::framing::{self, End, Limits};
 use spanlb_control::Envelope;
 use tokio::net::{UnixListener, UnixStream};
@@ -23,16 +30,18 @@ pub use spanlb_control::bgpd::{
 };
 
 /// How a control connection is bounded: no idle limit (a client's routes live as long as its
-/// connection).
+/// connection), but a half-sent line must be finished within 10 s.
 const LIMITS: Limits = Limits {
     max_line: MAX_LINE,
     idle: None,
+    partial: Some(framing::PARTIAL_LINE_TIMEOUT),
     write_timeout: framing::WRITE_TIMEOUT,
 };
 
-/// Accepts control clients until the task is dropped.
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+/// Accepts control clients through `gate` until the task is dropped.
+pub async fn serve(listener: UnixListener, gate: Gate, shared: Arc<Shared>) {
     let mut next_id = 0u64;
+    let refusals = LogLimit::new(Duration::from_secs(1));
     loop {
         let (sock, _) = match listener.accept().await {
             Ok(s) => s,
@@ -42,21 +51,50 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let admitted = match gate.admit(&sock) {
+            Ok(a) => a,
+            Err(r) => {
+                if let Some(more) = refusals.allow() {
+                    warn!(
+                        peer = ?match &r {
+                            Refused::Permission { peer, .. } => peer.clone(),
+                            Refused::ClientLimit { peer, .. } => Some(peer.clone()),
+                        },
+                        refused_since_last_line = more,
+                        "control client refused: {}",
+                        r.message()
+                    );
+                }
+                r.answer::<Response>(sock);
+                continue;
+            }
+        };
         next_id += 1;
         let id = next_id;
         let shared = shared.clone();
-        tokio::spawn(client(id, sock, shared).instrument(info_span!("control", client = id)));
+        tokio::spawn(
+            client(id, sock, admitted, shared).instrument(info_span!("control", client = id)),
+        );
     }
 }
 
-async fn client(id: u64, sock: UnixStream, shared: Arc<Shared>) {
+async fn client(id: u64, sock: UnixStream, admitted: Admitted, shared: Arc<Shared>) {
     shared.metrics.control_clients.inc();
-    let end = framing::serve(sock, LIMITS, |req| handle(id, req, &shared)).await;
+    let stats = shared.metrics.control.clone();
+    let end = framing::serve_as(sock, LIMITS, admitted.access, &stats, |req| {
+        handle(id, req, &shared)
+    })
+    .await;
     match end {
         End::ReadFailed(e) => warn!("control client read error: {e}"),
         End::TooLong => warn!("control client sent a request over {MAX_LINE} bytes: closed"),
+        End::PartialLine => warn!(
+            "control client left a request line unfinished for {:?}: closed",
+            framing::PARTIAL_LINE_TIMEOUT
+        ),
         End::Closed | End::Idle | End::WriteFailed(_) => {}
     }
+    drop(admitted);
     shared.metrics.control_clients.dec();
     let n = shared
         .table

@@ -36,6 +36,8 @@ pub enum DaemonError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("bfd for neighbor {neighbor}: {source}")]
     Bfd {
         neighbor: std::net::IpAddr,
@@ -243,25 +245,22 @@ pub fn bind_all(cfg: &Config) -> Result<Vec<TcpListener>, DaemonError> {
         .collect()
 }
 
-/// Binds the control socket, replacing a stale socket file (one nobody answers on).
+/// Binds the control socket for root and bgpd's own uid and group only (tests; bgpd binds
+/// with its configuration's groups, [`bind_control_as`]).
 pub fn bind_control(path: &std::path::Path) -> Result<UnixListener, DaemonError> {
-    let e = |source| DaemonError::Control {
+    bind_control_as(path, &spanlb_control::access::Policy::owner_only())
+}
+
+/// Binds the control socket with mode 0660 and `policy`'s groups whatever the umask,
+/// replacing a stale socket file (one nobody answers on) ([`spanlb_control::access::bind`]).
+pub fn bind_control_as(
+    path: &std::path::Path,
+    policy: &spanlb_control::access::Policy,
+) -> Result<UnixListener, DaemonError> {
+    spanlb_control::access::bind(path, policy, "bgpd").map_err(|source| DaemonError::Control {
         path: path.display().to_string(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(e)?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(e(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another bgpd is listening on it",
-            )));
-        }
-        std::fs::remove_file(path).map_err(e)?;
-    }
-    UnixListener::bind(path).map_err(e)
+    })
 }
 
 /// Runs bgpd until `shutdown` resolves, then withdraws every route (with GRACEFUL_SHUTDOWN and
@@ -287,6 +286,7 @@ pub async fn run_from(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let config_policy = config.control_policy("configuration")?;
     let metrics = Arc::new(Metrics::new());
     let table: SharedTable = Arc::new(Mutex::new(RouteTable::with_size_gauge(
         metrics.routes.clone(),
@@ -386,7 +386,16 @@ pub async fn run_from(
             }
         }));
     }
-    tasks.push(tokio::spawn(crate::control::serve(control, shared.clone())));
+    let gate = spanlb_control::access::Gate::new(
+        config_policy,
+        spanlb_control::access::MAX_CLIENTS,
+        shared.metrics.control.clone(),
+    );
+    tasks.push(tokio::spawn(crate::control::serve(
+        control,
+        gate,
+        shared.clone(),
+    )));
     if let Some(m) = metrics_listener {
         tasks.push(tokio::spawn(crate::metrics::serve(
             m,

@@ -51,6 +51,56 @@ pub struct Metrics {
     pub routes: Gauge,
     pub control_clients: Gauge,
     pub rejected_connections: Counter,
+    /// What the control socket refused or closed (`control_clients_refused_total`,
+    /// `control_connections_closed_total`, `control_requests_refused_total`).
+    pub control: Arc<spanlb_control::access::Stats>,
+}
+
+/// A counter family: name, help, `(reason, value)` samples.
+type Family3<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
+
+/// Reads the control socket's [`spanlb_control::access::Stats`] when scraped.
+#[derive(Debug)]
+struct ControlCollector(Arc<spanlb_control::access::Stats>);
+
+impl prometheus_client::collector::Collector for ControlCollector {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::MetricType;
+        let read_only = [(
+            "read-only",
+            self.0
+                .refused_read_only
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )];
+        let families: [Family3<'_>; 3] = [
+            (
+                "control_clients_refused",
+                "Control clients refused at connect, by reason (permission, client-limit)",
+                &self.0.refused(),
+            ),
+            (
+                "control_connections_closed",
+                "Control connections closed by bgpd, by reason (line-too-long, \
+                 partial-line-timeout)",
+                &self.0.closed()[..2],
+            ),
+            (
+                "control_requests_refused",
+                "Control requests refused to a read-only client",
+                &read_only,
+            ),
+        ];
+        for (name, help, samples) in families {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (reason, v) in samples {
+                let labels = [("reason", reason.to_string())];
+                ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -80,7 +130,10 @@ impl Metrics {
             routes: Gauge::default(),
             control_clients: Gauge::default(),
             rejected_connections: Counter::default(),
+            control: Arc::default(),
         };
+        m.registry
+            .register_collector(Box::new(ControlCollector(m.control.clone())));
         m.registry.register(
             "session_state",
             "RFC 4271 session state (1 Idle .. 6 Established)",

@@ -74,6 +74,12 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
     if old.control_socket != new.control_socket {
         return restart("control_socket");
     }
+    if old.control_group != new.control_group {
+        return restart("control_group");
+    }
+    if old.control_readonly_group != new.control_readonly_group {
+        return restart("control_readonly_group");
+    }
     if old.metrics != new.metrics {
         return restart("metrics");
     }
@@ -232,6 +238,11 @@ next_hop = "self"
                 "control_socket = \"/run/bgpd.sock\"",
                 "control_socket = \"/run/other.sock\"",
                 "control_socket",
+            ),
+            (
+                "control_socket = \"/run/bgpd.sock\"",
+                "control_socket = \"/run/bgpd.sock\"\ncontrol_group = \"0\"",
+                "control_group",
             ),
         ] {
             let e = plan(&cfg(BASE), &cfg(&BASE.replace(from, to))).unwrap_err();

@@ -23,9 +23,14 @@
 //! `persistent` are withdrawn when its connection closes, so a client keeps its connection
 //! open as long as its routes should stay (bgpd never closes an idle one).
 //!
-//! Request lines are at most [`MAX_LINE`] bytes (a batch of many routes fits easily): a longer
-//! one is answered with an error and the connection is closed (withdrawing that client's
-//! routes). A bad request only gets an error.
+//! Request lines are at most [`MAX_LINE`] bytes (1 MiB, some 10,000 routes; a client splits a
+//! bigger batch, [`Request::split`]): a longer one is answered with an error and the
+//! connection is closed (withdrawing that client's routes), and so is a line begun and not
+//! finished within 10 s. A bad request only gets an error. An idle connection (nothing
+//! half-sent) is never closed.
+//!
+//! Read-only requests (`routes`, `neighbors`, `adj-rib-out`, `bfd`) are all a client of the
+//! read-only control group may send ([`Classify`]).
 
 use std::net::IpAddr;
 
@@ -34,6 +39,7 @@ use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use crate::access::Classify;
 use crate::{ControlRequest, Envelope, NO_MESSAGE};
 
 mod route;
@@ -43,8 +49,9 @@ pub use route::{
     RouteConfig, GRACEFUL_SHUTDOWN,
 };
 
-/// Longest request line bgpd accepts, newline excluded.
-pub const MAX_LINE: usize = 64 * 1024 * 1024;
+/// Longest request line bgpd accepts, newline excluded (clients split bigger batches:
+/// [`Request::split`]).
+pub const MAX_LINE: usize = 1024 * 1024;
 
 /// A control request (`cmd` names the variant in kebab-case).
 ///
@@ -87,6 +94,91 @@ pub enum Request {
 impl ControlRequest for Request {
     type Response = Response;
     const DAEMON: &'static str = "bgpd";
+}
+
+impl Classify for Request {
+    /// A client of the read-only group may send these only.
+    fn read_only(&self) -> bool {
+        match self {
+            Request::Routes | Request::Neighbors | Request::AdjRibOut { .. } | Request::Bfd => true,
+            Request::Announce { .. }
+            | Request::Withdraw { .. }
+            | Request::WithdrawAllMine
+            | Request::Reload
+            | Request::Ready => false,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Announce { .. } => "announce",
+            Request::Withdraw { .. } => "withdraw",
+            Request::WithdrawAllMine => "withdraw-all-mine",
+            Request::Routes => "routes",
+            Request::Neighbors => "neighbors",
+            Request::AdjRibOut { .. } => "adj-rib-out",
+            Request::Reload => "reload",
+            Request::Bfd => "bfd",
+            Request::Ready => "ready",
+        }
+    }
+}
+
+impl Request {
+    /// This request as requests whose lines are at most `max_line` bytes: an `announce` or
+    /// `withdraw` too long for one line is cut into batches of consecutive routes (each route
+    /// alone must fit); anything else is returned as it is.
+    pub fn split(self, max_line: usize) -> Vec<Request> {
+        let len = |r: &Request| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+        if len(&self) <= max_line {
+            return vec![self];
+        }
+        match self {
+            Request::Announce { persistent, routes } => {
+                let empty = len(&Request::Announce {
+                    persistent,
+                    routes: vec![],
+                });
+                batches(routes, empty, max_line)
+                    .into_iter()
+                    .map(|routes| Request::Announce { persistent, routes })
+                    .collect()
+            }
+            Request::Withdraw { graceful, routes } => {
+                let empty = len(&Request::Withdraw {
+                    graceful,
+                    routes: vec![],
+                });
+                batches(routes, empty, max_line)
+                    .into_iter()
+                    .map(|routes| Request::Withdraw { graceful, routes })
+                    .collect()
+            }
+            other => vec![other],
+        }
+    }
+}
+
+/// `items` in consecutive batches whose JSON array, with `overhead` bytes around it, fits in
+/// `max_line` (an item too big alone gets a batch of its own).
+fn batches<T: Serialize>(items: Vec<T>, overhead: usize, max_line: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = overhead;
+    for item in items {
+        // The item and its comma.
+        let n = serde_json::to_vec(&item).map_or(0, |v| v.len()) + 1;
+        if !cur.is_empty() && size + n > max_line {
+            out.push(std::mem::take(&mut cur));
+            size = overhead;
+        }
+        size += n;
+        cur.push(item);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Names a route to withdraw.

@@ -46,6 +46,14 @@ fn encode<R: ControlRequest>(req: &R) -> Result<Vec<u8>, Error> {
 }
 
 /// `line` ends with a newline.
+/// The daemon closed the connection (its last words may still be readable).
+fn closed_by_peer(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
+}
+
 fn terminated(line: &[u8]) -> Vec<u8> {
     let mut out = line.to_vec();
     if out.last() != Some(&b'\n') {
@@ -145,8 +153,17 @@ impl<R: ControlRequest> Client<R> {
 
     fn exchange(&mut self, line: &[u8]) -> Result<R::Response, Error> {
         let lost = io_error::<R>(&self.path);
-        self.wr.write_all(line).map_err(&lost)?;
         let mut answer = String::new();
+        if let Err(e) = self.wr.write_all(line) {
+            // A daemon that closed the connection at once may have said why (a refused
+            // client: permission, too many clients).
+            if closed_by_peer(&e) {
+                if let Ok(n @ 1..) = self.rd.read_line(&mut answer) {
+                    return decode::<R>(&self.path, n, &answer);
+                }
+            }
+            return Err(lost(e));
+        }
         let n = self.rd.read_line(&mut answer).map_err(&lost)?;
         decode::<R>(&self.path, n, &answer)
     }
@@ -227,8 +244,16 @@ impl<R: ControlRequest> AsyncClient<R> {
         let timeout = self.timeout;
         let fut = async {
             let lost = io_error::<R>(&self.path);
-            self.wr.write_all(line).await.map_err(&lost)?;
             let mut answer = String::new();
+            if let Err(e) = self.wr.write_all(line).await {
+                // As in the blocking client: a refused client reads why.
+                if closed_by_peer(&e) {
+                    if let Ok(n @ 1..) = self.rd.read_line(&mut answer).await {
+                        return decode::<R>(&self.path, n, &answer);
+                    }
+                }
+                return Err(lost(e));
+            }
             let n = self.rd.read_line(&mut answer).await.map_err(&lost)?;
             decode::<R>(&self.path, n, &answer)
         };

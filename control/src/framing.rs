@@ -3,7 +3,10 @@
 //! type, and one response line written with a write timeout.
 //!
 //! A line longer than the limit is answered with an error and the connection is closed (the
-//! rest of that line cannot be told from the next request). An empty line, a line that is not
+//! rest of that line cannot be told from the next request). A line begun and not finished
+//! within [`Limits::partial`] closes the connection too (a client cannot hold a slot with a
+//! half-sent line); a connection with nothing half-sent is closed only after
+//! [`Limits::idle`], when the daemon has one. An empty line, a line that is not
 //! a JSON object, and a request the type rejects each get an error, and the connection stays
 //! usable. A trailing `\r` is tolerated.
 //!
@@ -19,19 +22,27 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::access::{Access, Classify, Stats};
 use crate::Envelope;
 
 /// A response the client does not read within this long ends the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request line begun and not finished within this long ends the connection.
+pub const PARTIAL_LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a server bounds one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest request line, newline excluded.
     pub max_line: usize,
-    /// A client that sends no complete request for this long is disconnected; `None`: never
-    /// (bgpd: a client's routes live as long as its connection).
+    /// A client that sends nothing for this long (between requests) is disconnected; `None`:
+    /// never (bgpd: a client's routes live as long as its connection).
     pub idle: Option<Duration>,
+    /// A request line begun and not finished within this long disconnects the client (it
+    /// was sending a half line, or too slowly); `None`: no bound.
+    pub partial: Option<Duration>,
     /// Longest wait for one response to be written.
     pub write_timeout: Duration,
 }
@@ -45,8 +56,10 @@ pub enum Incoming<'a> {
     TooLong,
     /// The client closed its side.
     Closed,
-    /// No complete line within the idle time.
+    /// Nothing within the idle time.
     Idle,
+    /// A line begun and not finished within the partial-line time.
+    Partial,
     /// Reading failed.
     Failed(io::Error),
 }
@@ -57,6 +70,7 @@ pub struct LineReader<R> {
     line: Vec<u8>,
     max_line: usize,
     idle: Option<Duration>,
+    partial: Option<Duration>,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
@@ -66,19 +80,41 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             line: Vec::new(),
             max_line,
             idle,
+            partial: None,
         }
+    }
+
+    /// Bounds the time from a line's first byte to its end.
+    pub fn with_partial(mut self, partial: Option<Duration>) -> LineReader<R> {
+        self.partial = partial;
+        self
     }
 
     /// The next line; never buffers more than `max_line + 1` bytes of it.
     pub async fn next(&mut self) -> Incoming<'_> {
         self.line.clear();
+        // The line's first byte, within the idle time.
+        let first = self.rd.fill_buf();
+        let first = match self.idle {
+            Some(idle) => match tokio::time::timeout(idle, first).await {
+                Ok(r) => r,
+                Err(_) => return Incoming::Idle,
+            },
+            None => first.await,
+        };
+        match first {
+            Err(e) => return Incoming::Failed(e),
+            Ok([]) => return Incoming::Closed,
+            Ok(_) => {}
+        }
+        // The rest of it, within the partial-line time.
         let limit = self.max_line as u64 + 1;
         let mut bounded = (&mut self.rd).take(limit);
         let read = bounded.read_until(b'\n', &mut self.line);
-        let read = match self.idle {
-            Some(idle) => match tokio::time::timeout(idle, read).await {
+        let read = match self.partial {
+            Some(p) => match tokio::time::timeout(p, read).await {
                 Ok(r) => r,
-                Err(_) => return Incoming::Idle,
+                Err(_) => return Incoming::Partial,
             },
             None => read.await,
         };
@@ -134,6 +170,8 @@ pub enum End {
     Closed,
     /// The client sent nothing for the idle time.
     Idle,
+    /// The client began a line and did not finish it in time.
+    PartialLine,
     /// The client sent a line over the limit (it was told so).
     TooLong,
     /// Reading a request failed.
@@ -142,31 +180,70 @@ pub enum End {
     WriteFailed(io::Error),
 }
 
-/// Serves one connection: each request line parsed as `Req` and answered with what `handle`
-/// returns (a line that does not parse with the envelope's failure), until the client hangs
-/// up, idles or misbehaves.
-pub async fn serve<Req, Rep, H, Fut>(sock: UnixStream, limits: Limits, mut handle: H) -> End
+/// Serves one connection with full access: each request line parsed as `Req` and answered
+/// with what `handle` returns (a line that does not parse with the envelope's failure), until
+/// the client hangs up, idles or misbehaves.
+pub async fn serve<Req, Rep, H, Fut>(sock: UnixStream, limits: Limits, handle: H) -> End
 where
-    Req: DeserializeOwned,
+    Req: DeserializeOwned + Classify,
+    Rep: Envelope,
+    H: FnMut(Req) -> Fut,
+    Fut: Future<Output = Rep>,
+{
+    serve_as(sock, limits, Access::Full, &Stats::default(), handle).await
+}
+
+/// The error a read-only client gets for a request that changes state.
+pub fn read_only_refusal(cmd: &str) -> String {
+    format!("permission denied: `{cmd}` changes state and this client has read-only access")
+}
+
+/// [`serve`] for a client with `access`: a read-only client's requests that change state are
+/// answered with an error (the connection stays); what is refused or closed is counted in
+/// `stats`.
+pub async fn serve_as<Req, Rep, H, Fut>(
+    sock: UnixStream,
+    limits: Limits,
+    access: Access,
+    stats: &Stats,
+    mut handle: H,
+) -> End
+where
+    Req: DeserializeOwned + Classify,
     Rep: Envelope,
     H: FnMut(Req) -> Fut,
     Fut: Future<Output = Rep>,
 {
     let (rd, mut wr) = sock.into_split();
-    let mut lines = LineReader::new(rd, limits.max_line, limits.idle);
+    let mut lines = LineReader::new(rd, limits.max_line, limits.idle).with_partial(limits.partial);
+    let count = |c: &AtomicU64| {
+        c.fetch_add(1, Ordering::Relaxed);
+    };
     loop {
         let resp = match lines.next().await {
             Incoming::Line(line) => match parse::<Req>(line) {
+                Ok(req) if access == Access::ReadOnly && !req.read_only() => {
+                    count(&stats.refused_read_only);
+                    Rep::failure(read_only_refusal(req.name()))
+                }
                 Ok(req) => handle(req).await,
                 Err(e) => Rep::failure(e),
             },
             Incoming::TooLong => {
+                count(&stats.closed_line_too_long);
                 let resp = Rep::failure(too_long(limits.max_line));
                 let _ = write_line(&mut wr, &resp, limits.write_timeout).await;
                 return End::TooLong;
             }
             Incoming::Closed => return End::Closed,
-            Incoming::Idle => return End::Idle,
+            Incoming::Idle => {
+                count(&stats.closed_idle);
+                return End::Idle;
+            }
+            Incoming::Partial => {
+                count(&stats.closed_partial_line);
+                return End::PartialLine;
+            }
             Incoming::Failed(e) => return End::ReadFailed(e),
         };
         if let Err(e) = write_line(&mut wr, &resp, limits.write_timeout).await {
@@ -185,6 +262,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_line: 64,
         idle: Some(Duration::from_millis(300)),
+        partial: Some(Duration::from_millis(300)),
         write_timeout: WRITE_TIMEOUT,
     };
 
@@ -247,5 +325,63 @@ mod tests {
         assert!(!task.is_finished());
         drop(b);
         assert!(matches!(task.await.unwrap(), End::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_line_is_closed_an_idle_connection_is_not() {
+        let limits = Limits {
+            idle: None,
+            ..LIMITS
+        };
+        // Nothing sent: stays.
+        let (b, task) = server(limits);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!task.is_finished());
+        // A complete request, then quiet: stays.
+        let mut b = BufReader::new(b);
+        b.get_mut()
+            .write_all(b"{\"cmd\":\"status\"}\n")
+            .await
+            .unwrap();
+        assert!(answer(&mut b).await.unwrap().contains("\"ok\":true"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!task.is_finished());
+        // Half a line, then a byte now and then: closed after the partial-line time.
+        b.get_mut().write_all(b"{\"cmd\":").await.unwrap();
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = b.get_mut().write_all(b" ").await;
+        }
+        assert_eq!(answer(&mut b).await, None);
+        assert!(matches!(task.await.unwrap(), End::PartialLine));
+    }
+
+    #[tokio::test]
+    async fn a_read_only_client_reads_and_is_refused_the_rest() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let stats = std::sync::Arc::new(Stats::default());
+        let st = stats.clone();
+        let task = tokio::spawn(async move {
+            serve_as(
+                a,
+                LIMITS,
+                Access::ReadOnly,
+                &st,
+                |req: Request| async move { Response::Ok(serde_json::to_value(&req).unwrap()) },
+            )
+            .await
+        });
+        let mut b = BufReader::new(b);
+        b.get_mut()
+            .write_all(b"{\"cmd\":\"reload\"}\n{\"cmd\":\"status\"}\n")
+            .await
+            .unwrap();
+        let a = answer(&mut b).await.unwrap();
+        assert!(a.contains(&read_only_refusal("reload")), "{a}");
+        let a = answer(&mut b).await.unwrap();
+        assert!(a.contains("\"ok\":true"), "the connection stays: {a}");
+        drop(b);
+        assert!(matches!(task.await.unwrap(), End::Closed));
+        assert_eq!(stats.refused_read_only.load(Ordering::Relaxed), 1);
     }
 }

@@ -29,7 +29,9 @@
 //! configuration lowercases them).
 //!
 //! Request lines are at most [`MAX_LINE`] bytes: a longer one is answered with an error and the
-//! connection is closed. An empty line, a line that is not a JSON object and an unknown `cmd`
+//! connection is closed, and so is a line begun and not finished within 10 s. A client of the
+//! read-only control group may send only the `show-*`, `status` and `config-status` requests
+//! ([`Classify`]); any other gets an error and the connection stays. An empty line, a line that is not a JSON object and an unknown `cmd`
 //! or field each get an error, and the connection stays usable.
 
 use serde::de::Deserializer;
@@ -37,6 +39,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::access::Classify;
 use crate::{ControlRequest, Envelope, NO_MESSAGE};
 
 /// Longest request line lbd accepts, newline excluded.
@@ -138,6 +141,59 @@ impl Request {
 impl ControlRequest for Request {
     type Response = Response;
     const DAEMON: &'static str = "lbd";
+}
+
+impl Classify for Request {
+    /// A client of the read-only group may send these only.
+    fn read_only(&self) -> bool {
+        match self {
+            Request::Status
+            | Request::ShowVirtualServers { .. }
+            | Request::ShowVirtualAddresses
+            | Request::ShowPools { .. }
+            | Request::ShowConnections { .. }
+            | Request::ShowPersistence { .. }
+            | Request::ShowDeviceGroup
+            | Request::ShowTrafficGroups
+            | Request::ShowMirroring
+            | Request::ShowPlugins
+            | Request::ConfigStatus => true,
+            Request::DeletePersistence { .. }
+            | Request::Member { .. }
+            | Request::Reload
+            | Request::Failover { .. }
+            | Request::Standby
+            | Request::Release
+            | Request::ConfigSync
+            | Request::DeviceGroupAdd { .. }
+            | Request::DeviceGroupRemove { .. } => false,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::ShowVirtualServers { .. } => "show-virtual-servers",
+            Request::ShowVirtualAddresses => "show-virtual-addresses",
+            Request::ShowPools { .. } => "show-pools",
+            Request::ShowConnections { .. } => "show-connections",
+            Request::ShowPersistence { .. } => "show-persistence",
+            Request::DeletePersistence { .. } => "delete-persistence",
+            Request::Member { .. } => "member",
+            Request::Reload => "reload",
+            Request::ShowDeviceGroup => "show-device-group",
+            Request::ShowTrafficGroups => "show-traffic-groups",
+            Request::ShowMirroring => "show-mirroring",
+            Request::Failover { .. } => "failover",
+            Request::Standby => "standby",
+            Request::Release => "release",
+            Request::ShowPlugins => "show-plugins",
+            Request::ConfigStatus => "config-status",
+            Request::ConfigSync => "config-sync",
+            Request::DeviceGroupAdd { .. } => "device-group-add",
+            Request::DeviceGroupRemove { .. } => "device-group-remove",
+        }
+    }
 }
 
 /// lbd's answer: `{"data":...,"ok":true}` or `{"error":"...","ok":false}`.
@@ -296,6 +352,25 @@ mod tests {
             (Request::ConfigStatus, json!({"cmd": "config-status"})),
             (Request::ConfigSync, json!({"cmd": "config-sync"})),
         ]
+    }
+
+    #[test]
+    fn every_request_is_classified_under_its_own_name() {
+        let mut all: Vec<Request> = cases().into_iter().map(|(r, _)| r).collect();
+        all.push(Request::DeviceGroupRemove { name: "d".into() });
+        all.push(Request::DeviceGroupAdd {
+            name: "d".into(),
+            failover_addresses: vec![],
+            mirror_addresses: vec![],
+            config_sync_address: None,
+            ha_capacity: None,
+        });
+        for r in all {
+            let v = serde_json::to_value(&r).unwrap();
+            assert_eq!(v["cmd"], r.name());
+            let shows = r.name().starts_with("show-") || r.name().ends_with("status");
+            assert_eq!(r.read_only(), shows, "{}", r.name());
+        }
     }
 
     #[test]

@@ -17,8 +17,11 @@
 //!
 //! - [`client`]: a JSON-lines client, blocking ([`client::Client`]) and async
 //!   ([`client::AsyncClient`]), generic over the request type ([`ControlRequest`]);
-//! - [`framing`]: the server side both daemons share: bounded request lines, parsing, one
-//!   response line with a write timeout, and a whole connection's loop ([`framing::serve`]);
+//! - [`framing`]: the server side both daemons share: bounded request lines (in length and in
+//!   the time a half-sent line may take), parsing, one response line with a write timeout,
+//!   and a whole connection's loop ([`framing::serve_as`]);
+//! - [`access`]: who may connect (the socket file's mode, group and ACL; the peer's
+//!   credentials; full or read-only access) and how many at once ([`access::Gate`]);
 //! - [`table`]: the plain-text tables `lbctl` and `bgpctl` print.
 //!
 //! Every failure of the client is an [`Error`].
@@ -29,6 +32,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub mod access;
 pub mod bgpd;
 pub mod client;
 pub mod framing;

@@ -37,6 +37,13 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    let policy = match config.control_policy(&args.config.display().to_string()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bgpd: {e}");
+            std::process::exit(2);
+        }
+    };
     if args.check {
         println!(
             "{}: ok ({} neighbors, {} routes)",
@@ -51,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let listeners = bgpd::daemon::bind_all(&config)?;
-        let control = bgpd::daemon::bind_control(&config.control_socket)?;
+        let control = bgpd::daemon::bind_control_as(&config.control_socket, &policy)?;
         let metrics = match config.metrics {
             Some(a) => Some(
                 tokio::net::TcpListener::bind(a)

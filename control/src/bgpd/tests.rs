@@ -242,3 +242,86 @@ fn community_text_round_trips() {
         GRACEFUL_SHUTDOWN
     );
 }
+
+#[test]
+fn requests_are_classified_under_their_own_names() {
+    let r = RouteRef::new(net("10.0.0.0/24"), None);
+    for (req, read_only) in [
+        (
+            Request::Announce {
+                persistent: false,
+                routes: vec![],
+            },
+            false,
+        ),
+        (
+            Request::Withdraw {
+                graceful: false,
+                routes: vec![r],
+            },
+            false,
+        ),
+        (Request::WithdrawAllMine, false),
+        (Request::Routes, true),
+        (Request::Neighbors, true),
+        (Request::AdjRibOut { neighbor: None }, true),
+        (Request::Reload, false),
+        (Request::Bfd, true),
+        (Request::Ready, false),
+    ] {
+        assert_eq!(serde_json::to_value(&req).unwrap()["cmd"], req.name());
+        assert_eq!(req.read_only(), read_only, "{}", req.name());
+    }
+}
+
+/// 100,000 routes (some 8 MB as one line) go as batches under the line limit, in order.
+#[test]
+fn big_batches_are_split_under_the_line_limit() {
+    let routes: Vec<RouteConfig> = (0..100_000u32)
+        .map(|i| RouteConfig {
+            path_id: Some(i),
+            ..RouteConfig::new(IpNet::from(ipnet::Ipv6Net::from(std::net::Ipv6Addr::from(
+                0x2001_0db8_u128 << 96 | u128::from(i),
+            ))))
+        })
+        .collect();
+    let whole = Request::Announce {
+        persistent: false,
+        routes: routes.clone(),
+    };
+    assert!(serde_json::to_vec(&whole).unwrap().len() > 4 * MAX_LINE);
+    let parts = whole.split(MAX_LINE);
+    assert!(parts.len() > 4, "{}", parts.len());
+    let mut back = Vec::new();
+    for p in parts {
+        let n = serde_json::to_vec(&p).unwrap().len();
+        assert!(n <= MAX_LINE, "{n}");
+        match p {
+            Request::Announce { routes, .. } => back.extend(routes),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(back, routes);
+    let keys: Vec<RouteRef> = routes
+        .iter()
+        .map(|r| RouteRef::new(r.prefix, r.path_id))
+        .collect();
+    let parts = Request::Withdraw {
+        graceful: true,
+        routes: keys.clone(),
+    }
+    .split(200_000);
+    let mut back = Vec::new();
+    for p in parts {
+        assert!(serde_json::to_vec(&p).unwrap().len() <= 200_000);
+        match p {
+            Request::Withdraw { graceful, routes } => {
+                assert!(graceful);
+                back.extend(routes)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(back, keys);
+    assert_eq!(Request::Routes.split(10), vec![Request::Routes]);
+}

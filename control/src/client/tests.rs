@@ -34,6 +34,7 @@ fn tiny_bgpd() -> PathBuf {
                 let limits = Limits {
                     max_line: bgpd::MAX_LINE,
                     idle: None,
+                    partial: None,
                     write_timeout: framing::WRITE_TIMEOUT,
                 };
                 tokio::spawn(framing::serve(s, limits, |req| async move {

@@ -25,6 +25,8 @@ pub struct App {
     pub mirror: Option<Arc<Mirroring>>,
     /// Config sync, with the device group.
     pub sync: Option<Arc<ConfigSync>>,
+    /// What the control socket refused or closed (metrics).
+    pub control: Arc<spanlb_control::access::Stats>,
 }
 
 impl App {
@@ -35,6 +37,7 @@ impl App {
             cluster: None,
             mirror: None,
             sync: None,
+            control: Arc::default(),
         })
     }
 

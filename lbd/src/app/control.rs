@@ -9,9 +9,12 @@
 //!
 //! This module must not block the data path: it reads the runtime through its snapshot and the
 //! tables through their own short locks, and never holds a lock across an await. It must not
-//! trust its input: lines are bounded (1 MiB; a longer one is answered with an error and the
-//! connection closed), so are the number of clients and their idle time, and a bad request only
-//! gets an error. It never writes the configuration file: a member state set here lives in the
+//! trust its input: who may connect is checked ([`spanlb_control::access`]: root, lbd's uid
+//! and the control group in full, the read-only group for `status`, `show-*` and
+//! `config-status`), lines are bounded (1 MiB; a longer one is answered with an error and the
+//! connection closed; a line begun and not finished within 10 s closes it too), so are the
+//! number of clients (64, the last kept for root) and their idle time (120 s), and a bad
+//! request only gets an error. It never writes the configuration file: a member state set here lives in the
 //! running runtime and survives a reload unless the file changes that member's state.
 
 use std::collections::BTreeMap;
@@ -21,11 +24,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use spanlb_control::framing::{self, End, Limits, WRITE_TIMEOUT};
+use spanlb_control::access::{Access, Gate, LogLimit, Policy, Refused};
+use spanlb_control::framing::{self, End, Limits, PARTIAL_LINE_TIMEOUT, WRITE_TIMEOUT};
 use spanlb_control::lbd::Response;
-use spanlb_control::Envelope;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::context::App;
@@ -36,20 +38,34 @@ use crate::mirror::tap::MirrorTap;
 use crate::state::{MemberState, PoolState, Runtime, VsState};
 use crate::tables::now_ms;
 
+/// Control connections served at once (the last only for root and lbd's uid); more are
+/// told so and closed.
+pub use spanlb_control::access::MAX_CLIENTS;
 /// The control request type (defined with the wire format in `spanlb_control`).
 pub use spanlb_control::lbd::Request;
 /// Longest request line accepted, newline excluded.
 pub use spanlb_control::lbd::MAX_LINE;
-/// Control connections served at once; more are told so and closed.
-pub const MAX_CLIENTS: usize = 64;
-/// A client that sends no complete request for this long is disconnected.
+/// A client that sends nothing for this long between requests is disconnected.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Connections shown when the request names no limit.
 pub const DEFAULT_CONNECTION_LIMIT: usize = 1000;
 
-/// Accepts control clients until the task is dropped.
+/// [`serve_with`] a gate of the running configuration's control groups (root and lbd's uid
+/// and group only when they do not resolve).
 pub async fn serve(listener: UnixListener, app: Arc<App>) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let config = app.live().runtime.load().config.clone();
+    let policy = config.control_policy("configuration").unwrap_or_else(|e| {
+        warn!("control socket: {e}: root and lbd's own group only");
+        Policy::owner_only()
+    });
+    let gate = Gate::new(policy, MAX_CLIENTS, app.control.clone());
+    serve_with(listener, gate, app).await
+}
+
+/// Accepts control clients through `gate` (credentials, then a slot) until the task is
+/// dropped. A refused client gets one error line; refusals are logged once a second at most.
+pub async fn serve_with(listener: UnixListener, gate: Gate, app: Arc<App>) {
+    let refusals = LogLimit::new(Duration::from_secs(1));
     loop {
         let sock = match listener.accept().await {
             Ok((s, _)) => s,
@@ -60,40 +76,50 @@ pub async fn serve(listener: UnixListener, app: Arc<App>) {
                 continue;
             }
         };
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
+        match gate.admit(&sock) {
+            Ok(admitted) => {
                 let app = app.clone();
                 tokio::spawn(async move {
-                    session(sock, &app).await;
-                    drop(permit);
+                    session(sock, admitted.access, &app).await;
+                    drop(admitted);
                 });
             }
-            Err(_) => {
-                warn!("control socket: {MAX_CLIENTS} clients already connected, refusing one");
-                tokio::spawn(async move {
-                    let mut sock = sock;
-                    let msg = format!("too many control connections ({MAX_CLIENTS})");
-                    let _ = framing::write_line(&mut sock, &Response::failure(msg), WRITE_TIMEOUT)
-                        .await;
-                });
+            Err(r) => {
+                if let Some(more) = refusals.allow() {
+                    let peer = match &r {
+                        Refused::Permission { peer, .. } => peer.clone(),
+                        Refused::ClientLimit { peer, .. } => Some(peer.clone()),
+                    };
+                    warn!(
+                        ?peer,
+                        refused_since_last_line = more,
+                        "control socket: client refused: {}",
+                        r.message()
+                    );
+                }
+                r.answer::<Response>(sock);
             }
         }
     }
 }
 
 /// One client: requests in, responses out, until it hangs up, idles or misbehaves.
-async fn session(sock: UnixStream, app: &App) {
+async fn session(sock: UnixStream, access: Access, app: &App) {
     let limits = Limits {
         max_line: MAX_LINE,
         idle: Some(IDLE_TIMEOUT),
+        partial: Some(PARTIAL_LINE_TIMEOUT),
         write_timeout: WRITE_TIMEOUT,
     };
-    let end = framing::serve(sock, limits, |req| async move {
+    let end = framing::serve_as(sock, limits, access, &app.control, |req| async move {
         Response::from_result(handle(req, app).await)
     })
     .await;
     match end {
         End::Idle => debug!("control client idle for {IDLE_TIMEOUT:?}: closing"),
+        End::PartialLine => debug!(
+            "control client left a request line unfinished for {PARTIAL_LINE_TIMEOUT:?}: closing"
+        ),
         End::ReadFailed(e) => debug!("control client read error: {e}"),
         End::Closed | End::TooLong | End::WriteFailed(_) => {}
     }
@@ -821,9 +847,10 @@ members = [{ address = "127.0.0.1:9001" }]
             }
             let mut extra = h.client().await;
             let v = extra.answer().await.unwrap();
-            assert_eq!(
-                v["error"],
-                format!("too many control connections ({MAX_CLIENTS})")
+            let e = v["error"].as_str().unwrap();
+            assert!(
+                e.starts_with(&format!("too many control connections ({MAX_CLIENTS}")),
+                "{e}"
             );
             drop(held.pop());
             // The slot is released when the session notices the hang-up.

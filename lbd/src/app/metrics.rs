@@ -39,6 +39,9 @@
 //! | `mirror_channel_in_sync`, `mirror_channel_last_update_id`, `mirror_channel_acked_update_id`, `mirror_channel_lag_milliseconds` | `traffic_group`, `peer`, `role` (`sender`/`receiver`) | mirroring channels (mirroring on only, as the rest of this block) |
 //! | `mirror_updates_offered_total`, `mirror_refreshes_not_sent_total`, `mirror_offers_refused_total` | | what the data path offered to mirroring |
 //! | `last_reload_timestamp_seconds`, `last_reload_success` | | the last reload, once there was one |
+//! | `control_clients_refused_total` | `reason` (`permission`, `client-limit`) | control-socket clients refused at connect |
+//! | `control_connections_closed_total` | `reason` (`line-too-long`, `partial-line-timeout`, `idle`) | control connections closed by lbd |
+//! | `control_requests_refused_total` | `reason` (`read-only`) | requests refused to a read-only control client |
 //!
 //! The gauges of open connections are `*_current_connections`, not `*_connections`: that name
 //! is the family of the `*_connections_total` counter, and OpenMetrics wants family names unique.
@@ -628,6 +631,37 @@ impl Collector for StateCollector {
             "1 when the last reload was applied, 0 when it was rejected",
             Kind::Gauge,
             last.iter().map(|(_, r)| ((), u64::from(r.is_ok()))),
+        )?;
+        let control = &app.control;
+        family(
+            e,
+            "control_clients_refused",
+            "Control-socket clients refused at connect, by reason",
+            Kind::Counter,
+            control
+                .refused()
+                .map(|(r, v)| ([("reason", r.to_string())], v)),
+        )?;
+        family(
+            e,
+            "control_connections_closed",
+            "Control connections closed by lbd, by reason",
+            Kind::Counter,
+            control
+                .closed()
+                .map(|(r, v)| ([("reason", r.to_string())], v)),
+        )?;
+        family(
+            e,
+            "control_requests_refused",
+            "Control requests refused to a read-only client",
+            Kind::Counter,
+            [(
+                [("reason", "read-only".to_string())],
+                control
+                    .refused_read_only
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )],
         )?;
         Ok(())
     }

@@ -63,6 +63,8 @@ pub enum AppError {
     #[error("device group: {0}")]
     GroupFile(#[from] ConfigError),
     #[error("{0}")]
+    ControlAccess(ConfigError),
+    #[error("{0}")]
     Mirror(#[from] MirrorError),
     #[error("config sync: {0}")]
     Sync(#[from] crate::configsync::DocumentError),
@@ -87,6 +89,9 @@ pub async fn run(
         }
     };
     let control_path = config.device.control_socket.clone();
+    let policy = config
+        .control_policy("configuration")
+        .map_err(AppError::ControlAccess)?;
     let metrics_addr = config.device.metrics;
     let workers = config.device.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -169,8 +174,9 @@ pub async fn run(
         cluster,
         mirror,
         sync,
+        control: Arc::default(),
     });
-    let control = bind_control(&control_path)?;
+    let control = bind_control(&control_path, &policy)?;
     let metrics = match metrics_addr {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -179,7 +185,12 @@ pub async fn run(
         ),
         None => None,
     };
-    let control_task = tokio::spawn(control::serve(control, app.clone()));
+    let gate = spanlb_control::access::Gate::new(
+        policy,
+        spanlb_control::access::MAX_CLIENTS,
+        app.control.clone(),
+    );
+    let control_task = tokio::spawn(control::serve_with(control, gate, app.clone()));
     let metrics_task = metrics.map(|l| {
         info!(
             "metrics on http://{}/metrics",
@@ -289,25 +300,14 @@ fn warn_mirror_off(live: &Live) {
     }
 }
 
-/// Binds the control socket, replacing a stale one (a socket nobody answers on).
-pub fn bind_control(path: &Path) -> Result<UnixListener, AppError> {
-    let err = |source| AppError::Control {
+/// Binds the control socket with mode 0660 and `policy`'s groups whatever the umask,
+/// replacing a stale one (a socket nobody answers on) ([`spanlb_control::access::bind`]).
+pub fn bind_control(
+    path: &Path,
+    policy: &spanlb_control::access::Policy,
+) -> Result<UnixListener, AppError> {
+    spanlb_control::access::bind(path, policy, "lbd").map_err(|source| AppError::Control {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another lbd is running on it",
-            )));
-        }
-        std::fs::remove_file(path).map_err(err)?;
-    }
-    UnixListener::bind(path).map_err(err)
+    })
 }

@@ -36,6 +36,10 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if let Err(e) = config.control_policy(&args.config.display().to_string()) {
+        eprintln!("lbd: {e}");
+        std::process::exit(2);
+    }
     if args.check {
         println!(
             "{}: ok ({} virtual servers, {} pools, {} monitors)",

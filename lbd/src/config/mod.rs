@@ -67,6 +67,16 @@ pub struct Device {
     /// Unix socket for lbctl (JSON lines).
     #[serde(default = "default_control_socket")]
     pub control_socket: PathBuf,
+    /// Group (name or gid) whose members have full use of the control socket (the socket's
+    /// group, mode 0660); absent: lbd's own group. Root and lbd's uid always have it. Read at
+    /// start only.
+    #[serde(default)]
+    pub control_group: Option<String>,
+    /// Group (name or gid) whose members may send the read-only requests (`status`,
+    /// `show-*`, `config-status`); given access by an ACL entry on the socket. Read at start
+    /// only.
+    #[serde(default)]
+    pub control_readonly_group: Option<String>,
     /// Prometheus metrics HTTP address; none when absent.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
@@ -666,6 +676,25 @@ pub fn invalid(file: &str, (key, message): (String, String)) -> ConfigError {
 }
 
 impl Config {
+    /// Who may use the control socket: `device.control_group` and
+    /// `device.control_readonly_group` resolved through the system's group database (so not
+    /// part of [`Config::load`]: lbd's start and `--check` call it); `file` names the file in
+    /// errors.
+    pub fn control_policy(
+        &self,
+        file: &str,
+    ) -> Result<spanlb_control::access::Policy, ConfigError> {
+        spanlb_control::access::Policy::resolve(
+            self.device.control_group.as_deref(),
+            self.device.control_readonly_group.as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            file: file.into(),
+            key: format!("device.{}", e.key),
+            message: e.message,
+        })
+    }
+
     /// Reads and validates the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let (text, file) = read_file(path)?;

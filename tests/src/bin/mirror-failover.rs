@@ -95,15 +95,21 @@ fn run(n: usize) -> i32 {
     }
 }
 
-/// This process holds both ends' client sockets and the echo servers' sockets.
+/// Descriptors this process (clients and echo servers: two per connection) and the daemons
+/// it starts (they inherit it; lbd's budget is a share of it) may hold.
+const NOFILE: u64 = 200_000;
+
+/// Raises `RLIMIT_NOFILE` to [`NOFILE`] (as root, the hard limit too), or as far as allowed.
 fn raise_nofile() {
     let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+        rlim_cur: NOFILE,
+        rlim_max: NOFILE,
     };
     // SAFETY: getrlimit/setrlimit on a valid, initialized struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0
+            && libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0
+        {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
@@ -182,6 +188,7 @@ fn open(lab: &ClusterLab, n: usize) -> Res<Vec<std::net::TcpStream>> {
             runtime().block_on(async move {
                 let mut out = Vec::with_capacity(n);
                 let mut errors = 0usize;
+                let mut samples: Vec<String> = Vec::new();
                 while out.len() < n && errors < n / 10 + 10 {
                     let want = (n - out.len()).min(PARALLEL);
                     let mut set = tokio::task::JoinSet::new();
@@ -197,12 +204,24 @@ fn open(lab: &ClusterLab, n: usize) -> Res<Vec<std::net::TcpStream>> {
                     while let Some(r) = set.join_next().await {
                         match r {
                             Ok(Ok(c)) => out.push(c),
-                            _ => errors += 1,
+                            Ok(Err(e)) => {
+                                errors += 1;
+                                if samples.len() < 5 && !samples.contains(&e) {
+                                    samples.push(e);
+                                }
+                            }
+                            Err(e) => {
+                                errors += 1;
+                                samples.push(e.to_string());
+                            }
                         }
                     }
                 }
                 if out.len() < n {
-                    Err(format!("opened {} of {n} connections", out.len()))
+                    Err(format!(
+                        "opened {} of {n} connections ({errors} errors: {samples:?})",
+                        out.len()
+                    ))
                 } else {
                     Ok(out)
                 }

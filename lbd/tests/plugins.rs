@@ -287,9 +287,11 @@ type = "msrdp"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_panicking_plugin_is_counted_then_disabled_while_lbd_keeps_serving() {
-    let dir = plugin_dir("panicky", &["spanlb-fixture-panicky"]);
+/// lbd with the `panicky` fixture on a TCP virtual server `name` in front of two servers,
+/// `device` lines added to its `[device]` table: the plugin directory, lbd, the servers (kept
+/// alive) and the virtual server's address.
+fn panicky_lbd(name: &str, device: &str) -> (PathBuf, Lbd, Vec<Server>, SocketAddr) {
+    let dir = plugin_dir(name, &["spanlb-fixture-panicky"]);
     let servers: Vec<Server> = ["p1", "p2"]
         .iter()
         .map(|n| Server::start(n, Behaviour::NameThenEcho))
@@ -297,10 +299,10 @@ fn a_panicking_plugin_is_counted_then_disabled_while_lbd_keeps_serving() {
     let port = free_port();
     let members: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
     let lbd = Lbd::start(&format!(
-        "plugin_dir = \"{}\"\nplugin_panic_limit = 3\n{}",
+        "plugin_dir = \"{}\"\n{device}{}",
         dir.display(),
         persistent_vs(
-            "boom",
+            name,
             "tcp",
             port,
             &members,
@@ -308,6 +310,12 @@ fn a_panicking_plugin_is_counted_then_disabled_while_lbd_keeps_serving() {
         )
     ));
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    (dir, lbd, servers, vip)
+}
+
+#[test]
+fn a_panicking_plugin_is_counted_then_disabled_while_lbd_keeps_serving() {
+    let (dir, lbd, _servers, vip) = panicky_lbd("boom", "plugin_panic_limit = 3\n");
     for i in 0..6 {
         let got = ask(vip, &format!("boom {i}"));
         assert!(got.starts_with('p'), "connection {i} not served: {got:?}");
@@ -384,25 +392,8 @@ fn spoofed_call_ids_cannot_grow_the_persistence_table_past_max_records() {
 
 #[test]
 fn a_plugin_stuck_in_a_loop_is_disabled_by_the_watchdog_while_lbd_keeps_serving() {
-    let dir = plugin_dir("hang", &["spanlb-fixture-panicky"]);
-    let servers: Vec<Server> = ["p1", "p2"]
-        .iter()
-        .map(|n| Server::start(n, Behaviour::NameThenEcho))
-        .collect();
-    let port = free_port();
-    let members: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
-    let lbd = Lbd::start(&format!(
-        "plugin_dir = \"{}\"\nplugin_call_timeout = \"300ms\"\nworkers = 2\n{}",
-        dir.display(),
-        persistent_vs(
-            "hang",
-            "tcp",
-            port,
-            &members,
-            "type = \"universal\"\nplugin = \"panicky\"\nplugin_config = \"quiet\""
-        )
-    ));
-    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (dir, lbd, _servers, vip) =
+        panicky_lbd("hang", "plugin_call_timeout = \"300ms\"\nworkers = 2\n");
     assert!(ask(vip, "fine").starts_with('p'));
     // One connection makes the plugin spin (its worker thread stays in the call).
     let stuck = std::thread::spawn(move || {

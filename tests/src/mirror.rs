@@ -338,3 +338,29 @@ pub fn differing(want: &Members, have: &Members) -> Vec<String> {
         .map(|(k, m)| format!("{k}: {m} vs {:?}", have.get(k)))
         .collect()
 }
+
+/// r1 sends all of the VIP's traffic to device `dev`'s floating external address (a policy
+/// route in a table of its own), so every connection is that traffic group's.
+pub fn route_vip_through(lab: &ClusterLab, dev: &str) -> Result<(), String> {
+    let d = crate::topology::DEVICES
+        .iter()
+        .find(|d| d.name == dev)
+        .ok_or_else(|| format!("no device {dev}"))?;
+    let vip = crate::topology::VIP;
+    lab.r1
+        .route(&format!("add {vip}/32 via {} table 100", d.floating_ext))
+        .map_err(|e| e.to_string())?;
+    lab.r1
+        .ip(&[
+            "rule",
+            "add",
+            "to",
+            &format!("{vip}/32"),
+            "lookup",
+            "100",
+            "priority",
+            "100",
+        ])
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}

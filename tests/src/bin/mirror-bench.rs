@@ -191,25 +191,7 @@ fn prepare(lab: &ClusterLab) -> Res<()> {
         ns.sysctl("net.ipv4.tcp_tw_reuse", "1")
             .map_err(|e| e.to_string())?;
     }
-    let b = DEVICES
-        .iter()
-        .find(|d| d.name == VIA)
-        .ok_or("no device b")?;
-    lab.r1
-        .route(&format!("add {VIP}/32 via {} table 100", b.floating_ext))
-        .map_err(|e| e.to_string())?;
-    lab.r1
-        .ip(&[
-            "rule",
-            "add",
-            "to",
-            &format!("{VIP}/32"),
-            "lookup",
-            "100",
-            "priority",
-            "100",
-        ])
-        .map_err(|e| e.to_string())?;
+    spanlb_tests::mirror::route_vip_through(lab, VIA)?;
     // Both sides answer, through B, before anything is measured.
     for side in [Side::On, Side::Off] {
         let r = load(lab, side, 2, Duration::from_secs(2))?;

@@ -273,25 +273,7 @@ fn measure(lab: &ClusterLab, n: usize) -> Res<bool> {
     lab.client
         .sysctl("net.ipv4.ip_local_port_range", "1024 65000")
         .map_err(|e| e.to_string())?;
-    let b = DEVICES
-        .iter()
-        .find(|d| d.name == "b")
-        .ok_or("no device b")?;
-    lab.r1
-        .route(&format!("add {VIP}/32 via {} table 100", b.floating_ext))
-        .map_err(|e| e.to_string())?;
-    lab.r1
-        .ip(&[
-            "rule",
-            "add",
-            "to",
-            &format!("{VIP}/32"),
-            "lookup",
-            "100",
-            "priority",
-            "100",
-        ])
-        .map_err(|e| e.to_string())?;
+    spanlb_tests::mirror::route_vip_through(lab, "b")?;
 
     eprintln!("mirror-failover: opening {n} connections through b");
     let t = Instant::now();

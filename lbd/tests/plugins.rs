@@ -426,6 +426,47 @@ fn a_plugin_stuck_in_a_loop_is_disabled_by_the_watchdog_while_lbd_keeps_serving(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A UDP virtual server's plugin is asked about every datagram on a data-path worker: one
+/// that hangs there leaves the control socket (and the monitors and mirroring beside it)
+/// answering, and the watchdog disables it.
+#[test]
+fn a_udp_plugin_that_hangs_does_not_freeze_the_control_socket() {
+    let dir = plugin_dir("udphang", &["spanlb-fixture-panicky"]);
+    let member = UdpMember::start("u1");
+    let port = free_port();
+    let lbd = Lbd::start(&format!(
+        "plugin_dir = \"{}\"\nplugin_call_timeout = \"300ms\"\n{}",
+        dir.display(),
+        persistent_vs(
+            "udphang",
+            "udp",
+            port,
+            &[member.addr.to_string()],
+            "type = \"universal\"\nplugin = \"panicky\"\nplugin_config = \"quiet\""
+        )
+    ));
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"hang now", vip).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The plugin spins for seconds; lbctl answers meanwhile, and sees it disabled.
+    let t = Instant::now();
+    let p = lbd.ok(&Request::ShowPlugins)["plugins"][0].clone();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the control socket waited {took:?} for the plugin"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut p = p;
+    while p["timeouts"] != 1 {
+        assert!(Instant::now() < deadline, "not disabled: {p}");
+        std::thread::sleep(Duration::from_millis(50));
+        p = lbd.ok(&Request::ShowPlugins)["plugins"][0].clone();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn consistent_hashing_keeps_no_records_and_moves_only_the_keys_of_a_member_that_goes() {
     let dir = plugin_dir("chash", &["spanlb-plugin-hash"]);

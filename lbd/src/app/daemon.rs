@@ -219,9 +219,19 @@ impl Daemon {
                         .collect();
                     out.push((*k, ts));
                 }
-                Protocol::Udp => match crate::sys::udp_socket(k.0) {
+                Protocol::Udp => match crate::sys::udp_socket(k.0).and_then(|s| s.into_std()) {
                     Ok(s) => {
-                        let t = tokio::spawn(crate::proxy::udp::serve(self.dp.clone(), *k, s));
+                        // On a data-path worker, not the control runtime: a persistence plugin
+                        // asked about every datagram (one that hangs, say) must not stall the
+                        // monitors, the control socket and mirroring. The socket is registered
+                        // with that worker's reactor there.
+                        let (dp, key) = (self.dp.clone(), *k);
+                        let t = self.dp.spawn_on_worker(out.len(), async move {
+                            match tokio::net::UdpSocket::from_std(s) {
+                                Ok(s) => crate::proxy::udp::serve(dp, key, s).await,
+                                Err(e) => tracing::error!(listener = %key.0, "udp listener: {e}"),
+                            }
+                        });
                         out.push((*k, vec![t]));
                     }
                     Err(e) => return Err(fail(out, k, e)),

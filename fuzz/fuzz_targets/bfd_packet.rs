@@ -75,7 +75,11 @@ fuzz_target!(|data: &[u8]| {
                 seq = seq.wrapping_add(u32::from(b.u8().unwrap_or(1)));
                 if let Some(k) = &key {
                     sign(&mut p, k, seq);
-                    assert_eq!(check_auth(&p, k), Ok(()), "a packet just signed fails its check");
+                    assert_eq!(
+                        check_auth(&p, k),
+                        Ok(()),
+                        "a packet just signed fails its check"
+                    );
                     p = roundtrip(&encode(&p)).expect("a signed packet decodes");
                 }
                 Input::Received(p)
@@ -105,7 +109,11 @@ fuzz_target!(|data: &[u8]| {
                 // What the session sends must decode as it is.
                 let bytes = encode(&p);
                 let back = decode(&bytes);
-                assert_eq!(back.as_ref(), Ok(&p), "the session sent an undecodable packet");
+                assert_eq!(
+                    back.as_ref(),
+                    Ok(&p),
+                    "the session sent an undecodable packet"
+                );
             }
         }
         if is_timer {

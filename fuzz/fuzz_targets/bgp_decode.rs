@@ -52,7 +52,10 @@ fuzz_target!(|data: &[u8]| {
             other => panic!("re-encoded {decoded:?} does not frame: {other:?} ({rest:02x?})"),
         };
         if let Err(e) = decode(&rest[..len], &ctx) {
-            panic!("re-encoded {decoded:?} does not decode: {e} ({:02x?})", &rest[..len]);
+            panic!(
+                "re-encoded {decoded:?} does not decode: {e} ({:02x?})",
+                &rest[..len]
+            );
         }
         rest = &rest[len..];
     }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bgpd::fsm::{ConnId, Input, Output, Session, SessionConfig, State};
 use bgpd::wire::{
-    decode, AddPathMode, Capabilities, DecodeError, Family, GracefulRestart, Message,
-    Notification, Open, RouteRefresh, SessionCodec, Update,
+    decode, AddPathMode, Capabilities, DecodeError, Family, GracefulRestart, Message, Notification,
+    Open, RouteRefresh, SessionCodec, Update,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -57,7 +57,11 @@ fn config(b: &mut Bytes) -> SessionConfig {
     let hold = [0, 3, 9, 90, 240][usize::from(b.u8().unwrap_or(3) % 5)];
     SessionConfig {
         local_as: LOCAL_AS,
-        remote_as: if flags & 0x80 != 0 { LOCAL_AS } else { REMOTE_AS },
+        remote_as: if flags & 0x80 != 0 {
+            LOCAL_AS
+        } else {
+            REMOTE_AS
+        },
         router_id: Ipv4Addr::new(10, 0, 0, 1),
         hold_time: hold,
         keepalive: if flags & 0x40 != 0 { Some(1) } else { None },
@@ -317,7 +321,11 @@ fuzz_target!(|data: &[u8]| {
                 _ => {}
             }
         }
-        assert_eq!(state, s.state(), "state() differs from the reported changes");
+        assert_eq!(
+            state,
+            s.state(),
+            "state() differs from the reported changes"
+        );
         assert!(
             s.connection_count() <= 2,
             "{} connections",

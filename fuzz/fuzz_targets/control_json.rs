@@ -24,7 +24,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) {
     let text = serde_json::to_string(v).unwrap_or_else(|e| panic!("{v:?} does not serialize: {e}"));
-    assert!(!text.contains('\n'), "a serialized line holds a newline: {text}");
+    assert!(
+        !text.contains('\n'),
+        "a serialized line holds a newline: {text}"
+    );
     match parse::<T>(text.as_bytes()) {
         Ok(back) => assert_eq!(&back, v, "round trip through {text}"),
         Err(e) => panic!("{v:?} serializes to {text}, which does not parse: {e}"),

@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
     let mut guard = ReplayGuard::new(&devices, "lb-c");
     let first = guard.check(&hb);
     if first.is_ok() {
-        assert!(guard.check(&hb).is_err(), "the same heartbeat accepted twice");
+        assert!(
+            guard.check(&hb).is_err(),
+            "the same heartbeat accepted twice"
+        );
     }
     // What decodes encodes again, unless it grew past the datagram limit (an older version's
     // body is shorter than version 4's for the same content).

@@ -74,7 +74,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(n > 0 && at + n <= stream.len(), "frame length {n}");
         let mut again = Vec::new();
         encode(&msg, &mut again).unwrap_or_else(|e| panic!("decoded {msg:?} does not encode: {e}"));
-        assert_eq!(again, &stream[at..at + n], "decode then encode is not byte-exact");
+        assert_eq!(
+            again,
+            &stream[at..at + n],
+            "decode then encode is not byte-exact"
+        );
         at += n;
         now += step;
 

@@ -55,7 +55,9 @@ fn plugins() -> &'static Plugins {
     P.get_or_init(|| {
         let dir = std::env::var_os("SPANLB_FUZZ_PLUGIN_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/plugins")));
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/plugins"))
+            });
         let mut toml = format!(
             "[device]\nname = \"A\"\ninternal_address = \"10.1.1.6\"\nplugin_dir = \"{}\"\n",
             dir.display()
@@ -115,7 +117,12 @@ fuzz_target!(|data: &[u8]| {
     if from_linked == Outcome::Panicked {
         panic!("{} panicked: {}", pp.name(), linked.last_panic());
     }
-    assert_eq!(from_so, from_linked, "{}: the .so and the linked-in plugin disagree", pp.name());
+    assert_eq!(
+        from_so,
+        from_linked,
+        "{}: the .so and the linked-in plugin disagree",
+        pp.name()
+    );
     let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
     let _ = pp.inspect(protocol, direction, client, vip, bytes);
 });

@@ -10,3 +10,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # are the ones nextest runs next, so this costs little more than building the binaries.
 cargo build --workspace --all-targets --locked
 cargo nextest run --workspace --locked --profile ci "$@"
+# Every fuzz target (fuzz/) for a short bounded time from its committed corpus: a regression
+# of a decoder shows here. The long run is `scripts/fuzz.sh 600`.
+bash scripts/fuzz.sh 15

@@ -315,6 +315,13 @@ impl Session {
             .map(|n| n.hold)
     }
 
+    /// How many connections the core tracks (pending outbound attempts included); at most two,
+    /// the collision pair. For the fuzz targets' invariants (`fuzz/`).
+    #[doc(hidden)]
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
     /// A fresh connection id for an inbound connection, never equal to one the core has used or
     /// will use for its own outbound attempts. (Ids the caller picks itself also work: the core
     /// skips past them when it allocates.)

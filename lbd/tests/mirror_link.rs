@@ -1,16 +1,20 @@
 //! The mirroring link (lbd::mirror::link) over loopback: a sender and a receiver with mutual
-//! TLS, a full sync of records and deletes, a receiver restart, a stranger refused, and
-//! offers that do not wait on a dead peer.
+//! TLS, a full sync of records and deletes, a receiver restart, a stranger refused, offers
+//! that do not wait on a dead peer; and the receiver's least trust (issue 15): a device of
+//! the group that does not hold a traffic group cannot take its channel over, and idle
+//! connections — from strangers or from a device of the group — cannot keep the holder out.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod trust_dir;
 
 use lbd::mirror::channel::{AckPolicy, State, Store, Timers};
-use lbd::mirror::link::{self, ReceiverLink, SenderHandle, SenderLink, SnapshotSource};
+use lbd::mirror::link::{
+    self, Admission, ReceiverLink, Refusal, SenderHandle, SenderLink, SnapshotSource,
+};
 use lbd::mirror::proto::{self, Message, Record, RecordKey, RecordKind};
 use lbd::mirror::trust as mt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,6 +94,65 @@ fn persist(i: usize) -> Record {
     }
 }
 
+/// The receiver's admission in these tests: mirror addresses by device and each traffic
+/// group's holder, both changeable; refusals recorded.
+#[derive(Default)]
+struct Rules {
+    sources: Mutex<HashMap<IpAddr, String>>,
+    holders: Mutex<HashMap<String, String>>,
+    refused: Mutex<Vec<Refusal>>,
+}
+
+impl Rules {
+    /// Device `a` on 127.0.0.1, holding the test's traffic group.
+    fn a_holds() -> Arc<Rules> {
+        Rules::new(&[("a", LOOPBACK)], "a")
+    }
+
+    fn new(devices: &[(&str, IpAddr)], holder: &str) -> Arc<Rules> {
+        let r = Rules::default();
+        for (d, ip) in devices {
+            r.sources.lock().unwrap().insert(*ip, d.to_string());
+        }
+        r.holders
+            .lock()
+            .unwrap()
+            .insert(TG.to_string(), holder.to_string());
+        Arc::new(r)
+    }
+
+    fn count(&self, why: Refusal) -> usize {
+        self.refused
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| **r == why)
+            .count()
+    }
+}
+
+impl Admission for Rules {
+    fn source_allowed(&self, ip: IpAddr) -> bool {
+        self.sources.lock().unwrap().contains_key(&ip)
+    }
+    fn sender_allowed(&self, device: &str, ip: IpAddr, tg: &str) -> Result<(), (Refusal, String)> {
+        if self.sources.lock().unwrap().get(&ip).map(String::as_str) != Some(device) {
+            return Err((Refusal::Trust, format!("{device} from {ip}")));
+        }
+        match self.holders.lock().unwrap().get(tg) {
+            Some(h) if h == device => Ok(()),
+            h => Err((Refusal::NotHolder, format!("held by {h:?}"))),
+        }
+    }
+    fn refused(&self, why: Refusal) {
+        self.refused.lock().unwrap().push(why);
+    }
+}
+
+fn lo(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
 fn timers() -> Timers {
     Timers {
         heartbeat_ms: 100,
@@ -105,6 +168,8 @@ fn sender_cfg(dir: &TempDir, primary: SocketAddr, secondary: Option<SocketAddr>)
         traffic_group: TG.into(),
         primary,
         secondary,
+        local_primary: None,
+        local_secondary: None,
         ca: dir.path().join("ca.crt"),
         cert: dir.crt("a"),
         key: dir.key("a"),
@@ -167,9 +232,14 @@ async fn sender_and_receiver_sync_resync_and_refuse_strangers() {
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = Arc::new(Mutex::new(MapStore::default()));
-    let receiver = link::spawn_receiver(vec![listener], receiver_cfg(&dir), store.clone())
-        .unwrap()
-        .1;
+    let receiver = link::spawn_receiver(
+        vec![listener],
+        receiver_cfg(&dir),
+        store.clone(),
+        Rules::a_holds(),
+    )
+    .unwrap()
+    .1;
 
     // The primary address is dead: the sender goes on to the secondary.
     let dead = {
@@ -202,9 +272,14 @@ async fn sender_and_receiver_sync_resync_and_refuse_strangers() {
     source.delete(&h, persist(1).key());
     let listener = TcpListener::bind(addr).await.unwrap();
     let store2 = Arc::new(Mutex::new(MapStore::default()));
-    let receiver2 = link::spawn_receiver(vec![listener], receiver_cfg(&dir), store2.clone())
-        .unwrap()
-        .1;
+    let receiver2 = link::spawn_receiver(
+        vec![listener],
+        receiver_cfg(&dir),
+        store2.clone(),
+        Rules::a_holds(),
+    )
+    .unwrap()
+    .1;
     wait_synced(&h, &source, &store2).await;
     assert_eq!(store2.lock().unwrap().0.len(), 949);
 
@@ -278,9 +353,14 @@ async fn a_new_connection_for_the_group_replaces_the_old_one() {
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = Arc::new(Mutex::new(MapStore::default()));
-    let receiver = link::spawn_receiver(vec![listener], receiver_cfg(&dir), store.clone())
-        .unwrap()
-        .1;
+    let receiver = link::spawn_receiver(
+        vec![listener],
+        receiver_cfg(&dir),
+        store.clone(),
+        Rules::a_holds(),
+    )
+    .unwrap()
+    .1;
 
     // A genuine device that says hello and then nothing more.
     let client =
@@ -322,5 +402,154 @@ async fn a_new_connection_for_the_group_replaces_the_old_one() {
     .await;
     assert!(closed.is_ok(), "the replaced connection stayed open");
     sender.abort();
+    receiver.abort();
+}
+
+/// A device of the group that does not hold the traffic group (its certificate is genuine)
+/// opens the channel with a resync of records of its own: refused once the holder grace has
+/// passed, the store keeps the holder's records and the holder's channel stays in sync.
+/// When placement says the other device holds it, the same sender gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_holder_may_open_a_traffic_groups_channel() {
+    let dir = group_dir("g", &["a", "b", "c"]);
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Arc::new(Mutex::new(MapStore::default()));
+    let rules = Rules::new(&[("a", lo(2)), ("c", lo(3))], "a");
+    let mut rcfg = receiver_cfg(&dir);
+    rcfg.admitted = mt::Admitted::devices(&["a".into(), "c".into()]);
+    let receiver = link::spawn_receiver(vec![listener], rcfg, store.clone(), rules.clone())
+        .unwrap()
+        .1;
+
+    // The holder, a, from its mirror address.
+    let mut acfg = sender_cfg(&dir, addr, None);
+    acfg.local_primary = Some(lo(2));
+    let a_source = Arc::new(Source::default());
+    let (a, a_task) = link::spawn_sender(acfg, a_source.clone()).unwrap();
+    for i in 0..500 {
+        a_source.put(&a, persist(i));
+    }
+    wait_synced(&a, &a_source, &store).await;
+
+    // c: a genuine device of the group, from its own address, with 300 records of its own.
+    let mut ccfg = sender_cfg(&dir, addr, None);
+    ccfg.device = "c".into();
+    ccfg.cert = dir.crt("c");
+    ccfg.key = dir.key("c");
+    ccfg.epoch = 1_000;
+    ccfg.local_primary = Some(lo(3));
+    let c_source = Arc::new(Source::default());
+    let (c, c_task) = link::spawn_sender(ccfg, c_source.clone()).unwrap();
+    for i in 10_000..10_300 {
+        c_source.put(&c, persist(i));
+    }
+    // Longer than the holder grace and a few reconnects.
+    let until = Instant::now() + link::HOLDER_GRACE + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_ne!(c.status().state, State::InSync, "c's channel got in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rules.count(Refusal::NotHolder) >= 1, "{:?}", rules.refused);
+    {
+        let got = store.lock().unwrap();
+        assert_eq!(got.0.len(), 500, "the store changed");
+        assert!(got
+            .0
+            .keys()
+            .all(|k| a_source.0.lock().unwrap().contains_key(k)));
+    }
+    let st = a.status();
+    assert_eq!(
+        st.state,
+        State::InSync,
+        "the holder's channel was displaced: {st:?}"
+    );
+    a_source.put(&a, persist(600));
+    wait_synced(&a, &a_source, &store).await;
+
+    // Placement moves the traffic group to c: its channel gets in and replaces a's state.
+    rules
+        .holders
+        .lock()
+        .unwrap()
+        .insert(TG.to_string(), "c".into());
+    a_task.abort();
+    wait_synced(&c, &c_source, &store).await;
+    assert_eq!(store.lock().unwrap().0.len(), 300);
+    c_task.abort();
+    receiver.abort();
+}
+
+/// Idle TCP connections, renewed as fast as they are closed, from an address outside the
+/// group and from a device of the group, do not keep the holder's channel out: strangers are
+/// closed before any handshake, a device of the group gets only its own few handshake slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_keep_the_holder_out() {
+    let dir = group_dir("g", &["a", "b", "c"]);
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Arc::new(Mutex::new(MapStore::default()));
+    let rules = Rules::new(&[("a", lo(2)), ("c", lo(3))], "a");
+    let mut rcfg = receiver_cfg(&dir);
+    rcfg.admitted = mt::Admitted::devices(&["a".into(), "c".into()]);
+    let receiver = link::spawn_receiver(vec![listener], rcfg, store.clone(), rules.clone())
+        .unwrap()
+        .1;
+
+    // 100 idle connections each from 127.0.0.3 (c's address) and 127.0.0.9 (nobody's),
+    // reopened when closed, for at most 15 s.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut idlers = Vec::new();
+    for from in [lo(3), lo(9)] {
+        for _ in 0..100 {
+            let stop = stop.clone();
+            idlers.push(tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_secs(15);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                    sock.bind(SocketAddr::new(from, 0)).unwrap();
+                    if let Ok(mut tcp) = sock.connect(addr).await {
+                        let mut b = [0u8; 16];
+                        // Held until the receiver closes it.
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(15), tcp.read(&mut b)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut acfg = sender_cfg(&dir, addr, None);
+    acfg.local_primary = Some(lo(2));
+    let source = Arc::new(Source::default());
+    let (a, a_task) = link::spawn_sender(acfg, source.clone()).unwrap();
+    for i in 0..200 {
+        source.put(&a, persist(i));
+    }
+    wait_synced(&a, &source, &store).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "refused: source {}, busy {}, trust {}",
+        rules.count(Refusal::Source),
+        rules.count(Refusal::Busy),
+        rules.count(Refusal::Trust)
+    );
+    assert!(
+        rules.count(Refusal::Source) >= 100,
+        "{:?}",
+        rules.count(Refusal::Source)
+    );
+    assert!(
+        rules.count(Refusal::Busy) >= 90,
+        "{:?}",
+        rules.count(Refusal::Busy)
+    );
+    for t in idlers {
+        t.abort();
+    }
+    a_task.abort();
     receiver.abort();
 }

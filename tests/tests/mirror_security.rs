@@ -23,6 +23,12 @@
 //!   error. A control run against the same server code with C's genuine certificate (port
 //!   2031) reaches in sync with all 300 records, so the harness would see a sender that
 //!   skipped the check.
+//! - [`a_device_that_does_not_hold_the_traffic_group_cannot_take_its_channel`] (issue 15):
+//!   device A, with its genuine certificate and from its own mirror address, runs lbd's
+//!   sender for tg-2 (held by B) toward C with the 300 rogue records. C refuses it as not the
+//!   holder (after the holder grace), its log says so, `lbctl show mirroring` counts it, C
+//!   holds none of the keys, and B's channel stays in sync. Before, A's channel replaced
+//!   B's and its resync replaced C's copy of tg-2.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -546,6 +552,8 @@ fn sender_against(
                     traffic_group: TG.into(),
                     primary: addr,
                     secondary: None,
+                    local_primary: None,
+                    local_secondary: None,
                     ca: trust_dir.join("ca.crt"),
                     cert: crt,
                     key,
@@ -625,5 +633,138 @@ fn rogue_mirror_server_is_refused() {
     lab.check(
         st.state == State::InSync && seen.records.load(Ordering::Relaxed) >= ROGUE_RECORDS as u64,
         format!("control: the sender did not sync to a genuine server: {st:?} {seen:?}"),
+    );
+}
+
+#[test]
+fn a_device_that_does_not_hold_the_traffic_group_cannot_take_its_channel() {
+    if !prereqs() {
+        return;
+    }
+    const CLIENTS: usize = 20;
+    let lab = mirror_lab("mirror_not_holder", src_persistence_opts());
+    add_client_addrs(&lab, CLIENTS);
+    let vip: IpAddr = VIP.parse().expect("VIP literal");
+    let got = sessions_through(
+        &lab,
+        "b",
+        SocketAddr::new(vip, VIP_TCP_PORT),
+        |_| b"hello\n".to_vec(),
+        20000,
+        CLIENTS,
+    );
+    lab.check(got.iter().all(Result::is_ok), "clients through b");
+    let before = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        legit_channel(&lab)
+    });
+    let ((_, r_before), _) = lab.ok(
+        before.ok_or("b's tg-2 channel to c not in sync"),
+        "the genuine channel",
+    );
+    println!("c's tg-2 receiver before: {r_before}");
+
+    // A's lbd-grade sender, A's genuine trust files, from A's mirror address.
+    let trust_dir = lab.lab.dir().join("trust");
+    let target = SocketAddr::new(C_MIRROR.parse().expect("literal"), 1030);
+    let a_ip = ha_of("a");
+    let run = lbd::mirror::link::HOLDER_GRACE + Duration::from_secs(4);
+    let status = lab.ok(
+        lab.device("a").ns.run_in(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let (crt, key) = trust::files(&trust_dir, "a");
+                let cfg = SenderLink {
+                    device: "a".into(),
+                    group: "seed".into(),
+                    peer_device: "c".into(),
+                    traffic_group: TG.into(),
+                    primary: target,
+                    secondary: None,
+                    local_primary: Some(a_ip),
+                    local_secondary: None,
+                    ca: trust_dir.join("ca.crt"),
+                    cert: crt,
+                    key,
+                    epoch: now_ms(),
+                    capacity: 4096,
+                    timers: Timers {
+                        heartbeat_ms: 100,
+                        dead_ms: 1000,
+                    },
+                    io_timeout: Duration::from_secs(2),
+                    backoff_min: Duration::from_millis(50),
+                    backoff_max: Duration::from_millis(400),
+                };
+                let (h, task) = link::spawn_sender(cfg, Arc::new(Records)).expect("sender");
+                let until = Instant::now() + run;
+                let mut ever_in_sync = false;
+                while Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    ever_in_sync |= h.status().state == State::InSync;
+                }
+                task.abort();
+                (ever_in_sync, h.status())
+            })
+        }),
+        "a's namespace",
+    );
+    let (ever_in_sync, st) = status;
+    println!("a's tg-2 sender: ever in sync {ever_in_sync}, last {st:?}");
+    lab.check(!ever_in_sync, "c accepted a's tg-2 channel");
+
+    let rogue: Vec<String> = lab
+        .lbctl("c", &["show", "persistence"])
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r["key"].as_str().map(str::to_string))
+        .filter(|k| k.starts_with(ROGUE_PREFIX))
+        .collect();
+    lab.check(
+        rogue.is_empty(),
+        format!(
+            "c holds {} of a's records: {:?}",
+            rogue.len(),
+            rogue.iter().take(3).collect::<Vec<_>>()
+        ),
+    );
+    let log = std::fs::read_to_string(lab.lab.dir().join("lbd-c.log")).unwrap_or_default();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("refused connection")
+                && l.contains("not-holder")
+                && l.contains(&format!("peer={a_ip}:"))
+        })
+        .collect();
+    println!("c's log: {:?}", refusals.first());
+    lab.check(
+        !refusals.is_empty(),
+        "c's log has no not-holder refusal naming a",
+    );
+    let counted = mirroring(&lab, "c")
+        .map(|m| m["connections_refused"]["not-holder"].as_u64().unwrap_or(0))
+        .unwrap_or(0);
+    lab.check(
+        counted >= 1,
+        format!("c's show mirroring counts {counted} not-holder refusals"),
+    );
+    let after = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        legit_channel(&lab)
+    });
+    let ((_, r_after), _) = lab.ok(
+        after.ok_or("b's tg-2 channel to c not in sync afterwards"),
+        "the genuine channel after",
+    );
+    lab.check(
+        r_after["records"] == r_before["records"],
+        format!(
+            "c's tg-2 receiver records changed: {} -> {}",
+            r_before["records"], r_after["records"]
+        ),
     );
 }

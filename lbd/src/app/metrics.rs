@@ -38,6 +38,8 @@
 //! | `config_sync_generation` | | the counter of the group configuration's generation held here |
 //! | `mirror_channel_in_sync`, `mirror_channel_last_update_id`, `mirror_channel_acked_update_id`, `mirror_channel_lag_milliseconds` | `traffic_group`, `peer`, `role` (`sender`/`receiver`) | mirroring channels (mirroring on only, as the rest of this block) |
 //! | `mirror_updates_offered_total`, `mirror_refreshes_not_sent_total`, `mirror_offers_refused_total` | | what the data path offered to mirroring |
+//! | `mirror_records_over_limit_total` | | mirrored flows and connections refused: the traffic group held `mirror_max_records` / `mirror_max_megabytes` |
+//! | `mirror_connections_refused_total` | `reason` (`source`, `busy`, `trust`, `not-holder`) | connections the mirroring receivers refused |
 //! | `last_reload_timestamp_seconds`, `last_reload_success` | | the last reload, once there was one |
 //! | `control_clients_refused_total` | `reason` (`permission`, `client-limit`) | control-socket clients refused at connect |
 //! | `control_connections_closed_total` | `reason` (`line-too-long`, `partial-line-timeout`, `idle`) | control connections closed by lbd |
@@ -609,6 +611,22 @@ impl Collector for StateCollector {
                 "Offers a channel refused (the record was carried by the next resync)",
                 Kind::Counter,
                 [((), refused)],
+            )?;
+            family(
+                e,
+                "mirror_records_over_limit",
+                "Mirrored flows and connections refused: their traffic group held mirror_max_records or mirror_max_megabytes",
+                Kind::Counter,
+                [((), m.records_over_limit())],
+            )?;
+            family(
+                e,
+                "mirror_connections_refused",
+                "Connections the mirroring receivers refused, by reason",
+                Kind::Counter,
+                m.connection_refusals()
+                    .into_iter()
+                    .map(|(why, n)| ([("reason", why.to_string())], n)),
             )?;
         }
         single(

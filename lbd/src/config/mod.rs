@@ -124,6 +124,21 @@ pub struct Device {
     /// receives theirs.
     #[serde(default)]
     pub mirror_trust_dir: Option<PathBuf>,
+    /// Mirrored UDP flows and TCP connections this device keeps per traffic group it
+    /// receives; more are refused and counted (`lbd_mirror_records_over_limit_total`).
+    #[serde(default = "default_mirror_max_records")]
+    pub mirror_max_records: usize,
+    /// The memory those records may take per traffic group, in MiB.
+    #[serde(default = "default_mirror_max_megabytes")]
+    pub mirror_max_megabytes: usize,
+}
+
+fn default_mirror_max_records() -> usize {
+    200_000
+}
+
+fn default_mirror_max_megabytes() -> usize {
+    128
 }
 
 fn default_panic_limit() -> u64 {
@@ -741,6 +756,17 @@ impl Config {
         }
         if self.device.workers == Some(0) {
             return Err(bad("device.workers", "must be at least 1"));
+        }
+        for (k, v) in [
+            ("device.mirror_max_records", self.device.mirror_max_records),
+            (
+                "device.mirror_max_megabytes",
+                self.device.mirror_max_megabytes,
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(k, "must be at least 1"));
+            }
         }
         if self.device.mirror_trust_dir.is_some() && self.device.device_group.is_none() {
             return Err(bad(

@@ -25,7 +25,7 @@
 
 use crate::sys::now_ms;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -84,6 +84,11 @@ pub struct SenderLink {
     /// The peer's mirror addresses: the primary, then the secondary.
     pub primary: SocketAddr,
     pub secondary: Option<SocketAddr>,
+    /// This device's mirror addresses, the primary and the secondary: a connection to the
+    /// peer's primary (secondary) leaves from this device's primary (secondary), because the
+    /// receiver accepts a device only from its own mirror addresses. None: the kernel picks.
+    pub local_primary: Option<std::net::IpAddr>,
+    pub local_secondary: Option<std::net::IpAddr>,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -129,7 +134,9 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Socket read size.
 const READ_CHUNK: usize = 16 * 1024;
 /// Connections a receiver serves at once (handshaking or running); more are closed at once.
-pub const MAX_CONNECTIONS: usize = 64;
+/// A receiver runs one channel (a replaced one ends within the channel's dead timer) and at
+/// most [`MAX_HANDSHAKES`] handshakes.
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// Reads frames from a stream; the buffer never holds more than one frame's worth plus a
 /// chunk, because `proto::decode` rejects a declared length above `MAX_FRAME` from the header.
@@ -285,14 +292,15 @@ pub fn spawn_sender(
     let task = tokio::spawn(async move {
         let mut backoff = cfg.backoff_min;
         loop {
-            let addrs = std::iter::once(cfg.primary).chain(cfg.secondary);
-            for addr in addrs {
+            let addrs = std::iter::once((cfg.primary, cfg.local_primary))
+                .chain(cfg.secondary.map(|a| (a, cfg.local_secondary)));
+            for (addr, local) in addrs {
                 let started = tokio::time::Instant::now();
                 match sender_session(
                     &cfg,
                     &connector,
                     server_name.clone(),
-                    addr,
+                    (addr, local),
                     &shared,
                     &*source,
                 )
@@ -326,12 +334,12 @@ async fn sender_session(
     cfg: &SenderLink,
     connector: &TlsConnector,
     server_name: rustls::pki_types::ServerName<'static>,
-    addr: SocketAddr,
+    (addr, local): (SocketAddr, Option<IpAddr>),
     shared: &SenderShared,
     source: &dyn SnapshotSource,
 ) -> Result<(), LinkError> {
     let t = cfg.io_timeout;
-    let tcp = tokio::time::timeout(t, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout(t, connect_from(addr, local))
         .await
         .map_err(|_| LinkError::Timeout("connect"))??;
     tcp.set_nodelay(true)?;
@@ -407,8 +415,152 @@ async fn sender_session(
     tokio::try_join!(reader, writer).map(|_: ((), ())| ())
 }
 
+/// Connects to `addr`, from `local` when it is of the same family.
+async fn connect_from(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(ip) = local.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        sock.bind(SocketAddr::new(ip, 0))?;
+    }
+    sock.connect(addr).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Receiver
+
+/// Why a receiver refused a connection (counted through [`Admission::refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not from a mirror address of a device of the group.
+    Source,
+    /// Too many connections at once: in all, handshaking, or handshaking from its address.
+    Busy,
+    /// TLS or the device certificate failed, or the connection came from another device's
+    /// address.
+    Trust,
+    /// A device of the group that does not hold the traffic group it sends.
+    NotHolder,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 4] = [
+        Refusal::Source,
+        Refusal::Busy,
+        Refusal::Trust,
+        Refusal::NotHolder,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Source => "source",
+            Refusal::Busy => "busy",
+            Refusal::Trust => "trust",
+            Refusal::NotHolder => "not-holder",
+        }
+    }
+}
+
+/// Which connections and senders a receiver accepts beyond the group's certificate. The
+/// service answers from the device-group file and placement; this layer knows neither.
+pub trait Admission: Send + Sync {
+    /// Whether a connection from `ip` may start a handshake at all: a mirror address of a
+    /// device of the group. Checked before any byte is read.
+    fn source_allowed(&self, ip: IpAddr) -> bool;
+    /// Whether `device` (its certificate checked), connected from `ip`, may send traffic group
+    /// `traffic_group`'s state now; `Err` says why not. A device may send only from its own
+    /// mirror addresses and only a traffic group it holds: anything else could displace the
+    /// holder's channel and overwrite or clear what it mirrored.
+    fn sender_allowed(
+        &self,
+        device: &str,
+        ip: IpAddr,
+        traffic_group: &str,
+    ) -> Result<(), (Refusal, String)>;
+    /// A connection was refused (for the metrics).
+    fn refused(&self, _why: Refusal) {}
+}
+
+/// Handshakes (connections not yet admitted as a traffic group's sender) a receiver runs at
+/// once; more are closed at once. A device needs one per traffic group it sends.
+pub const MAX_HANDSHAKES: usize = 8;
+/// Handshakes from one address at once.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 2;
+/// A sender the receiver does not (yet) see as the traffic group's holder
+/// ([`Refusal::NotHolder`]) is given this long for placement to catch up (heartbeats may trail the new holder's first connection)
+/// before it is refused.
+pub const HOLDER_GRACE: Duration = Duration::from_secs(3);
+/// Refusals logged per address: at most [`REFUSAL_LOG_BURST`] every [`REFUSAL_LOG_EVERY`].
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+const REFUSAL_LOG_BURST: u32 = 5;
+
+/// Handshakes in progress, in all and per source address.
+#[derive(Default)]
+struct Handshakes {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// A handshake slot, given back when dropped.
+struct HandshakeSlot {
+    counts: Arc<Mutex<Handshakes>>,
+    ip: IpAddr,
+}
+
+impl HandshakeSlot {
+    fn take(counts: &Arc<Mutex<Handshakes>>, ip: IpAddr) -> Option<HandshakeSlot> {
+        let mut c = lock(counts);
+        let mine = c.per_source.get(&ip).copied().unwrap_or(0);
+        if c.total >= MAX_HANDSHAKES || mine >= MAX_HANDSHAKES_PER_SOURCE {
+            return None;
+        }
+        c.total += 1;
+        c.per_source.insert(ip, mine + 1);
+        Some(HandshakeSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut c = lock(&self.counts);
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_source.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_source.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Logs at most [`REFUSAL_LOG_BURST`] refusals per address every [`REFUSAL_LOG_EVERY`] (a
+/// flood must not flood the log); every refusal is counted through [`Admission::refused`].
+#[derive(Default)]
+struct RefusalLog {
+    /// Per address: when its window began and how many lines it logged in it.
+    windows: Mutex<HashMap<IpAddr, (std::time::Instant, u32)>>,
+}
+
+impl RefusalLog {
+    fn should_log(&self, ip: IpAddr) -> bool {
+        let now = std::time::Instant::now();
+        let mut w = lock(&self.windows);
+        if w.len() > 4096 {
+            w.retain(|_, (t, _)| now.duration_since(*t) < REFUSAL_LOG_EVERY);
+        }
+        let e = w.entry(ip).or_insert((now, 0));
+        if now.duration_since(e.0) >= REFUSAL_LOG_EVERY {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= REFUSAL_LOG_BURST
+    }
+}
 
 /// One traffic group's channel on the receiver, across connections.
 struct Slot {
@@ -422,6 +574,19 @@ struct ReceiverShared {
     cfg: ReceiverLink,
     slots: HashMap<String, Mutex<Slot>>,
     store: Arc<Mutex<dyn Store + Send>>,
+    admission: Arc<dyn Admission>,
+    handshakes: Arc<Mutex<Handshakes>>,
+    log: RefusalLog,
+}
+
+impl ReceiverShared {
+    fn refuse(&self, addr: SocketAddr, why: Refusal, reason: &dyn std::fmt::Display) {
+        self.admission.refused(why);
+        if self.log.should_log(addr.ip()) {
+            tracing::warn!(peer = %addr, %reason, refusal = why.name(),
+                "mirror: refused connection");
+        }
+    }
 }
 
 /// `channel::Receiver::on_message` wants a sized store.
@@ -466,12 +631,17 @@ impl ReceiverHandle {
 }
 
 /// Starts the receiver: accepts senders on every one of `listeners` (the primary and the
-/// secondary mirror address) and applies what they mirror to `store`. Aborting the returned
-/// task ends every connection. Fails only on a bad trust configuration.
+/// secondary mirror address) and applies what they mirror to `store`. A connection must come
+/// from an address `admission` allows, get one of [`MAX_HANDSHAKES`] handshake slots (at
+/// most [`MAX_HANDSHAKES_PER_SOURCE`] per address), present a device certificate of the
+/// group and name a traffic group that device holds ([`Admission::sender_allowed`]) before
+/// its channel starts. Aborting the returned task ends every connection. Fails only on a bad
+/// trust configuration.
 pub fn spawn_receiver(
     listeners: Vec<TcpListener>,
     cfg: ReceiverLink,
     store: Arc<Mutex<dyn Store + Send>>,
+    admission: Arc<dyn Admission>,
 ) -> Result<(ReceiverHandle, JoinHandle<()>), LinkError> {
     let tls = trust::server_config_admitting(&cfg.ca, &cfg.cert, &cfg.key, cfg.admitted.clone())?;
     let acceptor = TlsAcceptor::from(tls);
@@ -488,7 +658,14 @@ pub fn spawn_receiver(
             (tg.clone(), Mutex::new(slot))
         })
         .collect();
-    let shared = Arc::new(ReceiverShared { cfg, slots, store });
+    let shared = Arc::new(ReceiverShared {
+        cfg,
+        slots,
+        store,
+        admission,
+        handshakes: Arc::default(),
+        log: RefusalLog::default(),
+    });
     let handle = ReceiverHandle {
         shared: shared.clone(),
     };
@@ -503,16 +680,25 @@ pub fn spawn_receiver(
         loop {
             tokio::select! {
                 accepted = accept_any(&listeners) => match accepted {
+                    Ok((tcp, addr)) if !shared.admission.source_allowed(addr.ip()) => {
+                        drop(tcp);
+                        shared.refuse(addr, Refusal::Source,
+                            &"not a mirror address of a device of the group");
+                    }
                     Ok((tcp, addr)) if conns.len() >= MAX_CONNECTIONS => {
                         drop(tcp);
-                        tracing::warn!(peer = %addr, reason = "too many connections",
-                            "mirror: refused connection");
+                        shared.refuse(addr, Refusal::Busy, &"too many connections");
                     }
                     Ok((tcp, addr)) => {
+                        let Some(slot) = HandshakeSlot::take(&shared.handshakes, addr.ip()) else {
+                            drop(tcp);
+                            shared.refuse(addr, Refusal::Busy, &"too many handshakes");
+                            continue;
+                        };
                         let shared = shared.clone();
                         let acceptor = acceptor.clone();
                         conns.spawn(async move {
-                            if let Err(e) = receiver_conn(&shared, &acceptor, tcp, addr).await {
+                            if let Err(e) = receiver_conn(&shared, &acceptor, tcp, addr, slot).await {
                                 tracing::warn!(peer = %addr, error = %e,
                                     "mirror: receiver connection ended");
                             }
@@ -550,6 +736,7 @@ async fn receiver_conn(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
+    handshake: HandshakeSlot,
 ) -> Result<(), LinkError> {
     let cfg = &shared.cfg;
     let t = cfg.io_timeout;
@@ -557,19 +744,18 @@ async fn receiver_conn(
     let tls = match tokio::time::timeout(t, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::warn!(peer = %addr, reason = %e, "mirror: refused connection (tls)");
+            shared.refuse(addr, Refusal::Trust, &format_args!("tls: {e}"));
             return Ok(());
         }
         Err(_) => {
-            tracing::warn!(peer = %addr, reason = "handshake timed out",
-                "mirror: refused connection");
+            shared.refuse(addr, Refusal::Busy, &"handshake timed out");
             return Ok(());
         }
     };
     let device = match trust::admitted_peer(tls.get_ref().1, &cfg.group, &cfg.admitted) {
         Ok(d) => d,
         Err(e) => {
-            tracing::warn!(peer = %addr, reason = %e, "mirror: refused connection (trust)");
+            shared.refuse(addr, Refusal::Trust, &format_args!("trust: {e}"));
             return Ok(());
         }
     };
@@ -584,6 +770,29 @@ async fn receiver_conn(
     let Some(slot) = shared.slots.get(traffic_group) else {
         return Err(LinkError::UnknownTrafficGroup(traffic_group.clone()));
     };
+    // Only the traffic group's holder, from its own address; placement may trail a new
+    // holder's first connection by a heartbeat or two, so it gets `HOLDER_GRACE`.
+    let asked = tokio::time::Instant::now();
+    loop {
+        match shared
+            .admission
+            .sender_allowed(&device, addr.ip(), traffic_group)
+        {
+            Ok(()) => break,
+            Err((Refusal::NotHolder, _)) if asked.elapsed() < HOLDER_GRACE => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err((refusal, why)) => {
+                shared.refuse(
+                    addr,
+                    refusal,
+                    &format_args!("device {device}, traffic group {traffic_group}: {why}"),
+                );
+                return Ok(());
+            }
+        }
+    }
+    drop(handshake);
     tracing::info!(peer = %addr, %device, %traffic_group, "mirror: sender connected");
 
     // Take the channel over from any previous connection.

@@ -44,6 +44,7 @@
 //! This module must never block the data path: offers are O(1) calls into the channels'
 //! bounded queues, and nothing here holds a lock across an await.
 
+mod admission;
 mod senders;
 mod status;
 mod store;
@@ -69,6 +70,7 @@ use crate::cluster::config::{GroupConfig, MirrorScope};
 use crate::cluster::placement::Role;
 use crate::state::Live;
 use crate::tables::{now_ms, refresh_step, PersistRecord};
+use admission::GroupAdmission;
 use senders::{wanted, Carries, Outbox, SenderEntry, Senders};
 use store::{lock, MirrorStore, Snapshots, Standby};
 
@@ -119,6 +121,7 @@ fn receiver(
     files: &TrustFiles,
     addresses: &[std::net::IpAddr],
     admitted: &trust::Admitted,
+    admission: &Arc<GroupAdmission>,
     store: &Arc<Mutex<dyn Store + Send>>,
     tg: &str,
     port: u16,
@@ -145,7 +148,12 @@ fn receiver(
         acks: AckPolicy::default(),
         io_timeout: Duration::from_secs(3),
     };
-    Ok(link::spawn_receiver(listeners, cfg, store.clone())?)
+    Ok(link::spawn_receiver(
+        listeners,
+        cfg,
+        store.clone(),
+        admission.clone(),
+    )?)
 }
 
 /// The trust files of this device: `DIR/ca.crt`, `DIR/DEVICE.crt`, `DIR/DEVICE.key`.
@@ -192,6 +200,8 @@ pub struct Mirroring {
     addresses: Vec<std::net::IpAddr>,
     /// The devices the receivers admit as senders.
     admitted: trust::Admitted,
+    /// Which of them may send which traffic group, from where.
+    admission: Arc<GroupAdmission>,
     store: Arc<Mutex<dyn Store + Send>>,
     /// Traffic groups active here (receivers ignore what others mirror for them).
     active: Arc<ArcSwap<BTreeSet<String>>>,
@@ -207,6 +217,8 @@ pub struct Mirroring {
     last_epoch: AtomicU64,
     /// Mirrored persistence records refused on receipt (unknown profile).
     refused: Arc<AtomicU64>,
+    /// Standby records refused: their traffic group held its limit.
+    over_limit: Arc<AtomicU64>,
     /// The traffic groups this device is not in sync for (the device group carries them in
     /// heartbeats: auto-failback to this device waits).
     unsynced: watch::Sender<BTreeSet<String>>,
@@ -287,6 +299,7 @@ impl Mirroring {
         let standby = Arc::new(Mutex::new(Standby::default()));
         let outbox = Arc::new(Outbox::default());
         let refused = Arc::new(AtomicU64::new(0));
+        let over_limit = Arc::new(AtomicU64::new(0));
         let store: Arc<Mutex<dyn Store + Send>> = Arc::new(Mutex::new(MirrorStore {
             live: live.clone(),
             outbox: outbox.clone(),
@@ -294,11 +307,16 @@ impl Mirroring {
             standby: standby.clone(),
             resyncs: BTreeMap::new(),
             refused: refused.clone(),
+            over_limit: over_limit.clone(),
+            over_limit_logged: None,
         }));
         let admitted = trust::Admitted::devices(&peer_names(group, me));
+        let admission = GroupAdmission::new(me, group);
         let mut receivers = Vec::new();
         for (tg, port) in &ports {
-            let (handle, task) = receiver(me, group, &files, &mine, &admitted, &store, tg, *port)?;
+            let (handle, task) = receiver(
+                me, group, &files, &mine, &admitted, &admission, &store, tg, *port,
+            )?;
             receivers.push((tg.clone(), handle, task));
         }
         info!(device = me, addresses = ?mine, ports = ?ports, scope = %group.group.mirror_scope,
@@ -313,6 +331,7 @@ impl Mirroring {
             receivers: Mutex::new(receivers),
             addresses: mine,
             admitted,
+            admission,
             store,
             active,
             standby,
@@ -321,6 +340,7 @@ impl Mirroring {
             tasks: Mutex::new(Vec::new()),
             last_epoch: AtomicU64::new(0),
             refused,
+            over_limit,
             // Nothing is known to be in sync at start (as the device group assumes).
             unsynced: tokio::sync::watch::channel(group.mirror_ports().into_keys().collect()).0,
             last_want: Mutex::new(BTreeMap::new()),
@@ -364,6 +384,7 @@ impl Mirroring {
     pub fn reconfigure(&self, group: &GroupConfig) -> Result<(), MirrorError> {
         let ports = group.mirror_ports();
         self.admitted.set(&peer_names(group, &self.me), false);
+        self.admission.set_group(group);
         let mut receivers = lock(&self.receivers);
         receivers.retain(|(tg, _, task)| {
             let keep = ports.contains_key(tg);
@@ -383,6 +404,7 @@ impl Mirroring {
                 &self.files,
                 &self.addresses,
                 &self.admitted,
+                &self.admission,
                 &self.store,
                 tg,
                 *port,
@@ -402,6 +424,7 @@ impl Mirroring {
     }
 
     fn reconcile(&self, roles: &[Role], here: &BTreeSet<String>) {
+        self.admission.set_roles(roles);
         if **self.active.load() != *here {
             self.active.store(Arc::new(here.clone()));
         }
@@ -590,6 +613,8 @@ impl Mirroring {
             traffic_group: tg.to_string(),
             primary: SocketAddr::new(*primary, port),
             secondary: addrs.get(1).map(|a| SocketAddr::new(*a, port)),
+            local_primary: self.addresses.first().copied(),
+            local_secondary: self.addresses.get(1).copied(),
             ca: self.files.ca.clone(),
             cert: self.files.cert.clone(),
             key: self.files.key.clone(),
@@ -623,7 +648,7 @@ impl Mirroring {
         set.insert(tg.to_string());
         self.active.store(Arc::new(set));
         let adopted = self.live.persist.adopt(tg);
-        let standby = lock(&self.standby).records.remove(tg).unwrap_or_default();
+        let standby = lock(&self.standby).take(tg);
         let total = standby.len();
         let (ok, refused): (Vec<Record>, Vec<Record>) = standby
             .into_values()

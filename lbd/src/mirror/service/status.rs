@@ -93,6 +93,13 @@ impl Mirroring {
             "refresh_skipped": self.outbox.counters.refresh_skipped.load(Ordering::Relaxed),
             "offer_errors": self.outbox.counters.offer_errors.load(Ordering::Relaxed),
             "records_refused": self.refused.load(Ordering::Relaxed),
+            "records_over_limit": self.over_limit.load(Ordering::Relaxed),
+            "connections_refused": self
+                .admission
+                .refusals()
+                .into_iter()
+                .map(|(why, n)| (why.to_string(), Value::from(n)))
+                .collect::<serde_json::Map<_, _>>(),
         })
     }
 
@@ -140,6 +147,17 @@ impl Mirroring {
             }
         }
         out
+    }
+
+    /// Standby records refused because their traffic group held its limit.
+    pub fn records_over_limit(&self) -> u64 {
+        self.over_limit.load(Ordering::Relaxed)
+    }
+
+    /// Connections the receivers refused, by reason (`source`, `busy`, `trust`,
+    /// `not-holder`).
+    pub fn connection_refusals(&self) -> Vec<(&'static str, u64)> {
+        self.admission.refusals()
     }
 
     /// Updates offered to channels, refreshes not worth an update, offers refused.

@@ -14,10 +14,88 @@ use super::senders::{Carries, Outbox};
 use crate::state::Live;
 use crate::tables::now_ms;
 
-/// Standby UDP flows and TCP connections, by traffic group and key.
+/// Standby UDP flows and TCP connections, by traffic group and key, with what each traffic
+/// group's records take (bounded by [`StandbyLimits`]).
 #[derive(Debug, Default)]
 pub(super) struct Standby {
     pub records: BTreeMap<String, BTreeMap<RecordKey, Record>>,
+    /// Per traffic group: the approximate memory of its records ([`record_bytes`]).
+    bytes: BTreeMap<String, usize>,
+}
+
+/// How much one traffic group's standby records may hold on a receiver (`[device]`
+/// `mirror_max_records` and `mirror_max_megabytes`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StandbyLimits {
+    pub records: usize,
+    pub bytes: usize,
+}
+
+/// The approximate memory a standby record takes: the record, its key, the map's node and
+/// the strings and bytes they own.
+pub(super) fn record_bytes(r: &Record) -> usize {
+    let key_bytes = match &r.kind {
+        RecordKind::UdpFlow { key: Some(k), .. } => k.len(),
+        _ => 0,
+    };
+    std::mem::size_of::<Record>()
+        + std::mem::size_of::<RecordKey>()
+        + 64
+        + r.traffic_group.len()
+        + key_bytes
+}
+
+impl Standby {
+    /// Adds `r` (or replaces the record with its key) unless its traffic group would then
+    /// hold more than `limits`; false when refused.
+    pub fn insert(&mut self, r: Record, limits: StandbyLimits) -> bool {
+        let size = record_bytes(&r);
+        let recs = self.records.entry(r.traffic_group.clone()).or_default();
+        let bytes = self.bytes.entry(r.traffic_group.clone()).or_default();
+        let key = r.key();
+        let old = recs.get(&key).map(record_bytes);
+        let after_bytes = *bytes - old.unwrap_or(0) + size;
+        if old.is_none() && recs.len() >= limits.records || after_bytes > limits.bytes {
+            return false;
+        }
+        recs.insert(key, r);
+        *bytes = after_bytes;
+        true
+    }
+
+    /// Removes the record with `key`, whatever its traffic group.
+    pub fn remove(&mut self, key: &RecordKey) {
+        for (tg, recs) in &mut self.records {
+            if let Some(r) = recs.remove(key) {
+                if let Some(b) = self.bytes.get_mut(tg) {
+                    *b = b.saturating_sub(record_bytes(&r));
+                }
+            }
+        }
+    }
+
+    /// Removes `tg`'s records with a key in `keys`.
+    pub fn remove_all(&mut self, tg: &str, keys: &BTreeSet<RecordKey>) {
+        let (Some(recs), Some(b)) = (self.records.get_mut(tg), self.bytes.get_mut(tg)) else {
+            return;
+        };
+        for k in keys {
+            if let Some(r) = recs.remove(k) {
+                *b = b.saturating_sub(record_bytes(&r));
+            }
+        }
+    }
+
+    /// Takes every record of `tg` out.
+    pub fn take(&mut self, tg: &str) -> BTreeMap<RecordKey, Record> {
+        self.bytes.remove(tg);
+        self.records.remove(tg).unwrap_or_default()
+    }
+
+    /// The memory `tg`'s records take.
+    pub fn bytes(&self, tg: &str) -> usize {
+        self.bytes.get(tg).copied().unwrap_or(0)
+    }
 }
 
 pub(super) fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,11 +163,27 @@ pub(super) struct MirrorStore {
     pub resyncs: BTreeMap<String, (u64, BTreeSet<RecordKey>)>,
     /// Persistence records refused on receipt (a profile this device does not have).
     pub refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Standby records refused because their traffic group held its limit.
+    pub over_limit: Arc<std::sync::atomic::AtomicU64>,
+    /// When the last "over the limit" warning was logged.
+    pub over_limit_logged: Option<std::time::Instant>,
 }
+
+/// How often the store warns that a traffic group is over its standby limits.
+const OVER_LIMIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl MirrorStore {
     fn ours(&self, tg: &str) -> bool {
         self.active.load().contains(tg)
+    }
+
+    fn limits(&self) -> StandbyLimits {
+        let rt = self.live.runtime.load();
+        let d = &rt.config.device;
+        StandbyLimits {
+            records: d.mirror_max_records,
+            bytes: d.mirror_max_megabytes.saturating_mul(1 << 20),
+        }
     }
 }
 
@@ -139,11 +233,29 @@ impl Store for MirrorStore {
                 if let Some((_, stale)) = self.resyncs.get_mut(&r.traffic_group) {
                     stale.remove(&r.key());
                 }
-                lock(&self.standby)
-                    .records
-                    .entry(r.traffic_group.clone())
-                    .or_default()
-                    .insert(r.key(), r);
+                let limits = self.limits();
+                let tg = r.traffic_group.clone();
+                let mut standby = lock(&self.standby);
+                if !standby.insert(r, limits) {
+                    let (held, bytes) = (
+                        standby.records.get(&tg).map_or(0, BTreeMap::len),
+                        standby.bytes(&tg),
+                    );
+                    drop(standby);
+                    self.over_limit
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let now = std::time::Instant::now();
+                    if self
+                        .over_limit_logged
+                        .is_none_or(|t| now.duration_since(t) >= OVER_LIMIT_LOG_EVERY)
+                    {
+                        self.over_limit_logged = Some(now);
+                        tracing::warn!(traffic_group = %tg, held, bytes,
+                            max_records = limits.records, max_bytes = limits.bytes,
+                            "mirroring: standby record refused, the traffic group holds its limit \
+                             (device.mirror_max_records / mirror_max_megabytes)");
+                    }
+                }
             }
         }
     }
@@ -160,9 +272,7 @@ impl Store for MirrorStore {
                     .remove_if(profile, scope, key, |r| r.mirrored);
             }
             RecordKey::UdpFlow { .. } | RecordKey::TcpConn { .. } => {
-                for recs in lock(&self.standby).records.values_mut() {
-                    recs.remove(key);
-                }
+                lock(&self.standby).remove(key);
             }
         }
     }
@@ -187,9 +297,7 @@ impl Store for MirrorStore {
         self.live.persist.delete(|r| {
             r.mirrored && r.traffic_group.as_deref() == Some(tg) && r.update_id <= mark
         });
-        if let Some(recs) = lock(&self.standby).records.get_mut(tg) {
-            recs.retain(|k, _| !stale.contains(k));
-        }
+        lock(&self.standby).remove_all(tg, &stale);
     }
 }
 
@@ -280,6 +388,8 @@ mirror = true
             standby: standby.clone(),
             resyncs: BTreeMap::new(),
             refused: Arc::default(),
+            over_limit: Arc::default(),
+            over_limit_logged: None,
         };
         let far = now_ms() + 60_000;
         store.upsert(persist("tg-2", "10.0.0.1/32", "127.0.0.1:18081", far));
@@ -319,6 +429,8 @@ mirror = true
             standby: Arc::new(Mutex::new(Standby::default())),
             resyncs: BTreeMap::new(),
             refused: Arc::default(),
+            over_limit: Arc::default(),
+            over_limit_logged: None,
         };
         let before = now_ms();
         store.upsert(persist("tg-2", "10.0.0.1/32", "127.0.0.1:18081", u64::MAX));
@@ -415,6 +527,8 @@ mirror = true
             standby: standby.clone(),
             resyncs: BTreeMap::new(),
             refused: Arc::default(),
+            over_limit: Arc::default(),
+            over_limit_logged: None,
         };
         let far = now_ms() + 60_000;
         for i in 0..3 {
@@ -454,6 +568,79 @@ mirror = true
         // An end without a beginning (or a second one) drops nothing.
         store.resync_end("tg-2");
         assert_eq!(live.persist.len(), 4);
+    }
+
+    /// A peer cannot make this device hold more standby records of a traffic group than
+    /// `mirror_max_records` / `mirror_max_megabytes` allow: more are refused and counted; a
+    /// record that replaces one it holds still goes in, and a delete makes room again.
+    #[test]
+    fn standby_records_are_capped_per_traffic_group() {
+        let config = Config::from_toml(
+            &CFG.replace(
+                "name = \"c\"",
+                "name = \"c\"\nmirror_max_records = 3\nmirror_max_megabytes = 1",
+            ),
+            "t",
+        )
+        .unwrap();
+        let live = Arc::new(Live::new(Runtime::build(Arc::new(config), None)));
+        let standby = Arc::new(Mutex::new(Standby::default()));
+        let over = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut store = MirrorStore {
+            live,
+            outbox: Arc::default(),
+            active: Arc::new(ArcSwap::from_pointee(BTreeSet::new())),
+            standby: standby.clone(),
+            resyncs: BTreeMap::new(),
+            refused: Arc::default(),
+            over_limit: over.clone(),
+            over_limit_logged: None,
+        };
+        for port in 1000..1010 {
+            store.upsert(flow("tg-2", port));
+        }
+        store.upsert(flow("tg-1", 2000));
+        let held = |tg: &str| lock(&standby).records.get(tg).map_or(0, BTreeMap::len);
+        assert_eq!(held("tg-2"), 3);
+        assert_eq!(held("tg-1"), 1, "the limit is per traffic group");
+        assert_eq!(over.load(std::sync::atomic::Ordering::Relaxed), 7);
+        // A replacement of a held record goes in.
+        let mut newer = flow("tg-2", 1001);
+        if let RecordKind::UdpFlow { last_seen_ms, .. } = &mut newer.kind {
+            *last_seen_ms = 99;
+        }
+        store.upsert(newer.clone());
+        assert_eq!(lock(&standby).records["tg-2"][&newer.key()], newer);
+        assert_eq!(over.load(std::sync::atomic::Ordering::Relaxed), 7);
+        // A delete makes room.
+        store.delete(&flow("tg-2", 1000).key());
+        store.upsert(flow("tg-2", 1005));
+        assert_eq!(held("tg-2"), 3);
+        assert!(lock(&standby).records["tg-2"].contains_key(&flow("tg-2", 1005).key()));
+        // The byte limit: flows with 4 KiB keys, 1 MiB allowed, under 300 fit.
+        let big = |port: u16| {
+            let mut r = flow("tg-3", port);
+            if let RecordKind::UdpFlow { key, .. } = &mut r.kind {
+                *key = Some(vec![7; 4096]);
+            }
+            r
+        };
+        let limits = StandbyLimits {
+            records: 1_000_000,
+            bytes: 1 << 20,
+        };
+        let mut s = Standby::default();
+        let taken = (0..1000).take_while(|p| s.insert(big(*p), limits)).count();
+        assert!(
+            (200..300).contains(&taken),
+            "{taken} records of 4 KiB fit in 1 MiB"
+        );
+        assert!(s.bytes("tg-3") <= 1 << 20);
+        let before = s.bytes("tg-3");
+        s.remove(&big(0).key());
+        assert_eq!(s.bytes("tg-3"), before - record_bytes(&big(0)));
+        assert_eq!(s.take("tg-3").len(), taken - 1);
+        assert_eq!(s.bytes("tg-3"), 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! bgpd's configuration: a TOML file read through the `config` crate into typed structs
-//! (`deny_unknown_fields`), then validated. Every error names the file, the key and the problem.
+//! bgpd's configuration: a TOML file read with `toml` and serde into typed structs
+//! (`deny_unknown_fields`; keys kept as written, [`spanlb_control::config_file`]), then
+//! validated. Every error names the file, the key and the problem, in one line.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -373,47 +374,34 @@ impl Config {
     /// Reads and validates the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        if !path.exists() {
-            return Err(ConfigError::Load {
-                file,
-                message: "no such file".into(),
-            });
-        }
-        let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .build()
-            .map_err(|e| ConfigError::Load {
-                file: file.clone(),
-                message: e.to_string(),
-            })?;
-        Self::from_source(raw, &file)
-    }
-
-    /// Parses TOML text (tests, `--check` of a string); `name` stands for the file name.
-    pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
-        let raw = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .map_err(|e| ConfigError::Load {
-                file: name.into(),
-                message: e.to_string(),
-            })?;
-        Self::from_source(raw, name)
-    }
-
-    fn from_source(raw: config::Config, file: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
-            let key = e.path().to_string();
-            let message = e.into_inner().to_string();
-            ConfigError::Invalid {
-                file: file.into(),
-                key,
-                message,
-            }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Load {
+            file: file.clone(),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file".into()
+            } else {
+                e.to_string()
+            },
         })?;
+        Self::from_toml(&text, &file)
+    }
+
+    /// Parses and validates TOML text; `name` stands for the file name in errors.
+    pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let cfg: Config =
+            spanlb_control::config_file::from_toml(text, &[]).map_err(|e| match e.key {
+                Some(key) => ConfigError::Invalid {
+                    file: name.into(),
+                    key,
+                    message: e.message,
+                },
+                None => ConfigError::Load {
+                    file: name.into(),
+                    message: e.message,
+                },
+            })?;
         cfg.validate()
             .map_err(|(key, message)| ConfigError::Invalid {
-                file: file.into(),
+                file: name.into(),
                 key,
                 message,
             })?;
@@ -652,6 +640,42 @@ mod tests {
         assert!(e.contains("local_as"), "{e}");
         let e = err(&GOOD.replace("next_hop = \"20.1.1.2\"", "next_hop = \"2001:db8::1\""));
         assert!(e.contains("address family"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_value_lists_the_valid_ones() {
+        let e = err(&GOOD.replace(
+            "add_path_send = [\"ipv4-unicast\"]",
+            "families = [\"ipv4-unicats\"]",
+        ));
+        assert_eq!(
+            e,
+            "t.toml: key `neighbor[0].families[0]`: unknown value \"ipv4-unicats\", expected \
+             one of: ipv4-unicast, ipv6-unicast"
+        );
+        let e = err(&GOOD.replace(
+            "hold_time = 9",
+            "hold_time = 9\nbfd = { auth = { type = \"md5\", key = \"k\" } }",
+        ));
+        assert!(
+            e.starts_with("t.toml: key `neighbor[0].bfd.auth.type`: unknown value \"md5\", expected one of: simple-password, keyed-md5,"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_key_is_named_and_names_keep_their_case() {
+        assert_eq!(
+            err("local_as = 65001\n"),
+            "t.toml: key `router_id`: is required"
+        );
+        let e = err(&GOOD.replace("remote_as = 65000\n", ""));
+        assert_eq!(e, "t.toml: key `neighbor[0].remote_as`: is required");
+        // Keys are not folded: `Hold_Time` is not `hold_time`.
+        let e = err(&GOOD.replace("hold_time = 9", "Hold_Time = 9"));
+        assert!(e.contains("unknown key \"Hold_Time\""), "{e}");
+        let e = err("router_id = \"1.2.3.4\"\nlocal_as = 65001\n[graceful_restart\n");
+        assert!(e.starts_with("t.toml: line 3, column"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //!
 //! A field marked `?` may be absent or `null`. The device-group requests answer with an error
 //! when lbd runs without a device group. Object names are matched case-insensitively (the
-//! configuration lowercases them).
+//! configuration refuses two of one kind that differ only in case).
 //!
 //! Request lines are at most [`MAX_LINE`] bytes: a longer one is answered with an error and the
 //! connection is closed, and so is a line begun and not finished within 10 s. A client of the

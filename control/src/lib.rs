@@ -22,7 +22,9 @@
 //!   and a whole connection's loop ([`framing::serve_as`]);
 //! - [`access`]: who may connect (the socket file's mode, group and ACL; the peer's
 //!   credentials; full or read-only access) and how many at once ([`access::Gate`]);
-//! - [`table`]: the plain-text tables `lbctl` and `bgpctl` print.
+//! - [`table`]: the plain-text tables `lbctl` and `bgpctl` print;
+//! - [`config_file`]: how both daemons read their TOML configuration files (kept case, one-line
+//!   errors naming the key, durations).
 //!
 //! Every failure of the client is an [`Error`].
 //!
@@ -35,6 +37,7 @@ use serde::Serialize;
 pub mod access;
 pub mod bgpd;
 pub mod client;
+pub mod config_file;
 pub mod framing;
 pub mod lbd;
 pub mod table;

@@ -5,7 +5,8 @@
 //!
 //! The device-group requests answer with an error when lbd runs without a device group.
 //!
-//! Object names are matched case-insensitively (the configuration lowercases them).
+//! Object names are matched case-insensitively: the configuration keeps them as written and
+//! refuses two of one kind that differ only in case, so a name matches at most one.
 //!
 //! This module must not block the data path: it reads the runtime through its snapshot and the
 //! tables through their own short locks, and never holds a lock across an await. It must not
@@ -146,9 +147,10 @@ pub async fn handle(req: Request, app: &App) -> Result<Value, String> {
             virtual_server,
             limit,
         } => {
-            let vs = virtual_server.map(|v| v.to_lowercase());
             let mut records = app.live().conns.records(usize::MAX, |r| {
-                vs.as_ref().is_none_or(|v| *v == r.virtual_server)
+                virtual_server
+                    .as_ref()
+                    .is_none_or(|v| v.eq_ignore_ascii_case(&r.virtual_server))
             });
             let total = records.len();
             records.truncate(limit.unwrap_or(DEFAULT_CONNECTION_LIMIT));
@@ -159,11 +161,11 @@ pub async fn handle(req: Request, app: &App) -> Result<Value, String> {
             }))
         }
         Request::ShowPersistence { profile } => {
-            let profile = profile.map(|p| p.to_lowercase());
-            let records = app
-                .live()
-                .persist
-                .records(|r| profile.as_ref().is_none_or(|p| *p == r.profile));
+            let records = app.live().persist.records(|r| {
+                profile
+                    .as_ref()
+                    .is_none_or(|p| p.eq_ignore_ascii_case(&r.profile))
+            });
             to_json(&records)
         }
         Request::DeletePersistence {
@@ -172,9 +174,10 @@ pub async fn handle(req: Request, app: &App) -> Result<Value, String> {
             member,
         } => {
             let member = member.as_deref().map(parse_member).transpose()?;
-            let profile = profile.map(|p| p.to_lowercase());
             let gone = app.live().persist.delete(|r| {
-                profile.as_ref().is_none_or(|p| *p == r.profile)
+                profile
+                    .as_ref()
+                    .is_none_or(|p| p.eq_ignore_ascii_case(&r.profile))
                     && key.as_ref().is_none_or(|k| *k == r.key)
                     && member.is_none_or(|m| m == r.member)
             });
@@ -343,7 +346,12 @@ fn select<'a, T>(
     match name {
         None => Ok(map.values().collect()),
         Some(n) => map
-            .get(&n.to_lowercase())
+            .get(n)
+            .or_else(|| {
+                map.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, o)| o)
+            })
             .map(|o| vec![o])
             .ok_or_else(|| format!("no {what} named `{n}`")),
     }
@@ -442,10 +450,11 @@ fn set_member(app: &App, pool: &str, member: &str, state: &str) -> Result<Value,
     let state: AdminState = state.parse()?;
     let addr = parse_member(member)?;
     let rt = app.live().runtime.load_full();
-    let pname = pool.to_lowercase();
-    let p = rt
+    let (pname, p) = rt
         .pools
-        .get(&pname)
+        .get_key_value(pool)
+        .or_else(|| rt.pools.iter().find(|(k, _)| k.eq_ignore_ascii_case(pool)))
+        .map(|(k, p)| (k.clone(), p))
         .ok_or_else(|| format!("no pool named `{pool}`"))?;
     let m = p
         .members

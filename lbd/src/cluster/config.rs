@@ -2,7 +2,8 @@
 //! failover addresses, traffic groups with their floating self IPs and HA order, heartbeat
 //! timing). Device-local settings (this device's name, interfaces) stay in lbd's own file.
 //!
-//! Read like lbd's configuration: TOML through the `config` crate, `deny_unknown_fields`,
+//! Read like lbd's configuration: TOML with `toml` and serde (names kept as written; two
+//! devices or traffic groups whose names differ only in case are refused), `deny_unknown_fields`,
 //! validated as a whole; errors name the file, the key and the problem. Turned into the
 //! [`DriverConfig`] the heartbeat driver runs with. No I/O beyond reading files.
 
@@ -40,16 +41,19 @@ pub struct Group {
     /// UDP port heartbeats are sent to and received on.
     #[serde(default = "default_port")]
     pub heartbeat_port: u16,
-    #[serde(default = "default_interval", with = "humantime_serde")]
+    #[serde(default = "default_interval", with = "crate::config::duration")]
     pub heartbeat_interval: Duration,
     /// A device not heard from for this long is dead. Default 500ms: a hung device is
     /// declared dead well within one second.
-    #[serde(default = "default_dead_after", with = "humantime_serde")]
+    #[serde(default = "default_dead_after", with = "crate::config::duration")]
     pub dead_after: Duration,
     /// A heartbeat sent (by its sender's clock) further than this from this device's clock is
     /// dropped: a replay of an old captured heartbeat, even right after this device restarted
     /// and forgot what it had accepted. The group's clocks must agree within it (NTP).
-    #[serde(default = "default_heartbeat_max_age", with = "humantime_serde")]
+    #[serde(
+        default = "default_heartbeat_max_age",
+        with = "crate::config::duration"
+    )]
     pub heartbeat_max_age: Duration,
     /// How the routers reach the floating external self IPs (docs/design.md, "ECMP and failover").
     #[serde(default)]
@@ -271,12 +275,15 @@ pub struct TrafficGroup {
     pub internal_floating: IpNet,
     #[serde(default)]
     pub auto_failback: bool,
-    #[serde(default = "default_failback_delay", with = "humantime_serde")]
+    #[serde(default = "default_failback_delay", with = "crate::config::duration")]
     pub failback_delay: Duration,
     /// With mirroring on, auto-failback waits until the returning device's mirror of this
     /// traffic group is in sync, at most this long after `failback_delay` (then it fails back
     /// anyway). Unused with mirroring off.
-    #[serde(default = "default_failback_sync_max_wait", with = "humantime_serde")]
+    #[serde(
+        default = "default_failback_sync_max_wait",
+        with = "crate::config::duration"
+    )]
     pub failback_sync_max_wait: Duration,
     /// ADD-PATH path id the VIP is announced with for this group (default: position + 1).
     #[serde(default)]
@@ -321,6 +328,17 @@ fn bad(key: impl Into<String>, message: impl Into<String>) -> Invalid {
     (key.into(), message.into())
 }
 
+/// Two names of one kind (`folded`: those seen so far, by their lowercase) that differ only
+/// in case: the message naming both.
+fn case_unique<'a>(folded: &mut BTreeMap<String, &'a str>, name: &'a str) -> Result<(), String> {
+    match folded.insert(name.to_lowercase(), name) {
+        Some(other) if other != name => Err(format!(
+            "`{name}` and `{other}` differ only in case: give them names that differ otherwise"
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl GroupConfig {
     /// Reads and validates the file.
     pub fn load(path: &Path) -> Result<GroupConfig, ConfigError> {
@@ -330,7 +348,7 @@ impl GroupConfig {
 
     /// Parses and validates TOML text; `name` stands for the file name in errors.
     pub fn from_toml(text: &str, name: &str) -> Result<GroupConfig, ConfigError> {
-        let cfg: GroupConfig = parse_toml(text, name)?;
+        let cfg: GroupConfig = parse_toml(text, name, &["group"])?;
         cfg.validate().map_err(|e| invalid(name, e))?;
         Ok(cfg)
     }
@@ -339,7 +357,7 @@ impl GroupConfig {
     /// does a file.
     pub fn from_value(v: serde_json::Value) -> Result<GroupConfig, ConfigError> {
         let name = "synced device group";
-        let cfg: GroupConfig = parse_json(v, name)?;
+        let cfg: GroupConfig = parse_json(v, name, &["group"])?;
         cfg.validate().map_err(|e| invalid(name, e))?;
         Ok(cfg)
     }
@@ -375,6 +393,7 @@ impl GroupConfig {
             return Err(bad("group.heartbeat_port", "port 0 is not a port"));
         }
         let mut names = BTreeSet::new();
+        let mut folded = BTreeMap::new();
         let mut addrs = BTreeSet::new();
         for (i, d) in self.devices.iter().enumerate() {
             let key = |k: &str| format!("devices[{i}].{k}");
@@ -384,6 +403,7 @@ impl GroupConfig {
                     format!("`{}` is empty or listed twice", d.name),
                 ));
             }
+            case_unique(&mut folded, &d.name).map_err(|m| bad(key("name"), m))?;
             if d.failover_addresses.is_empty() || d.failover_addresses.len() > 2 {
                 return Err(bad(key("failover_addresses"), "give one or two addresses"));
             }
@@ -430,6 +450,7 @@ impl GroupConfig {
             ));
         }
         let mut tgs = BTreeSet::new();
+        let mut folded = BTreeMap::new();
         let mut floating = BTreeSet::new();
         let mut path_ids = BTreeSet::new();
         for (i, tg) in self.traffic_groups.iter().enumerate() {
@@ -440,6 +461,7 @@ impl GroupConfig {
                     format!("`{}` is empty or listed twice", tg.name),
                 ));
             }
+            case_unique(&mut folded, &tg.name).map_err(|m| bad(key("name"), m))?;
             let mut order = BTreeSet::new();
             for d in &tg.ha_order {
                 if !names.contains(d.as_str()) {
@@ -831,6 +853,10 @@ mod tests {
             ("failover_addresses = [\"192.168.100.7\"]", "failover_addresses = [\"192.168.100.6\"]",
              "key `devices[1].failover_addresses`: 192.168.100.6 is used by two devices"),
             ("name = \"B\"", "name = \"A\"", "key `devices[1].name`: `A` is empty or listed twice"),
+            ("name = \"B\"", "name = \"a\"",
+             "key `devices[1].name`: `a` and `A` differ only in case: give them names that differ otherwise"),
+            ("name = \"tg-3\"", "name = \"TG-1\"",
+             "key `traffic_groups[2].name`: `TG-1` and `tg-1` differ only in case"),
             ("failback_delay = \"2s\"", "failback_delay = \"soon\"", "key `traffic_groups[1].failback_delay`"),
             ("external_floating = \"20.1.1.2/24\"", "external_floating = \"20.1.1.2\"",
              "key `traffic_groups[0].external_floating`"),

@@ -1,10 +1,15 @@
-//! lbd's configuration: a TOML file read through the `config` crate into typed structs
-//! (`deny_unknown_fields`), then validated as a whole (references between objects, address
-//! families, limits). Every error names the file, the key and the problem, in one line.
+//! lbd's configuration: a TOML file read with `toml` and serde into typed structs
+//! (`deny_unknown_fields`; [`spanlb_control::config_file`]), then validated as a whole
+//! (references between objects, address families, limits). Every error names the file, the
+//! key and the problem, in one line.
 //!
 //! The object model follows BIG-IP's: virtual addresses, virtual servers, pools with members,
 //! monitors and persistence profiles (docs/design.md, "The model"). Durations are written the way operators
-//! write them: `"5s"`, `"200ms"`, `"3m"`.
+//! write them: `"5s"`, `"200ms"`, `"3m"`, or a plain number of seconds (`300`).
+//!
+//! Object names are kept as written. Two names of one kind (pools, virtual servers, monitors,
+//! persistence profiles) that differ only in case are refused, naming both: an operator
+//! coming from BIG-IP would otherwise get two objects that look alike.
 //!
 //! This module does no I/O beyond reading the file.
 
@@ -15,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use spanlb_control::config_file::duration;
 
 use crate::monitor::{MonitorSpec, ProbeKind};
 use crate::select::Method;
@@ -93,7 +99,7 @@ pub struct Device {
     pub plugin_panic_limit: u64,
     /// A plugin call still running after this long disables the plugin (its profiles fall
     /// back) until lbd restarts: a plugin that loops must not take lbd with it.
-    #[serde(default = "default_plugin_call_timeout", with = "humantime_serde")]
+    #[serde(default = "default_plugin_call_timeout", with = "duration")]
     pub plugin_call_timeout: std::time::Duration,
     /// The device's static external self IP (informational; shown by `lbctl show device-group`).
     #[serde(default)]
@@ -276,10 +282,10 @@ pub struct VirtualServer {
     pub connection_limit: Option<u64>,
     /// A connection (flow) with no traffic either way for this long is closed. Default 300s for
     /// TCP, 60s for UDP.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "duration::option")]
     pub idle_timeout: Option<Duration>,
     /// How long a connect to a member may take before the next member is tried.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
     /// Persistence profile name.
     #[serde(default)]
@@ -287,7 +293,7 @@ pub struct VirtualServer {
     /// With a plugin-backed persistence profile: how long lbd waits for the client's (and, for
     /// plugins that learn from the server, the member's) first bytes before it decides without
     /// them.
-    #[serde(default = "default_first_data_timeout", with = "humantime_serde")]
+    #[serde(default = "default_first_data_timeout", with = "duration")]
     pub first_data_timeout: Duration,
     /// Connection mirroring: the traffic group's next-active device holds this virtual
     /// server's UDP flows (TCP: the repair state of its connections) and carries them on when
@@ -378,7 +384,7 @@ pub struct Pool {
     #[serde(default)]
     pub passive_failures: u32,
     /// How long passive health keeps a member out before it is tried again. Default 10s.
-    #[serde(default = "default_passive_retry", with = "humantime_serde")]
+    #[serde(default = "default_passive_retry", with = "duration")]
     pub passive_retry: Duration,
 }
 
@@ -428,10 +434,10 @@ pub struct Monitor {
     #[serde(rename = "type")]
     pub kind: MonitorType,
     /// Time between probe starts.
-    #[serde(default = "default_interval", with = "humantime_serde")]
+    #[serde(default = "default_interval", with = "duration")]
     pub interval: Duration,
     /// A probe not finished by then has failed. Default: the interval.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
     /// Consecutive successes that bring a down member up.
     #[serde(default = "one")]
@@ -549,7 +555,7 @@ pub struct Persistence {
     #[serde(default = "default_mask_v6")]
     pub mask_v6: u8,
     /// A record unused for this long expires.
-    #[serde(default = "default_persist_timeout", with = "humantime_serde")]
+    #[serde(default = "default_persist_timeout", with = "duration")]
     pub timeout: Duration,
     /// The most records the profile keeps: past it the ones that expire first are evicted
     /// (a client keying on spoofable data, a SIP Call-ID over UDP, must not grow the table
@@ -649,23 +655,14 @@ pub fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
     Ok((text, file))
 }
 
-/// Parses TOML text through the `config` crate into `T`; errors name `file` and the key.
+/// Parses TOML text into `T` (keys kept as written); `sections` are the top-level tables `T`
+/// requires. Errors name `file` and the key ([`spanlb_control::config_file`]).
 pub fn parse_toml<T: serde::de::DeserializeOwned>(
     text: &str,
     file: &str,
+    sections: &[&str],
 ) -> Result<T, ConfigError> {
-    let raw = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build()
-        .map_err(|e| ConfigError::Load {
-            file: file.into(),
-            message: e.to_string(),
-        })?;
-    serde_path_to_error::deserialize(raw).map_err(|e| ConfigError::Invalid {
-        file: file.into(),
-        key: e.path().to_string(),
-        message: e.into_inner().to_string(),
-    })
+    spanlb_control::config_file::from_toml(text, sections).map_err(|e| load_error(file, e))
 }
 
 /// Deserializes a configuration received as JSON (config sync); `origin` stands for the file
@@ -673,12 +670,38 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
 pub fn parse_json<T: serde::de::DeserializeOwned>(
     v: serde_json::Value,
     origin: &str,
+    sections: &[&str],
 ) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(v).map_err(|e| ConfigError::Invalid {
-        file: origin.into(),
-        key: e.path().to_string(),
-        message: e.into_inner().to_string(),
-    })
+    spanlb_control::config_file::from_json(v, sections).map_err(|e| load_error(origin, e))
+}
+
+fn load_error(file: &str, e: spanlb_control::config_file::LoadError) -> ConfigError {
+    match e.key {
+        Some(key) => ConfigError::Invalid {
+            file: file.into(),
+            key,
+            message: e.message,
+        },
+        None => ConfigError::Load {
+            file: file.into(),
+            message: e.message,
+        },
+    }
+}
+
+/// Two names of one kind that differ only in case: an error naming both (`section` is the
+/// table or list they are in).
+pub fn check_case<'a>(
+    section: &str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), (String, String)> {
+    match spanlb_control::config_file::case_duplicate(names) {
+        Some((a, b)) => Err((
+            format!("{section}.{b}"),
+            format!("`{b}` and `{a}` differ only in case: give them names that differ otherwise"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A validation failure (key, message) as the error naming `file`.
@@ -718,8 +741,7 @@ impl Config {
 
     /// Parses and validates TOML text; `name` stands for the file name in errors.
     pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = parse_toml(text, name)?;
-        cfg.normalize_names();
+        let cfg: Config = parse_toml(text, name, &["device"])?;
         cfg.validate().map_err(|e| invalid(name, e))?;
         Ok(cfg)
     }
@@ -728,26 +750,9 @@ impl Config {
     /// the group configuration), as [`Config::from_toml`] does a file.
     pub fn from_value(v: serde_json::Value) -> Result<Config, ConfigError> {
         let name = "synced configuration";
-        let mut cfg: Config = parse_json(v, name)?;
-        cfg.normalize_names();
+        let cfg: Config = parse_json(v, name, &["device"])?;
         cfg.validate().map_err(|e| invalid(name, e))?;
         Ok(cfg)
-    }
-
-    /// The `config` crate lowercases table keys, so object names are case-insensitive: the
-    /// references to them are lowercased too, and lbd shows every name in lowercase.
-    fn normalize_names(&mut self) {
-        for vs in self.virtual_servers.values_mut() {
-            vs.pool = vs.pool.to_lowercase();
-            if let Some(p) = &mut vs.persistence {
-                *p = p.to_lowercase();
-            }
-        }
-        for pool in self.pools.values_mut() {
-            for m in &mut pool.monitors {
-                *m = m.to_lowercase();
-            }
-        }
     }
 
     fn validate(&self) -> Result<(), Invalid> {
@@ -793,6 +798,17 @@ impl Config {
                     format!("`{}` is not an interface name", self.device.vip_interface),
                 ));
             }
+        }
+        for (section, names) in [
+            (
+                "virtual_servers",
+                &self.virtual_servers.keys().collect::<Vec<_>>(),
+            ),
+            ("pools", &self.pools.keys().collect()),
+            ("monitors", &self.monitors.keys().collect()),
+            ("persistence", &self.persistence.keys().collect()),
+        ] {
+            check_case(section, names.iter().map(|n| n.as_str()))?;
         }
         let mut seen = BTreeSet::new();
         for (i, va) in self.virtual_addresses.iter().enumerate() {

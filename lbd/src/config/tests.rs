@@ -162,7 +162,7 @@ fn full_example_parses_with_defaults_filled_in() {
 }
 
 #[test]
-fn names_are_case_insensitive_and_shown_in_lowercase() {
+fn names_are_kept_as_written() {
     let c = Config::from_toml(
         &FULL
             .replace("[virtual_servers.web]", "[virtual_servers.Web_Front]")
@@ -171,9 +171,91 @@ fn names_are_case_insensitive_and_shown_in_lowercase() {
         "x",
     )
     .unwrap();
-    assert!(c.virtual_servers.contains_key("web_front"));
-    assert_eq!(c.virtual_servers["web_front"].pool, "webpool");
-    assert!(c.pools.contains_key("webpool"));
+    assert!(c.virtual_servers.contains_key("Web_Front"));
+    assert_eq!(c.virtual_servers["Web_Front"].pool, "WebPool");
+    assert!(c.pools.contains_key("WebPool"));
+    // A reference must be written as the name is.
+    let e = err(&FULL.replace("[pools.web]", "[pools.WebPool]"));
+    assert!(
+        e.contains("key `virtual_servers.web.pool`: no pool named `web`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn names_that_differ_only_in_case_are_refused_naming_both() {
+    // `[pools.web]` and `[pools.WEB]`: two pools, not one with a member gone.
+    let e = err(&with(
+        "[pools.web6]",
+        "[pools.WEB]\nmembers = [{ address = \"10.1.1.60:80\" }]\n\n[pools.web6]",
+    ));
+    assert_eq!(
+        e,
+        "lbd.toml: key `pools.web`: `web` and `WEB` differ only in case: give them names \
+         that differ otherwise"
+    );
+    for (from, to, key) in [
+        (
+            "[virtual_servers.web6]",
+            "[virtual_servers.Web]\ndestination = \"30.1.1.10:81\"\npool = \"web\"\n\n[virtual_servers.web6]",
+            "virtual_servers",
+        ),
+        (
+            "[monitors.dns]",
+            "[monitors.HTTP]\ntype = \"tcp\"\n\n[monitors.dns]",
+            "monitors",
+        ),
+        (
+            "[persistence.src]",
+            "[persistence.SRC]\ntype = \"source-address\"\n\n[persistence.src]",
+            "persistence",
+        ),
+    ] {
+        let e = err(&with(from, to));
+        assert!(
+            e.contains(&format!("key `{key}.")) && e.contains("differ only in case"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn durations_take_a_plain_number_of_seconds() {
+    let c = Config::from_toml(&with("idle_timeout = \"2m\"", "idle_timeout = 300"), "x").unwrap();
+    assert_eq!(
+        c.virtual_servers["web"].idle_timeout,
+        Some(Duration::from_secs(300))
+    );
+    let c = Config::from_toml(&with("interval = \"1s\"", "interval = 2"), "x").unwrap();
+    assert_eq!(c.monitors["http"].interval, Duration::from_secs(2));
+    let e = err(&with("idle_timeout = \"2m\"", "idle_timeout = \"300\""));
+    assert!(
+        e.starts_with(
+            "lbd.toml: key `virtual_servers.web.idle_timeout`: \"300\" is not a duration"
+        ) && e.contains("a number of seconds (300) or a string with a unit (\"300s\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unknown_method_lists_the_methods() {
+    let e = err(&with("method = \"ratio\"", "method = \"leastconn\""));
+    assert!(
+        e.starts_with(
+            "lbd.toml: key `pools.web.method`: unknown value \"leastconn\", expected one of: \
+             round-robin, "
+        ) && e.contains("least-connections"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_section_is_named() {
+    assert_eq!(err(""), "lbd.toml: missing section [device]");
+    assert_eq!(
+        err("[device]\n"),
+        "lbd.toml: key `device.name`: is required"
+    );
 }
 
 #[test]

@@ -165,6 +165,12 @@ pub fn tune_accepted(
 /// A listening socket with SO_REUSEADDR (and IPV6_V6ONLY for IPv6, so `0.0.0.0` and `::` can
 /// both be bound).
 pub fn listener(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::from_std(listener_std(addr)?)
+}
+
+/// The socket of [`listener`], not yet registered with a runtime (`bgpd --check` binds it and
+/// drops it).
+pub fn listener_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -178,5 +184,5 @@ pub fn listener(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     s.set_nonblocking(true)?;
     s.bind(&SockAddr::from(addr))?;
     s.listen(128)?;
-    tokio::net::TcpListener::from_std(s.into())
+    Ok(s.into())
 }

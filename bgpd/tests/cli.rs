@@ -38,7 +38,12 @@ fn bad_configuration_is_one_line_naming_file_and_key() {
         "{err}"
     );
 
-    std::fs::write(&f, "router_id = \"1.2.3.4\"\nlocal_as = 65001\n").unwrap();
+    // The default listen addresses (port 179) and control socket are the box's: not tried here.
+    std::fs::write(
+        &f,
+        "router_id = \"1.2.3.4\"\nlocal_as = 65001\nlisten = []\n",
+    )
+    .unwrap();
     let out = Command::new(BGPD)
         .arg("--config")
         .arg(&f)
@@ -47,6 +52,72 @@ fn bad_configuration_is_one_line_naming_file_and_key() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (0 neighbors, 0 routes)"));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn check(f: &Path) -> std::process::Output {
+    Command::new(BGPD)
+        .arg("--config")
+        .arg(f)
+        .arg("--check")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_reports_a_listen_address_in_use_in_one_line() {
+    let d = tmpdir("inuse");
+    let f = d.join("bgpd.toml");
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap();
+    std::fs::write(
+        &f,
+        format!(
+            "router_id = \"1.2.3.4\"\nlocal_as = 65001\nlisten = [\"{addr}\"]\n\
+             control_socket = \"{}\"\n",
+            d.join("bgpd.sock").display()
+        ),
+    )
+    .unwrap();
+    let out = check(&f);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("bgpd: listen: cannot listen on {addr}: ")),
+        "{err}"
+    );
+    drop(other);
+    let out = check(&f);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn check_names_the_key_and_lists_the_values_of_an_enumeration() {
+    let d = tmpdir("enum");
+    let f = d.join("bgpd.toml");
+    std::fs::write(
+        &f,
+        "router_id = \"1.2.3.4\"\nlocal_as = 65001\nlisten = []\n[[neighbor]]\n\
+         address = \"10.0.0.1\"\nremote_as = 65000\nfamilies = [\"ipv4\"]\n",
+    )
+    .unwrap();
+    let out = check(&f);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "bgpd: {}: key `neighbor[0].families[0]`: unknown value \"ipv4\", expected one of: \
+             ipv4-unicast, ipv6-unicast",
+            f.display()
+        )
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -67,3 +67,50 @@ pub trait Envelope: Serialize + DeserializeOwned {
 
 /// What an answer without an error message is reported as.
 pub(crate) const NO_MESSAGE: &str = "error without a message";
+
+/// An error and its causes in one line, each cause once: the daemons' messages already carry
+/// their cause (`cannot listen on tcp 1.2.3.4:80: Address in use`), so a cause whose text is
+/// already in the line is not repeated (`{:#}` of an error chain would print it again for
+/// each layer that wraps it). What `lbd` and `bgpd` print when they cannot start.
+pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod error_line_tests {
+    #[derive(Debug, thiserror::Error)]
+    enum Inner {
+        #[error("cannot listen on {0}: {1}")]
+        Listen(String, #[source] std::io::Error),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("{0}")]
+        Wrapped(#[from] Inner),
+        #[error("metrics listener")]
+        Bare(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let e = Outer::from(Inner::Listen("tcp 1.2.3.4:80".into(), io()));
+        assert_eq!(
+            super::error_line(&e),
+            format!("cannot listen on tcp 1.2.3.4:80: {}", io())
+        );
+        let e = Outer::Bare(io());
+        assert_eq!(super::error_line(&e), format!("metrics listener: {}", io()));
+    }
+}

@@ -168,6 +168,12 @@ pub fn ingress_ifindex(s: &impl AsRawFd) -> Option<u32> {
 
 /// A UDP socket bound to `addr` (IP_FREEBIND), non-blocking.
 pub fn udp_socket(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    tokio::net::UdpSocket::from_std(udp_socket_std(addr)?)
+}
+
+/// The socket of [`udp_socket`], not yet registered with a runtime (`lbd --check` binds it
+/// and drops it).
+pub fn udp_socket_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
     s.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -176,7 +182,7 @@ pub fn udp_socket(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     set_freebind(&s, &addr)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
 /// A non-blocking socket toward `member`, bound to `source` (port chosen at connect time with

@@ -23,6 +23,10 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.check {
+        // Before logging is set up: every problem is printed once, by the report.
+        std::process::exit(bgpd::check::check(&args.config).print());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -44,19 +48,10 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    if args.check {
-        println!(
-            "{}: ok ({} neighbors, {} routes)",
-            args.config.display(),
-            config.neighbors.len(),
-            config.routes.len()
-        );
-        return Ok(());
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let res = rt.block_on(async move {
         let listeners = bgpd::daemon::bind_all(&config)?;
         let control = bgpd::daemon::bind_control_as(&config.control_socket, &policy)?;
         let metrics = match config.metrics {
@@ -79,6 +74,12 @@ fn main() -> anyhow::Result<()> {
         let path = Some(args.config.clone());
         bgpd::daemon::run_from(config, path, listeners, control, metrics, shutdown).await?;
         let _ = std::fs::remove_file(sock);
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    if let Err(e) = res {
+        // One line, each cause once (returned from main, it was printed as a multi-line chain).
+        eprintln!("bgpd: {}", spanlb_control::error_line(e.as_ref()));
+        std::process::exit(1);
+    }
+    Ok(())
 }

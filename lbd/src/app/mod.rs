@@ -12,6 +12,7 @@
 //! through `cluster::ports`; `proxy` knows mirroring only through `mirror::tap`; `mirror`
 //! reads placement from the watches `app` hands it.
 
+pub mod check;
 mod context;
 pub mod control;
 pub mod daemon;

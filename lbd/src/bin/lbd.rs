@@ -22,6 +22,10 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.check {
+        // Before logging is set up: every problem is printed once, by the report.
+        std::process::exit(lbd::app::check::check(&args.config).print());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -39,16 +43,6 @@ fn main() -> anyhow::Result<()> {
     if let Err(e) = config.control_policy(&args.config.display().to_string()) {
         eprintln!("lbd: {e}");
         std::process::exit(2);
-    }
-    if args.check {
-        println!(
-            "{}: ok ({} virtual servers, {} pools, {} monitors)",
-            args.config.display(),
-            config.virtual_servers.len(),
-            config.pools.len(),
-            config.monitors.len()
-        );
-        return Ok(());
     }
     // The control plane (monitors, control socket, metrics, UDP) runs here; the TCP data path
     // runs on worker threads of its own (see proxy::DataPath::spawn_workers).
@@ -71,7 +65,8 @@ fn main() -> anyhow::Result<()> {
     // Connections still open at shutdown are not waited for.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     if let Err(e) = res {
-        eprintln!("lbd: {e:#}");
+        // Once: the messages carry their causes (`{e:#}` printed each one again per layer).
+        eprintln!("lbd: {}", spanlb_control::error_line(e.as_ref()));
         std::process::exit(1);
     }
     Ok(())

@@ -152,6 +152,67 @@ fn a_plugin_profile_whose_plugin_is_missing_is_a_problem() {
 }
 
 #[test]
+fn a_plugin_profile_whose_plugin_loads_passes() {
+    let d = tmpdir("plugin-ok");
+    let plugins = d.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let so = spanlb_lab::build_cdylib("spanlb-plugin-sip").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(&so, plugins.join(so.file_name().unwrap())).unwrap();
+    let f = config(
+        &d,
+        &format!("plugin_dir = \"{}\"", plugins.display()),
+        "[persistence.calls]\ntype = \"sip\"\n",
+    );
+    let out = check(&f);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn missing_mirroring_trust_files_are_problems() {
+    let d = tmpdir("trust");
+    let key = d.join("group.key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let dg = d.join("dg.toml");
+    std::fs::write(
+        &dg,
+        format!(
+            "[group]\nname = \"g\"\nkey_file = \"{}\"\n[[devices]]\nname = \"A\"\n\
+             failover_addresses = [\"127.0.0.1\"]\nmirror_addresses = [\"127.0.0.1\"]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let trust = d.join("trust");
+    std::fs::create_dir(&trust).unwrap();
+    let f = config(
+        &d,
+        &format!(
+            "device_group = \"{}\"\nexternal_interface = \"lo\"\ninternal_interface = \"lo\"\n\
+             mirror_trust_dir = \"{}\"",
+            dg.display(),
+            trust.display()
+        ),
+        "",
+    );
+    let out = check(&f);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for file in ["ca.crt", "A.crt", "A.key"] {
+        let want = format!("lbd: mirroring: {}: ", trust.join(file).display());
+        assert_eq!(err.matches(&want).count(), 1, "{want}:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 3, "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn a_world_writable_plugin_directory_is_a_problem() {
     let d = tmpdir("plugindir");
     let plugins = d.join("plugins");

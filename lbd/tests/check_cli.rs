@@ -102,6 +102,38 @@ fn a_group_key_file_others_can_read_is_a_problem() {
 }
 
 #[test]
+fn an_interface_that_does_not_exist_is_a_problem() {
+    let d = tmpdir("ifname");
+    let key = d.join("group.key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let dg = d.join("dg.toml");
+    std::fs::write(
+        &dg,
+        format!(
+            "[group]\nname = \"g\"\nkey_file = \"{}\"\n[[devices]]\nname = \"A\"\n\
+             failover_addresses = [\"127.0.0.1\"]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let f = config(
+        &d,
+        &format!(
+            "device_group = \"{}\"\nexternal_interface = \"nosuchif0\"\n\
+             internal_interface = \"lo\"",
+            dg.display()
+        ),
+        "",
+    );
+    fails_with(
+        &check(&f),
+        "device.external_interface: no interface named `nosuchif0` on this machine",
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn a_port_in_use_is_a_problem() {
     let d = tmpdir("port");
     // Another program's listener (no SO_REUSEPORT).

@@ -4,8 +4,8 @@
 //! Checked, in this order: the configuration file; the control-socket groups; the plugin
 //! directory (owner and mode, as at start) and, for each plugin-backed persistence profile,
 //! that its plugin is loaded from it and accepts the profile's `plugin_config`; the
-//! device-group file, its key file (mode 0600 or stricter) and this device's membership; the
-//! mirroring trust files (read and turned into the TLS configurations mirroring uses); each
+//! device-group file, its key file (mode 0600 or stricter), this device's membership and its
+//! interfaces (external, internal, VIP); the mirroring trust files (read and turned into the TLS configurations mirroring uses); each
 //! virtual server's listener; the metrics listener.
 //!
 //! Listeners are bound exactly as the daemon binds them and closed at once: TCP with
@@ -160,6 +160,19 @@ fn device_group(config: &Config, r: &mut Report) {
         ));
         return;
     };
+    for (key, ifname) in [
+        ("external_interface", d.external_interface.as_deref()),
+        ("internal_interface", d.internal_interface.as_deref()),
+        ("vip_interface", Some(d.vip_interface.as_str())),
+    ] {
+        if let Some(i) = ifname {
+            if !Path::new("/sys/class/net").join(i).exists() {
+                r.problems.push(format!(
+                    "device.{key}: no interface named `{i}` on this machine"
+                ));
+            }
+        }
+    }
     let Some(dir) = &d.mirror_trust_dir else {
         return;
     };

@@ -41,6 +41,8 @@ pub struct DataPath {
     pub(crate) udp_restore: DashMap<ListenerKey, UnboundedSender<Restore>>,
     /// The descriptors TCP connections and UDP flows may hold (see [`super::budget`]).
     pub budget: Arc<super::budget::Budget>,
+    /// What takeovers rebuilt here (see [`super::takeover`]).
+    pub takeover: super::takeover::TakeoverStats,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -71,6 +73,7 @@ impl DataPath {
             workers,
             udp_restore: DashMap::new(),
             budget: Arc::default(),
+            takeover: Default::default(),
         }
     }
 

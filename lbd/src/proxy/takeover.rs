@@ -15,7 +15,7 @@
 //! Counted in [`TakeoverStats`] (metrics `lbd_takeover_rebuilt_total{when}`,
 //! `lbd_takeover_rebuild_failed_total`, `lbd_takeover_last_rebuild_milliseconds`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,25 +23,12 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use super::batches::Outcome;
-use super::datapath::DataPath;
+use super::datapath::{DataPath, TakeoverStats};
 use super::mirrored::Restore;
 use crate::mirror::proto::{Record, RecordKind};
 
 /// The longest wait for a UDP listener to rebuild its flows.
 const UDP_LIMIT: Duration = Duration::from_secs(1);
-
-/// What takeovers rebuilt here, since lbd started (metrics).
-#[derive(Debug, Default)]
-pub struct TakeoverStats {
-    /// TCP connections rebuilt before the floating addresses were added.
-    pub rebuilt_before: AtomicU64,
-    /// TCP connections rebuilt after them (the budget was spent).
-    pub rebuilt_after: AtomicU64,
-    /// TCP connections that could not be rebuilt.
-    pub failed: AtomicU64,
-    /// Milliseconds the last takeover's TCP rebuild took, remainder included (0: none yet).
-    pub last_rebuild_ms: AtomicU64,
-}
 
 /// How a takeover's rebuild went until the addresses moved.
 #[derive(Debug)]

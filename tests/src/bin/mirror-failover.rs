@@ -320,6 +320,28 @@ fn measure(lab: &ClusterLab, n: usize, budget: Option<&str>) -> Res<bool> {
         .map_err(|e| e.to_string())?;
     lab.wait_placement(&[("tg-2", "c")], Duration::from_secs(60))
         .map_err(|e| e.to_string())?;
+    let placed_ms = event.elapsed().as_millis();
+    // Placed is not yet there: C rebuilds (within its budget) before it adds the addresses, and
+    // its control socket answers meanwhile. A client that sent before the addresses moved would
+    // reach B's kernel, which still acknowledges for the hung lbd: those bytes would be lost.
+    spanlb_lab::wait_until_dbg(Duration::from_secs(60), "tg-2's addresses on c", || {
+        let v = lab.lbctl("c", &["show", "traffic-groups"])?;
+        let list = v
+            .get("traffic_groups")
+            .or_else(|| v.get("data").and_then(|d| d.get("traffic_groups")))
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let here = list
+            .iter()
+            .any(|t| t["name"] == "tg-2" && t["here"] == true);
+        if here {
+            Ok(())
+        } else {
+            Err("tg-2 not here yet".to_string())
+        }
+    })
+    .map_err(|e| e.to_string())?;
     let active_ms = event.elapsed().as_millis();
     let results = exchange(lab, conns, event)?;
     let mut times: Vec<u128> = results
@@ -364,8 +386,8 @@ fn measure(lab: &ClusterLab, n: usize, budget: Option<&str>) -> Res<bool> {
         None => String::new(),
     };
     println!(
-        "failover with {n} mirrored connections (takeover_restore_budget {}): tg-2 active on c \
-         after {active_ms} ms; c rebuilt {} in {} ms before the addresses{after}; {ok} of {n} \
+        "failover with {n} mirrored connections (takeover_restore_budget {}): tg-2 placed on c \
+         after {placed_ms} ms, its addresses there after {active_ms} ms; c rebuilt {} in {} ms before the addresses{after}; {ok} of {n} \
          answered after the hang (p50 {} ms, p99 {} ms, max {} ms); mirroring took {mirror_ms} \
          ms to hold them",
         budget.unwrap_or("default"),

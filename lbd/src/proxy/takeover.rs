@@ -95,6 +95,7 @@ pub async fn restore_mirrored(dp: &Arc<DataPath>, tg: &str, records: Vec<Record>
         tcp_connections = n_tcp,
         rebuilt_before_addresses = restore.rebuilt,
         left_for_after = restored.left,
+        failed = restore.failed,
         elapsed_ms = before.as_millis() as u64,
         budget_ms = budget.as_millis() as u64,
         "mirroring: flows and connections rebuilt, the floating addresses move now"

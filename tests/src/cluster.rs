@@ -62,6 +62,8 @@ pub struct ClusterOptions {
     pub web_extra: String,
     /// Extra TOML appended to every lbd configuration (profiles, virtual servers, pools).
     pub lbd_extra: String,
+    /// Extra lines of every lbd's `[device]` table (e.g. `takeover_restore_budget = "100ms"\n`).
+    pub device_extra: String,
     /// Extra lines of the device group's `[group]` table (e.g. `auto_sync = true\n`).
     pub group_extra: String,
     /// Plugin packages built and copied into `LAB/plugins`, every lbd's `plugin_dir`.
@@ -103,6 +105,7 @@ impl Default for ClusterOptions {
             mirroring: false,
             web_extra: String::new(),
             lbd_extra: String::new(),
+            device_extra: String::new(),
             group_extra: String::new(),
             plugins: Vec::new(),
             failback_sync_max_wait: None,
@@ -464,6 +467,7 @@ impl ClusterLab {
                 ));
             }
         }
+        c.push_str(&self.opts.device_extra);
         let members = |port: u16| {
             SERVERS
                 .iter()

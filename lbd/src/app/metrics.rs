@@ -27,6 +27,9 @@
 //! | `descriptor_budget_refused_total` | `protocol` (`tcp`, `udp`) | connections (reset) and flows (datagram dropped) refused because the budget was spent |
 //! | `local_connect_errors_total` | | proxied connects and UDP flow sockets that failed for a local reason (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ENOMEM): not counted against the member |
 //! | `monitor_probes_skipped_total` | | monitor probes that failed for a local reason: no verdict, not counted against the member |
+//! | `takeover_rebuilt_total` | `when` (`before-addresses`, `after-addresses`) | mirrored TCP connections rebuilt at takeovers, before the floating addresses moved or after (`takeover_restore_budget` spent) |
+//! | `takeover_rebuild_failed_total` | | mirrored TCP connections a takeover could not rebuild |
+//! | `takeover_last_rebuild_milliseconds` | | the last takeover's TCP rebuild time, remainder included (0: none yet) |
 //! | `start_time_seconds` | | when lbd started (Unix time) |
 //! | `plugin_calls_total`, `plugin_keys_total`, `plugin_no_match_total`, `plugin_malformed_total`, `plugin_panics_total`, `plugin_timeouts_total`, `plugin_need_more_total` | `plugin` | what loaded plugins answered |
 //! | `plugin_enabled` | `plugin` | 0 once disabled after too many panics |
@@ -421,6 +424,40 @@ impl Collector for StateCollector {
                 "monitor_probes_skipped",
                 "Monitor probes that failed for a local reason: no verdict",
                 crate::monitor::probe::skipped_probes(),
+            )?;
+        }
+        {
+            let t = &app.daemon.dp.takeover;
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            family(
+                e,
+                "takeover_rebuilt",
+                "Mirrored TCP connections rebuilt at takeovers: before the floating addresses \
+                 moved, or after them (takeover_restore_budget spent)",
+                Kind::Counter,
+                [
+                    (
+                        [("when", "before-addresses".to_string())],
+                        load(&t.rebuilt_before),
+                    ),
+                    (
+                        [("when", "after-addresses".to_string())],
+                        load(&t.rebuilt_after),
+                    ),
+                ],
+            )?;
+            single_counter(
+                e,
+                "takeover_rebuild_failed",
+                "Mirrored TCP connections that could not be rebuilt at takeovers",
+                load(&t.failed),
+            )?;
+            single(
+                e,
+                "takeover_last_rebuild_milliseconds",
+                "How long the last takeover's TCP rebuild took, remainder included (0: none yet)",
+                i64::try_from(load(&t.last_rebuild_ms)).unwrap_or(i64::MAX),
             )?;
         }
         {

@@ -101,6 +101,14 @@ pub struct Device {
     /// back) until lbd restarts: a plugin that loops must not take lbd with it.
     #[serde(default = "default_plugin_call_timeout", with = "duration")]
     pub plugin_call_timeout: std::time::Duration,
+    /// At a takeover, how long the mirrored TCP connections may take to be rebuilt before the
+    /// floating addresses move regardless (e.g. `"250ms"`, or a number of seconds). Connections are rebuilt
+    /// most recently active first; those left when the budget is spent are rebuilt right after
+    /// the addresses arrived, in the background. A packet of a connection not rebuilt yet meets
+    /// the listener and is answered with a reset: the budget trades the failover time for the
+    /// idlest connections.
+    #[serde(default = "default_takeover_restore_budget", with = "duration")]
+    pub takeover_restore_budget: std::time::Duration,
     /// The device's static external self IP (informational; shown by `lbctl show device-group`).
     #[serde(default)]
     pub external_address: Option<IpAddr>,
@@ -152,6 +160,10 @@ fn default_panic_limit() -> u64 {
 }
 
 fn default_plugin_call_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+
+fn default_takeover_restore_budget() -> std::time::Duration {
     std::time::Duration::from_secs(1)
 }
 

@@ -29,6 +29,19 @@ pub struct Restore {
     pub done: tokio::sync::oneshot::Sender<usize>,
 }
 
+/// What takeovers rebuilt here since lbd started ([`super::takeover`]; metrics).
+#[derive(Debug, Default)]
+pub struct TakeoverStats {
+    /// TCP connections rebuilt before the floating addresses were added.
+    pub rebuilt_before: std::sync::atomic::AtomicU64,
+    /// TCP connections rebuilt after them (the budget was spent).
+    pub rebuilt_after: std::sync::atomic::AtomicU64,
+    /// TCP connections that could not be rebuilt.
+    pub failed: std::sync::atomic::AtomicU64,
+    /// Milliseconds the last takeover's TCP rebuild took, remainder included (0: none yet).
+    pub last_rebuild_ms: std::sync::atomic::AtomicU64,
+}
+
 /// The data path's view of lbd (see the module documentation). Dereferences to the [`Live`]
 /// state it shares with the rest of lbd.
 pub struct DataPath {
@@ -41,6 +54,8 @@ pub struct DataPath {
     pub(crate) udp_restore: DashMap<ListenerKey, UnboundedSender<Restore>>,
     /// The descriptors TCP connections and UDP flows may hold (see [`super::budget`]).
     pub budget: Arc<super::budget::Budget>,
+    /// What takeovers rebuilt here (see [`super::takeover`]).
+    pub takeover: TakeoverStats,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -71,6 +86,7 @@ impl DataPath {
             workers,
             udp_restore: DashMap::new(),
             budget: Arc::default(),
+            takeover: Default::default(),
         }
     }
 

@@ -8,8 +8,10 @@
 //!
 //! `--connections N` (default 10,000) connections are opened from the client namespace, each
 //! exchanges one line and stays idle; once C holds N mirrored connections, B hangs
-//! (`kill -STOP`). Printed: how long mirroring took to hold them all, when tg-2 was active on C,
-//! how long C's rebuild of the sockets took (its lbd log), and how many connections answer an
+//! (`kill -STOP`). `--restore-budget D` sets every lbd's `takeover_restore_budget`. Printed: how
+//! long mirroring took to hold them all, when tg-2 was active on C, how many sockets C rebuilt
+//! before the addresses and in how long, how many after (its lbd log), and how many connections
+//! answer an
 //! echo afterwards (within 10 s each), with the time from the hang to their answers (p50, p99,
 //! max). Last line: `failover with N mirrored connections: ...`. Exits 1 when the lab does
 //! not come up or fewer than 99 % of the connections survive. The lab is torn down on every
@@ -32,16 +34,26 @@ const PARALLEL: usize = 256;
 
 type Res<T> = Result<T, String>;
 
+fn usage() -> ! {
+    eprintln!("usage: mirror-failover [--connections N] [--restore-budget DURATION]");
+    std::process::exit(2);
+}
+
 fn main() {
     let mut n = 10_000usize;
+    let mut budget: Option<String> = None;
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        match (k.as_str(), it.next().and_then(|v| v.parse().ok())) {
-            ("--connections", Some(v)) if v > 0 => n = v,
-            _ => {
-                eprintln!("usage: mirror-failover [--connections N]");
-                std::process::exit(2);
+        let v = it.next();
+        match (k.as_str(), v) {
+            ("--connections", Some(v)) => match v.parse() {
+                Ok(v) if v > 0 => n = v,
+                _ => usage(),
+            },
+            ("--restore-budget", Some(v)) if !v.is_empty() && !v.contains(['"', '\\', '\n']) => {
+                budget = Some(v)
             }
+            _ => usage(),
         }
     }
     if let Err(e) = spanlb_lab::require_root_and_tools(&TOOLS) {
@@ -49,7 +61,7 @@ fn main() {
         std::process::exit(1);
     }
     // `run` owns the lab: it is torn down when `run` returns (or unwinds), before the exit.
-    let code = run(n);
+    let code = run(n, budget.as_deref());
     std::process::exit(code);
 }
 
@@ -66,11 +78,14 @@ fn lbd_extra() -> String {
     )
 }
 
-fn run(n: usize) -> i32 {
+fn run(n: usize, budget: Option<&str>) -> i32 {
     raise_nofile();
     let opts = ClusterOptions {
         mirroring: true,
         lbd_extra: lbd_extra(),
+        device_extra: budget
+            .map(|b| format!("takeover_restore_budget = \"{b}\"\n"))
+            .unwrap_or_default(),
         start_devices: false,
         ..ClusterOptions::default()
     };
@@ -82,7 +97,7 @@ fn run(n: usize) -> i32 {
             return 1;
         }
     };
-    let r = measure(&lab, n);
+    let r = measure(&lab, n, budget);
     // B must run again for the teardown's SIGTERM to be seen.
     let _ = lab.signal_device("b", libc::SIGCONT);
     match r {
@@ -264,7 +279,7 @@ fn exchange(
         .map_err(|e| e.to_string())
 }
 
-fn measure(lab: &ClusterLab, n: usize) -> Res<bool> {
+fn measure(lab: &ClusterLab, n: usize, budget: Option<&str>) -> Res<bool> {
     start_echo(lab)?;
     for d in DEVICES {
         lab.start_device(d.name).map_err(|e| e.to_string())?;
@@ -305,6 +320,28 @@ fn measure(lab: &ClusterLab, n: usize) -> Res<bool> {
         .map_err(|e| e.to_string())?;
     lab.wait_placement(&[("tg-2", "c")], Duration::from_secs(60))
         .map_err(|e| e.to_string())?;
+    let placed_ms = event.elapsed().as_millis();
+    // Placed is not yet there: C rebuilds (within its budget) before it adds the addresses, and
+    // its control socket answers meanwhile. A client that sent before the addresses moved would
+    // reach B's kernel, which still acknowledges for the hung lbd: those bytes would be lost.
+    spanlb_lab::wait_until_dbg(Duration::from_secs(60), "tg-2's addresses on c", || {
+        let v = lab.lbctl("c", &["show", "traffic-groups"])?;
+        let list = v
+            .get("traffic_groups")
+            .or_else(|| v.get("data").and_then(|d| d.get("traffic_groups")))
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let here = list
+            .iter()
+            .any(|t| t["name"] == "tg-2" && t["here"] == true);
+        if here {
+            Ok(())
+        } else {
+            Err("tg-2 not here yet".to_string())
+        }
+    })
+    .map_err(|e| e.to_string())?;
     let active_ms = event.elapsed().as_millis();
     let results = exchange(lab, conns, event)?;
     let mut times: Vec<u128> = results
@@ -316,29 +353,46 @@ fn measure(lab: &ClusterLab, n: usize) -> Res<bool> {
     let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     let pct = |p: usize| times.get((times.len() * p / 100).min(times.len().saturating_sub(1)));
     let log = std::fs::read_to_string(lab.lab.dir().join("lbd-c.log")).unwrap_or_default();
-    let rebuilt = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("flows and connections rebuilt") && l.contains("tg-2"))
-        .unwrap_or("(no rebuild line in c's log)")
-        .to_string();
-    let field = |k: &str| -> String {
-        rebuilt
-            .split_whitespace()
+    let last_line = |what: &str| -> Option<String> {
+        log.lines()
+            .rev()
+            .find(|l| l.contains(what) && l.contains("tg-2"))
+            .map(str::to_string)
+    };
+    // Before the addresses moved (within the budget), and the remainder after them.
+    let rebuilt = last_line("flows and connections rebuilt")
+        .unwrap_or_else(|| "(no rebuild line in c's log)".to_string());
+    let remainder = last_line("rebuilt after the addresses");
+    let field = |line: &str, k: &str| -> String {
+        line.split_whitespace()
             .find_map(|w| w.strip_prefix(&format!("{k}=")))
             .unwrap_or("?")
             .to_string()
     };
     println!("c's rebuild: {rebuilt}");
+    if let Some(r) = &remainder {
+        println!("c's rebuild after the addresses: {r}");
+    }
     if let Some(e) = errors.first() {
         println!("first error: {e}");
     }
+    let after = match &remainder {
+        Some(r) => format!(
+            ", then {} more after the addresses ({} ms from the start, {} failed)",
+            field(r, "rebuilt_after_addresses"),
+            field(r, "elapsed_ms"),
+            field(r, "failed"),
+        ),
+        None => String::new(),
+    };
     println!(
-        "failover with {n} mirrored connections: tg-2 active on c after {active_ms} ms; \
-         c rebuilt {} in {} ms; {ok} of {n} answered after the hang \
-         (p50 {} ms, p99 {} ms, max {} ms); mirroring took {mirror_ms} ms to hold them",
-        field("restored_tcp"),
-        field("elapsed_ms"),
+        "failover with {n} mirrored connections (takeover_restore_budget {}): tg-2 placed on c \
+         after {placed_ms} ms, its addresses there after {active_ms} ms; c rebuilt {} in {} ms before the addresses{after}; {ok} of {n} \
+         answered after the hang (p50 {} ms, p99 {} ms, max {} ms); mirroring took {mirror_ms} \
+         ms to hold them",
+        budget.unwrap_or("default"),
+        field(&rebuilt, "rebuilt_before_addresses"),
+        field(&rebuilt, "elapsed_ms"),
         pct(50).copied().unwrap_or(0),
         pct(99).copied().unwrap_or(0),
         times.last().copied().unwrap_or(0),

@@ -24,7 +24,8 @@
 //!   credentials; full or read-only access) and how many at once ([`access::Gate`]);
 //! - [`table`]: the plain-text tables `lbctl` and `bgpctl` print;
 //! - [`config_file`]: how both daemons read their TOML configuration files (kept case, one-line
-//!   errors naming the key, durations).
+//!   errors naming the key, durations);
+//! - [`check`]: what a daemon's `--check` found and how it is printed.
 //!
 //! Every failure of the client is an [`Error`].
 //!
@@ -36,6 +37,7 @@ use serde::Serialize;
 
 pub mod access;
 pub mod bgpd;
+pub mod check;
 pub mod client;
 pub mod config_file;
 pub mod framing;

@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.check {
         // Before logging is set up: every problem is printed once, by the report.
-        std::process::exit(lbd::app::check::check(&args.config).print());
+        std::process::exit(lbd::app::check::check(&args.config).print("lbd"));
     }
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -56,6 +56,8 @@ pub struct DataPath {
     pub budget: Arc<super::budget::Budget>,
     /// What takeovers rebuilt here (see [`super::takeover`]).
     pub takeover: TakeoverStats,
+    /// The access log (see [`super::access`]).
+    pub access: super::access::AccessLog,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -87,6 +89,7 @@ impl DataPath {
             udp_restore: DashMap::new(),
             budget: Arc::default(),
             takeover: Default::default(),
+            access: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //!
 //! Nothing here may block: sockets are non-blocking and every wait is bounded.
 
+pub mod access;
 pub mod batches;
 pub mod budget;
 pub mod datapath;

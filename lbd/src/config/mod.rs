@@ -101,6 +101,11 @@ pub struct Device {
     /// back) until lbd restarts: a plugin that loops must not take lbd with it.
     #[serde(default = "default_plugin_call_timeout", with = "duration")]
     pub plugin_call_timeout: std::time::Duration,
+    /// On SIGTERM / SIGINT: how long lbd waits for open TCP connections and UDP flows to end
+    /// (after giving up its traffic groups and closing its listeners) before it closes them
+    /// and exits. Zero: exit at once.
+    #[serde(default = "default_drain_timeout", with = "duration")]
+    pub drain_timeout: std::time::Duration,
     /// The device's static external self IP (informational; shown by `lbctl show device-group`).
     #[serde(default)]
     pub external_address: Option<IpAddr>,
@@ -153,6 +158,10 @@ fn default_panic_limit() -> u64 {
 
 fn default_plugin_call_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(1)
+}
+
+fn default_drain_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 fn default_vip_interface() -> String {

@@ -41,6 +41,8 @@ pub struct DataPath {
     pub(crate) udp_restore: DashMap<ListenerKey, UnboundedSender<Restore>>,
     /// The descriptors TCP connections and UDP flows may hold (see [`super::budget`]).
     pub budget: Arc<super::budget::Budget>,
+    /// Set when lbd stops with connections open (see [`super::drain`]).
+    pub drain: super::drain::Drain,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -71,6 +73,7 @@ impl DataPath {
             workers,
             udp_restore: DashMap::new(),
             budget: Arc::default(),
+            drain: super::drain::Drain::default(),
         }
     }
 
@@ -103,6 +106,11 @@ impl DataPath {
             0 => tokio::spawn(f),
             n => self.workers[i % n].spawn(f),
         }
+    }
+
+    /// The TCP connections and UDP flows open now.
+    pub fn open(&self) -> super::drain::Open {
+        super::drain::Open::of(&self.budget)
     }
 
     /// The mirror tap, when mirroring is on and `enabled` (the virtual server or profile has

@@ -8,6 +8,7 @@
 
 pub mod budget;
 pub mod datapath;
+pub mod drain;
 pub mod mirrored;
 pub mod relay;
 pub mod takeover;

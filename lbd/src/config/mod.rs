@@ -109,6 +109,11 @@ pub struct Device {
     /// idlest connections.
     #[serde(default = "default_takeover_restore_budget", with = "duration")]
     pub takeover_restore_budget: std::time::Duration,
+    /// On SIGTERM / SIGINT: how long lbd waits for open TCP connections and UDP flows to end
+    /// (after giving up its traffic groups and closing its listeners) before it closes them
+    /// and exits. Zero: exit at once.
+    #[serde(default = "default_drain_timeout", with = "duration")]
+    pub drain_timeout: std::time::Duration,
     /// The device's static external self IP (informational; shown by `lbctl show device-group`).
     #[serde(default)]
     pub external_address: Option<IpAddr>,
@@ -169,6 +174,10 @@ fn default_plugin_call_timeout() -> std::time::Duration {
 
 fn default_takeover_restore_budget() -> std::time::Duration {
     std::time::Duration::from_secs(1)
+}
+
+fn default_drain_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 fn default_vip_interface() -> String {

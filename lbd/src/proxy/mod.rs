@@ -10,6 +10,7 @@ pub mod access;
 pub mod batches;
 pub mod budget;
 pub mod datapath;
+pub mod drain;
 pub mod mirrored;
 pub mod relay;
 pub mod takeover;

@@ -25,11 +25,13 @@
 //! - [`table`]: the plain-text tables `lbctl` and `bgpctl` print;
 //! - [`config_file`]: how both daemons read their TOML configuration files (kept case, one-line
 //!   errors naming the key, durations);
-//! - [`check`]: what a daemon's `--check` found and how it is printed.
+//! - [`check`]: what a daemon's `--check` found and how it is printed;
+//! - [`logging`]: how both daemons write their log (`--log-format`, `--log-level`).
 //!
 //! Every failure of the client is an [`Error`].
 //!
-//! This crate does no logging and spawns nothing: the daemons keep their own policies (how
+//! Apart from setting the log output up ([`logging::init`]), this crate does no logging and
+//! spawns nothing: the daemons keep their own policies (how
 //! many clients, what to log) and call into it.
 
 use serde::de::DeserializeOwned;
@@ -42,6 +44,7 @@ pub mod client;
 pub mod config_file;
 pub mod framing;
 pub mod lbd;
+pub mod logging;
 pub mod table;
 
 mod error;

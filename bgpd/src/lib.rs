@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod bfd;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

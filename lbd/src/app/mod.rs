@@ -240,10 +240,11 @@ pub async fn run(
     drop(rt);
     let hup = {
         let app = app.clone();
+        // Registered here, before READY=1, not in the task: a SIGHUP that comes right after
+        // READY reloads rather than kills (SIGHUP's default action).
+        let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         tokio::spawn(async move {
-            let Ok(mut sig) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
+            let Ok(mut sig) = sig else {
                 return;
             };
             while sig.recv().await.is_some() {
@@ -252,7 +253,11 @@ pub async fn run(
             }
         })
     };
+    // Listeners bound, the device group running, the control socket answering, SIGHUP
+    // taken: a `Type=notify` unit (packaging/systemd) starts what is ordered after lbd now.
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
     shutdown.await;
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     info!("shutting down");
     if let Some(c) = &app.cluster {
         // Hand the traffic groups over: routes withdrawn, floating addresses removed, so that
@@ -268,6 +273,25 @@ pub async fn run(
     app.daemon.stop().await;
     let _ = std::fs::remove_file(&control_path);
     Ok(())
+}
+
+/// Tells systemd where lbd is (sd_notify(3); the `Type=notify` unit in packaging/systemd):
+/// READY=1 once it serves, RELOADING=1 and READY=1 around a reload, STOPPING=1 at shutdown.
+/// A no-op when $NOTIFY_SOCKET is unset (lbd not started by systemd); a failure to send is
+/// logged at debug level and changes nothing else.
+pub(crate) fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+/// RELOADING=1 with the MONOTONIC_USEC systemd asks a reload notification to carry.
+pub(crate) fn reloading() -> Vec<sd_notify::NotifyState<'static>> {
+    let mut v = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+        v.push(t);
+    }
+    v
 }
 
 /// Hands mirroring's unsynced set to the device group as it changes (heartbeats carry it).

@@ -56,9 +56,9 @@ impl App {
     /// systemd hears RELOADING=1 before and READY=1 after, whatever the outcome (a refused
     /// reload leaves the running configuration serving).
     pub async fn reload(&self) -> Result<ReloadSummary, DaemonError> {
-        super::notify_systemd(&super::reloading());
+        super::systemd::notify(&super::systemd::reloading());
         let res = self.reload_now().await;
-        super::notify_systemd(&[sd_notify::NotifyState::Ready]);
+        super::systemd::notify(&[sd_notify::NotifyState::Ready]);
         res
     }
 

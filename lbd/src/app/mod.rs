@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod regroup;
 pub mod sync;
 mod syncnet;
+mod systemd;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -255,9 +256,9 @@ pub async fn run(
     };
     // Listeners bound, the device group running, the control socket answering, SIGHUP
     // taken: a `Type=notify` unit (packaging/systemd) starts what is ordered after lbd now.
-    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    systemd::notify(&[sd_notify::NotifyState::Ready]);
     shutdown.await;
-    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    systemd::notify(&[sd_notify::NotifyState::Stopping]);
     info!("shutting down");
     if let Some(c) = &app.cluster {
         // Hand the traffic groups over: routes withdrawn, floating addresses removed, so that
@@ -273,25 +274,6 @@ pub async fn run(
     app.daemon.stop().await;
     let _ = std::fs::remove_file(&control_path);
     Ok(())
-}
-
-/// Tells systemd where lbd is (sd_notify(3); the `Type=notify` unit in packaging/systemd):
-/// READY=1 once it serves, RELOADING=1 and READY=1 around a reload, STOPPING=1 at shutdown.
-/// A no-op when $NOTIFY_SOCKET is unset (lbd not started by systemd); a failure to send is
-/// logged at debug level and changes nothing else.
-pub(crate) fn notify_systemd(state: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(false, state) {
-        tracing::debug!("sd_notify: {e}");
-    }
-}
-
-/// RELOADING=1 with the MONOTONIC_USEC systemd asks a reload notification to carry.
-pub(crate) fn reloading() -> Vec<sd_notify::NotifyState<'static>> {
-    let mut v = vec![sd_notify::NotifyState::Reloading];
-    if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
-        v.push(t);
-    }
-    v
 }
 
 /// Hands mirroring's unsynced set to the device group as it changes (heartbeats carry it).

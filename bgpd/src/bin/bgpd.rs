@@ -12,13 +12,10 @@ fn main() -> anyhow::Result<()> {
         // Before logging is set up: every problem is printed once, by the report.
         std::process::exit(bgpd::check::check(&args.config).print("bgpd"));
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = spanlb_control::logging::init(args.log_format, args.log_level.as_deref()) {
+        eprintln!("bgpd: {e}");
+        std::process::exit(2);
+    }
     let config = match bgpd::config::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {

@@ -60,6 +60,15 @@ impl Lbd {
 
     /// The same, with RLIMIT_NOFILE (soft and hard) set to `nofile` for lbd, when given.
     pub fn start_with(body: &str, nofile: Option<u64>) -> Lbd {
+        Self::launch(body, nofile, &[])
+    }
+
+    /// The same with extra command-line arguments (and no `RUST_LOG` set).
+    pub fn start_with_args(body: &str, args: &[&str]) -> Lbd {
+        Self::launch(body, None, args)
+    }
+
+    fn launch(body: &str, nofile: Option<u64>, args: &[&str]) -> Lbd {
         let dir = std::env::temp_dir().join(format!(
             "lbd-test-{}-{}",
             std::process::id(),
@@ -72,10 +81,13 @@ impl Lbd {
         let log = dir.join("lbd.log");
         std::fs::write(&config, Self::config_text(&socket, body)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbd"));
-        cmd.arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
+        cmd.arg("--config").arg(&config).args(args);
+        if args.is_empty() {
+            cmd.env("RUST_LOG", "debug");
+        } else {
+            cmd.env_remove("RUST_LOG");
+        }
+        cmd.stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;

@@ -36,8 +36,11 @@ pub struct PeerStatus {
     pub remote_as: u32,
     pub description: Option<String>,
     pub state: State,
-    /// Unix time (s) of the last state change.
+    /// Unix time (s) of the last state change (kept for older clients; `since_ms` is the
+    /// same in milliseconds, the unit every other time of both control sockets uses).
     pub since: u64,
+    /// Unix time (ms) of the last state change.
+    pub since_ms: u64,
     pub last_reason: String,
     pub remote_id: Option<String>,
     pub local_address: Option<SocketAddr>,
@@ -188,7 +191,8 @@ pub fn spawn(
         remote_as: cfg.remote_as,
         description: cfg.description.clone(),
         state: State::Idle,
-        since: unix_now(),
+        since: unix_now_ms() / 1000,
+        since_ms: unix_now_ms(),
         last_reason: "starting".into(),
         remote_id: None,
         local_address: None,
@@ -318,7 +322,7 @@ async fn supervise(mut make: impl FnMut() -> Peer, mut rx: Receivers) {
         {
             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
             s.state = State::Idle;
-            s.since = unix_now();
+            (s.since, s.since_ms) = (unix_now_ms() / 1000, unix_now_ms());
             s.last_reason = format!("internal error: the session task panicked ({what})");
         }
         metrics.session_state.get_or_create(&label).set(1);
@@ -965,7 +969,7 @@ impl Peer {
                     {
                         let mut s = self.status.lock().expect("status lock");
                         s.state = to;
-                        s.since = unix_now();
+                        (s.since, s.since_ms) = (unix_now_ms() / 1000, unix_now_ms());
                         s.last_reason = reason;
                     }
                     if from == State::Established && to != State::Established {
@@ -1290,11 +1294,10 @@ pub fn describe(code: u8, subcode: u8) -> &'static str {
     }
 }
 
-fn unix_now() -> u64 {
+fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Reads whole messages off the socket; ends on EOF, error or a framing error.

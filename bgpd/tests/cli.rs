@@ -279,3 +279,82 @@ fn sighup_and_bgpctl_reload_read_the_file_again() {
     assert!(!child.exited());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// One convention for both CLIs (issue 16): `show` verbs (the old spellings still work),
+/// exit status 3 when the daemon cannot be reached and 2 for a usage error, the socket from
+/// `--socket` or an environment variable, `--json` without the envelope, and the neighbor
+/// table with uptime and description.
+#[test]
+fn bgpctl_follows_lbctls_conventions() {
+    let d = tmpdir("conv");
+    let sock = d.join("bgpd.sock");
+    let f = d.join("bgpd.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "router_id = \"10.0.0.1\"\nlocal_as = 65001\nlisten = []\ncontrol_socket = \"{}\"\n\
+             [[neighbor]]\naddress = \"127.0.0.1\"\nremote_as = 65000\npassive = true\n\
+             description = \"upstream r1\"\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let _d = start_bgpd(&f, &sock);
+
+    let (ok, show, err) = bgpctl(&sock, &["show", "neighbors"]);
+    assert!(ok, "{err}");
+    let head = show.lines().next().unwrap_or_default();
+    for col in ["NEIGHBOR", "STATE", "UPTIME", "DESCRIPTION", "LAST"] {
+        assert!(head.contains(col), "{show}");
+    }
+    assert!(show.contains("upstream r1"), "{show}");
+    let (ok, old, _) = bgpctl(&sock, &["neighbors"]);
+    assert!(ok);
+    assert_eq!(old.lines().next(), show.lines().next(), "the old spelling");
+
+    let (ok, out, _) = bgpctl(&sock, &["--json", "show", "neighbors"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v.get("ok").is_none(), "the envelope was printed: {v}");
+    let n = &v["neighbors"][0];
+    assert_eq!(n["description"], "upstream r1");
+    assert!(
+        n["since_ms"].as_u64().unwrap() / 1000 == n["since"].as_u64().unwrap(),
+        "{n}"
+    );
+
+    // The socket from the environment.
+    let out = Command::new(BGPCTL)
+        .env("BGPCTL_SOCKET", &sock)
+        .args(["show", "routes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // Exit status: 3 unreachable, 2 usage (clap's and a value bgpd would refuse), 1 refused.
+    let code = |sock: &Path, args: &[&str]| {
+        Command::new(BGPCTL)
+            .arg("--socket")
+            .arg(sock)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(code(&d.join("nope.sock"), &["show", "neighbors"]), Some(3));
+    assert_eq!(code(&sock, &["show", "nothing"]), Some(2));
+    assert_eq!(
+        code(&sock, &["announce", "30.1.1.0/24", "--origin", "sideways"]),
+        Some(2)
+    );
+    assert_eq!(
+        code(
+            &sock,
+            &["announce", "30.1.1.0/24", "--next-hop", "2001:db8::1"]
+        ),
+        Some(1),
+        "an IPv6 next hop for an IPv4 prefix, refused by bgpd"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

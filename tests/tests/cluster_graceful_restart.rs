@@ -44,7 +44,7 @@ fn a_killed_bgpd_restarts_without_changing_r1s_route() {
         n["gracefulRestartInfo"]["remoteGrMode"] == "Restart",
         format!("r1 did not receive a graceful restart capability from a: {n}"),
     );
-    let first = lab.bgpctl("a", &["neighbors"]);
+    let first = lab.bgpctl("a", &["show", "neighbors"]);
     lab.check(
         first["neighbors"][0]["end_of_rib_sent"]
             .as_array()
@@ -103,7 +103,7 @@ fn a_killed_bgpd_restarts_without_changing_r1s_route() {
         took.as_millis(),
         n["gracefulRestartInfo"]
     );
-    let st = lab.bgpctl("a", &["neighbors"]);
+    let st = lab.bgpctl("a", &["show", "neighbors"]);
     let nb = &st["neighbors"][0];
     lab.check(
         nb["state"] == "established"

@@ -91,7 +91,7 @@ fn hang_b(name: &str, bfd: bool) -> (ProbeStats, Duration) {
         let out = lab.ok(r, "FRR bfdd has a BFD session up with every device's bgpd");
         println!("r1 bfd peers:\n{out}");
         for d in &lab.devices {
-            let v = lab.bgpctl(d.name, &["bfd"]);
+            let v = lab.bgpctl(d.name, &["show", "bfd"]);
             lab.check(
                 v["bfd"][0]["state"] == "up" && v["bfd"][0]["remote_state"] == "up",
                 format!("{}'s bgpctl bfd: {v}", d.name),

@@ -1,4 +1,5 @@
-//! `bgpctl`: talks to bgpd's control socket. Every show command takes `--json`.
+//! `bgpctl`: talks to bgpd's control socket. Every command takes `--json` (the answer's data,
+//! without the envelope). Exit status: 0 done, 1 bgpd refused, 2 usage, 3 bgpd unreachable.
 
 use std::process::ExitCode;
 
@@ -13,21 +14,24 @@ use spanlb_control::table::{Align, Table};
 use spanlb_control::Envelope;
 
 // The command line is bgpd::cli::bgpctl (the packaging generates man pages from it).
-use bgpd::cli::bgpctl::{Args, Cmd};
+use bgpd::cli::bgpctl::{Args, Cmd, Show};
 
 /// The control request for a command; an argument bgpd would refuse is an error here.
 fn request(cmd: &Cmd) -> Result<Request, String> {
     Ok(match cmd {
-        Cmd::Neighbors => Request::Neighbors,
-        Cmd::Bfd => Request::Bfd,
+        c @ (Cmd::Neighbors | Cmd::Bfd | Cmd::Routes { .. }) => {
+            return request(&c.clone().canonical())
+        }
+        Cmd::Show(Show::Neighbors) => Request::Neighbors,
+        Cmd::Show(Show::Bfd) => Request::Bfd,
         Cmd::Reload => Request::Reload,
-        Cmd::Routes {
+        Cmd::Show(Show::Routes {
             neighbor: Some(n), ..
-        } => Request::AdjRibOut { neighbor: Some(*n) },
-        Cmd::Routes {
+        }) => Request::AdjRibOut { neighbor: Some(*n) },
+        Cmd::Show(Show::Routes {
             adj_rib_out: true, ..
-        } => Request::AdjRibOut { neighbor: None },
-        Cmd::Routes { .. } => Request::Routes,
+        }) => Request::AdjRibOut { neighbor: None },
+        Cmd::Show(Show::Routes { .. }) => Request::Routes,
         Cmd::Announce {
             prefix,
             path_id,
@@ -120,32 +124,47 @@ fn join(asns: &[u32], sep: &str) -> String {
 fn render(cmd: &Cmd, r: Response) -> Result<String, String> {
     use Align::{Left as L, Right as R};
     Ok(match cmd {
-        Cmd::Neighbors => {
+        c @ (Cmd::Neighbors | Cmd::Bfd | Cmd::Routes { .. }) => {
+            return render(&c.clone().canonical(), r)
+        }
+        Cmd::Show(Show::Neighbors) => {
             let mut t = Table::new(&[
                 ("NEIGHBOR", L),
                 ("AS", R),
                 ("STATE", L),
+                ("UPTIME", R),
                 ("ADV", R),
                 ("RCV", R),
                 ("MSG-IN", R),
                 ("MSG-OUT", R),
+                ("DESCRIPTION", L),
                 ("LAST", L),
             ]);
+            let now = now_ms();
             for n in r.data::<Neighbors>()?.neighbors {
+                let state = n["state"].as_str().unwrap_or("?");
+                let uptime = match n["since_ms"].as_u64() {
+                    Some(since) if state == "established" => {
+                        duration(now.saturating_sub(since) / 1000)
+                    }
+                    _ => "-".into(),
+                };
                 t.row(vec![
                     n["address"].as_str().unwrap_or("?").into(),
                     n["remote_as"].to_string(),
-                    n["state"].as_str().unwrap_or("?").into(),
+                    state.into(),
+                    uptime,
                     n["prefixes_advertised"].to_string(),
                     n["prefixes_received"].to_string(),
                     n["messages_in"].to_string(),
                     n["messages_out"].to_string(),
+                    n["description"].as_str().unwrap_or("-").into(),
                     n["last_reason"].as_str().unwrap_or("").into(),
                 ]);
             }
             t.render("")
         }
-        Cmd::Bfd => {
+        Cmd::Show(Show::Bfd) => {
             let mut t = Table::new(&[
                 ("NEIGHBOR", L),
                 ("STATE", L),
@@ -173,10 +192,10 @@ fn render(cmd: &Cmd, r: Response) -> Result<String, String> {
             }
             t.render("")
         }
-        Cmd::Routes {
+        Cmd::Show(Show::Routes {
             neighbor: None,
             adj_rib_out: false,
-        } => {
+        }) => {
             let mut t = Table::new(&[
                 ("PREFIX", L),
                 ("PATH-ID", R),
@@ -202,7 +221,7 @@ fn render(cmd: &Cmd, r: Response) -> Result<String, String> {
             }
             t.render("")
         }
-        Cmd::Routes { .. } => {
+        Cmd::Show(Show::Routes { .. }) => {
             let mut out = String::new();
             for n in r.data::<AdjRibOut>()?.adj_rib_out {
                 out += &format!("neighbor {} ({} paths)\n", n.neighbor, n.routes.len());
@@ -246,29 +265,76 @@ fn field(r: Response, key: &str) -> Result<Value, String> {
     Ok(r.into_result()?.remove(key).unwrap_or(Value::Null))
 }
 
+/// Why bgpctl failed, with its exit status.
+enum Failure {
+    /// A command bgpd would refuse (exit 2, as clap's usage errors).
+    Usage(String),
+    /// bgpd answered with an error (exit 1).
+    Daemon(String),
+    /// bgpd could not be reached (exit 3).
+    Unreachable(String),
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.cmd = args.cmd.canonical();
     match run(&args) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(f) => {
+            let (code, e) = match f {
+                Failure::Usage(e) => (2, e),
+                Failure::Daemon(e) => (1, e),
+                Failure::Unreachable(e) => (3, e),
+            };
             eprintln!("bgpctl: {e}");
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }
 
-fn run(args: &Args) -> Result<String, String> {
-    let req = request(&args.cmd)?;
-    let mut bgpd = Client::<Request>::connect(&args.socket).map_err(|e| e.to_string())?;
-    let r = bgpd.call(&req).map_err(|e| e.to_string())?;
-    if let Response::Err(e) = r {
-        return Err(e);
-    }
+fn run(args: &Args) -> Result<String, Failure> {
+    let req = request(&args.cmd).map_err(Failure::Usage)?;
+    let socket = args.socket();
+    let mut bgpd = Client::<Request>::connect(&socket).map_err(|e| {
+        Failure::Unreachable(format!(
+            "{e} (is bgpd running? --socket or ${} names another socket)",
+            bgpd::cli::bgpctl::SOCKET_ENV
+        ))
+    })?;
+    let r = bgpd
+        .call(&req)
+        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    let fields = match r {
+        Response::Err(e) => return Err(Failure::Daemon(e)),
+        Response::Ok(fields) => fields,
+    };
     if args.json {
-        return Ok(serde_json::to_string_pretty(&r).unwrap_or_default() + "\n");
+        // The answer's data, as lbctl prints lbd's: without the envelope's `ok`.
+        return Ok(serde_json::to_string_pretty(&fields).unwrap_or_default() + "\n");
     }
-    render(&args.cmd, r)
+    render(&args.cmd, Response::Ok(fields)).map_err(Failure::Daemon)
+}
+
+/// Now, Unix ms.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `3d04h`, `2h05m`, `4m07s`, `12s`.
+fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
 }

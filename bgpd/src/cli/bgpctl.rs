@@ -10,22 +10,42 @@ use ipnet::IpNet;
 
 /// `bgpctl`'s arguments.
 #[derive(Parser, Debug)]
-#[command(name = "bgpctl", version, about = "Control and inspect spanlb's bgpd")]
+#[command(
+    name = "bgpctl",
+    version,
+    about = "Control and inspect spanlb's bgpd",
+    after_help = "Exit status: 0 done, 1 bgpd answered with an error, 2 usage error, 3 bgpd could not be reached."
+)]
 pub struct Args {
-    /// bgpd's control socket.
-    #[arg(short, long, default_value = "/run/spanlb/bgpd.sock", global = true)]
-    pub socket: PathBuf,
-    /// Print the daemon's JSON answer instead of a table.
+    /// bgpd's control socket [default: $BGPCTL_SOCKET, else /run/spanlb/bgpd.sock]
+    #[arg(short, long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's data as JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
 
-/// bgpctl's commands.
-#[derive(Subcommand, Debug)]
-pub enum Cmd {
-    /// Neighbors and their session state.
+/// The environment variable naming bgpd's control socket when `--socket` is not given.
+pub const SOCKET_ENV: &str = "BGPCTL_SOCKET";
+/// bgpd's control socket when neither `--socket` nor [`SOCKET_ENV`] names one.
+pub const DEFAULT_SOCKET: &str = "/run/spanlb/bgpd.sock";
+
+impl Args {
+    /// The control socket: `--socket`, else `$BGPCTL_SOCKET`, else the default.
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .or_else(|| std::env::var_os(SOCKET_ENV).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    }
+}
+
+/// What `bgpctl show` shows.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Show {
+    /// Neighbors: session state, uptime, description, prefixes and messages each way.
     Neighbors,
     /// The neighbors' BFD sessions (RFC 5880): state, timers in force, discriminators.
     Bfd,
@@ -36,6 +56,28 @@ pub enum Cmd {
         #[arg(long)]
         neighbor: Option<std::net::IpAddr>,
         /// Show the Adj-RIB-Out of every neighbor.
+        #[arg(long)]
+        adj_rib_out: bool,
+    },
+}
+
+/// bgpctl's commands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Cmd {
+    /// Show neighbors, BFD sessions or routes.
+    #[command(subcommand)]
+    Show(Show),
+    /// The same as `show neighbors` (the spelling before `show`).
+    #[command(hide = true)]
+    Neighbors,
+    /// The same as `show bfd`.
+    #[command(hide = true)]
+    Bfd,
+    /// The same as `show routes`.
+    #[command(hide = true)]
+    Routes {
+        #[arg(long)]
+        neighbor: Option<std::net::IpAddr>,
         #[arg(long)]
         adj_rib_out: bool,
     },
@@ -74,4 +116,22 @@ pub enum Cmd {
         #[arg(long)]
         graceful: bool,
     },
+}
+
+impl Cmd {
+    /// The command with the spellings from before `show` turned into their `show` form.
+    pub fn canonical(self) -> Cmd {
+        match self {
+            Cmd::Neighbors => Cmd::Show(Show::Neighbors),
+            Cmd::Bfd => Cmd::Show(Show::Bfd),
+            Cmd::Routes {
+                neighbor,
+                adj_rib_out,
+            } => Cmd::Show(Show::Routes {
+                neighbor,
+                adj_rib_out,
+            }),
+            c => c,
+        }
+    }
 }

@@ -28,7 +28,8 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Show virtual servers, virtual addresses, pools, connections or persistence records.
+    /// Show virtual servers, virtual addresses, pools, connections, persistence records, the
+    /// device group, traffic groups, mirroring or plugins.
     #[command(subcommand)]
     Show(Show),
     /// Device, uptime, configuration file, object counts, the last reload, and the drain while

@@ -24,12 +24,15 @@
 //!   credentials; full or read-only access) and how many at once ([`access::Gate`]);
 //! - [`table`]: the plain-text tables `lbctl` and `bgpctl` print;
 //! - [`config_file`]: how both daemons read their TOML configuration files (kept case, one-line
-//!   errors naming the key, durations).
+//!   errors naming the key, durations);
+//! - [`http`]: the daemons' HTTP endpoint, `/metrics` and `/healthz` (hyper), with the
+//!   `process_*` metrics and `build_info` both export.
 //!
 //! Every failure of the client is an [`Error`].
 //!
-//! This crate does no logging and spawns nothing: the daemons keep their own policies (how
-//! many clients, what to log) and call into it.
+//! This crate does no logging and spawns nothing but [`http::serve`]'s one task per HTTP
+//! connection: the daemons keep their own policies (how many clients, what to log) and call
+//! into it.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -39,6 +42,7 @@ pub mod bgpd;
 pub mod client;
 pub mod config_file;
 pub mod framing;
+pub mod http;
 pub mod lbd;
 pub mod table;
 

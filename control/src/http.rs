@@ -302,6 +302,167 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// Checks `text` against the OpenMetrics text format strictly enough for the daemons' tests:
+/// `# EOF` last and once; `# TYPE`/`# HELP`/`# UNIT` before a family's samples, each family
+/// once, a unit a suffix of its family's name; every sample of a declared family with a suffix
+/// its type allows (`_total`/`_created` counters, `_bucket`/`_count`/`_sum`/`_created`
+/// histograms, `_info` infos, none for gauges, state sets and unknowns), label values quoted,
+/// a numeric value; histogram buckets cumulative with `le="+Inf"` equal to `_count`.
+pub fn check_openmetrics(text: &str) -> Result<(), String> {
+    use std::collections::{BTreeMap, HashSet};
+    let body = text
+        .strip_suffix("# EOF\n")
+        .ok_or("the text does not end with `# EOF`")?;
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut done: HashSet<String> = HashSet::new();
+    let mut current = String::new();
+    // A histogram's series: the last bucket seen, the +Inf bucket, the count.
+    type Series = (f64, Option<f64>, Option<f64>);
+    // Keyed by family and labels without `le`.
+    let mut hist: BTreeMap<(String, String), Series> = BTreeMap::new();
+    for (n, line) in body.lines().enumerate() {
+        let err = |why: &str| format!("line {}: {why}: `{line}`", n + 1);
+        if let Some(meta) = line.strip_prefix("# ") {
+            let mut parts = meta.splitn(3, ' ');
+            let (kind, name, rest) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            if name != current {
+                if done.contains(name) {
+                    return Err(err("family declared twice"));
+                }
+                if !current.is_empty() {
+                    done.insert(std::mem::take(&mut current));
+                }
+                current = name.to_string();
+            }
+            match kind {
+                "TYPE" => {
+                    let ok = [
+                        "counter",
+                        "gauge",
+                        "histogram",
+                        "gaugehistogram",
+                        "stateset",
+                        "info",
+                        "summary",
+                        "unknown",
+                    ];
+                    if !ok.contains(&rest) {
+                        return Err(err("unknown type"));
+                    }
+                    if types.insert(name.to_string(), rest.to_string()).is_some() {
+                        return Err(err("TYPE twice"));
+                    }
+                }
+                "HELP" => {}
+                "UNIT" => {
+                    if rest.is_empty() || !name.ends_with(&format!("_{rest}")) {
+                        return Err(err("the family name does not end with its unit"));
+                    }
+                }
+                _ => return Err(err("unknown metadata")),
+            }
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            return Err(err("stray comment or empty line"));
+        }
+        let (name_labels, value) = line.rsplit_once(' ').ok_or_else(|| err("no value"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().map_err(|_| err("value not a number"))?,
+        };
+        let (name, labels) = match name_labels.split_once('{') {
+            Some((n, l)) => (
+                n,
+                l.strip_suffix('}')
+                    .ok_or_else(|| err("unterminated labels"))?,
+            ),
+            None => (name_labels, ""),
+        };
+        for pair in split_labels(labels) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| err("label without ="))?;
+            if k.is_empty() || !(v.len() >= 2 && v.starts_with('"') && v.ends_with('"')) {
+                return Err(err("label value not quoted"));
+            }
+        }
+        let ty = types
+            .get(&current)
+            .ok_or_else(|| err("sample outside a declared family"))?;
+        let suffix = name
+            .strip_prefix(current.as_str())
+            .ok_or_else(|| err("sample of another family"))?;
+        let allowed: &[&str] = match ty.as_str() {
+            "counter" => &["_total", "_created"],
+            "histogram" | "gaugehistogram" => &["_bucket", "_count", "_sum", "_created"],
+            "info" => &["_info"],
+            "summary" => &["_count", "_sum", "_created", ""],
+            _ => &[""],
+        };
+        if !allowed.contains(&suffix) {
+            return Err(err("suffix not allowed for the family's type"));
+        }
+        if ty == "histogram" {
+            let others: Vec<&str> = split_labels(labels)
+                .filter(|p| !p.starts_with("le="))
+                .collect();
+            let key = (current.clone(), others.join(","));
+            let e = hist.entry(key).or_insert((0.0, None, None));
+            match suffix {
+                "_bucket" => {
+                    let le = split_labels(labels)
+                        .find_map(|p| p.strip_prefix("le="))
+                        .ok_or_else(|| err("bucket without le"))?;
+                    if value < e.0 {
+                        return Err(err("buckets not cumulative"));
+                    }
+                    e.0 = value;
+                    if le == "\"+Inf\"" {
+                        e.1 = Some(value);
+                    }
+                }
+                "_count" => e.2 = Some(value),
+                _ => {}
+            }
+        }
+    }
+    for ((family, labels), (_, inf, count)) in hist {
+        if inf.is_none() || inf != count {
+            return Err(format!(
+                "histogram {family}{{{labels}}}: +Inf bucket {inf:?} and count {count:?} differ"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `a="x",b="y,z"` → `a="x"`, `b="y,z"` (commas inside quotes kept).
+fn split_labels(labels: &str) -> impl Iterator<Item = &str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in labels.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&labels[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < labels.len() {
+        out.push(&labels[start..]);
+    }
+    out.into_iter()
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -458,6 +619,26 @@ mod tests {
     }
 
     #[test]
+    fn the_checker_knows_good_from_bad() {
+        let good = "# TYPE a counter\n# HELP a A.\na_total{x=\"1,2\"} 3\n\
+                    # TYPE b_seconds histogram\n# UNIT b_seconds seconds\n\
+                    b_seconds_sum 0.5\nb_seconds_count 2\nb_seconds_bucket{le=\"1.0\"} 1\n\
+                    b_seconds_bucket{le=\"+Inf\"} 2\n# TYPE c gauge\nc 1.5\n# EOF\n";
+        assert_eq!(check_openmetrics(good), Ok(()));
+        for bad in [
+            good.replace("# EOF\n", ""),
+            good.replace("a_total", "a"),
+            good.replace("# UNIT b_seconds seconds", "# UNIT b_seconds bytes"),
+            good.replace("b_seconds_count 2", "b_seconds_count 3"),
+            good.replace("c 1.5", "c x"),
+            good.replace("# TYPE c gauge\n", ""),
+            good.replace("# TYPE c gauge\nc 1.5\n", "# TYPE a gauge\n"),
+        ] {
+            assert!(check_openmetrics(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn process_figures_are_read() {
         let p = process_figures().expect("/proc is readable");
         assert!(p.resident_bytes > 0 && p.virtual_bytes >= p.resident_bytes);
@@ -472,6 +653,7 @@ mod tests {
         r.register_collector(Box::new(ProcessCollector));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+        check_openmetrics(&out).unwrap();
         for name in [
             "process_cpu_seconds_total ",
             "process_resident_memory_bytes ",

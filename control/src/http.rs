@@ -166,8 +166,8 @@ fn route(method: &Method, path: &str, endpoint: &dyn Endpoint) -> Response<Full<
 }
 
 /// Writes a `build_info` gauge (value 1) with labels `version`, `commit` (the environment
-/// variable `SPANLB_GIT_COMMIT` at build time, `unknown` without it) and `rustc` (likewise
-/// `SPANLB_RUSTC_VERSION`).
+/// variable `SPANLB_GIT_COMMIT` at build time, `unknown` without it) and `rustc` (the
+/// compiler's version, found by build.rs, or `SPANLB_RUSTC_VERSION` when set).
 pub fn build_info(enc: &mut DescriptorEncoder, version: &str) -> fmt::Result {
     let labels = [
         ("version", version.to_string()),
@@ -654,6 +654,35 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
         check_openmetrics(&out).unwrap();
+        let mut enc_out = String::new();
+        struct B;
+        impl std::fmt::Debug for B {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("B")
+            }
+        }
+        impl Collector for B {
+            fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+                build_info(&mut enc, "9.9.9")
+            }
+        }
+        let mut b = prometheus_client::registry::Registry::with_prefix("x");
+        b.register_collector(Box::new(B));
+        prometheus_client::encoding::text::encode(&mut enc_out, &b).unwrap();
+        check_openmetrics(&enc_out).unwrap();
+        let line = enc_out
+            .lines()
+            .find(|l| l.starts_with("x_build_info{"))
+            .unwrap_or_else(|| panic!("{enc_out}"));
+        assert!(
+            line.starts_with("x_build_info{version=\"9.9.9\",commit=\""),
+            "{line}"
+        );
+        assert!(
+            !line.contains("rustc=\"unknown\""),
+            "build.rs gives rustc: {line}"
+        );
+        assert!(line.ends_with("} 1"), "{line}");
         for name in [
             "process_cpu_seconds_total ",
             "process_resident_memory_bytes ",

@@ -15,35 +15,7 @@ use std::path::Path;
 
 use crate::config::Config;
 
-/// What [`check`] found.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Problems: each would stop a start. One line each.
-    pub problems: Vec<String>,
-    /// Things worth knowing that do not count as problems (a bgpd running).
-    pub notes: Vec<String>,
-    /// The `ok` line, when there is no problem.
-    pub summary: String,
-}
-
-impl Report {
-    /// Prints the notes and the problems (stderr, `bgpd: ` first) or the `ok` line (stdout);
-    /// returns the exit status: 0, or 2 when there is a problem.
-    pub fn print(&self) -> i32 {
-        for n in &self.notes {
-            eprintln!("bgpd: note: {n}");
-        }
-        for p in &self.problems {
-            eprintln!("bgpd: {p}");
-        }
-        if self.problems.is_empty() {
-            println!("{}", self.summary);
-            0
-        } else {
-            2
-        }
-    }
-}
+pub use spanlb_control::check::Report;
 
 /// Checks the configuration file at `path` and what a start with it would bind.
 pub fn check(path: &Path) -> Report {

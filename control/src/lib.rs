@@ -26,7 +26,8 @@
 //! - [`config_file`]: how both daemons read their TOML configuration files (kept case, one-line
 //!   errors naming the key, durations);
 //! - [`http`]: the daemons' HTTP endpoint, `/metrics` and `/healthz` (hyper), with the
-//!   `process_*` metrics and `build_info` both export.
+//!   `process_*` metrics and `build_info` both export;
+//! - [`check`]: what a daemon's `--check` found and how it is printed.
 //!
 //! Every failure of the client is an [`Error`].
 //!
@@ -39,6 +40,7 @@ use serde::Serialize;
 
 pub mod access;
 pub mod bgpd;
+pub mod check;
 pub mod client;
 pub mod config_file;
 pub mod framing;

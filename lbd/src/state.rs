@@ -39,6 +39,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// UDP datagrams of established flows dropped because a socket buffer was full.
     pub dropped: AtomicU64,
+    /// Connections that ended and were considered for the access log (its sampling).
+    pub access_seen: AtomicU64,
 }
 
 /// Counters as plain numbers.

@@ -405,12 +405,15 @@ async fn a_new_connection_for_the_group_replaces_the_old_one() {
     receiver.abort();
 }
 
-/// A device of the group that does not hold the traffic group (its certificate is genuine)
-/// opens the channel with a resync of records of its own: refused once the holder grace has
-/// passed, the store keeps the holder's records and the holder's channel stays in sync.
-/// When placement says the other device holds it, the same sender gets in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_holder_may_open_a_traffic_groups_channel() {
+/// Receiver `b` on 127.0.0.1 of a group of a (127.0.0.2, holding the traffic group), b and c
+/// (127.0.0.3): the trust files, its address, its store, its rules and its task.
+async fn receiver_for_a_and_c() -> (
+    TempDir,
+    SocketAddr,
+    Arc<Mutex<MapStore>>,
+    Arc<Rules>,
+    tokio::task::JoinHandle<()>,
+) {
     let dir = group_dir("g", &["a", "b", "c"]);
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -421,6 +424,16 @@ async fn only_the_holder_may_open_a_traffic_groups_channel() {
     let receiver = link::spawn_receiver(vec![listener], rcfg, store.clone(), rules.clone())
         .unwrap()
         .1;
+    (dir, addr, store, rules, receiver)
+}
+
+/// A device of the group that does not hold the traffic group (its certificate is genuine)
+/// opens the channel with a resync of records of its own: refused once the holder grace has
+/// passed, the store keeps the holder's records and the holder's channel stays in sync.
+/// When placement says the other device holds it, the same sender gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_holder_may_open_a_traffic_groups_channel() {
+    let (dir, addr, store, rules, receiver) = receiver_for_a_and_c().await;
 
     // The holder, a, from its mirror address.
     let mut acfg = sender_cfg(&dir, addr, None);
@@ -486,16 +499,7 @@ async fn only_the_holder_may_open_a_traffic_groups_channel() {
 /// closed before any handshake, a device of the group gets only its own few handshake slots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_cannot_keep_the_holder_out() {
-    let dir = group_dir("g", &["a", "b", "c"]);
-    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let store = Arc::new(Mutex::new(MapStore::default()));
-    let rules = Rules::new(&[("a", lo(2)), ("c", lo(3))], "a");
-    let mut rcfg = receiver_cfg(&dir);
-    rcfg.admitted = mt::Admitted::devices(&["a".into(), "c".into()]);
-    let receiver = link::spawn_receiver(vec![listener], rcfg, store.clone(), rules.clone())
-        .unwrap()
-        .1;
+    let (dir, addr, store, rules, receiver) = receiver_for_a_and_c().await;
 
     // 100 idle connections each from 127.0.0.3 (c's address) and 127.0.0.9 (nobody's),
     // reopened when closed, for at most 15 s.

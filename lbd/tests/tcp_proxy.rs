@@ -357,3 +357,70 @@ fn source_address_persistence_sticks_a_client_to_one_member_until_it_is_deleted(
     let names: Vec<String> = (0..2).map(|_| read_line(&mut connect(vip(port)))).collect();
     assert!(names.contains(&first), "{names:?}");
 }
+
+/// The access log (issue 16): one JSON line per connection of a virtual server with
+/// `access_log = true` — client, VIP, member, SNAT source, bytes each way, how it ended —
+/// and `access_log_sample` logs that share, evenly spread.
+#[test]
+fn the_access_log_has_a_line_per_connection_with_its_ends_and_bytes() {
+    let a = Server::start("a", Behaviour::NameThenEcho);
+    let (port, sampled_port) = (free_port(), free_port());
+    let file = std::env::temp_dir().join(format!("lbd-access-{}-{port}.log", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let body = format!(
+        "access_log_file = \"{}\"\n{}\n[virtual_servers.half]\ndestination = \"127.0.0.1:{sampled_port}\"\n\
+         pool = \"web\"\naccess_log = true\naccess_log_sample = 0.5\n",
+        file.display(),
+        vs_body(port, &[a.addr], "access_log = true", "")
+    );
+    let _lbd = Lbd::start(&body);
+    let mut c = connect(vip(port));
+    let client = c.local_addr().unwrap();
+    assert_eq!(read_line(&mut c), "a");
+    c.write_all(b"hello\n").unwrap();
+    assert_eq!(read_line(&mut c), "hello");
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    drop(c);
+    for _ in 0..4 {
+        let mut c = connect(vip(sampled_port));
+        assert_eq!(read_line(&mut c), "a");
+    }
+    let lines: Vec<serde_json::Value> =
+        wait_for("5 access-log lines", Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&file).ok()?;
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect();
+            (lines.len() >= 3).then_some(lines)
+        });
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&file).unwrap();
+    println!("{text}");
+    let web: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["virtual_server"] == "web")
+        .collect();
+    assert_eq!(web.len(), 1, "{lines:?}");
+    let l = web[0];
+    assert_eq!(l["client"], client.to_string());
+    assert_eq!(l["vip"], vip(port).to_string());
+    assert_eq!(l["member"], a.addr.to_string());
+    assert!(
+        l["snat"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
+        "{l}"
+    );
+    assert_eq!(l["bytes_up"], 6, "{l}");
+    assert_eq!(l["bytes_down"], 8, "{l}");
+    assert_eq!(l["end"], "closed", "{l}");
+    let half = text
+        .lines()
+        .filter(|l| l.contains("\"virtual_server\":\"half\""))
+        .count();
+    assert_eq!(half, 2, "every second of 4 connections: {text}");
+    let _ = std::fs::remove_file(&file);
+}

@@ -448,3 +448,31 @@ async fn stopping_ends_every_flow() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_keeps_the_flows_there_are_and_opens_no_new_one() {
+    let a = echo("a").await;
+    let vip = vip();
+    let text = config_text(vip, &[a.addr], "snat = \"none\"\nidle_timeout = \"1s\"");
+    let shared = daemon(&text).await;
+    let (c1, c2) = (client().await, client().await);
+    assert_eq!(who(&c1, vip, b"one").await, "a");
+    assert_eq!(shared.dp.open().flows, 1);
+
+    // The drain closes TCP listeners only: the UDP socket stays for the flow it has.
+    assert_eq!(shared.stop_accepting().await, 0);
+    assert!(shared.dp.drain.is_draining());
+    assert_eq!(who(&c1, vip, b"one again").await, "a");
+    no_reply(&c2, vip, b"two", Duration::from_millis(300)).await;
+    let v = vs_counters(&shared, "dns");
+    assert!(v.refused >= 1, "{v:?}");
+    assert_eq!((v.current, v.total), (1, 1));
+
+    // The flow ends by its idle timeout: nothing is left open.
+    until("the flow expires", || shared.dp.open().total() == 0).await;
+    no_reply(&c1, vip, b"one more", Duration::from_millis(300)).await;
+    assert_eq!(vs_counters(&shared, "dns").total, 1);
+    // A reload would listen again: it is refused.
+    assert!(shared.apply(config(&text)).await.is_err());
+    shared.stop().await;
+}

@@ -84,6 +84,9 @@ pub struct ClusterOptions {
     /// Graceful restart (RFC 4724) in every device's bgpd (`[graceful_restart]`, restart
     /// time 60 s); r1's FRR is a helper by default.
     pub graceful_restart: bool,
+    /// Every lbd's `drain_timeout`. Default `0s`: the stop helpers send SIGTERM and SIGKILL 5 s
+    /// later, and the tests were written for a stop that does not wait for connections.
+    pub drain_timeout: String,
 }
 
 /// The masquerade MAC of tg-`k` when [`ClusterOptions::mac_masquerade`] is on.
@@ -114,6 +117,7 @@ impl Default for ClusterOptions {
             second_failover_path: false,
             bfd: false,
             graceful_restart: false,
+            drain_timeout: "0s".into(),
         }
     }
 }
@@ -440,10 +444,11 @@ impl ClusterLab {
         let dir = self.lab.dir();
         let mut c = format!(
             "[device]\nname = \"{name}\"\ninternal_address = \"{int}\"\ncontrol_socket = \"{sock}\"\n\
-             workers = 1\n",
+             workers = 1\ndrain_timeout = \"{drain}\"\n",
             name = d.name,
             int = d.addrs.static_int,
             sock = d.lbd_socket.display(),
+            drain = self.opts.drain_timeout,
         );
         if !self.opts.plain {
             c.push_str(&format!(

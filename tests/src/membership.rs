@@ -111,7 +111,7 @@ impl Joiner {
             &j.lbd_config,
             format!(
                 "[device]\nname = \"d\"\ninternal_address = \"{D_INT}\"\n\
-                 control_socket = \"{sock}\"\nworkers = 1\nexternal_address = \"{D_EXT}\"\n\
+                 control_socket = \"{sock}\"\nworkers = 1\ndrain_timeout = \"0s\"\nexternal_address = \"{D_EXT}\"\n\
                  device_group = \"{group}\"\nexternal_interface = \"ext0\"\n\
                  internal_interface = \"int0\"\nvip_interface = \"lo\"\nbgpd_socket = \"{bgpd}\"\n\
                  mirror_trust_dir = \"{trust}\"\n",
@@ -172,7 +172,7 @@ impl Joiner {
         Ok(())
     }
 
-    /// Stops d's lbd, then bgpd (SIGTERM, SIGKILL after 5 s).
+    /// Stops d's lbd, then bgpd (SIGTERM, SIGKILL after 5 s; lbd's `drain_timeout` is 0).
     pub fn stop(&self) {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(p) = procs.pop() {

@@ -231,14 +231,11 @@ fn legit_channel(lab: &ClusterLab) -> Option<(Value, Value)> {
         .then_some((s, r))
 }
 
-#[test]
-fn rogue_mirror_clients_are_refused() {
-    if !prereqs() {
-        return;
-    }
-    const CLIENTS: usize = 30;
-    let lab = mirror_lab("mirror_rogue_clients", src_persistence_opts());
-    add_client_addrs(&lab, CLIENTS);
+/// The mirroring lab with `clients` sessions through b (so b mirrors tg-2's records to c),
+/// once b's tg-2 channel to c is in sync; with c's tg-2 receiver as it was then.
+fn lab_with_clients_through_b(name: &str, clients: usize) -> (ClusterLab, Value) {
+    let lab = mirror_lab(name, src_persistence_opts());
+    add_client_addrs(&lab, clients);
     let vip: IpAddr = VIP.parse().expect("VIP literal");
     let got = sessions_through(
         &lab,
@@ -246,7 +243,7 @@ fn rogue_mirror_clients_are_refused() {
         SocketAddr::new(vip, VIP_TCP_PORT),
         |_| b"hello\n".to_vec(),
         20000,
-        CLIENTS,
+        clients,
     );
     lab.check(
         got.iter().all(Result::is_ok),
@@ -260,6 +257,15 @@ fn rogue_mirror_clients_are_refused() {
         "the genuine channel",
     );
     println!("c's tg-2 receiver before: {r_before}");
+    (lab, r_before)
+}
+
+#[test]
+fn rogue_mirror_clients_are_refused() {
+    if !prereqs() {
+        return;
+    }
+    let (lab, r_before) = lab_with_clients_through_b("mirror_rogue_clients", 30);
 
     let rogue = lab.lab.dir().join("rogue-trust");
     lab.ok(rogue_trust(&rogue, "b", ha_of("a")), "rogue trust files");
@@ -641,27 +647,7 @@ fn a_device_that_does_not_hold_the_traffic_group_cannot_take_its_channel() {
     if !prereqs() {
         return;
     }
-    const CLIENTS: usize = 20;
-    let lab = mirror_lab("mirror_not_holder", src_persistence_opts());
-    add_client_addrs(&lab, CLIENTS);
-    let vip: IpAddr = VIP.parse().expect("VIP literal");
-    let got = sessions_through(
-        &lab,
-        "b",
-        SocketAddr::new(vip, VIP_TCP_PORT),
-        |_| b"hello\n".to_vec(),
-        20000,
-        CLIENTS,
-    );
-    lab.check(got.iter().all(Result::is_ok), "clients through b");
-    let before = poll(Duration::from_secs(10), Duration::from_millis(100), || {
-        legit_channel(&lab)
-    });
-    let ((_, r_before), _) = lab.ok(
-        before.ok_or("b's tg-2 channel to c not in sync"),
-        "the genuine channel",
-    );
-    println!("c's tg-2 receiver before: {r_before}");
+    let (lab, r_before) = lab_with_clients_through_b("mirror_not_holder", 20);
 
     // A's lbd-grade sender, A's genuine trust files, from A's mirror address.
     let trust_dir = lab.lab.dir().join("trust");

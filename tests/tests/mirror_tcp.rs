@@ -10,6 +10,9 @@
 //!   49 of 50 survive;
 //! - each streaming connection either carries on with correct data or is reset within 5 s;
 //!   none delivers a wrong byte and none hangs.
+//!
+//! Issue 16: the same idle connections survive a SIGTERM of B's lbd that drains (B gives tg-2
+//! up to C first, then has nothing left open and exits by itself).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions};
+use spanlb_tests::cluster::{prereqs, ClusterLab, ClusterOptions, Daemon};
 use spanlb_tests::topology::{VIP, VIP_TCP_PORT};
 use spanlb_tests::traffic::device_of;
 
@@ -418,4 +421,124 @@ fn idle_tcp_connections_survive_a_hung_device() {
             ),
         }
     }
+}
+
+/// Issue 16: SIGTERM of B's lbd with `drain_timeout` set. B gives tg-2 up before it drains:
+/// C rebuilds B's mirrored idle connections and takes tg-2, B's copies are closed silently,
+/// and B, left with nothing open, exits on its own well within the drain timeout. Every idle
+/// connection then carries a checksummed message intact through C.
+#[test]
+fn idle_tcp_connections_survive_a_sigterm_that_drains() {
+    if !prereqs() {
+        return;
+    }
+    const N: usize = 20;
+    let opts = ClusterOptions {
+        mirroring: true,
+        web_extra: "mirror = true\nidle_timeout = \"600s\"".into(),
+        drain_timeout: "20s".into(),
+        ..ClusterOptions::default()
+    };
+    let lab = ClusterLab::build("mirror_drain", opts).expect("building the lab");
+    five_tuple_hash(&lab);
+    let r = lab.wait_steady(Duration::from_secs(45));
+    lab.ok(r, "steady state");
+
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, TcpStream, u16)>();
+    let opened = lab.ok(
+        lab.client.run_in(move || {
+            let mut errs = Vec::new();
+            for i in 0..N {
+                let base = 20000 + (i as u16) * 50;
+                match open_via("b", base..base + 50) {
+                    Ok((c, port)) => {
+                        let _ = tx.send((i, c, port));
+                    }
+                    Err(e) => errs.push(e),
+                }
+            }
+            errs
+        }),
+        "opening idle connections",
+    );
+    lab.check(
+        opened.is_empty(),
+        format!("idle connections not opened: {opened:?}"),
+    );
+    let idle: Vec<(usize, TcpStream, u16)> = rx.try_iter().collect();
+    lab.check(idle.len() == N, format!("{} idle connections", idle.len()));
+
+    // C holds B's idle connections.
+    let t0 = Instant::now();
+    let synced = loop {
+        if let Ok(m) = lab.lbctl("c", &["show", "mirroring"]) {
+            let r = receiver(&m, "tg-2");
+            if r["in_sync"] == true
+                && r["records"]["tcp_connections"].as_u64().unwrap_or(0) >= N as u64
+            {
+                break true;
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    lab.check(synced, "c holds b's idle connections");
+
+    // SIGTERM B's lbd: the helper waits 5 s for it to exit before it kills it.
+    let t = Instant::now();
+    lab.ok(
+        lab.signal_daemon("b", Daemon::Lbd, libc::SIGTERM),
+        "SIGTERM b's lbd",
+    );
+    println!("b's lbd ended {:?} after SIGTERM", t.elapsed());
+    let log = std::fs::read_to_string(lab.lab.dir().join("lbd-b.log")).unwrap_or_default();
+    let drain: Vec<&str> = log.lines().filter(|l| l.contains("drain")).collect();
+    println!("b's drain:\n{}", drain.join("\n"));
+    lab.check(
+        log.contains("drain: giving up the traffic groups held here")
+            && log.contains("drain: traffic groups given up")
+            && log.contains("drain: every connection and flow has ended"),
+        "b gave tg-2 up, then drained to nothing and exited by itself",
+    );
+    let r = lab.wait_placement(&[("tg-2", "c")], Duration::from_secs(10));
+    lab.ok(r, "tg-2 on c");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let results: Vec<Result<(), String>> = lab.ok(
+        lab.client.run_in(move || {
+            let handles: Vec<_> = idle
+                .into_iter()
+                .map(|(i, mut c, port)| {
+                    std::thread::spawn(move || {
+                        let msg = message(i, 777, 1500);
+                        c.write_all(&msg)
+                            .map_err(|e| format!("port {port}: write {e}"))?;
+                        let back =
+                            read_n(&mut c, msg.len(), Instant::now() + Duration::from_secs(5))
+                                .map_err(|e| format!("port {port}: {e}"))?;
+                        if checksum(&back) != checksum(&msg) {
+                            return Err(format!("port {port}: wrong bytes"));
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
+                .collect()
+        }),
+        "idle connections after the SIGTERM",
+    );
+    let survived = results.iter().filter(|r| r.is_ok()).count();
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    println!(
+        "idle connections through b: {survived} of {N} survived b's SIGTERM; failed: {failed:?}"
+    );
+    lab.check(
+        survived >= N - 1,
+        format!("only {survived} of {N} idle connections survived: {failed:?}"),
+    );
 }

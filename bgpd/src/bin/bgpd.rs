@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.check {
         // Before logging is set up: every problem is printed once, by the report.
-        std::process::exit(bgpd::check::check(&args.config).print());
+        std::process::exit(bgpd::check::check(&args.config).print("bgpd"));
     }
     tracing_subscriber::fmt()
         .with_env_filter(

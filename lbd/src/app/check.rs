@@ -30,35 +30,7 @@ use crate::mirror::service::TrustFiles;
 use crate::mirror::trust;
 use crate::plugins::Registry;
 
-/// What [`check`] found.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Problems: each would stop a start (or leave a virtual server deaf). One line each.
-    pub problems: Vec<String>,
-    /// Things worth knowing that do not stop a start (plugin files skipped, an lbd running).
-    pub notes: Vec<String>,
-    /// The `ok` line, when there is no problem.
-    pub summary: String,
-}
-
-impl Report {
-    /// Prints the notes and the problems (stderr, `lbd: ` first) or the `ok` line (stdout);
-    /// returns the exit status: 0, or 2 when there is a problem.
-    pub fn print(&self) -> i32 {
-        for n in &self.notes {
-            eprintln!("lbd: note: {n}");
-        }
-        for p in &self.problems {
-            eprintln!("lbd: {p}");
-        }
-        if self.problems.is_empty() {
-            println!("{}", self.summary);
-            0
-        } else {
-            2
-        }
-    }
-}
+pub use spanlb_control::check::Report;
 
 /// Checks the configuration file at `path` and everything a start with it would open or
 /// bind (see the module documentation).

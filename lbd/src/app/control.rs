@@ -378,7 +378,26 @@ fn status(app: &App) -> Value {
         "connections": app.live().conns.len(),
         "persistence_records": app.live().persist.len(),
         "last_reload": last_reload,
+        "draining": draining(app, now),
     })
+}
+
+/// While lbd stops (SIGTERM): the drain's phase, what is still open and the time left;
+/// null otherwise.
+fn draining(app: &App, now: u64) -> Value {
+    let dp = &app.daemon.dp;
+    match dp.drain.status() {
+        Some((phase, deadline_ms)) => {
+            let open = dp.open();
+            json!({
+                "phase": phase,
+                "connections": open.connections,
+                "flows": open.flows,
+                "remaining_ms": deadline_ms.saturating_sub(now),
+            })
+        }
+        None => Value::Null,
+    }
 }
 
 fn summary_json(s: &ReloadSummary) -> Value {

@@ -40,6 +40,8 @@ pub enum DaemonError {
     Plugin(#[from] PluginError),
     #[error("device group: {0}")]
     DeviceGroup(String),
+    #[error("lbd is draining before it stops: no reload")]
+    Draining,
 }
 
 /// What a reload did.
@@ -183,6 +185,10 @@ impl Daemon {
     /// Applies a validated configuration.
     pub async fn apply(&self, cfg: Config) -> Result<ReloadSummary, DaemonError> {
         let mut tasks = self.tasks.lock().await;
+        // A reload would listen again on what the drain closed.
+        if self.dp.drain.is_draining() {
+            return Err(DaemonError::Draining);
+        }
         let old = self.dp.runtime.load_full();
         let new_keys: Vec<ListenerKey> = cfg
             .virtual_servers
@@ -328,6 +334,35 @@ impl Daemon {
                 spawn_monitor_with(Arc::new(spec.clone()), addr, source, on_change, on_success);
             tasks.monitors.insert(k, MonitorTask { spec, source, task });
         }
+    }
+
+    /// A step of the drain: marks the data path closed to new work and closes every TCP
+    /// listener, so that a new connection is refused (the kernel answers a
+    /// SYN with a reset; connections already queued and not yet accepted are reset too). UDP
+    /// listeners stay for the flows they have and open no new one. Returns how many TCP
+    /// listeners were closed; they are closed when it returns.
+    pub async fn stop_accepting(&self) -> usize {
+        let mut tasks = self.tasks.lock().await;
+        self.dp.drain.close();
+        let tcp: Vec<ListenerKey> = tasks
+            .listeners
+            .keys()
+            .filter(|k| k.1 == Protocol::Tcp)
+            .copied()
+            .collect();
+        let mut handles = Vec::new();
+        for k in &tcp {
+            for t in tasks.listeners.remove(k).unwrap_or_default() {
+                t.abort();
+                handles.push(t);
+            }
+        }
+        drop(tasks);
+        // An aborted accept loop drops its socket on its worker: wait for that.
+        for t in handles {
+            let _ = t.await;
+        }
+        tcp.len()
     }
 
     /// Stops every listener and monitor.

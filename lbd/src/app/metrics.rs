@@ -35,6 +35,7 @@
 //! | `takeover_rebuilt_total` | `when` (`before-addresses`, `after-addresses`) | mirrored TCP connections rebuilt at takeovers, before the floating addresses moved or after (`takeover_restore_budget` spent) |
 //! | `takeover_rebuild_failed_total` | | mirrored TCP connections a takeover could not rebuild |
 //! | `takeover_last_rebuild_seconds` | | the last takeover's TCP rebuild time, remainder included (0: none yet) |
+//! | `access_log_lines_total`, `access_log_dropped_total` | | access-log lines written; dropped (the file writer's queue full, or a write failed) |
 //! | `start_time_seconds` | | when lbd started (Unix time) |
 //! | `plugin_calls_total`, `plugin_keys_total`, `plugin_no_match_total`, `plugin_malformed_total`, `plugin_panics_total`, `plugin_timeouts_total`, `plugin_need_more_total` | `plugin` | what loaded plugins answered |
 //! | `plugin_enabled` | `plugin` | 0 once disabled after too many panics |
@@ -538,6 +539,19 @@ impl Collector for StateCollector {
                 "takeover_last_rebuild",
                 "How long the last takeover's TCP rebuild took, remainder included (0: none yet)",
                 [((), load(&t.last_rebuild_ms) as f64 / 1000.0)],
+            )?;
+            let a = &app.daemon.dp.access;
+            single_counter(
+                e,
+                "access_log_lines",
+                "Access-log lines written (to the log, or queued for access_log_file)",
+                load(&a.logged),
+            )?;
+            single_counter(
+                e,
+                "access_log_dropped",
+                "Access-log lines dropped: the file writer could not keep up or write",
+                load(&a.dropped),
             )?;
         }
         {

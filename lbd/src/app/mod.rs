@@ -18,6 +18,7 @@ pub mod check;
 mod context;
 pub mod control;
 pub mod daemon;
+pub mod drain;
 pub mod metrics;
 pub mod regroup;
 pub mod sync;
@@ -73,15 +74,30 @@ pub enum AppError {
     Sync(#[from] crate::configsync::DocumentError),
 }
 
+/// Runs lbd until `shutdown` resolves, then drains (see [`run_until`]) with no way to cut the
+/// drain short.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    run_until(config, config_path, shutdown, std::future::pending()).await
+}
+
 /// Runs lbd until `shutdown` resolves (see the module documentation for the order things
 /// start in). Unlike bgpd, lbd binds its control socket and metrics listener itself; the
 /// metrics listener first (`/healthz` answers 503 until ready), the control socket last:
 /// once the control socket exists, every virtual server listens and the device group runs
 /// (scripts and tests wait for the socket).
-pub async fn run(
+///
+/// Then it drains for up to `device.drain_timeout` ([`drain`]: traffic groups given up, the
+/// listeners closed, open connections waited for), cut short when `again` resolves (a second
+/// signal), and stops: the device group, the listeners and monitors, the control socket.
+pub async fn run_until(
     config: Config,
     config_path: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
+    again: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     // As many descriptors as allowed: the data path's budget is what is left of them after a
     // reserve (proxy::budget), measured once the listeners are bound.
@@ -260,13 +276,25 @@ pub async fn run(
         })
     };
     shutdown.await;
+    // No reload while stopping: it would listen again on what the drain closes.
+    hup.abort();
+    let limit = app.live().runtime.load().config.device.drain_timeout;
+    if limit.is_zero() {
+        let open = app.daemon.dp.open();
+        info!(
+            connections = open.connections,
+            flows = open.flows,
+            "stopping at once (drain_timeout = 0): open connections are closed"
+        );
+    } else {
+        drain::drain(&app, limit, again).await;
+    }
     info!("shutting down");
     if let Some(c) = &app.cluster {
         // Hand the traffic groups over: routes withdrawn, floating addresses removed, so that
         // this device's kernel does not keep answering for them.
         c.shutdown(Duration::from_secs(3)).await;
     }
-    hup.abort();
     sweeper.abort();
     control_task.abort();
     drop(metrics_task);

@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.check {
         // Before logging is set up: every problem is printed once, by the report.
-        std::process::exit(lbd::app::check::check(&args.config).print());
+        std::process::exit(lbd::app::check::check(&args.config).print("lbd"));
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -53,16 +53,28 @@ fn main() -> anyhow::Result<()> {
     let res = rt.block_on(async move {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+        // Counts SIGTERM and SIGINT: the first starts the drain, the second cuts it short.
+        let (tx, rx) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        let signals = |n: u32| {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|c| *c >= n).await;
             }
         };
-        lbd::app::run(config, Some(args.config), shutdown).await?;
+        lbd::app::run_until(config, Some(args.config), signals(1), signals(2)).await?;
         anyhow::Ok(())
     });
-    // Connections still open at shutdown are not waited for.
+    // Connections still open after the drain (device.drain_timeout) are not waited for: they
+    // close as the process exits.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     if let Err(e) = res {
         // Once: the messages carry their causes (`{e:#}` printed each one again per layer).

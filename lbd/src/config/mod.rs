@@ -109,6 +109,11 @@ pub struct Device {
     /// idlest connections.
     #[serde(default = "default_takeover_restore_budget", with = "duration")]
     pub takeover_restore_budget: std::time::Duration,
+    /// On SIGTERM / SIGINT: how long lbd waits for open TCP connections and UDP flows to end
+    /// (after giving up its traffic groups and closing its listeners) before it closes them
+    /// and exits. Zero: exit at once.
+    #[serde(default = "default_drain_timeout", with = "duration")]
+    pub drain_timeout: std::time::Duration,
     /// The device's static external self IP (informational; shown by `lbctl show device-group`).
     #[serde(default)]
     pub external_address: Option<IpAddr>,
@@ -138,6 +143,10 @@ pub struct Device {
     /// receives theirs.
     #[serde(default)]
     pub mirror_trust_dir: Option<PathBuf>,
+    /// Where the access log goes (JSON lines, appended; reopened after a rotation). Absent:
+    /// the log, as INFO events of target `access`.
+    #[serde(default)]
+    pub access_log_file: Option<PathBuf>,
     /// Mirrored UDP flows and TCP connections this device keeps per traffic group it
     /// receives; more are refused and counted (`lbd_mirror_records_over_limit_total`).
     #[serde(default = "default_mirror_max_records")]
@@ -165,6 +174,10 @@ fn default_plugin_call_timeout() -> std::time::Duration {
 
 fn default_takeover_restore_budget() -> std::time::Duration {
     std::time::Duration::from_secs(1)
+}
+
+fn default_drain_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 fn default_vip_interface() -> String {
@@ -315,6 +328,17 @@ pub struct VirtualServer {
     /// A disabled virtual server accepts nothing new.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// One access-log line per TCP connection: client, VIP, member, SNAT source, bytes each
+    /// way, duration, how it ended (to `device.access_log_file`, else to the log).
+    #[serde(default)]
+    pub access_log: bool,
+    /// The share of connections logged, 0 < r ≤ 1, evenly spread (0.1: every tenth).
+    #[serde(default = "default_access_log_sample")]
+    pub access_log_sample: f64,
+}
+
+fn default_access_log_sample() -> f64 {
+    1.0
 }
 
 fn default_first_data_timeout() -> Duration {
@@ -933,6 +957,15 @@ impl Config {
             let key = |k: &str| format!("virtual_servers.{name}.{k}");
             if vs.destination.port() == 0 {
                 return Err(bad(key("destination"), "port 0 is not a service port"));
+            }
+            if !(vs.access_log_sample > 0.0 && vs.access_log_sample <= 1.0) {
+                return Err(bad(
+                    key("access_log_sample"),
+                    format!(
+                        "{} is not a share of connections (0 < r <= 1)",
+                        vs.access_log_sample
+                    ),
+                ));
             }
             if vs.destination.ip().is_multicast() {
                 return Err(bad(

@@ -418,3 +418,17 @@ fn limits_and_passive_health_defaults() {
     let p = Config::from_toml(&on, "lbd.toml").unwrap().pools["web"].passive();
     assert_eq!((p.failures, p.retry), (5, Duration::from_secs(30)));
 }
+
+#[test]
+fn drain_timeout_defaults_to_30_seconds_and_takes_zero() {
+    let c = Config::from_toml(FULL, "x").unwrap();
+    assert_eq!(c.device.drain_timeout, Duration::from_secs(30));
+    let c = Config::from_toml(
+        &with("workers = 2", "workers = 2\ndrain_timeout = \"2s\""),
+        "x",
+    )
+    .unwrap();
+    assert_eq!(c.device.drain_timeout, Duration::from_secs(2));
+    let c = Config::from_toml(&with("workers = 2", "workers = 2\ndrain_timeout = 0"), "x").unwrap();
+    assert_eq!(c.device.drain_timeout, Duration::ZERO);
+}

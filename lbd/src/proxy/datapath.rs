@@ -56,6 +56,10 @@ pub struct DataPath {
     pub budget: Arc<super::budget::Budget>,
     /// What takeovers rebuilt here (see [`super::takeover`]).
     pub takeover: TakeoverStats,
+    /// The access log (see [`super::access`]).
+    pub access: super::access::AccessLog,
+    /// Set when lbd stops with connections open (see [`super::drain`]).
+    pub drain: super::drain::Drain,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -87,6 +91,8 @@ impl DataPath {
             udp_restore: DashMap::new(),
             budget: Arc::default(),
             takeover: Default::default(),
+            access: Default::default(),
+            drain: super::drain::Drain::default(),
         }
     }
 
@@ -119,6 +125,11 @@ impl DataPath {
             0 => tokio::spawn(f),
             n => self.workers[i % n].spawn(f),
         }
+    }
+
+    /// The TCP connections and UDP flows open now.
+    pub fn open(&self) -> super::drain::Open {
+        super::drain::Open::of(&self.budget)
     }
 
     /// The mirror tap, when mirroring is on and `enabled` (the virtual server or profile has

@@ -6,9 +6,11 @@
 //!
 //! Nothing here may block: sockets are non-blocking and every wait is bounded.
 
+pub mod access;
 pub mod batches;
 pub mod budget;
 pub mod datapath;
+pub mod drain;
 pub mod mirrored;
 pub mod relay;
 pub mod takeover;

@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::{debug, info, warn};
 
+use super::access::{End, Entry};
 use super::budget::{Permit, Side};
 use super::datapath::DataPath;
 use super::mirrored::{relay_mirrored, Ends, Mirrored};
@@ -147,13 +148,6 @@ async fn handle(
         return;
     }
     let _vs_current = CurrentGuard::new(vs.counters.clone());
-    let limit = vs.cfg.limit();
-    if limit > 0 && vs.counters.current.load(Ordering::Relaxed) > limit {
-        vs.counters.refused.fetch_add(1, Ordering::Relaxed);
-        debug!(virtual_server = %vs.name, client = %peer, "connection limit {limit} reached: reset");
-        reset(&client);
-        return;
-    }
     // TCP_NODELAY is inherited from the listener. The listener's own address is the VIP
     // unless it is a wildcard.
     let vip = if key.0.ip().is_unspecified() {
@@ -161,9 +155,32 @@ async fn handle(
     } else {
         key.0
     };
-    if let Err(e) = proxy(&dp, &vs, client, peer, vip).await {
+    let mut entry = Entry::new(peer, vip);
+    let limit = vs.cfg.limit();
+    if limit > 0 && vs.counters.current.load(Ordering::Relaxed) > limit {
+        vs.counters.refused.fetch_add(1, Ordering::Relaxed);
+        debug!(virtual_server = %vs.name, client = %peer, "connection limit {limit} reached: reset");
+        reset(&client);
+        entry.end = End::Limit;
+    } else if let Err(e) = proxy(&dp, &vs, client, peer, vip, &mut entry).await {
         debug!(virtual_server = %vs.name, client = %peer, "connection ended: {e}");
     }
+    access_log(&dp, &vs, &entry);
+}
+
+/// The access-log line of a connection that ended, when its virtual server logs and the
+/// sample takes it.
+fn access_log(dp: &DataPath, vs: &VsState, entry: &Entry) {
+    if !vs.cfg.access_log {
+        return;
+    }
+    let n = vs.counters.access_seen.fetch_add(1, Ordering::Relaxed) + 1;
+    if !super::access::sampled(n, vs.cfg.access_log_sample) {
+        return;
+    }
+    let rt = dp.runtime.load();
+    dp.access
+        .log(&vs.name, rt.config.device.access_log_file.as_deref(), entry);
 }
 
 /// Why a connect to a member failed.
@@ -236,6 +253,7 @@ async fn proxy(
     mut client: TcpStream,
     peer: SocketAddr,
     vip: SocketAddr,
+    entry: &mut Entry,
 ) -> std::io::Result<()> {
     let mut tried: Vec<usize> = Vec::new();
     // MAC masquerade: the interface the connection came in on names its traffic group.
@@ -267,6 +285,7 @@ async fn proxy(
             Err(why) => {
                 vs.counters.refused.fetch_add(1, Ordering::Relaxed);
                 reset(&client);
+                entry.end = End::NoMember;
                 let why = match why {
                     NoMember::NoneAvailable => "no available member",
                     NoMember::AllTried => "every member tried failed",
@@ -286,6 +305,7 @@ async fn proxy(
                 dp.budget.local_error(&e);
                 vs.counters.refused.fetch_add(1, Ordering::Relaxed);
                 reset(&client);
+                entry.end = End::LocalError;
                 return Err(std::io::Error::other(format!(
                     "local error connecting to {}: {e}: reset client",
                     choice.member.addr
@@ -303,6 +323,7 @@ async fn proxy(
                 if tried.len() >= MAX_ATTEMPTS {
                     vs.counters.refused.fetch_add(1, Ordering::Relaxed);
                     reset(&client);
+                    entry.end = End::NoMember;
                     return Err(std::io::Error::other(format!(
                         "{} members failed to connect, last: {e}",
                         tried.len()
@@ -318,6 +339,7 @@ async fn proxy(
     let member = &choice.member;
     let _member_current = CurrentGuard::new(member.counters.clone());
     let snat = server.local_addr().unwrap_or(vip);
+    (entry.member, entry.snat) = (Some(member.addr), Some(snat));
     let traffic_group = vs.snat_for_ingress(member.addr, ingress).1;
     let guard = dp.conns.insert(
         NewConn {
@@ -393,10 +415,22 @@ async fn proxy(
             {
                 Mirrored::Ended(r) => r,
                 // Both sockets are silenced: the connection lives on the new owner now.
-                Mirrored::Released => return Ok(()),
+                Mirrored::Released => {
+                    entry.bytes_up = live.bytes_in.load(Ordering::Relaxed);
+                    entry.bytes_down = live.bytes_out.load(Ordering::Relaxed);
+                    entry.end = End::Released;
+                    return Ok(());
+                }
             }
         }
         None => relay(&mut client, &mut server, up, down, live, idle).await,
+    };
+    entry.bytes_up = live.bytes_in.load(Ordering::Relaxed);
+    entry.bytes_down = live.bytes_out.load(Ordering::Relaxed);
+    entry.end = match &res {
+        Ok(RelayEnd::Closed) => End::Closed,
+        Ok(RelayEnd::Idle) => End::Idle,
+        Err(_) => End::Error,
     };
     finish(res, &client, &server)
 }

@@ -15,7 +15,8 @@
 //!    is gone the listener is being removed and the datagram is dropped). A disabled virtual
 //!    server creates nothing; one at its connection limit (live flows; `connection_limit`,
 //!    default 10,000 for UDP), with the data path's descriptor budget spent, or whose pool has no
-//!    member to take the flow, drops the datagram and counts it `refused`. The flow enters the
+//!    member to take the flow, drops the datagram and counts it `refused` (as it does while
+//!    lbd drains before it stops: `proxy::drain`). The flow enters the
 //!    connection table (protocol UDP, `snat` = the upstream socket's local address), counts as
 //!    current on the virtual server and the member, and refreshes the persistence record.
 //! 2. **Client → member** — the receive loop sends each datagram on the flow's upstream socket
@@ -480,6 +481,12 @@ impl Listener {
                         }
                     }
                 }
+            }
+            // lbd is stopping: the flows it has carry on, no new one is opened.
+            if self.dp.drain.is_draining() {
+                vs.counters.refused.fetch_add(1, Ordering::Relaxed);
+                trace!(virtual_server = %vs.name, %client, "udp flow refused: lbd is draining");
+                return;
             }
             // The flow's upstream socket is one descriptor of the data path's budget.
             let Some(permit) = self.dp.budget.try_take(1, Side::Udp) else {

@@ -28,7 +28,8 @@ pub enum Cmd {
     /// Show virtual servers, virtual addresses, pools, connections or persistence records.
     #[command(subcommand)]
     Show(Show),
-    /// Device, uptime, configuration file, object counts and the last reload.
+    /// Device, uptime, configuration file, object counts, the last reload, and the drain while
+    /// lbd stops.
     Status,
     /// Enable, disable or force offline a pool member.
     ///

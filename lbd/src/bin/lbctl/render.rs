@@ -708,6 +708,23 @@ fn show_status(d: &Value, now: u64) -> String {
             }
         }
     };
+    let draining = match &d["draining"] {
+        Value::Null => None,
+        dr => Some((
+            "draining",
+            format!(
+                "{} connections, {} flows open, {} left ({})",
+                num(&dr["connections"]),
+                num(&dr["flows"]),
+                span(num(&dr["remaining_ms"])),
+                if text(&dr["phase"]) == "traffic-groups" {
+                    "giving up traffic groups"
+                } else {
+                    "new connections refused"
+                }
+            ),
+        )),
+    };
     let rows = [
         ("device", text(&d["device"])),
         ("version", text(&d["version"])),
@@ -725,7 +742,11 @@ fn show_status(d: &Value, now: u64) -> String {
         ),
         ("last reload", reload),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<16} {v}\n")).collect()
+    rows.iter()
+        .cloned()
+        .chain(draining)
+        .map(|(k, v)| format!("{k:<16} {v}\n"))
+        .collect()
 }
 
 fn member_done(d: &Value) -> String {

@@ -391,12 +391,24 @@ impl Cluster {
                 })
             });
             if taken {
-                info!("shutdown: traffic groups released and taken over: {held:?}");
+                if !held.is_empty() {
+                    info!("shutdown: traffic groups released and taken over: {held:?}");
+                }
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         warn!("shutdown: not every traffic group was taken over within {limit:?}");
+    }
+
+    /// The peers alive and eligible now: those that can take over what this device holds.
+    pub async fn peers_to_take_over(&self) -> Vec<String> {
+        let st = self.driver.status().await;
+        st.devices
+            .into_iter()
+            .filter(|d| d.name != self.local.me && d.alive && d.eligible)
+            .map(|d| d.name)
+            .collect()
     }
 
     pub fn counters(&self) -> DriverCounters {

@@ -305,6 +305,12 @@ fn status_and_results() {
     d["last_reload"] = json!({"at_ms": now, "ok": true, "summary":
         {"listeners_added": ["tcp 1.2.3.4:80"], "listeners_removed": [], "virtual_servers": 1, "pools": 2}});
     assert!(show_status(&d, now).contains(": ok, 1 virtual server, 2 pools, listeners +1 -0\n"));
+    assert!(!show_status(&d, now).contains("draining"));
+    d["draining"] =
+        json!({"phase": "connections", "connections": 3, "flows": 1, "remaining_ms": 12_500});
+    assert!(show_status(&d, now).ends_with(
+        "draining         3 connections, 1 flows open, 12s left (new connections refused)\n"
+    ));
 
     let r = json!({"listeners_added": ["tcp 1.2.3.4:80"], "listeners_removed": ["udp 1.2.3.4:53"],
                    "virtual_servers": 1, "pools": 1});

@@ -1,7 +1,7 @@
-//! lbd's HTTP endpoint with the real `lbd` binary on loopback: `/healthz` once started, the
-//! metrics text strict OpenMetrics, and the connect and duration histograms counting a
-//! proxied connection. (503 before the listeners are bound is tested in process, in
-//! `app::metrics`: the window is too short to catch from outside.)
+//! lbd's HTTP endpoint with the real `lbd` binary on loopback: `/healthz` once started and
+//! 503 while draining, the metrics text strict OpenMetrics, and the connect and duration
+//! histograms counting a proxied connection. (503 before the listeners are bound is tested in
+//! process, in `app::metrics`: the window is too short to catch from outside.)
 
 mod common;
 
@@ -33,13 +33,13 @@ fn value(text: &str, line_start: &str) -> Option<f64> {
 }
 
 #[test]
-fn healthz_metrics_and_histograms() {
+fn healthz_metrics_histograms_and_the_drain() {
     let web = Server::start("web1", Behaviour::NameThenEcho);
     let (port, metrics_port) = (free_port(), free_port());
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
     let lbd = Lbd::start(&format!(
-        "metrics = \"{metrics}\"\nworkers = 1\n\n\
+        "metrics = \"{metrics}\"\nworkers = 1\ndrain_timeout = \"30s\"\n\n\
          [virtual_servers.web]\ndestination = \"{vip}\"\npool = \"web\"\n\
          [pools.web]\nmembers = [{{ address = \"{}\" }}]\n",
         web.addr
@@ -112,5 +112,20 @@ fn healthz_metrics_and_histograms() {
     ] {
         assert!(text.lines().any(|l| l.starts_with(want)), "{want}:\n{text}");
     }
+
+    // SIGTERM with a connection open: lbd drains, and says so on /healthz.
+    let mut held = connect(vip);
+    assert_eq!(read_line(&mut held), "web1");
+    lbd.signal(libc::SIGTERM);
+    let h = wait_for(
+        "/healthz 503 while draining",
+        Duration::from_secs(10),
+        || {
+            let h = get(metrics, "GET /healthz HTTP/1.0");
+            h.starts_with("HTTP/1.0 503 ").then_some(h)
+        },
+    );
+    assert!(body(&h).starts_with("not ready: draining"), "{h}");
+    drop(held);
     drop(lbd);
 }

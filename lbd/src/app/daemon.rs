@@ -127,10 +127,13 @@ impl Daemon {
     }
 
     /// `Ok` when every listener of the running configuration is bound and its accept tasks
-    /// run (`/healthz`); otherwise the first one that is not. While a reload holds the
+    /// run (`/healthz`); otherwise the first one that is not, or that lbd drains. While a reload holds the
     /// listeners' lock the answer is `Ok` once started: a reload binds the new listeners
     /// before it swaps the configuration, and the old ones serve until then.
     pub fn listeners_ready(&self) -> Result<(), String> {
+        if let Some((phase, _)) = self.dp.drain.status() {
+            return Err(format!("draining ({phase}): lbd is stopping"));
+        }
         let rt = self.dp.runtime.load();
         let Ok(tasks) = self.tasks.try_lock() else {
             return if self.started.load(std::sync::atomic::Ordering::Relaxed) {

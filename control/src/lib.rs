@@ -25,15 +25,16 @@
 //! - [`table`]: the plain-text tables `lbctl` and `bgpctl` print;
 //! - [`config_file`]: how both daemons read their TOML configuration files (kept case, one-line
 //!   errors naming the key, durations);
+//! - [`check`]: what a daemon's `--check` found and how it is printed;
+//! - [`logging`]: how both daemons write their log (`--log-format`, `--log-level`);
 //! - [`http`]: the daemons' HTTP endpoint, `/metrics` and `/healthz` (hyper), with the
-//!   `process_*` metrics and `build_info` both export;
-//! - [`check`]: what a daemon's `--check` found and how it is printed.
+//!   `process_*` metrics and `build_info` both export.
 //!
 //! Every failure of the client is an [`Error`].
 //!
-//! This crate does no logging and spawns nothing but [`http::serve`]'s one task per HTTP
-//! connection: the daemons keep their own policies (how many clients, what to log) and call
-//! into it.
+//! Apart from setting the log output up ([`logging::init`]) and [`http::serve`]'s one task
+//! per HTTP connection, this crate does no logging and spawns nothing: the daemons keep their
+//! own policies (how many clients, what to log) and call into it.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -46,6 +47,7 @@ pub mod config_file;
 pub mod framing;
 pub mod http;
 pub mod lbd;
+pub mod logging;
 pub mod table;
 
 mod error;

@@ -291,12 +291,14 @@ pub fn spawn_sender(
     let connector = TlsConnector::from(tls);
     let task = tokio::spawn(async move {
         let mut backoff = cfg.backoff_min;
+        // A peer that stays away is logged once per distinct error, not at every retry.
+        let mut last_error: Option<String> = None;
         loop {
             let addrs = std::iter::once((cfg.primary, cfg.local_primary))
                 .chain(cfg.secondary.map(|a| (a, cfg.local_secondary)));
             for (addr, local) in addrs {
                 let started = tokio::time::Instant::now();
-                match sender_session(
+                let ended = sender_session(
                     &cfg,
                     &connector,
                     server_name.clone(),
@@ -304,22 +306,31 @@ pub fn spawn_sender(
                     &shared,
                     &*source,
                 )
-                .await
-                {
-                    Ok(()) => {}
-                    Err(e) => tracing::info!(
-                        traffic_group = %cfg.traffic_group, peer = %addr, error = %e,
-                        "mirror: sender connection ended"
-                    ),
+                .await;
+                // A session that lasted resets the backoff, and its end is news.
+                let lasted = started.elapsed() > cfg.backoff_max;
+                if lasted {
+                    backoff = cfg.backoff_min;
+                    last_error = None;
+                }
+                match ended {
+                    Ok(()) => last_error = None,
+                    Err(e) => {
+                        let text = e.to_string();
+                        if last_error.as_deref() == Some(text.as_str()) {
+                            tracing::debug!(traffic_group = %cfg.traffic_group, peer = %addr,
+                                error = %e, "mirror: sender connection ended (again)");
+                        } else {
+                            tracing::info!(traffic_group = %cfg.traffic_group, peer = %addr,
+                                error = %e, "mirror: sender connection ended");
+                            last_error = Some(text);
+                        }
+                    }
                 }
                 {
                     let mut st = lock(&shared.st);
                     st.sender.disconnected();
                     st.capture = None;
-                }
-                // A session that lasted resets the backoff.
-                if started.elapsed() > cfg.backoff_max {
-                    backoff = cfg.backoff_min;
                 }
             }
             tokio::time::sleep(backoff).await;

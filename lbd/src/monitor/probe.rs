@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::fsm::{Input, MonitorFsm, Output};
 use super::{Health, MonitorSpec, ProbeKind};
@@ -367,7 +367,8 @@ async fn run(
                     in_flight = Some((id, deadline, fut));
                 }
                 Output::HealthChanged { from, to, reason } => {
-                    info!(monitor = %spec.name, %target, %from, %to, "member {to}: {reason}");
+                    // The daemon logs the change with its pool (`member is now …`).
+                    debug!(monitor = %spec.name, %target, %from, %to, "member {to}: {reason}");
                     on_change(to, &reason);
                 }
             }

@@ -6,7 +6,10 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: run as root (network namespaces and apt need it)" >&2
   exit 1
 fi
-pkgs=(frr bird2 gobgpd exabgp iproute2 iputils-ping procps psmisc python3 ethtool tcpdump time sip-tester openssl)
+# systemd (systemd-analyze), man-db and binutils (strip): the package test (tests/tests/package.rs)
+# verifies the units, their man: references, and builds the .deb with packaging/build-deb.sh.
+pkgs=(frr bird2 gobgpd exabgp iproute2 iputils-ping procps psmisc python3 ethtool tcpdump time sip-tester openssl
+  systemd man-db binutils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -103,7 +103,15 @@ impl Shared {
     }
 
     /// Reads the configuration file again and applies it (SIGHUP, `bgpctl reload`).
+    /// systemd hears RELOADING=1 before and READY=1 after, whatever the outcome.
     pub async fn reload_file(&self) -> Result<reload::Summary, String> {
+        notify_systemd(&reloading());
+        let res = self.reload_file_now().await;
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        res
+    }
+
+    async fn reload_file_now(&self) -> Result<reload::Summary, String> {
         let path = self
             .config_path
             .clone()
@@ -377,10 +385,11 @@ pub async fn run_from(
     }
     if shared.config_path.is_some() {
         let s = shared.clone();
+        // Registered here, before READY=1, not in the task: a SIGHUP that comes right after
+        // READY reloads rather than kills (SIGHUP's default action).
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         tasks.push(tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
+            let Ok(mut hup) = hup else {
                 return;
             };
             while hup.recv().await.is_some() {
@@ -410,7 +419,12 @@ pub async fn run_from(
         );
     }
 
+    // Listeners bound, sessions starting, the control socket served: a `Type=notify` unit
+    // (packaging/systemd) starts lbd, ordered after bgpd, now.
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+
     shutdown.await;
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     info!("shutting down: withdrawing every route");
     // Stop taking control requests first, so nothing is announced after the withdraw.
     for t in &tasks {
@@ -460,6 +474,25 @@ pub async fn run_from(
     let _ = std::fs::remove_file(&marker);
     info!("bgpd stopped");
     Ok(())
+}
+
+/// Tells systemd where bgpd is (sd_notify(3); the `Type=notify` unit in packaging/systemd):
+/// READY=1 once it serves, RELOADING=1 and READY=1 around a reload, STOPPING=1 at shutdown.
+/// A no-op when $NOTIFY_SOCKET is unset (bgpd not started by systemd); a failure to send is
+/// logged at debug level and changes nothing else.
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+/// RELOADING=1 with the MONOTONIC_USEC systemd asks a reload notification to carry.
+fn reloading() -> Vec<sd_notify::NotifyState<'static>> {
+    let mut v = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(t) = sd_notify::NotifyState::monotonic_usec_now() {
+        v.push(t);
+    }
+    v
 }
 
 /// The file that exists while bgpd runs (next to its control socket).

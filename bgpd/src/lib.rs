@@ -12,6 +12,7 @@
 
 pub mod bfd;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,10 +1,8 @@
 //! `bgpctl`: talks to bgpd's control socket. Every show command takes `--json`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use ipnet::IpNet;
+use clap::Parser;
 use serde_json::Value;
 use spanlb_control::bgpd::{
     AdjRibOut, AsSegment, BfdSessions, Neighbors, PathAttrs, Reloaded, Request, Response,
@@ -14,71 +12,8 @@ use spanlb_control::client::Client;
 use spanlb_control::table::{Align, Table};
 use spanlb_control::Envelope;
 
-#[derive(Parser, Debug)]
-#[command(name = "bgpctl", version, about = "Control and inspect spanlb's bgpd")]
-struct Args {
-    /// bgpd's control socket.
-    #[arg(short, long, default_value = "/run/spanlb/bgpd.sock", global = true)]
-    socket: PathBuf,
-    /// Print the daemon's JSON answer instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Neighbors and their session state.
-    Neighbors,
-    /// The neighbors' BFD sessions (RFC 5880): state, timers in force, discriminators.
-    Bfd,
-    /// The route table (what bgpd originates), or with --neighbor / --adj-rib-out what each
-    /// neighbor was sent.
-    Routes {
-        /// Show the Adj-RIB-Out of this neighbor.
-        #[arg(long)]
-        neighbor: Option<std::net::IpAddr>,
-        /// Show the Adj-RIB-Out of every neighbor.
-        #[arg(long)]
-        adj_rib_out: bool,
-    },
-    /// Announce a route. Routes added by bgpctl are persistent: they stay after bgpctl exits.
-    Announce {
-        prefix: IpNet,
-        #[arg(long)]
-        path_id: Option<u32>,
-        /// "self" or an address (a third-party next hop such as a floating self IP).
-        #[arg(long, default_value = "self")]
-        next_hop: String,
-        #[arg(long)]
-        med: Option<u32>,
-        /// Extra copies of our AS to prepend.
-        #[arg(long, default_value_t = 0)]
-        prepend: u8,
-        /// Community ASN:VALUE or a well-known name; repeatable.
-        #[arg(long = "community")]
-        communities: Vec<String>,
-        /// Large community A:B:C; repeatable.
-        #[arg(long = "large-community")]
-        large_communities: Vec<String>,
-        #[arg(long, default_value = "igp")]
-        origin: String,
-    },
-    /// Read bgpd's configuration file again and apply it, as SIGHUP does: neighbors added,
-    /// removed or (changed) reset, `[[route]]`s announced or withdrawn as a diff. A file that
-    /// does not validate, or changes what needs a restart, is refused and nothing changes.
-    Reload,
-    /// Withdraw a route.
-    Withdraw {
-        prefix: IpNet,
-        #[arg(long)]
-        path_id: Option<u32>,
-        /// Announce it with GRACEFUL_SHUTDOWN (RFC 8326) for the configured linger time first.
-        #[arg(long)]
-        graceful: bool,
-    },
-}
+// The command line is bgpd::cli::bgpctl (the packaging generates man pages from it).
+use bgpd::cli::bgpctl::{Args, Cmd};
 
 /// The control request for a command; an argument bgpd would refuse is an error here.
 fn request(cmd: &Cmd) -> Result<Request, String> {

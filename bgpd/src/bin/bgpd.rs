@@ -1,25 +1,10 @@
 //! `bgpd`: spanlb's BGP speaker. See the README for the configuration reference.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "bgpd",
-    version,
-    about = "spanlb BGP speaker: announces VIPs and floating self-IP routes"
-)]
-struct Args {
-    /// Configuration file (TOML).
-    #[arg(short, long, default_value = "/etc/spanlb/bgpd.toml")]
-    config: PathBuf,
-    /// Check the configuration and exit.
-    #[arg(long)]
-    check: bool,
-}
+use bgpd::cli::Bgpd as Args;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();

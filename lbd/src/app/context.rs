@@ -64,7 +64,17 @@ impl App {
     /// The device-group file is read again too: a change that a running lbd takes
     /// (`cluster::membership`) is taken live after the rest; one that needs a restart refuses
     /// the whole reload, before anything changed.
+    ///
+    /// systemd hears RELOADING=1 before and READY=1 after, whatever the outcome (a refused
+    /// reload leaves the running configuration serving).
     pub async fn reload(&self) -> Result<ReloadSummary, DaemonError> {
+        super::systemd::notify(&super::systemd::reloading());
+        let res = self.reload_now().await;
+        super::systemd::notify(&[sd_notify::NotifyState::Ready]);
+        res
+    }
+
+    async fn reload_now(&self) -> Result<ReloadSummary, DaemonError> {
         let group = match &self.cluster {
             Some(c) => {
                 let g = GroupConfig::load(&c.local.group_file)?;

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod regroup;
 pub mod sync;
 mod syncnet;
+mod systemd;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -263,10 +264,11 @@ pub async fn run_until(
     drop(rt);
     let hup = {
         let app = app.clone();
+        // Registered here, before READY=1, not in the task: a SIGHUP that comes right after
+        // READY reloads rather than kills (SIGHUP's default action).
+        let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         tokio::spawn(async move {
-            let Ok(mut sig) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
+            let Ok(mut sig) = sig else {
                 return;
             };
             while sig.recv().await.is_some() {
@@ -275,7 +277,11 @@ pub async fn run_until(
             }
         })
     };
+    // Listeners bound, the device group running, the control socket answering, SIGHUP
+    // taken: a `Type=notify` unit (packaging/systemd) starts what is ordered after lbd now.
+    systemd::notify(&[sd_notify::NotifyState::Ready]);
     shutdown.await;
+    systemd::notify(&[sd_notify::NotifyState::Stopping]);
     // No reload while stopping: it would listen again on what the drain closes.
     hup.abort();
     let limit = app.live().runtime.load().config.device.drain_timeout;

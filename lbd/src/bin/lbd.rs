@@ -1,24 +1,9 @@
 //! `lbd`: spanlb's load balancer. See the README for the configuration reference.
 
-use std::path::PathBuf;
-
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "lbd",
-    version,
-    about = "spanlb load balancer: virtual servers, pools, monitors, SNAT (TCP and UDP full proxy)"
-)]
-struct Args {
-    /// Configuration file (TOML).
-    #[arg(short, long, default_value = "/etc/spanlb/lbd.toml")]
-    config: PathBuf,
-    /// Check the configuration and exit.
-    #[arg(long)]
-    check: bool,
-}
+use lbd::cli::Lbd as Args;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();

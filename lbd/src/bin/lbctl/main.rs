@@ -18,7 +18,8 @@ use spanlb_control::client::Client;
 use spanlb_control::lbd::Request;
 use spanlb_control::Error;
 
-mod args;
+// The command line is lbd::cli::lbctl (the packaging generates man pages from it).
+use lbd::cli::lbctl as args;
 mod render;
 mod trust;
 

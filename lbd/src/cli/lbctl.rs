@@ -1,4 +1,7 @@
 //! lbctl's command line (clap) and the control request each command sends.
+//!
+//! In the library (not the `lbctl` binary) so that the packaging's generator
+//! (`spanlb-packaging`) writes lbctl's man page and shell completions from the same definition.
 
 use std::path::PathBuf;
 
@@ -300,7 +303,6 @@ pub fn request(cmd: &Cmd) -> Option<Request> {
 }
 
 /// The arguments after `lbctl` (tests).
-#[cfg(test)]
 pub fn parse(args: &[&str]) -> Result<Args, clap::Error> {
     Args::try_parse_from(std::iter::once("lbctl").chain(args.iter().copied()))
 }

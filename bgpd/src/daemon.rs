@@ -296,6 +296,11 @@ pub async fn run_from(
 ) -> Result<(), DaemonError> {
     let config_policy = config.control_policy("configuration")?;
     let metrics = Arc::new(Metrics::new());
+    // Served first of all: `/healthz` answers 503 until everything below is set up.
+    let _metrics_task = metrics_listener.map(|l| {
+        let ep: Arc<dyn spanlb_control::http::Endpoint> = metrics.clone();
+        AbortOnDrop(tokio::spawn(spanlb_control::http::serve(l, ep)))
+    });
     let table: SharedTable = Arc::new(Mutex::new(RouteTable::with_size_gauge(
         metrics.routes.clone(),
     )));
@@ -405,12 +410,7 @@ pub async fn run_from(
         gate,
         shared.clone(),
     )));
-    if let Some(m) = metrics_listener {
-        tasks.push(tokio::spawn(crate::metrics::serve(
-            m,
-            shared.metrics.clone(),
-        )));
-    }
+    shared.metrics.set_ready();
     {
         let c = shared.config();
         info!(
@@ -556,5 +556,14 @@ fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(Into::into).unwrap_or(ip),
         v4 => v4,
+    }
+}
+
+/// Aborts its task when dropped (the metrics endpoint, when [`run_from`] returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

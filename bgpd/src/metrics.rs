@@ -1,5 +1,18 @@
-//! Prometheus metrics (text exposition over a small HTTP endpoint).
+//! bgpd's metrics (prefix `bgpd_`; the `process_*` metrics have none) and readiness, served by
+//! [`spanlb_control::http`] on `/metrics` and `/healthz`.
+//!
+//! States are StateSet-like gauges: `session_state{neighbor,state}` has one sample per RFC 4271
+//! state (`idle`, `connect`, `active`, `open-sent`, `open-confirm`, `established`) and
+//! `bfd_session_state{neighbor,state}` one per RFC 5880 state (`admin-down`, `down`, `init`,
+//! `up`), 1 for the current one and 0 for the others.
+//!
+//! Readiness ([`Metrics::set_ready`]): bgpd is ready once started — its BGP listeners accept
+//! (with every neighbor's TCP-MD5/GTSM settings), every neighbor task and BFD session is set
+//! up, and the control socket serves. It does not wait for a session to be Established: a
+//! router being down is not bgpd's failure, and restarting bgpd would not bring it up; the
+//! sessions' states are in the metrics.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -7,14 +20,20 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
+use crate::bfd::State as BfdState;
 use crate::fsm::State;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NeighborLabel {
     pub neighbor: String,
+}
+
+/// A neighbor and one of its possible states (StateSet-like gauges).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub neighbor: String,
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,9 +46,8 @@ pub struct MessageLabel {
 /// Every bgpd metric.
 pub struct Metrics {
     pub registry: Registry,
-    /// RFC 4271 state as a number: 1 Idle, 2 Connect, 3 Active, 4 OpenSent, 5 OpenConfirm,
-    /// 6 Established.
-    pub session_state: Family<NeighborLabel, Gauge>,
+    /// RFC 4271 state: 1 for the current state, 0 for the others ([`Metrics::set_session_state`]).
+    pub session_state: Family<StateLabel, Gauge>,
     pub established_transitions: Family<NeighborLabel, Counter>,
     pub messages_in: Family<MessageLabel, Counter>,
     pub messages_out: Family<MessageLabel, Counter>,
@@ -44,8 +62,8 @@ pub struct Metrics {
     pub send_hold_expired: Family<NeighborLabel, Counter>,
     /// ROUTE-REFRESHes deferred because the peer was behind (at most one waits per family).
     pub refreshes_coalesced: Family<NeighborLabel, Counter>,
-    /// BFD session state (RFC 5880 §4.1): 0 AdminDown, 1 Down, 2 Init, 3 Up.
-    pub bfd_state: Family<NeighborLabel, Gauge>,
+    /// BFD session state (RFC 5880 §4.1): 1 for the current state ([`Metrics::set_bfd_state`]).
+    pub bfd_state: Family<StateLabel, Gauge>,
     /// Times the BFD session left Up for a path failure (each closes the BGP session).
     pub bfd_down: Family<NeighborLabel, Counter>,
     pub routes: Gauge,
@@ -54,6 +72,8 @@ pub struct Metrics {
     /// What the control socket refused or closed (`control_clients_refused_total`,
     /// `control_connections_closed_total`, `control_requests_refused_total`).
     pub control: Arc<spanlb_control::access::Stats>,
+    /// Set once started (`/healthz`).
+    ready: AtomicBool,
 }
 
 /// A counter family: name, help, `(reason, value)` samples.
@@ -65,6 +85,7 @@ struct ControlCollector(Arc<spanlb_control::access::Stats>);
 
 impl prometheus_client::collector::Collector for ControlCollector {
     fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        spanlb_control::http::build_info(&mut enc, env!("CARGO_PKG_VERSION"))?;
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::MetricType;
@@ -112,7 +133,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut m = Metrics {
-            registry: Registry::with_prefix("bgpd"),
+            registry: Registry::default(),
             session_state: Family::default(),
             established_transitions: Family::default(),
             messages_in: Family::default(),
@@ -131,87 +152,89 @@ impl Metrics {
             control_clients: Gauge::default(),
             rejected_connections: Counter::default(),
             control: Arc::default(),
+            ready: AtomicBool::new(false),
         };
         m.registry
-            .register_collector(Box::new(ControlCollector(m.control.clone())));
-        m.registry.register(
+            .register_collector(Box::new(spanlb_control::http::ProcessCollector));
+        let r = m.registry.sub_registry_with_prefix("bgpd");
+        r.register_collector(Box::new(ControlCollector(m.control.clone())));
+        r.register(
             "session_state",
-            "RFC 4271 session state (1 Idle .. 6 Established)",
+            "RFC 4271 session state: 1 for the current state, 0 for the others",
             m.session_state.clone(),
         );
-        m.registry.register(
+        r.register(
             "session_established_transitions",
             "Times the session reached Established",
             m.established_transitions.clone(),
         );
-        m.registry.register(
+        r.register(
             "messages_received",
             "BGP messages received by kind",
             m.messages_in.clone(),
         );
-        m.registry.register(
+        r.register(
             "messages_sent",
             "BGP messages sent by kind",
             m.messages_out.clone(),
         );
-        m.registry.register(
+        r.register(
             "prefixes_advertised",
             "Prefixes in the Adj-RIB-Out",
             m.prefixes_advertised.clone(),
         );
-        m.registry.register(
+        r.register(
             "prefixes_received",
             "Prefixes in the Adj-RIB-In",
             m.prefixes_received.clone(),
         );
-        m.registry.register(
+        r.register(
             "updates_treated_as_withdraw",
             "UPDATEs with attribute errors handled per RFC 7606",
             m.updates_treated_as_withdraw.clone(),
         );
-        m.registry.register(
+        r.register(
             "notifications_received",
             "NOTIFICATIONs received by code/subcode",
             m.notifications_in.clone(),
         );
-        m.registry.register(
+        r.register(
             "notifications_sent",
             "NOTIFICATIONs sent by code/subcode",
             m.notifications_out.clone(),
         );
-        m.registry.register(
+        r.register(
             "session_task_panics",
             "Neighbor tasks that panicked and were started again",
             m.session_task_panics.clone(),
         );
-        m.registry.register(
+        r.register(
             "send_hold_expired",
             "Sessions closed by the send hold timer (RFC 9687)",
             m.send_hold_expired.clone(),
         );
-        m.registry.register(
+        r.register(
             "route_refreshes_deferred",
             "ROUTE-REFRESH requests deferred while the peer was behind",
             m.refreshes_coalesced.clone(),
         );
-        m.registry.register(
+        r.register(
             "bfd_session_state",
-            "BFD session state (0 AdminDown, 1 Down, 2 Init, 3 Up)",
+            "BFD session state: 1 for the current state, 0 for the others",
             m.bfd_state.clone(),
         );
-        m.registry.register(
+        r.register(
             "bfd_session_down",
             "Times the BFD session went down for a path failure, closing the BGP session",
             m.bfd_down.clone(),
         );
-        m.registry
-            .register("routes", "Route intents in the table", m.routes.clone());
-        m.registry.register(
+        r.register("routes", "Route intents in the table", m.routes.clone());
+        r.register(
             "control_clients",
             "Connected control clients",
             m.control_clients.clone(),
         );
-        m.registry.register(
+        r.register(
             "rejected_connections",
             "Inbound connections from unknown addresses",
             m.rejected_connections.clone(),
@@ -219,15 +242,45 @@ impl Metrics {
         m
     }
 
-    pub fn state_value(s: State) -> i64 {
-        match s {
-            State::Idle => 1,
-            State::Connect => 2,
-            State::Active => 3,
-            State::OpenSent => 4,
-            State::OpenConfirm => 5,
-            State::Established => 6,
+    /// Sets `neighbor`'s session state: 1 for `s`, 0 for the other states.
+    pub fn set_session_state(&self, neighbor: &NeighborLabel, s: State) {
+        for st in [
+            State::Idle,
+            State::Connect,
+            State::Active,
+            State::OpenSent,
+            State::OpenConfirm,
+            State::Established,
+        ] {
+            let label = StateLabel {
+                neighbor: neighbor.neighbor.clone(),
+                state: session_state_name(st).to_string(),
+            };
+            self.session_state
+                .get_or_create(&label)
+                .set(i64::from(st == s));
         }
+    }
+
+    /// Sets `neighbor`'s BFD session state: 1 for `s`, 0 for the other states.
+    pub fn set_bfd_state(&self, neighbor: &NeighborLabel, s: BfdState) {
+        for st in [
+            BfdState::AdminDown,
+            BfdState::Down,
+            BfdState::Init,
+            BfdState::Up,
+        ] {
+            let label = StateLabel {
+                neighbor: neighbor.neighbor.clone(),
+                state: bfd_state_name(st).to_string(),
+            };
+            self.bfd_state.get_or_create(&label).set(i64::from(st == s));
+        }
+    }
+
+    /// bgpd is started (see the module documentation): `/healthz` answers 200 from now on.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
     }
 
     pub fn encode(&self) -> String {
@@ -238,41 +291,74 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` (any path, really) until the task is dropped. A deliberately tiny
-/// HTTP/1.0 responder: one request per connection, bounded request size, no keep-alive.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
+/// The `state` label of an RFC 4271 state.
+pub fn session_state_name(s: State) -> &'static str {
+    match s {
+        State::Idle => "idle",
+        State::Connect => "connect",
+        State::Active => "active",
+        State::OpenSent => "open-sent",
+        State::OpenConfirm => "open-confirm",
+        State::Established => "established",
+    }
+}
+
+/// The `state` label of an RFC 5880 state.
+pub fn bfd_state_name(s: BfdState) -> &'static str {
+    match s {
+        BfdState::AdminDown => "admin-down",
+        BfdState::Down => "down",
+        BfdState::Init => "init",
+        BfdState::Up => "up",
+    }
+}
+
+impl spanlb_control::http::Endpoint for Metrics {
+    fn metrics(&self) -> String {
+        self.encode()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("starting: neighbors, BFD sessions and the control socket are being set up".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spanlb_control::http::{check_openmetrics, Endpoint};
+
+    use super::*;
+
+    #[test]
+    fn states_are_state_sets_and_ready_waits_for_the_start() {
+        let m = Metrics::new();
+        let why = m.ready().unwrap_err();
+        assert!(why.starts_with("starting"), "{why}");
+        let n = NeighborLabel {
+            neighbor: "192.0.2.1".into(),
         };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let mut n = 0;
-            // Read until the end of the request head, 2 KiB at most, 5 s at most.
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                while n < buf.len() {
-                    match sock.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let body = metrics.encode();
-            let head = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
+        m.set_session_state(&n, State::OpenSent);
+        m.set_session_state(&n, State::Established);
+        m.set_bfd_state(&n, BfdState::Up);
+        let text = m.encode();
+        check_openmetrics(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        for (state, v) in [("established", 1), ("open-sent", 0), ("idle", 0)] {
+            let line =
+                format!("bgpd_session_state{{neighbor=\"192.0.2.1\",state=\"{state}\"}} {v}");
+            assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+        }
+        for (state, v) in [("up", 1), ("down", 0), ("admin-down", 0), ("init", 0)] {
+            let line =
+                format!("bgpd_bfd_session_state{{neighbor=\"192.0.2.1\",state=\"{state}\"}} {v}");
+            assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+        }
+        assert!(text.contains("bgpd_build_info{version=\""), "{text}");
+        assert!(text.contains("\nprocess_start_time_seconds "), "{text}");
+        m.set_ready();
+        assert_eq!(m.ready(), Ok(()));
     }
 }

@@ -325,7 +325,7 @@ async fn supervise(mut make: impl FnMut() -> Peer, mut rx: Receivers) {
             (s.since, s.since_ms) = (unix_now_ms() / 1000, unix_now_ms());
             s.last_reason = format!("internal error: the session task panicked ({what})");
         }
-        metrics.session_state.get_or_create(&label).set(1);
+        metrics.set_session_state(&label, State::Idle);
         metrics.session_task_panics.get_or_create(&label).inc();
         tokio::time::sleep(RESTART_AFTER_PANIC).await;
         // Events of the old task's connections (their tasks are aborted) must not reach the
@@ -627,10 +627,7 @@ impl Peer {
     fn on_bfd(&mut self, st: bfd::Status) {
         let prev = self.bfd_state.replace(st.state);
         self.status.lock().expect("status lock").bfd = Some(st.state.name().to_string());
-        self.metrics
-            .bfd_state
-            .get_or_create(&self.label)
-            .set(i64::from(st.state.code()));
+        self.metrics.set_bfd_state(&self.label, st.state);
         if prev != Some(BfdState::Up) || st.state == BfdState::Up {
             return;
         }
@@ -1234,10 +1231,7 @@ impl Peer {
     }
 
     fn set_state_metric(&self, s: State) {
-        self.metrics
-            .session_state
-            .get_or_create(&self.label)
-            .set(Metrics::state_value(s));
+        self.metrics.set_session_state(&self.label, s);
     }
 
     fn set_reason(&self, r: String) {

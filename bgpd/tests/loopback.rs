@@ -84,6 +84,21 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     out
 }
 
+/// One request (`request_line`, HTTP/1.0) to the endpoint at `addr`; the whole answer.
+async fn get(addr: std::net::SocketAddr, request_line: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{request_line}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
 async fn wait_for(what: &str, c: &mut Client, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -168,18 +183,30 @@ async fn two_speakers_exchange_routes_and_fate_sharing_withdraws() {
     // Prometheus metrics say the same.
     let text = scrape(a.metrics).await;
     for want in [
-        "bgpd_session_state{neighbor=\"127.0.0.1\"} 6",
+        "bgpd_session_state{neighbor=\"127.0.0.1\",state=\"established\"} 1",
+        "bgpd_session_state{neighbor=\"127.0.0.1\",state=\"idle\"} 0",
         "bgpd_prefixes_advertised{neighbor=\"127.0.0.1\"} 4",
         "bgpd_routes 4",
         "bgpd_messages_sent_total{neighbor=\"127.0.0.1\",kind=\"open\"} 1",
     ] {
         assert!(text.contains(want), "metrics lack `{want}`:\n{text}");
     }
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    spanlb_control::http::check_openmetrics(body).unwrap_or_else(|e| panic!("{e}:\n{body}"));
+    for want in ["bgpd_build_info{version=", "process_open_fds "] {
+        assert!(body.lines().any(|l| l.starts_with(want)), "{want}:\n{body}");
+    }
     let text = scrape(b.metrics).await;
     assert!(
         text.contains("bgpd_prefixes_received{neighbor=\"127.0.0.1\"} 4"),
         "{text}"
     );
+    // Started: ready (it does not wait for Established; see bgpd::metrics).
+    let health = get(b.metrics, "GET /healthz HTTP/1.0").await;
+    assert!(health.starts_with("HTTP/1.0 200 OK"), "{health}");
+    assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
+    let other = get(b.metrics, "GET / HTTP/1.0").await;
+    assert!(other.starts_with("HTTP/1.0 404 "), "{other}");
 
     let out = ca.call(&Request::AdjRibOut { neighbor: None }).await;
     assert_eq!(

@@ -26,13 +26,15 @@
 //! - [`config_file`]: how both daemons read their TOML configuration files (kept case, one-line
 //!   errors naming the key, durations);
 //! - [`check`]: what a daemon's `--check` found and how it is printed;
-//! - [`logging`]: how both daemons write their log (`--log-format`, `--log-level`).
+//! - [`logging`]: how both daemons write their log (`--log-format`, `--log-level`);
+//! - [`http`]: the daemons' HTTP endpoint, `/metrics` and `/healthz` (hyper), with the
+//!   `process_*` metrics and `build_info` both export.
 //!
 //! Every failure of the client is an [`Error`].
 //!
-//! Apart from setting the log output up ([`logging::init`]), this crate does no logging and
-//! spawns nothing: the daemons keep their own policies (how
-//! many clients, what to log) and call into it.
+//! Apart from setting the log output up ([`logging::init`]) and [`http::serve`]'s one task
+//! per HTTP connection, this crate does no logging and spawns nothing: the daemons keep their
+//! own policies (how many clients, what to log) and call into it.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -43,6 +45,7 @@ pub mod check;
 pub mod client;
 pub mod config_file;
 pub mod framing;
+pub mod http;
 pub mod lbd;
 pub mod logging;
 pub mod table;

@@ -70,6 +70,80 @@ impl Counters {
     }
 }
 
+/// A histogram the data path records into without locks: one atomic count per bucket, the
+/// sum in nanoseconds. Values are seconds; the last bucket is +Inf.
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    bounds: &'static [f64],
+    /// One more than `bounds`: the +Inf bucket.
+    counts: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        AtomicHistogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation: two relaxed atomic adds.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// `(sum in seconds, count, per-bucket counts)`, the last bound `f64::MAX` (+Inf), as
+    /// prometheus-client's `encode_histogram` takes them (it accumulates).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.counts.iter().map(|c| c.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
+}
+
+/// Upstream connect time buckets, seconds: 0.5 ms (same host) to 10 s (connect_timeout).
+pub const CONNECT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Connection duration buckets, seconds: 10 ms to 4 h.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+];
+
+/// A virtual server's TCP timings: the connect to the chosen member (successful connects) and
+/// the proxied connection's life (from the connect to the end of the relay).
+#[derive(Debug)]
+pub struct Timings {
+    pub connect: AtomicHistogram,
+    pub duration: AtomicHistogram,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            connect: AtomicHistogram::new(CONNECT_BUCKETS),
+            duration: AtomicHistogram::new(DURATION_BUCKETS),
+        }
+    }
+}
+
 /// Counts one connection as current while it lives.
 #[derive(Debug)]
 pub struct CurrentGuard(Arc<Counters>);
@@ -435,6 +509,8 @@ pub struct VsState {
     pub snat_v4: Option<IpAddr>,
     pub snat_v6: Option<IpAddr>,
     pub counters: Arc<Counters>,
+    /// TCP connect and connection-duration histograms (carried over reloads like `counters`).
+    pub timings: Arc<Timings>,
     /// Which traffic group new connections belong to (shared by every virtual server).
     pub attribution: Arc<Attribution>,
     /// The persistence profile's plugin instance, for plugin-backed profiles.
@@ -609,10 +685,9 @@ impl Runtime {
         let mut listeners = HashMap::new();
         for (name, vs) in &config.virtual_servers {
             let pool = pools[&vs.pool].clone();
-            let counters = previous
-                .and_then(|r| r.virtual_servers.get(name))
-                .map(|o| o.counters.clone())
-                .unwrap_or_default();
+            let old = previous.and_then(|r| r.virtual_servers.get(name));
+            let counters = old.map(|o| o.counters.clone()).unwrap_or_default();
+            let timings = old.map(|o| o.timings.clone()).unwrap_or_default();
             let persistence = vs
                 .persistence
                 .as_ref()
@@ -627,6 +702,7 @@ impl Runtime {
                 snat_v4: config.snat_source(vs, v4),
                 snat_v6: config.snat_source(vs, v6),
                 counters,
+                timings,
                 attribution: attribution.clone(),
                 plugin: vs
                     .persistence

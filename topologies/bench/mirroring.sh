@@ -29,7 +29,7 @@
 #     net.ipv4.tcp_tw_reuse=1 (TIME_WAIT must not starve them).
 #   * During every run (both sides) a thread in B's namespace scrapes lbd's metrics
 #     (127.0.0.1:9464 in each device's namespace) every 50 ms: lag p99 is over the
-#     lbd_mirror_channel_lag_milliseconds samples of B's senders; updates/s is the growth of
+#     lbd_mirror_channel_lag_seconds samples of B's senders; updates/s is the growth of
 #     their lbd_mirror_channel_last_update_id over the run (read once the channel caught up).
 #   * A run with more than 1% errors, or with answers not coming through B, fails the script.
 # Output: one line per round, a table of medians (side, conn/s median/min/max, errors,

@@ -41,6 +41,18 @@ impl App {
         })
     }
 
+    /// Readiness (`/healthz`): every configured virtual server's listener is bound and, with a
+    /// device group, its driver runs. `Err` says what is not, in one line.
+    pub fn ready(&self) -> Result<(), String> {
+        self.daemon.listeners_ready()?;
+        if let Some(c) = &self.cluster {
+            if !c.driver.running() {
+                return Err("the device group driver is not running".into());
+            }
+        }
+        Ok(())
+    }
+
     /// The live state (runtime and tables).
     pub fn live(&self) -> &Arc<Live> {
         self.daemon.live()

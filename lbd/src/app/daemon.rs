@@ -75,6 +75,8 @@ pub struct Daemon {
     /// The file reload reads (None: configuration given in memory).
     pub config_path: Option<PathBuf>,
     tasks: tokio::sync::Mutex<Tasks>,
+    /// Set once [`Daemon::start`] bound every listener.
+    started: std::sync::atomic::AtomicBool,
     last_reload: Mutex<Option<(u64, Result<ReloadSummary, String>)>>,
     /// Plugins loaded from the plugin directory (never unloaded).
     pub plugins: Mutex<Registry>,
@@ -95,6 +97,7 @@ impl Daemon {
             dp,
             config_path,
             tasks: tokio::sync::Mutex::default(),
+            started: std::sync::atomic::AtomicBool::new(false),
             last_reload: Mutex::new(None),
             plugins: Mutex::new(plugins),
         })
@@ -118,6 +121,44 @@ impl Daemon {
         let started = self.bind_listeners(&keys)?;
         tasks.listeners.extend(started);
         self.reconcile_monitors(&rt, &mut tasks);
+        self.started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `Ok` when every listener of the running configuration is bound and its accept tasks
+    /// run (`/healthz`); otherwise the first one that is not, or that lbd drains. While a reload holds the
+    /// listeners' lock the answer is `Ok` once started: a reload binds the new listeners
+    /// before it swaps the configuration, and the old ones serve until then.
+    pub fn listeners_ready(&self) -> Result<(), String> {
+        if let Some((phase, _)) = self.dp.drain.status() {
+            return Err(format!("draining ({phase}): lbd is stopping"));
+        }
+        let rt = self.dp.runtime.load();
+        let Ok(tasks) = self.tasks.try_lock() else {
+            return if self.started.load(std::sync::atomic::Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("starting: the virtual servers' listeners are being bound".into())
+            };
+        };
+        for (key, vs) in &rt.listeners {
+            match tasks.listeners.get(key) {
+                Some(ts) if !ts.is_empty() && ts.iter().all(|t| !t.is_finished()) => {}
+                Some(_) => {
+                    return Err(format!(
+                        "virtual server {} ({} {}): its listener stopped",
+                        vs.name, key.1, key.0
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "virtual server {} ({} {}): not listening",
+                        vs.name, key.1, key.0
+                    ))
+                }
+            }
+        }
         Ok(())
     }
 

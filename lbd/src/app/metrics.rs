@@ -1,23 +1,28 @@
-//! lbd's Prometheus endpoint: `GET /metrics` answers the OpenMetrics text of the running state.
+//! lbd's metrics and health, served by [`spanlb_control::http`] (`/metrics`, `/healthz`).
 //!
 //! Every value is read from [`App`] when scraped, by a collector registered once: the
 //! counters the data path already keeps, the runtime's availability, the table sizes. Metrics
-//! (prefix `lbd_`; counters end in `_total` on the wire):
+//! (prefix `lbd_`; counters end in `_total` on the wire, a unit's suffix comes before it; the
+//! `process_*` metrics have no prefix):
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
 //! | `virtual_server_current_connections` | `virtual_server` | connections (UDP flows) open now |
 //! | `virtual_server_connections_total` | `virtual_server` | connections accepted |
-//! | `virtual_server_bytes_in_total` / `_bytes_out_total` | `virtual_server` | client → member / member → client |
+//! | `build_info` | `version`, `commit`, `rustc` | 1 (`unknown` where the build did not say) |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds` | | the process, from `/proc/self` (no `lbd_` prefix) |
+//! | `virtual_server_in_bytes_total` / `_out_bytes_total` | `virtual_server` | client → member / member → client |
 //! | `virtual_server_refused_total` | `virtual_server` | refused: connection limit or no available member |
 //! | `virtual_server_dropped_datagrams_total` | `virtual_server` | UDP datagrams dropped on a full socket buffer |
 //! | `virtual_server_connect_failures_total` | `virtual_server` | failed connects to members |
 //! | `virtual_server_available` | `virtual_server` | 1: enabled and its pool has an available member |
+//! | `virtual_server_connect_duration_seconds` | `virtual_server` | histogram: successful TCP connects to members |
+//! | `virtual_server_connection_duration_seconds` | `virtual_server` | histogram: proxied TCP connections, from the member's connect to their end |
 //! | `virtual_address_advertised` | `address` | 1: route health injection wants it advertised |
 //! | `pool_members_available` / `pool_members` | `pool` | members taking new connections / all members |
-//! | `member_current_connections`, `member_connections_total`, `member_bytes_in_total`, `member_bytes_out_total`, `member_connect_failures_total` | `pool`, `member` | as for virtual servers |
+//! | `member_current_connections`, `member_connections_total`, `member_in_bytes_total`, `member_out_bytes_total`, `member_connect_failures_total` | `pool`, `member` | as for virtual servers |
 //! | `member_up` | `pool`, `member` | 1 when the pool's method may send it new connections (admin enabled, health not down, not out by passive health) |
-//! | `member_monitor_state` | `pool`, `member`, `monitor` | 0 unchecked, 1 up, 2 down |
+//! | `member_monitor_state` | `pool`, `member`, `monitor`, `state` (`unchecked`, `up`, `down`) | 1 for the monitor's verdict, 0 for the others |
 //! | `member_passive_out` | `pool`, `member` | 1 while passive health keeps the member out |
 //! | `member_passive_trips_total` | `pool`, `member` | times passive health took the member out |
 //! | `connection_table_entries`, `persistence_records` | | table sizes |
@@ -29,7 +34,7 @@
 //! | `monitor_probes_skipped_total` | | monitor probes that failed for a local reason: no verdict, not counted against the member |
 //! | `takeover_rebuilt_total` | `when` (`before-addresses`, `after-addresses`) | mirrored TCP connections rebuilt at takeovers, before the floating addresses moved or after (`takeover_restore_budget` spent) |
 //! | `takeover_rebuild_failed_total` | | mirrored TCP connections a takeover could not rebuild |
-//! | `takeover_last_rebuild_milliseconds` | | the last takeover's TCP rebuild time, remainder included (0: none yet) |
+//! | `takeover_last_rebuild_seconds` | | the last takeover's TCP rebuild time, remainder included (0: none yet) |
 //! | `access_log_lines_total`, `access_log_dropped_total` | | access-log lines written; dropped (the file writer's queue full, or a write failed) |
 //! | `start_time_seconds` | | when lbd started (Unix time) |
 //! | `plugin_calls_total`, `plugin_keys_total`, `plugin_no_match_total`, `plugin_malformed_total`, `plugin_panics_total`, `plugin_timeouts_total`, `plugin_need_more_total` | `plugin` | what loaded plugins answered |
@@ -40,7 +45,8 @@
 //! | `bgpd_connected` | | 1 while the connection to bgpd's control socket is up |
 //! | `config_sync_status` | `status` (`in-sync`, `changes-pending`, `awaiting-initial-sync`, `disconnected`, `sync-failed`) | 1 for this device's config-sync status, 0 for the others |
 //! | `config_sync_generation` | | the counter of the group configuration's generation held here |
-//! | `mirror_channel_in_sync`, `mirror_channel_last_update_id`, `mirror_channel_acked_update_id`, `mirror_channel_lag_milliseconds` | `traffic_group`, `peer`, `role` (`sender`/`receiver`) | mirroring channels (mirroring on only, as the rest of this block) |
+//! | `mirror_channel_in_sync`, `mirror_channel_last_update_id`, `mirror_channel_acked_update_id`, `mirror_channel_lag_seconds` | `traffic_group`, `peer`, `role` (`sender`/`receiver`) | mirroring channels (mirroring on only, as the rest of this block) |
+//! | `mirror_channel_state` | `traffic_group`, `peer`, `role`, `state` | 1 for the channel's state, 0 for the other states of its role (sender: `connecting`, `resyncing`, `in-sync`, `lagging`; receiver: `connecting`, `resyncing`, `in-sync`) |
 //! | `mirror_updates_offered_total`, `mirror_refreshes_not_sent_total`, `mirror_offers_refused_total` | | what the data path offered to mirroring |
 //! | `mirror_records_over_limit_total` | | mirrored flows and connections refused: the traffic group held `mirror_max_records` / `mirror_max_megabytes` |
 //! | `mirror_connections_refused_total` | `reason` (`source`, `busy`, `trust`, `not-holder`) | connections the mirroring receivers refused |
@@ -52,39 +58,37 @@
 //! The gauges of open connections are `*_current_connections`, not `*_connections`: that name
 //! is the family of the `*_connections_total` counter, and OpenMetrics wants family names unique.
 //!
-//! This module must not count anything itself nor touch the data path: it only reads. It must
-//! not trust its clients either: a request head is read for 5 s and 8 KiB at most, every
-//! connection gets one short-lived task, and only so many are served at once.
+//! States are StateSet-like gauges: one sample per possible state, labelled `state` (or
+//! `status`), 1 for the current one.
+//!
+//! `/healthz` is [`App::ready`]: 200 once every configured virtual server listens (and, with a
+//! device group, its driver runs). The endpoint is bound before the listeners, so that it says
+//! 503 while lbd starts.
+//!
+//! This module must not count anything itself nor touch the data path: it only reads. The
+//! HTTP side (limits on clients included) is [`spanlb_control::http`]'s.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, Weak};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use prometheus_client::registry::{Registry, Unit};
+use spanlb_control::http::{build_info, ProcessCollector};
 use tracing::warn;
 
 use super::context::App;
 use crate::monitor::Health;
 
-/// Longest request head read.
-pub const MAX_REQUEST: usize = 8 * 1024;
-/// Time a client has to send its request head (and, separately, to take the answer).
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Scrapes served at once; connections beyond are closed unanswered.
-pub const MAX_SCRAPES: usize = 32;
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The app, once it exists (the endpoint is served before).
+type Slot = Arc<OnceLock<Weak<App>>>;
 
 /// Reads lbd's state at scrape time.
 struct StateCollector {
-    app: Weak<App>,
+    app: Slot,
 }
 
 impl fmt::Debug for StateCollector {
@@ -107,17 +111,59 @@ fn family<L: EncodeLabelSet>(
     kind: Kind,
     samples: impl IntoIterator<Item = (L, u64)>,
 ) -> fmt::Result {
+    family_in(enc, name, None, help, kind, samples)
+}
+
+/// [`family`] with a unit (`name` without it: the encoder appends `_bytes`, `_seconds`).
+fn family_in<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    unit: Option<Unit>,
+    help: &str,
+    kind: Kind,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
     let mt = match kind {
         Kind::Counter => MetricType::Counter,
         Kind::Gauge => MetricType::Gauge,
     };
-    let mut m = enc.encode_descriptor(name, help, None, mt)?;
+    let mut m = enc.encode_descriptor(name, help, unit.as_ref(), mt)?;
     for (labels, v) in samples {
         let s = m.encode_family(&labels)?;
         match kind {
             Kind::Counter => ConstCounter::new(v).encode(s)?,
             Kind::Gauge => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(s)?,
         }
+    }
+    Ok(())
+}
+
+/// A float gauge family in seconds (`name` without `_seconds`).
+fn seconds_family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, f64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Gauge)?;
+    for (labels, v) in samples {
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A histogram family in seconds (`name` without `_seconds`).
+fn histogram_family<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (VsLabel, &'a crate::state::AtomicHistogram)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for (labels, h) in samples {
+        let (sum, count, buckets) = h.snapshot();
+        m.encode_family(&labels)?
+            .encode_histogram::<()>(sum, count, &buckets, None)?;
     }
     Ok(())
 }
@@ -134,11 +180,11 @@ fn single_counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -
     c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
-fn health_value(h: Health) -> u64 {
+fn health_name(h: Health) -> &'static str {
     match h {
-        Health::Unchecked => 0,
-        Health::Up => 1,
-        Health::Down => 2,
+        Health::Unchecked => "unchecked",
+        Health::Up => "up",
+        Health::Down => "down",
     }
 }
 
@@ -147,7 +193,8 @@ type MemberLabel = [(&'static str, String); 2];
 
 impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let Some(app) = self.app.upgrade() else {
+        build_info(&mut enc, env!("CARGO_PKG_VERSION"))?;
+        let Some(app) = self.app.get().and_then(Weak::upgrade) else {
             return Ok(());
         };
         let rt = app.live().runtime.load_full();
@@ -162,59 +209,84 @@ impl Collector for StateCollector {
             })
             .collect();
         type VsPick = fn(&crate::state::CounterValues) -> u64;
-        let vs_families: [(&str, &str, Kind, VsPick); 7] = [
+        type Fam<'a> = (&'a str, Option<Unit>, &'a str, Kind, VsPick);
+        let vs_families: [Fam<'_>; 7] = [
             (
                 "virtual_server_current_connections",
+                None,
                 "Connections (UDP flows) open now",
                 Kind::Gauge,
                 |c| c.current,
             ),
             (
                 "virtual_server_connections",
+                None,
                 "Connections (UDP flows) accepted",
                 Kind::Counter,
                 |c| c.total,
             ),
             (
-                "virtual_server_bytes_in",
+                "virtual_server_in",
+                Some(Unit::Bytes),
                 "Bytes from clients to members",
                 Kind::Counter,
                 |c| c.bytes_in,
             ),
             (
-                "virtual_server_bytes_out",
+                "virtual_server_out",
+                Some(Unit::Bytes),
                 "Bytes from members to clients",
                 Kind::Counter,
                 |c| c.bytes_out,
             ),
             (
                 "virtual_server_refused",
+                None,
                 "Connections refused by the connection limit or for want of an available member",
                 Kind::Counter,
                 |c| c.refused,
             ),
             (
                 "virtual_server_dropped_datagrams",
+                None,
                 "UDP datagrams of established flows dropped on a full socket buffer",
                 Kind::Counter,
                 |c| c.dropped,
             ),
             (
                 "virtual_server_connect_failures",
+                None,
                 "Connects to members that failed",
                 Kind::Counter,
                 |c| c.connect_failures,
             ),
         ];
-        for (name, help, kind, pick) in vs_families {
-            family(
+        for (name, unit, help, kind, pick) in vs_families {
+            family_in(
                 e,
                 name,
+                unit,
                 help,
                 kind,
                 vss.iter().map(|(l, c, _)| (l.clone(), pick(c))),
             )?;
         }
+        histogram_family(
+            e,
+            "virtual_server_connect_duration",
+            "Time a successful TCP connect to a member took",
+            rt.virtual_servers
+                .values()
+                .map(|v| ([("virtual_server", v.name.clone())], &v.timings.connect)),
+        )?;
+        histogram_family(
+            e,
+            "virtual_server_connection_duration",
+            "How long proxied TCP connections lived, from the member's connect to their end",
+            rt.virtual_servers
+                .values()
+                .map(|v| ([("virtual_server", v.name.clone())], &v.timings.duration)),
+        )?;
         family(
             e,
             "virtual_server_available",
@@ -263,33 +335,38 @@ impl Collector for StateCollector {
                 (l, m.as_ref())
             })
             .collect();
-        let member_families: [(&str, &str, Kind, VsPick); 5] = [
+        let member_families: [Fam<'_>; 5] = [
             (
                 "member_current_connections",
+                None,
                 "Connections (UDP flows) open now",
                 Kind::Gauge,
                 |c| c.current,
             ),
             (
                 "member_connections",
+                None,
                 "Connections (UDP flows) sent to the member",
                 Kind::Counter,
                 |c| c.total,
             ),
             (
-                "member_bytes_in",
+                "member_in",
+                Some(Unit::Bytes),
                 "Bytes from clients to the member",
                 Kind::Counter,
                 |c| c.bytes_in,
             ),
             (
-                "member_bytes_out",
+                "member_out",
+                Some(Unit::Bytes),
                 "Bytes from the member to clients",
                 Kind::Counter,
                 |c| c.bytes_out,
             ),
             (
                 "member_connect_failures",
+                None,
                 "Connects to the member that failed",
                 Kind::Counter,
                 |c| c.connect_failures,
@@ -297,12 +374,12 @@ impl Collector for StateCollector {
         ];
         let values: Vec<crate::state::CounterValues> =
             members.iter().map(|(_, m)| m.counters.values()).collect();
-        for (name, help, kind, pick) in member_families {
+        for (name, unit, help, kind, pick) in member_families {
             let samples = members
                 .iter()
                 .zip(&values)
                 .map(|((l, _), c)| (l.clone(), pick(c)));
-            family(e, name, help, kind, samples)?;
+            family_in(e, name, unit, help, kind, samples)?;
         }
         family(
             e,
@@ -335,14 +412,17 @@ impl Collector for StateCollector {
                 let verdicts = m.verdicts();
                 p.monitors
                     .iter()
-                    .map(|mon| {
+                    .flat_map(|mon| {
                         let h = verdicts.get(mon).map_or(Health::Unchecked, |v| v.health);
-                        let l = [
-                            ("pool", m.pool.clone()),
-                            ("member", m.addr.to_string()),
-                            ("monitor", mon.clone()),
-                        ];
-                        (l, health_value(h))
+                        [Health::Unchecked, Health::Up, Health::Down].map(|st| {
+                            let l = [
+                                ("pool", m.pool.clone()),
+                                ("member", m.addr.to_string()),
+                                ("monitor", mon.clone()),
+                                ("state", health_name(st).to_string()),
+                            ];
+                            (l, u64::from(st == h))
+                        })
                     })
                     .collect::<Vec<_>>()
             })
@@ -350,7 +430,7 @@ impl Collector for StateCollector {
         family(
             e,
             "member_monitor_state",
-            "A monitor's verdict on the member: 0 unchecked, 1 up, 2 down",
+            "A monitor's verdict on the member: 1 for its state (unchecked, up, down), 0 for the others",
             Kind::Gauge,
             monitor_states,
         )?;
@@ -454,11 +534,11 @@ impl Collector for StateCollector {
                 "Mirrored TCP connections that could not be rebuilt at takeovers",
                 load(&t.failed),
             )?;
-            single(
+            seconds_family(
                 e,
-                "takeover_last_rebuild_milliseconds",
+                "takeover_last_rebuild",
                 "How long the last takeover's TCP rebuild took, remainder included (0: none yet)",
-                i64::try_from(load(&t.last_rebuild_ms)).unwrap_or(i64::MAX),
+                [((), load(&t.last_rebuild_ms) as f64 / 1000.0)],
             )?;
             let a = &app.daemon.dp.access;
             single_counter(
@@ -620,6 +700,28 @@ impl Collector for StateCollector {
                 Kind::Gauge,
                 chans.iter().map(|c| (label(c), u64::from(c.in_sync))),
             )?;
+            // Every state of the channel's role, 1 for the current one.
+            let states = chans.iter().flat_map(|c| {
+                let all: &[&str] = if c.role == "sender" {
+                    &["connecting", "resyncing", "in-sync", "lagging"]
+                } else {
+                    &["connecting", "resyncing", "in-sync"]
+                };
+                all.iter().map(move |st| {
+                    let [t, p, r] = label(c);
+                    (
+                        [t, p, r, ("state", st.to_string())],
+                        u64::from(*st == c.state),
+                    )
+                })
+            });
+            family(
+                e,
+                "mirror_channel_state",
+                "1 for the mirroring channel's state (its role's states), 0 for the others",
+                Kind::Gauge,
+                states,
+            )?;
             family(
                 e,
                 "mirror_channel_last_update_id",
@@ -634,12 +736,11 @@ impl Collector for StateCollector {
                 Kind::Gauge,
                 chans.iter().map(|c| (label(c), c.acked_id)),
             )?;
-            family(
+            seconds_family(
                 e,
-                "mirror_channel_lag_milliseconds",
+                "mirror_channel_lag",
                 "How long the oldest unacknowledged update has waited (senders)",
-                Kind::Gauge,
-                chans.iter().map(|c| (label(c), c.lag_ms)),
+                chans.iter().map(|c| (label(c), c.lag_ms as f64 / 1000.0)),
             )?;
             let (offered, skipped, refused) = m.offer_counters();
             family(
@@ -738,10 +839,16 @@ impl Collector for StateCollector {
 
 /// The registry of lbd's metrics over `app` (it holds no strong reference).
 pub fn registry(app: &Arc<App>) -> Registry {
-    let mut r = Registry::with_prefix("lbd");
-    r.register_collector(Box::new(StateCollector {
-        app: Arc::downgrade(app),
-    }));
+    let slot: Slot = Arc::default();
+    let _ = slot.set(Arc::downgrade(app));
+    registry_over(slot)
+}
+
+fn registry_over(app: Slot) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(ProcessCollector));
+    r.sub_registry_with_prefix("lbd")
+        .register_collector(Box::new(StateCollector { app }));
     r
 }
 
@@ -755,122 +862,49 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, app: Arc<App>) {
-    let registry = Arc::new(registry(&app));
-    drop(app);
-    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
-    loop {
-        let sock = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                warn!("metrics: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue; // dropped: closed unanswered
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            answer(sock, &registry).await;
-            drop(permit);
-        });
+/// lbd's `/metrics` and `/healthz`. Made before the app exists (the endpoint is served from
+/// the start, answering 503), then [`Endpoint::attach`]ed to it.
+pub struct Endpoint {
+    app: Slot,
+    registry: Registry,
+}
+
+impl Endpoint {
+    pub fn new() -> Arc<Endpoint> {
+        let app: Slot = Arc::default();
+        Arc::new(Endpoint {
+            registry: registry_over(app.clone()),
+            app,
+        })
+    }
+
+    /// From now on, metrics and readiness are `app`'s (it holds no strong reference).
+    pub fn attach(&self, app: &Arc<App>) {
+        let _ = self.app.set(Arc::downgrade(app));
     }
 }
 
-/// What was read of a request head.
-enum Head {
-    /// The request line (`GET /metrics HTTP/1.0`).
-    Line(String),
-    TooLong,
-    Incomplete,
-}
+impl spanlb_control::http::Endpoint for Endpoint {
+    fn metrics(&self) -> String {
+        render(&self.registry)
+    }
 
-async fn read_head(sock: &mut TcpStream) -> Head {
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut n = 0;
-    loop {
-        let end = buf[..n]
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .or_else(|| buf[..n].windows(2).position(|w| w == b"\n\n"));
-        if end.is_some() {
-            break;
-        }
-        if n == buf.len() {
-            return Head::TooLong;
-        }
-        match sock.read(&mut buf[n..]).await {
-            Ok(0) | Err(_) => {
-                // A client that sent a whole request line and closed its side is answered.
-                if buf[..n].contains(&b'\n') {
-                    break;
-                }
-                return Head::Incomplete;
-            }
-            Ok(k) => n += k,
+    fn ready(&self) -> Result<(), String> {
+        match self.app.get().and_then(Weak::upgrade) {
+            Some(app) => app.ready(),
+            None => Err("starting: the virtual servers' listeners are being bound".into()),
         }
     }
-    let line = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
-    Head::Line(String::from_utf8_lossy(line).trim_end().to_string())
-}
-
-/// Status line, content type and body for a request line.
-fn route(line: &str, registry: &Registry) -> (&'static str, &'static str, String, bool) {
-    let mut parts = line.split_ascii_whitespace();
-    let method = parts.next().unwrap_or("");
-    let target = parts.next().unwrap_or("");
-    let path = target.split('?').next().unwrap_or("");
-    let head_only = method == "HEAD";
-    if (method == "GET" || head_only) && path == "/metrics" {
-        ("200 OK", CONTENT_TYPE, render(registry), head_only)
-    } else {
-        let body = "not found: lbd serves GET /metrics\n".to_string();
-        (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            body,
-            head_only,
-        )
-    }
-}
-
-async fn answer(mut sock: TcpStream, registry: &Registry) {
-    let head = match tokio::time::timeout(IO_TIMEOUT, read_head(&mut sock)).await {
-        Ok(h) => h,
-        Err(_) => return,
-    };
-    let (status, ctype, body, head_only) = match head {
-        Head::Line(line) => route(&line, registry),
-        Head::TooLong => (
-            "400 Bad Request",
-            "text/plain; charset=utf-8",
-            format!("request head longer than {MAX_REQUEST} bytes\n"),
-            false,
-        ),
-        Head::Incomplete => return,
-    };
-    let mut out = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body.as_bytes());
-    }
-    let _ = tokio::time::timeout(IO_TIMEOUT, async {
-        sock.write_all(&out).await?;
-        sock.shutdown().await
-    })
-    .await;
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
     use crate::config::{AdminState, Config};
@@ -918,7 +952,9 @@ type = "http"
             ));
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let task = tokio::spawn(serve(listener, app.clone()));
+            let endpoint = Endpoint::new();
+            endpoint.attach(&app);
+            let task = tokio::spawn(spanlb_control::http::serve(listener, endpoint));
 
             let rt = app.live().runtime.load_full();
             let pool = rt.pools["web"].clone();
@@ -935,11 +971,16 @@ type = "http"
             vs.total.fetch_add(9, Ordering::Relaxed);
             vs.refused.fetch_add(3, Ordering::Relaxed);
 
-            let text = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let text = get(
+                addr,
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
-            assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
-            assert!(head.contains(&format!("Content-Type: {CONTENT_TYPE}")));
-            assert!(head.contains(&format!("Content-Length: {}", body.len())));
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+            let ct = spanlb_control::http::CONTENT_TYPE;
+            assert!(head.contains(&format!("content-type: {ct}")), "{head}");
+            assert!(head.contains(&format!("content-length: {}", body.len())));
             let vsl = r#"{virtual_server="web"}"#;
             has(
                 body,
@@ -950,7 +991,29 @@ type = "http"
                 &format!("lbd_virtual_server_current_connections{vsl} 0"),
             );
             has(body, &format!("lbd_virtual_server_refused_total{vsl} 3"));
-            has(body, &format!("lbd_virtual_server_bytes_in_total{vsl} 0"));
+            has(body, &format!("lbd_virtual_server_in_bytes_total{vsl} 0"));
+            has(body, "# UNIT lbd_virtual_server_in_bytes bytes");
+            has(
+                body,
+                "# TYPE lbd_virtual_server_connect_duration_seconds histogram",
+            );
+            has(
+                body,
+                &format!("lbd_virtual_server_connection_duration_seconds_count{vsl} 0"),
+            );
+            has(
+                body,
+                r#"lbd_virtual_server_connect_duration_seconds_bucket{le="+Inf",virtual_server="web"} 0"#,
+            );
+            assert!(
+                body.lines().any(|l| l.starts_with("lbd_build_info{version=\"")),
+                "build_info"
+            );
+            assert!(
+                body.lines()
+                    .any(|l| l.starts_with("process_resident_memory_bytes ")),
+                "process metrics"
+            );
             has(body, &format!("lbd_virtual_server_available{vsl} 1"));
             has(body, "# TYPE lbd_virtual_server_connections counter");
             has(body, "# TYPE lbd_virtual_server_current_connections gauge");
@@ -964,23 +1027,22 @@ type = "http"
             let m1l = r#"{pool="web",member="192.0.2.51:80"}"#;
             has(body, &format!("lbd_member_connections_total{m0l} 7"));
             has(body, &format!("lbd_member_current_connections{m0l} 2"));
-            has(body, &format!("lbd_member_bytes_in_total{m0l} 1500"));
-            has(body, &format!("lbd_member_bytes_out_total{m0l} 90000"));
+            has(body, &format!("lbd_member_in_bytes_total{m0l} 1500"));
+            has(body, &format!("lbd_member_out_bytes_total{m0l} 90000"));
             has(body, &format!("lbd_member_connect_failures_total{m0l} 1"));
             has(body, &format!("lbd_member_up{m0l} 1"));
             has(body, &format!("lbd_member_up{m1l} 0"));
-            has(
-                body,
-                r#"lbd_member_monitor_state{pool="web",member="192.0.2.50:80",monitor="tcp"} 1"#,
-            );
-            has(
-                body,
-                r#"lbd_member_monitor_state{pool="web",member="192.0.2.50:80",monitor="http"} 0"#,
-            );
-            has(
-                body,
-                r#"lbd_member_monitor_state{pool="web",member="192.0.2.51:80",monitor="http"} 2"#,
-            );
+            let mon = |member: &str, monitor: &str, state: &str, v: u8| {
+                format!(
+                    r#"lbd_member_monitor_state{{pool="web",member="{member}",monitor="{monitor}",state="{state}"}} {v}"#
+                )
+            };
+            has(body, &mon("192.0.2.50:80", "tcp", "up", 1));
+            has(body, &mon("192.0.2.50:80", "tcp", "down", 0));
+            has(body, &mon("192.0.2.50:80", "http", "unchecked", 1));
+            has(body, &mon("192.0.2.50:80", "http", "up", 0));
+            has(body, &mon("192.0.2.51:80", "http", "down", 1));
+            has(body, &mon("192.0.2.51:80", "http", "unchecked", 0));
             has(body, "lbd_connection_table_entries 0");
             has(body, "lbd_persistence_records 0");
             has(
@@ -992,6 +1054,8 @@ type = "http"
                 "no reload yet"
             );
             assert!(body.ends_with("# EOF\n"));
+            spanlb_control::http::check_openmetrics(body)
+                .unwrap_or_else(|e| panic!("{e}:\n{body}"));
             // Every family once (OpenMetrics wants unique names).
             let mut types: Vec<&str> = body.lines().filter(|l| l.starts_with("# TYPE ")).collect();
             let n = types.len();
@@ -1016,26 +1080,13 @@ type = "http"
             let head = get(addr, b"HEAD /metrics HTTP/1.0\r\n\r\n").await;
             assert!(head.starts_with("HTTP/1.0 200 OK"));
             assert!(head.ends_with("\r\n\r\n"), "HEAD has no body");
-
-            for req in [
-                &b"GET / HTTP/1.0\r\n\r\n"[..],
-                b"GET /metricsx HTTP/1.0\r\n\r\n",
-                b"POST /metrics HTTP/1.0\r\n\r\n",
-                b"garbage\n\n",
-            ] {
-                let r = get(addr, req).await;
-                assert!(r.starts_with("HTTP/1.0 404 Not Found\r\n"), "{r}");
-            }
-            // A request line then EOF (netcat style) is answered.
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(b"GET /metrics HTTP/1.0\n").await.unwrap();
-            s.shutdown().await.unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            assert!(out.starts_with("HTTP/1.0 200 OK"));
-            // An endless head is cut off at 8 KiB.
-            let r = get(addr, &[b'A'; MAX_REQUEST]).await;
-            assert!(r.starts_with("HTTP/1.0 400 Bad Request"), "{r}");
+            let r = get(addr, b"GET / HTTP/1.0\r\n\r\n").await;
+            assert!(r.starts_with("HTTP/1.0 404 Not Found\r\n"), "{r}");
+            let r = get(addr, b"POST /metrics HTTP/1.0\r\n\r\n").await;
+            assert!(r.starts_with("HTTP/1.0 405 Method Not Allowed\r\n"), "{r}");
+            // Not started: no listener is bound yet.
+            let r = get(addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+            assert!(r.starts_with("HTTP/1.0 503 "), "{r}");
             task.abort();
         })
         .await
@@ -1051,6 +1102,34 @@ type = "http"
         let r = registry(&app);
         assert!(render(&r).contains("lbd_member_up"));
         drop(app);
-        assert_eq!(render(&r), "# EOF\n");
+        let text = render(&r);
+        assert!(!text.contains("lbd_member_up"), "{text}");
+        assert!(text.contains("lbd_build_info{"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn ready_once_every_listener_is_bound() {
+        // A free port for the virtual server.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = CFG.replace("198.51.100.10:80", &format!("127.0.0.1:{port}"));
+        let cfg = cfg.replace("198.51.100.10", "127.0.0.1");
+        let app = App::standalone(crate::app::Daemon::new(
+            Config::from_toml(&cfg, "t").unwrap(),
+            None,
+        ));
+        let endpoint = Endpoint::new();
+        use spanlb_control::http::Endpoint as _;
+        let why = endpoint.ready().unwrap_err();
+        assert!(why.starts_with("starting"), "{why}");
+        endpoint.attach(&app);
+        let why = endpoint.ready().unwrap_err();
+        assert!(why.contains("virtual server web"), "{why}");
+        app.daemon.start().await.unwrap();
+        assert_eq!(endpoint.ready(), Ok(()));
     }
 }

@@ -5,7 +5,9 @@
 //! announced); the data path with mirroring as its tap; the daemon (listeners and monitors);
 //! the device group, with the app's [`Host`] as its takeover and route-health ports; then
 //! mirroring's reconciler on the device group's placement watches, and the unsynced set back
-//! into the device group. The control socket and the metrics endpoint serve [`App`].
+//! into the device group. The control socket and the metrics endpoint serve [`App`]; the
+//! metrics endpoint is bound first of all, so that its `/healthz` says 503 until the
+//! listeners are bound and the device group runs.
 //!
 //! Who may call whom (`docs/architecture.md`): `app` → `cluster`, `mirror`, `proxy`,
 //! `monitor`, `plugins`, `state`, `tables`, `config`; `cluster` knows the rest of lbd only
@@ -84,7 +86,8 @@ pub async fn run(
 }
 
 /// Runs lbd until `shutdown` resolves (see the module documentation for the order things
-/// start in). Unlike bgpd, lbd binds its control socket and metrics listener itself, last:
+/// start in). Unlike bgpd, lbd binds its control socket and metrics listener itself; the
+/// metrics listener first (`/healthz` answers 503 until ready), the control socket last:
 /// once the control socket exists, every virtual server listens and the device group runs
 /// (scripts and tests wait for the socket).
 ///
@@ -111,6 +114,23 @@ pub async fn run_until(
         .control_policy("configuration")
         .map_err(AppError::ControlAccess)?;
     let metrics_addr = config.device.metrics;
+    let endpoint = metrics::Endpoint::new();
+    let metrics_task = match metrics_addr {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Metrics { addr, source })?;
+            info!(
+                "metrics on http://{}/metrics, readiness on /healthz",
+                l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+            );
+            let ep: Arc<dyn spanlb_control::http::Endpoint> = endpoint.clone();
+            Some(AbortOnDrop(tokio::spawn(spanlb_control::http::serve(
+                l, ep,
+            ))))
+        }
+        None => None,
+    };
     let workers = config.device.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -195,27 +215,13 @@ pub async fn run_until(
         control: Arc::default(),
     });
     let control = bind_control(&control_path, &policy)?;
-    let metrics = match metrics_addr {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| AppError::Metrics { addr, source })?,
-        ),
-        None => None,
-    };
+    endpoint.attach(&app);
     let gate = spanlb_control::access::Gate::new(
         policy,
         spanlb_control::access::MAX_CLIENTS,
         app.control.clone(),
     );
     let control_task = tokio::spawn(control::serve_with(control, gate, app.clone()));
-    let metrics_task = metrics.map(|l| {
-        info!(
-            "metrics on http://{}/metrics",
-            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-        );
-        tokio::spawn(metrics::serve(l, app.clone()))
-    });
     let sweeper = {
         let live = live.clone();
         tokio::spawn(async move {
@@ -297,12 +303,19 @@ pub async fn run_until(
     }
     sweeper.abort();
     control_task.abort();
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
+    drop(metrics_task);
     app.daemon.stop().await;
     let _ = std::fs::remove_file(&control_path);
     Ok(())
+}
+
+/// Aborts its task when dropped: the metrics endpoint, started before anything that may fail.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Hands mirroring's unsynced set to the device group as it changes (heartbeats carry it).

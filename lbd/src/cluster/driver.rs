@@ -223,6 +223,11 @@ impl std::fmt::Debug for DriverHandle {
 }
 
 impl DriverHandle {
+    /// Whether the driver task still runs (its command channel is open).
+    pub fn running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// The group as this device sees it now. Once the driver has stopped: its last view, with
     /// phase "stopped".
     pub async fn status(&self) -> GroupStatus {

@@ -13,7 +13,7 @@
 //! for them at most the budget (and at most 1 s), and a listener goes on with its flows after.
 //!
 //! Counted in [`TakeoverStats`] (metrics `lbd_takeover_rebuilt_total{when}`,
-//! `lbd_takeover_rebuild_failed_total`, `lbd_takeover_last_rebuild_milliseconds`).
+//! `lbd_takeover_rebuild_failed_total`, `lbd_takeover_last_rebuild_seconds`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

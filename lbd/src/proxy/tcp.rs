@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plugin_api::Direction;
 use socket2::{SockRef, Type};
@@ -293,8 +293,10 @@ async fn proxy(
                 return Err(std::io::Error::other(format!("{why}: reset client")));
             }
         };
+        let connecting = Instant::now();
         match connect(choice.member.addr, vs, ingress).await {
             Ok(s) => {
+                vs.timings.connect.observe(connecting.elapsed());
                 passive(vs, &choice.member, true);
                 break (choice, s);
             }
@@ -331,6 +333,8 @@ async fn proxy(
         }
     };
     let _ = server.set_nodelay(true);
+    // The connection's duration, from the member's connect to the end, however it ends.
+    let _life = LifeTimer(&vs.timings, Instant::now());
     remember(dp, vs, (peer, vip, ingress), &choice, &hint);
     let member = &choice.member;
     let _member_current = CurrentGuard::new(member.counters.clone());
@@ -429,6 +433,15 @@ async fn proxy(
         Err(_) => End::Error,
     };
     finish(res, &client, &server)
+}
+
+/// Records a proxied connection's duration into its virtual server's histogram when dropped.
+struct LifeTimer<'a>(&'a crate::state::Timings, Instant);
+
+impl Drop for LifeTimer<'_> {
+    fn drop(&mut self) {
+        self.0.duration.observe(self.1.elapsed());
+    }
 }
 
 /// How a relay's end is passed on: a clean close as it is, an idle timeout or an error as a

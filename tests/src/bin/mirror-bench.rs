@@ -378,7 +378,7 @@ fn scrape_here() -> Res<Scrape> {
         match name {
             "lbd_mirror_channel_last_update_id" if sender => s.last_id += value as u64,
             "lbd_mirror_channel_acked_update_id" if sender => s.acked_id += value as u64,
-            "lbd_mirror_channel_lag_milliseconds" if sender => s.lag_ms = s.lag_ms.max(value),
+            "lbd_mirror_channel_lag_seconds" if sender => s.lag_ms = s.lag_ms.max(value * 1000.0),
             "lbd_mirror_channel_in_sync" if sender && value < 0.5 => s.not_in_sync += 1,
             "lbd_mirror_updates_offered_total" => s.offered = value as u64,
             "lbd_mirror_refreshes_not_sent_total" => s.not_sent = value as u64,

@@ -452,3 +452,24 @@ fn r1_peers_with_the_three_devices() {
         Some(topology::ROUTER)
     );
 }
+
+/// The device image carries the four plugins where the package puts them (an image built from
+/// the binaries only had an empty plugin directory; issue 16).
+#[test]
+fn the_image_carries_the_plugins() {
+    let docker = read("Dockerfile");
+    for p in ["sip", "msrdp", "ssl", "hash"] {
+        assert!(
+            docker.contains(&format!("-p spanlb-plugin-{p}")),
+            "plugin {p} is not built"
+        );
+        assert!(
+            docker.contains(&format!("libspanlb_plugin_{p}.so")),
+            "plugin {p} is not copied"
+        );
+    }
+    assert!(
+        docker.contains("/usr/lib/spanlb/plugins/"),
+        "the plugins are not installed in /usr/lib/spanlb/plugins"
+    );
+}

@@ -476,3 +476,51 @@ async fn draining_keeps_the_flows_there_are_and_opens_no_new_one() {
     assert!(shared.apply(config(&text)).await.is_err());
     shared.stop().await;
 }
+
+/// The access log covers UDP flows too (issue 16): one line when a flow ends, here by its
+/// idle timeout, with the member, the SNAT source and the bytes each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_flow_gets_an_access_log_line() {
+    let a = echo("a").await;
+    let vip = vip();
+    let file = std::env::temp_dir().join(format!(
+        "lbd-udp-access-{}-{}.log",
+        std::process::id(),
+        vip.port()
+    ));
+    let _ = std::fs::remove_file(&file);
+    let text = config_text(
+        vip,
+        &[a.addr],
+        "snat = \"127.0.0.1\"\nidle_timeout = \"300ms\"\naccess_log = true",
+    )
+    .replace(
+        "name = \"test\"",
+        &format!("name = \"test\"\naccess_log_file = \"{}\"", file.display()),
+    );
+    let shared = daemon(&text).await;
+    let c = client().await;
+    let (reply, _) = ask(&c, vip, b"ping").await;
+    until("the idle flow expires", || shared.dp.conns.is_empty()).await;
+    until("the access-log line", || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.ends_with('\n'))
+    })
+    .await;
+    let text = std::fs::read_to_string(&file).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["virtual_server"], "dns", "{v}");
+    assert_eq!(v["client"], c.local_addr().unwrap().to_string(), "{v}");
+    assert_eq!(v["vip"], vip.to_string(), "{v}");
+    assert_eq!(v["member"], a.addr.to_string(), "{v}");
+    assert!(
+        v["snat"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
+        "{v}"
+    );
+    assert_eq!(v["bytes_up"], 4, "{v}");
+    assert_eq!(v["bytes_down"], reply.len(), "{v}");
+    assert_eq!(v["end"], "idle", "{v}");
+    shared.stop().await;
+    let _ = std::fs::remove_file(&file);
+}

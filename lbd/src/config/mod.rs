@@ -328,8 +328,8 @@ pub struct VirtualServer {
     /// A disabled virtual server accepts nothing new.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// One access-log line per TCP connection: client, VIP, member, SNAT source, bytes each
-    /// way, duration, how it ended (to `device.access_log_file`, else to the log).
+    /// One access-log line per TCP connection or UDP flow: client, VIP, member, SNAT source,
+    /// bytes each way, duration, how it ended (to `device.access_log_file`, else to the log).
     #[serde(default)]
     pub access_log: bool,
     /// The share of connections logged, 0 < r ≤ 1, evenly spread (0.1: every tenth).

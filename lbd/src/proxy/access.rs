@@ -1,4 +1,4 @@
-//! The access log: one line per proxied TCP connection of a virtual server with
+//! The access log: one line per proxied TCP connection or UDP flow of a virtual server with
 //! `access_log = true` (HAProxy's `tcplog`, BIG-IP's request logging): client, VIP, member,
 //! SNAT source, bytes each way, duration and how it ended.
 //!
@@ -46,10 +46,12 @@ pub enum End {
     LocalError,
     /// The traffic group moved away; the connection lives on on the new owner.
     Released,
+    /// lbd or the virtual server's listener stopped (UDP flows).
+    Stopped,
 }
 
 impl End {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             End::Closed => "closed",
             End::Idle => "idle",
@@ -58,6 +60,7 @@ impl End {
             End::NoMember => "no-member",
             End::LocalError => "local-error",
             End::Released => "released",
+            End::Stopped => "stopped",
         }
     }
 }

@@ -26,6 +26,25 @@ use crate::tables::{now_ms, persist_key, plugin_key, PersistRecord};
 pub use budget::is_local_error;
 pub use datapath::DataPath;
 
+/// The access-log line of a connection or flow that ended, when its virtual server logs and
+/// the sample takes it ([`access`]).
+pub(crate) fn log_access(dp: &DataPath, vs: &VsState, entry: &access::Entry) {
+    if !vs.cfg.access_log {
+        return;
+    }
+    let n = vs
+        .counters
+        .access_seen
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if !access::sampled(n, vs.cfg.access_log_sample) {
+        return;
+    }
+    let rt = dp.runtime.load();
+    dp.access
+        .log(&vs.name, rt.config.device.access_log_file.as_deref(), entry);
+}
+
 /// Why no member could be chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoMember {

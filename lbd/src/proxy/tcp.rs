@@ -165,22 +165,7 @@ async fn handle(
     } else if let Err(e) = proxy(&dp, &vs, client, peer, vip, &mut entry).await {
         debug!(virtual_server = %vs.name, client = %peer, "connection ended: {e}");
     }
-    access_log(&dp, &vs, &entry);
-}
-
-/// The access-log line of a connection that ended, when its virtual server logs and the
-/// sample takes it.
-fn access_log(dp: &DataPath, vs: &VsState, entry: &Entry) {
-    if !vs.cfg.access_log {
-        return;
-    }
-    let n = vs.counters.access_seen.fetch_add(1, Ordering::Relaxed) + 1;
-    if !super::access::sampled(n, vs.cfg.access_log_sample) {
-        return;
-    }
-    let rt = dp.runtime.load();
-    dp.access
-        .log(&vs.name, rt.config.device.access_log_file.as_deref(), entry);
+    super::log_access(&dp, &vs, &entry);
 }
 
 /// Why a connect to a member failed.

@@ -61,6 +61,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, trace};
 
+use super::access::{End, Entry};
 use super::budget::{Permit, Side};
 use super::datapath::DataPath;
 use super::datapath::Restore;
@@ -209,7 +210,7 @@ struct FlowEnd {
     dp: Arc<DataPath>,
     flows: Flows,
     flow: Arc<Flow>,
-    reason: &'static str,
+    reason: End,
 }
 
 impl Drop for FlowEnd {
@@ -232,8 +233,22 @@ impl Drop for FlowEnd {
             bytes_out = flow.conn.bytes_out.load(Ordering::Relaxed),
             dropped = flow.dropped.load(Ordering::Relaxed),
             "udp flow ended ({})",
-            self.reason
+            self.reason.name()
         );
+        if flow.vs.cfg.access_log {
+            let r = flow.conn.record();
+            let entry = Entry {
+                started: flow.born.into_std(),
+                client: flow.client,
+                vip: r.vip,
+                member: Some(r.member),
+                snat: Some(r.snat),
+                bytes_up: r.bytes_in,
+                bytes_down: r.bytes_out,
+                end: self.reason,
+            };
+            super::log_access(&self.dp, &flow.vs, &entry);
+        }
     }
 }
 
@@ -340,12 +355,12 @@ async fn run_flow(vip: Arc<UdpSocket>, mut end: FlowEnd) {
         tokio::select! {
             r = flow.upstream.readable() => {
                 if r.is_err() {
-                    end.reason = "runtime shutting down";
+                    end.reason = End::Stopped;
                     return;
                 }
                 if let Err(e) = pump_replies(&flow, &vip) {
                     flow.member_failed(&e);
-                    end.reason = "member error";
+                    end.reason = End::Error;
                     return;
                 }
             }
@@ -355,22 +370,22 @@ async fn run_flow(vip: Arc<UdpSocket>, mut end: FlowEnd) {
                 match r {
                     Ok(e) => {
                         flow.member_failed(&e);
-                        end.reason = "member error";
+                        end.reason = End::Error;
                     }
-                    Err(_) => end.reason = "runtime shutting down",
+                    Err(_) => end.reason = End::Stopped,
                 }
                 return;
             }
             () = &mut idle => {
                 let deadline = flow.idle_deadline();
                 if deadline <= Instant::now() {
-                    end.reason = "idle";
+                    end.reason = End::Idle;
                     return;
                 }
                 idle.as_mut().reset(deadline);
             }
             () = flow.closed.notified() => {
-                end.reason = "member error";
+                end.reason = End::Error;
                 return;
             }
         }
@@ -616,7 +631,7 @@ impl Listener {
             dp: self.dp.clone(),
             flows: self.flows.clone(),
             flow: flow.clone(),
-            reason: "listener stopped",
+            reason: End::Stopped,
         };
         if let Some(old) = self.flows.insert(key, flow.clone()) {
             old.closed.notify_one();

@@ -78,8 +78,8 @@ fn stdout(out: &Output) -> String {
 }
 
 /// The example files with their absolute paths moved under `root` (the scratch install): the
-/// configuration tree in `root/etc/spanlb`, the plugin directory the extracted one; and the
-/// group key the device-group file names, made as README says (0600).
+/// configuration tree in `root/etc/spanlb`, the plugin directory the extracted one, the
+/// interfaces `lo`; and the group key the device-group file names, made as README says (0600).
 fn install_examples(root: &Path) -> PathBuf {
     let etc = root.join("etc/spanlb");
     std::fs::create_dir_all(&etc).unwrap();
@@ -91,7 +91,11 @@ fn install_examples(root: &Path) -> PathBuf {
             .replace(
                 "/usr/lib/spanlb/",
                 &format!("{}/usr/lib/spanlb/", root.display()),
-            );
+            )
+            // `lbd --check` wants the device group's interfaces to exist; this machine has no
+            // ext0 or int0, every machine has lo.
+            .replace("\"ext0\"", "\"lo\"")
+            .replace("\"int0\"", "\"lo\"");
         std::fs::write(etc.join(f), text).unwrap();
     }
     let key = etc.join("group.key");

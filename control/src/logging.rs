@@ -129,6 +129,29 @@ where
     }
 }
 
+/// The daemons' `--log-format` and `--log-level` (flattened into each daemon's arguments).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log lines: `auto` (journald priority prefixes when stderr is the journal, else
+    /// `text`), `text`, `json` (one object per line) or `journald`.
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "auto",
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(LogFormat::NAMES),
+            |s| s.parse::<LogFormat>().expect("a listed format")))]
+    pub format: LogFormat,
+    /// What is logged: `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as
+    /// `info,bgpd::peer=debug` or `info,lbd::proxy=debug` [default: $RUST_LOG, else info]
+    #[arg(long = "log-level", value_name = "FILTER")]
+    pub level: Option<String>,
+}
+
+impl LogArgs {
+    /// [`init`] with these arguments.
+    pub fn init(&self) -> Result<(), String> {
+        init(self.format, self.level.as_deref())
+    }
+}
+
 /// Sets the process's log output up (once, at start).
 pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
     let filter = filter(level)?;

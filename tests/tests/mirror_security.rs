@@ -503,6 +503,39 @@ impl std::io::Write for LogBuf {
     }
 }
 
+/// lbd's sender configuration for device `device` sending tg-2 to c at `addr` (from `local`
+/// when given), with the lab's genuine trust files of `device`.
+fn tg2_sender_to_c(
+    trust_dir: &Path,
+    device: &str,
+    addr: SocketAddr,
+    local: Option<IpAddr>,
+) -> SenderLink {
+    let (cert, key) = trust::files(trust_dir, device);
+    SenderLink {
+        device: device.into(),
+        group: "seed".into(),
+        peer_device: "c".into(),
+        traffic_group: TG.into(),
+        primary: addr,
+        secondary: None,
+        local_primary: local,
+        local_secondary: None,
+        ca: trust_dir.join("ca.crt"),
+        cert,
+        key,
+        epoch: now_ms(),
+        capacity: 4096,
+        timers: Timers {
+            heartbeat_ms: 100,
+            dead_ms: 1000,
+        },
+        io_timeout: Duration::from_secs(2),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+    }
+}
+
 /// Runs, in C's namespace, a rogue server on `port` with `crt`/`key`, and in B's namespace
 /// lbd's sender with B's genuine trust files toward it, for `run`. Returns what the server
 /// saw, the sender's last status and its log.
@@ -550,29 +583,7 @@ fn sender_against(
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let (crt, key) = trust::files(&trust_dir, "b");
-                let cfg = SenderLink {
-                    device: "b".into(),
-                    group: "seed".into(),
-                    peer_device: "c".into(),
-                    traffic_group: TG.into(),
-                    primary: addr,
-                    secondary: None,
-                    local_primary: None,
-                    local_secondary: None,
-                    ca: trust_dir.join("ca.crt"),
-                    cert: crt,
-                    key,
-                    epoch: now_ms(),
-                    capacity: 4096,
-                    timers: Timers {
-                        heartbeat_ms: 100,
-                        dead_ms: 1000,
-                    },
-                    io_timeout: Duration::from_secs(2),
-                    backoff_min: Duration::from_millis(50),
-                    backoff_max: Duration::from_millis(400),
-                };
+                let cfg = tg2_sender_to_c(&trust_dir, "b", addr, None);
                 let (h, task) = link::spawn_sender(cfg, Arc::new(Records)).expect("sender");
                 let until = Instant::now() + run;
                 let mut st = h.status();
@@ -661,29 +672,7 @@ fn a_device_that_does_not_hold_the_traffic_group_cannot_take_its_channel() {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let (crt, key) = trust::files(&trust_dir, "a");
-                let cfg = SenderLink {
-                    device: "a".into(),
-                    group: "seed".into(),
-                    peer_device: "c".into(),
-                    traffic_group: TG.into(),
-                    primary: target,
-                    secondary: None,
-                    local_primary: Some(a_ip),
-                    local_secondary: None,
-                    ca: trust_dir.join("ca.crt"),
-                    cert: crt,
-                    key,
-                    epoch: now_ms(),
-                    capacity: 4096,
-                    timers: Timers {
-                        heartbeat_ms: 100,
-                        dead_ms: 1000,
-                    },
-                    io_timeout: Duration::from_secs(2),
-                    backoff_min: Duration::from_millis(50),
-                    backoff_max: Duration::from_millis(400),
-                };
+                let cfg = tg2_sender_to_c(&trust_dir, "a", target, Some(a_ip));
                 let (h, task) = link::spawn_sender(cfg, Arc::new(Records)).expect("sender");
                 let until = Instant::now() + run;
                 let mut ever_in_sync = false;

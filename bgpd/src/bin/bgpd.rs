@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
         // Before logging is set up: every problem is printed once, by the report.
         std::process::exit(bgpd::check::check(&args.config).print("bgpd"));
     }
-    if let Err(e) = spanlb_control::logging::init(args.log_format, args.log_level.as_deref()) {
+    if let Err(e) = args.log.init() {
         eprintln!("bgpd: {e}");
         std::process::exit(2);
     }

@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
         // Before logging is set up: every problem is printed once, by the report.
         std::process::exit(lbd::app::check::check(&args.config).print("lbd"));
     }
-    if let Err(e) = spanlb_control::logging::init(args.log_format, args.log_level.as_deref()) {
+    if let Err(e) = args.log.init() {
         eprintln!("lbd: {e}");
         std::process::exit(2);
     }

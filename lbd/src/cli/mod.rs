@@ -24,15 +24,6 @@ pub struct Lbd {
     /// Check the configuration and exit.
     #[arg(long)]
     pub check: bool,
-    /// Log lines: `auto` (journald priority prefixes when stderr is the journal, else
-    /// `text`), `text`, `json` (one object per line) or `journald`.
-    #[arg(long, value_name = "FORMAT", default_value = "auto",
-        value_parser = clap::builder::TypedValueParser::map(
-            clap::builder::PossibleValuesParser::new(spanlb_control::logging::LogFormat::NAMES),
-            |s| s.parse::<spanlb_control::logging::LogFormat>().expect("a listed format")))]
-    pub log_format: spanlb_control::logging::LogFormat,
-    /// What is logged: `error`, `warn`, `info`, `debug`, `trace`, or a filter such as
-    /// `info,lbd::mirror=debug` [default: $RUST_LOG, else info]
-    #[arg(long, value_name = "FILTER")]
-    pub log_level: Option<String>,
+    #[command(flatten)]
+    pub log: spanlb_control::logging::LogArgs,
 }

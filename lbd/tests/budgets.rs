@@ -219,10 +219,27 @@ fn a_tcp_flood_at_the_descriptor_limit_is_reset_early_and_leaves_control_and_mon
             held.push(c);
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Until lbd has taken every connection in (proxied or refused): on a loaded machine its
+    // accept loop may trail the clients by more than a fixed pause.
+    wait_for(
+        "every client proxied or refused",
+        Duration::from_secs(10),
+        || {
+            let text = scrape(metrics);
+            let refused = metric(
+                &text,
+                "lbd_descriptor_budget_refused_total{protocol=\"tcp\"} ",
+            );
+            let current = metric(
+                &text,
+                "lbd_virtual_server_current_connections{virtual_server=\"web\"} ",
+            );
+            (refused + current >= held.len() as u64).then_some(())
+        },
+    );
     let mut reset = 0;
     for c in &mut held {
-        c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let mut b = [0u8; 1];
         match c.read(&mut b) {
             Ok(0) => reset += 1,

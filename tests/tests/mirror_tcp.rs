@@ -117,6 +117,42 @@ fn checksum(b: &[u8]) -> u64 {
 }
 
 /// A message whose bytes depend on (connection, round).
+/// From the client namespace, each of `idle` sends a checksummed message of round `round`
+/// and must get it back within 5 s; one result per connection.
+fn echo_each(
+    lab: &ClusterLab,
+    idle: Vec<(usize, TcpStream, u16)>,
+    round: u64,
+    what: &str,
+) -> Vec<Result<(), String>> {
+    lab.ok(
+        lab.client.run_in(move || {
+            let handles: Vec<_> = idle
+                .into_iter()
+                .map(|(i, mut c, port)| {
+                    std::thread::spawn(move || {
+                        let msg = message(i, round, 1500);
+                        c.write_all(&msg)
+                            .map_err(|e| format!("port {port}: write {e}"))?;
+                        let back =
+                            read_n(&mut c, msg.len(), Instant::now() + Duration::from_secs(5))
+                                .map_err(|e| format!("port {port}: {e}"))?;
+                        if checksum(&back) != checksum(&msg) {
+                            return Err(format!("port {port}: wrong bytes"));
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
+                .collect()
+        }),
+        what,
+    )
+}
+
 fn message(conn: usize, round: u64, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| ((i as u64 * 31 + round * 7 + conn as u64 * 13) % 251) as u8)
@@ -354,32 +390,7 @@ fn idle_tcp_connections_survive_a_hung_device() {
     std::thread::sleep(Duration::from_millis(300));
 
     // Every idle connection sends a checksummed message.
-    let results: Vec<Result<(), String>> = lab.ok(
-        lab.client.run_in(move || {
-            let handles: Vec<_> = idle
-                .into_iter()
-                .map(|(i, mut c, port)| {
-                    std::thread::spawn(move || {
-                        let msg = message(i, 999, 1500);
-                        c.write_all(&msg)
-                            .map_err(|e| format!("port {port}: write {e}"))?;
-                        let back =
-                            read_n(&mut c, msg.len(), Instant::now() + Duration::from_secs(5))
-                                .map_err(|e| format!("port {port}: {e}"))?;
-                        if checksum(&back) != checksum(&msg) {
-                            return Err(format!("port {port}: wrong bytes"));
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
-                .collect()
-        }),
-        "idle connections after the failover",
-    );
+    let results = echo_each(&lab, idle, 999, "idle connections after the failover");
     let survived = results.iter().filter(|r| r.is_ok()).count();
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     println!(
@@ -506,32 +517,7 @@ fn idle_tcp_connections_survive_a_sigterm_that_drains() {
     lab.ok(r, "tg-2 on c");
     std::thread::sleep(Duration::from_millis(300));
 
-    let results: Vec<Result<(), String>> = lab.ok(
-        lab.client.run_in(move || {
-            let handles: Vec<_> = idle
-                .into_iter()
-                .map(|(i, mut c, port)| {
-                    std::thread::spawn(move || {
-                        let msg = message(i, 777, 1500);
-                        c.write_all(&msg)
-                            .map_err(|e| format!("port {port}: write {e}"))?;
-                        let back =
-                            read_n(&mut c, msg.len(), Instant::now() + Duration::from_secs(5))
-                                .map_err(|e| format!("port {port}: {e}"))?;
-                        if checksum(&back) != checksum(&msg) {
-                            return Err(format!("port {port}: wrong bytes"));
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
-                .collect()
-        }),
-        "idle connections after the SIGTERM",
-    );
+    let results = echo_each(&lab, idle, 777, "idle connections after the SIGTERM");
     let survived = results.iter().filter(|r| r.is_ok()).count();
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     println!(
